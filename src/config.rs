@@ -1,0 +1,173 @@
+//! Node configuration: `config.toml` in the data dir. Every key has a default, and `p2pfs init`
+//! writes them all out so a user sees what can be tuned.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const CONFIG_FILE: &str = "config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub network: NetworkConfig,
+    pub storage: StorageConfig,
+    pub fuse: FuseConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// File holding the 32-byte network key; relative paths are inside the data dir.
+    pub network_key_file: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Size of a file chunk in bytes (the last chunk of a file is shorter).
+    pub chunk_size: u32,
+    /// Bytes of decrypted chunks kept in memory for hot reads.
+    pub cache_bytes: u64,
+    /// Bytes of not-yet-sealed written data all open files may hold in memory together;
+    /// past it, writers seal (encrypt and store) their oldest dirty chunks.
+    pub write_buffer_bytes: u64,
+    /// Threads that encrypt and store chunks in the background while writes go on.
+    pub seal_threads: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FuseConfig {
+    /// Kernel request threads: a slow request holds one of them, never all.
+    pub threads: usize,
+    /// Let other local users use the mount (only when running as root); the kernel still
+    /// checks mode bits (`default_permissions`).
+    pub allow_other: bool,
+    /// How long the kernel may cache names and attributes, in milliseconds.
+    pub attr_ttl_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            network: NetworkConfig::default(),
+            storage: StorageConfig::default(),
+            fuse: FuseConfig::default(),
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            network_key_file: PathBuf::from("network.key"),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            chunk_size: 1 << 20,
+            cache_bytes: 64 << 20,
+            write_buffer_bytes: 64 << 20,
+            seal_threads: 4,
+        }
+    }
+}
+
+impl Default for FuseConfig {
+    fn default() -> Self {
+        Self {
+            threads: 8,
+            allow_other: true,
+            attr_ttl_ms: 1000,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.clone(),
+            source: Box::new(source),
+        })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { path, message })?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let s = &self.storage;
+        if !(4096..=(16 << 20)).contains(&s.chunk_size) {
+            return Err(format!(
+                "storage.chunk_size must be between 4096 and 16777216, not {}",
+                s.chunk_size
+            ));
+        }
+        if s.write_buffer_bytes < u64::from(s.chunk_size) * 2 {
+            return Err("storage.write_buffer_bytes must hold at least two chunks".into());
+        }
+        if s.seal_threads == 0 || s.seal_threads > 64 {
+            return Err("storage.seal_threads must be between 1 and 64".into());
+        }
+        if self.fuse.threads == 0 || self.fuse.threads > 256 {
+            return Err("fuse.threads must be between 1 and 256".into());
+        }
+        Ok(())
+    }
+
+    /// The network key file, resolved against the data dir.
+    pub fn network_key_path(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(&self.network.network_key_file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_partial_files_fill_in() {
+        let text = Config::default().to_toml();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), Config::default());
+        let partial: Config = toml::from_str("[storage]\nchunk_size = 65536\n").unwrap();
+        assert_eq!(partial.storage.chunk_size, 65536);
+        assert_eq!(partial.fuse, FuseConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("[storage]\nchunk_sise = 1\n").is_err());
+        let mut c = Config::default();
+        c.storage.chunk_size = 100;
+        assert!(c.validate().is_err());
+    }
+}

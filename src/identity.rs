@@ -1,0 +1,245 @@
+//! Keys a node holds: the network key (admission to the private network), the node identity
+//! (its libp2p peer id) and the user identity (age X25519 to decrypt volume keys, ed25519 to
+//! sign namespace entries).
+
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use age::secrecy::ExposeSecret;
+use ed25519_dalek::SigningKey;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::namespace::UserId;
+use crate::util::fsutil::write_new;
+
+pub const NODE_KEY_FILE: &str = "node.key";
+pub const USER_KEY_FILE: &str = "user.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> IdentityError {
+    IdentityError::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// The 32-byte secret shared by every member of one p2pfs network.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NetworkKey(pub [u8; 32]);
+
+impl std::fmt::Debug for NetworkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NetworkKey(..)")
+    }
+}
+
+impl NetworkKey {
+    pub fn generate() -> Self {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        NetworkKey(key)
+    }
+
+    /// Reads a key file: 32 raw bytes, or 64 hex digits (surrounding white space ignored).
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let bytes = Zeroizing::new(fs::read(path).map_err(io_err(path))?);
+        if bytes.len() == 32 {
+            return Ok(NetworkKey(bytes[..].try_into().expect("32 bytes")));
+        }
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| {
+                invalid(
+                    path,
+                    "not a network key: expected 32 bytes or 64 hex digits",
+                )
+            })?
+            .trim();
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text, &mut key).map_err(|_| {
+            invalid(
+                path,
+                "not a network key: expected 32 bytes or 64 hex digits",
+            )
+        })?;
+        Ok(NetworkKey(key))
+    }
+
+    /// Uses the key in `path`, or creates the file (mode 0600) with a fresh key.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), IdentityError> {
+        match Self::load(path) {
+            Ok(key) => Ok((key, false)),
+            Err(IdentityError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
+                let key = Self::generate();
+                let text = Zeroizing::new(format!("{}\n", hex::encode(key.0)));
+                write_new(path, text.as_bytes(), 0o600).map_err(io_err(path))?;
+                Ok((key, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A short, non-secret fingerprint that names the network in logs and status.
+    pub fn fingerprint(&self) -> String {
+        let h = blake3::derive_key("p2pfs network fingerprint v1", &self.0);
+        hex::encode(&h[..8])
+    }
+}
+
+/// The node's libp2p identity (its peer id).
+pub struct NodeIdentity {
+    pub keypair: libp2p::identity::Keypair,
+}
+
+impl NodeIdentity {
+    pub fn generate() -> Self {
+        Self {
+            keypair: libp2p::identity::Keypair::generate_ed25519(),
+        }
+    }
+
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        self.keypair.public().to_peer_id()
+    }
+
+    pub fn save_new(&self, path: &Path) -> Result<(), IdentityError> {
+        let bytes = Zeroizing::new(
+            self.keypair
+                .to_protobuf_encoding()
+                .map_err(|e| invalid(path, e.to_string()))?,
+        );
+        write_new(path, &bytes, 0o600).map_err(io_err(path))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let bytes = Zeroizing::new(fs::read(path).map_err(io_err(path))?);
+        let keypair = libp2p::identity::Keypair::from_protobuf_encoding(&bytes)
+            .map_err(|e| invalid(path, format!("not a node key: {e}")))?;
+        Ok(Self { keypair })
+    }
+}
+
+/// A person's identity: decrypts the volume keys wrapped to them, signs what they write.
+pub struct UserIdentity {
+    pub age: age::x25519::Identity,
+    pub signing: SigningKey,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserKeyFile {
+    age_secret_key: String,
+    signing_key: String,
+}
+
+impl UserIdentity {
+    pub fn generate() -> Self {
+        Self {
+            age: age::x25519::Identity::generate(),
+            signing: SigningKey::generate(&mut rand::rngs::OsRng),
+        }
+    }
+
+    pub fn user_id(&self) -> UserId {
+        UserId(self.signing.verifying_key().to_bytes())
+    }
+
+    pub fn recipient(&self) -> age::x25519::Recipient {
+        self.age.to_public()
+    }
+
+    pub fn save_new(&self, path: &Path) -> Result<(), IdentityError> {
+        let file = UserKeyFile {
+            age_secret_key: self.age.to_string().expose_secret().to_string(),
+            signing_key: hex::encode(self.signing.to_bytes()),
+        };
+        let text = Zeroizing::new(format!(
+            "# p2pfs user identity: keep it secret; it decrypts and signs your files.\n{}",
+            toml::to_string(&file).expect("serializes")
+        ));
+        write_new(path, text.as_bytes(), 0o600).map_err(io_err(path))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(io_err(path))?);
+        let file: UserKeyFile =
+            toml::from_str(&text).map_err(|e| invalid(path, format!("not a user key: {e}")))?;
+        let age = age::x25519::Identity::from_str(&file.age_secret_key)
+            .map_err(|e| invalid(path, format!("bad age key: {e}")))?;
+        let mut sk = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(&file.signing_key, &mut sk[..])
+            .map_err(|_| invalid(path, "bad signing key: expected 64 hex digits"))?;
+        Ok(Self {
+            age,
+            signing: SigningKey::from_bytes(&sk),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keys_round_trip_with_private_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = UserIdentity::generate();
+        let p = dir.path().join("user.key");
+        user.save_new(&p).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let back = UserIdentity::load(&p).unwrap();
+        assert_eq!(back.user_id(), user.user_id());
+        assert_eq!(back.recipient().to_string(), user.recipient().to_string());
+        assert!(user.save_new(&p).is_err(), "never overwrites");
+
+        let node = NodeIdentity::generate();
+        let p = dir.path().join("node.key");
+        node.save_new(&p).unwrap();
+        assert_eq!(NodeIdentity::load(&p).unwrap().peer_id(), node.peer_id());
+    }
+
+    #[test]
+    fn network_key_created_once_then_reused_raw_or_hex() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("net.key");
+        let (k1, created) = NetworkKey::load_or_create(&p).unwrap();
+        assert!(created);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (k2, created) = NetworkKey::load_or_create(&p).unwrap();
+        assert!(!created);
+        assert_eq!(k1, k2);
+        let raw = dir.path().join("raw.key");
+        fs::write(&raw, k1.0).unwrap();
+        assert_eq!(NetworkKey::load(&raw).unwrap(), k1);
+        let bad = dir.path().join("bad.key");
+        fs::write(&bad, b"short").unwrap();
+        assert!(matches!(
+            NetworkKey::load(&bad),
+            Err(IdentityError::Invalid { .. })
+        ));
+    }
+}

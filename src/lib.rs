@@ -1,0 +1,21 @@
+//! p2pfs: a serverless, end-to-end encrypted, self-repairing peer-to-peer file store.
+//!
+//! The layers, top to bottom (each one module, arrows point down only):
+//!
+//! - [`fuse`]: thin adapter from kernel requests to [`fs::FsCore`] calls.
+//! - [`fs`]: the filesystem core: inodes, open files, write buffers, close-to-open commits.
+//! - [`namespace`]: signed, encrypted entries (one per file, directory or symlink), their
+//!   last-writer-wins merge and the directory view built from them.
+//! - [`block`]: the object store: chunk codec (encrypt, hash), local chunk files, LRU cache.
+//! - [`identity`], [`config`], [`util`]: keys, settings, small shared helpers.
+//!
+//! [`node`] wires them together for the `p2pfs` binary.
+
+pub mod block;
+pub mod config;
+//pub mod fs;
+//pub mod fuse;
+pub mod identity;
+pub mod namespace;
+//pub mod node;
+pub mod util;

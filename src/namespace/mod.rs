@@ -1,0 +1,14 @@
+//! The namespace: one signed entry per file, directory or symlink ([`entry`]), the volume whose
+//! keys encrypt them ([`volume`]), the directory view built from them with conflict copies
+//! ([`view`]), and their persistence in an embedded ACID store ([`store`]).
+
+pub mod entry;
+pub mod store;
+pub mod view;
+pub mod volume;
+
+pub use entry::{
+    Entry, EntryError, EntryId, EntryKind, EntryMeta, Timestamp, UserId, Version, VolumeId,
+};
+pub use store::{NamespaceError, NamespaceStore};
+pub use volume::Volume;
