@@ -23,7 +23,7 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub network: NetworkConfig,
@@ -62,16 +62,6 @@ pub struct FuseConfig {
     pub allow_other: bool,
     /// How long the kernel may cache names and attributes, in milliseconds.
     pub attr_ttl_ms: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            network: NetworkConfig::default(),
-            storage: StorageConfig::default(),
-            fuse: FuseConfig::default(),
-        }
-    }
 }
 
 impl Default for NetworkConfig {

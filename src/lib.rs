@@ -13,9 +13,9 @@
 
 pub mod block;
 pub mod config;
-//pub mod fs;
-//pub mod fuse;
+pub mod fs;
+pub mod fuse;
 pub mod identity;
 pub mod namespace;
-//pub mod node;
+pub mod node;
 pub mod util;

@@ -1,1 +1,107 @@
-fn main() {}
+//! `p2pfs`: create a node, or run it with its mount.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use p2pfs::node::{self, Node};
+
+#[derive(Parser)]
+#[command(
+    name = "p2pfs",
+    version,
+    about = "Serverless, end-to-end encrypted peer-to-peer file store, mounted as a directory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a node: identities, network key and a config with every default.
+    Init {
+        /// Where the node keeps its keys, config, chunks and namespace.
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Network key file: used if it exists, created (mode 0600) with a fresh key if not.
+        /// Without it, a fresh key is made inside the data dir.
+        #[arg(long)]
+        network_key: Option<PathBuf>,
+    },
+    /// Run a node in the foreground with its mount; SIGTERM or SIGINT unmounts and exits.
+    Run {
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Directory to mount the files at (created if missing).
+        #[arg(long)]
+        mount: PathBuf,
+    },
+    /// One-command start: mount at MOUNTPOINT using the default data dir, created on first use.
+    Mount {
+        mountpoint: PathBuf,
+        /// Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("P2PFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn print_init(data_dir: &std::path::Path, r: &node::InitReport) {
+    println!("initialized p2pfs node in {}", data_dir.display());
+    println!("  peer id:      {}", r.peer_id);
+    println!("  user id:      {}", r.user_id);
+    println!(
+        "  network key:  {} ({}, fingerprint {})",
+        r.network_key_file.display(),
+        if r.network_key_created {
+            "new"
+        } else {
+            "existing"
+        },
+        r.network_fingerprint
+    );
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Init {
+            data_dir,
+            network_key,
+        } => {
+            let report = node::init(&data_dir, network_key.as_deref())?;
+            print_init(&data_dir, &report);
+        }
+        Command::Run { data_dir, mount } => {
+            Node::load(&data_dir)?.run(&mount)?;
+        }
+        Command::Mount {
+            mountpoint,
+            data_dir,
+        } => {
+            let data_dir = match data_dir {
+                Some(d) => d,
+                None => p2pfs::util::paths::default_data_dir().context(
+                    "no default data dir: set HOME or XDG_DATA_HOME, or pass --data-dir",
+                )?,
+            };
+            if !node::is_initialized(&data_dir) {
+                let report = node::init(&data_dir, None)?;
+                print_init(&data_dir, &report);
+            }
+            Node::load(&data_dir)?.run(&mountpoint)?;
+        }
+    }
+    Ok(())
+}

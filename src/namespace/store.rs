@@ -148,13 +148,13 @@ mod tests {
         let old = sealer.tombstone(id, Hlc(5));
         {
             let store = NamespaceStore::open(&path).unwrap();
-            assert_eq!(store.commit(&[new.clone()]).unwrap().len(), 1);
+            assert_eq!(store.commit(std::slice::from_ref(&new)).unwrap().len(), 1);
             assert!(
                 store.commit(&[old]).unwrap().is_empty(),
                 "an older version changes nothing"
             );
             assert!(
-                store.commit(&[new.clone()]).unwrap().is_empty(),
+                store.commit(std::slice::from_ref(&new)).unwrap().is_empty(),
                 "replay changes nothing"
             );
         }

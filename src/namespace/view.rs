@@ -41,7 +41,7 @@ impl<V: Copy + PartialEq> Children<V> {
         claims.retain(|(_, v)| *v != value);
         claims.push((version, value));
         // Winner last: the highest version.
-        claims.sort_by(|a, b| a.0.cmp(&b.0));
+        claims.sort_by_key(|c| c.0);
     }
 
     pub fn remove(&mut self, name: &[u8], value: V) {

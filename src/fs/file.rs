@@ -1,0 +1,425 @@
+//! Open files: the working version of a file between open and close.
+//!
+//! Writes land in per-chunk plaintext buffers. A chunk whose last byte is written is handed to
+//! the seal pool at once (encrypt, hash, store, off the request thread), so a sequential copy
+//! streams through; past the per-file buffer bound, the oldest buffers are sealed too and the
+//! writer waits for the pool, so memory stays bounded whatever the file size. `commit` seals
+//! what is left, waits, and hands back the new chunk map for the namespace: close-to-open.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::error::{FsError, FsResult};
+use crate::block::chunk;
+use crate::block::{ChunkCache, ChunkRef, ChunkSecret, ChunkStore, StoreError};
+use crate::namespace::{EntryId, EntryMeta, Timestamp};
+
+/// Largest file size accepted (the chunk map of a bigger file would outgrow an entry).
+pub const MAX_FILE_SIZE: u64 = 1 << 44;
+
+/// Reads and writes chunks for one volume: through the cache, verified, decrypted.
+pub struct ChunkIo {
+    pub store: Arc<ChunkStore>,
+    pub cache: Arc<ChunkCache>,
+    pub secret: ChunkSecret,
+    pub chunk_size: u64,
+}
+
+impl ChunkIo {
+    /// The plaintext of a chunk, from the cache or the local store.
+    pub fn load(&self, r: &ChunkRef) -> FsResult<Arc<Vec<u8>>> {
+        if let Some(hit) = self.cache.get(&r.id) {
+            return Ok(hit);
+        }
+        let ciphertext = self.store.get(&r.id).map_err(|e| {
+            match &e {
+                StoreError::Missing(_) => {
+                    tracing::error!(chunk = %r.id, "chunk is missing from the local store")
+                }
+                StoreError::Corrupt(_) => {} // logged by the store
+                StoreError::Io(err) => {
+                    tracing::error!(chunk = %r.id, error = %err, "cannot read chunk")
+                }
+            }
+            FsError::from(e)
+        })?;
+        let plain = Arc::new(chunk::open(r, &ciphertext).map_err(|e| {
+            tracing::error!(chunk = %r.id, error = %e, "chunk does not decrypt");
+            FsError::Io(e.to_string())
+        })?);
+        self.cache.insert(r.id, plain.clone());
+        Ok(plain)
+    }
+
+    /// Encrypts and stores a chunk's plaintext.
+    pub fn seal(&self, plaintext: &[u8]) -> FsResult<ChunkRef> {
+        let (r, ciphertext) = self.secret.seal(plaintext);
+        self.store.put(&r.id, &ciphertext)?;
+        Ok(r)
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads that seal chunks while the FUSE threads go on taking writes.
+pub struct SealPool {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl SealPool {
+    pub fn new(threads: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let handles = (0..threads)
+            .map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("p2pfs-seal-{i}"))
+                    .spawn(move || {
+                        loop {
+                            let job = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            match job {
+                                Ok(job) => job(),
+                                Err(_) => return,
+                            }
+                        }
+                    })
+                    .expect("spawn seal thread")
+            })
+            .collect();
+        Self {
+            tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(handles),
+        }
+    }
+
+    fn submit(&self, job: Job) {
+        match self.tx.lock().as_ref() {
+            Some(tx) => {
+                let _ = tx.send(job);
+            }
+            // Shut down: run inline so no write is lost.
+            None => job(),
+        }
+    }
+
+    /// Finishes queued jobs and stops the threads.
+    pub fn shutdown(&self) {
+        self.tx.lock().take();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+pub struct OpenFile {
+    pub id: EntryId,
+    state: Mutex<FileState>,
+    changed: Condvar,
+}
+
+pub struct FileState {
+    pub size: u64,
+    /// Sealed chunks, in order; `None` is a hole.
+    blocks: Vec<Option<ChunkRef>>,
+    /// Written plaintext not yet handed to the seal pool.
+    dirty: BTreeMap<u64, Vec<u8>>,
+    /// Plaintext being sealed, with the generation that tells a stale result from a current one.
+    sealing: HashMap<u64, (u64, Arc<Vec<u8>>)>,
+    generation: u64,
+    buffered_bytes: u64,
+    /// Uncommitted changes exist.
+    pub modified: bool,
+    /// Modification time of the uncommitted changes.
+    pub mtime: Option<Timestamp>,
+    /// First background failure (a full disk), reported by the next write, flush or fsync.
+    error: Option<FsError>,
+    pub open_count: usize,
+}
+
+enum Source {
+    Bytes(Vec<u8>),
+    Shared(Arc<Vec<u8>>),
+    Stored(ChunkRef),
+    Hole,
+}
+
+impl OpenFile {
+    pub fn new(id: EntryId, meta: &EntryMeta) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            state: Mutex::new(FileState {
+                size: meta.size,
+                blocks: meta.blocks.clone(),
+                dirty: BTreeMap::new(),
+                sealing: HashMap::new(),
+                generation: 0,
+                buffered_bytes: 0,
+                modified: false,
+                mtime: None,
+                error: None,
+                open_count: 0,
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, FileState> {
+        self.state.lock()
+    }
+
+    pub fn read(&self, io: &ChunkIo, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+        let cs = io.chunk_size;
+        let mut parts = Vec::new();
+        let end;
+        {
+            let st = self.state.lock();
+            end = st.size.min(offset.saturating_add(u64::from(len)));
+            let mut pos = offset;
+            while pos < end {
+                let idx = pos / cs;
+                let within = (pos - idx * cs) as usize;
+                let take = ((idx + 1) * cs).min(end) - pos;
+                let source = if let Some(buf) = st.dirty.get(&idx) {
+                    let from = within.min(buf.len());
+                    let to = (within + take as usize).min(buf.len());
+                    Source::Bytes(buf[from..to].to_vec())
+                } else if let Some((_, buf)) = st.sealing.get(&idx) {
+                    Source::Shared(buf.clone())
+                } else if let Some(Some(r)) = st.blocks.get(idx as usize) {
+                    Source::Stored(*r)
+                } else {
+                    Source::Hole
+                };
+                parts.push((within, take as usize, source));
+                pos += take;
+            }
+        }
+        // Chunks are fetched without the file lock, so a slow read does not stall writers.
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        for (within, take, source) in parts {
+            let start = out.len();
+            match source {
+                Source::Bytes(b) => out.extend_from_slice(&b),
+                Source::Shared(buf) => copy_range(&mut out, &buf, within, take),
+                Source::Stored(r) => copy_range(&mut out, &io.load(&r)?, within, take),
+                Source::Hole => {}
+            }
+            // Past the stored bytes of a chunk (a hole, or a file grown by truncate) reads zeros.
+            out.resize(start + take, 0);
+        }
+        Ok(out)
+    }
+
+    pub fn write(
+        self: &Arc<Self>,
+        io: &Arc<ChunkIo>,
+        pool: &SealPool,
+        limit: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::TooLarge)?;
+        let cs = io.chunk_size;
+        let mut st = self.state.lock();
+        if let Some(e) = &st.error {
+            return Err(e.clone());
+        }
+        let old_size = st.size;
+        let mut pos = offset;
+        let mut last_idx = offset / cs;
+        while pos < end {
+            let idx = pos / cs;
+            let chunk_start = idx * cs;
+            let a = (pos - chunk_start) as usize;
+            let b = ((end - chunk_start).min(cs)) as usize;
+            let covers_old = a == 0 && b as u64 >= cs.min(old_size.saturating_sub(chunk_start));
+            let buf = self.dirty_buffer(&mut st, io, idx, covers_old)?;
+            if buf.len() < b {
+                buf.resize(b, 0);
+            }
+            buf[a..b]
+                .copy_from_slice(&data[(pos - offset) as usize..(pos - offset) as usize + (b - a)]);
+            let full = b as u64 == cs && buf.len() as u64 == cs;
+            if full {
+                self.start_seal(&mut st, io, pool, idx);
+            }
+            pos = chunk_start + b as u64;
+            last_idx = idx;
+        }
+        st.size = st.size.max(end);
+        st.modified = true;
+        st.mtime = Some(Timestamp::now());
+        // Bound memory: seal older buffers, then wait for the pool to catch up.
+        while st.buffered_bytes > limit {
+            if let Some(e) = &st.error {
+                return Err(e.clone());
+            }
+            let oldest = st.dirty.keys().copied().find(|&i| i != last_idx);
+            match oldest {
+                Some(idx) => self.start_seal(&mut st, io, pool, idx),
+                None if !st.sealing.is_empty() => self.changed.wait(&mut st),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The dirty buffer of chunk `idx`, created from what the chunk holds now unless the
+    /// write about to happen covers all of it.
+    fn dirty_buffer<'a>(
+        &self,
+        st: &'a mut FileState,
+        io: &ChunkIo,
+        idx: u64,
+        covers_old: bool,
+    ) -> FsResult<&'a mut Vec<u8>> {
+        if !st.dirty.contains_key(&idx) {
+            let buf = if let Some((_, shared)) = st.sealing.remove(&idx) {
+                // Being sealed: that result is now stale (its generation no longer matches).
+                st.buffered_bytes -= io.chunk_size;
+                shared.as_ref().clone()
+            } else {
+                match st.blocks.get(idx as usize) {
+                    Some(Some(r)) if !covers_old => io.load(r)?.as_ref().clone(),
+                    _ => Vec::with_capacity(io.chunk_size as usize),
+                }
+            };
+            st.dirty.insert(idx, buf);
+            st.buffered_bytes += io.chunk_size;
+        }
+        Ok(st.dirty.get_mut(&idx).expect("just inserted"))
+    }
+
+    fn start_seal(
+        self: &Arc<Self>,
+        st: &mut FileState,
+        io: &Arc<ChunkIo>,
+        pool: &SealPool,
+        idx: u64,
+    ) {
+        let Some(buf) = st.dirty.remove(&idx) else {
+            return;
+        };
+        st.generation += 1;
+        let generation = st.generation;
+        let buf = Arc::new(buf);
+        st.sealing.insert(idx, (generation, buf.clone()));
+        let file = self.clone();
+        let io = io.clone();
+        pool.submit(Box::new(move || {
+            let result = if buf.is_empty() {
+                Ok(None)
+            } else {
+                io.seal(&buf).map(Some)
+            };
+            let mut st = file.state.lock();
+            if st.sealing.get(&idx).is_some_and(|(g, _)| *g == generation) {
+                st.sealing.remove(&idx);
+                match result {
+                    Ok(r) => {
+                        st.buffered_bytes -= io.chunk_size;
+                        if idx * io.chunk_size < st.size {
+                            if st.blocks.len() <= idx as usize {
+                                st.blocks.resize(idx as usize + 1, None);
+                            }
+                            st.blocks[idx as usize] = r;
+                        }
+                    }
+                    Err(e) => {
+                        // Keep the data so a later flush can retry; report the failure.
+                        st.dirty.insert(
+                            idx,
+                            Arc::try_unwrap(buf).unwrap_or_else(|b| b.as_ref().clone()),
+                        );
+                        st.error.get_or_insert(e);
+                    }
+                }
+            }
+            drop(st);
+            file.changed.notify_all();
+        }));
+    }
+
+    pub fn truncate(self: &Arc<Self>, io: &Arc<ChunkIo>, new_size: u64) -> FsResult<()> {
+        if new_size > MAX_FILE_SIZE {
+            return Err(FsError::TooLarge);
+        }
+        let cs = io.chunk_size;
+        let mut st = self.state.lock();
+        if new_size < st.size {
+            let keep = new_size.div_ceil(cs);
+            let dropped_dirty = st.dirty.split_off(&keep).len() as u64;
+            let before = st.sealing.len();
+            st.sealing.retain(|&idx, _| idx < keep);
+            let dropped = dropped_dirty + (before - st.sealing.len()) as u64;
+            st.buffered_bytes -= dropped * cs;
+            st.blocks.truncate(keep as usize);
+            let tail = (new_size % cs) as usize;
+            if tail != 0 {
+                let idx = keep - 1;
+                let holds_data = st.dirty.contains_key(&idx)
+                    || st.sealing.contains_key(&idx)
+                    || matches!(st.blocks.get(idx as usize), Some(Some(_)));
+                if holds_data {
+                    let buf = self.dirty_buffer(&mut st, io, idx, false)?;
+                    buf.truncate(tail);
+                }
+            }
+        }
+        st.size = new_size;
+        st.modified = true;
+        st.mtime = Some(Timestamp::now());
+        Ok(())
+    }
+
+    /// Seals everything buffered and waits for it. Returns the chunk map to commit, or the
+    /// error that kept the data from being stored (the data stays buffered for a retry).
+    pub fn seal_all(
+        self: &Arc<Self>,
+        io: &Arc<ChunkIo>,
+        pool: &SealPool,
+    ) -> FsResult<MutexGuard<'_, FileState>> {
+        let mut st = self.state.lock();
+        let dirty: Vec<u64> = st.dirty.keys().copied().collect();
+        for idx in dirty {
+            self.start_seal(&mut st, io, pool, idx);
+        }
+        while !st.sealing.is_empty() {
+            self.changed.wait(&mut st);
+        }
+        if let Some(e) = st.error.take() {
+            return Err(e);
+        }
+        Ok(st)
+    }
+}
+
+impl FileState {
+    /// The chunk map of the current size, for a commit (only valid after `seal_all`).
+    pub fn committed_blocks(&self, chunk_size: u64) -> Vec<Option<ChunkRef>> {
+        let n = self.size.div_ceil(chunk_size) as usize;
+        let mut blocks = self.blocks.clone();
+        blocks.truncate(n);
+        while blocks.last().is_some_and(Option::is_none) {
+            blocks.pop();
+        }
+        blocks
+    }
+}
+
+fn copy_range(out: &mut Vec<u8>, buf: &[u8], within: usize, take: usize) {
+    let from = within.min(buf.len());
+    let to = (within + take).min(buf.len());
+    out.extend_from_slice(&buf[from..to]);
+}

@@ -1,0 +1,843 @@
+//! The filesystem core: everything a mount does, as plain method calls that tests can drive
+//! without a kernel. [`crate::fuse`] only translates kernel requests into these calls.
+//!
+//! Consistency is close-to-open: metadata operations (create, mkdir, rename, chmod, ...) are
+//! committed durably before they return; file data is committed as a new entry version when a
+//! descriptor is flushed (every `close()`), fsync'd or released.
+//!
+//! Lock order, to stay deadlock-free: open-files map, then one file's state, then `mutate`,
+//! then `tree`. Never the other way round.
+
+pub mod error;
+pub mod file;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ed25519_dalek::SigningKey;
+use parking_lot::{Mutex, RwLock};
+
+pub use error::{FsError, FsResult};
+use file::{ChunkIo, OpenFile, SealPool};
+pub use tree::ROOT_INO;
+use tree::{Node, Tree};
+
+use crate::block::cache::CacheStats;
+use crate::block::{ChunkCache, ChunkStore};
+use crate::namespace::entry::{EntrySealer, MAX_NAME_LEN};
+use crate::namespace::{EntryId, EntryKind, EntryMeta, NamespaceStore, Timestamp, Volume};
+use crate::util::hlc::HlcClock;
+
+const S_ISGID: u32 = 0o2000;
+
+/// Attributes of a file, directory or symlink, as `stat` shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub blocks: u64,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub blksize: u32,
+}
+
+/// Who is asking (from the kernel request).
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum TimeSet {
+    Now,
+    At(Timestamp),
+}
+
+impl TimeSet {
+    fn resolve(self) -> Timestamp {
+        match self {
+            TimeSet::Now => Timestamp::now(),
+            TimeSet::At(t) => t,
+        }
+    }
+}
+
+/// The changes of a `setattr`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub attr: Attr,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+/// Counters for status and tests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoreStats {
+    pub entries: usize,
+    pub open_files: usize,
+    pub rejected_entries: usize,
+    pub cache: CacheStats,
+}
+
+enum Handle {
+    File {
+        ino: u64,
+        file: Arc<OpenFile>,
+        writable: bool,
+    },
+    Dir(Arc<Vec<DirEntry>>),
+}
+
+/// What the core is built from.
+pub struct CoreParts {
+    pub volume: Volume,
+    pub signer: SigningKey,
+    /// Tag of this node in the entries it writes.
+    pub origin: u64,
+    pub namespace: NamespaceStore,
+    pub chunks: Arc<ChunkStore>,
+    pub chunk_size: u32,
+    pub cache_bytes: u64,
+    pub write_buffer_bytes: u64,
+    pub seal_threads: usize,
+    /// Where `statfs` looks for free space.
+    pub data_dir: PathBuf,
+}
+
+pub struct FsCore {
+    volume: Volume,
+    signer: SigningKey,
+    origin: u64,
+    clock: HlcClock,
+    namespace: NamespaceStore,
+    io: Arc<ChunkIo>,
+    pool: SealPool,
+    tree: RwLock<Tree>,
+    /// Serializes namespace mutations: check, commit and apply happen as one step.
+    mutate: Mutex<()>,
+    open_files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    write_limit: u64,
+    data_dir: PathBuf,
+    rejected: usize,
+}
+
+fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(FsError::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+    {
+        return Err(FsError::Invalid);
+    }
+    Ok(())
+}
+
+impl FsCore {
+    /// Loads the volume's namespace (verifying every entry) and creates its root on first use.
+    pub fn load(parts: CoreParts) -> FsResult<Self> {
+        let loaded = parts.namespace.load_all()?;
+        let root_id = parts.volume.root_id();
+        let clock = HlcClock::new();
+        let mut tree = Tree::new(root_id);
+        let mut rejected = loaded.rejected;
+        for entry in &loaded.entries {
+            clock.observe(entry.hlc);
+            if entry.volume != parts.volume.id {
+                continue;
+            }
+            if !parts.volume.can_write(&entry.author) {
+                tracing::warn!(entry = %entry.id, author = %entry.author, "entry by a non-writer refused");
+                rejected += 1;
+                continue;
+            }
+            if entry.deleted {
+                continue;
+            }
+            match entry.open(&parts.volume.payload_key) {
+                Ok(meta) => tree.upsert(entry.id, entry.version(), meta),
+                Err(e) => {
+                    tracing::warn!(entry = %entry.id, error = %e, "entry refused");
+                    rejected += 1;
+                }
+            }
+        }
+        let io = Arc::new(ChunkIo {
+            store: parts.chunks,
+            cache: Arc::new(ChunkCache::new(parts.cache_bytes)),
+            secret: parts.volume.chunk_secret.clone(),
+            chunk_size: u64::from(parts.chunk_size),
+        });
+        let core = Self {
+            volume: parts.volume,
+            signer: parts.signer,
+            origin: parts.origin,
+            clock,
+            namespace: parts.namespace,
+            io,
+            pool: SealPool::new(parts.seal_threads),
+            tree: RwLock::new(tree),
+            mutate: Mutex::new(()),
+            open_files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            write_limit: parts.write_buffer_bytes,
+            data_dir: parts.data_dir,
+            rejected,
+        };
+        if core.tree.read().get(ROOT_INO).is_none() {
+            let now = Timestamp::now();
+            // SAFETY: getuid/getgid cannot fail.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            let root = EntryMeta {
+                parent: root_id,
+                name: Vec::new(),
+                kind: EntryKind::Dir,
+                size: 0,
+                mode: 0o755,
+                uid,
+                gid,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                blocks: vec![],
+                symlink_target: vec![],
+            };
+            core.persist(vec![(root_id, Some(root))])?;
+        }
+        tracing::info!(
+            entries = core.tree.read().len(),
+            rejected,
+            "namespace loaded"
+        );
+        Ok(core)
+    }
+
+    /// Seals, signs and durably commits a set of changes, then applies them to the tree.
+    /// `None` deletes. The caller holds `mutate`.
+    fn persist(&self, changes: Vec<(EntryId, Option<EntryMeta>)>) -> FsResult<()> {
+        let sealer = EntrySealer {
+            volume: self.volume.id,
+            payload_key: &self.volume.payload_key,
+            signer: &self.signer,
+            origin: self.origin,
+        };
+        let entries: Vec<_> = changes
+            .iter()
+            .map(|(id, meta)| match meta {
+                Some(m) => sealer.seal(*id, self.clock.now(), m),
+                None => sealer.tombstone(*id, self.clock.now()),
+            })
+            .collect();
+        self.namespace.commit(&entries)?;
+        let mut tree = self.tree.write();
+        for (entry, (id, meta)) in entries.iter().zip(changes) {
+            match meta {
+                Some(m) => tree.upsert(id, entry.version(), m),
+                None => tree.remove(&id),
+            }
+        }
+        Ok(())
+    }
+
+    fn attr_of(&self, ino: u64, node: &Node) -> Attr {
+        let m = &node.meta;
+        let size = match m.kind {
+            EntryKind::Dir => 4096,
+            EntryKind::Symlink => m.symlink_target.len() as u64,
+            EntryKind::File => m.size,
+        };
+        Attr {
+            ino,
+            kind: m.kind,
+            size,
+            blocks: size.div_ceil(512),
+            perm: (m.mode & 0o7777) as u16,
+            nlink: if m.kind == EntryKind::Dir {
+                2 + node.subdirs
+            } else {
+                1
+            },
+            uid: m.uid,
+            gid: m.gid,
+            atime: m.atime,
+            mtime: m.mtime,
+            ctime: m.ctime,
+            blksize: self.io.chunk_size as u32,
+        }
+    }
+
+    /// Attributes with an open file's uncommitted size and time laid over them.
+    fn live_attr(&self, ino: u64, node: &Node) -> Attr {
+        let mut attr = self.attr_of(ino, node);
+        if node.meta.kind == EntryKind::File
+            && let Some(file) = self.open_files.lock().get(&ino).cloned()
+        {
+            let st = file.lock();
+            attr.size = st.size;
+            attr.blocks = st.size.div_ceil(512);
+            if let Some(t) = st.mtime {
+                attr.mtime = t;
+                attr.ctime = t;
+            }
+        }
+        attr
+    }
+
+    fn node(&self, ino: u64) -> FsResult<Node> {
+        self.tree.read().get(ino).cloned().ok_or(FsError::NotFound)
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let node = self.node(ino)?;
+        Ok(self.live_attr(ino, &node))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        if name.len() > MAX_NAME_LEN {
+            return Err(FsError::NameTooLong);
+        }
+        let (ino, node) = {
+            let tree = self.tree.read();
+            let dir = tree.get(parent).ok_or(FsError::NotFound)?;
+            if dir.meta.kind != EntryKind::Dir {
+                return Err(FsError::NotDir);
+            }
+            let ino = tree.lookup(parent, name).ok_or(FsError::NotFound)?;
+            (ino, tree.get(ino).cloned().ok_or(FsError::NotFound)?)
+        };
+        Ok(self.live_attr(ino, &node))
+    }
+
+    /// Checks that `parent` is a directory and `name` is free; returns the parent's node.
+    fn prepare_create(&self, tree: &Tree, parent: u64, name: &[u8]) -> FsResult<Node> {
+        check_name(name)?;
+        let dir = tree.get(parent).ok_or(FsError::NotFound)?;
+        if dir.meta.kind != EntryKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if tree.lookup(parent, name).is_some() {
+            return Err(FsError::Exists);
+        }
+        Ok(dir.clone())
+    }
+
+    fn touched(meta: &EntryMeta, now: Timestamp) -> EntryMeta {
+        EntryMeta {
+            mtime: now,
+            ctime: now,
+            ..meta.clone()
+        }
+    }
+
+    fn create_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: EntryKind,
+        mode: u32,
+        caller: Caller,
+        target: Vec<u8>,
+    ) -> FsResult<Attr> {
+        let _g = self.mutate.lock();
+        let dir = self.prepare_create(&self.tree.read(), parent, name)?;
+        let now = Timestamp::now();
+        // A set-group-id directory passes its group (and, to directories, the bit) down.
+        let inherit_gid = dir.meta.mode & S_ISGID != 0;
+        let mut mode = mode & 0o7777;
+        if inherit_gid && kind == EntryKind::Dir {
+            mode |= S_ISGID;
+        }
+        let id = EntryId::random();
+        let meta = EntryMeta {
+            parent: dir.id,
+            name: name.to_vec(),
+            kind,
+            size: 0,
+            mode,
+            uid: caller.uid,
+            gid: if inherit_gid {
+                dir.meta.gid
+            } else {
+                caller.gid
+            },
+            atime: now,
+            mtime: now,
+            ctime: now,
+            blocks: vec![],
+            symlink_target: target,
+        };
+        self.persist(vec![
+            (id, Some(meta)),
+            (dir.id, Some(Self::touched(&dir.meta, now))),
+        ])?;
+        let tree = self.tree.read();
+        let ino = tree.ino_if_known(&id).ok_or(FsError::NotFound)?;
+        let node = tree.get(ino).ok_or(FsError::NotFound)?;
+        Ok(self.attr_of(ino, node))
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> FsResult<Attr> {
+        self.create_node(parent, name, EntryKind::Dir, mode, caller, Vec::new())
+    }
+
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        if target.is_empty() || target.len() > 4095 {
+            return Err(if target.is_empty() {
+                FsError::NotFound
+            } else {
+                FsError::NameTooLong
+            });
+        }
+        self.create_node(
+            parent,
+            name,
+            EntryKind::Symlink,
+            0o777,
+            caller,
+            target.to_vec(),
+        )
+    }
+
+    /// Creates a regular file (mknod or the create half of `create`).
+    pub fn mknod(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> FsResult<Attr> {
+        let kind = mode & libc::S_IFMT;
+        if kind != libc::S_IFREG && kind != 0 {
+            return Err(FsError::NotPermitted(
+                "only regular files, directories and symlinks are supported",
+            ));
+        }
+        self.create_node(parent, name, EntryKind::File, mode, caller, Vec::new())
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        caller: Caller,
+        writable: bool,
+    ) -> FsResult<(Attr, u64)> {
+        let attr = self.mknod(parent, name, mode, caller)?;
+        let fh = self.open(attr.ino, writable)?;
+        Ok((attr, fh))
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let node = self.node(ino)?;
+        if node.meta.kind != EntryKind::Symlink {
+            return Err(FsError::Invalid);
+        }
+        Ok(node.meta.symlink_target)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], dir_wanted: bool) -> FsResult<()> {
+        let _g = self.mutate.lock();
+        let (dir, victim) = {
+            let tree = self.tree.read();
+            let dir = tree.get(parent).ok_or(FsError::NotFound)?.clone();
+            if dir.meta.kind != EntryKind::Dir {
+                return Err(FsError::NotDir);
+            }
+            let ino = tree.lookup(parent, name).ok_or(FsError::NotFound)?;
+            let victim = tree.get(ino).ok_or(FsError::NotFound)?.clone();
+            let is_dir = victim.meta.kind == EntryKind::Dir;
+            if dir_wanted && !is_dir {
+                return Err(FsError::NotDir);
+            }
+            if !dir_wanted && is_dir {
+                return Err(FsError::IsDir);
+            }
+            if is_dir && tree.has_children(ino) {
+                return Err(FsError::NotEmpty);
+            }
+            (dir, victim)
+        };
+        let now = Timestamp::now();
+        self.persist(vec![
+            (victim.id, None),
+            (dir.id, Some(Self::touched(&dir.meta, now))),
+        ])
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        no_replace: bool,
+    ) -> FsResult<()> {
+        check_name(new_name)?;
+        let _g = self.mutate.lock();
+        let now = Timestamp::now();
+        let mut changes = Vec::new();
+        {
+            let tree = self.tree.read();
+            let from_dir = tree.get(parent).ok_or(FsError::NotFound)?;
+            let to_dir = tree.get(new_parent).ok_or(FsError::NotFound)?;
+            if from_dir.meta.kind != EntryKind::Dir || to_dir.meta.kind != EntryKind::Dir {
+                return Err(FsError::NotDir);
+            }
+            let src_ino = tree.lookup(parent, name).ok_or(FsError::NotFound)?;
+            let src = tree.get(src_ino).ok_or(FsError::NotFound)?;
+            let src_is_dir = src.meta.kind == EntryKind::Dir;
+            if let Some(dst_ino) = tree.lookup(new_parent, new_name) {
+                if dst_ino == src_ino {
+                    return Ok(());
+                }
+                if no_replace {
+                    return Err(FsError::Exists);
+                }
+                let dst = tree.get(dst_ino).ok_or(FsError::NotFound)?;
+                match (src_is_dir, dst.meta.kind == EntryKind::Dir) {
+                    (true, false) => return Err(FsError::NotDir),
+                    (false, true) => return Err(FsError::IsDir),
+                    (true, true) if tree.has_children(dst_ino) => return Err(FsError::NotEmpty),
+                    _ => {}
+                }
+                changes.push((dst.id, None));
+            }
+            if src_is_dir && tree.is_ancestor(src_ino, new_parent) {
+                return Err(FsError::Invalid);
+            }
+            let moved = EntryMeta {
+                parent: to_dir.id,
+                name: new_name.to_vec(),
+                ctime: now,
+                ..src.meta.clone()
+            };
+            changes.push((src.id, Some(moved)));
+            changes.push((from_dir.id, Some(Self::touched(&from_dir.meta, now))));
+            if new_parent != parent {
+                changes.push((to_dir.id, Some(Self::touched(&to_dir.meta, now))));
+            }
+        }
+        self.persist(changes)
+    }
+
+    pub fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<Attr> {
+        if let Some(size) = set.size {
+            let node = self.node(ino)?;
+            match node.meta.kind {
+                EntryKind::Dir => return Err(FsError::IsDir),
+                EntryKind::Symlink => return Err(FsError::Invalid),
+                EntryKind::File => {}
+            }
+            let file = self.acquire_file(ino, &node);
+            let result = file
+                .truncate(&self.io, size)
+                .and_then(|()| self.commit_file(ino, &file));
+            self.release_file(ino, &file);
+            result?;
+        }
+        let changes_meta = set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some();
+        if changes_meta {
+            let mtime = set.mtime.map(TimeSet::resolve);
+            {
+                let _g = self.mutate.lock();
+                let node = self.node(ino)?;
+                let mut meta = node.meta.clone();
+                if let Some(mode) = set.mode {
+                    meta.mode = mode & 0o7777;
+                }
+                if let Some(uid) = set.uid {
+                    meta.uid = uid;
+                }
+                if let Some(gid) = set.gid {
+                    meta.gid = gid;
+                }
+                if let Some(t) = set.atime {
+                    meta.atime = t.resolve();
+                }
+                if let Some(t) = mtime {
+                    meta.mtime = t;
+                }
+                meta.ctime = Timestamp::now();
+                self.persist(vec![(node.id, Some(meta))])?;
+            }
+            // An explicit mtime also replaces that of uncommitted writes (after `mutate` is
+            // released: the lock order puts file state first).
+            if let Some(t) = mtime
+                && let Some(file) = self.open_files.lock().get(&ino).cloned()
+            {
+                let mut st = file.lock();
+                if st.mtime.is_some() {
+                    st.mtime = Some(t);
+                }
+            }
+        }
+        self.getattr(ino)
+    }
+
+    /// The shared open state of a file, created on first open.
+    fn acquire_file(&self, ino: u64, node: &Node) -> Arc<OpenFile> {
+        let mut open = self.open_files.lock();
+        let file = open
+            .entry(ino)
+            .or_insert_with(|| OpenFile::new(node.id, &node.meta))
+            .clone();
+        file.lock().open_count += 1;
+        file
+    }
+
+    fn release_file(&self, ino: u64, file: &Arc<OpenFile>) {
+        let mut open = self.open_files.lock();
+        let mut st = file.lock();
+        st.open_count -= 1;
+        if st.open_count == 0 {
+            if st.modified {
+                tracing::warn!(
+                    ino,
+                    "last handle closed with uncommitted data that could not be stored; it is lost"
+                );
+            }
+            open.remove(&ino);
+        }
+    }
+
+    /// Commits the file's working version as a new entry version.
+    fn commit_file(&self, ino: u64, file: &Arc<OpenFile>) -> FsResult<()> {
+        let mut st = file.seal_all(&self.io, &self.pool)?;
+        if !st.modified {
+            return Ok(());
+        }
+        let _g = self.mutate.lock();
+        let current = self
+            .tree
+            .read()
+            .get(ino)
+            .filter(|n| n.id == file.id)
+            .map(|n| n.meta.clone());
+        let Some(mut meta) = current else {
+            // Unlinked while open: there is nothing left to commit to.
+            st.modified = false;
+            return Ok(());
+        };
+        meta.size = st.size;
+        meta.blocks = st.committed_blocks(self.io.chunk_size);
+        let t = st.mtime.unwrap_or_else(Timestamp::now);
+        meta.mtime = t;
+        meta.ctime = t;
+        self.persist(vec![(file.id, Some(meta))])?;
+        st.modified = false;
+        st.mtime = None;
+        Ok(())
+    }
+
+    pub fn open(&self, ino: u64, writable: bool) -> FsResult<u64> {
+        let node = self.node(ino)?;
+        match node.meta.kind {
+            EntryKind::Dir => return Err(FsError::IsDir),
+            EntryKind::Symlink => return Err(FsError::Invalid),
+            EntryKind::File => {}
+        }
+        let file = self.acquire_file(ino, &node);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(
+            fh,
+            Handle::File {
+                ino,
+                file,
+                writable,
+            },
+        );
+        Ok(fh)
+    }
+
+    fn file_handle(&self, fh: u64) -> FsResult<(u64, Arc<OpenFile>, bool)> {
+        match self.handles.lock().get(&fh) {
+            Some(Handle::File {
+                ino,
+                file,
+                writable,
+            }) => Ok((*ino, file.clone(), *writable)),
+            _ => Err(FsError::BadHandle),
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (_, file, _) = self.file_handle(fh)?;
+        file.read(&self.io, offset, size)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let (_, file, writable) = self.file_handle(fh)?;
+        if !writable {
+            return Err(FsError::BadHandle);
+        }
+        file.write(&self.io, &self.pool, self.write_limit, offset, data)?;
+        Ok(data.len() as u32)
+    }
+
+    /// `close()` of one descriptor: commit what was written (close-to-open).
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let (ino, file, _) = self.file_handle(fh)?;
+        self.commit_file(ino, &file)
+    }
+
+    /// Data and metadata are durable when this returns.
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh)
+    }
+
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(Handle::File { ino, file, .. }) = self.handles.lock().remove(&fh) else {
+            return Err(FsError::BadHandle);
+        };
+        let result = self.commit_file(ino, &file);
+        if let Err(e) = &result {
+            tracing::warn!(ino, error = %e, "commit on release failed");
+        }
+        self.release_file(ino, &file);
+        result
+    }
+
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let listing = {
+            let tree = self.tree.read();
+            let dir = tree.get(ino).ok_or(FsError::NotFound)?;
+            if dir.meta.kind != EntryKind::Dir {
+                return Err(FsError::NotDir);
+            }
+            let parent = tree.parent_ino(dir);
+            let mut out = vec![
+                (b".".to_vec(), ino, dir.clone()),
+                (
+                    b"..".to_vec(),
+                    parent,
+                    tree.get(parent).cloned().unwrap_or_else(|| dir.clone()),
+                ),
+            ];
+            for (name, child) in tree.children(ino) {
+                if let Some(node) = tree.get(child) {
+                    out.push((name, child, node.clone()));
+                }
+            }
+            out
+        };
+        let entries = listing
+            .into_iter()
+            .map(|(name, ino, node)| DirEntry {
+                name,
+                attr: self.live_attr(ino, &node),
+            })
+            .collect();
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .insert(fh, Handle::Dir(Arc::new(entries)));
+        Ok(fh)
+    }
+
+    /// The directory snapshot taken at `opendir`; offsets index into it.
+    pub fn readdir(&self, fh: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+        match self.handles.lock().get(&fh) {
+            Some(Handle::Dir(entries)) => Ok(entries.clone()),
+            _ => Err(FsError::BadHandle),
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    pub fn statfs(&self) -> FsResult<StatFs> {
+        let path =
+            CString::new(self.data_dir.as_os_str().as_bytes()).map_err(|_| FsError::Invalid)?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: path is NUL-terminated and st is a valid out-pointer.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return Err(FsError::Io(std::io::Error::last_os_error().to_string()));
+        }
+        Ok(StatFs {
+            blocks: st.f_blocks as u64,
+            bfree: st.f_bfree as u64,
+            bavail: st.f_bavail as u64,
+            files: st.f_files as u64,
+            ffree: st.f_ffree as u64,
+            bsize: st.f_bsize as u32,
+            namelen: MAX_NAME_LEN as u32,
+            frsize: st.f_frsize as u32,
+        })
+    }
+
+    pub fn stats(&self) -> CoreStats {
+        CoreStats {
+            entries: self.tree.read().len(),
+            open_files: self.open_files.lock().len(),
+            rejected_entries: self.rejected,
+            cache: self.io.cache.stats(),
+        }
+    }
+
+    /// Commits every open file with unsaved data and stops the seal threads: called when the
+    /// mount goes away, so an unmount while files are open loses nothing that can be stored.
+    pub fn shutdown(&self) {
+        let open: Vec<(u64, Arc<OpenFile>)> = self
+            .open_files
+            .lock()
+            .iter()
+            .map(|(i, f)| (*i, f.clone()))
+            .collect();
+        for (ino, file) in open {
+            if let Err(e) = self.commit_file(ino, &file) {
+                tracing::error!(ino, error = %e, "could not commit an open file at shutdown");
+            }
+        }
+        self.pool.shutdown();
+    }
+}

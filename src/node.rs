@@ -1,0 +1,282 @@
+//! A node's life: `init` lays out a data dir with keys and defaults; `run` loads it, mounts
+//! the volume and serves until told to stop.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::block::ChunkStore;
+use crate::config::{CONFIG_FILE, Config, ConfigError};
+use crate::fs::{CoreParts, FsCore, FsError};
+use crate::fuse::FuseAdapter;
+use crate::identity::{
+    IdentityError, NODE_KEY_FILE, NetworkKey, NodeIdentity, USER_KEY_FILE, UserIdentity,
+};
+use crate::namespace::volume::VolumeError;
+use crate::namespace::{NamespaceError, NamespaceStore, Volume};
+use crate::util::fsutil::{create_private_dir, write_new};
+
+pub const NAMESPACE_FILE: &str = "namespace.redb";
+pub const CHUNKS_DIR: &str = "chunks";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(
+        "{0} already holds a p2pfs node; refusing to overwrite it (use another --data-dir, or remove that directory to start over)"
+    )]
+    AlreadyInitialized(PathBuf),
+    #[error("{0} is not a p2pfs node; run `p2pfs init --data-dir {0}` first")]
+    NotInitialized(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error("filesystem: {0}")]
+    Fs(#[from] FsError),
+    #[error("cannot mount at {path}: {source}")]
+    Mount {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `init` made, for the user.
+pub struct InitReport {
+    pub peer_id: String,
+    pub user_id: String,
+    pub network_key_file: PathBuf,
+    pub network_key_created: bool,
+    pub network_fingerprint: String,
+}
+
+pub fn is_initialized(data_dir: &Path) -> bool {
+    data_dir.join(CONFIG_FILE).exists()
+        || data_dir.join(NODE_KEY_FILE).exists()
+        || data_dir.join(USER_KEY_FILE).exists()
+}
+
+/// Creates a node in `data_dir`. Refuses, changing nothing, when one is there already.
+pub fn init(data_dir: &Path, network_key: Option<&Path>) -> Result<InitReport, NodeError> {
+    if is_initialized(data_dir) {
+        return Err(NodeError::AlreadyInitialized(data_dir.to_path_buf()));
+    }
+    create_private_dir(data_dir).map_err(io_at(data_dir))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_at(data_dir))?;
+
+    let mut config = Config::default();
+    let key_path = match network_key {
+        Some(p) => {
+            let abs = std::path::absolute(p).map_err(io_at(p))?;
+            config.network.network_key_file = abs.clone();
+            abs
+        }
+        None => config.network_key_path(data_dir),
+    };
+    let (key, created) = NetworkKey::load_or_create(&key_path)?;
+
+    let node = NodeIdentity::generate();
+    node.save_new(&data_dir.join(NODE_KEY_FILE))?;
+    let user = UserIdentity::generate();
+    user.save_new(&data_dir.join(USER_KEY_FILE))?;
+    Volume::create(&user).save_new(data_dir, &user)?;
+    // The config goes last: its presence marks a complete node.
+    let text = format!(
+        "# p2pfs node configuration. Every key is shown with its default.\n{}",
+        config.to_toml()
+    );
+    let config_path = data_dir.join(CONFIG_FILE);
+    write_new(&config_path, text.as_bytes(), 0o600).map_err(io_at(&config_path))?;
+    Ok(InitReport {
+        peer_id: node.peer_id().to_string(),
+        user_id: user.user_id().to_string(),
+        network_key_file: key_path,
+        network_key_created: created,
+        network_fingerprint: key.fingerprint(),
+    })
+}
+
+/// A node loaded from its data dir, ready to mount.
+pub struct Node {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub core: Arc<FsCore>,
+    pub node_id: NodeIdentity,
+    pub network_key: NetworkKey,
+}
+
+impl Node {
+    pub fn load(data_dir: &Path) -> Result<Self, NodeError> {
+        if !data_dir.join(CONFIG_FILE).exists() {
+            return Err(NodeError::NotInitialized(data_dir.to_path_buf()));
+        }
+        let config = Config::load(data_dir)?;
+        let network_key = NetworkKey::load(&config.network_key_path(data_dir))?;
+        let node_id = NodeIdentity::load(&data_dir.join(NODE_KEY_FILE))?;
+        let user = UserIdentity::load(&data_dir.join(USER_KEY_FILE))?;
+        let volume = Volume::load_personal(data_dir, &user)?;
+        let chunks_dir = data_dir.join(CHUNKS_DIR);
+        let chunks = Arc::new(ChunkStore::open(&chunks_dir).map_err(io_at(&chunks_dir))?);
+        let namespace = NamespaceStore::open(&data_dir.join(NAMESPACE_FILE))?;
+        let peer = node_id.peer_id().to_bytes();
+        let origin = u64::from_le_bytes(
+            blake3::hash(&peer).as_bytes()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        let s = &config.storage;
+        let core = FsCore::load(CoreParts {
+            volume,
+            signer: user.signing,
+            origin,
+            namespace,
+            chunks,
+            chunk_size: s.chunk_size,
+            cache_bytes: s.cache_bytes,
+            write_buffer_bytes: s.write_buffer_bytes,
+            seal_threads: s.seal_threads,
+            data_dir: data_dir.to_path_buf(),
+        })?;
+        Ok(Self {
+            config,
+            data_dir: data_dir.to_path_buf(),
+            core: Arc::new(core),
+            node_id,
+            network_key,
+        })
+    }
+
+    /// Mounts at `mountpoint` and serves until SIGTERM or SIGINT (then unmounts) or until the
+    /// mount is taken away (`umount`).
+    pub fn run(self, mountpoint: &Path) -> Result<(), NodeError> {
+        prepare_mountpoint(mountpoint)?;
+        let mut options = vec![
+            fuser::MountOption::FSName("p2pfs".into()),
+            fuser::MountOption::Subtype("p2pfs".into()),
+            fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::NoAtime,
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+        ];
+        options.push(fuser::MountOption::RW);
+        let mut fuse_config = fuser::Config::default();
+        fuse_config.mount_options = options;
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        fuse_config.acl = if self.config.fuse.allow_other && root {
+            fuser::SessionACL::All
+        } else {
+            fuser::SessionACL::Owner
+        };
+        fuse_config.n_threads = Some(self.config.fuse.threads);
+        fuse_config.clone_fd = true;
+        let adapter = FuseAdapter::new(
+            self.core.clone(),
+            Duration::from_millis(self.config.fuse.attr_ttl_ms),
+        );
+        let mut session =
+            fuser::Session::new(adapter, mountpoint, &fuse_config).map_err(|source| {
+                NodeError::Mount {
+                    path: mountpoint.to_path_buf(),
+                    source,
+                }
+            })?;
+        let mut unmounter = session.unmount_callable();
+        tracing::info!(
+            mount = %mountpoint.display(),
+            peer_id = %self.node_id.peer_id(),
+            network = %self.network_key.fingerprint(),
+            "mounted"
+        );
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+        let serve = std::thread::Builder::new()
+            .name("p2pfs-fuse".into())
+            .spawn(move || {
+                let _ = done_tx.send(session.run());
+            })
+            .map_err(io_at(mountpoint))?;
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_at(mountpoint))?;
+        let stopped_by_signal = runtime.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let result = done_rx.recv();
+                let _ = gone_tx.send(result);
+            });
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: unmounting"); true }
+                _ = int.recv() => { tracing::info!("SIGINT: unmounting"); true }
+                result = gone_rx => {
+                    if let Ok(Ok(Err(e))) = result {
+                        tracing::error!(error = %e, "FUSE session ended with an error");
+                    } else {
+                        tracing::info!("mount was removed; stopping");
+                    }
+                    false
+                }
+            }
+        });
+        if stopped_by_signal && let Err(e) = unmounter.unmount() {
+            tracing::warn!(error = %e, "unmount failed; detaching the mount");
+            lazy_unmount(mountpoint);
+        }
+        let _ = serve.join();
+        self.core.shutdown();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Creates the mountpoint if needed; clears a dead mount a crashed node left behind.
+fn prepare_mountpoint(mountpoint: &Path) -> Result<(), NodeError> {
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(NodeError::Mount {
+            path: mountpoint.to_path_buf(),
+            source: std::io::Error::other("not a directory"),
+        }),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!(mount = %mountpoint.display(), "a dead FUSE mount is in the way (a crashed node?); detaching it");
+            lazy_unmount(mountpoint);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(mountpoint).map_err(io_at(mountpoint))
+        }
+        Err(source) => Err(NodeError::Mount {
+            path: mountpoint.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn lazy_unmount(mountpoint: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) {
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+    }
+}
