@@ -134,7 +134,7 @@ pub struct FileState {
     /// Plaintext being sealed, with the generation that tells a stale result from a current one.
     sealing: HashMap<u64, (u64, Arc<Vec<u8>>)>,
     generation: u64,
-    buffered_bytes: u64,
+    pub(crate) buffered_bytes: u64,
     /// Uncommitted changes exist.
     pub modified: bool,
     /// Modification time of the uncommitted changes.

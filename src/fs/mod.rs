@@ -841,3 +841,6 @@ impl FsCore {
         self.pool.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,293 @@
+//! Tests of the filesystem core without a kernel mount.
+
+use super::*;
+use crate::identity::UserIdentity;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    core: FsCore,
+}
+
+const ME: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+};
+
+fn parts(
+    dir: &std::path::Path,
+    user: &UserIdentity,
+    volume: Volume,
+    chunk_size: u32,
+    write_buffer: u64,
+) -> CoreParts {
+    CoreParts {
+        volume,
+        signer: user.signing.clone(),
+        origin: 7,
+        namespace: NamespaceStore::open(&dir.join("ns.redb")).unwrap(),
+        chunks: Arc::new(ChunkStore::open(&dir.join("chunks")).unwrap()),
+        chunk_size,
+        cache_bytes: 1 << 20,
+        write_buffer_bytes: write_buffer,
+        seal_threads: 2,
+        data_dir: dir.to_path_buf(),
+    }
+}
+
+fn fixture(chunk_size: u32) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserIdentity::generate();
+    let volume = Volume::create(&user);
+    volume.save_new(dir.path(), &user).unwrap();
+    let core = FsCore::load(parts(
+        dir.path(),
+        &user,
+        volume,
+        chunk_size,
+        4 * u64::from(chunk_size),
+    ))
+    .unwrap();
+    Fixture { _dir: dir, core }
+}
+
+fn write_file(core: &FsCore, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (attr, fh) = core
+        .create(parent, name.as_bytes(), 0o644, ME, true)
+        .unwrap();
+    if !data.is_empty() {
+        core.write(fh, 0, data).unwrap();
+    }
+    core.release(fh).unwrap();
+    attr.ino
+}
+
+fn read_all(core: &FsCore, ino: u64) -> Vec<u8> {
+    let fh = core.open(ino, false).unwrap();
+    let size = core.getattr(ino).unwrap().size;
+    let data = core.read(fh, 0, size as u32 + 10).unwrap();
+    core.release(fh).unwrap();
+    data
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn write_read_across_chunks_holes_and_truncate() {
+    let f = fixture(4096);
+    let data = pattern(10_000, 1);
+    let ino = write_file(&f.core, ROOT_INO, "a", &data);
+    assert_eq!(read_all(&f.core, ino), data);
+
+    // Write past EOF leaves a hole of zeros.
+    let fh = f.core.open(ino, true).unwrap();
+    f.core.write(fh, 20_000, b"tail").unwrap();
+    f.core.release(fh).unwrap();
+    let got = read_all(&f.core, ino);
+    assert_eq!(got.len(), 20_004);
+    assert_eq!(&got[..10_000], &data[..]);
+    assert!(got[10_000..20_000].iter().all(|&b| b == 0));
+
+    // Shrink into the middle of a chunk, then grow: the cut bytes read as zeros.
+    f.core
+        .setattr(
+            ino,
+            SetAttr {
+                size: Some(5000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    f.core
+        .setattr(
+            ino,
+            SetAttr {
+                size: Some(9000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let got = read_all(&f.core, ino);
+    assert_eq!(&got[..5000], &data[..5000]);
+    assert!(
+        got[5000..].iter().all(|&b| b == 0),
+        "truncated bytes must not come back"
+    );
+}
+
+#[test]
+fn overwrite_in_place_keeps_the_rest() {
+    let f = fixture(4096);
+    let mut data = pattern(12_288, 2);
+    let ino = write_file(&f.core, ROOT_INO, "a", &data);
+    let fh = f.core.open(ino, true).unwrap();
+    f.core.write(fh, 4000, &[9; 200]).unwrap();
+    // Reads through the same open file see the write before it is committed.
+    assert_eq!(f.core.read(fh, 3990, 20).unwrap()[10..], [9; 10]);
+    f.core.release(fh).unwrap();
+    data[4000..4200].fill(9);
+    assert_eq!(read_all(&f.core, ino), data);
+}
+
+#[test]
+fn memory_stays_bounded_for_files_much_larger_than_the_buffer() {
+    let f = fixture(4096);
+    let (attr, fh) = f.core.create(ROOT_INO, b"big", 0o644, ME, true).unwrap();
+    let block = pattern(1000, 3);
+    for i in 0..400u64 {
+        f.core.write(fh, i * 1000, &block).unwrap();
+        let file = f.core.open_files.lock().get(&attr.ino).cloned().unwrap();
+        let buffered = file.lock().buffered_bytes;
+        assert!(buffered <= 4 * 4096 + 4096, "buffered {buffered} bytes");
+    }
+    f.core.release(fh).unwrap();
+    let got = read_all(&f.core, attr.ino);
+    assert_eq!(got.len(), 400_000);
+    assert!(got.chunks(1000).all(|c| c == &block[..]));
+}
+
+#[test]
+fn posix_errors() {
+    let f = fixture(4096);
+    let c = &f.core;
+    write_file(c, ROOT_INO, "file", b"x");
+    let d = c.mkdir(ROOT_INO, b"dir", 0o755, ME).unwrap();
+    write_file(c, d.ino, "inner", b"y");
+    assert_eq!(
+        c.mkdir(ROOT_INO, b"file", 0o755, ME).unwrap_err(),
+        FsError::Exists
+    );
+    assert_eq!(c.lookup(ROOT_INO, b"nope").unwrap_err(), FsError::NotFound);
+    assert_eq!(c.rmdir(ROOT_INO, b"dir").unwrap_err(), FsError::NotEmpty);
+    assert_eq!(c.rmdir(ROOT_INO, b"file").unwrap_err(), FsError::NotDir);
+    assert_eq!(c.unlink(ROOT_INO, b"dir").unwrap_err(), FsError::IsDir);
+    let long = vec![b'n'; 256];
+    assert_eq!(
+        c.mknod(ROOT_INO, &long, 0o644, ME).unwrap_err(),
+        FsError::NameTooLong
+    );
+    let file_ino = c.lookup(ROOT_INO, b"file").unwrap().ino;
+    assert_eq!(c.lookup(file_ino, b"x").unwrap_err(), FsError::NotDir);
+    assert_eq!(
+        c.rename(ROOT_INO, b"dir", d.ino, b"sub", false)
+            .unwrap_err(),
+        FsError::Invalid
+    );
+    assert_eq!(
+        c.rename(ROOT_INO, b"file", ROOT_INO, b"dir", false)
+            .unwrap_err(),
+        FsError::IsDir
+    );
+    assert_eq!(
+        c.rename(ROOT_INO, b"dir", ROOT_INO, b"file", false)
+            .unwrap_err(),
+        FsError::NotDir
+    );
+    assert_eq!(c.open(d.ino, false).unwrap_err(), FsError::IsDir);
+}
+
+#[test]
+fn rename_overwrites_and_directory_rename_rewrites_only_it_and_its_parents() {
+    let f = fixture(4096);
+    let c = &f.core;
+    let a = c.mkdir(ROOT_INO, b"a", 0o755, ME).unwrap();
+    for i in 0..10_000 {
+        c.mknod(a.ino, format!("f{i}").as_bytes(), 0o644, ME)
+            .unwrap();
+    }
+    let before = c.namespace.load_all().unwrap().entries;
+    let b = c.mkdir(ROOT_INO, b"b", 0o755, ME).unwrap();
+    let before_b = c
+        .namespace
+        .get(&c.tree.read().get(b.ino).unwrap().id)
+        .unwrap()
+        .unwrap();
+    c.rename(ROOT_INO, b"a", b.ino, b"moved", false).unwrap();
+    let after = c.namespace.load_all().unwrap().entries;
+    let known: std::collections::HashSet<[u8; 64]> = before
+        .iter()
+        .chain([&before_b])
+        .map(|e| e.signature)
+        .collect();
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|e| !known.contains(&e.signature))
+        .collect();
+    // The moved directory, its old parent (the root) and its new parent: three entries of
+    // 10,000+ are rewritten; no child is touched.
+    assert_eq!(changed.len(), 3, "{changed:?}");
+    assert_eq!(c.lookup(b.ino, b"moved").unwrap().ino, a.ino);
+    assert!(c.lookup(a.ino, b"f9999").is_ok());
+
+    // Rename over an existing file replaces it.
+    write_file(c, ROOT_INO, "x", b"new");
+    write_file(c, ROOT_INO, "y", b"old");
+    c.rename(ROOT_INO, b"x", ROOT_INO, b"y", false).unwrap();
+    let y = c.lookup(ROOT_INO, b"y").unwrap();
+    assert_eq!(read_all(c, y.ino), b"new");
+    assert_eq!(c.lookup(ROOT_INO, b"x").unwrap_err(), FsError::NotFound);
+    assert_eq!(
+        c.rename(ROOT_INO, b"y", ROOT_INO, b"moved-no", true),
+        Ok(())
+    );
+    write_file(c, ROOT_INO, "z", b"");
+    assert_eq!(
+        c.rename(ROOT_INO, b"z", ROOT_INO, b"moved-no", true)
+            .unwrap_err(),
+        FsError::Exists
+    );
+}
+
+#[test]
+fn everything_survives_a_reload_and_nothing_is_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserIdentity::generate();
+    let volume = Volume::create(&user);
+    volume.save_new(dir.path(), &user).unwrap();
+    let secret = b"TOP-SECRET-CONTENT-MARKER".repeat(500);
+    {
+        let core = FsCore::load(parts(dir.path(), &user, volume, 4096, 1 << 20)).unwrap();
+        let d = core.mkdir(ROOT_INO, b"SECRET-DIR-NAME", 0o700, ME).unwrap();
+        write_file(&core, d.ino, "SECRET-FILE-NAME", &secret);
+        core.symlink(ROOT_INO, b"link", b"SECRET-DIR-NAME/SECRET-FILE-NAME", ME)
+            .unwrap();
+        core.shutdown();
+    }
+    let volume = Volume::load_personal(dir.path(), &user).unwrap();
+    let core = FsCore::load(parts(dir.path(), &user, volume, 4096, 1 << 20)).unwrap();
+    let d = core.lookup(ROOT_INO, b"SECRET-DIR-NAME").unwrap();
+    assert_eq!(d.perm, 0o700);
+    let ino = core.lookup(d.ino, b"SECRET-FILE-NAME").unwrap().ino;
+    assert_eq!(read_all(&core, ino), secret);
+    let link = core.lookup(ROOT_INO, b"link").unwrap().ino;
+    assert_eq!(
+        core.readlink(link).unwrap(),
+        b"SECRET-DIR-NAME/SECRET-FILE-NAME"
+    );
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        for marker in [&b"SECRET"[..], b"TOP-SECRET"] {
+            assert!(
+                !bytes.windows(marker.len()).any(|w| w == marker),
+                "{} holds clear text",
+                entry.display()
+            );
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
