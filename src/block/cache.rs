@@ -54,6 +54,11 @@ impl ChunkCache {
         found
     }
 
+    /// Looks without counting a hit or a miss or refreshing recency.
+    pub fn peek(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+        self.inner.lock().lru.peek(id).cloned()
+    }
+
     /// Adds a chunk, evicting the least recently used ones past the byte bound. A chunk larger
     /// than the whole cache is not kept.
     pub fn insert(&self, id: ChunkId, plaintext: Arc<Vec<u8>>) {

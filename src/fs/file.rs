@@ -14,11 +14,13 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::error::{FsError, FsResult};
 use crate::block::chunk;
-use crate::block::{ChunkCache, ChunkRef, ChunkSecret, ChunkStore, StoreError};
+use crate::block::{ChunkCache, ChunkId, ChunkRef, ChunkSecret, ChunkStore, StoreError};
 use crate::namespace::{EntryId, EntryMeta, Timestamp};
 
 /// Largest file size accepted (the chunk map of a bigger file would outgrow an entry).
 pub const MAX_FILE_SIZE: u64 = 1 << 44;
+/// Chunks decrypted ahead of a sequential reader, in parallel on the worker threads.
+const READ_AHEAD_CHUNKS: u64 = 8;
 
 /// Reads and writes chunks for one volume: through the cache, verified, decrypted.
 pub struct ChunkIo {
@@ -26,14 +28,47 @@ pub struct ChunkIo {
     pub cache: Arc<ChunkCache>,
     pub secret: ChunkSecret,
     pub chunk_size: u64,
+    /// Chunks being loaded, so concurrent readers of one chunk decrypt it once.
+    loading: Mutex<HashMap<ChunkId, Arc<Mutex<()>>>>,
 }
 
 impl ChunkIo {
+    pub fn new(
+        store: Arc<ChunkStore>,
+        cache: Arc<ChunkCache>,
+        secret: ChunkSecret,
+        chunk_size: u64,
+    ) -> Self {
+        Self {
+            store,
+            cache,
+            secret,
+            chunk_size,
+            loading: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The plaintext of a chunk, from the cache or the local store.
     pub fn load(&self, r: &ChunkRef) -> FsResult<Arc<Vec<u8>>> {
         if let Some(hit) = self.cache.get(&r.id) {
             return Ok(hit);
         }
+        let slot = self.loading.lock().entry(r.id).or_default().clone();
+        let result = {
+            let _loading = slot.lock();
+            match self.cache.peek(&r.id) {
+                Some(hit) => Ok(hit),
+                None => self.load_uncached(r),
+            }
+        };
+        let mut loading = self.loading.lock();
+        if loading.get(&r.id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+            loading.remove(&r.id);
+        }
+        result
+    }
+
+    fn load_uncached(&self, r: &ChunkRef) -> FsResult<Arc<Vec<u8>>> {
         let ciphertext = self.store.get(&r.id).map_err(|e| {
             match &e {
                 StoreError::Missing(_) => {
@@ -100,7 +135,7 @@ impl SealPool {
         }
     }
 
-    fn submit(&self, job: Job) {
+    pub fn submit(&self, job: Job) {
         match self.tx.lock().as_ref() {
             Some(tx) => {
                 let _ = tx.send(job);
@@ -142,6 +177,9 @@ pub struct FileState {
     /// First background failure (a full disk), reported by the next write, flush or fsync.
     error: Option<FsError>,
     pub open_count: usize,
+    /// Where a sequential reader will read next, and how far read-ahead was already asked.
+    next_read: u64,
+    read_ahead_to: u64,
 }
 
 enum Source {
@@ -166,6 +204,8 @@ impl OpenFile {
                 mtime: None,
                 error: None,
                 open_count: 0,
+                next_read: 0,
+                read_ahead_to: 0,
             }),
             changed: Condvar::new(),
         })
@@ -175,12 +215,18 @@ impl OpenFile {
         self.state.lock()
     }
 
-    pub fn read(&self, io: &ChunkIo, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+    pub fn read(
+        &self,
+        io: &Arc<ChunkIo>,
+        pool: &SealPool,
+        offset: u64,
+        len: u32,
+    ) -> FsResult<Vec<u8>> {
         let cs = io.chunk_size;
         let mut parts = Vec::new();
         let end;
         {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
             end = st.size.min(offset.saturating_add(u64::from(len)));
             let mut pos = offset;
             while pos < end {
@@ -201,6 +247,10 @@ impl OpenFile {
                 parts.push((within, take as usize, source));
                 pos += take;
             }
+            if offset == st.next_read {
+                self.read_ahead(&mut st, io, pool, end);
+            }
+            st.next_read = end;
         }
         // Chunks are fetched without the file lock, so a slow read does not stall writers.
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
@@ -216,6 +266,27 @@ impl OpenFile {
             out.resize(start + take, 0);
         }
         Ok(out)
+    }
+
+    /// Starts decrypting the chunks after `end` into the cache, for a sequential reader.
+    fn read_ahead(&self, st: &mut FileState, io: &Arc<ChunkIo>, pool: &SealPool, end: u64) {
+        let cs = io.chunk_size;
+        let first = end.div_ceil(cs).max(st.read_ahead_to);
+        let last = (end / cs + READ_AHEAD_CHUNKS).min(st.size.div_ceil(cs));
+        for idx in first..last {
+            if let Some(Some(r)) = st.blocks.get(idx as usize)
+                && !st.dirty.contains_key(&idx)
+                && !st.sealing.contains_key(&idx)
+                && io.cache.peek(&r.id).is_none()
+            {
+                let (io, r) = (io.clone(), *r);
+                pool.submit(Box::new(move || {
+                    // A failure here shows up (and is logged) when the reader gets there.
+                    let _ = io.load(&r);
+                }));
+            }
+        }
+        st.read_ahead_to = st.read_ahead_to.max(last);
     }
 
     pub fn write(

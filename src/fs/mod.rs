@@ -196,12 +196,12 @@ impl FsCore {
                 }
             }
         }
-        let io = Arc::new(ChunkIo {
-            store: parts.chunks,
-            cache: Arc::new(ChunkCache::new(parts.cache_bytes)),
-            secret: parts.volume.chunk_secret.clone(),
-            chunk_size: u64::from(parts.chunk_size),
-        });
+        let io = Arc::new(ChunkIo::new(
+            parts.chunks,
+            Arc::new(ChunkCache::new(parts.cache_bytes)),
+            parts.volume.chunk_secret.clone(),
+            u64::from(parts.chunk_size),
+        ));
         let core = Self {
             volume: parts.volume,
             signer: parts.signer,
@@ -711,7 +711,7 @@ impl FsCore {
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (_, file, _) = self.file_handle(fh)?;
-        file.read(&self.io, offset, size)
+        file.read(&self.io, &self.pool, offset, size)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
