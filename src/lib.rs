@@ -13,6 +13,7 @@
 
 pub mod block;
 pub mod config;
+pub mod control;
 pub mod fs;
 pub mod fuse;
 pub mod identity;

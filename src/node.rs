@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::block::ChunkStore;
 use crate::config::{CONFIG_FILE, Config, ConfigError};
+use crate::control::{self, ControlError};
 use crate::fs::{CoreParts, FsCore, FsError};
 use crate::fuse::FuseAdapter;
 use crate::identity::{
@@ -43,6 +44,8 @@ pub enum NodeError {
     Namespace(#[from] NamespaceError),
     #[error("filesystem: {0}")]
     Fs(#[from] FsError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("cannot mount at {path}: {source}")]
     Mount {
         path: PathBuf,
@@ -118,6 +121,7 @@ pub struct Node {
     pub config: Config,
     pub data_dir: PathBuf,
     pub core: Arc<FsCore>,
+    pub chunks: Arc<ChunkStore>,
     pub node_id: NodeIdentity,
     pub network_key: NetworkKey,
 }
@@ -147,7 +151,7 @@ impl Node {
             signer: user.signing,
             origin,
             namespace,
-            chunks,
+            chunks: chunks.clone(),
             chunk_size: s.chunk_size,
             cache_bytes: s.cache_bytes,
             write_buffer_bytes: s.write_buffer_bytes,
@@ -158,6 +162,7 @@ impl Node {
             config,
             data_dir: data_dir.to_path_buf(),
             core: Arc::new(core),
+            chunks,
             node_id,
             network_key,
         })
@@ -167,6 +172,21 @@ impl Node {
     /// mount is taken away (`umount`).
     pub fn run(self, mountpoint: &Path) -> Result<(), NodeError> {
         prepare_mountpoint(mountpoint)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_at(mountpoint))?;
+        let control = {
+            let _enter = runtime.enter();
+            control::bind(&self.data_dir)?
+        };
+        let status_source = Arc::new(control::StatusSource {
+            core: self.core.clone(),
+            chunks: self.chunks.clone(),
+            peer_id: self.node_id.peer_id().to_string(),
+            network_fingerprint: self.network_key.fingerprint(),
+            mount: std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+        });
         let mut options = vec![
             fuser::MountOption::FSName("p2pfs".into()),
             fuser::MountOption::Subtype("p2pfs".into()),
@@ -213,11 +233,8 @@ impl Node {
             })
             .map_err(io_at(mountpoint))?;
 
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(io_at(mountpoint))?;
         let stopped_by_signal = runtime.block_on(async {
+            tokio::spawn(control::serve(control, status_source));
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
             let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -244,6 +261,8 @@ impl Node {
             lazy_unmount(mountpoint);
         }
         let _ = serve.join();
+        drop(runtime);
+        let _ = std::fs::remove_file(self.data_dir.join(control::SOCKET_FILE));
         self.core.shutdown();
         tracing::info!("stopped");
         Ok(())

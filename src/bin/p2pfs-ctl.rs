@@ -1,1 +1,142 @@
-fn main() {}
+//! `p2pfs-ctl`: talk to a running node over its control socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use p2pfs::control::{self, ControlError, Reply, Request, Status};
+
+/// Exit codes: 0 success, 1 the node answered with an error, 2 bad usage (clap),
+/// 3 no node is running for the data dir, 4 the socket failed or spoke nonsense.
+const EXIT_ERROR: u8 = 1;
+const EXIT_NOT_RUNNING: u8 = 3;
+const EXIT_IO: u8 = 4;
+
+#[derive(Parser)]
+#[command(
+    name = "p2pfs-ctl",
+    version,
+    about = "Inspect and control a running p2pfs node"
+)]
+struct Cli {
+    /// The node's data dir. Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
+    #[arg(long, env = "P2PFS_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// This node, its network connection, peers, replication health and cache.
+    Status {
+        /// Print the stable JSON form instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn print_status(s: &Status) {
+    println!("p2pfs {} node {}", s.version, s.peer_id);
+    println!("  mount:       {}", s.mount);
+    println!(
+        "  network:     {} (key fingerprint {})",
+        s.network, s.network_fingerprint
+    );
+    if !s.listen_addrs.is_empty() {
+        println!("  listening:   {}", s.listen_addrs.join(", "));
+    }
+    println!("  peers:       {}", s.peers.len());
+    for p in &s.peers {
+        println!(
+            "    {} {} (seen {} ms ago) {}",
+            p.peer_id,
+            p.state,
+            p.last_seen_ms,
+            p.addrs.join(", ")
+        );
+    }
+    let r = &s.replication;
+    println!(
+        "  replication: factor {}, {} chunks stored ({}), {} under-replicated, {} queued for repair",
+        r.factor,
+        r.chunks_stored,
+        human_bytes(r.bytes_stored),
+        r.under_replicated,
+        r.repair_queue
+    );
+    let c = &s.cache;
+    let lookups = c.hits + c.misses;
+    let rate = if lookups == 0 {
+        0.0
+    } else {
+        100.0 * c.hits as f64 / lookups as f64
+    };
+    println!(
+        "  cache:       {} of {}, {} hits / {} misses ({rate:.0}% hits)",
+        human_bytes(c.bytes),
+        human_bytes(c.capacity),
+        c.hits,
+        c.misses
+    );
+    println!("  files:       {}", s.files);
+    if s.rejected_entries > 0 {
+        println!(
+            "  rejected:    {} namespace entries refused (bad signature or author)",
+            s.rejected_entries
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(data_dir) = cli.data_dir.or_else(p2pfs::util::paths::default_data_dir) else {
+        eprintln!("p2pfs-ctl: no data dir: pass --data-dir or set HOME");
+        return ExitCode::from(EXIT_ERROR);
+    };
+    let request = match cli.command {
+        Command::Status { .. } => Request::Status,
+    };
+    let reply = match control::call(&data_dir, &request) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("p2pfs-ctl: {e}");
+            return ExitCode::from(match e {
+                ControlError::NotRunning(_) => EXIT_NOT_RUNNING,
+                _ => EXIT_IO,
+            });
+        }
+    };
+    match (cli.command, reply) {
+        (Command::Status { json }, Reply::Status(status)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).expect("serializes")
+                );
+            } else {
+                print_status(&status);
+            }
+            ExitCode::SUCCESS
+        }
+        (_, Reply::Error { message }) => {
+            eprintln!("p2pfs-ctl: the node refused: {message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The control socket: `p2pfs-ctl` talks to a running node over a Unix socket in the data dir
+//! (mode 0600; connections from other users are refused). One JSON request per line, one JSON
+//! reply per line. The `status` reply is a documented, stable contract (see ARCHITECTURE.md).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::block::ChunkStore;
+use crate::fs::FsCore;
+
+pub const SOCKET_FILE: &str = "control.sock";
+/// A request line longer than this is refused (and the connection closed).
+const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    Status(Box<Status>),
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub peer_id: String,
+    pub network_fingerprint: String,
+    pub listen_addrs: Vec<String>,
+    /// `connected` when at least one peer is connected, else `isolated`.
+    pub network: String,
+    pub peers: Vec<PeerStatus>,
+    pub mount: String,
+    pub replication: ReplicationStatus,
+    pub cache: CacheStatus,
+    /// Files, directories and symlinks in the mounted volume (its root excluded).
+    pub files: u64,
+    pub rejected_entries: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub state: String,
+    pub last_seen_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    pub factor: u32,
+    pub chunks_stored: u64,
+    pub bytes_stored: u64,
+    pub under_replicated: u64,
+    pub repair_queue: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheStatus {
+    pub bytes: u64,
+    pub capacity: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no p2pfs node is running for {0} (no control socket answers there)")]
+    NotRunning(PathBuf),
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("control protocol: {0}")]
+    Protocol(String),
+}
+
+/// What the server reports from: the node's parts.
+pub struct StatusSource {
+    pub core: Arc<FsCore>,
+    pub chunks: Arc<ChunkStore>,
+    pub peer_id: String,
+    pub network_fingerprint: String,
+    pub mount: PathBuf,
+}
+
+impl StatusSource {
+    fn status(&self) -> Status {
+        let stats = self.core.stats();
+        let stored = self.chunks.list().unwrap_or_default();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            peer_id: self.peer_id.clone(),
+            network_fingerprint: self.network_fingerprint.clone(),
+            listen_addrs: Vec::new(),
+            network: "isolated".into(),
+            peers: Vec::new(),
+            mount: self.mount.display().to_string(),
+            replication: ReplicationStatus {
+                // A single node keeps one copy; issue 3 brings replication across peers.
+                factor: 1,
+                chunks_stored: stored.len() as u64,
+                bytes_stored: stored.iter().map(|(_, n)| n).sum(),
+                under_replicated: 0,
+                repair_queue: 0,
+            },
+            cache: CacheStatus {
+                bytes: stats.cache.bytes,
+                capacity: stats.cache.capacity,
+                hits: stats.cache.hits,
+                misses: stats.cache.misses,
+            },
+            files: stats.entries.saturating_sub(1) as u64,
+            rejected_entries: stats.rejected_entries as u64,
+        }
+    }
+}
+
+/// Binds the socket (replacing a stale one from a crashed run), mode 0600.
+pub fn bind(data_dir: &Path) -> Result<UnixListener, ControlError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join(SOCKET_FILE);
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(ControlError::Protocol(format!(
+                "{} is in use: is another node running on this data dir?",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves control connections until the task is dropped.
+pub async fn serve(listener: UnixListener, source: Arc<StatusSource>) {
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let allowed = stream
+            .peer_cred()
+            .map(|c| c.uid() == me || c.uid() == 0)
+            .unwrap_or(false);
+        if !allowed {
+            tracing::warn!("control connection from another user refused");
+            continue;
+        }
+        let source = source.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &source).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, source: &StatusSource) -> Result<(), ControlError> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 + 1)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Status) => Reply::Status(Box::new(source.status())),
+            Err(e) => Reply::Error {
+                message: format!("bad request: {e}"),
+            },
+        };
+        let mut out =
+            serde_json::to_vec(&reply).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        out.push(b'\n');
+        write.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+/// Client side: one request, one reply.
+pub fn call(data_dir: &Path, request: &Request) -> Result<Reply, ControlError> {
+    use std::io::{BufRead, Write};
+    let path = data_dir.join(SOCKET_FILE);
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                ControlError::NotRunning(data_dir.to_path_buf())
+            }
+            _ => ControlError::Io(e),
+        })?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut line =
+        serde_json::to_vec(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reply = String::new();
+    std::io::BufReader::new(stream).read_line(&mut reply)?;
+    serde_json::from_str(&reply).map_err(|e| ControlError::Protocol(format!("bad reply: {e}")))
+}
