@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building, mounting and testing p2pfs need on Debian: a Rust toolchain (if
+# cargo is missing), a C compiler, FUSE 3 (fusermount3 for mounts by non-root users) and the
+# tools the tests use (iproute2 for network namespaces, util-linux for setpriv and mount).
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+    SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v ip >/dev/null || need+=(iproute2)
+command -v setpriv >/dev/null || need+=(util-linux)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
+    need+=(rustup)
+fi
+
+if ((${#need[@]})); then
+    echo "install-deps: installing ${need[*]}" >&2
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q "${need[@]}"
+fi
+
+if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
+    rustup default stable
+fi
