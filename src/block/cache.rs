@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::ChunkId;
+use super::{ChunkId, PlainChunk};
 
 pub struct ChunkCache {
     inner: Mutex<Inner>,
@@ -17,7 +17,7 @@ pub struct ChunkCache {
 }
 
 struct Inner {
-    lru: LruCache<ChunkId, Arc<Vec<u8>>>,
+    lru: LruCache<ChunkId, Arc<PlainChunk>>,
     bytes: u64,
 }
 
@@ -43,7 +43,7 @@ impl ChunkCache {
         }
     }
 
-    pub fn get(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+    pub fn get(&self, id: &ChunkId) -> Option<Arc<PlainChunk>> {
         let found = self.inner.lock().lru.get(id).cloned();
         let counter = if found.is_some() {
             &self.hits
@@ -55,13 +55,13 @@ impl ChunkCache {
     }
 
     /// Looks without counting a hit or a miss or refreshing recency.
-    pub fn peek(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+    pub fn peek(&self, id: &ChunkId) -> Option<Arc<PlainChunk>> {
         self.inner.lock().lru.peek(id).cloned()
     }
 
     /// Adds a chunk, evicting the least recently used ones past the byte bound. A chunk larger
     /// than the whole cache is not kept.
-    pub fn insert(&self, id: ChunkId, plaintext: Arc<Vec<u8>>) {
+    pub fn insert(&self, id: ChunkId, plaintext: Arc<PlainChunk>) {
         let size = plaintext.len() as u64;
         if size > self.capacity {
             return;
@@ -105,20 +105,25 @@ mod tests {
         ChunkId([n; 32])
     }
 
+    fn chunk(len: usize) -> Arc<PlainChunk> {
+        let (r, ct) = crate::block::ChunkSecret([1; 32]).seal(&vec![0; len]);
+        Arc::new(crate::block::chunk::open(&r, &ct).unwrap())
+    }
+
     #[test]
     fn bounded_in_bytes_and_evicts_least_recent() {
         let cache = ChunkCache::new(300);
-        cache.insert(id(1), Arc::new(vec![0; 100]));
-        cache.insert(id(2), Arc::new(vec![0; 100]));
-        cache.insert(id(3), Arc::new(vec![0; 100]));
+        cache.insert(id(1), chunk(100));
+        cache.insert(id(2), chunk(100));
+        cache.insert(id(3), chunk(100));
         assert!(cache.get(&id(1)).is_some()); // 1 is now most recent
-        cache.insert(id(4), Arc::new(vec![0; 100]));
+        cache.insert(id(4), chunk(100));
         assert!(cache.get(&id(2)).is_none());
         assert!(cache.get(&id(1)).is_some());
         let s = cache.stats();
         assert_eq!(s.bytes, 300);
         assert_eq!((s.hits, s.misses), (2, 1));
-        cache.insert(id(5), Arc::new(vec![0; 1000]));
+        cache.insert(id(5), chunk(1000));
         assert!(cache.get(&id(5)).is_none());
         cache.remove(&id(1));
         assert_eq!(cache.stats().bytes, 200);

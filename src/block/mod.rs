@@ -6,5 +6,5 @@ pub mod chunk;
 pub mod store;
 
 pub use cache::ChunkCache;
-pub use chunk::{ChunkCodecError, ChunkId, ChunkKey, ChunkRef, ChunkSecret};
+pub use chunk::{ChunkCodecError, ChunkId, ChunkKey, ChunkRef, ChunkSecret, PlainChunk};
 pub use store::{ChunkStore, StoreError};

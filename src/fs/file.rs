@@ -14,7 +14,9 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::error::{FsError, FsResult};
 use crate::block::chunk;
-use crate::block::{ChunkCache, ChunkId, ChunkRef, ChunkSecret, ChunkStore, StoreError};
+use crate::block::{
+    ChunkCache, ChunkId, ChunkRef, ChunkSecret, ChunkStore, PlainChunk, StoreError,
+};
 use crate::namespace::{EntryId, EntryMeta, Timestamp};
 
 /// Largest file size accepted (the chunk map of a bigger file would outgrow an entry).
@@ -49,7 +51,7 @@ impl ChunkIo {
     }
 
     /// The plaintext of a chunk, from the cache or the local store.
-    pub fn load(&self, r: &ChunkRef) -> FsResult<Arc<Vec<u8>>> {
+    pub fn load(&self, r: &ChunkRef) -> FsResult<Arc<PlainChunk>> {
         if let Some(hit) = self.cache.get(&r.id) {
             return Ok(hit);
         }
@@ -68,7 +70,7 @@ impl ChunkIo {
         result
     }
 
-    fn load_uncached(&self, r: &ChunkRef) -> FsResult<Arc<Vec<u8>>> {
+    fn load_uncached(&self, r: &ChunkRef) -> FsResult<Arc<PlainChunk>> {
         let ciphertext = self.store.get(&r.id).map_err(|e| {
             match &e {
                 StoreError::Missing(_) => {
@@ -81,7 +83,7 @@ impl ChunkIo {
             }
             FsError::from(e)
         })?;
-        let plain = Arc::new(chunk::open(r, &ciphertext).map_err(|e| {
+        let plain = Arc::new(chunk::open_verified(r, ciphertext).map_err(|e| {
             tracing::error!(chunk = %r.id, error = %e, "chunk does not decrypt");
             FsError::Io(e.to_string())
         })?);
@@ -182,6 +184,23 @@ pub struct FileState {
     read_ahead_to: u64,
 }
 
+/// The bytes of a read: a slice of a cached chunk when the range lies inside one (no copy),
+/// else an assembled buffer.
+pub enum ReadBuf {
+    Chunk(Arc<PlainChunk>, std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ReadBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadBuf::Chunk(c, range) => &c[range.clone()],
+            ReadBuf::Owned(v) => v,
+        }
+    }
+}
+
 enum Source {
     Bytes(Vec<u8>),
     Shared(Arc<Vec<u8>>),
@@ -221,7 +240,7 @@ impl OpenFile {
         pool: &SealPool,
         offset: u64,
         len: u32,
-    ) -> FsResult<Vec<u8>> {
+    ) -> FsResult<ReadBuf> {
         let cs = io.chunk_size;
         let mut parts = Vec::new();
         let end;
@@ -253,6 +272,12 @@ impl OpenFile {
             st.next_read = end;
         }
         // Chunks are fetched without the file lock, so a slow read does not stall writers.
+        if let [(within, take, Source::Stored(r))] = &parts[..] {
+            let chunk = io.load(r)?;
+            if chunk.len() >= within + take {
+                return Ok(ReadBuf::Chunk(chunk, *within..within + take));
+            }
+        }
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         for (within, take, source) in parts {
             let start = out.len();
@@ -265,7 +290,7 @@ impl OpenFile {
             // Past the stored bytes of a chunk (a hole, or a file grown by truncate) reads zeros.
             out.resize(start + take, 0);
         }
-        Ok(out)
+        Ok(ReadBuf::Owned(out))
     }
 
     /// Starts decrypting the chunks after `end` into the cache, for a sequential reader.
@@ -362,7 +387,7 @@ impl OpenFile {
                 shared.as_ref().clone()
             } else {
                 match st.blocks.get(idx as usize) {
-                    Some(Some(r)) if !covers_old => io.load(r)?.as_ref().clone(),
+                    Some(Some(r)) if !covers_old => io.load(r)?.to_vec(),
                     _ => Vec::with_capacity(io.chunk_size as usize),
                 }
             };

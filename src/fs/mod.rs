@@ -23,6 +23,7 @@ use ed25519_dalek::SigningKey;
 use parking_lot::{Mutex, RwLock};
 
 pub use error::{FsError, FsResult};
+pub use file::ReadBuf;
 use file::{ChunkIo, OpenFile, SealPool};
 pub use tree::ROOT_INO;
 use tree::{Node, Tree};
@@ -709,7 +710,7 @@ impl FsCore {
         }
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<ReadBuf> {
         let (_, file, _) = self.file_handle(fh)?;
         file.read(&self.io, &self.pool, offset, size)
     }

@@ -64,7 +64,7 @@ fn write_file(core: &FsCore, parent: u64, name: &str, data: &[u8]) -> u64 {
 fn read_all(core: &FsCore, ino: u64) -> Vec<u8> {
     let fh = core.open(ino, false).unwrap();
     let size = core.getattr(ino).unwrap().size;
-    let data = core.read(fh, 0, size as u32 + 10).unwrap();
+    let data = core.read(fh, 0, size as u32 + 10).unwrap().to_vec();
     core.release(fh).unwrap();
     data
 }
