@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::error::{FsError, FsResult};
+use super::tree::Node;
 use crate::block::chunk;
 use crate::block::{
     ChunkCache, ChunkId, ChunkRef, ChunkSecret, ChunkStore, PlainChunk, StoreError,
@@ -158,6 +159,8 @@ impl SealPool {
 
 pub struct OpenFile {
     pub id: EntryId,
+    /// The file's last metadata once it has been unlinked while open.
+    pub detached: Mutex<Option<Node>>,
     state: Mutex<FileState>,
     changed: Condvar,
 }
@@ -212,6 +215,7 @@ impl OpenFile {
     pub fn new(id: EntryId, meta: &EntryMeta) -> Arc<Self> {
         Arc::new(Self {
             id,
+            detached: Mutex::new(None),
             state: Mutex::new(FileState {
                 size: meta.size,
                 blocks: meta.blocks.clone(),

@@ -324,8 +324,24 @@ impl FsCore {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        let node = self.node(ino)?;
-        Ok(self.live_attr(ino, &node))
+        match self.node(ino) {
+            Ok(node) => Ok(self.live_attr(ino, &node)),
+            Err(e) => {
+                // An unlinked file that is still open keeps answering fstat, with no links.
+                let file = self.open_files.lock().get(&ino).cloned().ok_or(e)?;
+                let node = file.detached.lock().clone().ok_or(FsError::NotFound)?;
+                let mut attr = self.live_attr(ino, &node);
+                attr.nlink = 0;
+                Ok(attr)
+            }
+        }
+    }
+
+    /// Keeps the last metadata of a removed file for its open handles.
+    fn detach_if_open(&self, ino: u64, node: Node) {
+        if let Some(file) = self.open_files.lock().get(&ino).cloned() {
+            *file.detached.lock() = Some(node);
+        }
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
@@ -482,8 +498,8 @@ impl FsCore {
     }
 
     fn remove(&self, parent: u64, name: &[u8], dir_wanted: bool) -> FsResult<()> {
-        let _g = self.mutate.lock();
-        let (dir, victim) = {
+        let guard = self.mutate.lock();
+        let (dir, victim, victim_ino) = {
             let tree = self.tree.read();
             let dir = tree.get(parent).ok_or(FsError::NotFound)?.clone();
             if dir.meta.kind != EntryKind::Dir {
@@ -501,13 +517,16 @@ impl FsCore {
             if is_dir && tree.has_children(ino) {
                 return Err(FsError::NotEmpty);
             }
-            (dir, victim)
+            (dir, victim, ino)
         };
         let now = Timestamp::now();
         self.persist(vec![
             (victim.id, None),
             (dir.id, Some(Self::touched(&dir.meta, now))),
-        ])
+        ])?;
+        drop(guard);
+        self.detach_if_open(victim_ino, victim);
+        Ok(())
     }
 
     pub fn rename(
@@ -519,9 +538,10 @@ impl FsCore {
         no_replace: bool,
     ) -> FsResult<()> {
         check_name(new_name)?;
-        let _g = self.mutate.lock();
+        let guard = self.mutate.lock();
         let now = Timestamp::now();
         let mut changes = Vec::new();
+        let mut replaced = None;
         {
             let tree = self.tree.read();
             let from_dir = tree.get(parent).ok_or(FsError::NotFound)?;
@@ -547,6 +567,7 @@ impl FsCore {
                     _ => {}
                 }
                 changes.push((dst.id, None));
+                replaced = Some((dst_ino, dst.clone()));
             }
             if src_is_dir && tree.is_ancestor(src_ino, new_parent) {
                 return Err(FsError::Invalid);
@@ -563,7 +584,12 @@ impl FsCore {
                 changes.push((to_dir.id, Some(Self::touched(&to_dir.meta, now))));
             }
         }
-        self.persist(changes)
+        self.persist(changes)?;
+        drop(guard);
+        if let Some((ino, node)) = replaced {
+            self.detach_if_open(ino, node);
+        }
+        Ok(())
     }
 
     pub fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<Attr> {

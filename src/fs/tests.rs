@@ -150,6 +150,25 @@ fn memory_stays_bounded_for_files_much_larger_than_the_buffer() {
 }
 
 #[test]
+fn unlinked_open_file_stays_readable_and_statable() {
+    let f = fixture(4096);
+    let ino = write_file(&f.core, ROOT_INO, "tmp", b"still here");
+    let fh = f.core.open(ino, true).unwrap();
+    f.core.unlink(ROOT_INO, b"tmp").unwrap();
+    assert_eq!(
+        f.core.lookup(ROOT_INO, b"tmp").unwrap_err(),
+        FsError::NotFound
+    );
+    let attr = f.core.getattr(ino).unwrap();
+    assert_eq!((attr.nlink, attr.size), (0, 10));
+    assert_eq!(&f.core.read(fh, 0, 100).unwrap()[..], b"still here");
+    f.core.write(fh, 0, b"STILL").unwrap();
+    f.core.release(fh).unwrap();
+    assert_eq!(f.core.getattr(ino).unwrap_err(), FsError::NotFound);
+    assert_eq!(f.core.stats().entries, 1, "nothing came back");
+}
+
+#[test]
 fn posix_errors() {
     let f = fixture(4096);
     let c = &f.core;
