@@ -176,9 +176,16 @@ impl Node {
             .enable_all()
             .build()
             .map_err(io_at(mountpoint))?;
-        let control = {
+        // Signal handlers go in before the mount appears, so a stop request that arrives the
+        // moment it does still unmounts cleanly instead of killing the process.
+        let (control, mut term, mut int) = {
+            use tokio::signal::unix::{SignalKind, signal};
             let _enter = runtime.enter();
-            control::bind(&self.data_dir)?
+            (
+                control::bind(&self.data_dir)?,
+                signal(SignalKind::terminate()).map_err(io_at(mountpoint))?,
+                signal(SignalKind::interrupt()).map_err(io_at(mountpoint))?,
+            )
         };
         let status_source = Arc::new(control::StatusSource {
             core: self.core.clone(),
@@ -187,17 +194,16 @@ impl Node {
             network_fingerprint: self.network_key.fingerprint(),
             mount: std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
         });
-        let mut options = vec![
+        let mut fuse_config = fuser::Config::default();
+        fuse_config.mount_options = vec![
             fuser::MountOption::FSName("p2pfs".into()),
             fuser::MountOption::Subtype("p2pfs".into()),
             fuser::MountOption::DefaultPermissions,
             fuser::MountOption::NoAtime,
             fuser::MountOption::NoDev,
             fuser::MountOption::NoSuid,
+            fuser::MountOption::RW,
         ];
-        options.push(fuser::MountOption::RW);
-        let mut fuse_config = fuser::Config::default();
-        fuse_config.mount_options = options;
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         fuse_config.acl = if self.config.fuse.allow_other && root {
@@ -235,9 +241,6 @@ impl Node {
 
         let stopped_by_signal = runtime.block_on(async {
             tokio::spawn(control::serve(control, status_source));
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
             let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
             std::thread::spawn(move || {
                 let result = done_rx.recv();

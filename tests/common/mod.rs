@@ -1,0 +1,971 @@
+//! Test harness for the p2pfs integration tests.
+//!
+//! A [`Node`] owns a private temporary directory holding the node's data dir,
+//! its mountpoint and its log files. It can run `p2pfs init`, start
+//! `p2pfs run` in the background, stop it with SIGTERM or SIGKILL, and it
+//! always cleans up on drop (even when the test panicked): the node process is
+//! SIGKILLed if still running, the FUSE mount is unmounted (`umount`, falling
+//! back to `umount -l`) and any extra mounts the test registered (tmpfs) are
+//! unmounted too. The temporary directory is only removed once nothing is
+//! mounted below it any more.
+//!
+//! All tests need root (FUSE mounts, tmpfs mounts, setpriv).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The binary under test. `P2PFS_TEST_BIN` may point elsewhere (only
+/// useful to try the harness against a stand-in).
+pub fn bin() -> String {
+    std::env::var("P2PFS_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_p2pfs").to_string())
+}
+
+/// How long `start` waits for the mount to show up and `stop` waits for the
+/// process to exit.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default timeout for shell commands run through the mount.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(180);
+
+pub const KIB: usize = 1024;
+pub const MIB: usize = 1024 * 1024;
+
+pub struct Node {
+    /// Private temp dir holding everything below. `None` once it was
+    /// deliberately leaked because something could not be unmounted.
+    base: Option<tempfile::TempDir>,
+    pub base_path: PathBuf,
+    /// The node's data dir (`--data-dir`).
+    pub dir: PathBuf,
+    /// The mountpoint (`--mount`).
+    pub mnt: PathBuf,
+    /// stderr of every `p2pfs run` of this node (appended across restarts).
+    pub log: PathBuf,
+    /// stdout of every `p2pfs run` of this node.
+    pub stdout_log: PathBuf,
+    child: Option<Child>,
+    /// Extra mounts (e.g. tmpfs) to unmount on drop, in reverse order,
+    /// after the FUSE mount.
+    extra_mounts: Vec<PathBuf>,
+    /// Number of times `start` was called (for log separators).
+    starts: u32,
+    /// Shared with the watchdog thread: pid of the running node (0 = none)
+    /// and a "node dropped" flag.
+    watch_pid: Arc<AtomicU32>,
+    watch_done: Arc<AtomicBool>,
+}
+
+impl Node {
+    /// Paths only: a fresh base temp dir with an (empty) mountpoint; the data
+    /// dir does not exist yet and `init` has not been run.
+    pub fn uninit() -> Node {
+        let base = tempfile::Builder::new()
+            .prefix("p2pfs-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let base_path = base.path().canonicalize().expect("canonicalize temp dir");
+        // Let unprivileged users (uid 65534 in the permission tests) traverse
+        // into the mountpoint. The data dir itself is created 0700 by init.
+        fs::set_permissions(&base_path, fs::Permissions::from_mode(0o755)).unwrap();
+        let mnt = base_path.join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        let watch_pid = Arc::new(AtomicU32::new(0));
+        let watch_done = Arc::new(AtomicBool::new(false));
+        spawn_watchdog(watch_pid.clone(), watch_done.clone());
+        Node {
+            watch_pid,
+            watch_done,
+            dir: base_path.join("data"),
+            mnt,
+            log: base_path.join("node.stderr.log"),
+            stdout_log: base_path.join("node.stdout.log"),
+            base: Some(base),
+            base_path,
+            child: None,
+            extra_mounts: Vec::new(),
+            starts: 0,
+        }
+    }
+
+    /// Fresh node: temp data dir + temp mountpoint, `p2pfs init` run
+    /// successfully.
+    pub fn init() -> Node {
+        let node = Node::uninit();
+        node.init_ok(&[]);
+        node
+    }
+
+    /// Fresh node whose data dir lives on a freshly mounted tmpfs of
+    /// `size_mib` MiB (unmounted on drop). The mountpoint is outside the
+    /// tmpfs.
+    pub fn init_on_tmpfs(size_mib: u32) -> Node {
+        let mut node = Node::uninit();
+        let fsdir = node.base_path.join("tmpfs");
+        fs::create_dir(&fsdir).unwrap();
+        let out = run_cmd(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size_mib}m,mode=0755"))
+                .arg("tmpfs")
+                .arg(&fsdir),
+            CMD_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "mounting tmpfs failed: {}",
+            out_text(&out)
+        );
+        node.extra_mounts.push(fsdir.clone());
+        node.dir = fsdir.join("data");
+        node.init_ok(&[]);
+        node
+    }
+
+    /// Runs `p2pfs init --data-dir DIR <extra>` and returns its output.
+    pub fn run_init(&self, extra: &[&str]) -> Output {
+        run_cmd(
+            Command::new(bin())
+                .arg("init")
+                .arg("--data-dir")
+                .arg(&self.dir)
+                .args(extra)
+                .env_remove("RUST_LOG")
+                .env_remove("P2PFS_LOG"),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// Runs init and asserts it succeeded.
+    pub fn init_ok(&self, extra: &[&str]) {
+        let out = self.run_init(extra);
+        assert!(
+            out.status.success(),
+            "p2pfs init failed ({}): {}",
+            out.status,
+            out_text(&out)
+        );
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    /// Sets `key = value` (value is a TOML literal, e.g. `65536` or `"x"`)
+    /// under `[section]` in config.toml, replacing an existing assignment of
+    /// that key in that section, or adding it.
+    pub fn set_config(&self, section: &str, key: &str, value: &str) {
+        let path = self.config_path();
+        let text =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let new = edit_toml(&text, section, key, value);
+        fs::write(&path, new).unwrap();
+    }
+
+    /// Sets `[storage] chunk_size`.
+    pub fn set_chunk_size(&self, n: usize) {
+        self.set_config("storage", "chunk_size", &n.to_string());
+    }
+
+    /// Path inside the mount.
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Spawns `p2pfs run` and waits (up to 20 s) for the mount to appear in
+    /// /proc/mounts. Panics with the log content if the process exits first or
+    /// the mount does not appear in time.
+    pub fn start(&mut self) {
+        self.start_with(Duration::from_millis(25), true);
+    }
+
+    /// `start` with a given poll interval (zero = busy poll) and optionally
+    /// without the first stat of the fresh mount.
+    pub fn start_with(&mut self, poll: Duration, probe_root: bool) {
+        assert!(self.child.is_none(), "node already running");
+        assert!(
+            !is_mounted(&self.mnt),
+            "mountpoint already mounted before start"
+        );
+        self.starts += 1;
+        let mut err = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        {
+            use std::io::Write;
+            writeln!(err, "===== harness: start #{} =====", self.starts).unwrap();
+        }
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stdout_log)
+            .unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--mount")
+            .arg(&self.mnt)
+            .env_remove("RUST_LOG")
+            .env_remove("P2PFS_LOG")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        // If the test process dies without running destructors (e.g. killed
+        // by a test-runner timeout) take the node down with it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn p2pfs run");
+        self.watch_pid.store(child.id(), Ordering::SeqCst);
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                self.watch_pid.store(0, Ordering::SeqCst);
+                panic!(
+                    "p2pfs run exited before the mount appeared ({st}); log:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Some(fstype) = mount_fstype(&self.mnt) {
+                assert!(
+                    fstype.starts_with("fuse"),
+                    "mount at {} has fstype {fstype:?}, expected fuse*",
+                    self.mnt.display()
+                );
+                // The mount table entry can appear a moment before the
+                // filesystem answers INIT; make sure it serves requests.
+                if probe_root {
+                    let md = fs::metadata(&self.mnt);
+                    assert!(
+                        md.is_ok(),
+                        "stat of fresh mount failed: {md:?}\nlog:\n{}",
+                        self.log_text()
+                    );
+                }
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "mount did not appear at {} within {:?}; log:\n{}",
+                    self.mnt.display(),
+                    START_TIMEOUT,
+                    self.log_text()
+                );
+            }
+            if poll.is_zero() {
+                std::hint::spin_loop();
+            } else {
+                thread::sleep(poll);
+            }
+        }
+    }
+
+    /// Sends SIGTERM, waits up to 20 s, asserts exit status 0 and that the
+    /// mount is gone.
+    pub fn stop(&mut self) {
+        let st = self.signal_and_wait(libc::SIGTERM, STOP_TIMEOUT);
+        match st {
+            Some(st) => assert!(
+                st.success(),
+                "p2pfs run exited with {st} after SIGTERM; log:\n{}",
+                self.log_text()
+            ),
+            None => panic!(
+                "p2pfs run did not exit within {:?} after SIGTERM; log:\n{}",
+                STOP_TIMEOUT,
+                self.log_text()
+            ),
+        }
+        assert!(
+            !is_mounted(&self.mnt),
+            "mount still present after clean shutdown; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Sends SIGINT instead of SIGTERM; same checks as `stop`.
+    pub fn stop_sigint(&mut self) {
+        let st = self.signal_and_wait(libc::SIGINT, STOP_TIMEOUT);
+        match st {
+            Some(st) => assert!(
+                st.success(),
+                "exit {st} after SIGINT; log:\n{}",
+                self.log_text()
+            ),
+            None => panic!(
+                "no exit within {STOP_TIMEOUT:?} after SIGINT; log:\n{}",
+                self.log_text()
+            ),
+        }
+        assert!(
+            !is_mounted(&self.mnt),
+            "mount still present after SIGINT shutdown"
+        );
+    }
+
+    /// SIGKILLs the node and reaps it. The (now dead) mount stays in place;
+    /// call `cleanup_dead_mount` before restarting.
+    pub fn kill9(&mut self) {
+        let st = self.signal_and_wait(libc::SIGKILL, STOP_TIMEOUT);
+        assert!(st.is_some(), "node did not die after SIGKILL");
+    }
+
+    /// Unmounts a mount left behind by a killed node (umount, then umount -l).
+    pub fn cleanup_dead_mount(&self) {
+        unmount(&self.mnt);
+        assert!(
+            !is_mounted(&self.mnt),
+            "could not unmount {}",
+            self.mnt.display()
+        );
+    }
+
+    /// True if the node process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(c) => c.try_wait().unwrap().is_none(),
+        }
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        is_mounted(&self.mnt)
+    }
+
+    /// Whole stderr log (lossy UTF-8).
+    pub fn log_text(&self) -> String {
+        let mut s = String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned();
+        // Keep panics readable when logs are huge.
+        const MAX: usize = 20_000;
+        if s.len() > MAX {
+            let mut cut = s.len() - MAX;
+            while !s.is_char_boundary(cut) {
+                cut += 1;
+            }
+            s = format!("[... {} bytes cut ...]\n{}", cut, &s[cut..]);
+        }
+        s
+    }
+
+    /// Runs `sh -c script` with the mountpoint as cwd, with a timeout.
+    pub fn sh(&self, script: &str) -> Output {
+        run_cmd(
+            Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(&self.mnt),
+            CMD_TIMEOUT,
+        )
+    }
+
+    /// Runs `sh -c script` in the mount and asserts success; returns stdout.
+    pub fn sh_ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "`{script}` failed ({}): {}",
+            out.status,
+            out_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `sh -c script` in the mount and asserts failure; returns stderr.
+    pub fn sh_fail(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            !out.status.success(),
+            "`{script}` unexpectedly succeeded: {}",
+            out_text(&out)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A scratch directory next to (not inside) the mount and the data dir,
+    /// for local reference files.
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.base_path.join("scratch");
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn signal_and_wait(&mut self, sig: i32, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        if let Some(st) = child.try_wait().unwrap() {
+            self.child = None;
+            self.watch_pid.store(0, Ordering::SeqCst);
+            return Some(st);
+        }
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                self.watch_pid.store(0, Ordering::SeqCst);
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn cleanup(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGKILL);
+            }
+            let _ = c.wait();
+            self.watch_pid.store(0, Ordering::SeqCst);
+        }
+        let mut all_unmounted = true;
+        if is_mounted(&self.mnt) {
+            unmount(&self.mnt);
+            if is_mounted(&self.mnt) {
+                eprintln!("harness: could not unmount {}", self.mnt.display());
+                all_unmounted = false;
+            }
+        }
+        for m in self.extra_mounts.drain(..).rev().collect::<Vec<_>>() {
+            if is_mounted(&m) {
+                unmount(&m);
+                if is_mounted(&m) {
+                    eprintln!("harness: could not unmount {}", m.display());
+                    all_unmounted = false;
+                }
+            }
+        }
+        // Anything else mounted below the base dir (should not happen)?
+        for m in mounts_below(&self.base_path) {
+            unmount(&m);
+            if is_mounted(&m) {
+                all_unmounted = false;
+            }
+        }
+        if !all_unmounted {
+            // Never let remove_dir_all walk into a live mount.
+            if let Some(b) = self.base.take() {
+                let _ = b.keep();
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.watch_done.store(true, Ordering::SeqCst);
+        self.cleanup();
+    }
+}
+
+/// How long a node may live before the watchdog SIGKILLs it, so that a hung
+/// filesystem turns into failing syscalls (ENOTCONN) and a failing test
+/// instead of a test run that never ends. P2PFS_TEST_WATCHDOG_SECS overrides.
+fn watchdog_limit() -> Duration {
+    let secs = std::env::var("P2PFS_TEST_WATCHDOG_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(900);
+    Duration::from_secs(secs)
+}
+
+fn spawn_watchdog(pid: Arc<AtomicU32>, done: Arc<AtomicBool>) {
+    let limit = watchdog_limit();
+    thread::spawn(move || {
+        let deadline = Instant::now() + limit;
+        while !done.load(Ordering::SeqCst) {
+            if Instant::now() > deadline {
+                let p = pid.load(Ordering::SeqCst);
+                eprintln!("harness watchdog: node still alive after {limit:?}; SIGKILLing pid {p}");
+                if p != 0 {
+                    unsafe {
+                        libc::kill(p as i32, libc::SIGKILL);
+                    }
+                }
+                return;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+}
+
+/// Registers a tmpfs (or other) mount for cleanup by the node's drop.
+impl Node {
+    pub fn register_mount(&mut self, p: &Path) {
+        self.extra_mounts.push(p.to_path_buf());
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.0.as_mut().unwrap().try_wait().unwrap()
+    }
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take()
+            && c.try_wait().ok().flatten().is_none()
+        {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGKILL);
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// mounts
+
+fn unescape_mount_field(s: &str) -> String {
+    // /proc/mounts escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let oct = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x");
+            if let Ok(v) = u8::from_str_radix(oct, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// (mountpoint, fstype) for every line in /proc/mounts.
+pub fn mounts() -> Vec<(PathBuf, String)> {
+    let text = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let _src = f.next()?;
+            let mp = f.next()?;
+            let ty = f.next()?;
+            Some((PathBuf::from(unescape_mount_field(mp)), ty.to_string()))
+        })
+        .collect()
+}
+
+pub fn mount_fstype(p: &Path) -> Option<String> {
+    mounts()
+        .into_iter()
+        .rev()
+        .find(|(m, _)| m == p)
+        .map(|(_, t)| t)
+}
+
+pub fn is_mounted(p: &Path) -> bool {
+    mount_fstype(p).is_some()
+}
+
+fn mounts_below(base: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = mounts()
+        .into_iter()
+        .map(|(m, _)| m)
+        .filter(|m| m.starts_with(base))
+        .collect();
+    v.sort();
+    v.dedup();
+    v.reverse(); // deepest first
+    v
+}
+
+/// `umount P`, falling back to `umount -l P`. Repeats while the path stays
+/// mounted (stacked mounts), a bounded number of times.
+pub fn unmount(p: &Path) {
+    for _ in 0..5 {
+        if !is_mounted(p) {
+            return;
+        }
+        let ok = run_cmd(Command::new("umount").arg(p), Duration::from_secs(30))
+            .status
+            .success();
+        if !ok && is_mounted(p) {
+            let _ = run_cmd(
+                Command::new("umount").arg("-l").arg(p),
+                Duration::from_secs(30),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// commands
+
+/// Runs a command with stdin null and captured stdout/stderr; SIGKILLs it
+/// and panics if it takes longer than `timeout`.
+pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t2 = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGKILL);
+            }
+            let _ = child.wait();
+            panic!("command {cmd:?} timed out after {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+    }
+}
+
+pub fn out_text(o: &Output) -> String {
+    format!(
+        "status={} stdout={:?} stderr={:?}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs a command as uid/gid 65534 (nobody) with no supplementary groups.
+pub fn as_nobody(args: &[&str]) -> Output {
+    run_cmd(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(args),
+        CMD_TIMEOUT,
+    )
+}
+
+// ---------------------------------------------------------------------------
+// data helpers
+
+/// Small fast deterministic PRNG (splitmix64) for bulk test data; fast
+/// enough in debug builds.
+pub struct FastRng(pub u64);
+
+impl FastRng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let mut chunks = buf.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let rem = chunks.into_remainder();
+        if !rem.is_empty() {
+            let v = self.next_u64().to_le_bytes();
+            let n = rem.len();
+            rem.copy_from_slice(&v[..n]);
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (not compressible).
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = FastRng(seed ^ 0x1234_5678_9abc_def0);
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v);
+    v
+}
+
+/// Compares two byte slices; on mismatch panics with the first differing
+/// offset (without dumping megabytes).
+#[track_caller]
+pub fn assert_bytes_eq(what: &str, got: &[u8], want: &[u8]) {
+    if got == want {
+        return;
+    }
+    let first = got.iter().zip(want.iter()).position(|(a, b)| a != b);
+    panic!(
+        "{what}: content mismatch: got {} bytes, want {} bytes, first difference at {:?}",
+        got.len(),
+        want.len(),
+        first.or(Some(got.len().min(want.len())))
+    );
+}
+
+#[track_caller]
+pub fn assert_file_eq(path: &Path, want: &[u8]) {
+    let got = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert_bytes_eq(&path.display().to_string(), &got, want);
+}
+
+/// Raw errno of an io::Error (panics if there is none).
+#[track_caller]
+pub fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error()
+        .unwrap_or_else(|| panic!("error without errno: {e:?}"))
+}
+
+#[track_caller]
+pub fn expect_errno<T: std::fmt::Debug>(what: &str, r: io::Result<T>, want: &[i32]) {
+    match r {
+        Ok(v) => panic!("{what}: expected errno {want:?}, got success ({v:?})"),
+        Err(e) => assert!(
+            want.contains(&errno(&e)),
+            "{what}: expected errno {want:?}, got {e:?} (errno {:?})",
+            e.raw_os_error()
+        ),
+    }
+}
+
+/// Every regular file below `root` (recursively, not following symlinks),
+/// with its content. Paths are relative to `root`.
+pub fn read_tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for p in walk(root) {
+        let md = fs::symlink_metadata(&p).unwrap();
+        if md.is_file() {
+            out.insert(
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                fs::read(&p).unwrap(),
+            );
+        }
+    }
+    out
+}
+
+/// Every path below `root` (files, dirs, symlinks), not following symlinks,
+/// excluding `root` itself.
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = match fs::read_dir(&d) {
+            Ok(r) => r,
+            Err(e) => panic!("read_dir {}: {e}", d.display()),
+        };
+        for ent in rd {
+            let ent = ent.unwrap();
+            let p = ent.path();
+            let ft = ent.file_type().unwrap();
+            out.push(p.clone());
+            if ft.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Snapshot of (content, mtime, mode) of every file below `root`.
+pub fn snapshot_files(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime, u32)> {
+    let mut out = BTreeMap::new();
+    for p in walk(root) {
+        let md = fs::symlink_metadata(&p).unwrap();
+        let content = if md.is_file() {
+            fs::read(&p).unwrap()
+        } else {
+            Vec::new()
+        };
+        out.insert(
+            p,
+            (content, md.modified().unwrap(), md.permissions().mode()),
+        );
+    }
+    out
+}
+
+/// Polls `f` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes `data` to `path` (create/truncate) and closes it explicitly,
+/// returning the first error from open, write or close.
+pub fn write_and_close(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let w = f.write_all(data);
+    let fd = f.into_raw_fd();
+    let rc = unsafe { libc::close(fd) };
+    let close_err = if rc != 0 {
+        Some(io::Error::last_os_error())
+    } else {
+        None
+    };
+    w?;
+    match close_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Closes a file explicitly, returning the close(2) error if any (std's
+/// drop ignores it).
+pub fn close_checked(f: File) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = f.into_raw_fd();
+    if unsafe { libc::close(fd) } != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TOML editing (text based, so the tests don't depend on a toml crate)
+
+pub fn edit_toml(text: &str, section: &str, key: &str, value: &str) -> String {
+    let header = format!("[{section}]");
+    let mut lines: Vec<String> = text.lines().map(|s| s.to_string()).collect();
+    let mut in_section = false;
+    let mut section_idx = None;
+    for i in 0..lines.len() {
+        let t = lines[i].trim();
+        if t.starts_with('[') {
+            in_section = t == header;
+            if in_section {
+                section_idx = Some(i);
+            }
+            continue;
+        }
+        if in_section
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim() == key
+        {
+            lines[i] = format!("{key} = {value}");
+            return lines.join("\n") + "\n";
+        }
+    }
+    match section_idx {
+        Some(i) => lines.insert(i + 1, format!("{key} = {value}")),
+        None => {
+            lines.push(String::new());
+            lines.push(header);
+            lines.push(format!("{key} = {value}"));
+        }
+    }
+    lines.join("\n") + "\n"
+}
+
+/// Reads `key` under `[section]` from TOML text (raw value text).
+pub fn toml_get(text: &str, section: &str, key: &str) -> Option<String> {
+    let header = format!("[{section}]");
+    let mut in_section = false;
+    for l in text.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            in_section = t == header;
+            continue;
+        }
+        if in_section
+            && let Some((k, v)) = t.split_once('=')
+            && k.trim() == key
+        {
+            let v = v.split('#').next().unwrap().trim();
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
+#[test]
+fn harness_edit_toml() {
+    let t = "[a]\nx = 1\n\n[storage]\nchunk_size = 1048576 # default\nother = 2\n";
+    let n = edit_toml(t, "storage", "chunk_size", "65536");
+    assert_eq!(
+        toml_get(&n, "storage", "chunk_size").as_deref(),
+        Some("65536")
+    );
+    assert_eq!(toml_get(&n, "storage", "other").as_deref(), Some("2"));
+    assert_eq!(toml_get(&n, "a", "x").as_deref(), Some("1"));
+    let n = edit_toml("[a]\nx=1\n", "storage", "chunk_size", "65536");
+    assert_eq!(
+        toml_get(&n, "storage", "chunk_size").as_deref(),
+        Some("65536")
+    );
+    let n = edit_toml(
+        "[storage]\n[b]\nchunk_size = 3\n",
+        "storage",
+        "chunk_size",
+        "7",
+    );
+    assert_eq!(toml_get(&n, "storage", "chunk_size").as_deref(), Some("7"));
+    assert_eq!(toml_get(&n, "b", "chunk_size").as_deref(), Some("3"));
+    assert_eq!(unescape_mount_field("/a\\040b"), "/a b");
+}
