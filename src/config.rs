@@ -36,6 +36,24 @@ pub struct Config {
 pub struct NetworkConfig {
     /// File holding the 32-byte network key; relative paths are inside the data dir.
     pub network_key_file: PathBuf,
+    /// Addresses to listen on (multiaddrs). Empty: every interface, TCP `listen_port`.
+    pub listen: Vec<String>,
+    /// TCP port used when `listen` is empty.
+    pub listen_port: u16,
+    /// Peers to dial at start (multiaddrs); any one of them brings in the rest.
+    pub bootstrap: Vec<String>,
+    /// Find peers on the LAN by multicast DNS.
+    pub mdns: bool,
+    /// Copies of every chunk (replication factor R).
+    pub replicas: u32,
+    /// Silence after which a peer is suspect (placement keeps it until it is dead).
+    pub suspect_after_secs: u64,
+    /// Silence after which a peer is dead (its data is re-replicated).
+    pub dead_after_secs: u64,
+    /// How often this node announces itself.
+    pub announce_interval_ms: u64,
+    /// How often this node runs anti-entropy with a random peer.
+    pub sync_interval_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,6 +68,9 @@ pub struct StorageConfig {
     pub write_buffer_bytes: u64,
     /// Threads that encrypt and store chunks in the background while writes go on.
     pub seal_threads: usize,
+    /// Bytes offered to the network for chunks (the placement weight); 0 = the size of the
+    /// data dir's filesystem.
+    pub capacity_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +89,15 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
             network_key_file: PathBuf::from("network.key"),
+            listen: Vec::new(),
+            listen_port: 4001,
+            bootstrap: Vec::new(),
+            mdns: true,
+            replicas: 3,
+            suspect_after_secs: 6,
+            dead_after_secs: 60,
+            announce_interval_ms: 2000,
+            sync_interval_secs: 10,
         }
     }
 }
@@ -79,6 +109,7 @@ impl Default for StorageConfig {
             cache_bytes: 64 << 20,
             write_buffer_bytes: 64 << 20,
             seal_threads: 4,
+            capacity_bytes: 0,
         }
     }
 }
@@ -128,10 +159,53 @@ impl Config {
         if s.seal_threads == 0 || s.seal_threads > 64 {
             return Err("storage.seal_threads must be between 1 and 64".into());
         }
+        let n = &self.network;
+        if n.replicas == 0 || n.replicas > 16 {
+            return Err("network.replicas must be between 1 and 16".into());
+        }
+        if n.suspect_after_secs == 0 || n.dead_after_secs < n.suspect_after_secs {
+            return Err(
+                "network.dead_after_secs must be at least network.suspect_after_secs (> 0)".into(),
+            );
+        }
+        if n.announce_interval_ms < 100 || n.sync_interval_secs == 0 {
+            return Err(
+                "network.announce_interval_ms must be >= 100 and sync_interval_secs > 0".into(),
+            );
+        }
+        for a in n.listen.iter().chain(&n.bootstrap) {
+            a.parse::<libp2p::Multiaddr>()
+                .map_err(|e| format!("network: {a:?} is not a multiaddr: {e}"))?;
+        }
         if self.fuse.threads == 0 || self.fuse.threads > 256 {
             return Err("fuse.threads must be between 1 and 256".into());
         }
         Ok(())
+    }
+
+    /// Listen addresses, parsed (validated on load).
+    pub fn listen_addrs(&self) -> Vec<libp2p::Multiaddr> {
+        if self.network.listen.is_empty() {
+            let port = self.network.listen_port;
+            return vec![
+                format!("/ip4/0.0.0.0/tcp/{port}")
+                    .parse()
+                    .expect("valid multiaddr"),
+            ];
+        }
+        self.network
+            .listen
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    }
+
+    pub fn bootstrap_addrs(&self) -> Vec<libp2p::Multiaddr> {
+        self.network
+            .bootstrap
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()
     }
 
     /// The network key file, resolved against the data dir.

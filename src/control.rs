@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::block::ChunkStore;
+use crate::cluster::Cluster;
 use crate::fs::FsCore;
 
 pub const SOCKET_FILE: &str = "control.sock";
@@ -85,29 +86,57 @@ pub enum ControlError {
 pub struct StatusSource {
     pub core: Arc<FsCore>,
     pub chunks: Arc<ChunkStore>,
-    pub peer_id: String,
+    pub cluster: Arc<Cluster>,
     pub network_fingerprint: String,
     pub mount: PathBuf,
 }
 
 impl StatusSource {
-    fn status(&self) -> Status {
+    async fn status(&self) -> Status {
         let stats = self.core.stats();
-        let stored = self.chunks.list().unwrap_or_default();
+        let chunks = self.chunks.clone();
+        let stored = tokio::task::spawn_blocking(move || chunks.list().unwrap_or_default())
+            .await
+            .unwrap_or_default();
+        let net = &self.cluster.net;
+        let connected = net.connected().await;
+        let now = std::time::Instant::now();
+        let peers = self
+            .cluster
+            .membership
+            .read()
+            .members()
+            .map(|m| PeerStatus {
+                peer_id: m.peer.to_string(),
+                addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
+                state: m.state.as_str().to_string(),
+                last_seen_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
+            })
+            .collect();
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            peer_id: self.peer_id.clone(),
+            peer_id: net.local.to_string(),
             network_fingerprint: self.network_fingerprint.clone(),
-            listen_addrs: Vec::new(),
-            network: "isolated".into(),
-            peers: Vec::new(),
+            listen_addrs: net
+                .listen_addrs()
+                .await
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            network: if connected.is_empty() {
+                "isolated"
+            } else {
+                "connected"
+            }
+            .into(),
+            peers,
             mount: self.mount.display().to_string(),
             replication: ReplicationStatus {
-                // A single node keeps one copy; issue 3 brings replication across peers.
-                factor: 1,
+                factor: self.cluster.router.replicas() as u32,
                 chunks_stored: stored.len() as u64,
                 bytes_stored: stored.iter().map(|(_, n)| n).sum(),
-                under_replicated: 0,
+                under_replicated: self.cluster.router.under_replicated(),
+                // Repair arrives with issue 4.
                 repair_queue: 0,
             },
             cache: CacheStatus {
@@ -170,7 +199,7 @@ async fn handle(stream: UnixStream, source: &StatusSource) -> Result<(), Control
     let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 + 1)).lines();
     while let Some(line) = lines.next_line().await? {
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Status) => Reply::Status(Box::new(source.status())),
+            Ok(Request::Status) => Reply::Status(Box::new(source.status().await)),
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },

@@ -12,11 +12,16 @@
 //! [`node`] wires them together for the `p2pfs` binary.
 
 pub mod block;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod fs;
 pub mod fuse;
 pub mod identity;
+pub mod membership;
 pub mod namespace;
+pub mod net;
 pub mod node;
+pub mod placement;
+pub mod rpc;
 pub mod util;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::block::ChunkStore;
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::{CONFIG_FILE, Config, ConfigError};
 use crate::control::{self, ControlError};
 use crate::fs::{CoreParts, FsCore, FsError};
@@ -14,8 +15,10 @@ use crate::fuse::FuseAdapter;
 use crate::identity::{
     IdentityError, NODE_KEY_FILE, NetworkKey, NodeIdentity, USER_KEY_FILE, UserIdentity,
 };
+use crate::membership::LivenessConfig;
 use crate::namespace::volume::VolumeError;
 use crate::namespace::{NamespaceError, NamespaceStore, Volume};
+use crate::net::NetError;
 use crate::util::fsutil::{create_private_dir, write_new};
 
 pub const NAMESPACE_FILE: &str = "namespace.redb";
@@ -46,6 +49,8 @@ pub enum NodeError {
     Fs(#[from] FsError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Net(#[from] NetError),
     #[error("cannot mount at {path}: {source}")]
     Mount {
         path: PathBuf,
@@ -116,14 +121,15 @@ pub fn init(data_dir: &Path, network_key: Option<&Path>) -> Result<InitReport, N
     })
 }
 
-/// A node loaded from its data dir, ready to mount.
+/// A node loaded from its data dir, ready to run.
 pub struct Node {
     pub config: Config,
     pub data_dir: PathBuf,
-    pub core: Arc<FsCore>,
     pub chunks: Arc<ChunkStore>,
     pub node_id: NodeIdentity,
+    pub user: UserIdentity,
     pub network_key: NetworkKey,
+    namespace: NamespaceStore,
 }
 
 impl Node {
@@ -135,65 +141,132 @@ impl Node {
         let network_key = NetworkKey::load(&config.network_key_path(data_dir))?;
         let node_id = NodeIdentity::load(&data_dir.join(NODE_KEY_FILE))?;
         let user = UserIdentity::load(&data_dir.join(USER_KEY_FILE))?;
-        let volume = Volume::load_personal(data_dir, &user)?;
         let chunks_dir = data_dir.join(CHUNKS_DIR);
         let chunks = Arc::new(ChunkStore::open(&chunks_dir).map_err(io_at(&chunks_dir))?);
         let namespace = NamespaceStore::open(&data_dir.join(NAMESPACE_FILE))?;
-        let peer = node_id.peer_id().to_bytes();
+        Ok(Self {
+            config,
+            data_dir: data_dir.to_path_buf(),
+            chunks,
+            node_id,
+            user,
+            network_key,
+            namespace,
+        })
+    }
+
+    /// Bytes offered for chunks: configured, else the size of the data dir's filesystem
+    /// rounded down to a GiB (a stable weight: free space would shift placement constantly).
+    fn capacity(&self) -> u64 {
+        if self.config.storage.capacity_bytes > 0 {
+            return self.config.storage.capacity_bytes;
+        }
+        let path = std::ffi::CString::new(self.data_dir.as_os_str().as_encoded_bytes())
+            .unwrap_or_default();
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a valid out-pointer.
+        let total = if unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0 {
+            st.f_blocks as u64 * st.f_frsize as u64
+        } else {
+            0
+        };
+        (total >> 30).max(1) << 30
+    }
+
+    /// Joins the network, mounts at `mountpoint` and serves until SIGTERM or SIGINT (then
+    /// unmounts) or until the mount is taken away (`umount`).
+    pub fn run(self, mountpoint: &Path) -> Result<(), NodeError> {
+        prepare_mountpoint(mountpoint)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("p2pfs-net")
+            .enable_all()
+            .build()
+            .map_err(io_at(mountpoint))?;
+        let _enter = runtime.enter();
+        // Signal handlers go in before the mount appears, so a stop request that arrives the
+        // moment it does still unmounts cleanly instead of killing the process.
+        let (mut term, mut int) = {
+            use tokio::signal::unix::{SignalKind, signal};
+            (
+                signal(SignalKind::terminate()).map_err(io_at(mountpoint))?,
+                signal(SignalKind::interrupt()).map_err(io_at(mountpoint))?,
+            )
+        };
+        let control_listener = control::bind(&self.data_dir)?;
+
+        let n = &self.config.network;
+        let (net, net_events) = crate::net::start(crate::net::NetConfig {
+            keypair: self.node_id.keypair.clone(),
+            network_key: self.network_key.clone(),
+            listen: self.config.listen_addrs(),
+            bootstrap: self.config.bootstrap_addrs(),
+            mdns: n.mdns,
+        })?;
+        let cluster = Cluster::new(
+            net.clone(),
+            self.chunks.clone(),
+            ClusterConfig {
+                replicas: n.replicas as usize,
+                liveness: LivenessConfig {
+                    suspect_after: Duration::from_secs(n.suspect_after_secs),
+                    dead_after: Duration::from_secs(n.dead_after_secs),
+                    ..LivenessConfig::default()
+                },
+                announce_every: Duration::from_millis(n.announce_interval_ms),
+                sync_every: Duration::from_secs(n.sync_interval_secs),
+                capacity: self.capacity(),
+            },
+        );
+        let (publish_tx, publish_rx) = tokio::sync::mpsc::unbounded_channel();
+        let peer = self.node_id.peer_id().to_bytes();
         let origin = u64::from_le_bytes(
             blake3::hash(&peer).as_bytes()[..8]
                 .try_into()
                 .expect("8 bytes"),
         );
-        let s = &config.storage;
-        let core = FsCore::load(CoreParts {
-            volume,
-            signer: user.signing,
+        let s = &self.config.storage;
+        let core = Arc::new(FsCore::load(CoreParts {
+            volume: Volume::for_network(&self.network_key),
+            signer: self.user.signing.clone(),
             origin,
-            namespace,
-            chunks: chunks.clone(),
+            namespace: self.namespace,
+            chunks: self.chunks.clone(),
+            remote: Some(cluster.router.clone()),
+            publish: Some(publish_tx),
             chunk_size: s.chunk_size,
             cache_bytes: s.cache_bytes,
             write_buffer_bytes: s.write_buffer_bytes,
             seal_threads: s.seal_threads,
-            data_dir: data_dir.to_path_buf(),
-        })?;
-        Ok(Self {
-            config,
-            data_dir: data_dir.to_path_buf(),
-            core: Arc::new(core),
-            chunks,
-            node_id,
-            network_key,
-        })
-    }
+            data_dir: self.data_dir.clone(),
+        })?);
+        let mut control_streams = net.control.clone();
+        let chunk_streams = control_streams
+            .accept(crate::rpc::chunk::PROTOCOL)
+            .map_err(|e| NodeError::Io {
+                path: self.data_dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let sync_streams = control_streams
+            .accept(crate::rpc::sync::PROTOCOL)
+            .map_err(|e| NodeError::Io {
+                path: self.data_dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        runtime.spawn(crate::rpc::chunk::serve(chunk_streams, self.chunks.clone()));
+        runtime.spawn(crate::rpc::sync::serve(sync_streams, core.clone()));
+        runtime.spawn(cluster.clone().run(core.clone(), net_events, publish_rx));
+        runtime.spawn(control::serve(
+            control_listener,
+            Arc::new(control::StatusSource {
+                core: core.clone(),
+                chunks: self.chunks.clone(),
+                cluster: cluster.clone(),
+                network_fingerprint: self.network_key.fingerprint(),
+                mount: std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+            }),
+        ));
 
-    /// Mounts at `mountpoint` and serves until SIGTERM or SIGINT (then unmounts) or until the
-    /// mount is taken away (`umount`).
-    pub fn run(self, mountpoint: &Path) -> Result<(), NodeError> {
-        prepare_mountpoint(mountpoint)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(io_at(mountpoint))?;
-        // Signal handlers go in before the mount appears, so a stop request that arrives the
-        // moment it does still unmounts cleanly instead of killing the process.
-        let (control, mut term, mut int) = {
-            use tokio::signal::unix::{SignalKind, signal};
-            let _enter = runtime.enter();
-            (
-                control::bind(&self.data_dir)?,
-                signal(SignalKind::terminate()).map_err(io_at(mountpoint))?,
-                signal(SignalKind::interrupt()).map_err(io_at(mountpoint))?,
-            )
-        };
-        let status_source = Arc::new(control::StatusSource {
-            core: self.core.clone(),
-            chunks: self.chunks.clone(),
-            peer_id: self.node_id.peer_id().to_string(),
-            network_fingerprint: self.network_key.fingerprint(),
-            mount: std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
-        });
         let mut fuse_config = fuser::Config::default();
         fuse_config.mount_options = vec![
             fuser::MountOption::FSName("p2pfs".into()),
@@ -214,7 +287,7 @@ impl Node {
         fuse_config.n_threads = Some(self.config.fuse.threads);
         fuse_config.clone_fd = true;
         let adapter = FuseAdapter::new(
-            self.core.clone(),
+            core.clone(),
             Duration::from_millis(self.config.fuse.attr_ttl_ms),
         );
         let mut session =
@@ -231,26 +304,20 @@ impl Node {
             network = %self.network_key.fingerprint(),
             "mounted"
         );
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+        let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
         let serve = std::thread::Builder::new()
             .name("p2pfs-fuse".into())
             .spawn(move || {
-                let _ = done_tx.send(session.run());
+                let _ = gone_tx.send(session.run());
             })
             .map_err(io_at(mountpoint))?;
 
         let stopped_by_signal = runtime.block_on(async {
-            tokio::spawn(control::serve(control, status_source));
-            let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
-            std::thread::spawn(move || {
-                let result = done_rx.recv();
-                let _ = gone_tx.send(result);
-            });
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: unmounting"); true }
                 _ = int.recv() => { tracing::info!("SIGINT: unmounting"); true }
                 result = gone_rx => {
-                    if let Ok(Ok(Err(e))) = result {
+                    if let Ok(Err(e)) = result {
                         tracing::error!(error = %e, "FUSE session ended with an error");
                     } else {
                         tracing::info!("mount was removed; stopping");
@@ -264,9 +331,11 @@ impl Node {
             lazy_unmount(mountpoint);
         }
         let _ = serve.join();
-        drop(runtime);
+        // Commit open files (their chunks still go to their owners) before the network stops.
+        core.shutdown();
         let _ = std::fs::remove_file(self.data_dir.join(control::SOCKET_FILE));
-        self.core.shutdown();
+        drop(_enter);
+        runtime.shutdown_timeout(Duration::from_secs(2));
         tracing::info!("stopped");
         Ok(())
     }

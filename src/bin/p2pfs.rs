@@ -36,6 +36,8 @@ enum Command {
         /// Directory to mount the files at (created if missing).
         #[arg(long)]
         mount: PathBuf,
+        #[command(flatten)]
+        net: NetFlags,
     },
     /// One-command start: mount at MOUNTPOINT using the default data dir, created on first use.
     Mount {
@@ -44,6 +46,48 @@ enum Command {
         #[arg(long, env = "P2PFS_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// Network settings that override the config file for this run.
+#[derive(clap::Args)]
+struct NetFlags {
+    /// Address to listen on (repeatable), e.g. /ip4/0.0.0.0/tcp/4001. Default: every
+    /// interface, TCP port `network.listen_port`.
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    listen: Vec<libp2p::Multiaddr>,
+    /// Peer to dial at start (repeatable), e.g. /ip4/192.0.2.7/tcp/4001. Added to the config's.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    bootstrap: Vec<libp2p::Multiaddr>,
+    /// Do not look for peers on the LAN by multicast DNS.
+    #[arg(long)]
+    no_mdns: bool,
+    /// Copies of every chunk (default 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
+    replicas: Option<u32>,
+    /// Seconds of silence after which a peer counts as dead (default 60).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    dead_after: Option<u64>,
+}
+
+impl NetFlags {
+    fn apply(self, config: &mut p2pfs::config::Config) {
+        let n = &mut config.network;
+        if !self.listen.is_empty() {
+            n.listen = self.listen.iter().map(ToString::to_string).collect();
+        }
+        n.bootstrap
+            .extend(self.bootstrap.iter().map(ToString::to_string));
+        if self.no_mdns {
+            n.mdns = false;
+        }
+        if let Some(r) = self.replicas {
+            n.replicas = r;
+        }
+        if let Some(d) = self.dead_after {
+            n.dead_after_secs = d;
+            n.suspect_after_secs = n.suspect_after_secs.min(d);
+        }
+    }
 }
 
 fn init_logging() {
@@ -83,8 +127,14 @@ fn main() -> Result<()> {
             let report = node::init(&data_dir, network_key.as_deref())?;
             print_init(&data_dir, &report);
         }
-        Command::Run { data_dir, mount } => {
-            Node::load(&data_dir)?.run(&mount)?;
+        Command::Run {
+            data_dir,
+            mount,
+            net,
+        } => {
+            let mut node = Node::load(&data_dir)?;
+            net.apply(&mut node.config);
+            node.run(&mount)?;
         }
         Command::Mount {
             mountpoint,

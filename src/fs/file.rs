@@ -25,9 +25,20 @@ pub const MAX_FILE_SIZE: u64 = 1 << 44;
 /// Chunks decrypted ahead of a sequential reader, in parallel on the worker threads.
 const READ_AHEAD_CHUNKS: u64 = 8;
 
+/// Where chunks live beyond this node: placement on the chunk's owners and fetches from
+/// peers. Implemented by the cluster layer; absent on a node that runs alone (tests).
+pub trait RemoteChunks: Send + Sync {
+    /// Stores a chunk on its owners (this node's store included when it is one). Returns once
+    /// the owners hold it, or as many live nodes as there are when fewer than R.
+    fn replicate(&self, id: &ChunkId, ciphertext: &[u8]) -> Result<(), StoreError>;
+    /// Fetches a chunk from the peers, verified against its id.
+    fn fetch(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError>;
+}
+
 /// Reads and writes chunks for one volume: through the cache, verified, decrypted.
 pub struct ChunkIo {
     pub store: Arc<ChunkStore>,
+    pub remote: Option<Arc<dyn RemoteChunks>>,
     pub cache: Arc<ChunkCache>,
     pub secret: ChunkSecret,
     pub chunk_size: u64,
@@ -38,12 +49,14 @@ pub struct ChunkIo {
 impl ChunkIo {
     pub fn new(
         store: Arc<ChunkStore>,
+        remote: Option<Arc<dyn RemoteChunks>>,
         cache: Arc<ChunkCache>,
         secret: ChunkSecret,
         chunk_size: u64,
     ) -> Self {
         Self {
             store,
+            remote,
             cache,
             secret,
             chunk_size,
@@ -72,10 +85,19 @@ impl ChunkIo {
     }
 
     fn load_uncached(&self, r: &ChunkRef) -> FsResult<Arc<PlainChunk>> {
-        let ciphertext = self.store.get(&r.id).map_err(|e| {
+        // Local copy first; a missing or corrupt one is fetched from the peers.
+        let local = self.store.get(&r.id);
+        let ciphertext = match (local, &self.remote) {
+            (Ok(bytes), _) => Ok(bytes),
+            (Err(StoreError::Missing(_) | StoreError::Corrupt(_)), Some(remote)) => {
+                remote.fetch(&r.id)
+            }
+            (Err(e), _) => Err(e),
+        };
+        let ciphertext = ciphertext.map_err(|e| {
             match &e {
                 StoreError::Missing(_) => {
-                    tracing::error!(chunk = %r.id, "chunk is missing from the local store")
+                    tracing::error!(chunk = %r.id, "chunk is not available from this node or any live peer")
                 }
                 StoreError::Corrupt(_) => {} // logged by the store
                 StoreError::Io(err) => {
@@ -95,7 +117,12 @@ impl ChunkIo {
     /// Encrypts and stores a chunk's plaintext.
     pub fn seal(&self, plaintext: &[u8]) -> FsResult<ChunkRef> {
         let (r, ciphertext) = self.secret.seal(plaintext);
-        self.store.put(&r.id, &ciphertext)?;
+        match &self.remote {
+            Some(remote) => remote.replicate(&r.id, &ciphertext)?,
+            None => {
+                self.store.put(&r.id, &ciphertext)?;
+            }
+        }
         Ok(r)
     }
 }

@@ -24,6 +24,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use error::{FsError, FsResult};
 pub use file::ReadBuf;
+pub use file::RemoteChunks;
 use file::{ChunkIo, OpenFile, SealPool};
 pub use tree::ROOT_INO;
 use tree::{Node, Tree};
@@ -31,7 +32,7 @@ use tree::{Node, Tree};
 use crate::block::cache::CacheStats;
 use crate::block::{ChunkCache, ChunkStore};
 use crate::namespace::entry::{EntrySealer, MAX_NAME_LEN};
-use crate::namespace::{EntryId, EntryKind, EntryMeta, NamespaceStore, Timestamp, Volume};
+use crate::namespace::{Entry, EntryId, EntryKind, EntryMeta, NamespaceStore, Timestamp, Volume};
 use crate::util::hlc::HlcClock;
 
 const S_ISGID: u32 = 0o2000;
@@ -130,6 +131,10 @@ pub struct CoreParts {
     pub origin: u64,
     pub namespace: NamespaceStore,
     pub chunks: Arc<ChunkStore>,
+    /// Replication and remote fetches; `None` keeps everything on this node.
+    pub remote: Option<Arc<dyn RemoteChunks>>,
+    /// Where committed entries go to be gossiped; `None` when alone.
+    pub publish: Option<tokio::sync::mpsc::UnboundedSender<Vec<Entry>>>,
     pub chunk_size: u32,
     pub cache_bytes: u64,
     pub write_buffer_bytes: u64,
@@ -154,7 +159,17 @@ pub struct FsCore {
     next_fh: AtomicU64,
     write_limit: u64,
     data_dir: PathBuf,
-    rejected: usize,
+    rejected: AtomicU64,
+    publish: Option<tokio::sync::mpsc::UnboundedSender<Vec<Entry>>>,
+}
+
+/// What applying entries from a peer did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteApply {
+    /// Entries that were newer than what this node had.
+    pub applied: usize,
+    /// Entries refused: bad signature, a non-writer author, or a payload that does not open.
+    pub rejected: usize,
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {
@@ -199,6 +214,7 @@ impl FsCore {
         }
         let io = Arc::new(ChunkIo::new(
             parts.chunks,
+            parts.remote,
             Arc::new(ChunkCache::new(parts.cache_bytes)),
             parts.volume.chunk_secret.clone(),
             u64::from(parts.chunk_size),
@@ -218,7 +234,8 @@ impl FsCore {
             next_fh: AtomicU64::new(1),
             write_limit: parts.write_buffer_bytes,
             data_dir: parts.data_dir,
-            rejected,
+            rejected: AtomicU64::new(rejected as u64),
+            publish: parts.publish,
         };
         if core.tree.read().get(ROOT_INO).is_none() {
             let now = Timestamp::now();
@@ -265,14 +282,64 @@ impl FsCore {
             })
             .collect();
         self.namespace.commit(&entries)?;
-        let mut tree = self.tree.write();
-        for (entry, (id, meta)) in entries.iter().zip(changes) {
-            match meta {
-                Some(m) => tree.upsert(id, entry.version(), m),
-                None => tree.remove(&id),
+        {
+            let mut tree = self.tree.write();
+            for (entry, (id, meta)) in entries.iter().zip(changes) {
+                match meta {
+                    Some(m) => tree.upsert(id, entry.version(), m),
+                    None => tree.remove(&id),
+                }
             }
         }
+        if let Some(publish) = &self.publish {
+            let _ = publish.send(entries);
+        }
         Ok(())
+    }
+
+    /// Merges entries received from a peer (gossip or anti-entropy): each must carry a valid
+    /// signature by a writer of its volume. Entries of other volumes are kept (this node stores
+    /// and serves them) but never opened. Newer versions of this volume's entries show in the
+    /// mount at once.
+    pub fn apply_remote(&self, entries: Vec<Entry>) -> FsResult<RemoteApply> {
+        let mut report = RemoteApply::default();
+        let mut valid = Vec::with_capacity(entries.len());
+        for e in entries {
+            let writer_ok = e.volume != self.volume.id || self.volume.can_write(&e.author);
+            if writer_ok && e.verify_signature().is_ok() {
+                self.clock.observe(e.hlc);
+                valid.push(e);
+            } else {
+                report.rejected += 1;
+            }
+        }
+        let _g = self.mutate.lock();
+        let applied = self.namespace.commit(&valid)?;
+        report.applied = applied.len();
+        let mut tree = self.tree.write();
+        for e in applied.iter().filter(|e| e.volume == self.volume.id) {
+            if e.deleted {
+                tree.remove(&e.id);
+                continue;
+            }
+            match e.open(&self.volume.payload_key) {
+                Ok(meta) => tree.upsert(e.id, e.version(), meta),
+                Err(err) => {
+                    tracing::warn!(entry = %e.id, error = %err, "entry from a peer does not open; ignored");
+                    report.rejected += 1;
+                }
+            }
+        }
+        if report.rejected > 0 {
+            self.rejected
+                .fetch_add(report.rejected as u64, Ordering::Relaxed);
+        }
+        Ok(report)
+    }
+
+    /// The namespace store (for anti-entropy).
+    pub fn namespace(&self) -> &NamespaceStore {
+        &self.namespace
     }
 
     fn attr_of(&self, ino: u64, node: &Node) -> Attr {
@@ -846,7 +913,7 @@ impl FsCore {
         CoreStats {
             entries: self.tree.read().len(),
             open_files: self.open_files.lock().len(),
-            rejected_entries: self.rejected,
+            rejected_entries: self.rejected.load(Ordering::Relaxed) as usize,
             cache: self.io.cache.stats(),
         }
     }

@@ -26,6 +26,8 @@ fn parts(
         origin: 7,
         namespace: NamespaceStore::open(&dir.join("ns.redb")).unwrap(),
         chunks: Arc::new(ChunkStore::open(&dir.join("chunks")).unwrap()),
+        remote: None,
+        publish: None,
         chunk_size,
         cache_bytes: 1 << 20,
         write_buffer_bytes: write_buffer,

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::entry::{self, Entry, EntryError, EntryId};
 
@@ -86,6 +86,69 @@ impl NamespaceStore {
         }
     }
 
+    /// Anti-entropy digest: entries are bucketed by the first byte of their id; a bucket's hash
+    /// is the XOR of its entries' version hashes, so it does not depend on order.
+    pub fn digest(&self) -> Result<Vec<[u8; 32]>, NamespaceError> {
+        let mut buckets = vec![[0u8; 32]; 256];
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ENTRIES).map_err(db_err)?;
+        for row in table.iter().map_err(db_err)? {
+            let (key, value) = row.map_err(db_err)?;
+            let Some(&first) = key.value().first() else {
+                continue;
+            };
+            let h = blake3::hash(value.value());
+            for (b, x) in buckets[first as usize].iter_mut().zip(h.as_bytes()) {
+                *b ^= x;
+            }
+        }
+        Ok(buckets)
+    }
+
+    /// Entries of one digest bucket, in id order, starting after `after`, at most `limit`.
+    pub fn bucket_entries(
+        &self,
+        bucket: u8,
+        after: Option<EntryId>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, NamespaceError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ENTRIES).map_err(db_err)?;
+        let start = match after {
+            Some(id) => id.0.to_vec(),
+            None => vec![bucket],
+        };
+        let mut out = Vec::new();
+        for row in table.range(start.as_slice()..).map_err(db_err)? {
+            let (key, value) = row.map_err(db_err)?;
+            let key = key.value();
+            if key.first() != Some(&bucket) {
+                break;
+            }
+            if after.is_some_and(|a| key == a.0) {
+                continue;
+            }
+            if let Ok(e) = Entry::from_bytes(value.value()) {
+                out.push(e);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of stored entries (all volumes, tombstones included).
+    pub fn len(&self) -> Result<u64, NamespaceError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ENTRIES).map_err(db_err)?;
+        table.len().map_err(db_err)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, NamespaceError> {
+        Ok(self.len()? == 0)
+    }
+
     /// Merges `entries` into the store in one durable transaction (last writer wins per id).
     /// Returns the entries that changed the store.
     pub fn commit(&self, entries: &[Entry]) -> Result<Vec<Entry>, NamespaceError> {
@@ -162,6 +225,16 @@ mod tests {
         let loaded = store.load_all().unwrap();
         assert_eq!(loaded.entries, vec![new.clone()]);
         assert_eq!(loaded.rejected, 0);
-        assert_eq!(store.get(&id).unwrap(), Some(new));
+        assert_eq!(store.get(&id).unwrap(), Some(new.clone()));
+        let digest = store.digest().unwrap();
+        assert_ne!(digest[5], [0; 32]);
+        assert_eq!(digest.iter().filter(|b| **b != [0; 32]).count(), 1);
+        assert_eq!(
+            store.bucket_entries(5, None, 10).unwrap(),
+            vec![new.clone()]
+        );
+        assert!(store.bucket_entries(5, Some(id), 10).unwrap().is_empty());
+        assert!(store.bucket_entries(6, None, 10).unwrap().is_empty());
+        assert_eq!(store.len().unwrap(), 1);
     }
 }

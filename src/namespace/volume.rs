@@ -33,6 +33,8 @@ pub struct Volume {
     pub id: VolumeId,
     pub owner: UserId,
     pub writers: Vec<UserId>,
+    /// Anyone who can sign may write (the network volume: admission is the network key).
+    pub open: bool,
     pub payload_key: Zeroizing<[u8; 32]>,
     pub chunk_secret: ChunkSecret,
     key: Zeroizing<[u8; 32]>,
@@ -63,6 +65,7 @@ impl Volume {
             id,
             owner,
             writers,
+            open: false,
             payload_key,
             chunk_secret,
             key,
@@ -78,6 +81,24 @@ impl Volume {
         Self::from_key(VolumeId(id), owner.user_id(), vec![owner.user_id()], key)
     }
 
+    /// The volume every member of a network mounts: its id and key are derived from the
+    /// network key, so every holder of that key reads and writes it, and nobody else can.
+    pub fn for_network(network_key: &crate::identity::NetworkKey) -> Self {
+        let id = blake3::derive_key("p2pfs network volume id v1", &network_key.0);
+        let key = Zeroizing::new(blake3::derive_key(
+            "p2pfs network volume key v1",
+            &network_key.0,
+        ));
+        let mut volume = Self::from_key(
+            VolumeId(id[..16].try_into().expect("16 bytes")),
+            UserId([0; 32]),
+            Vec::new(),
+            key,
+        );
+        volume.open = true;
+        volume
+    }
+
     /// The id of the volume's root directory entry, derived so every member agrees on it.
     pub fn root_id(&self) -> EntryId {
         let h = blake3::derive_key("p2pfs volume root v1", &self.id.0);
@@ -85,7 +106,7 @@ impl Volume {
     }
 
     pub fn can_write(&self, user: &UserId) -> bool {
-        self.writers.contains(user)
+        self.open || self.writers.contains(user)
     }
 
     pub fn save_new(&self, data_dir: &Path, owner: &UserIdentity) -> Result<(), VolumeError> {

@@ -1,0 +1,346 @@
+//! The cluster: what turns one node into a network. It keeps the membership view from gossiped
+//! announcements, places chunks on their owners ([`ChunkRouter`], the [`RemoteChunks`] the
+//! filesystem core writes and reads through), spreads committed entries by gossip and runs
+//! anti-entropy with peers. It talks to libp2p only through [`NetHandle`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::futures::future::join_all;
+use libp2p::{Multiaddr, PeerId};
+use parking_lot::RwLock;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::block::{ChunkId, ChunkStore, StoreError};
+use crate::fs::{FsCore, RemoteChunks};
+use crate::membership::{
+    AnnouncedState, Announcement, LivenessConfig, Membership, MembershipEvent,
+};
+use crate::namespace::Entry;
+use crate::net::{MAX_GOSSIP, NetEvent, NetHandle, Topic};
+use crate::placement::{Candidate, Placement};
+use crate::rpc::chunk::ChunkClient;
+use crate::rpc::sync;
+
+pub struct ClusterConfig {
+    pub replicas: usize,
+    pub liveness: LivenessConfig,
+    pub announce_every: Duration,
+    pub sync_every: Duration,
+    /// Bytes this node offers for chunks (its placement weight).
+    pub capacity: u64,
+}
+
+/// Namespace gossip: entries as committed, or (for a batch too large for a gossip message) a
+/// hint to sync with the sender.
+#[derive(Debug, Serialize, Deserialize)]
+enum NamespaceGossip {
+    Entries(Vec<Entry>),
+    SyncWithMe,
+}
+
+/// Places chunks on their owners and fetches them from peers.
+pub struct ChunkRouter {
+    local: PeerId,
+    store: Arc<ChunkStore>,
+    client: ChunkClient,
+    membership: Arc<RwLock<Membership>>,
+    replicas: usize,
+    capacity: u64,
+    rt: tokio::runtime::Handle,
+    /// Chunks written with fewer than R copies (too few live nodes, or owners that failed).
+    under_replicated: AtomicU64,
+}
+
+impl ChunkRouter {
+    /// Owners are computed from this node's view: live members (alive or suspect) and itself.
+    pub fn placement(&self) -> Placement {
+        let mut candidates: Vec<Candidate> = self
+            .membership
+            .read()
+            .placement_peers()
+            .into_iter()
+            .map(|(peer, capacity)| Candidate { peer, capacity })
+            .collect();
+        candidates.push(Candidate {
+            peer: self.local,
+            capacity: self.capacity,
+        });
+        Placement::new(candidates)
+    }
+
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    pub fn under_replicated(&self) -> u64 {
+        self.under_replicated.load(Ordering::Relaxed)
+    }
+
+    async fn put_one(&self, peer: PeerId, id: ChunkId, ciphertext: &[u8]) -> Result<(), String> {
+        if peer == self.local {
+            let (store, data) = (self.store.clone(), ciphertext.to_vec());
+            match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            self.client
+                .put(peer, id, ciphertext.to_vec())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+impl RemoteChunks for ChunkRouter {
+    fn replicate(&self, id: &ChunkId, ciphertext: &[u8]) -> Result<(), StoreError> {
+        let ranked = self.placement().ranked(id);
+        let want = self.replicas.min(ranked.len());
+        self.rt.block_on(async {
+            // The owners first, in parallel; an owner that fails is replaced by the next in
+            // rank (repair moves the copy back when the owner returns).
+            let mut copies = 0;
+            let mut next = 0;
+            let mut last_error = None;
+            while copies < want && next < ranked.len() {
+                let batch: Vec<PeerId> = ranked[next..].iter().take(want - copies).copied().collect();
+                next += batch.len();
+                for (peer, result) in batch.iter().zip(join_all(batch.iter().map(|p| self.put_one(*p, *id, ciphertext))).await) {
+                    match result {
+                        Ok(()) => copies += 1,
+                        Err(e) => {
+                            tracing::warn!(%peer, chunk = %id, error = %e, "could not store a chunk copy");
+                            last_error = Some(e);
+                        }
+                    }
+                }
+            }
+            if copies == 0 {
+                let why = last_error.unwrap_or_else(|| "no live node".into());
+                return Err(StoreError::Io(std::io::Error::other(format!("no copy of chunk {id} could be stored: {why}"))));
+            }
+            if copies < self.replicas {
+                self.under_replicated.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    }
+
+    fn fetch(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        let ranked = self.placement().ranked(id);
+        self.rt.block_on(async {
+            for peer in ranked.into_iter().filter(|p| *p != self.local) {
+                match self.client.get(peer, *id).await {
+                    Ok(Some(data)) => return Ok(data),
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(%peer, chunk = %id, error = %e, "fetch failed; trying the next peer"),
+                }
+            }
+            Err(StoreError::Missing(*id))
+        })
+    }
+}
+
+pub struct Cluster {
+    pub net: NetHandle,
+    pub router: Arc<ChunkRouter>,
+    pub membership: Arc<RwLock<Membership>>,
+    config: ClusterConfig,
+    seq: AtomicU64,
+}
+
+impl Cluster {
+    pub fn new(net: NetHandle, store: Arc<ChunkStore>, config: ClusterConfig) -> Arc<Self> {
+        let membership = Arc::new(RwLock::new(Membership::new(net.local, config.liveness)));
+        let router = Arc::new(ChunkRouter {
+            local: net.local,
+            store,
+            client: ChunkClient::new(net.control.clone()),
+            membership: membership.clone(),
+            replicas: config.replicas,
+            capacity: config.capacity,
+            rt: tokio::runtime::Handle::current(),
+            under_replicated: AtomicU64::new(0),
+        });
+        // Announcement numbers start from the clock so a restarted node's are newer.
+        let seq = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Arc::new(Self {
+            net,
+            router,
+            membership,
+            config,
+            seq: AtomicU64::new(seq),
+        })
+    }
+
+    async fn announce(&self, state: AnnouncedState) {
+        let addrs = self.net.listen_addrs().await;
+        let a = Announcement {
+            peer: self.net.local.to_bytes(),
+            addrs: addrs.iter().map(Multiaddr::to_string).collect(),
+            capacity: self.config.capacity,
+            version: env!("CARGO_PKG_VERSION").into(),
+            state,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let mut bytes = Vec::new();
+        if ciborium::into_writer(&a, &mut bytes).is_ok() {
+            self.net.publish(Topic::Membership, bytes);
+        }
+    }
+
+    fn publish_entries(&self, entries: Vec<Entry>) {
+        // Split into gossip-sized messages; an entry too large for any goes by anti-entropy.
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut size = 0;
+        let mut hint = false;
+        for e in entries {
+            let n = e.payload.len() + e.chunks.len() * 34 + 256;
+            if n > MAX_GOSSIP / 2 {
+                hint = true;
+                continue;
+            }
+            if size + n > MAX_GOSSIP / 2 && !batch.is_empty() {
+                self.gossip(NamespaceGossip::Entries(std::mem::take(&mut batch)));
+                size = 0;
+            }
+            size += n;
+            batch.push(e);
+        }
+        if !batch.is_empty() {
+            self.gossip(NamespaceGossip::Entries(batch));
+        }
+        if hint {
+            self.gossip(NamespaceGossip::SyncWithMe);
+        }
+    }
+
+    fn gossip(&self, msg: NamespaceGossip) {
+        let mut bytes = Vec::new();
+        if ciborium::into_writer(&msg, &mut bytes).is_ok() {
+            self.net.publish(Topic::Namespace, bytes);
+        }
+    }
+
+    fn spawn_sync(&self, peer: PeerId, core: &Arc<FsCore>) {
+        let (control, core) = (self.net.control.clone(), core.clone());
+        tokio::spawn(async move {
+            match sync::sync_with(&control, peer, core).await {
+                Ok(r) if r.buckets > 0 => {
+                    tracing::debug!(%peer, buckets = r.buckets, pulled = r.pulled.applied, pushed = r.pushed, "anti-entropy")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%peer, error = %e, "anti-entropy failed"),
+            }
+        });
+    }
+
+    fn log_membership(events: Vec<MembershipEvent>) {
+        for e in events {
+            match e {
+                MembershipEvent::Joined(peer) => tracing::info!(%peer, "peer joined"),
+                MembershipEvent::StateChanged { peer, from, to } => {
+                    tracing::info!(%peer, from = from.as_str(), to = to.as_str(), "peer state changed")
+                }
+                MembershipEvent::Forgotten(peer) => tracing::debug!(%peer, "peer forgotten"),
+            }
+        }
+    }
+
+    fn on_gossip(&self, topic: Topic, from: PeerId, data: Vec<u8>, core: &Arc<FsCore>) {
+        match topic {
+            Topic::Membership => {
+                let Ok(a) = ciborium::from_reader::<Announcement, _>(&data[..]) else {
+                    tracing::debug!(%from, "undecodable announcement dropped");
+                    return;
+                };
+                // Gossip is signed by its source: a node may only speak for itself.
+                if a.peer != from.to_bytes() {
+                    tracing::debug!(%from, "announcement for another peer dropped");
+                    return;
+                }
+                let result = self.membership.write().apply(&a, Instant::now());
+                match result {
+                    Ok(events) => {
+                        let addrs: Vec<Multiaddr> = a
+                            .addrs
+                            .iter()
+                            .filter_map(|s| s.parse().ok())
+                            .take(16)
+                            .collect();
+                        self.net.add_addresses(from, addrs);
+                        Self::log_membership(events);
+                    }
+                    Err(e) => tracing::debug!(%from, error = %e, "announcement refused"),
+                }
+            }
+            Topic::Namespace => match ciborium::from_reader::<NamespaceGossip, _>(&data[..]) {
+                Ok(NamespaceGossip::Entries(entries)) => {
+                    let core = core.clone();
+                    tokio::task::spawn_blocking(move || match core.apply_remote(entries) {
+                        Ok(r) if r.rejected > 0 => {
+                            tracing::warn!(%from, rejected = r.rejected, "invalid entries refused")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not apply entries from a peer")
+                        }
+                    });
+                }
+                Ok(NamespaceGossip::SyncWithMe) => self.spawn_sync(from, core),
+                Err(_) => tracing::debug!(%from, "undecodable namespace gossip dropped"),
+            },
+        }
+    }
+
+    /// Runs the cluster until the process ends.
+    pub async fn run(
+        self: Arc<Self>,
+        core: Arc<FsCore>,
+        mut events: mpsc::Receiver<NetEvent>,
+        mut committed: mpsc::UnboundedReceiver<Vec<Entry>>,
+    ) {
+        let mut announce = tokio::time::interval(self.config.announce_every);
+        let mut liveness = tokio::time::interval(Duration::from_millis(500));
+        let mut anti_entropy = tokio::time::interval(self.config.sync_every);
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    let Some(event) = event else { return };
+                    match event {
+                        NetEvent::Gossip { topic, from, data } => {
+                            Self::log_membership(self.membership.write().heard_from(&from, Instant::now()));
+                            self.on_gossip(topic, from, data, &core);
+                        }
+                        NetEvent::Subscribed(_) => self.announce(AnnouncedState::Alive).await,
+                        NetEvent::Connected(peer) => {
+                            Self::log_membership(self.membership.write().heard_from(&peer, Instant::now()));
+                            self.spawn_sync(peer, &core);
+                        }
+                        NetEvent::Disconnected(peer) => self.router.client.forget(&peer),
+                    }
+                }
+                Some(entries) = committed.recv() => self.publish_entries(entries),
+                _ = announce.tick() => self.announce(AnnouncedState::Alive).await,
+                _ = liveness.tick() => {
+                    let events = self.membership.write().tick(Instant::now());
+                    Self::log_membership(events);
+                }
+                _ = anti_entropy.tick() => {
+                    let peers = self.net.connected().await;
+                    if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
+                        self.spawn_sync(*peer, &core);
+                    }
+                }
+            }
+        }
+    }
+}

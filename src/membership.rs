@@ -1,0 +1,663 @@
+//! The membership view: who is in the network, how to reach them, what they offer, and
+//! whether they are still there.
+//!
+//! Nodes gossip an [`Announcement`] about themselves; this module keeps the newest one per peer
+//! and runs the liveness state machine on top. It is pure logic: the caller does the networking
+//! and passes the time in, so every transition is testable without sleeping.
+//!
+//! States: alive → suspect (silent for `suspect_after`) → dead (silent for `dead_after`), and
+//! alive → leaving → left when a node says goodbye. A suspect node still counts for placement,
+//! so a reboot or a short partition does not start a repair storm; only death moves its chunks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// Most addresses kept per peer: enough for every interface and transport, and a hostile
+/// announcement cannot make the view (or the dialer) hold thousands.
+pub const MAX_ADDRS: usize = 16;
+/// Longest version string kept, in characters.
+pub const MAX_VERSION_CHARS: usize = 64;
+
+/// What a node says about itself, gossiped periodically and on change. Everything in it comes
+/// from the network: [`Membership::apply`] validates and bounds every field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// The announcing node's [`PeerId::to_bytes`].
+    pub peer: Vec<u8>,
+    /// Multiaddrs as strings; unparsable ones are dropped, at most [`MAX_ADDRS`] kept.
+    pub addrs: Vec<String>,
+    /// Free bytes offered.
+    pub capacity: u64,
+    /// Software version, at most [`MAX_VERSION_CHARS`] kept.
+    pub version: String,
+    pub state: AnnouncedState,
+    /// Increases with every announcement from the node, so a delayed older one is recognised
+    /// and ignored. A restarted node starts from a wall-clock-based value to stay increasing.
+    pub seq: u64,
+}
+
+/// The states a node can claim for itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnnouncedState {
+    Alive,
+    Leaving,
+    Left,
+}
+
+/// A peer's state as this node sees it: what the peer announced, downgraded by silence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    Alive,
+    Suspect,
+    Dead,
+    Leaving,
+    Left,
+}
+
+impl PeerState {
+    /// The name in logs and in `p2pfs-ctl status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Alive => "alive",
+            PeerState::Suspect => "suspect",
+            PeerState::Dead => "dead",
+            PeerState::Leaving => "leaving",
+            PeerState::Left => "left",
+        }
+    }
+
+    /// Whether the peer counts for placement: alive, or suspect but not yet given up on.
+    pub fn is_live(self) -> bool {
+        matches!(self, PeerState::Alive | PeerState::Suspect)
+    }
+}
+
+impl fmt::Display for PeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<AnnouncedState> for PeerState {
+    fn from(state: AnnouncedState) -> Self {
+        match state {
+            AnnouncedState::Alive => PeerState::Alive,
+            AnnouncedState::Leaving => PeerState::Leaving,
+            AnnouncedState::Left => PeerState::Left,
+        }
+    }
+}
+
+/// One peer in the view.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub peer: PeerId,
+    pub addrs: Vec<Multiaddr>,
+    pub capacity: u64,
+    pub version: String,
+    pub state: PeerState,
+    /// Last announcement or other sign of life; every silence timer runs from here.
+    pub last_seen: Instant,
+    /// Sequence number of the newest announcement applied.
+    pub seq: u64,
+}
+
+/// How long silence lasts before the view gives up on a peer, step by step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LivenessConfig {
+    /// Alive becomes suspect after this much silence.
+    pub suspect_after: Duration,
+    /// Suspect becomes dead (and leaving becomes left) after this much silence. Long enough
+    /// that a reboot does not trigger repair.
+    pub dead_after: Duration,
+    /// Dead and left members are dropped from the view after this much silence.
+    pub forget_after: Duration,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        LivenessConfig {
+            suspect_after: Duration::from_secs(6),
+            dead_after: Duration::from_secs(60),
+            forget_after: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// What changed, so the node can react (repair, log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipEvent {
+    Joined(PeerId),
+    StateChanged {
+        peer: PeerId,
+        from: PeerState,
+        to: PeerState,
+    },
+    Forgotten(PeerId),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MembershipError {
+    #[error("announcement has an invalid peer id")]
+    BadPeerId,
+}
+
+/// This node's view of the other members. The local node is never in it.
+#[derive(Debug)]
+pub struct Membership {
+    local: PeerId,
+    config: LivenessConfig,
+    /// Ordered so listings (status, logs) are stable.
+    members: BTreeMap<PeerId, Member>,
+}
+
+impl Membership {
+    pub fn new(local: PeerId, config: LivenessConfig) -> Self {
+        Membership {
+            local,
+            config,
+            members: BTreeMap::new(),
+        }
+    }
+
+    /// Applies an announcement heard at `now`. One that is not newer than what is known
+    /// (`seq` not above the known one) changes nothing; one about the local node is ignored.
+    /// The caller must have checked that the announcement comes from the peer it names (the
+    /// gossip message's signed source); everything else is checked here.
+    pub fn apply(
+        &mut self,
+        a: &Announcement,
+        now: Instant,
+    ) -> Result<Vec<MembershipEvent>, MembershipError> {
+        let peer = PeerId::from_bytes(&a.peer).map_err(|_| MembershipError::BadPeerId)?;
+        if peer == self.local {
+            return Ok(Vec::new());
+        }
+        if let Some(known) = self.members.get(&peer)
+            && a.seq <= known.seq
+        {
+            return Ok(Vec::new());
+        }
+        let to = PeerState::from(a.state);
+        let member = Member {
+            peer,
+            addrs: parse_addrs(&a.addrs),
+            capacity: a.capacity,
+            version: clean_version(&a.version),
+            state: to,
+            last_seen: now,
+            seq: a.seq,
+        };
+        let event = match self.members.insert(peer, member) {
+            // First heard saying it left: kept only to remember its seq, so a delayed older
+            // announcement cannot bring it back. It never joined as far as this node knows.
+            None if to == PeerState::Left => None,
+            None => Some(MembershipEvent::Joined(peer)),
+            Some(old) if old.state != to => Some(MembershipEvent::StateChanged {
+                peer,
+                from: old.state,
+                to,
+            }),
+            Some(_) => None,
+        };
+        Ok(event.into_iter().collect())
+    }
+
+    /// Records any other sign of life from `peer` (a message, a stream). A suspect or dead peer
+    /// is alive again; a leaving or left one keeps the state it announced. Unknown peers are
+    /// not added: without an announcement there is no capacity or address to record.
+    pub fn heard_from(&mut self, peer: &PeerId, now: Instant) -> Vec<MembershipEvent> {
+        let Some(member) = self.members.get_mut(peer) else {
+            return Vec::new();
+        };
+        member.last_seen = member.last_seen.max(now);
+        match member.state {
+            PeerState::Suspect | PeerState::Dead => {
+                let from = member.state;
+                member.state = PeerState::Alive;
+                vec![MembershipEvent::StateChanged {
+                    peer: *peer,
+                    from,
+                    to: PeerState::Alive,
+                }]
+            }
+            PeerState::Alive | PeerState::Leaving | PeerState::Left => Vec::new(),
+        }
+    }
+
+    /// Advances the silence timers to `now`. A peer silent long enough to skip a state goes
+    /// through it anyway (alive → suspect → dead gives two events), so every event is a step
+    /// of the state machine.
+    pub fn tick(&mut self, now: Instant) -> Vec<MembershipEvent> {
+        let config = self.config;
+        let mut events = Vec::new();
+        self.members.retain(|&peer, member| {
+            let silence = now.saturating_duration_since(member.last_seen);
+            while let Some(to) = after_silence(member.state, silence, &config) {
+                events.push(MembershipEvent::StateChanged {
+                    peer,
+                    from: member.state,
+                    to,
+                });
+                member.state = to;
+            }
+            let forget = matches!(member.state, PeerState::Dead | PeerState::Left)
+                && silence >= config.forget_after;
+            if forget {
+                events.push(MembershipEvent::Forgotten(peer));
+            }
+            !forget
+        });
+        events
+    }
+
+    pub fn get(&self, peer: &PeerId) -> Option<&Member> {
+        self.members.get(peer)
+    }
+
+    /// Every member in the view, by peer id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// Peers that count for placement, with their capacity: alive and suspect ones. Leaves
+    /// out the local node, whose capacity the caller knows first-hand and must add itself.
+    pub fn placement_peers(&self) -> Vec<(PeerId, u64)> {
+        self.members
+            .values()
+            .filter(|m| m.state.is_live())
+            .map(|m| (m.peer, m.capacity))
+            .collect()
+    }
+
+    /// How many other peers are alive or suspect.
+    pub fn live_count(&self) -> usize {
+        self.members.values().filter(|m| m.state.is_live()).count()
+    }
+}
+
+/// The state a peer silent for `silence` moves to from `state`, if any.
+fn after_silence(
+    state: PeerState,
+    silence: Duration,
+    config: &LivenessConfig,
+) -> Option<PeerState> {
+    match state {
+        PeerState::Alive if silence >= config.suspect_after => Some(PeerState::Suspect),
+        PeerState::Suspect if silence >= config.dead_after => Some(PeerState::Dead),
+        PeerState::Leaving if silence >= config.dead_after => Some(PeerState::Left),
+        _ => None,
+    }
+}
+
+/// The first [`MAX_ADDRS`] addresses that parse; the rest are dropped.
+fn parse_addrs(addrs: &[String]) -> Vec<Multiaddr> {
+    addrs
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .take(MAX_ADDRS)
+        .collect()
+}
+
+/// At most [`MAX_VERSION_CHARS`] characters, control characters removed so the string cannot
+/// forge log lines or terminal output.
+fn clean_version(version: &str) -> String {
+    version
+        .chars()
+        .take(MAX_VERSION_CHARS)
+        .filter(|c| !c.is_control())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::identity::Keypair;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const MILLI: Duration = Duration::from_millis(1);
+
+    fn peer(index: u8) -> PeerId {
+        Keypair::ed25519_from_bytes([index; 32])
+            .expect("any 32 bytes are an ed25519 secret")
+            .public()
+            .to_peer_id()
+    }
+
+    fn announcement(peer: PeerId, seq: u64, state: AnnouncedState) -> Announcement {
+        Announcement {
+            peer: peer.to_bytes(),
+            addrs: vec!["/ip4/10.0.0.1/tcp/4001".into()],
+            capacity: 1 << 30,
+            version: "0.1.0".into(),
+            state,
+            seq,
+        }
+    }
+
+    fn view() -> Membership {
+        Membership::new(peer(0), LivenessConfig::default())
+    }
+
+    fn changed(peer: PeerId, from: PeerState, to: PeerState) -> MembershipEvent {
+        MembershipEvent::StateChanged { peer, from, to }
+    }
+
+    #[test]
+    fn announcement_joins() {
+        let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+        let events = view.apply(&announcement(p, 1, AnnouncedState::Alive), t0);
+        assert_eq!(events, Ok(vec![MembershipEvent::Joined(p)]));
+        let member = view.get(&p).unwrap();
+        assert_eq!(member.state, PeerState::Alive);
+        assert_eq!(
+            member.addrs,
+            vec!["/ip4/10.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()]
+        );
+        assert_eq!((member.capacity, member.seq), (1 << 30, 1));
+        assert_eq!(view.placement_peers(), vec![(p, 1 << 30)]);
+        assert_eq!(view.live_count(), 1);
+        assert_eq!(view.members().count(), 1);
+    }
+
+    #[test]
+    fn stale_announcements_change_nothing() {
+        let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+        view.apply(&announcement(p, 5, AnnouncedState::Alive), t0)
+            .unwrap();
+        for seq in [5, 4, 0] {
+            let mut stale = announcement(p, seq, AnnouncedState::Left);
+            stale.capacity = 7;
+            assert_eq!(view.apply(&stale, t0 + 10 * SECOND), Ok(vec![]));
+        }
+        let member = view.get(&p).unwrap();
+        assert_eq!(
+            (member.state, member.capacity, member.seq),
+            (PeerState::Alive, 1 << 30, 5)
+        );
+        assert_eq!(member.last_seen, t0);
+    }
+
+    #[test]
+    fn newer_announcement_replaces_and_reports_state_change() {
+        let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+        view.apply(&announcement(p, 1, AnnouncedState::Alive), t0)
+            .unwrap();
+        let mut update = announcement(p, 2, AnnouncedState::Alive);
+        update.capacity = 42;
+        assert_eq!(view.apply(&update, t0 + SECOND), Ok(vec![]));
+        assert_eq!(view.get(&p).unwrap().capacity, 42);
+        assert_eq!(
+            view.apply(&announcement(p, 3, AnnouncedState::Leaving), t0 + SECOND),
+            Ok(vec![changed(p, PeerState::Alive, PeerState::Leaving)])
+        );
+        assert!(view.placement_peers().is_empty());
+    }
+
+    #[test]
+    fn silence_makes_suspect_then_dead_at_the_configured_times() {
+        let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+        view.apply(&announcement(p, 1, AnnouncedState::Alive), t0)
+            .unwrap();
+        assert_eq!(view.tick(t0 + 6 * SECOND - MILLI), vec![]);
+        assert_eq!(
+            view.tick(t0 + 6 * SECOND),
+            vec![changed(p, PeerState::Alive, PeerState::Suspect)]
+        );
+        // Suspect still holds its chunks.
+        assert_eq!(view.placement_peers(), vec![(p, 1 << 30)]);
+        assert_eq!(view.tick(t0 + 60 * SECOND - MILLI), vec![]);
+        assert_eq!(
+            view.tick(t0 + 60 * SECOND),
+            vec![changed(p, PeerState::Suspect, PeerState::Dead)]
+        );
+        assert!(view.placement_peers().is_empty());
+        assert_eq!(view.live_count(), 0);
+    }
+
+    #[test]
+    fn a_late_tick_goes_through_every_state() {
+        let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+        view.apply(&announcement(p, 1, AnnouncedState::Alive), t0)
+            .unwrap();
+        assert_eq!(
+            view.tick(t0 + 2 * 60 * 60 * SECOND),
+            vec![
+                changed(p, PeerState::Alive, PeerState::Suspect),
+                changed(p, PeerState::Suspect, PeerState::Dead),
+                MembershipEvent::Forgotten(p),
+            ]
+        );
+        assert!(view.get(&p).is_none());
+    }
+
+    #[test]
+    fn sign_of_life_revives_suspect_and_dead_and_restarts_the_timers() {
+        let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+        view.apply(&announcement(p, 1, AnnouncedState::Alive), t0)
+            .unwrap();
+        view.tick(t0 + 6 * SECOND);
+        let t1 = t0 + 7 * SECOND;
+        assert_eq!(
+            view.heard_from(&p, t1),
+            vec![changed(p, PeerState::Suspect, PeerState::Alive)]
+        );
+        assert_eq!(view.heard_from(&p, t1), vec![]);
+        assert_eq!(view.tick(t1 + 6 * SECOND - MILLI), vec![]);
+        view.tick(t1 + 60 * SECOND);
+        assert_eq!(view.get(&p).unwrap().state, PeerState::Dead);
+        assert_eq!(
+            view.heard_from(&p, t1 + 61 * SECOND),
+            vec![changed(p, PeerState::Dead, PeerState::Alive)]
+        );
+        assert_eq!(view.live_count(), 1);
+    }
+
+    #[test]
+    fn sign_of_life_from_an_unknown_peer_adds_nothing() {
+        let mut view = view();
+        assert_eq!(view.heard_from(&peer(1), Instant::now()), vec![]);
+        assert_eq!(view.members().count(), 0);
+    }
+
+    #[test]
+    fn leaving_ends_in_left_by_announcement_or_silence() {
+        let (mut view, t0) = (view(), Instant::now());
+        let (a, b) = (peer(1), peer(2));
+        for p in [a, b] {
+            view.apply(&announcement(p, 1, AnnouncedState::Leaving), t0)
+                .unwrap();
+        }
+        assert_eq!(
+            view.apply(&announcement(a, 2, AnnouncedState::Left), t0 + SECOND),
+            Ok(vec![changed(a, PeerState::Leaving, PeerState::Left)])
+        );
+        // Leaving is not suspected: it said it is going.
+        assert_eq!(view.tick(t0 + 60 * SECOND - MILLI), vec![]);
+        assert_eq!(view.heard_from(&b, t0), vec![]);
+        assert_eq!(
+            view.tick(t0 + 60 * SECOND),
+            vec![changed(b, PeerState::Leaving, PeerState::Left)]
+        );
+        assert_eq!(view.live_count(), 0);
+    }
+
+    #[test]
+    fn left_and_dead_are_forgotten_after_forget_after() {
+        let (mut view, t0) = (view(), Instant::now());
+        let (gone, dead, quiet_alive) = (peer(1), peer(2), peer(3));
+        view.apply(&announcement(gone, 1, AnnouncedState::Left), t0)
+            .unwrap();
+        view.apply(&announcement(dead, 1, AnnouncedState::Alive), t0)
+            .unwrap();
+        view.tick(t0 + 60 * SECOND);
+        let hour = 60 * 60 * SECOND;
+        view.apply(
+            &announcement(quiet_alive, 1, AnnouncedState::Alive),
+            t0 + hour,
+        )
+        .unwrap();
+        assert_eq!(view.tick(t0 + hour - MILLI), vec![]);
+        // Events come in peer id order, like every listing of the view.
+        let mut expected = vec![gone, dead];
+        expected.sort();
+        assert_eq!(
+            view.tick(t0 + hour),
+            expected
+                .into_iter()
+                .map(MembershipEvent::Forgotten)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            view.members().map(|m| m.peer).collect::<Vec<_>>(),
+            vec![quiet_alive]
+        );
+    }
+
+    #[test]
+    fn first_heard_left_is_remembered_without_joining() {
+        let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+        assert_eq!(
+            view.apply(&announcement(p, 9, AnnouncedState::Left), t0),
+            Ok(vec![])
+        );
+        // A delayed older announcement does not bring it back.
+        assert_eq!(
+            view.apply(&announcement(p, 8, AnnouncedState::Alive), t0),
+            Ok(vec![])
+        );
+        assert_eq!(view.live_count(), 0);
+        // A newer one does: it came back.
+        assert_eq!(
+            view.apply(&announcement(p, 10, AnnouncedState::Alive), t0),
+            Ok(vec![changed(p, PeerState::Left, PeerState::Alive)])
+        );
+    }
+
+    #[test]
+    fn announcements_about_the_local_node_are_ignored() {
+        let mut view = view();
+        let about_me = announcement(peer(0), 1, AnnouncedState::Alive);
+        assert_eq!(view.apply(&about_me, Instant::now()), Ok(vec![]));
+        assert_eq!(view.members().count(), 0);
+    }
+
+    #[test]
+    fn invalid_peer_ids_are_rejected() {
+        let mut view = view();
+        let valid = peer(1).to_bytes();
+        let mut trailing = valid.clone();
+        trailing.push(0);
+        for bytes in [
+            vec![],
+            vec![0xff; 3],
+            vec![0; 1000],
+            valid[..valid.len() - 1].to_vec(),
+            trailing,
+        ] {
+            let mut a = announcement(peer(1), 1, AnnouncedState::Alive);
+            a.peer = bytes;
+            assert_eq!(
+                view.apply(&a, Instant::now()),
+                Err(MembershipError::BadPeerId)
+            );
+        }
+        assert_eq!(view.members().count(), 0);
+    }
+
+    #[test]
+    fn oversized_fields_are_capped() {
+        let (mut view, p) = (view(), peer(1));
+        let mut a = announcement(p, 1, AnnouncedState::Alive);
+        a.addrs = (0..10_000u32)
+            .map(|i| {
+                if i % 2 == 0 {
+                    format!("/ip4/10.0.{}.{}/tcp/4001", i / 256 % 256, i % 256)
+                } else {
+                    "not an address".repeat(i as usize % 5)
+                }
+            })
+            .collect();
+        a.version = "1.0\n".repeat(1 << 20);
+        view.apply(&a, Instant::now()).unwrap();
+        let member = view.get(&p).unwrap();
+        assert_eq!(member.addrs.len(), MAX_ADDRS);
+        assert_eq!(
+            member.addrs[1],
+            "/ip4/10.0.0.2/tcp/4001".parse::<Multiaddr>().unwrap()
+        );
+        assert_eq!(member.version, "1.0".repeat(MAX_VERSION_CHARS / 4));
+    }
+
+    #[test]
+    fn state_names_are_the_status_contract() {
+        for (state, name) in [
+            (PeerState::Alive, "alive"),
+            (PeerState::Suspect, "suspect"),
+            (PeerState::Dead, "dead"),
+            (PeerState::Leaving, "leaving"),
+            (PeerState::Left, "left"),
+        ] {
+            assert_eq!(state.to_string(), name);
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+    }
+
+    fn arb_state() -> impl Strategy<Value = AnnouncedState> {
+        prop_oneof![
+            Just(AnnouncedState::Alive),
+            Just(AnnouncedState::Leaving),
+            Just(AnnouncedState::Left)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_announcements_never_panic_and_stay_bounded(
+            peer_bytes in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..80),
+                (1u8..4).prop_map(|i| peer(i).to_bytes()),
+            ],
+            addrs in proptest::collection::vec(
+                prop_oneof![any::<String>(), "/ip[46]/[0-9.:a-f]{0,20}/(tcp|udp)/[0-9]{1,6}"],
+                0..40,
+            ),
+            version in any::<String>(),
+            capacity in any::<u64>(),
+            seq in any::<u64>(),
+            state in arb_state(),
+            offsets in proptest::collection::vec(0u64..10_000, 1..6),
+        ) {
+            let mut view = view();
+            let t0 = Instant::now();
+            let a = Announcement { peer: peer_bytes, addrs, capacity, version, state, seq };
+            match view.apply(&a, t0) {
+                Ok(_) => {
+                    for m in view.members() {
+                        prop_assert!(m.addrs.len() <= MAX_ADDRS);
+                        prop_assert!(m.version.chars().count() <= MAX_VERSION_CHARS);
+                    }
+                }
+                Err(e) => prop_assert_eq!(e, MembershipError::BadPeerId),
+            }
+            for offset in offsets {
+                let now = t0 + Duration::from_secs(offset);
+                view.tick(now);
+                if let Ok(p) = PeerId::from_bytes(&a.peer) {
+                    view.heard_from(&p, now);
+                }
+            }
+            prop_assert!(view.live_count() <= 1);
+        }
+    }
+}

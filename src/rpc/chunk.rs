@@ -1,0 +1,248 @@
+//! `/p2pfs/chunk/1`: chunk transfer between peers on long-lived streams. Each stream carries
+//! one request/response at a time; the client keeps idle streams per peer and reuses them, so
+//! yamux windows grow and bulk data does not pay a stream setup per chunk.
+//!
+//! The receiver of a `Put` verifies blake3 before storing; the receiver of `Data` verifies it
+//! before using it. Frames are capped, every request has a timeout, and a peer may hold only a
+//! bounded number of streams on us at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::futures::StreamExt;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use super::frame::{FrameError, read_frame, write_frame};
+use crate::block::{ChunkId, ChunkStore, StoreError, chunk};
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/chunk/1");
+/// Largest frame: a 16 MiB chunk (the largest configurable) plus framing.
+pub const MAX_FRAME: usize = (16 << 20) + 4096;
+/// Most ids in one `Have` request.
+pub const MAX_HAVE_BATCH: usize = 4096;
+/// Streams one peer may have open on us at once; more are dropped.
+const STREAMS_PER_PEER: usize = 16;
+/// A request must be answered within this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// An idle server stream is closed after this.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ChunkRequest {
+    Put {
+        id: ChunkId,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    Get {
+        id: ChunkId,
+    },
+    Have {
+        ids: Vec<ChunkId>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ChunkResponse {
+    Stored,
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    NotFound,
+    Have(Vec<bool>),
+    Refused(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkRpcError {
+    #[error("cannot open a stream to {0}: {1}")]
+    Open(PeerId, String),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("peer {0} did not answer in time")]
+    Timeout(PeerId),
+    #[error("peer {0} closed the stream")]
+    Closed(PeerId),
+    #[error("peer {0} refused: {1}")]
+    Refused(PeerId, String),
+    #[error("peer {0} answered out of protocol")]
+    Unexpected(PeerId),
+    #[error("peer {0} sent bytes that do not match chunk {1}")]
+    BadData(PeerId, ChunkId),
+}
+
+/// Client side: requests over pooled streams.
+#[derive(Clone)]
+pub struct ChunkClient {
+    control: libp2p_stream::Control,
+    idle: Arc<Mutex<HashMap<PeerId, Vec<Stream>>>>,
+}
+
+impl ChunkClient {
+    pub fn new(control: libp2p_stream::Control) -> Self {
+        Self {
+            control,
+            idle: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    async fn call(
+        &self,
+        peer: PeerId,
+        request: &ChunkRequest,
+    ) -> Result<ChunkResponse, ChunkRpcError> {
+        let pooled = self.idle.lock().get_mut(&peer).and_then(Vec::pop);
+        let mut stream = match pooled {
+            Some(s) => s,
+            None => {
+                let mut control = self.control.clone();
+                tokio::time::timeout(REQUEST_TIMEOUT, control.open_stream(peer, PROTOCOL))
+                    .await
+                    .map_err(|_| ChunkRpcError::Timeout(peer))?
+                    .map_err(|e| ChunkRpcError::Open(peer, e.to_string()))?
+            }
+        };
+        let exchange = async {
+            write_frame(&mut stream, request, MAX_FRAME).await?;
+            read_frame::<_, ChunkResponse>(&mut stream, MAX_FRAME).await
+        };
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ChunkRpcError::Timeout(peer))??
+            .ok_or(ChunkRpcError::Closed(peer))?;
+        let mut idle = self.idle.lock();
+        let pool = idle.entry(peer).or_default();
+        if pool.len() < STREAMS_PER_PEER {
+            pool.push(stream);
+        }
+        Ok(response)
+    }
+
+    /// Forgets pooled streams to a peer (it disconnected).
+    pub fn forget(&self, peer: &PeerId) {
+        self.idle.lock().remove(peer);
+    }
+
+    pub async fn put(&self, peer: PeerId, id: ChunkId, data: Vec<u8>) -> Result<(), ChunkRpcError> {
+        match self.call(peer, &ChunkRequest::Put { id, data }).await? {
+            ChunkResponse::Stored => Ok(()),
+            ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
+            _ => Err(ChunkRpcError::Unexpected(peer)),
+        }
+    }
+
+    /// Fetches and verifies a chunk; `Ok(None)` when the peer does not have it.
+    pub async fn get(&self, peer: PeerId, id: ChunkId) -> Result<Option<Vec<u8>>, ChunkRpcError> {
+        match self.call(peer, &ChunkRequest::Get { id }).await? {
+            ChunkResponse::Data(data) => match chunk::verify(&id, &data) {
+                Ok(()) => Ok(Some(data)),
+                Err(_) => Err(ChunkRpcError::BadData(peer, id)),
+            },
+            ChunkResponse::NotFound => Ok(None),
+            ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
+            _ => Err(ChunkRpcError::Unexpected(peer)),
+        }
+    }
+
+    pub async fn have(&self, peer: PeerId, ids: Vec<ChunkId>) -> Result<Vec<bool>, ChunkRpcError> {
+        let n = ids.len();
+        match self.call(peer, &ChunkRequest::Have { ids }).await? {
+            ChunkResponse::Have(bits) if bits.len() == n => Ok(bits),
+            ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
+            _ => Err(ChunkRpcError::Unexpected(peer)),
+        }
+    }
+}
+
+/// Server side: accepts streams and answers from the local chunk store.
+pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, store: Arc<ChunkStore>) {
+    let limits: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>> = Arc::default();
+    while let Some((peer, stream)) = incoming.next().await {
+        let permits = limits
+            .lock()
+            .entry(peer)
+            .or_insert_with(|| Arc::new(Semaphore::new(STREAMS_PER_PEER)))
+            .clone();
+        let Ok(permit) = permits.try_acquire_owned() else {
+            tracing::warn!(%peer, "too many chunk streams from one peer; dropping one");
+            continue;
+        };
+        let store = store.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = serve_stream(peer, stream, store).await {
+                tracing::debug!(%peer, error = %e, "chunk stream ended");
+            }
+        });
+    }
+}
+
+async fn serve_stream(
+    peer: PeerId,
+    mut stream: Stream,
+    store: Arc<ChunkStore>,
+) -> Result<(), ChunkRpcError> {
+    loop {
+        let request = match tokio::time::timeout(
+            IDLE_TIMEOUT,
+            read_frame::<_, ChunkRequest>(&mut stream, MAX_FRAME),
+        )
+        .await
+        {
+            Err(_) => return Ok(()),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(r))) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "malformed chunk request; closing the stream");
+                return Err(e.into());
+            }
+        };
+        let response = answer(&peer, request, &store).await;
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            write_frame(&mut stream, &response, MAX_FRAME),
+        )
+        .await
+        .map_err(|_| ChunkRpcError::Timeout(peer))??;
+    }
+}
+
+async fn answer(peer: &PeerId, request: ChunkRequest, store: &Arc<ChunkStore>) -> ChunkResponse {
+    let store = store.clone();
+    match request {
+        ChunkRequest::Put { id, data } => {
+            if chunk::verify(&id, &data).is_err() {
+                tracing::warn!(%peer, chunk = %id, "peer sent chunk bytes that do not match their id; refused");
+                return ChunkResponse::Refused("bytes do not match the chunk id".into());
+            }
+            match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
+                Ok(Ok(_)) => ChunkResponse::Stored,
+                Ok(Err(e)) if e.is_no_space() => ChunkResponse::Refused("no space left".into()),
+                Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
+                Err(_) => ChunkResponse::Refused("internal error".into()),
+            }
+        }
+        ChunkRequest::Get { id } => match tokio::task::spawn_blocking(move || store.get(&id)).await
+        {
+            Ok(Ok(data)) => ChunkResponse::Data(data),
+            Ok(Err(StoreError::Missing(_) | StoreError::Corrupt(_))) => ChunkResponse::NotFound,
+            Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
+            Err(_) => ChunkResponse::Refused("internal error".into()),
+        },
+        ChunkRequest::Have { ids } => {
+            if ids.len() > MAX_HAVE_BATCH {
+                return ChunkResponse::Refused(format!("at most {MAX_HAVE_BATCH} ids per request"));
+            }
+            match tokio::task::spawn_blocking(move || {
+                ids.iter().map(|id| store.contains(id)).collect()
+            })
+            .await
+            {
+                Ok(bits) => ChunkResponse::Have(bits),
+                Err(_) => ChunkResponse::Refused("internal error".into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! `/p2pfs/sync/1`: namespace anti-entropy. The initiator sends a digest of its namespace (256
+//! buckets by the first byte of entry ids, each the XOR of its entries' hashes); the responder
+//! names the buckets that differ; for each, the initiator pulls the responder's entries (in
+//! pages) and pushes its own. Both sides merge with last-writer-wins, so one session leaves
+//! both with the union. Gossip spreads new entries fast; this brings back whatever gossip missed
+//! (a node that was away, a partition, a message dropped).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::futures::StreamExt;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use serde::{Deserialize, Serialize};
+
+use super::frame::{FrameError, read_frame, write_frame};
+use crate::fs::{FsCore, RemoteApply};
+use crate::namespace::{Entry, EntryId};
+
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/sync/1");
+const MAX_FRAME: usize = 16 << 20;
+/// Entries per page, and the byte budget of a page (entries can be large).
+const PAGE_ENTRIES: usize = 512;
+const PAGE_BYTES: usize = 8 << 20;
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// Simultaneous sync sessions served.
+const MAX_SESSIONS: usize = 8;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum SyncRequest {
+    /// 256 bucket hashes of 32 bytes, concatenated.
+    Digest(#[serde(with = "serde_bytes")] Vec<u8>),
+    Pull {
+        bucket: u8,
+        after: Option<EntryId>,
+    },
+    Push(Vec<Entry>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum SyncResponse {
+    Differs(#[serde(with = "serde_bytes")] Vec<u8>),
+    Entries { entries: Vec<Entry>, more: bool },
+    Applied { applied: u32, rejected: u32 },
+    Refused(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("cannot open a sync stream: {0}")]
+    Open(String),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("sync peer timed out")]
+    Timeout,
+    #[error("sync peer answered out of protocol")]
+    Unexpected,
+    #[error("sync peer refused: {0}")]
+    Refused(String),
+    #[error("local namespace: {0}")]
+    Local(String),
+}
+
+/// What one session did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SyncReport {
+    pub buckets: usize,
+    pub pulled: RemoteApply,
+    pub pushed: usize,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::Local(e.to_string()))?
+        .map_err(SyncError::Local)
+}
+
+fn page(core: &FsCore, bucket: u8, after: Option<EntryId>) -> Result<(Vec<Entry>, bool), String> {
+    let entries = core
+        .namespace()
+        .bucket_entries(bucket, after, PAGE_ENTRIES)
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for e in entries {
+        bytes += e.payload.len() + e.chunks.len() * 34 + 256;
+        if bytes > PAGE_BYTES && !out.is_empty() {
+            return Ok((out, true));
+        }
+        out.push(e);
+    }
+    let more = out.len() == PAGE_ENTRIES;
+    Ok((out, more))
+}
+
+async fn call(stream: &mut Stream, req: &SyncRequest) -> Result<SyncResponse, SyncError> {
+    let exchange = async {
+        write_frame(stream, req, MAX_FRAME).await?;
+        read_frame::<_, SyncResponse>(stream, MAX_FRAME).await
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| SyncError::Timeout)??
+        .ok_or(SyncError::Unexpected)
+}
+
+/// Runs one anti-entropy session with `peer`.
+pub async fn sync_with(
+    control: &libp2p_stream::Control,
+    peer: PeerId,
+    core: Arc<FsCore>,
+) -> Result<SyncReport, SyncError> {
+    let mut control = control.clone();
+    let mut stream = tokio::time::timeout(TIMEOUT, control.open_stream(peer, PROTOCOL))
+        .await
+        .map_err(|_| SyncError::Timeout)?
+        .map_err(|e| SyncError::Open(e.to_string()))?;
+    let c = core.clone();
+    let digest = blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
+    let differs = match call(&mut stream, &SyncRequest::Digest(digest.concat())).await? {
+        SyncResponse::Differs(b) => b,
+        SyncResponse::Refused(why) => return Err(SyncError::Refused(why)),
+        _ => return Err(SyncError::Unexpected),
+    };
+    let mut report = SyncReport {
+        buckets: differs.len(),
+        ..Default::default()
+    };
+    for bucket in differs {
+        let mut after = None;
+        loop {
+            let (entries, more) =
+                match call(&mut stream, &SyncRequest::Pull { bucket, after }).await? {
+                    SyncResponse::Entries { entries, more } => (entries, more),
+                    _ => return Err(SyncError::Unexpected),
+                };
+            if entries
+                .iter()
+                .any(|e| e.id.0[0] != bucket || after.is_some_and(|a| e.id <= a))
+            {
+                return Err(SyncError::Unexpected);
+            }
+            after = entries.last().map(|e| e.id);
+            let c = core.clone();
+            let applied =
+                blocking(move || c.apply_remote(entries).map_err(|e| e.to_string())).await?;
+            report.pulled.applied += applied.applied;
+            report.pulled.rejected += applied.rejected;
+            if !more || after.is_none() {
+                break;
+            }
+        }
+        let mut after = None;
+        loop {
+            let c = core.clone();
+            let (entries, more) = blocking(move || page(&c, bucket, after)).await?;
+            if entries.is_empty() {
+                break;
+            }
+            after = entries.last().map(|e| e.id);
+            report.pushed += entries.len();
+            match call(&mut stream, &SyncRequest::Push(entries)).await? {
+                SyncResponse::Applied { .. } => {}
+                SyncResponse::Refused(why) => return Err(SyncError::Refused(why)),
+                _ => return Err(SyncError::Unexpected),
+            }
+            if !more {
+                break;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Serves sync sessions.
+pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, core: Arc<FsCore>) {
+    let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
+    while let Some((peer, stream)) = incoming.next().await {
+        let Ok(permit) = sessions.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many sync sessions; dropping one");
+            continue;
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = serve_session(stream, core).await {
+                tracing::debug!(%peer, error = %e, "sync session ended");
+            }
+        });
+    }
+}
+
+async fn serve_session(mut stream: Stream, core: Arc<FsCore>) -> Result<(), SyncError> {
+    loop {
+        let request = match tokio::time::timeout(
+            TIMEOUT,
+            read_frame::<_, SyncRequest>(&mut stream, MAX_FRAME),
+        )
+        .await
+        {
+            Err(_) | Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(r))) => r,
+            Ok(Err(e)) => return Err(e.into()),
+        };
+        let c = core.clone();
+        let response = match request {
+            SyncRequest::Digest(theirs) if theirs.len() == 256 * 32 => {
+                let ours =
+                    blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
+                let differs = (0..=255u8)
+                    .filter(|&b| {
+                        ours[b as usize][..] != theirs[b as usize * 32..(b as usize + 1) * 32]
+                    })
+                    .collect();
+                SyncResponse::Differs(differs)
+            }
+            SyncRequest::Digest(_) => {
+                SyncResponse::Refused("a digest has 256 buckets of 32 bytes".into())
+            }
+            SyncRequest::Pull { bucket, after } => {
+                let (entries, more) = blocking(move || page(&c, bucket, after)).await?;
+                SyncResponse::Entries { entries, more }
+            }
+            SyncRequest::Push(entries) if entries.len() <= PAGE_ENTRIES => {
+                let r =
+                    blocking(move || c.apply_remote(entries).map_err(|e| e.to_string())).await?;
+                SyncResponse::Applied {
+                    applied: r.applied as u32,
+                    rejected: r.rejected as u32,
+                }
+            }
+            SyncRequest::Push(_) => {
+                SyncResponse::Refused(format!("at most {PAGE_ENTRIES} entries per push"))
+            }
+        };
+        tokio::time::timeout(TIMEOUT, write_frame(&mut stream, &response, MAX_FRAME))
+            .await
+            .map_err(|_| SyncError::Timeout)??;
+    }
+}
