@@ -22,7 +22,7 @@ use crate::membership::{
 use crate::namespace::Entry;
 use crate::net::{MAX_GOSSIP, NetEvent, NetHandle, Topic};
 use crate::placement::{Candidate, Placement};
-use crate::rpc::chunk::ChunkClient;
+use crate::rpc::chunk::{ChunkClient, ChunkRpcError, NO_SPACE};
 use crate::rpc::sync;
 
 pub struct ClusterConfig {
@@ -80,19 +80,30 @@ impl ChunkRouter {
         self.under_replicated.load(Ordering::Relaxed)
     }
 
-    async fn put_one(&self, peer: PeerId, id: ChunkId, ciphertext: &[u8]) -> Result<(), String> {
+    /// Stores one copy; the error says whether the holder's disk was full.
+    async fn put_one(
+        &self,
+        peer: PeerId,
+        id: ChunkId,
+        ciphertext: &[u8],
+    ) -> Result<(), (bool, String)> {
         if peer == self.local {
             let (store, data) = (self.store.clone(), ciphertext.to_vec());
             match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(Err(e)) => Err((e.is_no_space(), e.to_string())),
+                Err(e) => Err((false, e.to_string())),
             }
         } else {
             self.client
                 .put(peer, id, ciphertext.to_vec())
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| {
+                    (
+                        matches!(&e, ChunkRpcError::Refused(_, why) if why == NO_SPACE),
+                        e.to_string(),
+                    )
+                })
         }
     }
 }
@@ -107,18 +118,24 @@ impl RemoteChunks for ChunkRouter {
             let mut copies = 0;
             let mut next = 0;
             let mut last_error = None;
+            let mut all_full = true;
             while copies < want && next < ranked.len() {
                 let batch: Vec<PeerId> = ranked[next..].iter().take(want - copies).copied().collect();
                 next += batch.len();
                 for (peer, result) in batch.iter().zip(join_all(batch.iter().map(|p| self.put_one(*p, *id, ciphertext))).await) {
                     match result {
                         Ok(()) => copies += 1,
-                        Err(e) => {
+                        Err((full, e)) => {
                             tracing::warn!(%peer, chunk = %id, error = %e, "could not store a chunk copy");
+                            all_full &= full;
                             last_error = Some(e);
                         }
                     }
                 }
+            }
+            if copies == 0 && all_full && last_error.is_some() {
+                // Every holder is full: the writer gets ENOSPC, as from a local disk.
+                return Err(StoreError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)));
             }
             if copies == 0 {
                 let why = last_error.unwrap_or_else(|| "no live node".into());

@@ -24,6 +24,8 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/chunk/1");
 pub const MAX_FRAME: usize = (16 << 20) + 4096;
 /// Most ids in one `Have` request.
 pub const MAX_HAVE_BATCH: usize = 4096;
+/// The refusal a peer sends when its disk is full.
+pub const NO_SPACE: &str = "no space left";
 /// Streams one peer may have open on us at once; more are dropped.
 const STREAMS_PER_PEER: usize = 16;
 /// A request must be answered within this.
@@ -219,7 +221,7 @@ async fn answer(peer: &PeerId, request: ChunkRequest, store: &Arc<ChunkStore>) -
             }
             match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
                 Ok(Ok(_)) => ChunkResponse::Stored,
-                Ok(Err(e)) if e.is_no_space() => ChunkResponse::Refused("no space left".into()),
+                Ok(Err(e)) if e.is_no_space() => ChunkResponse::Refused(NO_SPACE.into()),
                 Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
                 Err(_) => ChunkResponse::Refused("internal error".into()),
             }

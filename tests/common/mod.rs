@@ -222,6 +222,14 @@ impl Node {
             .arg(&self.dir)
             .arg("--mount")
             .arg(&self.mnt)
+            // Alone, on loopback only: tests never send traffic beyond this machine.
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--no-mdns",
+                "--replicas",
+                "1",
+            ])
             .env_remove("RUST_LOG")
             .env_remove("P2PFS_LOG")
             .stdin(Stdio::null())
