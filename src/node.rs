@@ -331,10 +331,11 @@ impl Node {
             lazy_unmount(mountpoint);
         }
         let _ = serve.join();
-        // Commit open files (their chunks still go to their owners) before the network stops.
+        // Commit open files (their chunks still go to their owners) before the network stops;
+        // outside the runtime context, since replication blocks on the runtime.
+        drop(_enter);
         core.shutdown();
         let _ = std::fs::remove_file(self.data_dir.join(control::SOCKET_FILE));
-        drop(_enter);
         runtime.shutdown_timeout(Duration::from_secs(2));
         tracing::info!("stopped");
         Ok(())

@@ -216,6 +216,7 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>),
         commands: cmd_rx,
         events: event_tx,
         connected: HashSet::new(),
+        listen_addrs: Vec::new(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -239,6 +240,8 @@ struct EventLoop {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
     connected: HashSet<PeerId>,
+    /// Concrete addresses we listen on (a wildcard listener expands to one per interface).
+    listen_addrs: Vec<Multiaddr>,
 }
 
 impl EventLoop {
@@ -297,7 +300,7 @@ impl EventLoop {
                 }
             }
             Command::ListenAddrs(reply) => {
-                let _ = reply.send(self.swarm.listeners().cloned().collect());
+                let _ = reply.send(self.listen_addrs.clone());
             }
             Command::Connected(reply) => {
                 let _ = reply.send(self.connected.iter().copied().collect());
@@ -309,6 +312,12 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
