@@ -204,6 +204,7 @@ impl Cluster {
             peer: self.net.local.to_bytes(),
             addrs: addrs.iter().map(Multiaddr::to_string).collect(),
             capacity: self.config.capacity,
+            free: self.router.store.free_bytes(),
             version: env!("CARGO_PKG_VERSION").into(),
             state,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),

@@ -53,6 +53,10 @@ pub struct PeerStatus {
     pub addrs: Vec<String>,
     pub state: String,
     pub last_seen_ms: u64,
+    /// Bytes the peer offers (its placement weight) and has free.
+    pub capacity: u64,
+    pub free_bytes: u64,
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +115,9 @@ impl StatusSource {
                 addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
                 state: m.state.as_str().to_string(),
                 last_seen_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
+                capacity: m.capacity,
+                free_bytes: m.free,
+                version: m.version.clone(),
             })
             .collect();
         Status {

@@ -30,8 +30,11 @@ pub struct Announcement {
     pub peer: Vec<u8>,
     /// Multiaddrs as strings; unparsable ones are dropped, at most [`MAX_ADDRS`] kept.
     pub addrs: Vec<String>,
-    /// Free bytes offered.
+    /// Bytes offered for chunks: the placement weight (stable, so placement does not churn).
     pub capacity: u64,
+    /// Free bytes on the node's disk right now (informational: status, `df`).
+    #[serde(default)]
+    pub free: u64,
     /// Software version, at most [`MAX_VERSION_CHARS`] kept.
     pub version: String,
     pub state: AnnouncedState,
@@ -99,6 +102,7 @@ pub struct Member {
     pub peer: PeerId,
     pub addrs: Vec<Multiaddr>,
     pub capacity: u64,
+    pub free: u64,
     pub version: String,
     pub state: PeerState,
     /// Last announcement or other sign of life; every silence timer runs from here.
@@ -188,6 +192,7 @@ impl Membership {
             peer,
             addrs: parse_addrs(&a.addrs),
             capacity: a.capacity,
+            free: a.free,
             version: clean_version(&a.version),
             state: to,
             last_seen: now,
@@ -336,6 +341,7 @@ mod tests {
             peer: peer.to_bytes(),
             addrs: vec!["/ip4/10.0.0.1/tcp/4001".into()],
             capacity: 1 << 30,
+            free: 1 << 29,
             version: "0.1.0".into(),
             state,
             seq,
@@ -640,7 +646,7 @@ mod tests {
         ) {
             let mut view = view();
             let t0 = Instant::now();
-            let a = Announcement { peer: peer_bytes, addrs, capacity, version, state, seq };
+            let a = Announcement { peer: peer_bytes, addrs, capacity, free: capacity / 2, version, state, seq };
             match view.apply(&a, t0) {
                 Ok(_) => {
                     for m in view.members() {

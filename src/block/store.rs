@@ -124,6 +124,20 @@ impl ChunkStore {
         }
     }
 
+    /// Free bytes for unprivileged writers on the store's filesystem.
+    pub fn free_bytes(&self) -> u64 {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(self.root.as_os_str().as_bytes()) else {
+            return 0;
+        };
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a valid out-pointer.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return 0;
+        }
+        st.f_bavail as u64 * st.f_frsize as u64
+    }
+
     /// Every chunk id stored, with its size on disk.
     pub fn list(&self) -> io::Result<Vec<(ChunkId, u64)>> {
         let mut out = Vec::new();
