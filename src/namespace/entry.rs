@@ -280,7 +280,12 @@ impl Entry {
     /// Last-writer-wins: true when `self` replaces `other` as the state of the same id. A total
     /// order (the signature breaks the last tie), so merging is commutative and associative.
     pub fn supersedes(&self, other: &Entry) -> bool {
-        (self.version(), &self.signature[..]) > (other.version(), &other.signature[..])
+        match (self.version(), &self.signature[..]).cmp(&(other.version(), &other.signature[..])) {
+            // Only forged or corrupt input gets here (a signature covers every field): compare
+            // the whole encoding so the order stays total even then.
+            std::cmp::Ordering::Equal => self.to_bytes() > other.to_bytes(),
+            o => o == std::cmp::Ordering::Greater,
+        }
     }
 
     fn signed_bytes(&self) -> Vec<u8> {
