@@ -9,7 +9,14 @@
 //! unmounted too. The temporary directory is only removed once nothing is
 //! mounted below it any more.
 //!
-//! All tests need root (FUSE mounts, tmpfs mounts, setpriv).
+//! A node starts alone on loopback without mDNS unless given other run
+//! arguments (`set_run_args`, `start_args`) or a launcher (`set_run_prefix`,
+//! e.g. `nsenter` into a network namespace). A [`Cluster`] is N nodes sharing
+//! one network key file, bootstrapped to the first, on loopback; it waits
+//! until every node sees every other alive, and on drop kills and unmounts
+//! them all (printing every node's status and log if the test panicked).
+//!
+//! All tests need root (FUSE mounts, tmpfs mounts, setpriv, namespaces).
 
 #![allow(dead_code)]
 
@@ -38,6 +45,17 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default timeout for shell commands run through the mount.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// What `Node::start` passes after `run --data-dir DIR --mount MNT` unless
+/// told otherwise: alone, on loopback only (tests never send traffic beyond
+/// this machine), without mDNS, one copy of every chunk.
+pub const DEFAULT_RUN_ARGS: &[&str] = &[
+    "--listen",
+    "/ip4/127.0.0.1/tcp/0",
+    "--no-mdns",
+    "--replicas",
+    "1",
+];
+
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * 1024;
 
@@ -60,6 +78,12 @@ pub struct Node {
     extra_mounts: Vec<PathBuf>,
     /// Number of times `start` was called (for log separators).
     starts: u32,
+    /// Program and arguments put in front of `p2pfs run` (e.g. `nsenter
+    /// --net=/run/netns/X`); empty: run the binary directly.
+    run_prefix: Vec<String>,
+    /// Arguments after `run --data-dir DIR --mount MNT`. Defaults to
+    /// [`DEFAULT_RUN_ARGS`]: alone, on loopback, without mDNS.
+    run_args: Vec<String>,
     /// Shared with the watchdog thread: pid of the running node (0 = none)
     /// and a "node dropped" flag.
     watch_pid: Arc<AtomicU32>,
@@ -95,6 +119,8 @@ impl Node {
             child: None,
             extra_mounts: Vec::new(),
             starts: 0,
+            run_prefix: Vec::new(),
+            run_args: DEFAULT_RUN_ARGS.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -216,20 +242,20 @@ impl Node {
             .append(true)
             .open(&self.stdout_log)
             .unwrap();
-        let mut cmd = Command::new(bin());
+        let mut cmd = match self.run_prefix.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         cmd.arg("run")
             .arg("--data-dir")
             .arg(&self.dir)
             .arg("--mount")
             .arg(&self.mnt)
-            // Alone, on loopback only: tests never send traffic beyond this machine.
-            .args([
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--no-mdns",
-                "--replicas",
-                "1",
-            ])
+            .args(&self.run_args)
             .env_remove("RUST_LOG")
             .env_remove("P2PFS_LOG")
             .stdin(Stdio::null())
@@ -652,10 +678,17 @@ pub fn unmount(p: &Path) {
 /// Runs a command with stdin null and captured stdout/stderr; SIGKILLs it
 /// and panics if it takes longer than `timeout`.
 pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> Output {
+    try_run_cmd(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `run_cmd` that returns an error text instead of panicking when the
+/// command cannot be spawned or times out (for cleanup and failure reports,
+/// which must not panic).
+pub fn try_run_cmd(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
     let t1 = thread::spawn(move || {
@@ -670,23 +703,25 @@ pub fn run_cmd(cmd: &mut Command, timeout: Duration) -> Output {
     });
     let deadline = Instant::now() + timeout;
     let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) => {}
+            Err(e) => return Err(format!("wait for {cmd:?}: {e}")),
         }
         if Instant::now() > deadline {
             unsafe {
                 libc::kill(child.id() as i32, libc::SIGKILL);
             }
             let _ = child.wait();
-            panic!("command {cmd:?} timed out after {timeout:?}");
+            return Err(format!("command {cmd:?} timed out after {timeout:?}"));
         }
         thread::sleep(Duration::from_millis(10));
     };
-    Output {
+    Ok(Output {
         status,
-        stdout: t1.join().unwrap(),
-        stderr: t2.join().unwrap(),
-    }
+        stdout: t1.join().unwrap_or_default(),
+        stderr: t2.join().unwrap_or_default(),
+    })
 }
 
 pub fn out_text(o: &Output) -> String {
@@ -976,4 +1011,432 @@ fn harness_edit_toml() {
     assert_eq!(toml_get(&n, "storage", "chunk_size").as_deref(), Some("7"));
     assert_eq!(toml_get(&n, "b", "chunk_size").as_deref(), Some("3"));
     assert_eq!(unescape_mount_field("/a\\040b"), "/a b");
+}
+
+// ---------------------------------------------------------------------------
+// networked nodes: run arguments, status, clusters
+
+/// `p2pfs-ctl`. `P2PFS_TEST_CTL_BIN` may point elsewhere.
+pub fn ctl_bin() -> String {
+    std::env::var("P2PFS_TEST_CTL_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_p2pfs-ctl").to_string())
+}
+
+/// How long a cluster may take to form (every node sees every other alive).
+pub const FORM_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long a change may take to show up on another node.
+pub const SPREAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Run arguments for a networked node on loopback without mDNS:
+/// `--listen /ip4/127.0.0.1/tcp/0 --no-mdns --replicas R` plus `extra`.
+pub fn loopback_args(replicas: u32, extra: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+        "--replicas",
+        &replicas.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().cloned());
+    v
+}
+
+impl Node {
+    /// Fresh node initialized with `--network-key key` (the file is created
+    /// with a fresh key if missing, reused if present).
+    pub fn init_with_key(key: &Path) -> Node {
+        let node = Node::uninit();
+        node.init_ok(&["--network-key", key.to_str().expect("utf-8 key path")]);
+        node
+    }
+
+    /// Replaces the arguments after `run --data-dir DIR --mount MNT` for
+    /// this and every later `start`.
+    pub fn set_run_args<S: AsRef<str>>(&mut self, args: &[S]) {
+        self.run_args = args.iter().map(|s| s.as_ref().to_string()).collect();
+    }
+
+    /// Puts a program and its arguments in front of `p2pfs run` for this and
+    /// every later `start` (e.g. `["nsenter", "--net=/run/netns/X"]`).
+    pub fn set_run_prefix<S: AsRef<str>>(&mut self, prefix: &[S]) {
+        self.run_prefix = prefix.iter().map(|s| s.as_ref().to_string()).collect();
+    }
+
+    /// `set_run_args(args)` then `start()`.
+    pub fn start_args<S: AsRef<str>>(&mut self, args: &[S]) {
+        self.set_run_args(args);
+        self.start();
+    }
+
+    /// Runs `p2pfs-ctl --data-dir DIR status --json`.
+    pub fn status_output(&self) -> Output {
+        run_cmd(&mut self.status_command(), Duration::from_secs(60))
+    }
+
+    fn status_command(&self) -> Command {
+        let mut c = Command::new(ctl_bin());
+        c.arg("--data-dir")
+            .arg(&self.dir)
+            .args(["status", "--json"]);
+        c
+    }
+
+    /// The node's status, or why there is none (not running, bad JSON).
+    pub fn try_status(&self) -> Result<serde_json::Value, String> {
+        self.try_status_within(Duration::from_secs(60))
+    }
+
+    /// `try_status`, giving up after `timeout`; never panics.
+    pub fn try_status_within(&self, timeout: Duration) -> Result<serde_json::Value, String> {
+        let out = try_run_cmd(&mut self.status_command(), timeout)?;
+        if !out.status.success() {
+            return Err(format!("p2pfs-ctl status failed: {}", out_text(&out)));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "p2pfs-ctl status printed bad JSON ({e}): {}",
+                out_text(&out)
+            )
+        })
+    }
+
+    /// The node's status; panics (with the log) if there is none.
+    #[track_caller]
+    pub fn status(&self) -> serde_json::Value {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", self.log_text()))
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.status()["peer_id"]
+            .as_str()
+            .expect("status.peer_id is a string")
+            .to_string()
+    }
+
+    /// The first listen address (`listen_addrs[0]`), polled until the node
+    /// reports one.
+    #[track_caller]
+    pub fn listen_addr(&self) -> String {
+        let mut addr = None;
+        let ok = wait_until(START_TIMEOUT, || {
+            if let Ok(s) = self.try_status()
+                && let Some(a) = s["listen_addrs"].get(0).and_then(|a| a.as_str())
+            {
+                addr = Some(a.to_string());
+                return true;
+            }
+            false
+        });
+        assert!(
+            ok,
+            "node reported no listen address within {START_TIMEOUT:?}; log:\n{}",
+            self.log_text()
+        );
+        addr.unwrap()
+    }
+
+    /// `<listen_addrs[0]>/p2p/<peer_id>`, for `--bootstrap`.
+    pub fn bootstrap_addr(&self) -> String {
+        format!("{}/p2p/{}", self.listen_addr(), self.peer_id())
+    }
+
+    /// Ids of every chunk in the node's chunk store (`chunks/xx/yy/<id>`,
+    /// temp files excluded).
+    pub fn chunk_ids(&self) -> std::collections::BTreeSet<String> {
+        chunk_ids_in(&self.dir.join("chunks"))
+    }
+}
+
+/// Peers of a status, as (peer_id, state).
+pub fn status_peers(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p["peer_id"].as_str().unwrap_or("?").to_string(),
+                        p["state"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Peer ids a status lists as `alive`, sorted.
+pub fn alive_peers(status: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = status_peers(status)
+        .into_iter()
+        .filter(|(_, s)| s == "alive")
+        .map(|(p, _)| p)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Chunk ids stored below a `chunks` dir: files named by 64 hex digits in
+/// `xx/yy/` fan-out dirs (`tmp/` and anything else ignored).
+pub fn chunk_ids_in(chunks: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let Ok(level1) = fs::read_dir(chunks) else {
+        return out;
+    };
+    for a in level1.flatten() {
+        let an = a.file_name().to_string_lossy().into_owned();
+        if !is_hex(&an, 2) || !a.path().is_dir() {
+            continue;
+        }
+        for b in fs::read_dir(a.path()).into_iter().flatten().flatten() {
+            let bn = b.file_name().to_string_lossy().into_owned();
+            if !is_hex(&bn, 2) || !b.path().is_dir() {
+                continue;
+            }
+            for c in fs::read_dir(b.path()).into_iter().flatten().flatten() {
+                let cn = c.file_name().to_string_lossy().into_owned();
+                if is_hex(&cn, 64) && c.path().is_file() {
+                    out.insert(cn);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// How to build a [`Cluster`].
+#[derive(Clone, Debug)]
+pub struct ClusterOpts {
+    /// `--replicas`.
+    pub replicas: u32,
+    /// `[storage] chunk_size` written to every node's config before start.
+    pub chunk_size: Option<usize>,
+    /// More `p2pfs run` arguments for every node.
+    pub extra_args: Vec<String>,
+}
+
+impl ClusterOpts {
+    pub fn replicas(replicas: u32) -> ClusterOpts {
+        ClusterOpts {
+            replicas,
+            chunk_size: None,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// N nodes of one network (one shared network key file) on loopback,
+/// without mDNS: the first is started alone, the others bootstrap to it.
+/// Dropping the cluster kills every node and cleans up its mounts; when the
+/// drop happens during a panic it prints every node's status and log first.
+pub struct Cluster {
+    /// Declared first: dropped (killed, unmounted) before the key dir goes.
+    pub nodes: Vec<Node>,
+    pub opts: ClusterOpts,
+    /// The network key file every node was initialized with.
+    pub key: PathBuf,
+    _key_dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `n` nodes with `--replicas replicas`, formed (see `wait_formed`).
+    pub fn start(n: usize, replicas: u32) -> Cluster {
+        Cluster::start_opts(n, ClusterOpts::replicas(replicas))
+    }
+
+    /// `n` nodes with the given options; returns once every node lists the
+    /// other `n - 1` as alive.
+    pub fn start_opts(n: usize, opts: ClusterOpts) -> Cluster {
+        assert!(n >= 1);
+        let mut c = Cluster::empty(opts);
+        let first = c.init_node();
+        c.nodes.push(first);
+        c.start_node(0, None);
+        let boot = c.nodes[0].bootstrap_addr();
+        for i in 1..n {
+            let node = c.init_node();
+            c.nodes.push(node);
+            c.start_node(i, Some(&boot));
+        }
+        c.wait_formed();
+        c
+    }
+
+    /// No nodes yet, only the network key file's place (the first
+    /// `init_node` creates the key). For tests that start their nodes
+    /// themselves (e.g. in network namespaces) and push them to `nodes`.
+    pub fn empty(opts: ClusterOpts) -> Cluster {
+        let key_dir = tempfile::Builder::new()
+            .prefix("p2pfs-test-key-")
+            .tempdir()
+            .expect("create temp dir");
+        let key = key_dir.path().join("network.key");
+        Cluster {
+            nodes: Vec::new(),
+            opts,
+            key,
+            _key_dir: key_dir,
+        }
+    }
+
+    /// A fresh node initialized with the cluster's key and chunk size, not
+    /// started and not part of `nodes`.
+    pub fn init_node(&self) -> Node {
+        let node = Node::init_with_key(&self.key);
+        if let Some(cs) = self.opts.chunk_size {
+            node.set_chunk_size(cs);
+        }
+        node
+    }
+
+    /// The run arguments of a node of this cluster, bootstrapping to `boot`.
+    pub fn run_args(&self, boot: Option<&str>) -> Vec<String> {
+        let mut extra = self.opts.extra_args.clone();
+        if let Some(b) = boot {
+            extra.push("--bootstrap".into());
+            extra.push(b.to_string());
+        }
+        loopback_args(self.opts.replicas, &extra)
+    }
+
+    /// Starts `nodes[i]`, bootstrapping to `boot` if given.
+    pub fn start_node(&mut self, i: usize, boot: Option<&str>) {
+        let args = self.run_args(boot);
+        self.nodes[i].start_args(&args);
+    }
+
+    /// Inits and starts one more node bootstrapped to `nodes[to]`; returns
+    /// its index. Does not wait for it to join.
+    pub fn add_node(&mut self, to: usize) -> usize {
+        let boot = self.nodes[to].bootstrap_addr();
+        let node = self.init_node();
+        self.nodes.push(node);
+        let i = self.nodes.len() - 1;
+        self.start_node(i, Some(&boot));
+        i
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Peer ids of every node, in order.
+    pub fn peer_ids(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.peer_id()).collect()
+    }
+
+    /// Waits until every node lists every other node (and only those) as
+    /// alive and reports `network: connected`; panics after FORM_TIMEOUT.
+    #[track_caller]
+    pub fn wait_formed(&self) {
+        let ids = self.peer_ids();
+        let mut last = String::new();
+        let ok = wait_until(FORM_TIMEOUT, || {
+            for (i, n) in self.nodes.iter().enumerate() {
+                let s = match n.try_status() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        last = format!("node {}: {e}", i + 1);
+                        return false;
+                    }
+                };
+                let mut want: Vec<String> = ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                want.sort();
+                if alive_peers(&s) != want || (ids.len() > 1 && s["network"] != "connected") {
+                    last = format!(
+                        "node {} ({}): network={} peers={:?}, want alive {want:?}",
+                        i + 1,
+                        ids[i],
+                        s["network"],
+                        status_peers(&s)
+                    );
+                    return false;
+                }
+            }
+            true
+        });
+        assert!(
+            ok,
+            "cluster of {} did not form within {FORM_TIMEOUT:?}: {last}",
+            self.nodes.len()
+        );
+    }
+
+    /// Every node's status (or why there is none) and log.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let st = match n.try_status_within(Duration::from_secs(10)) {
+                Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+                Err(e) => e,
+            };
+            s.push_str(&format!(
+                "\n===== node {} ({}) status =====\n{st}\n===== node {} log =====\n{}\n",
+                i + 1,
+                n.dir.display(),
+                i + 1,
+                n.log_text()
+            ));
+        }
+        s
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "cluster test failed; node states and logs:{}",
+                self.report()
+            );
+        }
+        // Every node is SIGKILLed and unmounted by its own drop.
+        self.nodes.clear();
+    }
+}
+
+/// Polls until `path` is a regular file of `want.len()` bytes, then reads it
+/// and compares. Returns an error text (with what was seen last) on timeout
+/// or mismatch.
+pub fn wait_for_file(path: &Path, want: &[u8], timeout: Duration) -> Result<(), String> {
+    let mut last = String::from("never looked");
+    let ok = wait_until(timeout, || match fs::metadata(path) {
+        Ok(md) if md.is_file() && md.len() == want.len() as u64 => true,
+        Ok(md) => {
+            last = format!("size {} (want {})", md.len(), want.len());
+            false
+        }
+        Err(e) => {
+            last = e.to_string();
+            false
+        }
+    });
+    if !ok {
+        return Err(format!(
+            "{} did not appear with {} bytes within {timeout:?}; last seen: {last}",
+            path.display(),
+            want.len()
+        ));
+    }
+    let got = fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    if got != want {
+        let first = got.iter().zip(want).position(|(a, b)| a != b);
+        return Err(format!(
+            "{}: content mismatch: got {} bytes, want {}, first difference at {:?}",
+            path.display(),
+            got.len(),
+            want.len(),
+            first.or(Some(got.len().min(want.len())))
+        ));
+    }
+    Ok(())
 }

@@ -1,0 +1,463 @@
+//! Several p2pfs nodes on loopback (no mDNS) forming one network: a file
+//! written on one node is readable on the others, chunks live on exactly R
+//! owners, a late joiner catches up with the whole namespace, and a node with
+//! another network key is kept out. Needs root (FUSE mounts).
+
+mod common;
+
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// For every chunk id stored anywhere in the cluster, the (1-based) nodes
+/// holding it.
+fn chunk_holders(c: &Cluster) -> BTreeMap<String, Vec<usize>> {
+    let mut m: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        for id in n.chunk_ids() {
+            m.entry(id).or_default().push(i + 1);
+        }
+    }
+    m
+}
+
+/// Chunks whose holders are not exactly `r` nodes, for a failure message.
+fn misplaced(holders: &BTreeMap<String, Vec<usize>>, r: usize) -> Vec<(String, Vec<usize>)> {
+    holders
+        .iter()
+        .filter(|(_, h)| h.len() != r)
+        .map(|(id, h)| (id[..12].to_string(), h.clone()))
+        .collect()
+}
+
+#[test]
+fn three_nodes_write_on_one_read_on_others() {
+    let c = Cluster::start(3, 3);
+    let big = random_bytes(1, 5 * MIB + 12_345);
+    let text = b"hello from node 1\nsecond line\n".to_vec();
+    write_and_close(&c.nodes[0].p("big.bin"), &big).unwrap();
+    write_and_close(&c.nodes[0].p("note.txt"), &text).unwrap();
+
+    for i in [1, 2] {
+        for (name, want) in [("big.bin", &big), ("note.txt", &text)] {
+            if let Err(e) = wait_for_file(&c.nodes[i].p(name), want, SPREAD_TIMEOUT) {
+                panic!("node {}: {e}", i + 1);
+            }
+        }
+        // And with cmp, as a user would.
+        let out = run_cmd(
+            std::process::Command::new("cmp")
+                .arg(c.nodes[0].p("big.bin"))
+                .arg(c.nodes[i].p("big.bin")),
+            CMD_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "cmp node 1 vs node {}: {}",
+            i + 1,
+            out_text(&out)
+        );
+    }
+
+    // R = 3 with 3 nodes: every chunk on every node. 5 MiB + a bit in 1 MiB
+    // chunks is 6 chunks, the text file 1.
+    let holders = chunk_holders(&c);
+    assert_eq!(
+        holders.len(),
+        7,
+        "expected 7 distinct chunks in the cluster, found {}: {holders:?}",
+        holders.len()
+    );
+    let bad = misplaced(&holders, 3);
+    assert!(bad.is_empty(), "chunks not on all 3 nodes: {bad:?}");
+}
+
+#[test]
+fn five_nodes_chunks_on_exactly_r_owners() {
+    let chunk = 65_536;
+    let c = Cluster::start_opts(
+        5,
+        ClusterOpts {
+            chunk_size: Some(chunk),
+            ..ClusterOpts::replicas(3)
+        },
+    );
+    let data = random_bytes(2, 3 * MIB);
+    let n_chunks = data.len().div_ceil(chunk);
+    assert_eq!(n_chunks, 48);
+    write_and_close(&c.nodes[0].p("three.bin"), &data).unwrap();
+
+    // close returned: every chunk is stored on its R owners.
+    let holders = chunk_holders(&c);
+    assert_eq!(
+        holders.len(),
+        n_chunks,
+        "expected {n_chunks} distinct chunks right after close, found {}",
+        holders.len()
+    );
+    let bad = misplaced(&holders, 3);
+    assert!(
+        bad.is_empty(),
+        "{} of {n_chunks} chunks are not on exactly 3 of 5 nodes right after close: {bad:?}",
+        bad.len()
+    );
+    // Placement spreads the load: with 48 chunks every node holds some.
+    for (i, n) in c.nodes.iter().enumerate() {
+        assert!(
+            !n.chunk_ids().is_empty(),
+            "node {} holds none of the {n_chunks} chunks",
+            i + 1
+        );
+    }
+
+    for i in [4, 2] {
+        if let Err(e) = wait_for_file(&c.nodes[i].p("three.bin"), &data, SPREAD_TIMEOUT) {
+            panic!("node {}: {e}", i + 1);
+        }
+    }
+
+    // Reading fetched remote chunks but did not add copies: still exactly 3.
+    let after = chunk_holders(&c);
+    let bad = misplaced(&after, 3);
+    assert!(
+        bad.is_empty() && after.len() == n_chunks,
+        "after reads on nodes 5 and 3, chunks not on exactly 3 nodes: {bad:?} ({} chunks)",
+        after.len()
+    );
+
+    let ids = c.peer_ids();
+    for (i, n) in c.nodes.iter().enumerate() {
+        let s = n.status();
+        let mut want: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, p)| p.clone())
+            .collect();
+        want.sort();
+        assert_eq!(
+            alive_peers(&s),
+            want,
+            "node {}: peers {:?}",
+            i + 1,
+            status_peers(&s)
+        );
+        assert_eq!(s["network"], "connected", "node {}", i + 1);
+        assert_eq!(s["replication"]["factor"], 3, "node {}", i + 1);
+        assert_eq!(
+            s["replication"]["chunks_stored"],
+            n.chunk_ids().len(),
+            "node {}: chunks_stored vs files in chunks/",
+            i + 1
+        );
+        assert_eq!(s["replication"]["under_replicated"], 0, "node {}", i + 1);
+    }
+}
+
+/// What a tree looks like, for comparison between nodes: per relative path,
+/// the kind, permission bits, size (files and symlinks), symlink target and
+/// file content.
+#[derive(Debug, PartialEq, Eq, Clone)]
+enum Item {
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        size: u64,
+        content: Vec<u8>,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+}
+
+type Tree = BTreeMap<PathBuf, Item>;
+
+/// Describes the tree below `root`; an error (a vanished entry, a failed
+/// read) is returned, not panicked on, so callers can poll.
+fn describe(root: &Path) -> Result<Tree, String> {
+    let mut out = Tree::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let rd = fs::read_dir(&d).map_err(|e| format!("read_dir {}: {e}", d.display()))?;
+        for ent in rd {
+            let p = ent.map_err(|e| e.to_string())?.path();
+            let md = fs::symlink_metadata(&p).map_err(|e| format!("lstat {}: {e}", p.display()))?;
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let mode = md.permissions().mode() & 0o7777;
+            let item = if md.is_dir() {
+                stack.push(p.clone());
+                Item::Dir { mode }
+            } else if md.file_type().is_symlink() {
+                Item::Symlink {
+                    target: fs::read_link(&p)
+                        .map_err(|e| format!("readlink {}: {e}", p.display()))?,
+                }
+            } else {
+                let content = fs::read(&p).map_err(|e| format!("read {}: {e}", p.display()))?;
+                if content.len() as u64 != md.size() {
+                    return Err(format!(
+                        "{}: read {} bytes, stat says {}",
+                        p.display(),
+                        content.len(),
+                        md.size()
+                    ));
+                }
+                Item::File {
+                    mode,
+                    size: md.size(),
+                    content,
+                }
+            };
+            out.insert(rel, item);
+        }
+    }
+    Ok(out)
+}
+
+/// The differences between two trees, without dumping file contents.
+fn tree_diff(got: &Tree, want: &Tree) -> String {
+    let brief = |i: &Item| match i {
+        Item::File { mode, size, .. } => format!("file {mode:o} {size} bytes"),
+        other => format!("{other:?}"),
+    };
+    let keys: BTreeSet<&PathBuf> = got.keys().chain(want.keys()).collect();
+    let mut s = String::new();
+    for k in keys {
+        match (got.get(k), want.get(k)) {
+            (Some(g), Some(w)) if g == w => {}
+            (Some(g), Some(w)) => {
+                let what = if brief(g) == brief(w) {
+                    "contents differ".to_string()
+                } else {
+                    format!("got {}, want {}", brief(g), brief(w))
+                };
+                s.push_str(&format!("  {}: {what}\n", k.display()));
+            }
+            (Some(g), None) => s.push_str(&format!("  {}: unexpected {}\n", k.display(), brief(g))),
+            (None, Some(w)) => s.push_str(&format!("  {}: missing {}\n", k.display(), brief(w))),
+            (None, None) => unreachable!(),
+        }
+    }
+    s
+}
+
+/// Polls until the tree at `root` equals `want`; panics with the difference.
+#[track_caller]
+fn wait_for_tree(what: &str, root: &Path, want: &Tree, timeout: Duration) {
+    let mut last = String::new();
+    let ok = wait_until(timeout, || match describe(root) {
+        Ok(t) if &t == want => true,
+        Ok(t) => {
+            last = tree_diff(&t, want);
+            false
+        }
+        Err(e) => {
+            last = e;
+            false
+        }
+    });
+    assert!(
+        ok,
+        "{what}: tree did not match within {timeout:?}; last difference:\n{last}"
+    );
+}
+
+#[test]
+fn late_joiner_gets_whole_namespace() {
+    // The expected modes below assume the usual umask.
+    unsafe {
+        libc::umask(0o022);
+    }
+    let mut c = Cluster::start(3, 3);
+    let data = random_bytes(3, 200 * KIB + 7);
+    let photo = random_bytes(4, 300 * KIB);
+
+    // Node 1: directories, files with several modes, symlinks.
+    let n1 = &c.nodes[0];
+    fs::create_dir_all(n1.p("docs/sub/deep")).unwrap();
+    fs::create_dir(n1.p("tmpdir")).unwrap();
+    write_and_close(&n1.p("docs/readme.txt"), b"read me\n").unwrap();
+    write_and_close(&n1.p("docs/sub/data.bin"), &data).unwrap();
+    write_and_close(&n1.p("docs/script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(n1.p("docs/script.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    write_and_close(&n1.p("tmpdir/old-name.txt"), b"moved across dirs\n").unwrap();
+    write_and_close(&n1.p("gone.txt"), b"deleted later\n").unwrap();
+    std::os::unix::fs::symlink("sub/data.bin", n1.p("docs/link")).unwrap();
+    let from_n1 = describe(&n1.mnt).unwrap();
+    assert_eq!(from_n1.len(), 10, "node 1 tree: {from_n1:?}");
+
+    // Node 2 works on node 1's files once it sees them.
+    let n2 = &c.nodes[1];
+    wait_for_tree(
+        "node 2 before its changes",
+        &n2.mnt,
+        &from_n1,
+        SPREAD_TIMEOUT,
+    );
+    fs::rename(n2.p("tmpdir/old-name.txt"), n2.p("docs/new-name.txt")).unwrap();
+    fs::rename(n2.p("tmpdir"), n2.p("renamed-dir")).unwrap();
+    fs::remove_file(n2.p("gone.txt")).unwrap();
+    fs::create_dir(n2.p("photos")).unwrap();
+    write_and_close(&n2.p("photos/p1.jpg"), &photo).unwrap();
+    fs::set_permissions(n2.p("photos/p1.jpg"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(n2.p("docs/sub/deep"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", n2.p("abs-link")).unwrap();
+    // A file written on node 1, then overwritten on node 2.
+    write_and_close(&n2.p("docs/readme.txt"), b"read me, version 2\n").unwrap();
+
+    let want = describe(&n2.mnt).unwrap();
+    let expect = |p: &str, item: Item| {
+        assert_eq!(want.get(Path::new(p)), Some(&item), "node 2: {p}");
+    };
+    expect("docs", Item::Dir { mode: 0o755 });
+    expect("docs/sub/deep", Item::Dir { mode: 0o700 });
+    expect("renamed-dir", Item::Dir { mode: 0o755 });
+    expect(
+        "docs/new-name.txt",
+        Item::File {
+            mode: 0o644,
+            size: 18,
+            content: b"moved across dirs\n".to_vec(),
+        },
+    );
+    expect(
+        "docs/script.sh",
+        Item::File {
+            mode: 0o755,
+            size: 18,
+            content: b"#!/bin/sh\necho hi\n".to_vec(),
+        },
+    );
+    expect(
+        "docs/readme.txt",
+        Item::File {
+            mode: 0o644,
+            size: 19,
+            content: b"read me, version 2\n".to_vec(),
+        },
+    );
+    expect(
+        "docs/link",
+        Item::Symlink {
+            target: "sub/data.bin".into(),
+        },
+    );
+    expect(
+        "abs-link",
+        Item::Symlink {
+            target: "/nonexistent/target".into(),
+        },
+    );
+    assert!(matches!(
+        want.get(Path::new("photos/p1.jpg")),
+        Some(Item::File {
+            mode: 0o600,
+            size: 307_200,
+            ..
+        })
+    ));
+    assert!(!want.contains_key(Path::new("gone.txt")));
+    assert!(!want.contains_key(Path::new("tmpdir")));
+    assert_eq!(want.len(), 12, "node 2 tree: {:?}", want.keys());
+
+    wait_for_tree("node 1", &c.nodes[0].mnt, &want, SPREAD_TIMEOUT);
+    wait_for_tree("node 3", &c.nodes[2].mnt, &want, SPREAD_TIMEOUT);
+
+    // Node 4 comes after all that, bootstrapped to node 2.
+    let t = Instant::now();
+    let i = c.add_node(1);
+    c.wait_formed();
+    wait_for_tree("late node 4", &c.nodes[i].mnt, &want, SPREAD_TIMEOUT);
+    eprintln!("late joiner caught up in {:?}", t.elapsed());
+    let s = c.nodes[i].status();
+    assert_eq!(s["files"], 12, "node 4 status.files");
+}
+
+#[test]
+fn wrong_network_key_is_refused() {
+    let c = Cluster::start(2, 3);
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_b = key_dir.path().join("other.key");
+    let mut b = Node::init_with_key(&key_b);
+    assert_ne!(
+        fs::read(&key_b).unwrap(),
+        fs::read(&c.key).unwrap(),
+        "the two network keys must differ"
+    );
+    let boot = c.nodes[0].bootstrap_addr();
+    b.start_args(&loopback_args(3, &["--bootstrap".into(), boot]));
+    let report_b = |b: &Node| format!("\n===== node B log =====\n{}", b.log_text());
+
+    let (id1, id2) = (c.nodes[0].peer_id(), c.nodes[1].peer_id());
+    let from_b = b"written on the key-B node\n".to_vec();
+    let from_a = b"written on node 1 (key A)\n".to_vec();
+    write_and_close(&b.p("from-b.txt"), &from_b).unwrap();
+    write_and_close(&c.nodes[0].p("from-a.txt"), &from_a).unwrap();
+
+    // Positive control: node 2 (same key) does get node 1's file.
+    if let Err(e) = wait_for_file(&c.nodes[1].p("from-a.txt"), &from_a, SPREAD_TIMEOUT) {
+        panic!("node 2: {e}{}", report_b(&b));
+    }
+
+    // For 12 s (longer than the 10 s anti-entropy period) node B stays out.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let mut checks = 0;
+    while Instant::now() < deadline {
+        let sb = b.status();
+        assert_eq!(
+            sb["network"],
+            "isolated",
+            "node B is not isolated: {sb:#}{}",
+            report_b(&b)
+        );
+        assert!(
+            status_peers(&sb).is_empty(),
+            "node B lists peers: {:?}{}",
+            status_peers(&sb),
+            report_b(&b)
+        );
+        let s1 = c.nodes[0].status();
+        let peers1 = status_peers(&s1);
+        assert!(
+            peers1.len() == 1 && peers1[0].0 == id2,
+            "node 1 should list only node 2 ({id2}); lists {peers1:?}{}",
+            report_b(&b)
+        );
+        let s2 = c.nodes[1].status();
+        let peers2 = status_peers(&s2);
+        assert!(
+            peers2.len() == 1 && peers2[0].0 == id1,
+            "node 2 should list only node 1 ({id1}); lists {peers2:?}{}",
+            report_b(&b)
+        );
+        for (i, n) in c.nodes.iter().enumerate() {
+            assert!(
+                fs::symlink_metadata(n.p("from-b.txt")).is_err(),
+                "node B's file appeared on node {}{}",
+                i + 1,
+                report_b(&b)
+            );
+        }
+        assert!(
+            fs::symlink_metadata(b.p("from-a.txt")).is_err(),
+            "node 1's file appeared on node B{}",
+            report_b(&b)
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(checks >= 5);
+    // B still has its own file and only that.
+    assert_file_eq(&b.p("from-b.txt"), &from_b);
+    let names: Vec<_> = fs::read_dir(&b.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["from-b.txt"], "node B's mount");
+    assert_eq!(b.status()["files"], 1);
+}
