@@ -461,3 +461,71 @@ fn wrong_network_key_is_refused() {
     assert_eq!(names, ["from-b.txt"], "node B's mount");
     assert_eq!(b.status()["files"], 1);
 }
+
+#[test]
+fn crashed_peer_turns_suspect_then_dead_and_restart_revives_it() {
+    let opts = ClusterOpts {
+        extra_args: vec!["--dead-after".into(), "8".into()],
+        ..ClusterOpts::replicas(3)
+    };
+    let mut c = Cluster::start_opts(3, opts);
+    let victim = c.nodes[2].peer_id();
+    c.nodes[2].kill9();
+    c.nodes[2].cleanup_dead_mount();
+    let state_of = |s: &serde_json::Value| {
+        status_peers(s)
+            .into_iter()
+            .find(|(p, _)| *p == victim)
+            .map(|(_, st)| st)
+    };
+    let started = Instant::now();
+    // Suspect after a few seconds of silence (6 s by default), not yet dead.
+    let mut seen_suspect_at = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let st = state_of(&c.nodes[0].status());
+            if st.as_deref() == Some("suspect") && seen_suspect_at.is_none() {
+                seen_suspect_at = Some(started.elapsed());
+            }
+            st.as_deref() == Some("dead")
+        }),
+        "node 1 never saw the killed peer as dead: {}",
+        c.nodes[0].status()
+    );
+    let dead_at = started.elapsed();
+    let suspect_at = seen_suspect_at.expect("the peer must be suspect before it is dead");
+    assert!(
+        suspect_at >= Duration::from_secs(4),
+        "suspect too early: {suspect_at:?}"
+    );
+    assert!(
+        dead_at >= Duration::from_secs(7),
+        "dead before --dead-after: {dead_at:?}"
+    );
+    // The other survivor agrees (its clock of the last contact may differ by a moment).
+    assert!(
+        wait_until(Duration::from_secs(5), || state_of(&c.nodes[1].status())
+            .as_deref()
+            == Some("dead")),
+        "node 2 does not see the killed peer as dead: {}",
+        c.nodes[1].status()
+    );
+
+    // It comes back: alive again everywhere.
+    let boot = c.nodes[0].bootstrap_addr();
+    c.nodes[2].start_args(&loopback_args(
+        3,
+        &[
+            "--dead-after".into(),
+            "8".into(),
+            "--bootstrap".into(),
+            boot,
+        ],
+    ));
+    assert!(
+        wait_until(FORM_TIMEOUT, || state_of(&c.nodes[0].status()).as_deref()
+            == Some("alive")),
+        "the restarted peer is not alive again: {}",
+        c.nodes[0].status()
+    );
+}
