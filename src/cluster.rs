@@ -95,15 +95,12 @@ impl ChunkRouter {
                 Err(e) => Err((false, e.to_string())),
             }
         } else {
-            self.client
-                .put(peer, id, ciphertext.to_vec())
-                .await
-                .map_err(|e| {
-                    (
-                        matches!(&e, ChunkRpcError::Refused(_, why) if why == NO_SPACE),
-                        e.to_string(),
-                    )
-                })
+            self.client.put(peer, id, ciphertext).await.map_err(|e| {
+                (
+                    matches!(&e, ChunkRpcError::Refused(_, why) if why == NO_SPACE),
+                    e.to_string(),
+                )
+            })
         }
     }
 }

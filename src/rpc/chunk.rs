@@ -16,12 +16,12 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use super::frame::{FrameError, read_frame, write_frame};
+use super::frame::{FrameError, read_frame_with_body, write_frame_with_body};
 use crate::block::{ChunkId, ChunkStore, StoreError, chunk};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/chunk/1");
-/// Largest frame: a 16 MiB chunk (the largest configurable) plus framing.
-pub const MAX_FRAME: usize = (16 << 20) + 4096;
+/// Largest body: a 16 MiB chunk (the largest configurable) plus its codec overhead.
+pub const MAX_BODY: usize = (16 << 20) + 4096;
 /// Most ids in one `Have` request.
 pub const MAX_HAVE_BATCH: usize = 4096;
 /// The refusal a peer sends when its disk is full.
@@ -33,25 +33,19 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// An idle server stream is closed after this.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A request; a `Put`'s chunk bytes travel as the frame's body.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ChunkRequest {
-    Put {
-        id: ChunkId,
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
-    },
-    Get {
-        id: ChunkId,
-    },
-    Have {
-        ids: Vec<ChunkId>,
-    },
+    Put { id: ChunkId },
+    Get { id: ChunkId },
+    Have { ids: Vec<ChunkId> },
 }
 
+/// A response; `Data`'s chunk bytes travel as the frame's body.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ChunkResponse {
     Stored,
-    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    Data,
     NotFound,
     Have(Vec<bool>),
     Refused(String),
@@ -94,7 +88,8 @@ impl ChunkClient {
         &self,
         peer: PeerId,
         request: &ChunkRequest,
-    ) -> Result<ChunkResponse, ChunkRpcError> {
+        body: &[u8],
+    ) -> Result<(ChunkResponse, Vec<u8>), ChunkRpcError> {
         let pooled = self.idle.lock().get_mut(&peer).and_then(Vec::pop);
         let mut stream = match pooled {
             Some(s) => s,
@@ -107,8 +102,8 @@ impl ChunkClient {
             }
         };
         let exchange = async {
-            write_frame(&mut stream, request, MAX_FRAME).await?;
-            read_frame::<_, ChunkResponse>(&mut stream, MAX_FRAME).await
+            write_frame_with_body(&mut stream, request, body, MAX_BODY).await?;
+            read_frame_with_body::<_, ChunkResponse>(&mut stream, MAX_BODY).await
         };
         let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -127,8 +122,8 @@ impl ChunkClient {
         self.idle.lock().remove(peer);
     }
 
-    pub async fn put(&self, peer: PeerId, id: ChunkId, data: Vec<u8>) -> Result<(), ChunkRpcError> {
-        match self.call(peer, &ChunkRequest::Put { id, data }).await? {
+    pub async fn put(&self, peer: PeerId, id: ChunkId, data: &[u8]) -> Result<(), ChunkRpcError> {
+        match self.call(peer, &ChunkRequest::Put { id }, data).await?.0 {
             ChunkResponse::Stored => Ok(()),
             ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
             _ => Err(ChunkRpcError::Unexpected(peer)),
@@ -137,20 +132,20 @@ impl ChunkClient {
 
     /// Fetches and verifies a chunk; `Ok(None)` when the peer does not have it.
     pub async fn get(&self, peer: PeerId, id: ChunkId) -> Result<Option<Vec<u8>>, ChunkRpcError> {
-        match self.call(peer, &ChunkRequest::Get { id }).await? {
-            ChunkResponse::Data(data) => match chunk::verify(&id, &data) {
+        match self.call(peer, &ChunkRequest::Get { id }, &[]).await? {
+            (ChunkResponse::Data, data) => match chunk::verify(&id, &data) {
                 Ok(()) => Ok(Some(data)),
                 Err(_) => Err(ChunkRpcError::BadData(peer, id)),
             },
-            ChunkResponse::NotFound => Ok(None),
-            ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
+            (ChunkResponse::NotFound, _) => Ok(None),
+            (ChunkResponse::Refused(why), _) => Err(ChunkRpcError::Refused(peer, why)),
             _ => Err(ChunkRpcError::Unexpected(peer)),
         }
     }
 
     pub async fn have(&self, peer: PeerId, ids: Vec<ChunkId>) -> Result<Vec<bool>, ChunkRpcError> {
         let n = ids.len();
-        match self.call(peer, &ChunkRequest::Have { ids }).await? {
+        match self.call(peer, &ChunkRequest::Have { ids }, &[]).await?.0 {
             ChunkResponse::Have(bits) if bits.len() == n => Ok(bits),
             ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
             _ => Err(ChunkRpcError::Unexpected(peer)),
@@ -187,12 +182,8 @@ async fn serve_stream(
     store: Arc<ChunkStore>,
 ) -> Result<(), ChunkRpcError> {
     loop {
-        let request = match tokio::time::timeout(
-            IDLE_TIMEOUT,
-            read_frame::<_, ChunkRequest>(&mut stream, MAX_FRAME),
-        )
-        .await
-        {
+        let read = read_frame_with_body::<_, ChunkRequest>(&mut stream, MAX_BODY);
+        let (request, body) = match tokio::time::timeout(IDLE_TIMEOUT, read).await {
             Err(_) => return Ok(()),
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(r))) => r,
@@ -201,42 +192,47 @@ async fn serve_stream(
                 return Err(e.into());
             }
         };
-        let response = answer(&peer, request, &store).await;
-        tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            write_frame(&mut stream, &response, MAX_FRAME),
-        )
-        .await
-        .map_err(|_| ChunkRpcError::Timeout(peer))??;
+        let (response, data) = answer(&peer, request, body, &store).await;
+        let write = write_frame_with_body(&mut stream, &response, &data, MAX_BODY);
+        tokio::time::timeout(REQUEST_TIMEOUT, write)
+            .await
+            .map_err(|_| ChunkRpcError::Timeout(peer))??;
     }
 }
 
-async fn answer(peer: &PeerId, request: ChunkRequest, store: &Arc<ChunkStore>) -> ChunkResponse {
+/// Answers one request from the local store; the second value is the response body.
+async fn answer(
+    peer: &PeerId,
+    request: ChunkRequest,
+    data: Vec<u8>,
+    store: &Arc<ChunkStore>,
+) -> (ChunkResponse, Vec<u8>) {
     let store = store.clone();
-    match request {
-        ChunkRequest::Put { id, data } => {
+    let response = match request {
+        ChunkRequest::Put { id } => {
             if chunk::verify(&id, &data).is_err() {
                 tracing::warn!(%peer, chunk = %id, "peer sent chunk bytes that do not match their id; refused");
-                return ChunkResponse::Refused("bytes do not match the chunk id".into());
-            }
-            match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
-                Ok(Ok(_)) => ChunkResponse::Stored,
-                Ok(Err(e)) if e.is_no_space() => ChunkResponse::Refused(NO_SPACE.into()),
-                Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
-                Err(_) => ChunkResponse::Refused("internal error".into()),
+                ChunkResponse::Refused("bytes do not match the chunk id".into())
+            } else {
+                match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
+                    Ok(Ok(_)) => ChunkResponse::Stored,
+                    Ok(Err(e)) if e.is_no_space() => ChunkResponse::Refused(NO_SPACE.into()),
+                    Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
+                    Err(_) => ChunkResponse::Refused("internal error".into()),
+                }
             }
         }
         ChunkRequest::Get { id } => match tokio::task::spawn_blocking(move || store.get(&id)).await
         {
-            Ok(Ok(data)) => ChunkResponse::Data(data),
+            Ok(Ok(bytes)) => return (ChunkResponse::Data, bytes),
             Ok(Err(StoreError::Missing(_) | StoreError::Corrupt(_))) => ChunkResponse::NotFound,
             Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
             Err(_) => ChunkResponse::Refused("internal error".into()),
         },
+        ChunkRequest::Have { ids } if ids.len() > MAX_HAVE_BATCH => {
+            ChunkResponse::Refused(format!("at most {MAX_HAVE_BATCH} ids per request"))
+        }
         ChunkRequest::Have { ids } => {
-            if ids.len() > MAX_HAVE_BATCH {
-                return ChunkResponse::Refused(format!("at most {MAX_HAVE_BATCH} ids per request"));
-            }
             match tokio::task::spawn_blocking(move || {
                 ids.iter().map(|id| store.contains(id)).collect()
             })
@@ -246,5 +242,6 @@ async fn answer(peer: &PeerId, request: ChunkRequest, store: &Arc<ChunkStore>) -
                 Err(_) => ChunkResponse::Refused("internal error".into()),
             }
         }
-    }
+    };
+    (response, Vec::new())
 }

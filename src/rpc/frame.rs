@@ -1,6 +1,9 @@
 //! Frames: a 4-byte big-endian length, then that many bytes of CBOR. A length over the
 //! protocol's limit is refused before anything is allocated; a peer never makes us buffer more
 //! than one frame of the declared maximum.
+//!
+//! Bulk data travels as a *body* after its frame (another 4-byte length, then raw bytes), so a
+//! 1 MiB chunk is neither copied into nor parsed out of CBOR.
 
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Serialize, de::DeserializeOwned};
@@ -14,6 +17,60 @@ pub enum FrameError {
     #[error("stream: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Writes a frame followed by a raw body.
+pub async fn write_frame_with_body<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+    body: &[u8],
+    max_body: usize,
+) -> Result<(), FrameError> {
+    if body.len() > max_body {
+        return Err(FrameError::TooLarge {
+            len: body.len(),
+            max: max_body,
+        });
+    }
+    let mut head = Vec::with_capacity(64);
+    head.extend_from_slice(&[0; 4]);
+    ciborium::into_writer(msg, &mut head).map_err(|e| FrameError::Decode(e.to_string()))?;
+    let len = head.len() - 4;
+    if len > MAX_HEADER {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_HEADER,
+        });
+    }
+    head[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    head.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    w.write_all(&head).await?;
+    w.write_all(body).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads a frame and its body; `Ok(None)` when the peer closed the stream between frames.
+/// The body is read straight into its buffer, never decoded.
+pub async fn read_frame_with_body<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+    max_body: usize,
+) -> Result<Option<(T, Vec<u8>)>, FrameError> {
+    let Some(msg) = read_frame(r, MAX_HEADER).await? else {
+        return Ok(None);
+    };
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max_body {
+        return Err(FrameError::TooLarge { len, max: max_body });
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(Some((msg, body)))
+}
+
+/// Largest CBOR header of a frame that carries a body.
+pub const MAX_HEADER: usize = 64 * 1024;
 
 /// Writes one frame.
 pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
@@ -113,6 +170,61 @@ mod tests {
                     .is_none(),
                 "clean end"
             );
+        });
+    }
+
+    #[test]
+    fn bodies_travel_raw_and_are_bounded() {
+        block_on(async {
+            let mut buf = Cursor::new(Vec::new());
+            let m = Msg { n: 1, data: vec![] };
+            write_frame_with_body(&mut buf, &m, &[7u8; 5000], 10_000)
+                .await
+                .unwrap();
+            write_frame_with_body(&mut buf, &m, &[], 10_000)
+                .await
+                .unwrap();
+            assert!(matches!(
+                write_frame_with_body(&mut buf, &m, &[0u8; 20], 10).await,
+                Err(FrameError::TooLarge { .. })
+            ));
+            buf.set_position(0);
+            let (got, body) = read_frame_with_body::<_, Msg>(&mut buf, 10_000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((got, body), (Msg { n: 1, data: vec![] }, vec![7u8; 5000]));
+            let (_, body) = read_frame_with_body::<_, Msg>(&mut buf, 10_000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(body.is_empty());
+            assert!(
+                read_frame_with_body::<_, Msg>(&mut buf, 10_000)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            // A body longer than allowed is refused before it is read; a short one is an error.
+            let mut big = Cursor::new(Vec::new());
+            write_frame_with_body(&mut big, &m, &[1u8; 100], 1000)
+                .await
+                .unwrap();
+            big.set_position(0);
+            assert!(matches!(
+                read_frame_with_body::<_, Msg>(&mut big, 50).await,
+                Err(FrameError::TooLarge { .. })
+            ));
+            let mut cut = Cursor::new(Vec::new());
+            write_frame_with_body(&mut cut, &m, &[1u8; 100], 1000)
+                .await
+                .unwrap();
+            let mut bytes = cut.into_inner();
+            bytes.truncate(bytes.len() - 10);
+            assert!(matches!(
+                read_frame_with_body::<_, Msg>(&mut Cursor::new(bytes), 1000).await,
+                Err(FrameError::Io(_))
+            ));
         });
     }
 
