@@ -217,6 +217,7 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>),
         events: event_tx,
         connected: HashSet::new(),
         listen_addrs: Vec::new(),
+        dial_failures_reported: HashSet::new(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -242,6 +243,8 @@ struct EventLoop {
     connected: HashSet<PeerId>,
     /// Concrete addresses we listen on (a wildcard listener expands to one per interface).
     listen_addrs: Vec<Multiaddr>,
+    /// Bootstrap failures already logged (each is logged once).
+    dial_failures_reported: HashSet<String>,
 }
 
 impl EventLoop {
@@ -339,6 +342,17 @@ impl EventLoop {
                 ..
             } if self.connected.remove(&peer_id) => {
                 emit(&self.events, NetEvent::Disconnected(peer_id)).await;
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id: None, error, .. } => {
+                // A bootstrap address (dialed without a peer id): say once why it fails, so a
+                // wrong network key or address is visible without debug logs.
+                let why = error.to_string();
+                if self.dial_failures_reported.insert(why.clone()) {
+                    tracing::warn!(
+                        error = %why,
+                        "cannot connect to a bootstrap address (a peer with a different network key fails the handshake); retrying every 5 s"
+                    );
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
