@@ -91,8 +91,9 @@ impl NetFlags {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("P2PFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error,libp2p_kad=error"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("P2PFS_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,fuser=error,libp2p_kad=error")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

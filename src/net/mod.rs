@@ -343,7 +343,11 @@ impl EventLoop {
             } if self.connected.remove(&peer_id) => {
                 emit(&self.events, NetEvent::Disconnected(peer_id)).await;
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: None, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: None,
+                error,
+                ..
+            } => {
                 // A bootstrap address (dialed without a peer id): say once why it fails, so a
                 // wrong network key or address is visible without debug logs.
                 let why = error.to_string();
