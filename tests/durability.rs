@@ -772,3 +772,91 @@ fn network_key_file_created_0600_and_reused() {
     assert_file_eq(&b.p("x"), b"x");
     b.stop();
 }
+
+/// Unmounts a path when dropped (after the guarded process is gone), even on panic.
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            unmount(&self.0);
+        }
+    }
+}
+
+/// The README's one-command start: `p2pfs mount MOUNTPOINT` creates a node in the XDG data
+/// home on first use, mounts, stops cleanly on SIGTERM, and finds its files again next time.
+#[test]
+fn one_command_mount_creates_default_node_and_keeps_files() {
+    let base = tempfile::tempdir().unwrap();
+    let xdg = base.path().join("xdg");
+    let mnt = base.path().join("files");
+    let _unmount = MountGuard(mnt.clone());
+    let start = || {
+        let mut child = ChildGuard(Some(
+            Command::new(bin())
+                .arg("mount")
+                .arg(&mnt)
+                // Alone on loopback: no traffic beyond this machine.
+                .args([
+                    "--listen",
+                    "/ip4/127.0.0.1/tcp/0",
+                    "--no-mdns",
+                    "--replicas",
+                    "1",
+                ])
+                .env("XDG_DATA_HOME", &xdg)
+                .env_remove("P2PFS_DATA_DIR")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+        assert!(
+            wait_until(START_TIMEOUT, || is_mounted(&mnt)
+                || child.try_wait().is_some()),
+            "mount did not appear"
+        );
+        assert!(
+            is_mounted(&mnt),
+            "p2pfs mount exited: {:?}",
+            child.try_wait()
+        );
+        child
+    };
+    let stop = |mut child: ChildGuard| {
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let status = child
+            .wait_timeout(STOP_TIMEOUT)
+            .expect("p2pfs mount did not stop");
+        assert!(status.success(), "exit status {status:?}");
+        assert!(!is_mounted(&mnt), "still mounted after SIGTERM");
+    };
+
+    let child = start();
+    let data_dir = xdg.join("p2pfs");
+    assert!(
+        data_dir.join("config.toml").exists(),
+        "no node created in the XDG data home"
+    );
+    assert_eq!(
+        fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    write_and_close(
+        &mnt.join("hello.txt"),
+        b"hello from the one-command start\n",
+    )
+    .unwrap();
+    stop(child);
+
+    let child = start();
+    assert_file_eq(
+        &mnt.join("hello.txt"),
+        b"hello from the one-command start\n",
+    );
+    stop(child);
+}

@@ -45,6 +45,8 @@ enum Command {
         /// Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
         #[arg(long, env = "P2PFS_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        net: NetFlags,
     },
 }
 
@@ -140,6 +142,7 @@ fn main() -> Result<()> {
         Command::Mount {
             mountpoint,
             data_dir,
+            net,
         } => {
             let data_dir = match data_dir {
                 Some(d) => d,
@@ -151,7 +154,9 @@ fn main() -> Result<()> {
                 let report = node::init(&data_dir, None)?;
                 print_init(&data_dir, &report);
             }
-            Node::load(&data_dir)?.run(&mountpoint)?;
+            let mut node = Node::load(&data_dir)?;
+            net.apply(&mut node.config);
+            node.run(&mountpoint)?;
         }
     }
     Ok(())
