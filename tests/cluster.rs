@@ -131,13 +131,7 @@ fn five_nodes_chunks_on_exactly_r_owners() {
     let ids = c.peer_ids();
     for (i, n) in c.nodes.iter().enumerate() {
         let s = n.status();
-        let mut want: Vec<String> = ids
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, p)| p.clone())
-            .collect();
-        want.sort();
+        let want = others(&ids, i);
         assert_eq!(
             alive_peers(&s),
             want,

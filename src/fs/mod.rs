@@ -390,6 +390,16 @@ impl FsCore {
         self.tree.read().get(ino).cloned().ok_or(FsError::NotFound)
     }
 
+    /// The node of a regular file (what open and truncate act on).
+    fn file_node(&self, ino: u64) -> FsResult<Node> {
+        let node = self.node(ino)?;
+        match node.meta.kind {
+            EntryKind::File => Ok(node),
+            EntryKind::Dir => Err(FsError::IsDir),
+            EntryKind::Symlink => Err(FsError::Invalid),
+        }
+    }
+
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         match self.node(ino) {
             Ok(node) => Ok(self.live_attr(ino, &node)),
@@ -661,12 +671,7 @@ impl FsCore {
 
     pub fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<Attr> {
         if let Some(size) = set.size {
-            let node = self.node(ino)?;
-            match node.meta.kind {
-                EntryKind::Dir => return Err(FsError::IsDir),
-                EntryKind::Symlink => return Err(FsError::Invalid),
-                EntryKind::File => {}
-            }
+            let node = self.file_node(ino)?;
             let file = self.acquire_file(ino, &node);
             let result = file
                 .truncate(&self.io, size)
@@ -773,12 +778,7 @@ impl FsCore {
     }
 
     pub fn open(&self, ino: u64, writable: bool) -> FsResult<u64> {
-        let node = self.node(ino)?;
-        match node.meta.kind {
-            EntryKind::Dir => return Err(FsError::IsDir),
-            EntryKind::Symlink => return Err(FsError::Invalid),
-            EntryKind::File => {}
-        }
+        let node = self.file_node(ino)?;
         let file = self.acquire_file(ino, &node);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(

@@ -1169,6 +1169,18 @@ pub fn status_peers(status: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 /// Peer ids a status lists as `alive`, sorted.
+/// Every peer id but the `i`th, sorted (what node `i` should list as its peers).
+pub fn others(ids: &[String], i: usize) -> Vec<String> {
+    let mut want: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, p)| p.clone())
+        .collect();
+    want.sort();
+    want
+}
+
 pub fn alive_peers(status: &serde_json::Value) -> Vec<String> {
     let mut v: Vec<String> = status_peers(status)
         .into_iter()
@@ -1344,13 +1356,7 @@ impl Cluster {
                         return false;
                     }
                 };
-                let mut want: Vec<String> = ids
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, p)| p.clone())
-                    .collect();
-                want.sort();
+                let want = others(&ids, i);
                 if alive_peers(&s) != want || (ids.len() > 1 && s["network"] != "connected") {
                     last = format!(
                         "node {} ({}): network={} peers={:?}, want alive {want:?}",
