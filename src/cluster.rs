@@ -53,6 +53,8 @@ pub struct ChunkRouter {
     rt: tokio::runtime::Handle,
     /// Chunks written with fewer than R copies (too few live nodes, or owners that failed).
     under_replicated: AtomicU64,
+    /// Wakes the repair loop (a write fell short of R copies, or membership changed).
+    repair_wanted: Arc<tokio::sync::Notify>,
 }
 
 impl ChunkRouter {
@@ -76,8 +78,17 @@ impl ChunkRouter {
         self.replicas
     }
 
-    pub fn under_replicated(&self) -> u64 {
+    /// Chunks written with fewer than R copies since start (repair then restores them).
+    pub fn written_under_replicated(&self) -> u64 {
         self.under_replicated.load(Ordering::Relaxed)
+    }
+
+    pub fn client(&self) -> &ChunkClient {
+        &self.client
+    }
+
+    pub fn repair_wanted(&self) -> Arc<tokio::sync::Notify> {
+        self.repair_wanted.clone()
     }
 
     /// Stores one copy; the error says whether the holder's disk was full.
@@ -140,6 +151,7 @@ impl RemoteChunks for ChunkRouter {
             }
             if copies < self.replicas {
                 self.under_replicated.fetch_add(1, Ordering::Relaxed);
+                self.repair_wanted.notify_one();
             }
             Ok(())
         })
@@ -180,6 +192,7 @@ impl Cluster {
             capacity: config.capacity,
             rt: tokio::runtime::Handle::current(),
             under_replicated: AtomicU64::new(0),
+            repair_wanted: Arc::new(tokio::sync::Notify::new()),
         });
         // Announcement numbers start from the clock so a restarted node's are newer.
         let seq = SystemTime::now()
@@ -258,7 +271,15 @@ impl Cluster {
         });
     }
 
-    fn log_membership(events: Vec<MembershipEvent>) {
+    fn log_membership(&self, events: Vec<MembershipEvent>) {
+        if events.iter().any(|e| match e {
+            MembershipEvent::Joined(_) => true,
+            // Suspects keep their place: moving data for a reboot would be a storm.
+            MembershipEvent::StateChanged { to, from, .. } => to.is_live() != from.is_live(),
+            MembershipEvent::Forgotten(_) => false,
+        }) {
+            self.router.repair_wanted.notify_one();
+        }
         for e in events {
             match e {
                 MembershipEvent::Joined(peer) => tracing::info!(%peer, "peer joined"),
@@ -292,7 +313,7 @@ impl Cluster {
                             .take(16)
                             .collect();
                         self.net.add_addresses(from, addrs);
-                        Self::log_membership(events);
+                        self.log_membership(events);
                     }
                     Err(e) => tracing::debug!(%from, error = %e, "announcement refused"),
                 }
@@ -332,12 +353,12 @@ impl Cluster {
                     let Some(event) = event else { return };
                     match event {
                         NetEvent::Gossip { topic, from, data } => {
-                            Self::log_membership(self.membership.write().heard_from(&from, Instant::now()));
+                            self.log_membership(self.membership.write().heard_from(&from, Instant::now()));
                             self.on_gossip(topic, from, data, &core);
                         }
                         NetEvent::Subscribed(_) => self.announce(AnnouncedState::Alive).await,
                         NetEvent::Connected(peer) => {
-                            Self::log_membership(self.membership.write().heard_from(&peer, Instant::now()));
+                            self.log_membership(self.membership.write().heard_from(&peer, Instant::now()));
                             self.spawn_sync(peer, &core);
                         }
                         NetEvent::Disconnected(peer) => self.router.client.forget(&peer),
@@ -347,7 +368,7 @@ impl Cluster {
                 _ = announce.tick() => self.announce(AnnouncedState::Alive).await,
                 _ = liveness.tick() => {
                     let events = self.membership.write().tick(Instant::now());
-                    Self::log_membership(events);
+                    self.log_membership(events);
                 }
                 _ = anti_entropy.tick() => {
                     let peers = self.net.connected().await;

@@ -54,6 +54,10 @@ pub struct NetworkConfig {
     pub announce_interval_ms: u64,
     /// How often this node runs anti-entropy with a random peer.
     pub sync_interval_secs: u64,
+    /// Time between periodic repair passes (membership changes also start one).
+    pub repair_interval_secs: u64,
+    /// Repair bandwidth limit in MB/s (10^6 bytes); 0 = unlimited.
+    pub repair_rate_mb: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,6 +102,8 @@ impl Default for NetworkConfig {
             dead_after_secs: 60,
             announce_interval_ms: 2000,
             sync_interval_secs: 10,
+            repair_interval_secs: 60,
+            repair_rate_mb: 100,
         }
     }
 }
@@ -168,7 +174,8 @@ impl Config {
                 "network.dead_after_secs must be at least network.suspect_after_secs (> 0)".into(),
             );
         }
-        if n.announce_interval_ms < 100 || n.sync_interval_secs == 0 {
+        if n.announce_interval_ms < 100 || n.sync_interval_secs == 0 || n.repair_interval_secs == 0
+        {
             return Err(
                 "network.announce_interval_ms must be >= 100 and sync_interval_secs > 0".into(),
             );

@@ -12,6 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::block::ChunkStore;
 use crate::cluster::Cluster;
 use crate::fs::FsCore;
+use crate::repair::Repair;
 
 pub const SOCKET_FILE: &str = "control.sock";
 /// A request line longer than this is refused (and the connection closed).
@@ -91,6 +92,7 @@ pub struct StatusSource {
     pub core: Arc<FsCore>,
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
+    pub repair: Arc<Repair>,
     pub network_fingerprint: String,
     pub mount: PathBuf,
 }
@@ -142,9 +144,8 @@ impl StatusSource {
                 factor: self.cluster.router.replicas() as u32,
                 chunks_stored: stored.len() as u64,
                 bytes_stored: stored.iter().map(|(_, n)| n).sum(),
-                under_replicated: self.cluster.router.under_replicated(),
-                // Repair arrives with issue 4.
-                repair_queue: 0,
+                under_replicated: self.repair.under_replicated(),
+                repair_queue: self.repair.queue(),
             },
             cache: CacheStatus {
                 bytes: stats.cache.bytes,

@@ -23,5 +23,6 @@ pub mod namespace;
 pub mod net;
 pub mod node;
 pub mod placement;
+pub mod repair;
 pub mod rpc;
 pub mod util;

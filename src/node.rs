@@ -19,6 +19,7 @@ use crate::membership::LivenessConfig;
 use crate::namespace::volume::VolumeError;
 use crate::namespace::{NamespaceError, NamespaceStore, Volume};
 use crate::net::NetError;
+use crate::repair::{Repair, RepairConfig};
 use crate::util::fsutil::{create_private_dir, write_new};
 
 pub const NAMESPACE_FILE: &str = "namespace.redb";
@@ -256,12 +257,25 @@ impl Node {
         runtime.spawn(crate::rpc::chunk::serve(chunk_streams, self.chunks.clone()));
         runtime.spawn(crate::rpc::sync::serve(sync_streams, core.clone()));
         runtime.spawn(cluster.clone().run(core.clone(), net_events, publish_rx));
+        let repair = Repair::new(
+            cluster.router.clone(),
+            self.chunks.clone(),
+            cluster.router.client().clone(),
+            net.local,
+            RepairConfig {
+                interval: Duration::from_secs(n.repair_interval_secs),
+                rate_bytes_per_sec: n.repair_rate_mb * 1_000_000,
+            },
+            cluster.router.repair_wanted(),
+        );
+        runtime.spawn(repair.clone().run());
         runtime.spawn(control::serve(
             control_listener,
             Arc::new(control::StatusSource {
                 core: core.clone(),
                 chunks: self.chunks.clone(),
                 cluster: cluster.clone(),
+                repair,
                 network_fingerprint: self.network_key.fingerprint(),
                 mount: std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
             }),

@@ -523,3 +523,72 @@ fn crashed_peer_turns_suspect_then_dead_and_restart_revives_it() {
         c.nodes[0].status()
     );
 }
+
+/// Self-repair: a node killed for good has its chunks re-replicated from the survivors once it
+/// is dead; when it comes back, data moves back to it and the extra copies are dropped, so
+/// every chunk ends on exactly R nodes again.
+#[test]
+fn dead_node_is_repaired_and_a_rejoin_rebalances_to_exactly_r() {
+    let chunk = 65_536;
+    let mut c = Cluster::start_opts(
+        4,
+        ClusterOpts {
+            chunk_size: Some(chunk),
+            extra_args: vec!["--dead-after".into(), "5".into()],
+            ..ClusterOpts::replicas(3)
+        },
+    );
+    let data = random_bytes(9, 2 * MIB);
+    write_and_close(&c.nodes[0].p("repair.bin"), &data).unwrap();
+    let n_chunks = data.len().div_ceil(chunk);
+    let holders = chunk_holders(&c);
+    assert_eq!(holders.len(), n_chunks);
+    assert!(misplaced(&holders, 3).is_empty());
+    let victim_held = c.nodes[3].chunk_ids().len();
+    assert!(victim_held > 0, "node 4 should hold some chunks");
+
+    // Kill node 4 for good: once it is dead, the 3 survivors must hold every chunk.
+    c.nodes[3].kill9();
+    c.nodes[3].cleanup_dead_mount();
+    let survivors_hold_all =
+        |c: &Cluster| c.nodes[..3].iter().all(|n| n.chunk_ids().len() == n_chunks);
+    assert!(
+        wait_until(Duration::from_secs(60), || survivors_hold_all(&c)),
+        "survivors did not restore 3 copies: {:?}",
+        c.nodes[..3]
+            .iter()
+            .map(|n| n.chunk_ids().len())
+            .collect::<Vec<_>>()
+    );
+    for n in &c.nodes[..3] {
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                let s = n.status();
+                s["replication"]["under_replicated"] == 0 && s["replication"]["repair_queue"] == 0
+            }),
+            "repair not finished: {}",
+            n.status()
+        );
+    }
+    assert_file_eq(&c.nodes[2].p("repair.bin"), &data);
+
+    // It comes back: data moves back to it, and extra copies go, to exactly 3 per chunk.
+    let boot = c.nodes[0].bootstrap_addr();
+    c.nodes[3].start_args(&loopback_args(
+        3,
+        &[
+            "--dead-after".into(),
+            "5".into(),
+            "--bootstrap".into(),
+            boot,
+        ],
+    ));
+    assert!(
+        wait_until(Duration::from_secs(90), || misplaced(&chunk_holders(&c), 3)
+            .is_empty()),
+        "not rebalanced to exactly 3 copies: {:?}",
+        misplaced(&chunk_holders(&c), 3)
+    );
+    assert_eq!(chunk_holders(&c).len(), n_chunks);
+    assert_file_eq(&c.nodes[3].p("repair.bin"), &data);
+}

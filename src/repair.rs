@@ -1,0 +1,225 @@
+//! Repair: every node keeps the chunks it holds at R copies on their owners.
+//!
+//! For each chunk it holds, a node asks the nodes ranked above it and the chunk's owners
+//! (have-batches, one round trip per peer) whether they hold it. The *responsible* node is the
+//! highest-ranked live node that holds the chunk: normally the first owner, after a loss the
+//! best-ranked survivor. Only it pushes copies to owners that lack one, so a loss does not make
+//! every survivor push the same chunk. A holder that is not an owner drops its copy once every
+//! owner has confirmed holding it (a join thereby moves data to the new node and nowhere else).
+//! Passes run periodically and whenever membership changes; pushes are rate-limited.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use tokio::sync::Notify;
+
+use crate::block::{ChunkId, ChunkStore};
+use crate::cluster::ChunkRouter;
+use crate::rpc::chunk::{ChunkClient, MAX_HAVE_BATCH};
+
+pub struct RepairConfig {
+    /// Time between periodic passes.
+    pub interval: Duration,
+    /// Bytes per second pushed by repair; 0 = unlimited.
+    pub rate_bytes_per_sec: u64,
+}
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassReport {
+    pub chunks: usize,
+    pub pushed: usize,
+    pub dropped: usize,
+    /// Chunks this node is responsible for that still lack copies on some owner.
+    pub under_replicated: usize,
+}
+
+pub struct Repair {
+    router: Arc<ChunkRouter>,
+    store: Arc<ChunkStore>,
+    client: ChunkClient,
+    local: PeerId,
+    config: RepairConfig,
+    trigger: Arc<Notify>,
+    queue: AtomicU64,
+    under_replicated: AtomicU64,
+}
+
+impl Repair {
+    /// `trigger` is notified when a pass is wanted soon (membership changed, a write fell
+    /// short of R copies).
+    pub fn new(
+        router: Arc<ChunkRouter>,
+        store: Arc<ChunkStore>,
+        client: ChunkClient,
+        local: PeerId,
+        config: RepairConfig,
+        trigger: Arc<Notify>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            router,
+            store,
+            client,
+            local,
+            config,
+            trigger,
+            queue: AtomicU64::new(0),
+            under_replicated: AtomicU64::new(0),
+        })
+    }
+
+    /// Copies still to push in the running pass.
+    pub fn queue(&self) -> u64 {
+        self.queue.load(Ordering::Relaxed)
+    }
+
+    /// Chunks found short of R copies by the last pass.
+    pub fn under_replicated(&self) -> u64 {
+        self.under_replicated.load(Ordering::Relaxed)
+    }
+
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = self.trigger.notified() => {
+                    // Let a burst of membership changes settle into one pass.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            let report = self.pass().await;
+            if report.pushed > 0 || report.dropped > 0 || report.under_replicated > 0 {
+                tracing::info!(
+                    chunks = report.chunks,
+                    pushed = report.pushed,
+                    dropped = report.dropped,
+                    under_replicated = report.under_replicated,
+                    "repair pass"
+                );
+            }
+        }
+    }
+
+    async fn holdings(
+        &self,
+        asks: HashMap<PeerId, Vec<ChunkId>>,
+    ) -> HashMap<(PeerId, ChunkId), bool> {
+        let mut known = HashMap::new();
+        for (peer, ids) in asks {
+            for batch in ids.chunks(MAX_HAVE_BATCH) {
+                match self.client.have(peer, batch.to_vec()).await {
+                    Ok(bits) => {
+                        known.extend(batch.iter().zip(bits).map(|(id, has)| ((peer, *id), has)))
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "repair: peer did not answer");
+                        break;
+                    }
+                }
+            }
+        }
+        known
+    }
+
+    /// One pass over every chunk this node holds.
+    pub async fn pass(&self) -> PassReport {
+        let store = self.store.clone();
+        let held: Vec<ChunkId> = match tokio::task::spawn_blocking(move || store.list()).await {
+            Ok(Ok(list)) => list.into_iter().map(|(id, _)| id).collect(),
+            _ => return PassReport::default(),
+        };
+        let placement = self.router.placement();
+        let r = self.router.replicas();
+        // Who to ask about what: the nodes ranked above us, and the owners.
+        let mut plans = Vec::with_capacity(held.len());
+        let mut asks: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
+        for id in held {
+            let ranked = placement.ranked(&id);
+            let owners: Vec<PeerId> = placement.owners(&id, r);
+            let my_rank = ranked
+                .iter()
+                .position(|p| *p == self.local)
+                .unwrap_or(ranked.len());
+            for p in ranked.iter().take(my_rank.max(owners.len())) {
+                if *p != self.local {
+                    asks.entry(*p).or_default().push(id);
+                }
+            }
+            plans.push((id, ranked, owners, my_rank));
+        }
+        let known = self.holdings(asks).await;
+        let holds = |p: &PeerId, id: &ChunkId| {
+            *p == self.local || known.get(&(*p, *id)).copied().unwrap_or(false)
+        };
+
+        let mut report = PassReport {
+            chunks: plans.len(),
+            ..Default::default()
+        };
+        let mut pushes = Vec::new();
+        let mut drops = Vec::new();
+        for (id, ranked, owners, my_rank) in plans {
+            let i_own = owners.contains(&self.local);
+            let all_owners_hold = owners.iter().all(|o| holds(o, &id));
+            if !i_own && all_owners_hold && !owners.is_empty() {
+                drops.push(id);
+                continue;
+            }
+            // Responsible: no node ranked above us holds it.
+            let responsible = ranked.iter().take(my_rank).all(|p| !holds(p, &id));
+            if !responsible {
+                continue;
+            }
+            let missing: Vec<PeerId> = owners.iter().filter(|o| !holds(o, &id)).copied().collect();
+            if !missing.is_empty() {
+                pushes.push((id, missing));
+            }
+        }
+        self.queue.store(
+            pushes.iter().map(|(_, m)| m.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
+        for (id, missing) in pushes {
+            let store = self.store.clone();
+            let data = match tokio::task::spawn_blocking(move || store.get(&id)).await {
+                Ok(Ok(d)) => d,
+                _ => {
+                    self.queue
+                        .fetch_sub(missing.len() as u64, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let mut short = false;
+            for owner in missing {
+                match self.client.put(owner, id, &data).await {
+                    Ok(()) => report.pushed += 1,
+                    Err(e) => {
+                        tracing::debug!(peer = %owner, chunk = %id, error = %e, "repair push failed");
+                        short = true;
+                    }
+                }
+                self.queue.fetch_sub(1, Ordering::Relaxed);
+                if self.config.rate_bytes_per_sec > 0 {
+                    let secs = data.len() as f64 / self.config.rate_bytes_per_sec as f64;
+                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                }
+            }
+            report.under_replicated += usize::from(short);
+        }
+        for id in drops {
+            let store = self.store.clone();
+            if matches!(
+                tokio::task::spawn_blocking(move || store.delete(&id)).await,
+                Ok(Ok(()))
+            ) {
+                report.dropped += 1;
+            }
+        }
+        self.under_replicated
+            .store(report.under_replicated as u64, Ordering::Relaxed);
+        report
+    }
+}
