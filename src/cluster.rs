@@ -58,6 +58,16 @@ pub struct ChunkRouter {
 }
 
 impl ChunkRouter {
+    /// Placement as it will be once this node is gone (for handing its data off).
+    pub fn placement_without_self(&self) -> Placement {
+        let candidates = self.membership.read().placement_peers();
+        Placement::new(
+            candidates
+                .into_iter()
+                .map(|(peer, capacity)| Candidate { peer, capacity }),
+        )
+    }
+
     /// Owners are computed from this node's view: live members (alive or suspect) and itself.
     pub fn placement(&self) -> Placement {
         let mut candidates: Vec<Candidate> = self
@@ -178,6 +188,7 @@ pub struct Cluster {
     pub membership: Arc<RwLock<Membership>>,
     config: ClusterConfig,
     seq: AtomicU64,
+    state: parking_lot::Mutex<AnnouncedState>,
 }
 
 impl Cluster {
@@ -205,10 +216,18 @@ impl Cluster {
             membership,
             config,
             seq: AtomicU64::new(seq),
+            state: parking_lot::Mutex::new(AnnouncedState::Alive),
         })
     }
 
-    async fn announce(&self, state: AnnouncedState) {
+    /// Changes what this node announces (alive, leaving, left) and announces it now.
+    pub async fn set_state(&self, state: AnnouncedState) {
+        *self.state.lock() = state;
+        self.announce().await;
+    }
+
+    async fn announce(&self) {
+        let state = *self.state.lock();
         let addrs = self.net.listen_addrs().await;
         let a = Announcement {
             peer: self.net.local.to_bytes(),
@@ -356,7 +375,7 @@ impl Cluster {
                             self.log_membership(self.membership.write().heard_from(&from, Instant::now()));
                             self.on_gossip(topic, from, data, &core);
                         }
-                        NetEvent::Subscribed(_) => self.announce(AnnouncedState::Alive).await,
+                        NetEvent::Subscribed(_) => self.announce().await,
                         NetEvent::Connected(peer) => {
                             self.log_membership(self.membership.write().heard_from(&peer, Instant::now()));
                             self.spawn_sync(peer, &core);
@@ -365,7 +384,7 @@ impl Cluster {
                     }
                 }
                 Some(entries) = committed.recv() => self.publish_entries(entries),
-                _ = announce.tick() => self.announce(AnnouncedState::Alive).await,
+                _ = announce.tick() => self.announce().await,
                 _ = liveness.tick() => {
                     let events = self.membership.write().tick(Instant::now());
                     self.log_membership(events);

@@ -22,12 +22,15 @@ const MAX_REQUEST: usize = 64 * 1024;
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Leave the network gracefully: hand off data, then unmount and exit.
+    Leave,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Reply {
     Status(Box<Status>),
+    Leaving,
     Error { message: String },
 }
 
@@ -93,6 +96,8 @@ pub struct StatusSource {
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
     pub repair: Arc<Repair>,
+    /// Notified by a `leave` request; the node then leaves as on SIGTERM.
+    pub leave: Arc<tokio::sync::Notify>,
     pub network_fingerprint: String,
     pub mount: PathBuf,
 }
@@ -208,6 +213,10 @@ async fn handle(stream: UnixStream, source: &StatusSource) -> Result<(), Control
     while let Some(line) = lines.next_line().await? {
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(Request::Status) => Reply::Status(Box::new(source.status().await)),
+            Ok(Request::Leave) => {
+                source.leave.notify_one();
+                Reply::Leaving
+            }
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },

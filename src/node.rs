@@ -15,7 +15,7 @@ use crate::fuse::FuseAdapter;
 use crate::identity::{
     IdentityError, NODE_KEY_FILE, NetworkKey, NodeIdentity, USER_KEY_FILE, UserIdentity,
 };
-use crate::membership::LivenessConfig;
+use crate::membership::{AnnouncedState, LivenessConfig};
 use crate::namespace::volume::VolumeError;
 use crate::namespace::{NamespaceError, NamespaceStore, Volume};
 use crate::net::NetError;
@@ -269,13 +269,15 @@ impl Node {
             cluster.router.repair_wanted(),
         );
         runtime.spawn(repair.clone().run());
+        let leave_requested = Arc::new(tokio::sync::Notify::new());
         runtime.spawn(control::serve(
             control_listener,
             Arc::new(control::StatusSource {
                 core: core.clone(),
                 chunks: self.chunks.clone(),
                 cluster: cluster.clone(),
-                repair,
+                repair: repair.clone(),
+                leave: leave_requested.clone(),
                 network_fingerprint: self.network_key.fingerprint(),
                 mount: std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
             }),
@@ -329,8 +331,9 @@ impl Node {
 
         let stopped_by_signal = runtime.block_on(async {
             tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: unmounting"); true }
-                _ = int.recv() => { tracing::info!("SIGINT: unmounting"); true }
+                _ = term.recv() => { tracing::info!("SIGTERM: leaving the network"); true }
+                _ = int.recv() => { tracing::info!("SIGINT: leaving the network"); true }
+                _ = leave_requested.notified() => { tracing::info!("leave requested: leaving the network"); true }
                 result = gone_rx => {
                     if let Ok(Err(e)) = result {
                         tracing::error!(error = %e, "FUSE session ended with an error");
@@ -340,6 +343,25 @@ impl Node {
                     false
                 }
             }
+        });
+        // Graceful leave: say so, hand off what the others will need, say we left.
+        runtime.block_on(async {
+            cluster.set_state(AnnouncedState::Leaving).await;
+            let handed = repair.handoff().await;
+            if handed.under_replicated > 0 {
+                tracing::warn!(
+                    short = handed.under_replicated,
+                    "some chunks could not be handed off before leaving"
+                );
+            }
+            tracing::info!(
+                chunks = handed.chunks,
+                copies_pushed = handed.pushed,
+                "handed off; left the network"
+            );
+            cluster.set_state(AnnouncedState::Left).await;
+            // Give gossip a moment to carry the last announcement.
+            tokio::time::sleep(Duration::from_millis(300)).await;
         });
         if stopped_by_signal && let Err(e) = unmounter.unmount() {
             tracing::warn!(error = %e, "unmount failed; detaching the mount");

@@ -124,6 +124,86 @@ impl Repair {
         known
     }
 
+    /// Before a graceful leave: makes sure every chunk this node holds is on its owners as
+    /// they will be without it. Returns what it pushed and how many chunks stayed short.
+    pub async fn handoff(&self) -> PassReport {
+        let store = self.store.clone();
+        let held: Vec<ChunkId> = match tokio::task::spawn_blocking(move || store.list()).await {
+            Ok(Ok(list)) => list.into_iter().map(|(id, _)| id).collect(),
+            _ => return PassReport::default(),
+        };
+        let placement = self.router.placement_without_self();
+        let r = self.router.replicas();
+        let mut asks: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
+        let plans: Vec<(ChunkId, Vec<PeerId>)> = held
+            .into_iter()
+            .map(|id| {
+                let owners = placement.owners(&id, r);
+                for o in &owners {
+                    asks.entry(*o).or_default().push(id);
+                }
+                (id, owners)
+            })
+            .collect();
+        let chunks = plans.len();
+        let known = self.holdings(asks).await;
+        let pushes = plans
+            .into_iter()
+            .map(|(id, owners)| {
+                let missing = owners
+                    .into_iter()
+                    .filter(|o| !known.get(&(*o, id)).copied().unwrap_or(false))
+                    .collect();
+                (id, missing)
+            })
+            .collect();
+        PassReport {
+            chunks,
+            ..self.push_all(pushes).await
+        }
+    }
+
+    /// Pushes each chunk to the peers that lack it (rate-limited), counting progress in
+    /// `repair_queue`.
+    async fn push_all(&self, pushes: Vec<(ChunkId, Vec<PeerId>)>) -> PassReport {
+        let mut report = PassReport::default();
+        self.queue.store(
+            pushes.iter().map(|(_, m)| m.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
+        for (id, missing) in pushes {
+            if missing.is_empty() {
+                continue;
+            }
+            let store = self.store.clone();
+            let data = match tokio::task::spawn_blocking(move || store.get(&id)).await {
+                Ok(Ok(d)) => d,
+                _ => {
+                    self.queue
+                        .fetch_sub(missing.len() as u64, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let mut short = false;
+            for owner in missing {
+                match self.client.put(owner, id, &data).await {
+                    Ok(()) => report.pushed += 1,
+                    Err(e) => {
+                        tracing::debug!(peer = %owner, chunk = %id, error = %e, "repair push failed");
+                        short = true;
+                    }
+                }
+                self.queue.fetch_sub(1, Ordering::Relaxed);
+                if self.config.rate_bytes_per_sec > 0 {
+                    let secs = data.len() as f64 / self.config.rate_bytes_per_sec as f64;
+                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                }
+            }
+            report.under_replicated += usize::from(short);
+        }
+        report
+    }
+
     /// One pass over every chunk this node holds.
     pub async fn pass(&self) -> PassReport {
         let store = self.store.clone();
@@ -178,37 +258,9 @@ impl Repair {
                 pushes.push((id, missing));
             }
         }
-        self.queue.store(
-            pushes.iter().map(|(_, m)| m.len() as u64).sum(),
-            Ordering::Relaxed,
-        );
-        for (id, missing) in pushes {
-            let store = self.store.clone();
-            let data = match tokio::task::spawn_blocking(move || store.get(&id)).await {
-                Ok(Ok(d)) => d,
-                _ => {
-                    self.queue
-                        .fetch_sub(missing.len() as u64, Ordering::Relaxed);
-                    continue;
-                }
-            };
-            let mut short = false;
-            for owner in missing {
-                match self.client.put(owner, id, &data).await {
-                    Ok(()) => report.pushed += 1,
-                    Err(e) => {
-                        tracing::debug!(peer = %owner, chunk = %id, error = %e, "repair push failed");
-                        short = true;
-                    }
-                }
-                self.queue.fetch_sub(1, Ordering::Relaxed);
-                if self.config.rate_bytes_per_sec > 0 {
-                    let secs = data.len() as f64 / self.config.rate_bytes_per_sec as f64;
-                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-                }
-            }
-            report.under_replicated += usize::from(short);
-        }
+        let pushed = self.push_all(pushes).await;
+        report.pushed = pushed.pushed;
+        report.under_replicated = pushed.under_replicated;
         for id in drops {
             let store = self.store.clone();
             if matches!(

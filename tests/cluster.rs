@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// For every chunk id stored anywhere in the cluster, the (1-based) nodes
@@ -591,4 +592,58 @@ fn dead_node_is_repaired_and_a_rejoin_rebalances_to_exactly_r() {
     );
     assert_eq!(chunk_holders(&c).len(), n_chunks);
     assert_file_eq(&c.nodes[3].p("repair.bin"), &data);
+}
+
+/// Graceful leave (`p2pfs-ctl leave`, same path as SIGTERM): the node hands its chunks off
+/// before it exits 0, and the others show it `left` at once, without waiting for --dead-after.
+#[test]
+fn graceful_leave_hands_off_and_shows_left() {
+    let chunk = 65_536;
+    let mut c = Cluster::start_opts(
+        4,
+        ClusterOpts {
+            chunk_size: Some(chunk),
+            ..ClusterOpts::replicas(3)
+        },
+    );
+    let data = random_bytes(11, 2 * MIB);
+    write_and_close(&c.nodes[0].p("leave.bin"), &data).unwrap();
+    let n_chunks = data.len().div_ceil(chunk);
+    assert!(misplaced(&chunk_holders(&c), 3).is_empty());
+    let leaver = c.nodes[3].peer_id();
+    assert!(!c.nodes[3].chunk_ids().is_empty());
+
+    let out = run_cmd(
+        Command::new(ctl_bin())
+            .args(["--data-dir"])
+            .arg(&c.nodes[3].dir)
+            .arg("leave"),
+        CMD_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert!(
+        wait_until(Duration::from_secs(30), || !c.nodes[3].is_running()),
+        "the node did not exit after leave; log:\n{}",
+        c.nodes[3].log_text()
+    );
+    c.nodes[3].stop(); // asserts exit status 0 and no mount left
+    // Handed off before exit: the three others hold every chunk, right away.
+    for n in &c.nodes[..3] {
+        assert_eq!(
+            n.chunk_ids().len(),
+            n_chunks,
+            "a survivor lacks chunks right after the leave"
+        );
+    }
+    // Shown as left well before the 60 s --dead-after.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            status_peers(&c.nodes[0].status())
+                .iter()
+                .any(|(p, s)| *p == leaver && s == "left")
+        }),
+        "node 1 does not show the leaver as left: {}",
+        c.nodes[0].status()
+    );
+    assert_file_eq(&c.nodes[1].p("leave.bin"), &data);
 }

@@ -34,6 +34,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Leave the network: hand this node's data off to the others, then unmount and exit.
+    Leave,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
     };
     let request = match cli.command {
         Command::Status { .. } => Request::Status,
+        Command::Leave => Request::Leave,
     };
     let reply = match control::call(&data_dir, &request) {
         Ok(r) => r,
@@ -134,9 +137,19 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        (Command::Leave, Reply::Leaving) => {
+            println!(
+                "the node is leaving: it hands its data off to the others, then unmounts and exits"
+            );
+            ExitCode::SUCCESS
+        }
         (_, Reply::Error { message }) => {
             eprintln!("p2pfs-ctl: the node refused: {message}");
             ExitCode::from(EXIT_ERROR)
+        }
+        (_, other) => {
+            eprintln!("p2pfs-ctl: the node answered out of protocol: {other:?}");
+            ExitCode::from(EXIT_IO)
         }
     }
 }
