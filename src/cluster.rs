@@ -88,6 +88,25 @@ impl ChunkRouter {
         self.replicas
     }
 
+    /// Fetches a chunk from the peers, owners first, verified against its id.
+    pub async fn fetch_async(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        for peer in self
+            .placement()
+            .ranked(id)
+            .into_iter()
+            .filter(|p| *p != self.local)
+        {
+            match self.client.get(peer, *id).await {
+                Ok(Some(data)) => return Ok(data),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, chunk = %id, error = %e, "fetch failed; trying the next peer")
+                }
+            }
+        }
+        Err(StoreError::Missing(*id))
+    }
+
     /// Chunks written with fewer than R copies since start (repair then restores them).
     pub fn written_under_replicated(&self) -> u64 {
         self.under_replicated.load(Ordering::Relaxed)
@@ -168,17 +187,7 @@ impl RemoteChunks for ChunkRouter {
     }
 
     fn fetch(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-        let ranked = self.placement().ranked(id);
-        self.rt.block_on(async {
-            for peer in ranked.into_iter().filter(|p| *p != self.local) {
-                match self.client.get(peer, *id).await {
-                    Ok(Some(data)) => return Ok(data),
-                    Ok(None) => {}
-                    Err(e) => tracing::debug!(%peer, chunk = %id, error = %e, "fetch failed; trying the next peer"),
-                }
-            }
-            Err(StoreError::Missing(*id))
-        })
+        self.rt.block_on(self.fetch_async(id))
     }
 }
 

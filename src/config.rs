@@ -75,6 +75,10 @@ pub struct StorageConfig {
     /// Bytes offered to the network for chunks (the placement weight); 0 = the size of the
     /// data dir's filesystem.
     pub capacity_bytes: u64,
+    /// Time between scrubs, which re-hash every stored chunk and replace corrupt copies.
+    pub scrub_interval_secs: u64,
+    /// Scrub read rate limit in MB/s (10^6 bytes); 0 = unlimited.
+    pub scrub_rate_mb: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +120,8 @@ impl Default for StorageConfig {
             write_buffer_bytes: 64 << 20,
             seal_threads: 4,
             capacity_bytes: 0,
+            scrub_interval_secs: 24 * 3600,
+            scrub_rate_mb: 50,
         }
     }
 }
@@ -161,6 +167,9 @@ impl Config {
         }
         if s.write_buffer_bytes < u64::from(s.chunk_size) * 2 {
             return Err("storage.write_buffer_bytes must hold at least two chunks".into());
+        }
+        if s.scrub_interval_secs == 0 {
+            return Err("storage.scrub_interval_secs must be > 0".into());
         }
         if s.seal_threads == 0 || s.seal_threads > 64 {
             return Err("storage.seal_threads must be between 1 and 64".into());

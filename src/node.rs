@@ -265,10 +265,13 @@ impl Node {
             RepairConfig {
                 interval: Duration::from_secs(n.repair_interval_secs),
                 rate_bytes_per_sec: n.repair_rate_mb * 1_000_000,
+                scrub_interval: Duration::from_secs(self.config.storage.scrub_interval_secs),
+                scrub_bytes_per_sec: self.config.storage.scrub_rate_mb * 1_000_000,
             },
             cluster.router.repair_wanted(),
         );
         runtime.spawn(repair.clone().run());
+        runtime.spawn(repair.clone().run_scrub());
         let leave_requested = Arc::new(tokio::sync::Notify::new());
         runtime.spawn(control::serve(
             control_listener,

@@ -647,3 +647,83 @@ fn graceful_leave_hands_off_and_shows_left() {
     );
     assert_file_eq(&c.nodes[1].p("leave.bin"), &data);
 }
+
+/// A chunk file whose bytes no longer match its name (chunks are named by the blake3 of their
+/// bytes).
+fn chunk_is_intact(path: &Path) -> bool {
+    match fs::read(path) {
+        Ok(bytes) => {
+            blake3::hash(&bytes).to_hex().as_str() == path.file_name().unwrap().to_str().unwrap()
+        }
+        Err(_) => false,
+    }
+}
+
+fn flip_a_byte(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x5a;
+    fs::write(path, bytes).unwrap();
+    assert!(!chunk_is_intact(path));
+}
+
+fn a_chunk_file(node: &Node) -> PathBuf {
+    let id = node
+        .chunk_ids()
+        .into_iter()
+        .next()
+        .expect("the node holds chunks");
+    node.dir
+        .join("chunks")
+        .join(&id[0..2])
+        .join(&id[2..4])
+        .join(&id)
+}
+
+/// A read that meets a corrupt local chunk is served from a replica without an error and puts
+/// a good copy back; the periodic scrub finds and replaces corrupt copies nobody reads.
+#[test]
+fn corrupt_chunks_are_served_from_replicas_and_scrubbed() {
+    let chunk = 65_536;
+    let mut c = Cluster::empty(ClusterOpts {
+        chunk_size: Some(chunk),
+        ..ClusterOpts::replicas(3)
+    });
+    for _ in 0..3 {
+        let n = c.init_node();
+        // Node 3 scrubs every 2 s.
+        if c.nodes.len() == 2 {
+            n.set_config("storage", "scrub_interval_secs", "2");
+        }
+        c.nodes.push(n);
+    }
+    c.start_node(0, None);
+    let boot = c.nodes[0].bootstrap_addr();
+    c.start_node(1, Some(&boot));
+    c.start_node(2, Some(&boot));
+    c.wait_formed();
+    let data = random_bytes(13, MIB);
+    write_and_close(&c.nodes[0].p("heal.bin"), &data).unwrap();
+    assert!(wait_for_file(&c.nodes[1].p("heal.bin"), &data, SPREAD_TIMEOUT).is_ok());
+
+    // Read path: corrupt one of node 2's chunks while it is down (so nothing is cached).
+    c.nodes[1].stop();
+    let bad = a_chunk_file(&c.nodes[1]);
+    flip_a_byte(&bad);
+    c.start_node(1, Some(&boot));
+    c.wait_formed();
+    assert_file_eq(&c.nodes[1].p("heal.bin"), &data);
+    assert!(
+        chunk_is_intact(&bad),
+        "the read did not put a good copy back"
+    );
+
+    // Scrub: corrupt a chunk on node 3 and read nothing; the scrub replaces it.
+    let bad = a_chunk_file(&c.nodes[2]);
+    flip_a_byte(&bad);
+    assert!(
+        wait_until(Duration::from_secs(20), || chunk_is_intact(&bad)),
+        "scrub did not restore the corrupt chunk; log:\n{}",
+        c.nodes[2].log_text()
+    );
+}

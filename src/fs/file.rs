@@ -89,8 +89,16 @@ impl ChunkIo {
         let local = self.store.get(&r.id);
         let ciphertext = match (local, &self.remote) {
             (Ok(bytes), _) => Ok(bytes),
-            (Err(StoreError::Missing(_) | StoreError::Corrupt(_)), Some(remote)) => {
-                remote.fetch(&r.id)
+            (Err(StoreError::Missing(_)), Some(remote)) => remote.fetch(&r.id),
+            (Err(StoreError::Corrupt(_)), Some(remote)) => {
+                // The bad copy was deleted; serve a replica's and put it back in its place.
+                let fetched = remote.fetch(&r.id);
+                if let Ok(bytes) = &fetched
+                    && let Err(e) = self.store.put(&r.id, bytes)
+                {
+                    tracing::warn!(chunk = %r.id, error = %e, "could not restore a corrupt chunk");
+                }
+                fetched
             }
             (Err(e), _) => Err(e),
         };
