@@ -24,6 +24,10 @@ pub enum Request {
     Status,
     /// Leave the network gracefully: hand off data, then unmount and exit.
     Leave,
+    /// Where the chunks of a file are: owners by placement, holders by asking.
+    Where {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,7 +35,13 @@ pub enum Request {
 pub enum Reply {
     Status(Box<Status>),
     Leaving,
-    Error { message: String },
+    Where {
+        path: String,
+        chunks: Vec<ChunkLocation>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +59,14 @@ pub struct Status {
     /// Files, directories and symlinks in the mounted volume (its root excluded).
     pub files: u64,
     pub rejected_entries: u64,
+}
+
+/// One chunk of a file: its owners by placement and the peers that confirmed holding it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkLocation {
+    pub id: String,
+    pub owners: Vec<String>,
+    pub holders: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +121,71 @@ pub struct StatusSource {
 }
 
 impl StatusSource {
+    async fn locate(&self, path: &str) -> Reply {
+        let core = self.core.clone();
+        let p = path.to_string();
+        let ids = match tokio::task::spawn_blocking(move || core.file_chunks(&p)).await {
+            Ok(Ok(ids)) => ids,
+            Ok(Err(e)) => {
+                return Reply::Error {
+                    message: format!("{path}: {e}"),
+                };
+            }
+            Err(e) => {
+                return Reply::Error {
+                    message: e.to_string(),
+                };
+            }
+        };
+        let router = &self.cluster.router;
+        let placement = router.placement();
+        let local = self.cluster.net.local;
+        let mut holders: Vec<Vec<String>> = vec![Vec::new(); ids.len()];
+        for (i, id) in ids.iter().enumerate() {
+            if self.chunks.contains(id) {
+                holders[i].push(local.to_string());
+            }
+        }
+        let peers: Vec<_> = self
+            .cluster
+            .membership
+            .read()
+            .placement_peers()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        for peer in peers {
+            let mut at = 0;
+            for batch in ids.chunks(crate::rpc::chunk::MAX_HAVE_BATCH) {
+                if let Ok(bits) = router.client().have(peer, batch.to_vec()).await {
+                    for (j, has) in bits.into_iter().enumerate() {
+                        if has {
+                            holders[at + j].push(peer.to_string());
+                        }
+                    }
+                }
+                at += batch.len();
+            }
+        }
+        let chunks = ids
+            .iter()
+            .zip(holders)
+            .map(|(id, holders)| ChunkLocation {
+                id: id.to_string(),
+                owners: placement
+                    .owners(id, router.replicas())
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                holders,
+            })
+            .collect();
+        Reply::Where {
+            path: path.to_string(),
+            chunks,
+        }
+    }
+
     async fn status(&self) -> Status {
         let stats = self.core.stats();
         let chunks = self.chunks.clone();
@@ -217,6 +300,7 @@ async fn handle(stream: UnixStream, source: &StatusSource) -> Result<(), Control
                 source.leave.notify_one();
                 Reply::Leaving
             }
+            Ok(Request::Where { path }) => source.locate(&path).await,
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },

@@ -74,6 +74,45 @@ fn three_nodes_write_on_one_read_on_others() {
     );
     let bad = misplaced(&holders, 3);
     assert!(bad.is_empty(), "chunks not on all 3 nodes: {bad:?}");
+
+    // `p2pfs-ctl where` agrees: 6 chunks, each owned by and held on the 3 nodes.
+    let out = run_cmd(
+        Command::new(ctl_bin())
+            .arg("--data-dir")
+            .arg(&c.nodes[1].dir)
+            .args(["where", "big.bin", "--json"]),
+        CMD_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", out_text(&out));
+    let w: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let chunks = w["chunks"].as_array().expect("chunks array");
+    assert_eq!(chunks.len(), 6, "{w}");
+    let mut ids = c.peer_ids();
+    ids.sort();
+    for ch in chunks {
+        assert!(holders.contains_key(ch["id"].as_str().unwrap()), "{ch}");
+        for field in ["owners", "holders"] {
+            let mut got: Vec<String> = ch[field]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            got.sort();
+            assert_eq!(got, ids, "{field} of {ch}");
+        }
+    }
+    let missing = run_cmd(
+        Command::new(ctl_bin())
+            .arg("--data-dir")
+            .arg(&c.nodes[1].dir)
+            .args(["where", "no/such/file"]),
+        CMD_TIMEOUT,
+    );
+    assert!(
+        !missing.status.success(),
+        "where of a missing file must fail"
+    );
 }
 
 #[test]

@@ -36,6 +36,14 @@ enum Command {
     },
     /// Leave the network: hand this node's data off to the others, then unmount and exit.
     Leave,
+    /// Where a file's chunks are: each chunk's owners and the peers holding it.
+    Where {
+        /// Path inside the mount (relative to its root, or absolute under the mount point).
+        path: String,
+        /// Print JSON: {path, chunks: [{id, owners, holders}]}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn human_bytes(n: u64) -> String {
@@ -111,9 +119,10 @@ fn main() -> ExitCode {
         eprintln!("p2pfs-ctl: no data dir: pass --data-dir or set HOME");
         return ExitCode::from(EXIT_ERROR);
     };
-    let request = match cli.command {
+    let request = match &cli.command {
         Command::Status { .. } => Request::Status,
         Command::Leave => Request::Leave,
+        Command::Where { path, .. } => Request::Where { path: path.clone() },
     };
     let reply = match control::call(&data_dir, &request) {
         Ok(r) => r,
@@ -134,6 +143,37 @@ fn main() -> ExitCode {
                 );
             } else {
                 print_status(&status);
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Where { json, .. }, Reply::Where { path, chunks }) => {
+            if json {
+                let out = serde_json::json!({ "path": path, "chunks": chunks });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out).expect("serializes")
+                );
+            } else {
+                println!("{path}: {} chunks", chunks.len());
+                for c in &chunks {
+                    println!(
+                        "  {}  owners {}  holders {}",
+                        &c.id[..16],
+                        c.owners.len(),
+                        c.holders.len()
+                    );
+                    for o in &c.owners {
+                        let mark = if c.holders.contains(o) {
+                            "holds"
+                        } else {
+                            "MISSING"
+                        };
+                        println!("      owner {o} {mark}");
+                    }
+                    for h in c.holders.iter().filter(|h| !c.owners.contains(h)) {
+                        println!("      extra copy on {h}");
+                    }
+                }
             }
             ExitCode::SUCCESS
         }

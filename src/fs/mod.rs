@@ -337,6 +337,17 @@ impl FsCore {
         Ok(report)
     }
 
+    /// The chunk ids of the file at `path` (relative to the volume root, `/`-separated), in
+    /// file order, holes left out.
+    pub fn file_chunks(&self, path: &str) -> FsResult<Vec<crate::block::ChunkId>> {
+        let mut ino = ROOT_INO;
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            ino = self.lookup(ino, part.as_bytes())?.ino;
+        }
+        let node = self.file_node(ino)?;
+        Ok(node.meta.blocks.iter().flatten().map(|r| r.id).collect())
+    }
+
     /// The namespace store (for anti-entropy).
     pub fn namespace(&self) -> &NamespaceStore {
         &self.namespace
