@@ -64,6 +64,36 @@ fn to_fuse(a: &Attr) -> FileAttr {
     }
 }
 
+impl FuseAdapter {
+    fn entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
+        match result {
+            Ok(a) => reply.entry(&self.ttl, &to_fuse(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn attr(&self, reply: ReplyAttr, result: Result<Attr, FsError>) {
+        match result {
+            Ok(a) => reply.attr(&self.ttl, &to_fuse(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+fn empty(reply: ReplyEmpty, result: Result<(), FsError>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn opened(reply: ReplyOpen, result: Result<u64, FsError>) {
+    match result {
+        Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
@@ -105,17 +135,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.core.lookup(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&self.ttl, &to_fuse(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.entry(reply, self.core.lookup(parent.0, name.as_bytes()))
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.core.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &to_fuse(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.attr(reply, self.core.getattr(ino.0))
     }
 
     fn setattr(
@@ -144,10 +168,7 @@ impl Filesystem for FuseAdapter {
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
         };
-        match self.core.setattr(ino.0, set) {
-            Ok(a) => reply.attr(&self.ttl, &to_fuse(&a)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.attr(reply, self.core.setattr(ino.0, set))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -167,13 +188,11 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self
-            .core
-            .mknod(parent.0, name.as_bytes(), mode & !umask, caller(req))
-        {
-            Ok(a) => reply.entry(&self.ttl, &to_fuse(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.entry(
+            reply,
+            self.core
+                .mknod(parent.0, name.as_bytes(), mode & !umask, caller(req)),
+        )
     }
 
     fn mkdir(
@@ -185,27 +204,19 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self
-            .core
-            .mkdir(parent.0, name.as_bytes(), mode & !umask, caller(req))
-        {
-            Ok(a) => reply.entry(&self.ttl, &to_fuse(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.entry(
+            reply,
+            self.core
+                .mkdir(parent.0, name.as_bytes(), mode & !umask, caller(req)),
+        )
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.unlink(parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        empty(reply, self.core.unlink(parent.0, name.as_bytes()))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.rmdir(parent.0, name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        empty(reply, self.core.rmdir(parent.0, name.as_bytes()))
     }
 
     fn symlink(
@@ -216,15 +227,15 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self.core.symlink(
-            parent.0,
-            link_name.as_bytes(),
-            target.as_os_str().as_bytes(),
-            caller(req),
-        ) {
-            Ok(a) => reply.entry(&self.ttl, &to_fuse(&a), Generation(0)),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.entry(
+            reply,
+            self.core.symlink(
+                parent.0,
+                link_name.as_bytes(),
+                target.as_os_str().as_bytes(),
+                caller(req),
+            ),
+        )
     }
 
     fn rename(
@@ -242,16 +253,16 @@ impl Filesystem for FuseAdapter {
             return;
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self.core.rename(
-            parent.0,
-            name.as_bytes(),
-            newparent.0,
-            newname.as_bytes(),
-            no_replace,
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        empty(
+            reply,
+            self.core.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                no_replace,
+            ),
+        )
     }
 
     fn link(
@@ -268,10 +279,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.open(ino.0, writable(flags)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
-        }
+        opened(reply, self.core.open(ino.0, writable(flags)))
     }
 
     fn read(
@@ -319,10 +327,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.core.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        empty(reply, self.core.flush(fh.0))
     }
 
     fn release(
@@ -335,10 +340,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.core.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        empty(reply, self.core.release(fh.0))
     }
 
     fn fsync(
@@ -349,17 +351,11 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.core.fsync(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        empty(reply, self.core.fsync(fh.0))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
-        }
+        opened(reply, self.core.opendir(ino.0))
     }
 
     fn readdir(

@@ -128,6 +128,19 @@ impl Repair {
         known
     }
 
+    /// The chunks stored here, with their sizes (empty if the store cannot be listed).
+    async fn held(&self) -> Vec<(ChunkId, u64)> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.list()).await {
+            Ok(Ok(list)) => list,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot list the chunk store");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// Scrubs forever: every `scrub_interval`, re-hashes every stored chunk (rate-limited); a
     /// corrupt copy is deleted by the store and fetched again from a replica.
     pub async fn run_scrub(self: Arc<Self>) {
@@ -143,11 +156,7 @@ impl Repair {
     /// One scrub: returns (chunks checked, corrupt ones restored from a replica, corrupt ones
     /// not restorable now — another holder's repair pass brings those back).
     pub async fn scrub(&self) -> (usize, usize, usize) {
-        let store = self.store.clone();
-        let held = match tokio::task::spawn_blocking(move || store.list()).await {
-            Ok(Ok(list)) => list,
-            _ => return (0, 0, 0),
-        };
+        let held = self.held().await;
         let (mut repaired, mut lost) = (0, 0);
         for (id, size) in &held {
             let store = self.store.clone();
@@ -176,11 +185,7 @@ impl Repair {
     /// Before a graceful leave: makes sure every chunk this node holds is on its owners as
     /// they will be without it. Returns what it pushed and how many chunks stayed short.
     pub async fn handoff(&self) -> PassReport {
-        let store = self.store.clone();
-        let held: Vec<ChunkId> = match tokio::task::spawn_blocking(move || store.list()).await {
-            Ok(Ok(list)) => list.into_iter().map(|(id, _)| id).collect(),
-            _ => return PassReport::default(),
-        };
+        let held: Vec<ChunkId> = self.held().await.into_iter().map(|(id, _)| id).collect();
         let placement = self.router.placement_without_self();
         let r = self.router.replicas();
         let mut asks: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
@@ -255,11 +260,7 @@ impl Repair {
 
     /// One pass over every chunk this node holds.
     pub async fn pass(&self) -> PassReport {
-        let store = self.store.clone();
-        let held: Vec<ChunkId> = match tokio::task::spawn_blocking(move || store.list()).await {
-            Ok(Ok(list)) => list.into_iter().map(|(id, _)| id).collect(),
-            _ => return PassReport::default(),
-        };
+        let held: Vec<ChunkId> = self.held().await.into_iter().map(|(id, _)| id).collect();
         let placement = self.router.placement();
         let r = self.router.replicas();
         // Who to ask about what: the nodes ranked above us, and the owners.
