@@ -23,6 +23,8 @@ use crate::repair::{Repair, RepairConfig};
 use crate::util::fsutil::{create_private_dir, write_new};
 
 pub const NAMESPACE_FILE: &str = "namespace.redb";
+/// Longest a graceful leave spends handing data off before it exits anyway.
+const HANDOFF_LIMIT: Duration = Duration::from_secs(45);
 pub const CHUNKS_DIR: &str = "chunks";
 
 #[derive(Debug, thiserror::Error)]
@@ -350,18 +352,21 @@ impl Node {
         // Graceful leave: say so, hand off what the others will need, say we left.
         runtime.block_on(async {
             cluster.set_state(AnnouncedState::Leaving).await;
-            let handed = repair.handoff().await;
-            if handed.under_replicated > 0 {
-                tracing::warn!(
-                    short = handed.under_replicated,
-                    "some chunks could not be handed off before leaving"
-                );
+            // Bounded, so a stop never hangs on unreachable peers (systemd allows 60 s).
+            match tokio::time::timeout(HANDOFF_LIMIT, repair.handoff()).await {
+                Ok(handed) => {
+                    if handed.under_replicated > 0 {
+                        tracing::warn!(
+                            short = handed.under_replicated,
+                            "some chunks could not be handed off before leaving; repair elsewhere restores them"
+                        );
+                    }
+                    tracing::info!(chunks = handed.chunks, copies_pushed = handed.pushed, "handed off");
+                }
+                Err(_) => tracing::warn!(
+                    "handoff did not finish within {HANDOFF_LIMIT:?}; leaving anyway (the others repair what is missing)"
+                ),
             }
-            tracing::info!(
-                chunks = handed.chunks,
-                copies_pushed = handed.pushed,
-                "handed off; left the network"
-            );
             cluster.set_state(AnnouncedState::Left).await;
             // Give gossip a moment to carry the last announcement.
             tokio::time::sleep(Duration::from_millis(300)).await;
