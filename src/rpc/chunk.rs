@@ -84,13 +84,41 @@ impl ChunkClient {
         }
     }
 
+    /// One request/response. Every request is idempotent, so one that dies with its stream or
+    /// connection (a pooled stream gone stale, a duplicate connection being closed) is tried
+    /// once more on a fresh stream before it counts as failed.
     async fn call(
         &self,
         peer: PeerId,
         request: &ChunkRequest,
         body: &[u8],
     ) -> Result<(ChunkResponse, Vec<u8>), ChunkRpcError> {
-        let pooled = self.idle.lock().get_mut(&peer).and_then(Vec::pop);
+        match self.call_once(peer, request, body, false).await {
+            Err(
+                ChunkRpcError::Frame(FrameError::Io(_))
+                | ChunkRpcError::Closed(_)
+                | ChunkRpcError::Open(..),
+            ) => {
+                // Streams pooled on a connection that closed are stale too: drop them all.
+                self.forget(&peer);
+                self.call_once(peer, request, body, true).await
+            }
+            other => other,
+        }
+    }
+
+    async fn call_once(
+        &self,
+        peer: PeerId,
+        request: &ChunkRequest,
+        body: &[u8],
+        fresh: bool,
+    ) -> Result<(ChunkResponse, Vec<u8>), ChunkRpcError> {
+        let pooled = if fresh {
+            None
+        } else {
+            self.idle.lock().get_mut(&peer).and_then(Vec::pop)
+        };
         let mut stream = match pooled {
             Some(s) => s,
             None => {
