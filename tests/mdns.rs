@@ -47,9 +47,11 @@ fn sweep_stale() {
         }
         eprintln!("mdns test: removing netns {name} left by dead pid {pid}");
         ip_quiet(&["netns", "del", &name]);
-        let bridge = format!("br-p2pfs{}", pid % 100_000);
-        if link_exists(&bridge) {
-            ip_quiet(&["link", "del", &bridge]);
+        for salt in 0..2 {
+            let bridge = format!("br-p2pfs{}{salt}", pid % 100_000);
+            if link_exists(&bridge) {
+                ip_quiet(&["link", "del", &bridge]);
+            }
         }
     }
 }
@@ -75,6 +77,8 @@ fn no_ipv6(ifname: &str) {
 /// Records what it created as it goes, so a half-built network is removed
 /// too.
 struct NetLab {
+    /// Tells apart the labs of tests that share a process (plain `cargo test`).
+    salt: usize,
     bridge: String,
     /// Namespaces created (deleted on drop).
     namespaces: Vec<String>,
@@ -86,15 +90,16 @@ struct NetLab {
 }
 
 impl NetLab {
-    fn new(n: usize) -> NetLab {
+    fn new(n: usize, salt: usize) -> NetLab {
         let pid = std::process::id();
         let short = pid % 100_000;
         let mut lab = NetLab {
-            bridge: format!("br-p2pfs{short}"),
+            salt,
+            bridge: format!("br-p2pfs{short}{salt}"),
             namespaces: Vec::new(),
             veths: Vec::new(),
             bridge_created: false,
-            subnet: format!("10.213.{}", pid % 250),
+            subnet: format!("10.{}.{}", 213 + salt, pid % 250),
         };
         assert!(lab.bridge.len() <= 15);
         sweep_stale();
@@ -154,15 +159,15 @@ impl NetLab {
     }
 
     fn ns(&self, i: usize) -> String {
-        format!("p2pfs-t-{}-{i}", std::process::id())
+        format!("p2pfs-t-{}-{}{i}", std::process::id(), self.salt)
     }
 
     fn veth(&self, i: usize) -> String {
-        format!("vp{}-{i}", std::process::id() % 100_000)
+        format!("vp{}{}-{i}", std::process::id() % 100_000, self.salt)
     }
 
     fn veth_peer(&self, i: usize) -> String {
-        format!("vq{}-{i}", std::process::id() % 100_000)
+        format!("vq{}{}-{i}", std::process::id() % 100_000, self.salt)
     }
 
     fn addr(&self, i: usize) -> String {
@@ -226,7 +231,7 @@ fn mdns_discovery_in_network_namespaces() {
     let n = 3;
     let mut lab = Lab {
         cluster: Cluster::empty(ClusterOpts::replicas(3)),
-        net: NetLab::new(n),
+        net: NetLab::new(n, 0),
     };
     for i in 1..=n {
         let mut node = lab.cluster.init_node();
@@ -280,6 +285,112 @@ fn mdns_discovery_in_network_namespaces() {
     }
 
     // Tear down here too, to check that nothing is left behind.
+    lab.cluster.nodes.clear();
+    let left = lab.net.teardown();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A partition made by taking one host's link down: both sides keep working and write
+/// separately (one file each, and the same path on both); after healing, anti-entropy brings
+/// both sides to the same view, and the path written on both sides is kept twice (the later
+/// version under its name, the other as a conflict copy): nothing is lost.
+#[test]
+fn partition_then_heal_reconciles_without_losing_writes() {
+    let n = 2;
+    let mut lab = Lab {
+        cluster: Cluster::empty(ClusterOpts::replicas(2)),
+        net: NetLab::new(n, 1),
+    };
+    for i in 1..=n {
+        let mut node = lab.cluster.init_node();
+        node.set_run_prefix(&lab.net.enter(i));
+        node.set_run_args(&[
+            "--listen".to_string(),
+            format!("/ip4/{}/tcp/0", lab.net.addr(i)),
+            "--replicas".to_string(),
+            "2".to_string(),
+        ]);
+        lab.cluster.nodes.push(node);
+        lab.cluster.nodes[i - 1].start();
+    }
+    lab.cluster.wait_formed();
+    let before = random_bytes(21, 200 * KIB);
+    write_and_close(&lab.cluster.nodes[0].p("before.bin"), &before).unwrap();
+    assert!(
+        wait_for_file(
+            &lab.cluster.nodes[1].p("before.bin"),
+            &before,
+            SPREAD_TIMEOUT
+        )
+        .is_ok()
+    );
+
+    // Partition: host 2's link goes down; both sides write.
+    ip(&["link", "set", &lab.net.veth(2), "down"]);
+    let (a, b) = (random_bytes(22, 150 * KIB), random_bytes(23, 170 * KIB));
+    write_and_close(&lab.cluster.nodes[0].p("side-a.bin"), &a).unwrap();
+    write_and_close(&lab.cluster.nodes[1].p("side-b.bin"), &b).unwrap();
+    write_and_close(&lab.cluster.nodes[0].p("same.txt"), b"written on side A\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    write_and_close(&lab.cluster.nodes[1].p("same.txt"), b"written on side B\n").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !lab.cluster.nodes[1].p("side-a.bin").exists(),
+        "the partition did not hold"
+    );
+
+    // Heal.
+    ip(&["link", "set", &lab.net.veth(2), "up"]);
+    for i in 0..n {
+        let node = &lab.cluster.nodes[i];
+        let other = if i == 0 { "side-b.bin" } else { "side-a.bin" };
+        let want = if i == 0 { &b } else { &a };
+        if let Err(e) = wait_for_file(&node.p(other), want, Duration::from_secs(60)) {
+            panic!("node {} after healing: {e}\n{}", i + 1, node.log_text());
+        }
+    }
+    let view = |node: &Node| -> Vec<(String, Vec<u8>)> {
+        let mut names: Vec<String> = std::fs::read_dir(&node.mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("same.txt"))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let c = std::fs::read(node.mnt.join(&n)).unwrap();
+                (n, c)
+            })
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let (v1, v2) = (view(&lab.cluster.nodes[0]), view(&lab.cluster.nodes[1]));
+            v1 == v2 && v1.len() == 2
+        }),
+        "the two sides do not agree on same.txt and its conflict copy: {:?} vs {:?}",
+        view(&lab.cluster.nodes[0])
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>(),
+        view(&lab.cluster.nodes[1])
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<Vec<_>>()
+    );
+    let v = view(&lab.cluster.nodes[0]);
+    let contents: Vec<&[u8]> = v.iter().map(|(_, c)| c.as_slice()).collect();
+    assert!(
+        contents.contains(&&b"written on side A\n"[..])
+            && contents.contains(&&b"written on side B\n"[..])
+    );
+    assert!(
+        v.iter().any(|(n, _)| n == "same.txt")
+            && v.iter().any(|(n, _)| n.starts_with("same.txt.conflict-"))
+    );
+    assert_file_eq(&lab.cluster.nodes[1].p("before.bin"), &before);
+
     lab.cluster.nodes.clear();
     let left = lab.net.teardown();
     assert!(left.is_empty(), "left behind: {left:?}");
