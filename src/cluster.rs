@@ -112,6 +112,14 @@ impl ChunkRouter {
         self.under_replicated.load(Ordering::Relaxed)
     }
 
+    pub fn store(&self) -> &Arc<ChunkStore> {
+        &self.store
+    }
+
+    pub fn local(&self) -> PeerId {
+        self.local
+    }
+
     pub fn client(&self) -> &ChunkClient {
         &self.client
     }

@@ -261,16 +261,12 @@ impl Node {
         runtime.spawn(cluster.clone().run(core.clone(), net_events, publish_rx));
         let repair = Repair::new(
             cluster.router.clone(),
-            self.chunks.clone(),
-            cluster.router.client().clone(),
-            net.local,
             RepairConfig {
                 interval: Duration::from_secs(n.repair_interval_secs),
                 rate_bytes_per_sec: n.repair_rate_mb * 1_000_000,
                 scrub_interval: Duration::from_secs(self.config.storage.scrub_interval_secs),
                 scrub_bytes_per_sec: self.config.storage.scrub_rate_mb * 1_000_000,
             },
-            cluster.router.repair_wanted(),
         );
         runtime.spawn(repair.clone().run());
         runtime.spawn(repair.clone().run_scrub());

@@ -47,29 +47,22 @@ pub struct Repair {
     client: ChunkClient,
     local: PeerId,
     config: RepairConfig,
+    /// Notified when a pass is wanted soon (membership changed, a write fell short of R).
     trigger: Arc<Notify>,
     queue: AtomicU64,
     under_replicated: AtomicU64,
 }
 
 impl Repair {
-    /// `trigger` is notified when a pass is wanted soon (membership changed, a write fell
-    /// short of R copies).
-    pub fn new(
-        router: Arc<ChunkRouter>,
-        store: Arc<ChunkStore>,
-        client: ChunkClient,
-        local: PeerId,
-        config: RepairConfig,
-        trigger: Arc<Notify>,
-    ) -> Arc<Self> {
+    /// Repairs what `router` places: its store, client and wake-up signal.
+    pub fn new(router: Arc<ChunkRouter>, config: RepairConfig) -> Arc<Self> {
         Arc::new(Self {
+            store: router.store().clone(),
+            client: router.client().clone(),
+            local: router.local(),
+            trigger: router.repair_wanted(),
             router,
-            store,
-            client,
-            local,
             config,
-            trigger,
             queue: AtomicU64::new(0),
             under_replicated: AtomicU64::new(0),
         })

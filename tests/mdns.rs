@@ -226,26 +226,33 @@ struct Lab {
     net: NetLab,
 }
 
+impl Lab {
+    /// `n` hosts in their own namespaces, one node each, started with mDNS on and nothing to
+    /// bootstrap from.
+    fn start(n: usize, salt: usize, replicas: u32) -> Lab {
+        let mut lab = Lab {
+            cluster: Cluster::empty(ClusterOpts::replicas(replicas)),
+            net: NetLab::new(n, salt),
+        };
+        for i in 1..=n {
+            let mut node = lab.cluster.init_node();
+            node.set_run_prefix(&lab.net.enter(i));
+            node.set_run_args(&[
+                "--listen".to_string(),
+                format!("/ip4/{}/tcp/0", lab.net.addr(i)),
+                "--replicas".to_string(),
+                replicas.to_string(),
+            ]);
+            lab.cluster.nodes.push(node);
+            lab.cluster.nodes[i - 1].start();
+        }
+        lab
+    }
+}
+
 #[test]
 fn mdns_discovery_in_network_namespaces() {
-    let n = 3;
-    let mut lab = Lab {
-        cluster: Cluster::empty(ClusterOpts::replicas(3)),
-        net: NetLab::new(n, 0),
-    };
-    for i in 1..=n {
-        let mut node = lab.cluster.init_node();
-        node.set_run_prefix(&lab.net.enter(i));
-        // mDNS on, nothing to bootstrap from.
-        node.set_run_args(&[
-            "--listen".to_string(),
-            format!("/ip4/{}/tcp/0", lab.net.addr(i)),
-            "--replicas".to_string(),
-            "3".to_string(),
-        ]);
-        lab.cluster.nodes.push(node);
-        lab.cluster.nodes[i - 1].start();
-    }
+    let mut lab = Lab::start(3, 0, 3);
     for (i, node) in lab.cluster.nodes.iter().enumerate() {
         let addr = node.listen_addr();
         assert!(
@@ -297,22 +304,7 @@ fn mdns_discovery_in_network_namespaces() {
 #[test]
 fn partition_then_heal_reconciles_without_losing_writes() {
     let n = 2;
-    let mut lab = Lab {
-        cluster: Cluster::empty(ClusterOpts::replicas(2)),
-        net: NetLab::new(n, 1),
-    };
-    for i in 1..=n {
-        let mut node = lab.cluster.init_node();
-        node.set_run_prefix(&lab.net.enter(i));
-        node.set_run_args(&[
-            "--listen".to_string(),
-            format!("/ip4/{}/tcp/0", lab.net.addr(i)),
-            "--replicas".to_string(),
-            "2".to_string(),
-        ]);
-        lab.cluster.nodes.push(node);
-        lab.cluster.nodes[i - 1].start();
-    }
+    let mut lab = Lab::start(n, 1, 2);
     lab.cluster.wait_formed();
     let before = random_bytes(21, 200 * KIB);
     write_and_close(&lab.cluster.nodes[0].p("before.bin"), &before).unwrap();
