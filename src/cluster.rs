@@ -88,11 +88,26 @@ impl ChunkRouter {
         self.replicas
     }
 
+    /// `ranked` with suspect peers moved to the end (order otherwise kept): a peer that has
+    /// gone quiet is tried only after every responsive one, so a cut-off owner costs a writer
+    /// or a reader nothing once membership has noticed it.
+    fn responsive_first(&self, ranked: Vec<PeerId>) -> Vec<PeerId> {
+        let membership = self.membership.read();
+        let (mut responsive, suspect): (Vec<PeerId>, Vec<PeerId>) =
+            ranked.into_iter().partition(|p| {
+                *p == self.local
+                    || membership
+                        .get(p)
+                        .is_none_or(|m| m.state != crate::membership::PeerState::Suspect)
+            });
+        responsive.extend(suspect);
+        responsive
+    }
+
     /// Fetches a chunk from the peers, owners first, verified against its id.
     pub async fn fetch_async(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
         for peer in self
-            .placement()
-            .ranked(id)
+            .responsive_first(self.placement().ranked(id))
             .into_iter()
             .filter(|p| *p != self.local)
         {
@@ -155,7 +170,7 @@ impl ChunkRouter {
 
 impl RemoteChunks for ChunkRouter {
     fn replicate(&self, id: &ChunkId, ciphertext: &[u8]) -> Result<(), StoreError> {
-        let ranked = self.placement().ranked(id);
+        let ranked = self.responsive_first(self.placement().ranked(id));
         let want = self.replicas.min(ranked.len());
         self.rt.block_on(async {
             // The owners first, in parallel; an owner that fails is replaced by the next in

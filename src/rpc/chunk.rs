@@ -29,7 +29,10 @@ pub const NO_SPACE: &str = "no space left";
 /// Streams one peer may have open on us at once; more are dropped.
 const STREAMS_PER_PEER: usize = 16;
 /// A request must be answered within this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Opening a stream includes dialing: a peer that is cut off must not hold a writer for long
+/// (the writer then places the copy on the next node in rank, and repair moves it back).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// An idle server stream is closed after this.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -123,7 +126,7 @@ impl ChunkClient {
             Some(s) => s,
             None => {
                 let mut control = self.control.clone();
-                tokio::time::timeout(REQUEST_TIMEOUT, control.open_stream(peer, PROTOCOL))
+                tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, PROTOCOL))
                     .await
                     .map_err(|_| ChunkRpcError::Timeout(peer))?
                     .map_err(|e| ChunkRpcError::Open(peer, e.to_string()))?
