@@ -18,7 +18,7 @@ use crate::block::chunk;
 use crate::block::{
     ChunkCache, ChunkId, ChunkRef, ChunkSecret, ChunkStore, PlainChunk, StoreError,
 };
-use crate::namespace::{EntryId, EntryMeta, Timestamp};
+use crate::namespace::{EntryId, EntryMeta, Seen, Timestamp};
 
 /// Largest file size accepted (the chunk map of a bigger file would outgrow an entry).
 pub const MAX_FILE_SIZE: u64 = 1 << 44;
@@ -196,6 +196,9 @@ pub struct OpenFile {
     pub id: EntryId,
     /// The file's last metadata once it has been unlinked while open.
     pub detached: Mutex<Option<Node>>,
+    /// History of the version the open file's content is based on (what a commit is written
+    /// on top of).
+    pub base: Mutex<Seen>,
     state: Mutex<FileState>,
     changed: Condvar,
 }
@@ -247,10 +250,11 @@ enum Source {
 }
 
 impl OpenFile {
-    pub fn new(id: EntryId, meta: &EntryMeta) -> Arc<Self> {
+    pub fn new(id: EntryId, meta: &EntryMeta, base: Seen) -> Arc<Self> {
         Arc::new(Self {
             id,
             detached: Mutex::new(None),
+            base: Mutex::new(base),
             state: Mutex::new(FileState {
                 size: meta.size,
                 blocks: meta.blocks.clone(),

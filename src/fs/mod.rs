@@ -32,10 +32,25 @@ use tree::{Node, Tree};
 use crate::block::cache::CacheStats;
 use crate::block::{ChunkCache, ChunkStore};
 use crate::namespace::entry::{EntrySealer, MAX_NAME_LEN};
-use crate::namespace::{Entry, EntryId, EntryKind, EntryMeta, NamespaceStore, Timestamp, Volume};
+use crate::namespace::view::conflict_name;
+use crate::namespace::{
+    Entry, EntryId, EntryKind, EntryMeta, NamespaceStore, Seen, Timestamp, Volume,
+};
 use crate::util::hlc::HlcClock;
 
 const S_ISGID: u32 = 0o2000;
+
+/// The id of the conflict copy of a lost version: the same on every node that sees the
+/// conflict, so their copies are versions of one entry.
+fn conflict_copy_id(lost: &Entry) -> EntryId {
+    let mut h = blake3::Hasher::new_derive_key("p2pfs conflict copy v1");
+    h.update(&lost.id.0);
+    h.update(&lost.origin.to_le_bytes());
+    h.update(&lost.hlc.0.to_le_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    EntryId(id)
+}
 
 /// Attributes of a file, directory or symlink, as `stat` shows them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,7 +220,7 @@ impl FsCore {
                 continue;
             }
             match entry.open(&parts.volume.payload_key) {
-                Ok(meta) => tree.upsert(entry.id, entry.version(), meta),
+                Ok(meta) => tree.upsert(entry, meta),
                 Err(e) => {
                     tracing::warn!(entry = %entry.id, error = %e, "entry refused");
                     rejected += 1;
@@ -266,33 +281,105 @@ impl FsCore {
     }
 
     /// Seals, signs and durably commits a set of changes, then applies them to the tree.
-    /// `None` deletes. The caller holds `mutate`.
-    fn persist(&self, changes: Vec<(EntryId, Option<EntryMeta>)>) -> FsResult<()> {
+    /// `None` deletes. Each change is written on top of the version the tree holds. The caller
+    /// holds `mutate`.
+    fn persist(&self, changes: Vec<(EntryId, Option<EntryMeta>)>) -> FsResult<Vec<Entry>> {
+        self.persist_on(changes.into_iter().map(|(id, m)| (id, m, None)).collect())
+    }
+
+    /// As [`persist`](Self::persist), with the history each change is written on when it is
+    /// not the tree's current version (a file written since it was opened).
+    fn persist_on(
+        &self,
+        changes: Vec<(EntryId, Option<EntryMeta>, Option<Seen>)>,
+    ) -> FsResult<Vec<Entry>> {
         let sealer = EntrySealer {
             volume: self.volume.id,
             payload_key: &self.volume.payload_key,
             signer: &self.signer,
             origin: self.origin,
         };
-        let entries: Vec<_> = changes
-            .iter()
-            .map(|(id, meta)| match meta {
-                Some(m) => sealer.seal(*id, self.clock.now(), m),
-                None => sealer.tombstone(*id, self.clock.now()),
-            })
-            .collect();
-        self.namespace.commit(&entries)?;
+        let entries: Vec<_> = {
+            let tree = self.tree.read();
+            changes
+                .iter()
+                .map(|(id, meta, base)| {
+                    let current = || {
+                        tree.ino_if_known(id)
+                            .and_then(|ino| tree.get(ino))
+                            .map(|n| n.seen.clone())
+                            .unwrap_or_default()
+                    };
+                    let base = base.clone().unwrap_or_else(current);
+                    match meta {
+                        Some(m) => sealer.seal(*id, self.clock.now(), &base, m),
+                        None => sealer.tombstone(*id, self.clock.now(), &base),
+                    }
+                })
+                .collect()
+        };
+        let committed = self.namespace.commit(&entries)?;
         {
             let mut tree = self.tree.write();
-            for (entry, (id, meta)) in entries.iter().zip(changes) {
+            // Only what the store took: a local write can lose to a concurrent remote version
+            // that arrived in the meantime (it is then kept as a conflict copy below).
+            for (entry, (_, meta, _)) in entries.iter().zip(changes) {
+                if !committed.applied.iter().any(|a| a.id == entry.id) {
+                    continue;
+                }
                 match meta {
-                    Some(m) => tree.upsert(id, entry.version(), m),
-                    None => tree.remove(&id),
+                    Some(m) => tree.upsert(entry, m),
+                    None => tree.remove(&entry.id),
                 }
             }
         }
         if let Some(publish) = &self.publish {
-            let _ = publish.send(entries);
+            let _ = publish.send(entries.clone());
+        }
+        self.keep_conflict_copies(committed.displaced)?;
+        Ok(entries)
+    }
+
+    /// Keeps each live file or symlink version that lost to a concurrent one as a new entry
+    /// named `name.conflict-<node>-<time>` beside it. Every node that sees the conflict makes
+    /// the same copy (same id, derived from the lost version), so they merge into one.
+    /// Directories are not copied: their versions differ only in metadata, and their children
+    /// stay with the one id. The caller holds `mutate`.
+    fn keep_conflict_copies(&self, displaced: Vec<Entry>) -> FsResult<()> {
+        let mut copies = Vec::new();
+        for lost in displaced {
+            if lost.volume != self.volume.id || lost.deleted {
+                continue;
+            }
+            let Ok(mut meta) = lost.open(&self.volume.payload_key) else {
+                continue;
+            };
+            if meta.kind == EntryKind::Dir {
+                continue;
+            }
+            // A concurrent version with the same content loses nothing (two nodes making the
+            // same conflict copy, or writing the same bytes).
+            let kept = match self.namespace.get(&lost.id)? {
+                Some(k) if !k.deleted && k.chunks == lost.chunks => {
+                    k.open(&self.volume.payload_key).ok()
+                }
+                _ => None,
+            };
+            if kept.is_some_and(|k| k.size == meta.size && k.blocks == meta.blocks) {
+                continue;
+            }
+            let copy_id = conflict_copy_id(&lost);
+            if self.namespace.get(&copy_id)?.is_some() {
+                continue;
+            }
+            let mut name = meta.name.clone();
+            name.truncate(MAX_NAME_LEN - 40);
+            meta.name = conflict_name(&name, &lost.version());
+            tracing::warn!(entry = %lost.id, copy = %copy_id, "concurrent writes to one file: the earlier version is kept as a conflict copy");
+            copies.push((copy_id, Some(meta), Some(Vec::new())));
+        }
+        if !copies.is_empty() {
+            self.persist_on(copies)?;
         }
         Ok(())
     }
@@ -314,22 +401,28 @@ impl FsCore {
             }
         }
         let _g = self.mutate.lock();
-        let applied = self.namespace.commit(&valid)?;
-        report.applied = applied.len();
+        let committed = self.namespace.commit(&valid)?;
+        report.applied = committed.applied.len();
         let mut tree = self.tree.write();
-        for e in applied.iter().filter(|e| e.volume == self.volume.id) {
+        for e in committed
+            .applied
+            .iter()
+            .filter(|e| e.volume == self.volume.id)
+        {
             if e.deleted {
                 tree.remove(&e.id);
                 continue;
             }
             match e.open(&self.volume.payload_key) {
-                Ok(meta) => tree.upsert(e.id, e.version(), meta),
+                Ok(meta) => tree.upsert(e, meta),
                 Err(err) => {
                     tracing::warn!(entry = %e.id, error = %err, "entry from a peer does not open; ignored");
                     report.rejected += 1;
                 }
             }
         }
+        drop(tree);
+        self.keep_conflict_copies(committed.displaced)?;
         if report.rejected > 0 {
             self.rejected
                 .fetch_add(report.rejected as u64, Ordering::Relaxed);
@@ -738,7 +831,7 @@ impl FsCore {
         let mut open = self.open_files.lock();
         let file = open
             .entry(ino)
-            .or_insert_with(|| OpenFile::new(node.id, &node.meta))
+            .or_insert_with(|| OpenFile::new(node.id, &node.meta, node.seen.clone()))
             .clone();
         file.lock().open_count += 1;
         file
@@ -782,7 +875,13 @@ impl FsCore {
         let t = st.mtime.unwrap_or_else(Timestamp::now);
         meta.mtime = t;
         meta.ctime = t;
-        self.persist(vec![(file.id, Some(meta))])?;
+        // Written on the version the file was opened (or last committed) at, not on whatever
+        // arrived since: a version another node wrote meanwhile is concurrent with this one.
+        let base = file.base.lock().clone();
+        let written = self.persist_on(vec![(file.id, Some(meta), Some(base))])?;
+        if let Some(e) = written.first() {
+            *file.base.lock() = e.seen.clone();
+        }
         st.modified = false;
         st.mtime = None;
         Ok(())

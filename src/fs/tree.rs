@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::namespace::view::Children;
-use crate::namespace::{EntryId, EntryKind, EntryMeta, Version};
+use crate::namespace::{Entry, EntryId, EntryKind, EntryMeta, Seen, Version};
 
 pub const ROOT_INO: u64 = 1;
 
@@ -13,6 +13,8 @@ pub const ROOT_INO: u64 = 1;
 pub struct Node {
     pub id: EntryId,
     pub version: Version,
+    /// The history of this version: what the next local write of it is written on.
+    pub seen: Seen,
     pub meta: EntryMeta,
     /// Number of child directories (a directory's link count is 2 + this).
     pub subdirs: u32,
@@ -85,8 +87,9 @@ impl Tree {
         self.children.get(&dir).is_some_and(|c| !c.is_empty())
     }
 
-    /// Applies a live version of an entry.
-    pub fn upsert(&mut self, id: EntryId, version: Version, meta: EntryMeta) {
+    /// Applies a live version of an entry (`meta` is its opened payload).
+    pub fn upsert(&mut self, entry: &Entry, meta: EntryMeta) {
+        let (id, version) = (entry.id, entry.version());
         let ino = self.ino_of(id);
         let previous = self.remove_claim(ino).map(|n| n.subdirs);
         if id != self.root_id {
@@ -113,6 +116,7 @@ impl Tree {
             Node {
                 id,
                 version,
+                seen: entry.seen.clone(),
                 meta,
                 subdirs,
             },

@@ -24,7 +24,7 @@ use crate::util::hlc::Hlc;
 pub const MAX_ENCODED_ENTRY: usize = 4 << 20;
 /// Longest name in a directory, as on Linux.
 pub const MAX_NAME_LEN: usize = 255;
-const SIGNING_DOMAIN: &[u8] = b"p2pfs entry v1\0";
+const SIGNING_DOMAIN: &[u8] = b"p2pfs entry v2\0";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EntryError {
@@ -167,6 +167,28 @@ pub struct Version {
     pub origin: u64,
 }
 
+/// What the writer of a version had seen of its entry: for every node that wrote the entry,
+/// the clock of its latest write it knew of (a version vector), sorted by node. It tells a
+/// version written on top of another (which replaces it) from one written concurrently, on a
+/// node that had not seen the other (a race or a partition: the loser is kept as a conflict
+/// copy, and a modify beats a concurrent delete).
+pub type Seen = Vec<(u64, Hlc)>;
+/// Longest [`Seen`]: an entry written by more nodes forgets its oldest writers, which can only
+/// make a later comparison report "concurrent" (an extra conflict copy), never lose a write.
+pub const MAX_SEEN: usize = 32;
+
+/// The history of a new version written by `origin` at `hlc` on top of `base`.
+pub fn descend(base: &[(u64, Hlc)], origin: u64, hlc: Hlc) -> Seen {
+    let mut seen: Seen = base.iter().copied().filter(|(o, _)| *o != origin).collect();
+    if seen.len() >= MAX_SEEN {
+        seen.sort_by_key(|(_, h)| std::cmp::Reverse(*h));
+        seen.truncate(MAX_SEEN - 1);
+    }
+    seen.push((origin, hlc));
+    seen.sort_unstable_by_key(|(o, _)| *o);
+    seen
+}
+
 /// A signed entry version, as stored and replicated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -177,6 +199,8 @@ pub struct Entry {
     /// Tag of the node that wrote this version (for conflict names and tie-breaks).
     pub origin: u64,
     pub deleted: bool,
+    /// The history this version was written on (see [`Seen`]); holds `(origin, hlc)` itself.
+    pub seen: Seen,
     /// Sorted, de-duplicated ids of the chunks this version references.
     pub chunks: Vec<ChunkId>,
     /// `nonce (24) || XChaCha20-Poly1305(EntryMeta as CBOR)`; empty for a tombstone.
@@ -194,6 +218,7 @@ struct SignedFields<'a> {
     author: &'a UserId,
     origin: u64,
     deleted: bool,
+    seen: &'a [(u64, Hlc)],
     chunks: &'a [ChunkId],
     #[serde(with = "serde_bytes")]
     payload: &'a [u8],
@@ -215,8 +240,9 @@ fn payload_aad(id: &EntryId, volume: &VolumeId) -> [u8; 32] {
 }
 
 impl EntrySealer<'_> {
-    /// Encrypts and signs a live version of `id`.
-    pub fn seal(&self, id: EntryId, hlc: Hlc, meta: &EntryMeta) -> Entry {
+    /// Encrypts and signs a live version of `id`, written on top of the version whose history
+    /// is `base` (empty for a new entry).
+    pub fn seal(&self, id: EntryId, hlc: Hlc, base: &[(u64, Hlc)], meta: &EntryMeta) -> Entry {
         let mut chunks: Vec<ChunkId> = meta.blocks.iter().flatten().map(|r| r.id).collect();
         chunks.sort_unstable();
         chunks.dedup();
@@ -236,18 +262,19 @@ impl EntrySealer<'_> {
             .expect("payload fits the AEAD limit");
         let mut payload = nonce.to_vec();
         payload.extend_from_slice(&sealed);
-        self.sign(id, hlc, false, chunks, payload)
+        self.sign(id, hlc, base, false, chunks, payload)
     }
 
-    /// A signed deletion marker for `id`.
-    pub fn tombstone(&self, id: EntryId, hlc: Hlc) -> Entry {
-        self.sign(id, hlc, true, Vec::new(), Vec::new())
+    /// A signed deletion marker for `id`, deleting the version whose history is `base`.
+    pub fn tombstone(&self, id: EntryId, hlc: Hlc, base: &[(u64, Hlc)]) -> Entry {
+        self.sign(id, hlc, base, true, Vec::new(), Vec::new())
     }
 
     fn sign(
         &self,
         id: EntryId,
         hlc: Hlc,
+        base: &[(u64, Hlc)],
         deleted: bool,
         chunks: Vec<ChunkId>,
         payload: Vec<u8>,
@@ -259,6 +286,7 @@ impl EntrySealer<'_> {
             author: UserId(self.signer.verifying_key().to_bytes()),
             origin: self.origin,
             deleted,
+            seen: descend(base, self.origin, hlc),
             chunks,
             payload,
             signature: [0; 64],
@@ -298,6 +326,7 @@ impl Entry {
                 author: &self.author,
                 origin: self.origin,
                 deleted: self.deleted,
+                seen: &self.seen,
                 chunks: &self.chunks,
                 payload: &self.payload,
             },
@@ -369,16 +398,77 @@ impl Entry {
                 "chunk set is not sorted and unique".into(),
             ));
         }
+        if entry.seen.len() > MAX_SEEN
+            || !entry.seen.windows(2).all(|w| w[0].0 < w[1].0)
+            || entry.seen_of(entry.origin) != Some(entry.hlc)
+        {
+            return Err(EntryError::Decode(
+                "history is not sorted, too long or lacks the version itself".into(),
+            ));
+        }
         Ok(entry)
     }
+
+    /// The clock of `origin`'s latest write this version was written on top of.
+    pub fn seen_of(&self, origin: u64) -> Option<Hlc> {
+        self.seen
+            .binary_search_by_key(&origin, |(o, _)| *o)
+            .ok()
+            .map(|i| self.seen[i].1)
+    }
+
+    /// Whether this version was written with `other` (or a later version of its line) seen.
+    pub fn covers(&self, other: &Entry) -> bool {
+        other
+            .seen
+            .iter()
+            .all(|(o, h)| self.seen_of(*o).is_some_and(|mine| mine >= *h))
+    }
+}
+
+/// How an incoming version of an entry meets the current one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Resolution<'a> {
+    /// The version to keep as the entry's state.
+    pub keep: &'a Entry,
+    /// A live version that lost to a concurrent one: its content must be kept under a
+    /// conflict name, or that write would be lost silently.
+    pub displaced: Option<&'a Entry>,
+}
+
+/// Resolves `incoming` against the state of its id. A version written on top of the other
+/// replaces it. Concurrent versions (neither writer had seen the other's): a modify beats a
+/// delete; of two deletes or two modifies the later wins (last writer wins), and a losing
+/// modify is reported as displaced.
+pub fn resolve<'a>(current: Option<&'a Entry>, incoming: &'a Entry) -> Resolution<'a> {
+    let Some(cur) = current else {
+        return Resolution {
+            keep: incoming,
+            displaced: None,
+        };
+    };
+    let later = |a: &'a Entry, b: &'a Entry| if a.supersedes(b) { (a, b) } else { (b, a) };
+    let (keep, displaced) = match (incoming.covers(cur), cur.covers(incoming)) {
+        // Same history: a replay, or (only from a forged or corrupt writer) a twin.
+        (true, true) => (later(incoming, cur).0, None),
+        (true, false) => (incoming, None),
+        (false, true) => (cur, None),
+        (false, false) => match (cur.deleted, incoming.deleted) {
+            (true, false) => (incoming, None),
+            (false, true) => (cur, None),
+            (true, true) => (later(incoming, cur).0, None),
+            (false, false) => {
+                let (won, lost) = later(incoming, cur);
+                (won, Some(lost))
+            }
+        },
+    };
+    Resolution { keep, displaced }
 }
 
 /// Merges `incoming` into the state of its id: returns the entry that should be kept.
 pub fn merge<'a>(current: Option<&'a Entry>, incoming: &'a Entry) -> &'a Entry {
-    match current {
-        Some(cur) if !incoming.supersedes(cur) => cur,
-        _ => incoming,
-    }
+    resolve(current, incoming).keep
 }
 
 #[cfg(test)]
@@ -424,7 +514,7 @@ mod tests {
     fn seal_verify_open_round_trip_and_no_clear_name() {
         let sk = SigningKey::from_bytes(&[5; 32]);
         let m = meta("secret-name.txt");
-        let e = sealer(&sk).seal(EntryId([9; 16]), Hlc(77), &m);
+        let e = sealer(&sk).seal(EntryId([9; 16]), Hlc(77), &[], &m);
         let bytes = e.to_bytes();
         assert!(!bytes.windows(11).any(|w| w == b"secret-name"));
         let back = Entry::from_bytes(&bytes).unwrap();
@@ -437,7 +527,7 @@ mod tests {
     #[test]
     fn tampering_breaks_the_signature() {
         let sk = SigningKey::from_bytes(&[5; 32]);
-        let e = sealer(&sk).seal(EntryId([9; 16]), Hlc(77), &meta("a"));
+        let e = sealer(&sk).seal(EntryId([9; 16]), Hlc(77), &[], &meta("a"));
         let mut t = e.clone();
         t.hlc = Hlc(78);
         assert_eq!(t.verify_signature(), Err(EntryError::BadSignature(e.id)));
@@ -459,64 +549,220 @@ mod tests {
         assert!(Entry::from_bytes(&[]).is_err());
     }
 
-    fn arb_entry() -> impl Strategy<Value = Entry> {
-        (0u8..4, 0u64..5, 0u8..3, 0u64..2, any::<bool>(), any::<u8>()).prop_map(
-            |(id, hlc, author, origin, deleted, sig)| Entry {
-                id: EntryId([id; 16]),
-                volume: VolumeId([0; 16]),
-                hlc: Hlc(hlc),
-                author: UserId([author; 32]),
-                origin,
-                deleted,
-                chunks: vec![],
-                payload: vec![sig],
-                signature: [sig; 64],
-            },
+    /// An unsigned version for merge tests (merging never looks at signatures).
+    fn version(origin: u64, hlc: u64, base: &[(u64, Hlc)], deleted: bool) -> Entry {
+        Entry {
+            id: EntryId([1; 16]),
+            volume: VolumeId([0; 16]),
+            hlc: Hlc(hlc),
+            author: UserId([origin as u8; 32]),
+            origin,
+            deleted,
+            seen: descend(base, origin, Hlc(hlc)),
+            chunks: vec![],
+            payload: vec![],
+            signature: [origin as u8; 64],
+        }
+    }
+
+    #[test]
+    fn a_version_written_on_top_replaces_and_concurrent_ones_are_resolved() {
+        let v0 = version(1, 10, &[], false);
+        let v1 = version(2, 20, &v0.seen, false); // node 2 edits after seeing v0
+        assert_eq!(
+            resolve(Some(&v0), &v1),
+            Resolution {
+                keep: &v1,
+                displaced: None
+            }
+        );
+        assert_eq!(
+            resolve(Some(&v1), &v0),
+            Resolution {
+                keep: &v1,
+                displaced: None
+            }
+        );
+
+        // Node 1 edits v0 too, without having seen v1: concurrent, later one wins, the other
+        // is displaced (kept as a conflict copy by the caller), whichever arrives first.
+        let v2 = version(1, 25, &v0.seen, false);
+        assert_eq!(
+            resolve(Some(&v1), &v2),
+            Resolution {
+                keep: &v2,
+                displaced: Some(&v1)
+            }
+        );
+        assert_eq!(
+            resolve(Some(&v2), &v1),
+            Resolution {
+                keep: &v2,
+                displaced: Some(&v1)
+            }
+        );
+
+        // A delete concurrent with a modify loses even when it is later.
+        let del = version(3, 99, &v0.seen, true);
+        assert_eq!(
+            resolve(Some(&v1), &del),
+            Resolution {
+                keep: &v1,
+                displaced: None
+            }
+        );
+        assert_eq!(
+            resolve(Some(&del), &v1),
+            Resolution {
+                keep: &v1,
+                displaced: None
+            }
+        );
+        // A delete of what the deleter saw wins.
+        let del_seen = version(3, 30, &v1.seen, true);
+        assert_eq!(resolve(Some(&v1), &del_seen).keep, &del_seen);
+        assert_eq!(resolve(Some(&del_seen), &v1).keep, &del_seen);
+        // Replays change nothing.
+        assert_eq!(resolve(Some(&v1), &v1.clone()).displaced, None);
+    }
+
+    #[test]
+    fn history_is_bounded_and_keeps_the_writer() {
+        let mut seen = Vec::new();
+        for o in 0..100u64 {
+            seen = descend(&seen, o, Hlc(o + 1));
+        }
+        assert_eq!(seen.len(), MAX_SEEN);
+        assert!(seen.contains(&(99, Hlc(100))));
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn decoding_refuses_a_history_without_the_version() {
+        let sk = SigningKey::from_bytes(&[5; 32]);
+        let mut e = sealer(&sk).seal(EntryId([9; 16]), Hlc(77), &[], &meta("a"));
+        e.seen = vec![(1, Hlc(3))];
+        assert!(Entry::from_bytes(&e.to_bytes()).is_err());
+    }
+
+    /// One step of a simulated run: `node` writes (or deletes) on top of what it has, or takes
+    /// in what `from` has.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Write(usize, bool),
+        Receive(usize, usize),
+    }
+
+    fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
+        proptest::collection::vec(
+            prop_oneof![
+                (0usize..3, any::<bool>()).prop_map(|(n, d)| Step::Write(n, d)),
+                (0usize..3, 0usize..3).prop_map(|(n, f)| Step::Receive(n, f)),
+            ],
+            1..24,
         )
     }
 
-    fn fold(entries: &[Entry]) -> BTreeMap<EntryId, Entry> {
-        let mut state: BTreeMap<EntryId, Entry> = BTreeMap::new();
-        for e in entries {
-            let keep = merge(state.get(&e.id), e).clone();
-            state.insert(e.id, keep);
+    /// Runs the steps on three nodes; returns every version written. Clocks are honest: every
+    /// write is later than everything its node has seen.
+    fn simulate(steps: &[Step], allow_deletes: bool) -> Vec<Entry> {
+        let mut state: [Option<Entry>; 3] = [None, None, None];
+        let mut written = Vec::new();
+        let mut clock = 0;
+        for step in steps {
+            match *step {
+                Step::Write(n, delete) => {
+                    let delete = delete && allow_deletes;
+                    let base = state[n]
+                        .as_ref()
+                        .map(|e| e.seen.clone())
+                        .unwrap_or_default();
+                    if delete && state[n].as_ref().is_none_or(|e| e.deleted) {
+                        continue;
+                    }
+                    clock += 1;
+                    let v = version(n as u64 + 1, clock, &base, delete);
+                    written.push(v.clone());
+                    state[n] = Some(v);
+                }
+                Step::Receive(n, from) => {
+                    if let Some(e) = state[from].clone() {
+                        state[n] = Some(merge(state[n].as_ref(), &e).clone());
+                    }
+                }
+            }
         }
-        state
+        written
     }
 
-    fn merge_states(
-        a: &BTreeMap<EntryId, Entry>,
-        b: &BTreeMap<EntryId, Entry>,
-    ) -> BTreeMap<EntryId, Entry> {
-        let mut out = a.clone();
-        for e in b.values() {
-            let keep = merge(out.get(&e.id), e).clone();
-            out.insert(e.id, keep);
+    /// Folds versions in order: the final state and every version reported displaced.
+    fn fold(versions: &[Entry]) -> (Option<Entry>, Vec<Entry>) {
+        let mut state: Option<Entry> = None;
+        let mut displaced = Vec::new();
+        for v in versions {
+            let r = resolve(state.as_ref(), v);
+            if let Some(d) = r.displaced {
+                displaced.push(d.clone());
+            }
+            state = Some(r.keep.clone());
         }
-        out
+        (state, displaced)
+    }
+
+    fn shuffled(mut v: Vec<Entry>, seed: u64) -> Vec<Entry> {
+        let n = v.len().max(1);
+        v.rotate_left((seed as usize) % n);
+        if seed & 1 == 1 {
+            v.reverse();
+        }
+        v
     }
 
     proptest! {
+        /// Without deletes, the state is the same whatever order versions arrive in.
         #[test]
-        fn merge_is_order_independent(mut entries in proptest::collection::vec(arb_entry(), 0..30), seed in any::<u64>()) {
-            let a = fold(&entries);
-            // Any permutation gives the same state.
-            let n = entries.len().max(1);
-            entries.rotate_left((seed as usize) % n);
-            entries.reverse();
-            prop_assert_eq!(fold(&entries), a);
+        fn modifies_merge_in_any_order(steps in arb_steps(), seed in any::<u64>()) {
+            let versions = simulate(&steps, false);
+            let (a, _) = fold(&versions);
+            let (b, _) = fold(&shuffled(versions, seed));
+            prop_assert_eq!(a, b);
         }
 
+        /// No write is lost silently: every live version no other version was written on top
+        /// of ends as the state or is reported displaced (and kept as a conflict copy), in
+        /// any arrival order.
         #[test]
-        fn merge_is_commutative_associative_idempotent(
-            xs in proptest::collection::vec(arb_entry(), 0..12),
-            ys in proptest::collection::vec(arb_entry(), 0..12),
-            zs in proptest::collection::vec(arb_entry(), 0..12),
-        ) {
-            let (a, b, c) = (fold(&xs), fold(&ys), fold(&zs));
-            prop_assert_eq!(merge_states(&a, &b), merge_states(&b, &a));
-            prop_assert_eq!(merge_states(&merge_states(&a, &b), &c), merge_states(&a, &merge_states(&b, &c)));
-            prop_assert_eq!(merge_states(&a, &a), a.clone());
+        fn no_latest_modify_is_lost(steps in arb_steps(), seed in any::<u64>()) {
+            let versions = simulate(&steps, true);
+            let heads: Vec<&Entry> = versions
+                .iter()
+                .filter(|v| !v.deleted && !versions.iter().any(|w| w != *v && w.covers(v)))
+                .collect();
+            let (state, displaced) = fold(&shuffled(versions.clone(), seed));
+            for h in heads {
+                prop_assert!(
+                    state.as_ref() == Some(h) || displaced.contains(h),
+                    "{h:?} lost; state {state:?}"
+                );
+            }
+        }
+
+        /// A delete written after seeing every other version wins in any order.
+        #[test]
+        fn a_delete_that_saw_everything_wins(steps in arb_steps(), seed in any::<u64>()) {
+            let mut versions = simulate(&steps, true);
+            // The union of every history: what a node that has seen it all writes on.
+            let mut all: BTreeMap<u64, Hlc> = BTreeMap::new();
+            for &(o, h) in versions.iter().flat_map(|v| v.seen.iter()) {
+                let e = all.entry(o).or_default();
+                *e = (*e).max(h);
+            }
+            let all: Seen = all.into_iter().collect();
+            let top = versions.iter().map(|v| v.hlc.0).max().unwrap_or(0) + 1;
+            let del = version(9, top, &all, true);
+            versions.push(del.clone());
+            let (state, _) = fold(&shuffled(versions, seed));
+            prop_assert_eq!(state, Some(del));
         }
     }
 }

@@ -36,6 +36,15 @@ pub struct NamespaceStore {
     db: Database,
 }
 
+/// What a commit changed.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Entries now stored (they replaced the previous state of their id).
+    pub applied: Vec<Entry>,
+    /// Live versions that lost to a concurrent version of the same id.
+    pub displaced: Vec<Entry>,
+}
+
 /// Result of loading the store: the valid entries and how many were refused.
 pub struct Loaded {
     pub entries: Vec<Entry>,
@@ -149,11 +158,13 @@ impl NamespaceStore {
         Ok(self.len()? == 0)
     }
 
-    /// Merges `entries` into the store in one durable transaction (last writer wins per id).
-    /// Returns the entries that changed the store.
-    pub fn commit(&self, entries: &[Entry]) -> Result<Vec<Entry>, NamespaceError> {
+    /// Merges `entries` into the store in one durable transaction (see [`entry::resolve`]).
+    /// Returns the entries that changed the store, and the live versions that lost to a
+    /// concurrent one (whose content the caller keeps as conflict copies).
+    pub fn commit(&self, entries: &[Entry]) -> Result<Committed, NamespaceError> {
         let txn = self.db.begin_write().map_err(db_err)?;
         let mut applied = Vec::new();
+        let mut displaced = Vec::new();
         {
             let mut table = txn.open_table(ENTRIES).map_err(db_err)?;
             for incoming in entries {
@@ -161,7 +172,11 @@ impl NamespaceStore {
                     Some(v) => Entry::from_bytes(v.value()).ok(),
                     None => None,
                 };
-                if std::ptr::eq(entry::merge(current.as_ref(), incoming), incoming) {
+                let resolution = entry::resolve(current.as_ref(), incoming);
+                if let Some(lost) = resolution.displaced {
+                    displaced.push(lost.clone());
+                }
+                if std::ptr::eq(resolution.keep, incoming) {
                     table
                         .insert(&incoming.id.0[..], incoming.to_bytes().as_slice())
                         .map_err(db_err)?;
@@ -170,7 +185,7 @@ impl NamespaceStore {
             }
         }
         txn.commit().map_err(db_err)?;
-        Ok(applied)
+        Ok(Committed { applied, displaced })
     }
 }
 
@@ -207,17 +222,28 @@ mod tests {
             symlink_target: vec![],
         };
         let id = EntryId([5; 16]);
-        let new = sealer.seal(id, Hlc(10), &meta);
-        let old = sealer.tombstone(id, Hlc(5));
+        let new = sealer.seal(id, Hlc(10), &[], &meta);
+        let old = sealer.tombstone(id, Hlc(5), &[]);
         {
             let store = NamespaceStore::open(&path).unwrap();
-            assert_eq!(store.commit(std::slice::from_ref(&new)).unwrap().len(), 1);
+            assert_eq!(
+                store
+                    .commit(std::slice::from_ref(&new))
+                    .unwrap()
+                    .applied
+                    .len(),
+                1
+            );
             assert!(
-                store.commit(&[old]).unwrap().is_empty(),
+                store.commit(&[old]).unwrap().applied.is_empty(),
                 "an older version changes nothing"
             );
             assert!(
-                store.commit(std::slice::from_ref(&new)).unwrap().is_empty(),
+                store
+                    .commit(std::slice::from_ref(&new))
+                    .unwrap()
+                    .applied
+                    .is_empty(),
                 "replay changes nothing"
             );
         }
