@@ -79,6 +79,9 @@ pub struct StorageConfig {
     pub scrub_interval_secs: u64,
     /// Scrub read rate limit in MB/s (10^6 bytes); 0 = unlimited.
     pub scrub_rate_mb: u64,
+    /// Seconds a stored chunk stays unreferenced (and a tombstone waits) before garbage
+    /// collection removes it; open files are committed every third of it.
+    pub gc_grace_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,6 +125,7 @@ impl Default for StorageConfig {
             capacity_bytes: 0,
             scrub_interval_secs: 24 * 3600,
             scrub_rate_mb: 50,
+            gc_grace_secs: 60,
         }
     }
 }
@@ -170,6 +174,9 @@ impl Config {
         }
         if s.scrub_interval_secs == 0 {
             return Err("storage.scrub_interval_secs must be > 0".into());
+        }
+        if s.gc_grace_secs == 0 {
+            return Err("storage.gc_grace_secs must be > 0".into());
         }
         if s.seal_threads == 0 || s.seal_threads > 64 {
             return Err("storage.seal_threads must be between 1 and 64".into());

@@ -56,6 +56,7 @@ pub struct Status {
     pub mount: String,
     pub replication: ReplicationStatus,
     pub cache: CacheStatus,
+    pub gc: GcStatus,
     /// Files, directories and symlinks in the mounted volume (its root excluded).
     pub files: u64,
     pub rejected_entries: u64,
@@ -90,6 +91,21 @@ pub struct ReplicationStatus {
     pub repair_queue: u64,
 }
 
+/// Garbage collection of deleted and overwritten data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GcStatus {
+    pub grace_secs: u64,
+    /// Stored chunks no live entry references, at the last pass (collected after the grace
+    /// period, while every member is alive).
+    pub unreferenced_chunks: u64,
+    /// Whether the last pass could collect (no member suspect, dead or leaving).
+    pub collecting: bool,
+    pub deleted_chunks: u64,
+    /// Tombstones in the namespace, and expired ones kept to refuse stale versions.
+    pub tombstones: u64,
+    pub expired_tombstones: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CacheStatus {
     pub bytes: u64,
@@ -114,6 +130,7 @@ pub struct StatusSource {
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
     pub repair: Arc<Repair>,
+    pub gc: Arc<crate::gc::Gc>,
     /// Notified by a `leave` request; the node then leaves as on SIGTERM.
     pub leave: Arc<tokio::sync::Notify>,
     pub network_fingerprint: String,
@@ -240,6 +257,27 @@ impl StatusSource {
                 capacity: stats.cache.capacity,
                 hits: stats.cache.hits,
                 misses: stats.cache.misses,
+            },
+            gc: {
+                let last = self.gc.last();
+                let core = self.core.clone();
+                let (tombstones, forgotten) = tokio::task::spawn_blocking(move || {
+                    let ns = core.namespace();
+                    (
+                        ns.tombstones_len().unwrap_or(0),
+                        ns.forgotten_len().unwrap_or(0),
+                    )
+                })
+                .await
+                .unwrap_or((0, 0));
+                GcStatus {
+                    grace_secs: self.gc.grace().as_secs(),
+                    unreferenced_chunks: last.unreferenced as u64,
+                    collecting: last.healthy,
+                    deleted_chunks: self.gc.deleted_chunks(),
+                    tombstones,
+                    expired_tombstones: forgotten,
+                }
             },
             files: stats.entries.saturating_sub(1) as u64,
             rejected_entries: stats.rejected_entries as u64,

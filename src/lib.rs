@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod fs;
 pub mod fuse;
+pub mod gc;
 pub mod identity;
 pub mod membership;
 pub mod namespace;

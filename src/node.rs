@@ -270,6 +270,16 @@ impl Node {
         );
         runtime.spawn(repair.clone().run());
         runtime.spawn(repair.clone().run_scrub());
+        let gc = crate::gc::Gc::new(
+            cluster.router.clone(),
+            core.clone(),
+            cluster.membership.clone(),
+            net.control.clone(),
+            crate::gc::GcConfig {
+                grace: Duration::from_secs(self.config.storage.gc_grace_secs),
+            },
+        );
+        runtime.spawn(gc.clone().run());
         let leave_requested = Arc::new(tokio::sync::Notify::new());
         runtime.spawn(control::serve(
             control_listener,
@@ -278,6 +288,7 @@ impl Node {
                 chunks: self.chunks.clone(),
                 cluster: cluster.clone(),
                 repair: repair.clone(),
+                gc: gc.clone(),
                 leave: leave_requested.clone(),
                 network_fingerprint: self.network_key.fingerprint(),
                 mount: std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),

@@ -104,6 +104,20 @@ fn print_status(s: &Status) {
         c.hits,
         c.misses
     );
+    let g = &s.gc;
+    println!(
+        "  gc:          {} unreferenced chunks ({}), {} deleted, {} tombstones, {} expired (grace {} s)",
+        g.unreferenced_chunks,
+        if g.collecting {
+            "collecting"
+        } else {
+            "paused: a member is not alive"
+        },
+        g.deleted_chunks,
+        g.tombstones,
+        g.expired_tombstones,
+        g.grace_secs
+    );
     println!("  files:       {}", s.files);
     if s.rejected_entries > 0 {
         println!(

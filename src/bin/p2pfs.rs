@@ -69,6 +69,10 @@ struct NetFlags {
     /// Seconds of silence after which a peer counts as dead (default 60).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     dead_after: Option<u64>,
+    /// Seconds an unreferenced chunk (a deleted or overwritten file's) is kept before garbage
+    /// collection removes it everywhere (default 60).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    gc_grace: Option<u64>,
 }
 
 impl NetFlags {
@@ -88,6 +92,9 @@ impl NetFlags {
         if let Some(d) = self.dead_after {
             n.dead_after_secs = d;
             n.suspect_after_secs = n.suspect_after_secs.min(d);
+        }
+        if let Some(g) = self.gc_grace {
+            config.storage.gc_grace_secs = g;
         }
     }
 }

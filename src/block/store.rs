@@ -63,6 +63,12 @@ impl ChunkStore {
         if let Ok(meta) = fs::metadata(&path)
             && meta.len() == ciphertext.len() as u64
         {
+            // Written again (the same content in a new file): garbage collection counts its
+            // grace period from now, so a chunk that was about to be collected as unreferenced
+            // survives until the new entry that references it has spread.
+            if let Ok(f) = File::open(&path) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
             return Ok(false);
         }
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
@@ -122,6 +128,13 @@ impl ChunkStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    /// When the chunk was last written (or written again), if it is stored.
+    pub fn modified(&self, id: &ChunkId) -> Option<std::time::SystemTime> {
+        fs::metadata(self.path_of(id))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// Free bytes for unprivileged writers on the store's filesystem.

@@ -277,6 +277,17 @@ impl OpenFile {
         self.state.lock()
     }
 
+    /// The chunks of the file's working version (committed or not).
+    pub fn chunk_ids(&self) -> Vec<ChunkId> {
+        self.state
+            .lock()
+            .blocks
+            .iter()
+            .flatten()
+            .map(|r| r.id)
+            .collect()
+    }
+
     pub fn read(
         &self,
         io: &Arc<ChunkIo>,

@@ -179,12 +179,15 @@ pub struct FsCore {
 }
 
 /// What applying entries from a peer did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RemoteApply {
     /// Entries that were newer than what this node had.
     pub applied: usize,
     /// Entries refused: bad signature, a non-writer author, or a payload that does not open.
     pub rejected: usize,
+    /// Expired tombstones that deleted some of the entries (the sender missed the deletion
+    /// and should apply them).
+    pub forgotten: Vec<Entry>,
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {
@@ -319,6 +322,7 @@ impl FsCore {
                 .collect()
         };
         let committed = self.namespace.commit(&entries)?;
+        self.evict(&committed.released);
         {
             let mut tree = self.tree.write();
             // Only what the store took: a local write can lose to a concurrent remote version
@@ -338,6 +342,59 @@ impl FsCore {
         }
         self.keep_conflict_copies(committed.displaced)?;
         Ok(entries)
+    }
+
+    /// An entry from a peer may be stored: signed, and by a writer of its volume when that is
+    /// the mounted one.
+    fn admissible(&self, e: &Entry) -> bool {
+        let writer_ok = e.volume != self.volume.id || self.volume.can_write(&e.author);
+        writer_ok && e.verify_signature().is_ok()
+    }
+
+    /// Expires tombstones every member has seen: stores them if they are new here (they may
+    /// delete a stale version), then moves them out of the namespace. Returns how many expired.
+    pub fn expire(&self, tombstones: Vec<Entry>) -> FsResult<usize> {
+        let valid: Vec<Entry> = tombstones
+            .into_iter()
+            .filter(|t| t.deleted && self.admissible(t))
+            .collect();
+        self.apply_remote(valid.clone())?;
+        let _g = self.mutate.lock();
+        Ok(self.namespace.forget(&valid)?)
+    }
+
+    /// Drops chunks no entry references any more from the cache at once: a deleted file's
+    /// plaintext does not linger in memory (the stored copies go after the GC grace period).
+    fn evict(&self, released: &[crate::block::ChunkId]) {
+        for id in released {
+            self.io.cache.remove(id);
+        }
+    }
+
+    /// Chunks the open files of this node hold that no committed entry may reference yet.
+    pub fn pending_chunks(&self) -> std::collections::HashSet<crate::block::ChunkId> {
+        let files: Vec<Arc<OpenFile>> = self.open_files.lock().values().cloned().collect();
+        files.iter().flat_map(|f| f.chunk_ids()).collect()
+    }
+
+    /// Commits every open file with uncommitted writes, as `fsync` would. Run periodically,
+    /// so a file written for longer than the GC grace period has its chunks referenced by a
+    /// committed version before any node may collect them, and a crash loses at most one
+    /// interval of a long write.
+    pub fn checkpoint(&self) {
+        let files: Vec<(u64, Arc<OpenFile>)> = self
+            .open_files
+            .lock()
+            .iter()
+            .map(|(ino, f)| (*ino, f.clone()))
+            .collect();
+        for (ino, file) in files {
+            if file.lock().modified
+                && let Err(e) = self.commit_file(ino, &file)
+            {
+                tracing::warn!(ino, error = %e, "checkpoint of an open file failed");
+            }
+        }
     }
 
     /// Keeps each live file or symlink version that lost to a concurrent one as a new entry
@@ -392,8 +449,7 @@ impl FsCore {
         let mut report = RemoteApply::default();
         let mut valid = Vec::with_capacity(entries.len());
         for e in entries {
-            let writer_ok = e.volume != self.volume.id || self.volume.can_write(&e.author);
-            if writer_ok && e.verify_signature().is_ok() {
+            if self.admissible(&e) {
                 self.clock.observe(e.hlc);
                 valid.push(e);
             } else {
@@ -402,7 +458,9 @@ impl FsCore {
         }
         let _g = self.mutate.lock();
         let committed = self.namespace.commit(&valid)?;
+        self.evict(&committed.released);
         report.applied = committed.applied.len();
+        report.forgotten = committed.forgotten;
         let mut tree = self.tree.write();
         for e in committed
             .applied

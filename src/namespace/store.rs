@@ -7,8 +7,18 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::entry::{self, Entry, EntryError, EntryId};
+use crate::block::ChunkId;
+use crate::util::hlc::Hlc;
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+/// Chunk id -> how many stored live entries reference it. Kept in the same transaction as
+/// `entries`, so garbage collection asks it instead of scanning the namespace.
+const CHUNK_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("chunk_refs");
+/// Ids of stored tombstones (for expiry, without a scan).
+const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("tombstones");
+/// Expired tombstones: gone from `entries` (so from digests and sync), kept here to refuse the
+/// versions they deleted should a node that was away bring one back, and to hand back to it.
+const FORGOTTEN: TableDefinition<&[u8], &[u8]> = TableDefinition::new("forgotten");
 
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
@@ -43,6 +53,11 @@ pub struct Committed {
     pub applied: Vec<Entry>,
     /// Live versions that lost to a concurrent version of the same id.
     pub displaced: Vec<Entry>,
+    /// Chunks no stored entry references any more.
+    pub released: Vec<ChunkId>,
+    /// Incoming versions refused because an expired tombstone deleted them, with that
+    /// tombstone (the sender had missed the deletion).
+    pub forgotten: Vec<Entry>,
 }
 
 /// Result of loading the store: the valid entries and how many were refused.
@@ -56,8 +71,82 @@ impl NamespaceStore {
         let db = Database::create(path).map_err(db_err)?;
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(ENTRIES).map_err(db_err)?;
+        txn.open_table(CHUNK_REFS).map_err(db_err)?;
+        txn.open_table(TOMBSTONES).map_err(db_err)?;
+        txn.open_table(FORGOTTEN).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
         Ok(Self { db })
+    }
+
+    /// For each id, whether a stored live entry references it.
+    pub fn referenced(&self, ids: &[ChunkId]) -> Result<Vec<bool>, NamespaceError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(CHUNK_REFS).map_err(db_err)?;
+        ids.iter()
+            .map(|id| Ok(table.get(&id.0[..]).map_err(db_err)?.is_some()))
+            .collect()
+    }
+
+    /// Stored tombstones whose clock is at or before `before`.
+    pub fn tombstones(&self, before: Hlc) -> Result<Vec<Entry>, NamespaceError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let ids = txn.open_table(TOMBSTONES).map_err(db_err)?;
+        let entries = txn.open_table(ENTRIES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in ids.iter().map_err(db_err)? {
+            let (key, _) = row.map_err(db_err)?;
+            if let Some(v) = entries.get(key.value()).map_err(db_err)?
+                && let Ok(e) = Entry::from_bytes(v.value())
+                && e.deleted
+                && e.hlc <= before
+            {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Expires tombstones: each one that is the stored state of its id (or was written on top
+    /// of it) leaves the namespace for the forgotten table. Returns how many expired.
+    pub fn forget(&self, tombstones: &[Entry]) -> Result<usize, NamespaceError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut n = 0;
+        {
+            let mut entries = txn.open_table(ENTRIES).map_err(db_err)?;
+            let mut index = txn.open_table(TOMBSTONES).map_err(db_err)?;
+            let mut forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
+            for t in tombstones.iter().filter(|t| t.deleted) {
+                let key = &t.id.0[..];
+                let stored = match entries.get(key).map_err(db_err)? {
+                    Some(v) => Entry::from_bytes(v.value()).ok(),
+                    None => continue,
+                };
+                if stored.is_some_and(|s| s.deleted && t.covers(&s)) {
+                    entries.remove(key).map_err(db_err)?;
+                    index.remove(key).map_err(db_err)?;
+                    forgotten
+                        .insert(key, t.to_bytes().as_slice())
+                        .map_err(db_err)?;
+                    n += 1;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(n)
+    }
+
+    /// Number of tombstones in the namespace.
+    pub fn tombstones_len(&self) -> Result<u64, NamespaceError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(TOMBSTONES).map_err(db_err)?;
+        table.len().map_err(db_err)
+    }
+
+    /// Number of expired tombstones kept.
+    pub fn forgotten_len(&self) -> Result<u64, NamespaceError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(FORGOTTEN).map_err(db_err)?;
+        table.len().map_err(db_err)
     }
 
     /// Every stored entry whose encoding and signature check out; others are logged and
@@ -163,29 +252,59 @@ impl NamespaceStore {
     /// concurrent one (whose content the caller keeps as conflict copies).
     pub fn commit(&self, entries: &[Entry]) -> Result<Committed, NamespaceError> {
         let txn = self.db.begin_write().map_err(db_err)?;
-        let mut applied = Vec::new();
-        let mut displaced = Vec::new();
+        let mut out = Committed::default();
         {
             let mut table = txn.open_table(ENTRIES).map_err(db_err)?;
+            let mut refs = txn.open_table(CHUNK_REFS).map_err(db_err)?;
+            let mut index = txn.open_table(TOMBSTONES).map_err(db_err)?;
+            let forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
             for incoming in entries {
-                let current = match table.get(&incoming.id.0[..]).map_err(db_err)? {
+                let key = &incoming.id.0[..];
+                let current = match table.get(key).map_err(db_err)? {
                     Some(v) => Entry::from_bytes(v.value()).ok(),
                     None => None,
                 };
+                if current.is_none()
+                    && let Some(v) = forgotten.get(key).map_err(db_err)?
+                    && let Ok(t) = Entry::from_bytes(v.value())
+                    && t.covers(incoming)
+                {
+                    out.forgotten.push(t);
+                    continue;
+                }
                 let resolution = entry::resolve(current.as_ref(), incoming);
                 if let Some(lost) = resolution.displaced {
-                    displaced.push(lost.clone());
+                    out.displaced.push(lost.clone());
                 }
-                if std::ptr::eq(resolution.keep, incoming) {
-                    table
-                        .insert(&incoming.id.0[..], incoming.to_bytes().as_slice())
-                        .map_err(db_err)?;
-                    applied.push(incoming.clone());
+                if !std::ptr::eq(resolution.keep, incoming) {
+                    continue;
                 }
+                table
+                    .insert(key, incoming.to_bytes().as_slice())
+                    .map_err(db_err)?;
+                if incoming.deleted {
+                    index.insert(key, ()).map_err(db_err)?;
+                } else {
+                    index.remove(key).map_err(db_err)?;
+                }
+                for c in &incoming.chunks {
+                    let n = refs.get(&c.0[..]).map_err(db_err)?.map_or(0, |v| v.value());
+                    refs.insert(&c.0[..], n + 1).map_err(db_err)?;
+                }
+                for c in current.iter().flat_map(|c| c.chunks.iter()) {
+                    let n = refs.get(&c.0[..]).map_err(db_err)?.map_or(0, |v| v.value());
+                    if n <= 1 {
+                        refs.remove(&c.0[..]).map_err(db_err)?;
+                        out.released.push(*c);
+                    } else {
+                        refs.insert(&c.0[..], n - 1).map_err(db_err)?;
+                    }
+                }
+                out.applied.push(incoming.clone());
             }
         }
         txn.commit().map_err(db_err)?;
-        Ok(Committed { applied, displaced })
+        Ok(out)
     }
 }
 
@@ -262,5 +381,94 @@ mod tests {
         assert!(store.bucket_entries(5, Some(id), 10).unwrap().is_empty());
         assert!(store.bucket_entries(6, None, 10).unwrap().is_empty());
         assert_eq!(store.len().unwrap(), 1);
+    }
+
+    fn file_meta(chunks: &[u8]) -> EntryMeta {
+        EntryMeta {
+            parent: EntryId([0; 16]),
+            name: b"f".to_vec(),
+            kind: EntryKind::File,
+            size: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            atime: Timestamp::now(),
+            mtime: Timestamp::now(),
+            ctime: Timestamp::now(),
+            blocks: chunks
+                .iter()
+                .map(|c| {
+                    Some(crate::block::ChunkRef {
+                        id: ChunkId([*c; 32]),
+                        key: crate::block::ChunkKey([0; 32]),
+                    })
+                })
+                .collect(),
+            symlink_target: vec![],
+        }
+    }
+
+    #[test]
+    fn chunk_references_follow_versions_and_expired_tombstones_refuse_what_they_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NamespaceStore::open(&dir.path().join("ns.redb")).unwrap();
+        let sk = SigningKey::from_bytes(&[1; 32]);
+        let sealer = EntrySealer {
+            volume: VolumeId([0; 16]),
+            payload_key: &[2; 32],
+            signer: &sk,
+            origin: 1,
+        };
+        let (a, b) = (EntryId([1; 16]), EntryId([2; 16]));
+        let ids = |cs: &[u8]| cs.iter().map(|c| ChunkId([*c; 32])).collect::<Vec<_>>();
+        let a1 = sealer.seal(a, Hlc(10), &[], &file_meta(&[1, 2]));
+        let b1 = sealer.seal(b, Hlc(11), &[], &file_meta(&[2, 3]));
+        store.commit(&[a1.clone(), b1.clone()]).unwrap();
+        assert_eq!(
+            store.referenced(&ids(&[1, 2, 3, 4])).unwrap(),
+            [true, true, true, false]
+        );
+
+        // a is rewritten: chunk 1 is released, 2 is still used by b.
+        let a2 = sealer.seal(a, Hlc(20), &a1.seen, &file_meta(&[2, 5]));
+        let c = store.commit(std::slice::from_ref(&a2)).unwrap();
+        assert_eq!(c.released, ids(&[1]));
+        // b is deleted: 3 goes, 2 stays (a2).
+        let b_dead = sealer.tombstone(b, Hlc(30), &b1.seen);
+        let c = store.commit(std::slice::from_ref(&b_dead)).unwrap();
+        assert_eq!(c.released, ids(&[3]));
+        assert_eq!(
+            store.referenced(&ids(&[1, 2, 3, 5])).unwrap(),
+            [false, true, false, true]
+        );
+        assert_eq!(store.tombstones(Hlc(29)).unwrap(), vec![]);
+        assert_eq!(store.tombstones(Hlc(30)).unwrap(), vec![b_dead.clone()]);
+        assert_eq!(store.tombstones_len().unwrap(), 1);
+
+        // Expiry takes it out of the namespace (and its digest).
+        let digest = store.digest().unwrap();
+        assert_eq!(store.forget(std::slice::from_ref(&b_dead)).unwrap(), 1);
+        assert_eq!(store.get(&b).unwrap(), None);
+        assert_eq!(store.tombstones_len().unwrap(), 0);
+        assert_eq!(store.forgotten_len().unwrap(), 1);
+        assert_ne!(store.digest().unwrap(), digest);
+        // A node that was away brings back the version it deleted: refused, and the tombstone
+        // comes back for it.
+        let c = store.commit(std::slice::from_ref(&b1)).unwrap();
+        assert!(c.applied.is_empty());
+        assert_eq!(c.forgotten, vec![b_dead.clone()]);
+        // A modify the deleter never saw is not refused.
+        let other = SigningKey::from_bytes(&[3; 32]);
+        let b_concurrent = EntrySealer {
+            origin: 2,
+            signer: &other,
+            ..sealer
+        }
+        .seal(b, Hlc(25), &b1.seen, &file_meta(&[6]));
+        let c = store.commit(std::slice::from_ref(&b_concurrent)).unwrap();
+        assert_eq!(c.applied, vec![b_concurrent]);
+        assert_eq!(store.referenced(&ids(&[6])).unwrap(), [true]);
+        // Forgetting only takes a tombstone that is the stored state.
+        assert_eq!(store.forget(&[a2]).unwrap(), 0);
     }
 }

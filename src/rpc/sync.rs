@@ -34,13 +34,27 @@ pub enum SyncRequest {
         after: Option<EntryId>,
     },
     Push(Vec<Entry>),
+    /// Tombstones every member has seen: store, then forget them.
+    Expire(Vec<Entry>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum SyncResponse {
     Differs(#[serde(with = "serde_bytes")] Vec<u8>),
-    Entries { entries: Vec<Entry>, more: bool },
-    Applied { applied: u32, rejected: u32 },
+    Entries {
+        entries: Vec<Entry>,
+        more: bool,
+    },
+    Applied {
+        applied: u32,
+        rejected: u32,
+        /// Expired tombstones that deleted pushed entries: the pusher missed the deletion.
+        #[serde(default)]
+        forgotten: Vec<Entry>,
+    },
+    Expired {
+        forgotten: u32,
+    },
     Refused(String),
 }
 
@@ -61,7 +75,7 @@ pub enum SyncError {
 }
 
 /// What one session did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SyncReport {
     pub buckets: usize,
     pub pulled: RemoteApply,
@@ -148,6 +162,14 @@ pub async fn sync_with(
                 blocking(move || c.apply_remote(entries).map_err(|e| e.to_string())).await?;
             report.pulled.applied += applied.applied;
             report.pulled.rejected += applied.rejected;
+            if !applied.forgotten.is_empty() {
+                // The peer still has versions whose deletion expired here: hand it the
+                // tombstones.
+                let expire = SyncRequest::Expire(applied.forgotten);
+                if let SyncResponse::Refused(why) = call(&mut stream, &expire).await? {
+                    return Err(SyncError::Refused(why));
+                }
+            }
             if !more || after.is_none() {
                 break;
             }
@@ -162,6 +184,14 @@ pub async fn sync_with(
             after = entries.last().map(|e| e.id);
             report.pushed += entries.len();
             match call(&mut stream, &SyncRequest::Push(entries)).await? {
+                SyncResponse::Applied { forgotten, .. } if !forgotten.is_empty() => {
+                    // Versions deleted while this node was away, their tombstones since
+                    // expired: apply and forget them too.
+                    let c = core.clone();
+                    let n =
+                        blocking(move || c.expire(forgotten).map_err(|e| e.to_string())).await?;
+                    tracing::info!(%peer, expired = n, "deletions missed while away applied");
+                }
                 SyncResponse::Applied { .. } => {}
                 SyncResponse::Refused(why) => return Err(SyncError::Refused(why)),
                 _ => return Err(SyncError::Unexpected),
@@ -172,6 +202,29 @@ pub async fn sync_with(
         }
     }
     Ok(report)
+}
+
+/// Asks `peer` to expire `tombstones` (which every member has seen). Returns how many it
+/// expired; an error if it could not be reached or refused.
+pub async fn expire(
+    control: &libp2p_stream::Control,
+    peer: PeerId,
+    tombstones: &[Entry],
+) -> Result<usize, SyncError> {
+    let mut control = control.clone();
+    let mut stream = tokio::time::timeout(TIMEOUT, control.open_stream(peer, PROTOCOL))
+        .await
+        .map_err(|_| SyncError::Timeout)?
+        .map_err(|e| SyncError::Open(e.to_string()))?;
+    let mut n = 0;
+    for batch in tombstones.chunks(PAGE_ENTRIES) {
+        match call(&mut stream, &SyncRequest::Expire(batch.to_vec())).await? {
+            SyncResponse::Expired { forgotten } => n += forgotten as usize,
+            SyncResponse::Refused(why) => return Err(SyncError::Refused(why)),
+            _ => return Err(SyncError::Unexpected),
+        }
+    }
+    Ok(n)
 }
 
 /// Serves sync sessions.
@@ -229,7 +282,17 @@ async fn serve_session(mut stream: Stream, core: Arc<FsCore>) -> Result<(), Sync
                 SyncResponse::Applied {
                     applied: r.applied as u32,
                     rejected: r.rejected as u32,
+                    forgotten: r.forgotten,
                 }
+            }
+            SyncRequest::Expire(entries) if entries.len() <= PAGE_ENTRIES => {
+                let n = blocking(move || c.expire(entries).map_err(|e| e.to_string())).await?;
+                SyncResponse::Expired {
+                    forgotten: n as u32,
+                }
+            }
+            SyncRequest::Expire(_) => {
+                SyncResponse::Refused(format!("at most {PAGE_ENTRIES} tombstones per expiry"))
             }
             SyncRequest::Push(_) => {
                 SyncResponse::Refused(format!("at most {PAGE_ENTRIES} entries per push"))

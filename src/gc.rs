@@ -1,0 +1,279 @@
+//! Garbage collection: deleted and overwritten data leaves every node.
+//!
+//! Chunk ids travel in clear in every entry, and every node keeps the whole namespace with a
+//! count of the live entries referencing each chunk, so each node decides alone which of its
+//! chunks are garbage: a stored chunk no live entry references, for a whole grace period by
+//! this node's watch, and not written (or written again) within it. The grace period covers
+//! entries still on their way: a writer stores chunks before it commits the entry that names
+//! them (an open file is committed at least every third of the period, see
+//! [`FsCore::checkpoint`]), and a chunk written again by a new file is touched by the store.
+//!
+//! Deletions leave tombstones; a tombstone expires once every member has it. Its leader (the
+//! first of the live members by rendezvous on the entry id) hands it to every member with
+//! "store, then forget"; each keeps it in a small table outside the synced namespace, enough
+//! to refuse (and answer with the tombstone) a stale version a returning node brings back.
+//!
+//! Nothing is deleted and nothing expires while some member is suspect, dead or leaving: the
+//! unreachable side of a partition may still write versions that reference those chunks or
+//! revive a deleted file with a concurrent modify.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::block::ChunkId;
+use crate::cluster::ChunkRouter;
+use crate::fs::FsCore;
+use crate::membership::{Membership, PeerState};
+use crate::namespace::Entry;
+use crate::rpc::sync;
+use crate::util::hlc::Hlc;
+
+pub struct GcConfig {
+    /// How long a chunk stays unreferenced (and a tombstone waits) before it goes.
+    pub grace: Duration,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct GcReport {
+    /// Stored chunks no live entry references (collected or waiting for the grace period).
+    pub unreferenced: usize,
+    pub deleted_chunks: usize,
+    pub expired_tombstones: usize,
+    /// Whether every member was alive (collection and expiry run only then).
+    pub healthy: bool,
+}
+
+pub struct Gc {
+    router: Arc<ChunkRouter>,
+    core: Arc<FsCore>,
+    membership: Arc<RwLock<Membership>>,
+    control: libp2p_stream::Control,
+    config: GcConfig,
+    /// When each stored chunk was first seen unreferenced (reset when it is referenced again;
+    /// lost on restart, which only delays collection).
+    unreferenced_since: Mutex<HashMap<ChunkId, Instant>>,
+    deleted_chunks: AtomicU64,
+    last: Mutex<GcReport>,
+}
+
+/// A rendezvous key for an entry id, so placement picks the leader of its expiry.
+fn leader_key(entry: &Entry) -> ChunkId {
+    ChunkId(blake3::derive_key("p2pfs tombstone leader v1", &entry.id.0))
+}
+
+impl Gc {
+    pub fn new(
+        router: Arc<ChunkRouter>,
+        core: Arc<FsCore>,
+        membership: Arc<RwLock<Membership>>,
+        control: libp2p_stream::Control,
+        config: GcConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            router,
+            core,
+            membership,
+            control,
+            config,
+            unreferenced_since: Mutex::new(HashMap::new()),
+            deleted_chunks: AtomicU64::new(0),
+            last: Mutex::new(GcReport::default()),
+        })
+    }
+
+    pub fn grace(&self) -> Duration {
+        self.config.grace
+    }
+
+    /// What the last pass found.
+    pub fn last(&self) -> GcReport {
+        *self.last.lock()
+    }
+
+    /// Chunks deleted since start.
+    pub fn deleted_chunks(&self) -> u64 {
+        self.deleted_chunks.load(Ordering::Relaxed)
+    }
+
+    /// Runs forever: a checkpoint of open files every third of the grace period, and a
+    /// collection pass every half.
+    pub async fn run(self: Arc<Self>) {
+        let third = (self.config.grace / 3).max(Duration::from_millis(500));
+        let mut checkpoint = tokio::time::interval(third);
+        let mut pass = tokio::time::interval((self.config.grace / 2).max(Duration::from_secs(1)));
+        loop {
+            tokio::select! {
+                _ = checkpoint.tick() => {
+                    let core = self.core.clone();
+                    let _ = tokio::task::spawn_blocking(move || core.checkpoint()).await;
+                }
+                _ = pass.tick() => {
+                    let report = self.pass().await;
+                    if report.deleted_chunks > 0 || report.expired_tombstones > 0 {
+                        tracing::info!(
+                            deleted_chunks = report.deleted_chunks,
+                            expired_tombstones = report.expired_tombstones,
+                            "garbage collected"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether every member in the view is alive (members that left gracefully do not count).
+    fn healthy(&self) -> bool {
+        self.membership
+            .read()
+            .members()
+            .all(|m| matches!(m.state, PeerState::Alive | PeerState::Left))
+    }
+
+    pub async fn pass(&self) -> GcReport {
+        let healthy = self.healthy();
+        let (unreferenced, deleted_chunks) = self.collect_chunks(healthy).await;
+        let expired_tombstones = if healthy {
+            self.expire_tombstones().await
+        } else {
+            0
+        };
+        let report = GcReport {
+            unreferenced,
+            deleted_chunks,
+            expired_tombstones,
+            healthy,
+        };
+        *self.last.lock() = report;
+        report
+    }
+
+    async fn collect_chunks(&self, healthy: bool) -> (usize, usize) {
+        let (store, core) = (self.router.store().clone(), self.core.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            let held: Vec<ChunkId> = store.list()?.into_iter().map(|(id, _)| id).collect();
+            let referenced = core
+                .namespace()
+                .referenced(&held)
+                .map_err(std::io::Error::other)?;
+            let pending = core.pending_chunks();
+            Ok::<_, std::io::Error>(
+                held.into_iter()
+                    .zip(referenced)
+                    .filter(|(id, r)| !r && !pending.contains(id))
+                    .map(|(id, _)| id)
+                    .collect::<Vec<ChunkId>>(),
+            )
+        })
+        .await;
+        let garbage = match found {
+            Ok(Ok(g)) => g,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "garbage collection cannot list chunks");
+                return (0, 0);
+            }
+            Err(_) => return (0, 0),
+        };
+        let now = Instant::now();
+        let due: Vec<ChunkId> = {
+            let mut since = self.unreferenced_since.lock();
+            let keep: std::collections::HashSet<ChunkId> = garbage.iter().copied().collect();
+            since.retain(|id, _| keep.contains(id));
+            garbage
+                .iter()
+                .filter(|id| {
+                    let first = *since.entry(**id).or_insert(now);
+                    now.duration_since(first) >= self.config.grace
+                })
+                .copied()
+                .collect()
+        };
+        if !healthy || due.is_empty() {
+            return (garbage.len(), 0);
+        }
+        let (store, core, grace) = (
+            self.router.store().clone(),
+            self.core.clone(),
+            self.config.grace,
+        );
+        let deleted = tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            for id in due {
+                // Checked again right before deleting: a new entry may reference it by now,
+                // or a writer may have stored it again.
+                let written_recently = store
+                    .modified(&id)
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .is_none_or(|age| age < grace);
+                let referenced = core
+                    .namespace()
+                    .referenced(&[id])
+                    .map(|r| r[0])
+                    .unwrap_or(true);
+                if written_recently || referenced || core.pending_chunks().contains(&id) {
+                    continue;
+                }
+                match store.delete(&id) {
+                    Ok(()) => n += 1,
+                    Err(e) => {
+                        tracing::warn!(chunk = %id, error = %e, "cannot delete a garbage chunk")
+                    }
+                }
+            }
+            n
+        })
+        .await
+        .unwrap_or(0);
+        self.deleted_chunks
+            .fetch_add(deleted as u64, Ordering::Relaxed);
+        (garbage.len(), deleted)
+    }
+
+    /// Expires the tombstones older than the grace period that this node leads, once every
+    /// alive member has taken them.
+    async fn expire_tombstones(&self) -> usize {
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let horizon = Hlc(now_ms.saturating_sub(self.config.grace.as_millis() as u64) << 16);
+        let core = self.core.clone();
+        let Ok(Ok(old)) =
+            tokio::task::spawn_blocking(move || core.namespace().tombstones(horizon)).await
+        else {
+            return 0;
+        };
+        let placement = self.router.placement();
+        let local = self.router.local();
+        let mine: Vec<Entry> = old
+            .into_iter()
+            .filter(|t| placement.owners(&leader_key(t), 1).first() == Some(&local))
+            .collect();
+        if mine.is_empty() {
+            return 0;
+        }
+        let peers: Vec<_> = self
+            .membership
+            .read()
+            .members()
+            .filter(|m| m.state == PeerState::Alive)
+            .map(|m| m.peer)
+            .collect();
+        for peer in peers {
+            if let Err(e) = sync::expire(&self.control, peer, &mine).await {
+                tracing::debug!(%peer, error = %e, "tombstone expiry postponed: a member did not take them");
+                return 0;
+            }
+        }
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || core.expire(mine))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0)
+    }
+}
