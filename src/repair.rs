@@ -20,6 +20,39 @@ use crate::block::{ChunkId, ChunkStore};
 use crate::cluster::ChunkRouter;
 use crate::rpc::chunk::{ChunkClient, MAX_HAVE_BATCH};
 
+/// Chunk pushes a repair pass keeps in flight.
+const PUSHES_IN_FLIGHT: usize = 8;
+
+/// Paces concurrent transfers to a byte rate: each reserves its slot on one shared timeline.
+struct Pacer {
+    bytes_per_sec: u64,
+    next: parking_lot::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn new(bytes_per_sec: u64) -> Self {
+        Self {
+            bytes_per_sec,
+            next: parking_lot::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits until `bytes` more fit under the rate (at once when unlimited).
+    async fn wait(&self, bytes: usize) {
+        if self.bytes_per_sec == 0 {
+            return;
+        }
+        let start = {
+            let mut next = self.next.lock();
+            let now = tokio::time::Instant::now();
+            let start = (*next).max(now);
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+}
+
 pub struct RepairConfig {
     /// Time between periodic passes.
     pub interval: Duration,
@@ -210,45 +243,53 @@ impl Repair {
         }
     }
 
-    /// Pushes each chunk to the peers that lack it (rate-limited), counting progress in
-    /// `repair_queue`.
+    /// Pushes each chunk to the peers that lack it, [`PUSHES_IN_FLIGHT`] at a time (one
+    /// transfer at a time leaves the link idle for a round trip per chunk), paced to the rate
+    /// limit, counting progress in `repair_queue`.
     async fn push_all(&self, pushes: Vec<(ChunkId, Vec<PeerId>)>) -> PassReport {
-        let mut report = PassReport::default();
+        use libp2p::futures::StreamExt;
         self.queue.store(
             pushes.iter().map(|(_, m)| m.len() as u64).sum(),
             Ordering::Relaxed,
         );
-        for (id, missing) in pushes {
-            if missing.is_empty() {
-                continue;
-            }
-            let store = self.store.clone();
-            let data = match tokio::task::spawn_blocking(move || store.get(&id)).await {
-                Ok(Ok(d)) => d,
-                _ => {
-                    self.queue
-                        .fetch_sub(missing.len() as u64, Ordering::Relaxed);
-                    continue;
-                }
-            };
-            let mut short = false;
-            for owner in missing {
-                match self.client.put(owner, id, &data).await {
-                    Ok(()) => report.pushed += 1,
-                    Err(e) => {
-                        tracing::debug!(peer = %owner, chunk = %id, error = %e, "repair push failed");
-                        short = true;
-                    }
-                }
-                self.queue.fetch_sub(1, Ordering::Relaxed);
-                if self.config.rate_bytes_per_sec > 0 {
-                    let secs = data.len() as f64 / self.config.rate_bytes_per_sec as f64;
-                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-                }
-            }
-            report.under_replicated += usize::from(short);
+        let pacer = Pacer::new(self.config.rate_bytes_per_sec);
+        let results: Vec<(usize, bool)> = libp2p::futures::stream::iter(pushes)
+            .filter(|(_, missing)| std::future::ready(!missing.is_empty()))
+            .map(|(id, missing)| self.push_one(id, missing, &pacer))
+            .buffer_unordered(PUSHES_IN_FLIGHT)
+            .collect()
+            .await;
+        PassReport {
+            pushed: results.iter().map(|(n, _)| n).sum(),
+            under_replicated: results.iter().filter(|(_, short)| *short).count(),
+            ..Default::default()
         }
-        report
+    }
+
+    /// Pushes one chunk to the owners that lack it: (copies pushed, whether any failed).
+    async fn push_one(&self, id: ChunkId, missing: Vec<PeerId>, pacer: &Pacer) -> (usize, bool) {
+        let store = self.store.clone();
+        let data = match tokio::task::spawn_blocking(move || store.get(&id)).await {
+            Ok(Ok(d)) => d,
+            _ => {
+                self.queue
+                    .fetch_sub(missing.len() as u64, Ordering::Relaxed);
+                return (0, false);
+            }
+        };
+        let (mut pushed, mut short) = (0, false);
+        for owner in missing {
+            pacer.wait(data.len()).await;
+            match self.client.put(owner, id, &data).await {
+                Ok(()) => pushed += 1,
+                Err(e) => {
+                    tracing::debug!(peer = %owner, chunk = %id, error = %e, "repair push failed");
+                    short = true;
+                }
+            }
+            self.queue.fetch_sub(1, Ordering::Relaxed);
+        }
+        (pushed, short)
     }
 
     /// One pass over every chunk this node holds.
@@ -316,5 +357,28 @@ impl Repair {
         self.under_replicated
             .store(report.under_replicated as u64, Ordering::Relaxed);
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pacer_spaces_concurrent_transfers_to_the_rate() {
+        // 5 transfers of 1,000 bytes at 100,000 B/s: the last may start only 40 ms in,
+        // however many run at once.
+        let pacer = Pacer::new(100_000);
+        let t0 = tokio::time::Instant::now();
+        libp2p::futures::future::join_all((0..5).map(|_| pacer.wait(1_000))).await;
+        assert!(
+            t0.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            t0.elapsed()
+        );
+        // Unlimited never waits on the timeline.
+        let free = Pacer::new(0);
+        free.wait(usize::MAX).await;
+        assert!(*free.next.lock() <= tokio::time::Instant::now());
     }
 }
