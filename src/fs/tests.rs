@@ -431,3 +431,36 @@ fn concurrent_writes_keep_both_versions_and_a_modify_beats_a_concurrent_delete()
     assert_eq!(listing(&p.a).len(), 3);
     assert_eq!(listing(&p.b), listing(&p.a));
 }
+
+/// `cp -p`, `tar`, `rsync`: write, then chmod/utimes through the open file, then close. The
+/// node's own metadata change is part of the history the close is written on: no conflict.
+#[test]
+fn metadata_changes_while_open_for_writing_are_not_conflicts() {
+    let p = pair();
+    let (attr, fh) = p.a.create(ROOT_INO, b"copied", 0o600, ME, true).unwrap();
+    p.a.write(fh, 0, b"first part ").unwrap();
+    p.a.setattr(
+        attr.ino,
+        SetAttr {
+            mode: Some(0o640),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    p.a.write(fh, 11, b"second part").unwrap();
+    p.a.release(fh).unwrap();
+    p.exchange();
+    let (la, lb) = (listing(&p.a), listing(&p.b));
+    assert_eq!(
+        la,
+        vec![("copied".to_string(), b"first part second part".to_vec())]
+    );
+    assert_eq!(la, lb);
+    assert_eq!(
+        p.b.getattr(p.b.lookup(ROOT_INO, b"copied").unwrap().ino)
+            .unwrap()
+            .perm
+            & 0o777,
+        0o640
+    );
+}
