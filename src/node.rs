@@ -280,6 +280,7 @@ impl Node {
             },
         );
         runtime.spawn(gc.clone().run());
+        runtime.spawn(settle_conflicts(core.clone()));
         let leave_requested = Arc::new(tokio::sync::Notify::new());
         runtime.spawn(control::serve(
             control_listener,
@@ -449,5 +450,22 @@ fn lazy_unmount(mountpoint: &Path) {
     if let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) {
         // SAFETY: a valid NUL-terminated path.
         unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// How long a version that lost to a concurrent one waits before it becomes a conflict copy: long
+/// enough for a later version of its own line (sent right after it) to arrive and supersede it.
+const CONFLICT_SETTLE: Duration = Duration::from_secs(10);
+
+/// Makes conflict copies of settled displaced versions, every 2 s.
+async fn settle_conflicts(core: Arc<FsCore>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let core = core.clone();
+        let settled = tokio::task::spawn_blocking(move || core.settle_conflicts(CONFLICT_SETTLE));
+        if let Ok(Err(e)) = settled.await {
+            tracing::warn!(error = %e, "cannot make conflict copies");
+        }
     }
 }

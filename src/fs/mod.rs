@@ -340,7 +340,6 @@ impl FsCore {
         if let Some(publish) = &self.publish {
             let _ = publish.send(entries.clone());
         }
-        self.keep_conflict_copies(committed.displaced)?;
         Ok(entries)
     }
 
@@ -397,12 +396,48 @@ impl FsCore {
         }
     }
 
+    /// Turns settled displaced versions into conflict copies: a displaced version that its own
+    /// line has since superseded (the current state, or another displaced version, was
+    /// written on top of it) was an intermediate state and is dropped; one displaced for at
+    /// least `min_age` is copied. Returns how many copies were made.
+    pub fn settle_conflicts(&self, min_age: std::time::Duration) -> FsResult<usize> {
+        let _g = self.mutate.lock();
+        let pending = self.namespace.displaced()?;
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let (mut done, mut copy) = (Vec::new(), Vec::new());
+        for (arrived, lost) in &pending {
+            let superseded = self
+                .namespace
+                .get(&lost.id)?
+                .is_some_and(|current| current.covers(lost))
+                || pending
+                    .iter()
+                    .any(|(_, other)| other.id == lost.id && other != lost && other.covers(lost));
+            if superseded {
+                done.push(lost.clone());
+            } else if now_ms.saturating_sub(*arrived) >= min_age.as_millis() as u64 {
+                copy.push(lost.clone());
+                done.push(lost.clone());
+            }
+        }
+        let copies = self.keep_conflict_copies(copy)?;
+        let released = self.namespace.settle(&done)?;
+        self.evict(&released);
+        Ok(copies)
+    }
+
     /// Keeps each live file or symlink version that lost to a concurrent one as a new entry
     /// named `name.conflict-<node>-<time>` beside it. Every node that sees the conflict makes
     /// the same copy (same id, derived from the lost version), so they merge into one.
     /// Directories are not copied: their versions differ only in metadata, and their children
     /// stay with the one id. The caller holds `mutate`.
-    fn keep_conflict_copies(&self, displaced: Vec<Entry>) -> FsResult<()> {
+    fn keep_conflict_copies(&self, displaced: Vec<Entry>) -> FsResult<usize> {
         let mut copies = Vec::new();
         for lost in displaced {
             if lost.volume != self.volume.id || lost.deleted {
@@ -435,10 +470,11 @@ impl FsCore {
             tracing::warn!(entry = %lost.id, copy = %copy_id, "concurrent writes to one file: the earlier version is kept as a conflict copy");
             copies.push((copy_id, Some(meta), Some(Vec::new())));
         }
-        if !copies.is_empty() {
+        let n = copies.len();
+        if n > 0 {
             self.persist_on(copies)?;
         }
-        Ok(())
+        Ok(n)
     }
 
     /// Merges entries received from a peer (gossip or anti-entropy): each must carry a valid
@@ -480,7 +516,6 @@ impl FsCore {
             }
         }
         drop(tree);
-        self.keep_conflict_copies(committed.displaced)?;
         if report.rejected > 0 {
             self.rejected
                 .fetch_add(report.rejected as u64, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::identity::UserIdentity;
+use std::time::Duration;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -347,7 +348,9 @@ impl Pair {
             let from_a = self.a.namespace().load_all().unwrap().entries;
             let from_b = self.b.namespace().load_all().unwrap().entries;
             let changed = self.b.apply_remote(from_a).unwrap().applied
-                + self.a.apply_remote(from_b).unwrap().applied;
+                + self.a.apply_remote(from_b).unwrap().applied
+                + self.a.settle_conflicts(Duration::ZERO).unwrap()
+                + self.b.settle_conflicts(Duration::ZERO).unwrap();
             if changed == 0 {
                 return;
             }
@@ -463,4 +466,37 @@ fn metadata_changes_while_open_for_writing_are_not_conflicts() {
             & 0o777,
         0o640
     );
+}
+
+/// A version that lost to a concurrent one but was itself superseded by its own line (here a
+/// write that arrives late, after its successor) makes no conflict copy; its successor does,
+/// once settled.
+#[test]
+fn an_intermediate_version_makes_no_conflict_copy() {
+    let p = pair();
+    write_file(&p.a, ROOT_INO, "f", b"v0");
+    p.exchange();
+    let id_of = |core: &FsCore| {
+        let ino = core.lookup(ROOT_INO, b"f").unwrap().ino;
+        core.tree.read().get(ino).unwrap().id
+    };
+    let id = id_of(&p.a);
+    overwrite(&p.a, "f", b"intermediate on A");
+    let intermediate = p.a.namespace().get(&id).unwrap().unwrap();
+    overwrite(&p.a, "f", b"final on A");
+    overwrite(&p.b, "f", b"written on B, later");
+    // The intermediate version reaches B first: displaced, but not copied before it settles.
+    p.b.apply_remote(vec![intermediate]).unwrap();
+    assert_eq!(p.b.settle_conflicts(Duration::from_secs(600)).unwrap(), 0);
+    p.exchange();
+    let (la, lb) = (listing(&p.a), listing(&p.b));
+    assert_eq!(la, lb);
+    let copies: Vec<&Vec<u8>> = la
+        .iter()
+        .filter(|(n, _)| n.starts_with("f.conflict-"))
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(copies, vec![&b"final on A".to_vec()], "{la:?}");
+    assert!(p.a.namespace().displaced().unwrap().is_empty());
+    assert!(p.b.namespace().displaced().unwrap().is_empty());
 }

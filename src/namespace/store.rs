@@ -19,6 +19,47 @@ const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("tombstones"
 /// Expired tombstones: gone from `entries` (so from digests and sync), kept here to refuse the
 /// versions they deleted should a node that was away bring one back, and to hand back to it.
 const FORGOTTEN: TableDefinition<&[u8], &[u8]> = TableDefinition::new("forgotten");
+/// Live versions that lost to a concurrent one, waiting to become conflict copies: key = id ||
+/// hlc || origin, value = arrival (ms since the epoch, 8 bytes LE) || the entry. They wait a
+/// little because the version that lost may be an intermediate one (a truncate before a write,
+/// a checkpoint) whose own later version is still on its way: only the last of a line is kept.
+/// Their chunks count as referenced meanwhile.
+const DISPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("displaced");
+
+fn displaced_key(e: &Entry) -> Vec<u8> {
+    let mut k = e.id.0.to_vec();
+    k.extend_from_slice(&e.hlc.0.to_be_bytes());
+    k.extend_from_slice(&e.origin.to_be_bytes());
+    k
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Adds `delta` (+1 or -1) to the reference count of each chunk; a count that reaches zero is
+/// removed and reported in `released`.
+fn count_refs(
+    refs: &mut redb::Table<&[u8], u64>,
+    chunks: &[ChunkId],
+    delta: i64,
+    released: &mut Vec<ChunkId>,
+) -> Result<(), NamespaceError> {
+    for c in chunks {
+        let n = refs.get(&c.0[..]).map_err(db_err)?.map_or(0, |v| v.value());
+        let n = n.saturating_add_signed(delta);
+        if n == 0 {
+            refs.remove(&c.0[..]).map_err(db_err)?;
+            released.push(*c);
+        } else {
+            refs.insert(&c.0[..], n).map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
@@ -51,7 +92,8 @@ pub struct NamespaceStore {
 pub struct Committed {
     /// Entries now stored (they replaced the previous state of their id).
     pub applied: Vec<Entry>,
-    /// Live versions that lost to a concurrent version of the same id.
+    /// Live versions that lost to a concurrent version of the same id (recorded in the
+    /// displaced table, to become conflict copies once settled).
     pub displaced: Vec<Entry>,
     /// Chunks no stored entry references any more.
     pub released: Vec<ChunkId>,
@@ -74,8 +116,49 @@ impl NamespaceStore {
         txn.open_table(CHUNK_REFS).map_err(db_err)?;
         txn.open_table(TOMBSTONES).map_err(db_err)?;
         txn.open_table(FORGOTTEN).map_err(db_err)?;
+        txn.open_table(DISPLACED).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
         Ok(Self { db })
+    }
+
+    /// Versions waiting to become conflict copies, with their arrival (ms since the epoch).
+    pub fn displaced(&self) -> Result<Vec<(u64, Entry)>, NamespaceError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(DISPLACED).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            let v = v.value();
+            if v.len() > 8
+                && let Ok(e) = Entry::from_bytes(&v[8..])
+            {
+                let arrived = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+                out.push((arrived, e));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes settled displaced versions (copied, or superseded by their own line). Returns
+    /// the chunks no longer referenced.
+    pub fn settle(&self, done: &[Entry]) -> Result<Vec<ChunkId>, NamespaceError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut released = Vec::new();
+        {
+            let mut table = txn.open_table(DISPLACED).map_err(db_err)?;
+            let mut refs = txn.open_table(CHUNK_REFS).map_err(db_err)?;
+            for e in done {
+                if table
+                    .remove(displaced_key(e).as_slice())
+                    .map_err(db_err)?
+                    .is_some()
+                {
+                    count_refs(&mut refs, &e.chunks, -1, &mut released)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(released)
     }
 
     /// For each id, whether a stored live entry references it.
@@ -257,6 +340,7 @@ impl NamespaceStore {
             let mut table = txn.open_table(ENTRIES).map_err(db_err)?;
             let mut refs = txn.open_table(CHUNK_REFS).map_err(db_err)?;
             let mut index = txn.open_table(TOMBSTONES).map_err(db_err)?;
+            let mut displaced = txn.open_table(DISPLACED).map_err(db_err)?;
             let forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
             for incoming in entries {
                 let key = &incoming.id.0[..];
@@ -274,7 +358,16 @@ impl NamespaceStore {
                 }
                 let resolution = entry::resolve(current.as_ref(), incoming);
                 if let Some(lost) = resolution.displaced {
-                    out.displaced.push(lost.clone());
+                    let dkey = displaced_key(lost);
+                    if displaced.get(dkey.as_slice()).map_err(db_err)?.is_none() {
+                        let mut value = now_ms().to_le_bytes().to_vec();
+                        value.extend_from_slice(&lost.to_bytes());
+                        displaced
+                            .insert(dkey.as_slice(), value.as_slice())
+                            .map_err(db_err)?;
+                        count_refs(&mut refs, &lost.chunks, 1, &mut out.released)?;
+                        out.displaced.push(lost.clone());
+                    }
                 }
                 if !std::ptr::eq(resolution.keep, incoming) {
                     continue;
@@ -287,19 +380,11 @@ impl NamespaceStore {
                 } else {
                     index.remove(key).map_err(db_err)?;
                 }
-                for c in &incoming.chunks {
-                    let n = refs.get(&c.0[..]).map_err(db_err)?.map_or(0, |v| v.value());
-                    refs.insert(&c.0[..], n + 1).map_err(db_err)?;
-                }
-                for c in current.iter().flat_map(|c| c.chunks.iter()) {
-                    let n = refs.get(&c.0[..]).map_err(db_err)?.map_or(0, |v| v.value());
-                    if n <= 1 {
-                        refs.remove(&c.0[..]).map_err(db_err)?;
-                        out.released.push(*c);
-                    } else {
-                        refs.insert(&c.0[..], n - 1).map_err(db_err)?;
-                    }
-                }
+                // Count the new version's chunks before releasing the old one's, so chunks
+                // the two share never drop to zero.
+                count_refs(&mut refs, &incoming.chunks, 1, &mut out.released)?;
+                let old: &[ChunkId] = current.as_ref().map_or(&[], |c| &c.chunks);
+                count_refs(&mut refs, old, -1, &mut out.released)?;
                 out.applied.push(incoming.clone());
             }
         }
