@@ -766,3 +766,342 @@ fn corrupt_chunks_are_served_from_replicas_and_scrubbed() {
         c.nodes[2].log_text()
     );
 }
+
+/// For every chunk of the files at `paths` (by `p2pfs-ctl where` on `asker`), the (1-based)
+/// nodes among `among` (0-based) holding it on disk; the path it belongs to is kept for
+/// failure messages.
+fn live_chunk_holders(
+    c: &Cluster,
+    asker: usize,
+    paths: &[&str],
+    among: &[usize],
+) -> BTreeMap<String, (String, Vec<usize>)> {
+    let mut out = BTreeMap::new();
+    for p in paths {
+        let ids = c.nodes[asker]
+            .where_chunk_ids(p)
+            .unwrap_or_else(|e| panic!("node {}: {e}", asker + 1));
+        for id in ids {
+            out.insert(id, (p.to_string(), Vec::new()));
+        }
+    }
+    for &i in among {
+        let held = c.nodes[i].chunk_ids();
+        for (id, (_, holders)) in out.iter_mut() {
+            if held.contains(id) {
+                holders.push(i + 1);
+            }
+        }
+    }
+    out
+}
+
+/// Polls until every chunk of the files at `paths` is held by exactly `r` of the nodes in
+/// `among`; panics with the chunks that are not.
+#[track_caller]
+fn wait_live_chunks_on(c: &Cluster, paths: &[&str], among: &[usize], r: usize, timeout: Duration) {
+    let asker = among[0];
+    let mut bad = Vec::new();
+    let mut n = 0;
+    let ok = wait_until(timeout, || {
+        let holders = live_chunk_holders(c, asker, paths, among);
+        n = holders.len();
+        bad = holders
+            .iter()
+            .filter(|(_, (_, h))| h.len() != r)
+            .map(|(id, (p, h))| format!("{} of {p} on {h:?}", &id[..12]))
+            .collect();
+        if bad.is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        false
+    });
+    let statuses: Vec<String> = among
+        .iter()
+        .map(|&i| format!("node {}: {}", i + 1, c.nodes[i].status()["replication"]))
+        .collect();
+    assert!(
+        ok,
+        "{} of {n} live chunks are not on exactly {r} of nodes {:?} after {timeout:?}: {bad:?}\n{}",
+        bad.len(),
+        among.iter().map(|i| i + 1).collect::<Vec<_>>(),
+        statuses.join("\n")
+    );
+}
+
+/// A node killed while the others change the namespace (modify, delete, rename, create) comes
+/// back on its stale data dir: its mount converges to the new state, what it still holds of
+/// the old one (the deleted file, the old name, the old content) does not come back anywhere
+/// however often anti-entropy runs, and every chunk of the live files ends on exactly R nodes.
+#[test]
+fn node_restarted_with_stale_data_converges_and_deletions_stick() {
+    // The expected modes below assume the usual umask.
+    unsafe {
+        libc::umask(0o022);
+    }
+    let sync_secs = 2;
+    let mut c = Cluster::empty(ClusterOpts {
+        chunk_size: Some(256 * KIB),
+        extra_args: vec!["--dead-after".into(), "5".into()],
+        ..ClusterOpts::replicas(3)
+    });
+    for _ in 0..4 {
+        let n = c.init_node();
+        // Anti-entropy every 2 s instead of 10.
+        n.set_config("network", "sync_interval_secs", &sync_secs.to_string());
+        c.nodes.push(n);
+    }
+    c.start_node(0, None);
+    let boot = c.nodes[0].bootstrap_addr();
+    for i in 1..4 {
+        c.start_node(i, Some(&boot));
+    }
+    c.wait_formed();
+
+    let keep = random_bytes(31, 700 * KIB + 1);
+    let old = random_bytes(32, MIB + 5);
+    let doomed = random_bytes(33, 600 * KIB);
+    let moved = random_bytes(34, 900 * KIB + 3);
+    let n1 = &c.nodes[0];
+    fs::create_dir(n1.p("dir")).unwrap();
+    write_and_close(&n1.p("keep.bin"), &keep).unwrap();
+    write_and_close(&n1.p("modified.bin"), &old).unwrap();
+    write_and_close(&n1.p("deleted.bin"), &doomed).unwrap();
+    write_and_close(&n1.p("dir/old-name.bin"), &moved).unwrap();
+    let before = describe(&n1.mnt).unwrap();
+    assert_eq!(before.len(), 5, "{:?}", before.keys());
+    for i in 1..4 {
+        wait_for_tree(
+            &format!("node {}", i + 1),
+            &c.nodes[i].mnt,
+            &before,
+            SPREAD_TIMEOUT,
+        );
+    }
+
+    // Node 4 goes down hard; the others change the namespace, each through its own mount.
+    let victim = c.nodes[3].peer_id();
+    c.nodes[3].kill9();
+    c.nodes[3].cleanup_dead_mount();
+    let new = random_bytes(35, 3 * MIB / 2 + 11);
+    let created = random_bytes(36, 800 * KIB);
+    write_and_close(&c.nodes[1].p("modified.bin"), &new).unwrap();
+    fs::remove_file(c.nodes[2].p("deleted.bin")).unwrap();
+    fs::rename(
+        c.nodes[0].p("dir/old-name.bin"),
+        c.nodes[0].p("new-name.bin"),
+    )
+    .unwrap();
+    write_and_close(&c.nodes[1].p("dir/created.bin"), &created).unwrap();
+
+    let file = |content: &[u8]| Item::File {
+        mode: 0o644,
+        size: content.len() as u64,
+        content: content.to_vec(),
+    };
+    let want: Tree = [
+        ("dir", Item::Dir { mode: 0o755 }),
+        ("keep.bin", file(&keep)),
+        ("modified.bin", file(&new)),
+        ("new-name.bin", file(&moved)),
+        ("dir/created.bin", file(&created)),
+    ]
+    .into_iter()
+    .map(|(p, item)| (PathBuf::from(p), item))
+    .collect();
+    for i in 0..3 {
+        wait_for_tree(
+            &format!("node {} after the changes", i + 1),
+            &c.nodes[i].mnt,
+            &want,
+            SPREAD_TIMEOUT,
+        );
+    }
+    // Wait until the survivors have given the victim up (and repaired), so its return is a
+    // rejoin of a dead node with stale data.
+    for n in &c.nodes[..3] {
+        assert!(
+            wait_until(Duration::from_secs(30), || n.peer_state(&victim).as_deref()
+                == Some("dead")),
+            "the killed node is not dead to {}: {}",
+            n.dir.display(),
+            n.status()
+        );
+    }
+    // Its data dir still has the old state.
+    assert!(c.nodes[3].dir.join("namespace.redb").exists());
+
+    let t = Instant::now();
+    c.start_node(3, Some(&boot));
+    c.wait_formed();
+    wait_for_tree(
+        "restarted node 4",
+        &c.nodes[3].mnt,
+        &want,
+        Duration::from_secs(60),
+    );
+    eprintln!("the restarted node converged in {:?}", t.elapsed());
+
+    // Several anti-entropy rounds later nothing stale has come back, on any node.
+    let until = Instant::now() + Duration::from_secs(4 * sync_secs + 2);
+    let mut rounds = 0;
+    while Instant::now() < until {
+        for (i, n) in c.nodes.iter().enumerate() {
+            match describe(&n.mnt) {
+                Ok(tree) if tree == want => {}
+                Ok(tree) => panic!(
+                    "node {}: {:?} after the restart the tree differs:\n{}",
+                    i + 1,
+                    t.elapsed(),
+                    tree_diff(&tree, &want)
+                ),
+                Err(e) => panic!("node {}: {e}", i + 1),
+            }
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(rounds >= 5);
+    for (i, n) in c.nodes.iter().enumerate() {
+        let s = n.status();
+        assert_eq!(s["files"], want.len(), "node {}: status.files", i + 1);
+        assert_eq!(s["rejected_entries"], 0, "node {}", i + 1);
+    }
+
+    // Every chunk of every live file on exactly R = 3 of the 4 nodes.
+    wait_live_chunks_on(
+        &c,
+        &[
+            "keep.bin",
+            "modified.bin",
+            "new-name.bin",
+            "dir/created.bin",
+        ],
+        &[0, 1, 2, 3],
+        3,
+        Duration::from_secs(90),
+    );
+}
+
+/// kill -9 of R - 1 = 2 of 5 nodes while a writer streams files through node 1's mount: every
+/// write and close that returned success reads back intact on every survivor, and once the
+/// two are dead (`--dead-after`) every chunk of every file is on all 3 survivors.
+#[test]
+fn kill_r_minus_one_nodes_during_writes_loses_nothing() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let mut c = Cluster::start_opts(
+        5,
+        ClusterOpts {
+            extra_args: vec!["--dead-after".into(), "5".into()],
+            ..ClusterOpts::replicas(3)
+        },
+    );
+    const FILES: usize = 10;
+    const PIECE: usize = 256 * KIB;
+    let sizes: Vec<usize> = (0..FILES).map(|k| 3 * MIB + k * 123_457).collect();
+    let total: usize = sizes.iter().sum();
+    // Bytes the writer has handed to write(2) so far.
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mnt = c.nodes[0].mnt.clone();
+    let t = Instant::now();
+    let writer = {
+        let (progress, sizes) = (progress.clone(), sizes.clone());
+        std::thread::spawn(move || {
+            let mut results = Vec::new();
+            for (k, size) in sizes.into_iter().enumerate() {
+                let name = format!("stream-{k}.bin");
+                let data = random_bytes(200 + k as u64, size);
+                let result = (|| -> std::io::Result<()> {
+                    let mut f = fs::File::create(mnt.join(&name))?;
+                    for piece in data.chunks(PIECE) {
+                        f.write_all(piece)?;
+                        progress.fetch_add(piece.len(), Ordering::SeqCst);
+                        // Slow enough that the kills land in the middle of the series.
+                        std::thread::sleep(Duration::from_millis(15));
+                    }
+                    close_checked(f)
+                })();
+                results.push((name, data, result.map_err(|e| e.to_string())));
+            }
+            results
+        })
+    };
+
+    // Kill node 4 a quarter of the way in, node 5 halfway, each in the middle of a file.
+    let victims = [3, 4];
+    let dead: Vec<String> = victims.iter().map(|&v| c.nodes[v].peer_id()).collect();
+    let mut killed_at = Vec::new();
+    for (v, at) in victims.iter().zip([total / 4, total / 2]) {
+        assert!(
+            wait_until(Duration::from_secs(120), || progress.load(Ordering::SeqCst)
+                >= at),
+            "the writer made no progress (at {} of {total} bytes)",
+            progress.load(Ordering::SeqCst)
+        );
+        c.nodes[*v].kill9();
+        killed_at.push(progress.load(Ordering::SeqCst));
+        c.nodes[*v].cleanup_dead_mount();
+    }
+    let results = writer.join().expect("writer thread");
+    eprintln!(
+        "killed nodes 4 and 5 after {killed_at:?} of {total} bytes written; the writes took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        killed_at.iter().all(|&b| b < total),
+        "the kills did not land during the writes: {killed_at:?} of {total}"
+    );
+    let failed: Vec<_> = results
+        .iter()
+        .filter_map(|(n, _, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
+        .collect();
+    let ok: Vec<&(String, Vec<u8>, Result<(), String>)> =
+        results.iter().filter(|(_, _, r)| r.is_ok()).collect();
+
+    // What returned success is intact on every survivor, before and after the two are dead.
+    let survivors = [0, 1, 2];
+    for &i in &survivors {
+        for (name, data, _) in &ok {
+            if let Err(e) = wait_for_file(&c.nodes[i].p(name), data, SPREAD_TIMEOUT) {
+                panic!("node {}: {e} (failed writes: {failed:?})", i + 1);
+            }
+        }
+    }
+    // With 3 live nodes for R = 3 every write must have found its copies.
+    assert!(failed.is_empty(), "writes failed: {failed:?}");
+
+    for &i in &survivors {
+        assert!(
+            wait_until(Duration::from_secs(30), || dead
+                .iter()
+                .all(|p| c.nodes[i].peer_state(p).as_deref() == Some("dead"))),
+            "node {} does not see nodes 4 and 5 dead: {:?}",
+            i + 1,
+            status_peers(&c.nodes[i].status())
+        );
+    }
+    let names: Vec<&str> = ok.iter().map(|(n, _, _)| n.as_str()).collect();
+    wait_live_chunks_on(&c, &names, &survivors, 3, Duration::from_secs(60));
+    eprintln!(
+        "every chunk on the 3 survivors {:?} after the start",
+        t.elapsed()
+    );
+    for &i in &survivors {
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                let s = c.nodes[i].status();
+                s["replication"]["under_replicated"] == 0 && s["replication"]["repair_queue"] == 0
+            }),
+            "node {}: repair not finished: {}",
+            i + 1,
+            c.nodes[i].status()["replication"]
+        );
+        for (name, data, _) in &ok {
+            assert_file_eq(&c.nodes[i].p(name), data);
+        }
+    }
+}

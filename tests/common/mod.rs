@@ -16,9 +16,14 @@
 //! until every node sees every other alive, and on drop kills and unmounts
 //! them all (printing every node's status and log if the test panicked).
 //!
+//! [`netlab`] puts nodes into network namespaces of their own, on one bridge,
+//! for tests that need a network between them (mDNS, partitions).
+//!
 //! All tests need root (FUSE mounts, tmpfs mounts, setpriv, namespaces).
 
 #![allow(dead_code)]
+
+pub mod netlab;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -1148,6 +1153,45 @@ impl Node {
     /// temp files excluded).
     pub fn chunk_ids(&self) -> std::collections::BTreeSet<String> {
         chunk_ids_in(&self.dir.join("chunks"))
+    }
+
+    /// The ids of a file's chunks, in order, by `p2pfs-ctl where PATH --json` (`path` relative
+    /// to the mount's root). Asks every live peer the node knows whether it holds them, so it
+    /// may take a request timeout per unreachable peer that is not yet dead.
+    pub fn where_chunk_ids(&self, path: &str) -> Result<Vec<String>, String> {
+        let out = try_run_cmd(
+            Command::new(ctl_bin())
+                .arg("--data-dir")
+                .arg(&self.dir)
+                .args(["where", path, "--json"]),
+            Duration::from_secs(120),
+        )?;
+        if !out.status.success() {
+            return Err(format!("p2pfs-ctl where {path}: {}", out_text(&out)));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("p2pfs-ctl where {path}: bad JSON ({e}): {}", out_text(&out)))?;
+        v["chunks"]
+            .as_array()
+            .ok_or_else(|| format!("p2pfs-ctl where {path}: no chunks array: {v}"))?
+            .iter()
+            .map(|c| {
+                c["id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("p2pfs-ctl where {path}: chunk without id: {c}"))
+            })
+            .collect()
+    }
+
+    /// This node's view of the peer `peer_id` (`alive`, `suspect`, `dead`, `leaving`,
+    /// `left`), `None` if it does not list it or has no status.
+    pub fn peer_state(&self, peer_id: &str) -> Option<String> {
+        let s = self.try_status_within(Duration::from_secs(30)).ok()?;
+        status_peers(&s)
+            .into_iter()
+            .find(|(p, _)| p == peer_id)
+            .map(|(_, st)| st)
     }
 }
 
