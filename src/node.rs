@@ -84,10 +84,23 @@ pub fn is_initialized(data_dir: &Path) -> bool {
 }
 
 /// Creates a node in `data_dir`. Refuses, changing nothing, when one is there already.
-pub fn init(data_dir: &Path, network_key: Option<&Path>) -> Result<InitReport, NodeError> {
+///
+/// `user_key`: a user identity exported from another node (`p2pfs user export`), so one person
+/// has the same identity, and personal volume, on several machines; without it a new user is
+/// made.
+pub fn init(
+    data_dir: &Path,
+    network_key: Option<&Path>,
+    user_key: Option<&Path>,
+) -> Result<InitReport, NodeError> {
     if is_initialized(data_dir) {
         return Err(NodeError::AlreadyInitialized(data_dir.to_path_buf()));
     }
+    // Read before anything is created, so a bad file changes nothing.
+    let user = match user_key {
+        Some(p) => UserIdentity::load(p)?,
+        None => UserIdentity::generate(),
+    };
     create_private_dir(data_dir).map_err(io_at(data_dir))?;
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io_at(data_dir))?;
@@ -105,9 +118,8 @@ pub fn init(data_dir: &Path, network_key: Option<&Path>) -> Result<InitReport, N
 
     let node = NodeIdentity::generate();
     node.save_new(&data_dir.join(NODE_KEY_FILE))?;
-    let user = UserIdentity::generate();
     user.save_new(&data_dir.join(USER_KEY_FILE))?;
-    Volume::create(&user).save_new(data_dir, &user)?;
+    Volume::personal(&user).save_new(data_dir, &user)?;
     // The config goes last: its presence marks a complete node.
     let text = format!(
         "# p2pfs node configuration. Every key is shown with its default.\n{}",

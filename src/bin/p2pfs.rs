@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use p2pfs::identity::{USER_KEY_FILE, UserIdentity};
 use p2pfs::node::{self, Node};
 
 #[derive(Parser)]
@@ -18,6 +19,22 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum UserCommand {
+    /// Print the user id (ed25519 public key) and age recipient, which others share with.
+    Show {
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Write the user identity (secret) to FILE (created with mode 0600, never overwritten),
+    /// for `p2pfs init --user-key FILE` on another machine.
+    Export {
+        file: PathBuf,
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Create a node: identities, network key and a config with every default.
     Init {
@@ -28,6 +45,15 @@ enum Command {
         /// Without it, a fresh key is made inside the data dir.
         #[arg(long)]
         network_key: Option<PathBuf>,
+        /// Use this user identity (from `p2pfs user export` on another machine) instead of
+        /// making a new one: same user, same personal files.
+        #[arg(long, value_name = "FILE")]
+        user_key: Option<PathBuf>,
+    },
+    /// The node's user identity.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
     },
     /// Run a node in the foreground with its mount; SIGTERM or SIGINT unmounts and exits.
     Run {
@@ -133,10 +159,29 @@ fn main() -> Result<()> {
         Command::Init {
             data_dir,
             network_key,
+            user_key,
         } => {
-            let report = node::init(&data_dir, network_key.as_deref())?;
+            let report = node::init(&data_dir, network_key.as_deref(), user_key.as_deref())?;
             print_init(&data_dir, &report);
         }
+        Command::User { command } => match command {
+            UserCommand::Show { data_dir } => {
+                let user = UserIdentity::load(&data_dir.join(USER_KEY_FILE))?;
+                println!("user id:   {}", user.user_id());
+                println!("recipient: {}", user.recipient());
+            }
+            UserCommand::Export { file, data_dir } => {
+                let user = UserIdentity::load(&data_dir.join(USER_KEY_FILE))?;
+                user.save_new(&file).with_context(|| {
+                    format!("cannot export the user identity to {}", file.display())
+                })?;
+                eprintln!(
+                    "exported user {} to {} (secret: it decrypts and signs your files)",
+                    user.user_id(),
+                    file.display()
+                );
+            }
+        },
         Command::Run {
             data_dir,
             mount,
@@ -158,7 +203,7 @@ fn main() -> Result<()> {
                 )?,
             };
             if !node::is_initialized(&data_dir) {
-                let report = node::init(&data_dir, None)?;
+                let report = node::init(&data_dir, None, None)?;
                 print_init(&data_dir, &report);
             }
             let mut node = Node::load(&data_dir)?;

@@ -72,7 +72,25 @@ impl Volume {
         }
     }
 
-    /// A new personal volume owned (and writable only) by `owner`.
+    /// The personal volume of `owner`: id and key derived from the user's secret signing key,
+    /// so every machine that holds the same (exported, imported) user identity has the same
+    /// personal volume, and nobody else can derive it.
+    pub fn personal(owner: &UserIdentity) -> Self {
+        let secret = Zeroizing::new(owner.signing.to_bytes());
+        let id = blake3::derive_key("p2pfs personal volume id v1", &secret[..]);
+        let key = Zeroizing::new(blake3::derive_key(
+            "p2pfs personal volume key v1",
+            &secret[..],
+        ));
+        Self::from_key(
+            VolumeId(id[..16].try_into().expect("16 bytes")),
+            owner.user_id(),
+            vec![owner.user_id()],
+            key,
+        )
+    }
+
+    /// A new volume with a random key, owned (and writable only) by `owner`.
     pub fn create(owner: &UserIdentity) -> Self {
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
@@ -214,5 +232,17 @@ mod tests {
         let stranger = UserIdentity::generate();
         assert!(Volume::load_personal(dir.path(), &stranger).is_err());
         assert!(!back.can_write(&stranger.user_id()));
+    }
+
+    #[test]
+    fn the_personal_volume_follows_the_user_identity() {
+        let user = UserIdentity::generate();
+        let (a, b) = (Volume::personal(&user), Volume::personal(&user));
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.payload_key, b.payload_key);
+        let other = Volume::personal(&UserIdentity::generate());
+        assert_ne!(a.id, other.id);
+        assert_ne!(a.payload_key, other.payload_key);
+        assert!(a.can_write(&user.user_id()) && !a.open);
     }
 }
