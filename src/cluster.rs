@@ -88,6 +88,15 @@ impl ChunkRouter {
         self.replicas
     }
 
+    /// Whether `peer` is alive in the view now. Repair plans with the view at the start of a
+    /// pass; a peer that has gone quiet (or dead, or left) since is not waited on.
+    pub fn is_alive(&self, peer: &PeerId) -> bool {
+        self.membership
+            .read()
+            .get(peer)
+            .is_some_and(|m| m.state == crate::membership::PeerState::Alive)
+    }
+
     /// `ranked` with suspect peers moved to the end (order otherwise kept): a peer that has
     /// gone quiet is tried only after every responsive one, so a cut-off owner costs a writer
     /// or a reader nothing once membership has noticed it.

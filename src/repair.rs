@@ -139,6 +139,11 @@ impl Repair {
     ) -> HashMap<(PeerId, ChunkId), bool> {
         let mut known = HashMap::new();
         for (peer, ids) in asks {
+            if !self.router.is_alive(&peer) {
+                // Unknown holdings count as "does not hold": at worst an extra copy, which
+                // the next pass drops.
+                continue;
+            }
             for batch in ids.chunks(MAX_HAVE_BATCH) {
                 match self.client.have(peer, batch.to_vec()).await {
                     Ok(bits) => {
@@ -253,9 +258,10 @@ impl Repair {
             Ordering::Relaxed,
         );
         let pacer = Pacer::new(self.config.rate_bytes_per_sec);
+        let unreachable = parking_lot::Mutex::new(std::collections::HashSet::new());
         let results: Vec<(usize, bool)> = libp2p::futures::stream::iter(pushes)
             .filter(|(_, missing)| std::future::ready(!missing.is_empty()))
-            .map(|(id, missing)| self.push_one(id, missing, &pacer))
+            .map(|(id, missing)| self.push_one(id, missing, &pacer, &unreachable))
             .buffer_unordered(PUSHES_IN_FLIGHT)
             .collect()
             .await;
@@ -266,8 +272,17 @@ impl Repair {
         }
     }
 
-    /// Pushes one chunk to the owners that lack it: (copies pushed, whether any failed).
-    async fn push_one(&self, id: ChunkId, missing: Vec<PeerId>, pacer: &Pacer) -> (usize, bool) {
+    /// Pushes one chunk to the owners that lack it: (copies pushed, whether any failed). An
+    /// owner that failed once in this pass, or is no longer alive in the view, is skipped for the rest
+    /// of it: a cut-off owner must not hold every other push up for a request timeout each (the
+    /// next pass, started when it turns dead or comes back, places those copies).
+    async fn push_one(
+        &self,
+        id: ChunkId,
+        missing: Vec<PeerId>,
+        pacer: &Pacer,
+        unreachable: &parking_lot::Mutex<std::collections::HashSet<PeerId>>,
+    ) -> (usize, bool) {
         let store = self.store.clone();
         let data = match tokio::task::spawn_blocking(move || store.get(&id)).await {
             Ok(Ok(d)) => d,
@@ -279,15 +294,20 @@ impl Repair {
         };
         let (mut pushed, mut short) = (0, false);
         for owner in missing {
+            self.queue.fetch_sub(1, Ordering::Relaxed);
+            if unreachable.lock().contains(&owner) || !self.router.is_alive(&owner) {
+                short = true;
+                continue;
+            }
             pacer.wait(data.len()).await;
             match self.client.put(owner, id, &data).await {
                 Ok(()) => pushed += 1,
                 Err(e) => {
                     tracing::debug!(peer = %owner, chunk = %id, error = %e, "repair push failed");
+                    unreachable.lock().insert(owner);
                     short = true;
                 }
             }
-            self.queue.fetch_sub(1, Ordering::Relaxed);
         }
         (pushed, short)
     }

@@ -182,7 +182,14 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>),
                     kp.public(),
                 )),
                 kad,
-                ping: ping::Behaviour::default(),
+                // A connection whose peer stopped answering (a cut link: TCP itself notices
+                // only after minutes) is closed after one missed ping, so requests on it fail
+                // at once instead of each waiting for its own timeout.
+                ping: ping::Behaviour::new(
+                    ping::Config::new()
+                        .with_interval(Duration::from_secs(2))
+                        .with_timeout(Duration::from_secs(4)),
+                ),
                 stream: libp2p_stream::Behaviour::new(),
             })
         })
@@ -411,6 +418,14 @@ impl EventLoop {
                 ..
             })) => {
                 emit(&self.events, NetEvent::Subscribed(peer_id)).await;
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            })) => {
+                tracing::debug!(%peer, error = %e, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
             }
             _ => {}
         }
