@@ -1,7 +1,9 @@
 //! Network-namespace lab for multi-node tests that need a real network between nodes (mDNS,
 //! partitions): `n` namespaces with an `eth0` each, joined by veth pairs to one bridge that has
 //! no address and no way out, so no traffic leaves the machine. A host is cut off by taking its
-//! veth down ([`NetLab::cut`]) and healed by bringing it up ([`NetLab::heal`]).
+//! veth down ([`NetLab::cut`]), or moved with others to a second bridge, an island that does not
+//! reach the first ([`NetLab::move_to_island`]: a minority side whose hosts still see each other),
+//! and healed by putting its veth back on the first bridge, up ([`NetLab::heal`]).
 //!
 //! Everything (namespaces, veths, bridge) is removed on drop, also when the test fails; a
 //! [`Lab`] drops its nodes (killed, unmounted) before the network they run in. What a test
@@ -54,9 +56,11 @@ pub fn sweep_stale() {
         eprintln!("netlab: removing netns {name} left by dead pid {pid}");
         ip_quiet(&["netns", "del", &name]);
         for salt in 0..MAX_SALT {
-            let bridge = format!("br-p2pfs{}{salt}", pid % 100_000);
-            if link_exists(&bridge) {
-                ip_quiet(&["link", "del", &bridge]);
+            for suffix in ["", "i"] {
+                let bridge = format!("br-p2pfs{}{salt}{suffix}", pid % 100_000);
+                if link_exists(&bridge) {
+                    ip_quiet(&["link", "del", &bridge]);
+                }
             }
         }
     }
@@ -79,6 +83,23 @@ fn no_ipv6(ifname: &str) {
     }
 }
 
+/// Sets up a fresh bridge without address: no IPv6, multicast forwarded to every port
+/// (whatever IGMP snooping thinks), up.
+fn bridge_up(name: &str) {
+    no_ipv6(name);
+    ip(&[
+        "link",
+        "set",
+        "dev",
+        name,
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ]);
+    ip(&["link", "set", name, "up"]);
+}
+
 /// The test network: `n` namespaces with an `eth0` each, on one bridge.
 /// Records what it created as it goes, so a half-built network is removed
 /// too.
@@ -91,6 +112,8 @@ pub struct NetLab {
     /// Root-namespace veth ends created (deleted on drop if still there).
     veths: Vec<String>,
     bridge_created: bool,
+    /// The island bridge, once `move_to_island` created it (deleted on drop).
+    island: Option<String>,
     /// 10.213.X.0/24
     pub subnet: String,
 }
@@ -108,9 +131,10 @@ impl NetLab {
             namespaces: Vec::new(),
             veths: Vec::new(),
             bridge_created: false,
+            island: None,
             subnet: format!("10.{}.{}", 213 + salt, pid % 250),
         };
-        assert!(lab.bridge.len() <= 15);
+        assert!(lab.bridge.len() <= 15 && lab.island_bridge().len() <= 15);
         sweep_stale();
         // Leftovers of an earlier run that had our pid and died hard.
         for i in 1..=n {
@@ -121,25 +145,15 @@ impl NetLab {
                 ip_quiet(&["link", "del", &lab.veth(i)]);
             }
         }
-        if link_exists(&lab.bridge) {
-            ip_quiet(&["link", "del", &lab.bridge]);
+        for b in [lab.bridge.clone(), lab.island_bridge()] {
+            if link_exists(&b) {
+                ip_quiet(&["link", "del", &b]);
+            }
         }
 
         ip(&["link", "add", "name", &lab.bridge, "type", "bridge"]);
         lab.bridge_created = true;
-        no_ipv6(&lab.bridge);
-        // Forward multicast to every port, whatever IGMP snooping thinks.
-        ip(&[
-            "link",
-            "set",
-            "dev",
-            &lab.bridge,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        ip(&["link", "set", &lab.bridge, "up"]);
+        bridge_up(&lab.bridge);
         for i in 1..=n {
             let (ns, host, peer) = (lab.ns(i), lab.veth(i), lab.veth_peer(i));
             ip(&["netns", "add", &ns]);
@@ -195,9 +209,31 @@ impl NetLab {
         ip(&["link", "set", &self.veth(i), "down"]);
     }
 
-    /// Reconnects host `i` (its veth comes up again).
+    fn island_bridge(&self) -> String {
+        format!("br-p2pfs{}{}i", std::process::id() % 100_000, self.salt)
+    }
+
+    /// Moves host `i` to the island: a second bridge, which reaches the hosts moved there too
+    /// and nothing else (created by the first call).
+    #[track_caller]
+    pub fn move_to_island(&mut self, i: usize) {
+        let island = match &self.island {
+            Some(b) => b.clone(),
+            None => {
+                let b = self.island_bridge();
+                ip(&["link", "add", "name", &b, "type", "bridge"]);
+                self.island = Some(b.clone());
+                bridge_up(&b);
+                b
+            }
+        };
+        ip(&["link", "set", &self.veth(i), "master", &island]);
+    }
+
+    /// Reconnects host `i` after `cut` or `move_to_island`: its veth is on the first bridge, up.
     #[track_caller]
     pub fn heal(&self, i: usize) {
+        ip(&["link", "set", &self.veth(i), "master", &self.bridge]);
         ip(&["link", "set", &self.veth(i), "up"]);
     }
 
@@ -226,6 +262,12 @@ impl NetLab {
             ip_quiet(&["link", "del", &self.bridge]);
             if link_exists(&self.bridge) {
                 left.push(format!("bridge {}", self.bridge));
+            }
+        }
+        if let Some(b) = self.island.take() {
+            ip_quiet(&["link", "del", &b]);
+            if link_exists(&b) {
+                left.push(format!("bridge {b}"));
             }
         }
         left
