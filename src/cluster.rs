@@ -42,6 +42,9 @@ enum NamespaceGossip {
     SyncWithMe,
 }
 
+/// How often members this node has no connection to are dialed.
+const REDIAL_EVERY: Duration = Duration::from_secs(3);
+
 /// Places chunks on their owners and fetches them from peers.
 pub struct ChunkRouter {
     local: PeerId,
@@ -397,6 +400,28 @@ impl Cluster {
         }
     }
 
+    /// Dials the members of the view this node has no connection to (a link that was cut
+    /// and has come back, a peer that restarted): without it, two halves of a healed
+    /// partition would wait for mDNS or a bootstrap address to find each other again. Members
+    /// that left are not dialed; forgotten ones are no longer in the view.
+    async fn redial_members(&self) {
+        let connected: std::collections::HashSet<PeerId> =
+            self.net.connected().await.into_iter().collect();
+        let missing: Vec<(PeerId, Vec<libp2p::Multiaddr>)> = self
+            .membership
+            .read()
+            .members()
+            .filter(|m| {
+                m.state != crate::membership::PeerState::Left && !connected.contains(&m.peer)
+            })
+            .map(|m| (m.peer, m.addrs.clone()))
+            .collect();
+        for (peer, addrs) in missing {
+            self.net.add_addresses(peer, addrs);
+            self.net.dial(peer);
+        }
+    }
+
     /// Runs the cluster until the process ends.
     pub async fn run(
         self: Arc<Self>,
@@ -407,6 +432,7 @@ impl Cluster {
         let mut announce = tokio::time::interval(self.config.announce_every);
         let mut liveness = tokio::time::interval(Duration::from_millis(500));
         let mut anti_entropy = tokio::time::interval(self.config.sync_every);
+        let mut redial = tokio::time::interval(REDIAL_EVERY);
         loop {
             tokio::select! {
                 event = events.recv() => {
@@ -436,6 +462,7 @@ impl Cluster {
                         self.spawn_sync(*peer, &core);
                     }
                 }
+                _ = redial.tick() => self.redial_members().await,
             }
         }
     }
