@@ -543,27 +543,15 @@ impl Soak {
         };
         let seed = self.rng.next_u64();
         let (what, result): (String, Result<(), String>) = match op {
-            // Create.
-            0 => {
-                let path = self.new_path();
+            // Create, or overwrite (truncate and write new content).
+            0 | 1 => {
+                let (path, verb) = if op == 0 {
+                    (self.new_path(), "create")
+                } else {
+                    (self.existing(), "overwrite")
+                };
                 let data = random_bytes(seed, self.random_size());
-                let what = format!("create {path} ({})", mib(data.len()));
-                let p = mnt.join(&path);
-                let d = data.clone();
-                let r = timed(&what, OP_TIMEOUT, move || {
-                    write_and_close(&p, &d).map_err(|e| e.to_string())
-                })
-                .and_then(|r| r);
-                if r.is_ok() {
-                    self.files.insert(path, FileModel::new(data));
-                }
-                (what, r)
-            }
-            // Overwrite (truncate and write new content).
-            1 => {
-                let path = self.existing();
-                let data = random_bytes(seed, self.random_size());
-                let what = format!("overwrite {path} ({})", mib(data.len()));
+                let what = format!("{verb} {path} ({})", mib(data.len()));
                 let p = mnt.join(&path);
                 let d = data.clone();
                 let r = timed(&what, OP_TIMEOUT, move || {

@@ -218,18 +218,23 @@ impl NamespaceStore {
         Ok(n)
     }
 
+    fn table_len<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<u64, NamespaceError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(def).map_err(db_err)?;
+        table.len().map_err(db_err)
+    }
+
     /// Number of tombstones in the namespace.
     pub fn tombstones_len(&self) -> Result<u64, NamespaceError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(TOMBSTONES).map_err(db_err)?;
-        table.len().map_err(db_err)
+        self.table_len(TOMBSTONES)
     }
 
     /// Number of expired tombstones kept.
     pub fn forgotten_len(&self) -> Result<u64, NamespaceError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(FORGOTTEN).map_err(db_err)?;
-        table.len().map_err(db_err)
+        self.table_len(FORGOTTEN)
     }
 
     /// Every stored entry whose encoding and signature check out; others are logged and
@@ -321,9 +326,7 @@ impl NamespaceStore {
 
     /// Number of stored entries (all volumes, tombstones included).
     pub fn len(&self) -> Result<u64, NamespaceError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(ENTRIES).map_err(db_err)?;
-        table.len().map_err(db_err)
+        self.table_len(ENTRIES)
     }
 
     pub fn is_empty(&self) -> Result<bool, NamespaceError> {

@@ -120,17 +120,21 @@ async fn call(stream: &mut Stream, req: &SyncRequest) -> Result<SyncResponse, Sy
         .ok_or(SyncError::Unexpected)
 }
 
+async fn open(control: &libp2p_stream::Control, peer: PeerId) -> Result<Stream, SyncError> {
+    let mut control = control.clone();
+    tokio::time::timeout(TIMEOUT, control.open_stream(peer, PROTOCOL))
+        .await
+        .map_err(|_| SyncError::Timeout)?
+        .map_err(|e| SyncError::Open(e.to_string()))
+}
+
 /// Runs one anti-entropy session with `peer`.
 pub async fn sync_with(
     control: &libp2p_stream::Control,
     peer: PeerId,
     core: Arc<FsCore>,
 ) -> Result<SyncReport, SyncError> {
-    let mut control = control.clone();
-    let mut stream = tokio::time::timeout(TIMEOUT, control.open_stream(peer, PROTOCOL))
-        .await
-        .map_err(|_| SyncError::Timeout)?
-        .map_err(|e| SyncError::Open(e.to_string()))?;
+    let mut stream = open(control, peer).await?;
     let c = core.clone();
     let digest = blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
     let differs = match call(&mut stream, &SyncRequest::Digest(digest.concat())).await? {
@@ -211,11 +215,7 @@ pub async fn expire(
     peer: PeerId,
     tombstones: &[Entry],
 ) -> Result<usize, SyncError> {
-    let mut control = control.clone();
-    let mut stream = tokio::time::timeout(TIMEOUT, control.open_stream(peer, PROTOCOL))
-        .await
-        .map_err(|_| SyncError::Timeout)?
-        .map_err(|e| SyncError::Open(e.to_string()))?;
+    let mut stream = open(control, peer).await?;
     let mut n = 0;
     for batch in tombstones.chunks(PAGE_ENTRIES) {
         match call(&mut stream, &SyncRequest::Expire(batch.to_vec())).await? {
