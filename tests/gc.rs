@@ -149,6 +149,8 @@ fn content_written_again_just_before_collection_survives() {
     std::fs::remove_file(c.nodes[0].p("x.bin")).unwrap();
     std::thread::sleep(Duration::from_millis(1800));
     write_and_close(&c.nodes[1].p("y.bin"), &data).unwrap();
+    // `where` asks node 1 (index 0): the complete entry (not only the create) must have reached it.
+    wait_for_file(&c.nodes[0].p("y.bin"), &data, SPREAD_TIMEOUT).unwrap();
     assert_eq!(chunks_of(&c, "y.bin"), chunks);
     std::thread::sleep(Duration::from_secs(6));
     for (i, n) in c.nodes.iter().enumerate() {
