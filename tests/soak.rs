@@ -660,16 +660,7 @@ impl Soak {
                 Err(e) => self.fail(format!("node {}: {e}", asker + 1)),
             }
         }
-        let live: BTreeMap<String, String> = self
-            .files
-            .iter()
-            .flat_map(|(p, f)| {
-                f.chunks
-                    .iter()
-                    .flatten()
-                    .map(move |id| (id.clone(), p.clone()))
-            })
-            .collect();
+        let live = self.live_chunks();
         let mut short = Vec::new();
         let ok = wait_until(HEALTH_TIMEOUT, || {
             let held: Vec<(usize, BTreeSet<String>)> = conn
@@ -738,6 +729,19 @@ impl Soak {
             self.write_op(w);
         }
         (w, t_catch_up, t.elapsed())
+    }
+
+    /// Every chunk of every live file of the model (as last located), with its file's path.
+    fn live_chunks(&self) -> BTreeMap<String, String> {
+        self.files
+            .iter()
+            .flat_map(|(p, f)| {
+                f.chunks
+                    .iter()
+                    .flatten()
+                    .map(move |id| (id.clone(), p.clone()))
+            })
+            .collect()
     }
 
     fn state_line(&self) -> String {
@@ -882,16 +886,7 @@ fn randomized_faults_lose_no_file() {
     s.wait_membership(false);
     s.check_views();
     s.wait_healthy();
-    let live: BTreeMap<String, String> = s
-        .files
-        .iter()
-        .flat_map(|(p, f)| {
-            f.chunks
-                .iter()
-                .flatten()
-                .map(move |id| (id.clone(), p.clone()))
-        })
-        .collect();
+    let live = s.live_chunks();
     let mut wrong = Vec::new();
     let exact = wait_until(HEALTH_TIMEOUT, || {
         let held: Vec<BTreeSet<String>> =

@@ -403,17 +403,21 @@ mod tests {
     use crate::util::hlc::Hlc;
     use ed25519_dalek::SigningKey;
 
+    fn sealer(sk: &SigningKey) -> EntrySealer<'_> {
+        EntrySealer {
+            volume: VolumeId([0; 16]),
+            payload_key: &[2; 32],
+            signer: sk,
+            origin: 1,
+        }
+    }
+
     #[test]
     fn commit_merges_last_writer_wins_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ns.redb");
         let sk = SigningKey::from_bytes(&[1; 32]);
-        let sealer = EntrySealer {
-            volume: VolumeId([0; 16]),
-            payload_key: &[2; 32],
-            signer: &sk,
-            origin: 1,
-        };
+        let sealer = sealer(&sk);
         let meta = EntryMeta {
             parent: EntryId([0; 16]),
             name: b"x".to_vec(),
@@ -501,12 +505,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = NamespaceStore::open(&dir.path().join("ns.redb")).unwrap();
         let sk = SigningKey::from_bytes(&[1; 32]);
-        let sealer = EntrySealer {
-            volume: VolumeId([0; 16]),
-            payload_key: &[2; 32],
-            signer: &sk,
-            origin: 1,
-        };
+        let sealer = sealer(&sk);
         let (a, b) = (EntryId([1; 16]), EntryId([2; 16]));
         let ids = |cs: &[u8]| cs.iter().map(|c| ChunkId([*c; 32])).collect::<Vec<_>>();
         let a1 = sealer.seal(a, Hlc(10), &[], &file_meta(&[1, 2]));
