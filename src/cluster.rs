@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::block::{ChunkId, ChunkStore, StoreError};
-use crate::fs::{FsCore, RemoteChunks};
+use crate::fs::{Mount, RemoteChunks};
 use crate::membership::{
     AnnouncedState, Announcement, LivenessConfig, Membership, MembershipEvent,
 };
@@ -321,7 +321,7 @@ impl Cluster {
         }
     }
 
-    fn spawn_sync(&self, peer: PeerId, core: &Arc<FsCore>) {
+    fn spawn_sync(&self, peer: PeerId, core: &Arc<Mount>) {
         let (control, core) = (self.net.control.clone(), core.clone());
         tokio::spawn(async move {
             match sync::sync_with(&control, peer, core).await {
@@ -354,7 +354,7 @@ impl Cluster {
         }
     }
 
-    fn on_gossip(&self, topic: Topic, from: PeerId, data: Vec<u8>, core: &Arc<FsCore>) {
+    fn on_gossip(&self, topic: Topic, from: PeerId, data: Vec<u8>, core: &Arc<Mount>) {
         match topic {
             Topic::Membership => {
                 let Ok(a) = ciborium::from_reader::<Announcement, _>(&data[..]) else {
@@ -425,7 +425,7 @@ impl Cluster {
     /// Runs the cluster until the process ends.
     pub async fn run(
         self: Arc<Self>,
-        core: Arc<FsCore>,
+        core: Arc<Mount>,
         mut events: mpsc::Receiver<NetEvent>,
         mut committed: mpsc::UnboundedReceiver<Vec<Entry>>,
     ) {

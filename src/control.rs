@@ -11,7 +11,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::block::ChunkStore;
 use crate::cluster::Cluster;
-use crate::fs::FsCore;
+use crate::fs::Mount;
 use crate::repair::Repair;
 
 pub const SOCKET_FILE: &str = "control.sock";
@@ -28,6 +28,22 @@ pub enum Request {
     Where {
         path: String,
     },
+    /// Volumes this node's user is a member of.
+    VolumeList,
+    VolumeCreate {
+        name: String,
+    },
+    /// Share a volume of this user's with another user (`USER_ID:RECIPIENT`).
+    VolumeShare {
+        name: String,
+        with: String,
+        read_only: bool,
+    },
+    /// Remove a user from a volume of this user's; a new key protects later writes.
+    VolumeUnshare {
+        name: String,
+        with: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +54,13 @@ pub enum Reply {
     Where {
         path: String,
         chunks: Vec<ChunkLocation>,
+    },
+    Volumes {
+        volumes: Vec<crate::fs::VolumeInfo>,
+    },
+    /// A volume command took effect.
+    Done {
+        message: String,
     },
     Error {
         message: String,
@@ -57,7 +80,7 @@ pub struct Status {
     pub replication: ReplicationStatus,
     pub cache: CacheStatus,
     pub gc: GcStatus,
-    /// Files, directories and symlinks in the mounted volume (its root excluded).
+    /// Files, directories and symlinks in every mounted volume (their roots excluded).
     pub files: u64,
     pub rejected_entries: u64,
 }
@@ -126,7 +149,7 @@ pub enum ControlError {
 
 /// What the server reports from: the node's parts.
 pub struct StatusSource {
-    pub core: Arc<FsCore>,
+    pub core: Arc<Mount>,
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
     pub repair: Arc<Repair>,
@@ -279,7 +302,7 @@ impl StatusSource {
                     expired_tombstones: forgotten,
                 }
             },
-            files: stats.entries.saturating_sub(1) as u64,
+            files: stats.entries as u64,
             rejected_entries: stats.rejected_entries as u64,
         }
     }
@@ -339,6 +362,19 @@ async fn handle(stream: UnixStream, source: &StatusSource) -> Result<(), Control
                 Reply::Leaving
             }
             Ok(Request::Where { path }) => source.locate(&path).await,
+            Ok(
+                request @ (Request::VolumeList
+                | Request::VolumeCreate { .. }
+                | Request::VolumeShare { .. }
+                | Request::VolumeUnshare { .. }),
+            ) => {
+                let core = source.core.clone();
+                tokio::task::spawn_blocking(move || volume_command(&core, request))
+                    .await
+                    .unwrap_or_else(|e| Reply::Error {
+                        message: e.to_string(),
+                    })
+            }
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },
@@ -349,6 +385,58 @@ async fn handle(stream: UnixStream, source: &StatusSource) -> Result<(), Control
         write.write_all(&out).await?;
     }
     Ok(())
+}
+
+/// Runs a volume command on the mount (blocking: it commits to the namespace store).
+fn volume_command(mount: &Mount, request: Request) -> Reply {
+    use crate::namespace::volume::UserKey;
+    let user_key = |s: &str| s.parse::<UserKey>();
+    let result = match request {
+        Request::VolumeList => {
+            return Reply::Volumes {
+                volumes: mount.volumes(),
+            };
+        }
+        Request::VolumeCreate { name } => mount.create_volume(&name).map(|v| {
+            format!(
+                "created volume {:?} ({}); it is at {} in the mount",
+                v.name, v.id, v.dir
+            )
+        }),
+        Request::VolumeShare {
+            name,
+            with,
+            read_only,
+        } => user_key(&with).and_then(|user| {
+            mount.share(&name, &user, read_only).map(|()| {
+                format!(
+                    "shared {name:?} with {} ({})",
+                    user.id,
+                    if read_only { "read-only" } else { "read-write" }
+                )
+            })
+        }),
+        Request::VolumeUnshare { name, with } => {
+            crate::namespace::volume::parse_user_id(&with).and_then(|id| {
+                mount.unshare(&name, &id).map(|was| {
+                    if was {
+                        format!(
+                            "removed {id} from {name:?}; a new key protects what is written from now on"
+                        )
+                    } else {
+                        format!("{id} was not a member of {name:?}; nothing changed")
+                    }
+                })
+            })
+        }
+        _ => unreachable!("only volume commands get here"),
+    };
+    match result {
+        Ok(message) => Reply::Done { message },
+        Err(e) => Reply::Error {
+            message: e.to_string(),
+        },
+    }
 }
 
 /// Client side: one request, one reply.

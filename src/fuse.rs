@@ -1,4 +1,4 @@
-//! The FUSE adapter: translates kernel requests into [`FsCore`] calls and back. No logic of its
+//! The FUSE adapter: translates kernel requests into [`Mount`] calls and back. No logic of its
 //! own beyond type conversion; requests are served by several threads so a slow one never
 //! blocks the rest.
 
@@ -15,19 +15,19 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Caller, FsCore, FsError, SetAttr, TimeSet};
+use crate::fs::{Attr, Caller, FsError, Mount, SetAttr, TimeSet};
 use crate::namespace::{EntryKind, Timestamp};
 
 /// Largest single write or read the kernel sends us (one default chunk).
 const MAX_IO: u32 = 1 << 20;
 
 pub struct FuseAdapter {
-    core: Arc<FsCore>,
+    core: Arc<Mount>,
     ttl: Duration,
 }
 
 impl FuseAdapter {
-    pub fn new(core: Arc<FsCore>, ttl: Duration) -> Self {
+    pub fn new(core: Arc<Mount>, ttl: Duration) -> Self {
         Self { core, ttl }
     }
 }

@@ -6,7 +6,7 @@
 //! this node's watch, and not written (or written again) within it. The grace period covers
 //! entries still on their way: a writer stores chunks before it commits the entry that names
 //! them (an open file is committed at least every third of the period, see
-//! [`FsCore::checkpoint`]), and a chunk written again by a new file is touched by the store.
+//! [`Mount::checkpoint`](crate::fs::Mount::checkpoint)), and a chunk written again by a new file is touched by the store.
 //!
 //! Deletions leave tombstones; a tombstone expires once every member has it. Its leader (the
 //! first of the live members by rendezvous on the entry id) hands it to every member with
@@ -26,7 +26,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::block::ChunkId;
 use crate::cluster::ChunkRouter;
-use crate::fs::FsCore;
+use crate::fs::Mount;
 use crate::membership::{Membership, PeerState};
 use crate::namespace::Entry;
 use crate::rpc::sync;
@@ -50,7 +50,7 @@ pub struct GcReport {
 
 pub struct Gc {
     router: Arc<ChunkRouter>,
-    core: Arc<FsCore>,
+    core: Arc<Mount>,
     membership: Arc<RwLock<Membership>>,
     control: libp2p_stream::Control,
     config: GcConfig,
@@ -69,7 +69,7 @@ fn leader_key(entry: &Entry) -> ChunkId {
 impl Gc {
     pub fn new(
         router: Arc<ChunkRouter>,
-        core: Arc<FsCore>,
+        core: Arc<Mount>,
         membership: Arc<RwLock<Membership>>,
         control: libp2p_stream::Control,
         config: GcConfig,

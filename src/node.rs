@@ -10,7 +10,7 @@ use crate::block::ChunkStore;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::{CONFIG_FILE, Config, ConfigError};
 use crate::control::{self, ControlError};
-use crate::fs::{CoreParts, FsCore, FsError};
+use crate::fs::{FsError, Mount, MountParts};
 use crate::fuse::FuseAdapter;
 use crate::identity::{
     IdentityError, NODE_KEY_FILE, NetworkKey, NodeIdentity, USER_KEY_FILE, UserIdentity,
@@ -119,7 +119,6 @@ pub fn init(
     let node = NodeIdentity::generate();
     node.save_new(&data_dir.join(NODE_KEY_FILE))?;
     user.save_new(&data_dir.join(USER_KEY_FILE))?;
-    Volume::personal(&user).save_new(data_dir, &user)?;
     // The config goes last: its presence marks a complete node.
     let text = format!(
         "# p2pfs node configuration. Every key is shown with its default.\n{}",
@@ -241,9 +240,9 @@ impl Node {
                 .expect("8 bytes"),
         );
         let s = &self.config.storage;
-        let core = Arc::new(FsCore::load(CoreParts {
-            volume: Volume::for_network(&self.network_key),
-            signer: self.user.signing.clone(),
+        let core = Arc::new(Mount::load(MountParts {
+            network: Volume::for_network(&self.network_key),
+            user: self.user,
             origin,
             namespace: self.namespace,
             chunks: self.chunks.clone(),
@@ -470,7 +469,7 @@ fn lazy_unmount(mountpoint: &Path) {
 const CONFLICT_SETTLE: Duration = Duration::from_secs(10);
 
 /// Makes conflict copies of settled displaced versions, every 2 s.
-async fn settle_conflicts(core: Arc<FsCore>) {
+async fn settle_conflicts(core: Arc<Mount>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;

@@ -11,11 +11,7 @@ use std::time::Duration;
 
 /// Root listing of a node with contents.
 fn view(node: &Node) -> Vec<(String, Vec<u8>)> {
-    let mut names: Vec<String> = std::fs::read_dir(&node.mnt)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = root_names(&node.mnt);
     names
         .into_iter()
         .map(|n| {

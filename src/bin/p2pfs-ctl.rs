@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use p2pfs::control::{self, ControlError, Reply, Request, Status};
+use p2pfs::namespace::volume::Role;
 
 /// Exit codes: 0 success, 1 the node answered with an error, 2 bad usage (clap),
 /// 3 no node is running for the data dir, 4 the socket failed or spoke nonsense.
@@ -43,6 +44,40 @@ enum Command {
         /// Print JSON: {path, chunks: [{id, owners, holders}]}.
         #[arg(long)]
         json: bool,
+    },
+    /// Volumes: your personal one (`@home` in the mount), ones you created or were given.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VolumeCommand {
+    /// The volumes you are a member of, with where they are in the mount and your role.
+    List {
+        /// Print JSON: [{name, dir, id, owner, role, writers, members, keys, files}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a volume owned by you; it appears as `@NAME` in the mount of your nodes.
+    Create { name: String },
+    /// Give another user access to a volume you own. USER is what `p2pfs user show` prints
+    /// as "public key" on their machine.
+    Share {
+        name: String,
+        #[arg(long = "with", value_name = "USER")]
+        with: String,
+        /// They may read but not write.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Take a user's access away. They keep what they could already read; a new key encrypts
+    /// everything written from now on, and their later writes are refused by every node.
+    Unshare {
+        name: String,
+        #[arg(long = "with", value_name = "USER")]
+        with: String,
     },
 }
 
@@ -137,6 +172,23 @@ fn main() -> ExitCode {
         Command::Status { .. } => Request::Status,
         Command::Leave => Request::Leave,
         Command::Where { path, .. } => Request::Where { path: path.clone() },
+        Command::Volume { command } => match command {
+            VolumeCommand::List { .. } => Request::VolumeList,
+            VolumeCommand::Create { name } => Request::VolumeCreate { name: name.clone() },
+            VolumeCommand::Share {
+                name,
+                with,
+                read_only,
+            } => Request::VolumeShare {
+                name: name.clone(),
+                with: with.clone(),
+                read_only: *read_only,
+            },
+            VolumeCommand::Unshare { name, with } => Request::VolumeUnshare {
+                name: name.clone(),
+                with: with.clone(),
+            },
+        },
     };
     let reply = match control::call(&data_dir, &request) {
         Ok(r) => r,
@@ -189,6 +241,46 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            ExitCode::SUCCESS
+        }
+        (
+            Command::Volume {
+                command: VolumeCommand::List { json },
+            },
+            Reply::Volumes { volumes },
+        ) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&volumes).expect("serializes")
+                );
+            } else {
+                println!(
+                    "{:<20} {:<24} {:<7} {:>6} {:>8}  id",
+                    "name", "in the mount", "role", "files", "members"
+                );
+                for v in &volumes {
+                    let role = match v.role {
+                        Some(Role::Owner) => "owner",
+                        Some(Role::Writer) => "writer",
+                        Some(Role::Reader) => "reader",
+                        None => "-",
+                    };
+                    let members = if v.members == 0 {
+                        "all".to_string()
+                    } else {
+                        v.members.to_string()
+                    };
+                    println!(
+                        "{:<20} {:<24} {:<7} {:>6} {:>8}  {}",
+                        v.name, v.dir, role, v.files, members, v.id
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Volume { .. }, Reply::Done { message }) => {
+            println!("{message}");
             ExitCode::SUCCESS
         }
         (Command::Leave, Reply::Leaving) => {

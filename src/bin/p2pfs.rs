@@ -167,8 +167,15 @@ fn main() -> Result<()> {
         Command::User { command } => match command {
             UserCommand::Show { data_dir } => {
                 let user = UserIdentity::load(&data_dir.join(USER_KEY_FILE))?;
-                println!("user id:   {}", user.user_id());
-                println!("recipient: {}", user.recipient());
+                println!("user id:    {}", user.user_id());
+                println!("recipient:  {}", user.recipient());
+                println!(
+                    "public key: {}",
+                    p2pfs::namespace::volume::UserKey::of(&user)
+                );
+                println!(
+                    "(others share a volume with you by: p2pfs-ctl volume share NAME --with PUBLIC_KEY)"
+                );
             }
             UserCommand::Export { file, data_dir } => {
                 let user = UserIdentity::load(&data_dir.join(USER_KEY_FILE))?;

@@ -27,6 +27,10 @@ pub enum FsError {
     BadHandle,
     #[error("file too large")]
     TooLarge,
+    #[error("read-only: this user may not write in the volume")]
+    ReadOnly,
+    #[error("cannot move between volumes")]
+    CrossVolume,
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -45,6 +49,8 @@ impl FsError {
             FsError::NoSpace => libc::ENOSPC,
             FsError::BadHandle => libc::EBADF,
             FsError::TooLarge => libc::EFBIG,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::CrossVolume => libc::EXDEV,
             FsError::Io(_) => libc::EIO,
         }
     }

@@ -40,7 +40,8 @@ pub struct ChunkIo {
     pub store: Arc<ChunkStore>,
     pub remote: Option<Arc<dyn RemoteChunks>>,
     pub cache: Arc<ChunkCache>,
-    pub secret: ChunkSecret,
+    /// The volume's newest chunk secret (a member's removal replaces it).
+    pub secret: parking_lot::RwLock<ChunkSecret>,
     pub chunk_size: u64,
     /// Chunks being loaded, so concurrent readers of one chunk decrypt it once.
     loading: Mutex<HashMap<ChunkId, Arc<Mutex<()>>>>,
@@ -58,7 +59,7 @@ impl ChunkIo {
             store,
             remote,
             cache,
-            secret,
+            secret: parking_lot::RwLock::new(secret),
             chunk_size,
             loading: Mutex::new(HashMap::new()),
         }
@@ -124,7 +125,7 @@ impl ChunkIo {
 
     /// Encrypts and stores a chunk's plaintext.
     pub fn seal(&self, plaintext: &[u8]) -> FsResult<ChunkRef> {
-        let (r, ciphertext) = self.secret.seal(plaintext);
+        let (r, ciphertext) = self.secret.read().seal(plaintext);
         match &self.remote {
             Some(remote) => remote.replicate(&r.id, &ciphertext)?,
             None => {

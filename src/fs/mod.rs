@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod file;
+pub mod mount;
 pub mod tree;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ pub use error::{FsError, FsResult};
 pub use file::ReadBuf;
 pub use file::RemoteChunks;
 use file::{ChunkIo, OpenFile, SealPool};
+pub use mount::{Mount, MountParts, VolumeInfo};
 pub use tree::ROOT_INO;
 use tree::{Node, Tree};
 
@@ -33,6 +35,7 @@ use crate::block::cache::CacheStats;
 use crate::block::{ChunkCache, ChunkStore};
 use crate::namespace::entry::{EntrySealer, MAX_NAME_LEN};
 use crate::namespace::view::conflict_name;
+use crate::namespace::volume::VolumeRecord;
 use crate::namespace::{
     Entry, EntryId, EntryKind, EntryMeta, NamespaceStore, Seen, Timestamp, Volume,
 };
@@ -151,7 +154,8 @@ pub struct CoreParts {
     /// Where committed entries go to be gossiped; `None` when alone.
     pub publish: Option<tokio::sync::mpsc::UnboundedSender<Vec<Entry>>>,
     pub chunk_size: u32,
-    pub cache_bytes: u64,
+    /// Plaintext cache (shared by every volume of a mount).
+    pub cache: Arc<ChunkCache>,
     pub write_buffer_bytes: u64,
     pub seal_threads: usize,
     /// Where `statfs` looks for free space.
@@ -159,7 +163,8 @@ pub struct CoreParts {
 }
 
 pub struct FsCore {
-    volume: Volume,
+    /// Replaced when the volume's record changes (writers, a new key after a removal).
+    volume: RwLock<Volume>,
     signer: SigningKey,
     origin: u64,
     clock: HlcClock,
@@ -205,16 +210,22 @@ impl FsCore {
     /// Loads the volume's namespace (verifying every entry) and creates its root on first use.
     pub fn load(parts: CoreParts) -> FsResult<Self> {
         let loaded = parts.namespace.load_all()?;
+        Self::load_from(parts, &loaded.entries, loaded.rejected)
+    }
+
+    /// As [`load`](Self::load), from entries already loaded (a mount loads the store once for
+    /// all its volumes); `rejected` counts entries the load refused.
+    pub fn load_from(parts: CoreParts, entries: &[Entry], rejected: usize) -> FsResult<Self> {
         let root_id = parts.volume.root_id();
         let clock = HlcClock::new();
         let mut tree = Tree::new(root_id);
-        let mut rejected = loaded.rejected;
-        for entry in &loaded.entries {
+        let mut rejected = rejected;
+        for entry in entries {
             clock.observe(entry.hlc);
-            if entry.volume != parts.volume.id {
+            if entry.volume != parts.volume.id || VolumeRecord::is_record(entry) {
                 continue;
             }
-            if !parts.volume.can_write(&entry.author) {
+            if !parts.volume.can_write(&entry.author, entry.hlc) {
                 tracing::warn!(entry = %entry.id, author = %entry.author, "entry by a non-writer refused");
                 rejected += 1;
                 continue;
@@ -222,7 +233,7 @@ impl FsCore {
             if entry.deleted {
                 continue;
             }
-            match entry.open(&parts.volume.payload_key) {
+            match parts.volume.open_entry(entry) {
                 Ok(meta) => tree.upsert(entry, meta),
                 Err(e) => {
                     tracing::warn!(entry = %entry.id, error = %e, "entry refused");
@@ -233,12 +244,12 @@ impl FsCore {
         let io = Arc::new(ChunkIo::new(
             parts.chunks,
             parts.remote,
-            Arc::new(ChunkCache::new(parts.cache_bytes)),
-            parts.volume.chunk_secret.clone(),
+            parts.cache,
+            parts.volume.chunk_secret().clone(),
             u64::from(parts.chunk_size),
         ));
         let core = Self {
-            volume: parts.volume,
+            volume: RwLock::new(parts.volume),
             signer: parts.signer,
             origin: parts.origin,
             clock,
@@ -255,7 +266,8 @@ impl FsCore {
             rejected: AtomicU64::new(rejected as u64),
             publish: parts.publish,
         };
-        if core.tree.read().get(ROOT_INO).is_none() {
+        // A reader cannot write the root; it shows once the root arrives from a writer.
+        if core.tree.read().get(ROOT_INO).is_none() && core.writable() {
             let now = Timestamp::now();
             // SAFETY: getuid/getgid cannot fail.
             let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -296,9 +308,10 @@ impl FsCore {
         &self,
         changes: Vec<(EntryId, Option<EntryMeta>, Option<Seen>)>,
     ) -> FsResult<Vec<Entry>> {
+        let volume = self.volume.read();
         let sealer = EntrySealer {
-            volume: self.volume.id,
-            payload_key: &self.volume.payload_key,
+            volume: volume.id,
+            payload_key: volume.payload_key(),
             signer: &self.signer,
             origin: self.origin,
         };
@@ -321,6 +334,7 @@ impl FsCore {
                 })
                 .collect()
         };
+        drop(volume);
         let committed = self.namespace.commit(&entries)?;
         self.evict(&committed.released);
         {
@@ -346,8 +360,52 @@ impl FsCore {
     /// An entry from a peer may be stored: signed, and by a writer of its volume when that is
     /// the mounted one.
     fn admissible(&self, e: &Entry) -> bool {
-        let writer_ok = e.volume != self.volume.id || self.volume.can_write(&e.author);
+        let volume = self.volume.read();
+        let writer_ok = e.volume != volume.id
+            || (!VolumeRecord::is_record(e) && volume.can_write(&e.author, e.hlc));
         writer_ok && e.verify_signature().is_ok()
+    }
+
+    pub fn volume_id(&self) -> crate::namespace::VolumeId {
+        self.volume.read().id
+    }
+
+    /// Whether this node's user may write in the volume.
+    pub fn writable(&self) -> bool {
+        let volume = self.volume.read();
+        volume.can_write(
+            &crate::namespace::UserId(self.signer.verifying_key().to_bytes()),
+            self.clock.now(),
+        )
+    }
+
+    /// Takes a new state of the volume's record: writers, members, keys. New writes use the
+    /// newest key; entries that did not open before (sealed with a key this node lacked) are
+    /// opened again.
+    pub fn set_volume(&self, volume: Volume) -> FsResult<()> {
+        let _g = self.mutate.lock();
+        *self.io.secret.write() = volume.chunk_secret().clone();
+        let had = self.volume.read().key_count();
+        let more_keys = volume.key_count() > had;
+        *self.volume.write() = volume;
+        if more_keys {
+            let volume = self.volume.read();
+            let loaded = self.namespace.load_all()?;
+            let mut tree = self.tree.write();
+            for e in loaded
+                .entries
+                .iter()
+                .filter(|e| e.volume == volume.id && !e.deleted && !VolumeRecord::is_record(e))
+            {
+                if tree.ino_if_known(&e.id).is_none()
+                    && volume.can_write(&e.author, e.hlc)
+                    && let Ok(meta) = volume.open_entry(e)
+                {
+                    tree.upsert(e, meta);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Expires tombstones every member has seen: stores them if they are new here (they may
@@ -402,7 +460,14 @@ impl FsCore {
     /// least `min_age` is copied. Returns how many copies were made.
     pub fn settle_conflicts(&self, min_age: std::time::Duration) -> FsResult<usize> {
         let _g = self.mutate.lock();
-        let pending = self.namespace.displaced()?;
+        let volume = self.volume_id();
+        // Other volumes' displaced versions are settled by their own cores (or the mount).
+        let pending: Vec<(u64, Entry)> = self
+            .namespace
+            .displaced()?
+            .into_iter()
+            .filter(|(_, e)| e.volume == volume)
+            .collect();
         if pending.is_empty() {
             return Ok(0);
         }
@@ -438,12 +503,17 @@ impl FsCore {
     /// Directories are not copied: their versions differ only in metadata, and their children
     /// stay with the one id. The caller holds `mutate`.
     fn keep_conflict_copies(&self, displaced: Vec<Entry>) -> FsResult<usize> {
+        if !self.writable() {
+            // A reader's copy would be refused by every node; a writer makes it.
+            return Ok(0);
+        }
         let mut copies = Vec::new();
         for lost in displaced {
-            if lost.volume != self.volume.id || lost.deleted {
+            let volume = self.volume.read().clone();
+            if lost.volume != volume.id || lost.deleted || VolumeRecord::is_record(&lost) {
                 continue;
             }
-            let Ok(mut meta) = lost.open(&self.volume.payload_key) else {
+            let Ok(mut meta) = volume.open_entry(&lost) else {
                 continue;
             };
             if meta.kind == EntryKind::Dir {
@@ -452,9 +522,7 @@ impl FsCore {
             // A concurrent version with the same content loses nothing (two nodes making the
             // same conflict copy, or writing the same bytes).
             let kept = match self.namespace.get(&lost.id)? {
-                Some(k) if !k.deleted && k.chunks == lost.chunks => {
-                    k.open(&self.volume.payload_key).ok()
-                }
+                Some(k) if !k.deleted && k.chunks == lost.chunks => volume.open_entry(&k).ok(),
                 _ => None,
             };
             if kept.is_some_and(|k| k.size == meta.size && k.blocks == meta.blocks) {
@@ -497,18 +565,24 @@ impl FsCore {
         self.evict(&committed.released);
         report.applied = committed.applied.len();
         report.forgotten = committed.forgotten;
+        let volume = self.volume.read();
         let mut tree = self.tree.write();
         for e in committed
             .applied
             .iter()
-            .filter(|e| e.volume == self.volume.id)
+            .filter(|e| e.volume == volume.id && !VolumeRecord::is_record(e))
         {
             if e.deleted {
                 tree.remove(&e.id);
                 continue;
             }
-            match e.open(&self.volume.payload_key) {
+            match volume.open_entry(e) {
                 Ok(meta) => tree.upsert(e, meta),
+                // Sealed with a key this node does not have yet (the record with it is on its
+                // way) or no longer gets: stored, shown once a key opens it.
+                Err(crate::namespace::EntryError::Decrypt(_)) => {
+                    tracing::debug!(entry = %e.id, "entry sealed with a key this node lacks");
+                }
                 Err(err) => {
                     tracing::warn!(entry = %e.id, error = %err, "entry from a peer does not open; ignored");
                     report.rejected += 1;
@@ -516,6 +590,7 @@ impl FsCore {
             }
         }
         drop(tree);
+        drop(volume);
         if report.rejected > 0 {
             self.rejected
                 .fetch_add(report.rejected as u64, Ordering::Relaxed);

@@ -30,7 +30,7 @@ fn parts(
         remote: None,
         publish: None,
         chunk_size,
-        cache_bytes: 1 << 20,
+        cache: Arc::new(ChunkCache::new(1 << 20)),
         write_buffer_bytes: write_buffer,
         seal_threads: 2,
         data_dir: dir.to_path_buf(),
@@ -40,8 +40,7 @@ fn parts(
 fn fixture(chunk_size: u32) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let user = UserIdentity::generate();
-    let volume = Volume::create(&user);
-    volume.save_new(dir.path(), &user).unwrap();
+    let volume = Volume::create(&user, "v").unwrap();
     let core = FsCore::load(parts(
         dir.path(),
         &user,
@@ -267,8 +266,8 @@ fn rename_overwrites_and_directory_rename_rewrites_only_it_and_its_parents() {
 fn everything_survives_a_reload_and_nothing_is_in_clear() {
     let dir = tempfile::tempdir().unwrap();
     let user = UserIdentity::generate();
-    let volume = Volume::create(&user);
-    volume.save_new(dir.path(), &user).unwrap();
+    let volume = Volume::create(&user, "v").unwrap();
+    let again = volume.clone();
     let secret = b"TOP-SECRET-CONTENT-MARKER".repeat(500);
     {
         let core = FsCore::load(parts(dir.path(), &user, volume, 4096, 1 << 20)).unwrap();
@@ -278,8 +277,7 @@ fn everything_survives_a_reload_and_nothing_is_in_clear() {
             .unwrap();
         core.shutdown();
     }
-    let volume = Volume::load_personal(dir.path(), &user).unwrap();
-    let core = FsCore::load(parts(dir.path(), &user, volume, 4096, 1 << 20)).unwrap();
+    let core = FsCore::load(parts(dir.path(), &user, again, 4096, 1 << 20)).unwrap();
     let d = core.lookup(ROOT_INO, b"SECRET-DIR-NAME").unwrap();
     assert_eq!(d.perm, 0o700);
     let ino = core.lookup(d.ino, b"SECRET-FILE-NAME").unwrap().ino;

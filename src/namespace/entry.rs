@@ -265,6 +265,18 @@ impl EntrySealer<'_> {
         self.sign(id, hlc, base, false, chunks, payload)
     }
 
+    /// Signs a version whose payload is in clear (a volume record: its secrets are sealed
+    /// inside it with age).
+    pub fn seal_clear(
+        &self,
+        id: EntryId,
+        hlc: Hlc,
+        base: &[(u64, Hlc)],
+        payload: Vec<u8>,
+    ) -> Entry {
+        self.sign(id, hlc, base, false, Vec::new(), payload)
+    }
+
     /// A signed deletion marker for `id`, deleting the version whose history is `base`.
     pub fn tombstone(&self, id: EntryId, hlc: Hlc, base: &[(u64, Hlc)]) -> Entry {
         self.sign(id, hlc, base, true, Vec::new(), Vec::new())

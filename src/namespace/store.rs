@@ -83,8 +83,10 @@ fn db_err(e: impl Into<redb::Error>) -> NamespaceError {
     NamespaceError::Db(e.into())
 }
 
+/// Cheap to clone: every volume of a mount shares one store.
+#[derive(Clone)]
 pub struct NamespaceStore {
-    db: Database,
+    db: std::sync::Arc<Database>,
 }
 
 /// What a commit changed.
@@ -118,7 +120,9 @@ impl NamespaceStore {
         txn.open_table(FORGOTTEN).map_err(db_err)?;
         txn.open_table(DISPLACED).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
-        Ok(Self { db })
+        Ok(Self {
+            db: std::sync::Arc::new(db),
+        })
     }
 
     /// Versions waiting to become conflict copies, with their arrival (ms since the epoch).

@@ -1,102 +1,300 @@
-//! Volumes: what is mounted. A volume has a random 32-byte key from which its payload key (for
-//! entry payloads) and chunk secret (for convergent chunk keys) are derived; the key is kept
-//! only wrapped with age to each member's recipient.
+//! Volumes: what is mounted, and who may read and write it.
+//!
+//! A volume has one or more 32-byte keys (a new one each time a member is removed: the removed
+//! member keeps what it could already read, but not what is written after). The newest key
+//! encrypts new entry payloads and new chunks; older ones still open older entries.
+//!
+//! Every volume but the network volume is described by a **volume record**: a namespace entry
+//! of the volume itself, signed by the owner, replicated like any other. In clear it names the
+//! owner, the writers (so every node, member or not, can check an entry's author before it
+//! stores it) and the removed writers with the clock of their removal; everything else (the
+//! volume's name, its keys, its members and their roles) is age-encrypted to the members'
+//! recipients. The volume id is derived from the owner's public key and a nonce, so only the
+//! owner can sign a record that nodes accept for it.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::fmt;
+use std::str::FromStr;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::entry::{Entry, EntryError, EntryMeta, EntrySealer};
 use super::{EntryId, UserId, VolumeId};
 use crate::block::ChunkSecret;
 use crate::identity::UserIdentity;
-use crate::util::fsutil::{create_private_dir, write_new};
+use crate::util::fixed_bytes;
+use crate::util::hlc::Hlc;
 
-pub const VOLUMES_DIR: &str = "volumes";
+/// Most writers, removed writers and members a volume has; more is refused, not allocated.
+pub const MAX_MEMBERS: usize = 256;
+/// Most keys a volume accumulates (one per removal).
+pub const MAX_KEYS: usize = 256;
+/// Largest encoded volume record.
+pub const MAX_RECORD: usize = 256 * 1024;
+/// Longest volume name.
+pub const MAX_VOLUME_NAME: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error("no volume found in {0}")]
-    None(PathBuf),
+    #[error("invalid volume name {0:?}: 1-64 characters, no '/', NUL or leading '.'")]
+    BadName(String),
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("volume record: {0}")]
+    Record(String),
+    #[error(
+        "not a user public key: {0} (expected USER_ID:RECIPIENT as printed by `p2pfs user show`)"
+    )]
+    BadUserKey(String),
 }
 
+/// A user's public half, as shared with others: the signing key that names them (writers are
+/// checked against it) and the age recipient volume keys are wrapped to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserKey {
+    pub id: UserId,
+    pub recipient: age::x25519::Recipient,
+}
+
+impl UserKey {
+    pub fn of(user: &UserIdentity) -> Self {
+        Self {
+            id: user.user_id(),
+            recipient: user.recipient(),
+        }
+    }
+}
+
+impl fmt::Display for UserKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.id, self.recipient)
+    }
+}
+
+impl FromStr for UserKey {
+    type Err = VolumeError;
+    fn from_str(s: &str) -> Result<Self, VolumeError> {
+        let bad = || VolumeError::BadUserKey(s.chars().take(200).collect());
+        let (id, recipient) = s.trim().split_once(':').ok_or_else(bad)?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(id, &mut bytes).map_err(|_| bad())?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| bad())?;
+        let recipient = age::x25519::Recipient::from_str(recipient).map_err(|_| bad())?;
+        Ok(Self {
+            id: UserId(bytes),
+            recipient,
+        })
+    }
+}
+
+/// A user named by `USER_ID` or `USER_ID:RECIPIENT` (only the id is used).
+pub fn parse_user_id(s: &str) -> Result<UserId, VolumeError> {
+    let bad = || VolumeError::BadUserKey(s.chars().take(200).collect());
+    let id = s.trim().split(':').next().unwrap_or_default();
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(id, &mut bytes).map_err(|_| bad())?;
+    Ok(UserId(bytes))
+}
+
+/// A member of a volume (inside the sealed part of its record).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user: UserId,
+    pub recipient: String,
+    pub read_only: bool,
+}
+
+/// What a member's role is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Writer,
+    Reader,
+}
+
+/// The clear payload of a volume record entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub owner: UserId,
+    #[serde(with = "fixed_bytes")]
+    pub nonce: [u8; 16],
+    /// Who may write now.
+    pub writers: Vec<UserId>,
+    /// Removed writers, with the clock of their removal: their entries written before it stay
+    /// valid (nodes that stored them agree with nodes that did not yet), later ones are refused.
+    pub revoked: Vec<(UserId, Hlc)>,
+    /// age-encrypted to every member: the [`Secrets`].
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Secrets {
+    name: String,
+    /// Oldest first; the last encrypts new writes.
+    keys: Vec<Key>,
+    members: Vec<Member>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Key(#[serde(with = "fixed_bytes")] [u8; 32]);
+
+impl Drop for Key {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// The id of a volume owned by `owner`: binds the volume to its owner's key.
+pub fn volume_id(owner: &UserId, nonce: &[u8; 16]) -> VolumeId {
+    let mut input = owner.0.to_vec();
+    input.extend_from_slice(nonce);
+    let h = blake3::derive_key("p2pfs volume id v2", &input);
+    VolumeId(h[..16].try_into().expect("16 bytes"))
+}
+
+impl VolumeRecord {
+    /// The entry id under which a volume's record is kept.
+    pub fn entry_id(volume: &VolumeId) -> EntryId {
+        let h = blake3::derive_key("p2pfs volume record v1", &volume.0);
+        EntryId(h[..16].try_into().expect("16 bytes"))
+    }
+
+    /// Whether `entry` is in the place of its volume's record (valid or not).
+    pub fn is_record(entry: &Entry) -> bool {
+        entry.id == Self::entry_id(&entry.volume)
+    }
+
+    /// Reads and checks the record an entry carries: that it is the record of its volume, was
+    /// written by the volume's owner and is well-formed. The signature is checked separately
+    /// ([`Entry::verify_signature`]).
+    pub fn from_entry(entry: &Entry) -> Result<Self, EntryError> {
+        let bad = |why| EntryError::Inconsistent(entry.id, why);
+        if !Self::is_record(entry) {
+            return Err(bad("not a volume record"));
+        }
+        if entry.deleted || !entry.chunks.is_empty() {
+            return Err(bad("a volume record is never deleted and holds no chunks"));
+        }
+        if entry.payload.len() > MAX_RECORD {
+            return Err(EntryError::TooLarge(entry.payload.len()));
+        }
+        let record: VolumeRecord = ciborium::from_reader(&entry.payload[..])
+            .map_err(|e| EntryError::Decode(e.to_string()))?;
+        if record.owner != entry.author || volume_id(&record.owner, &record.nonce) != entry.volume {
+            return Err(bad("volume record not signed by the volume's owner"));
+        }
+        if record.writers.len() > MAX_MEMBERS || record.revoked.len() > MAX_MEMBERS {
+            return Err(bad("too many writers"));
+        }
+        Ok(record)
+    }
+
+    /// Whether `author` may write a version stamped `hlc`.
+    pub fn can_write(&self, author: &UserId, hlc: Hlc) -> bool {
+        self.writers.contains(author)
+            || self
+                .revoked
+                .iter()
+                .any(|(user, until)| user == author && hlc < *until)
+    }
+}
+
+/// A volume as its members hold it: keys unwrapped.
+#[derive(Clone)]
 pub struct Volume {
     pub id: VolumeId,
     pub owner: UserId,
+    pub nonce: [u8; 16],
+    pub name: String,
     pub writers: Vec<UserId>,
+    pub revoked: Vec<(UserId, Hlc)>,
+    pub members: Vec<Member>,
     /// Anyone who can sign may write (the network volume: admission is the network key).
     pub open: bool,
-    pub payload_key: Zeroizing<[u8; 32]>,
-    pub chunk_secret: ChunkSecret,
-    key: Zeroizing<[u8; 32]>,
+    /// Oldest first.
+    keys: Vec<Zeroizing<[u8; 32]>>,
+    payload_keys: Vec<Zeroizing<[u8; 32]>>,
+    chunk_secret: ChunkSecret,
 }
 
-/// On-disk form: the key wrapped with age to the owner's recipient.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VolumeFile {
-    id: String,
-    owner: String,
-    writers: Vec<String>,
-    wrapped_key: String,
+fn payload_key_of(key: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    Zeroizing::new(blake3::derive_key("p2pfs volume payload key v1", key))
+}
+
+/// Checks a volume name as given by a user: it becomes a directory name in the mount.
+pub fn check_name(name: &str) -> Result<(), VolumeError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_VOLUME_NAME
+        && !name.starts_with('.')
+        && !name.contains(['/', '\0'])
+        && !name.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(VolumeError::BadName(name.chars().take(80).collect()))
+    }
 }
 
 impl Volume {
-    fn from_key(
-        id: VolumeId,
-        owner: UserId,
-        writers: Vec<UserId>,
-        key: Zeroizing<[u8; 32]>,
-    ) -> Self {
-        let payload_key =
-            Zeroizing::new(blake3::derive_key("p2pfs volume payload key v1", &key[..]));
-        let chunk_secret =
-            ChunkSecret(blake3::derive_key("p2pfs volume chunk secret v1", &key[..]));
-        Self {
-            id,
-            owner,
-            writers,
+    fn new(owner: &UserIdentity, nonce: [u8; 16], name: String, key: Zeroizing<[u8; 32]>) -> Self {
+        let me = UserKey::of(owner);
+        let mut volume = Self {
+            id: volume_id(&me.id, &nonce),
+            owner: me.id,
+            nonce,
+            name,
+            writers: vec![me.id],
+            revoked: Vec::new(),
+            members: vec![Member {
+                user: me.id,
+                recipient: me.recipient.to_string(),
+                read_only: false,
+            }],
             open: false,
-            payload_key,
-            chunk_secret,
-            key,
-        }
+            keys: Vec::new(),
+            payload_keys: Vec::new(),
+            chunk_secret: ChunkSecret([0; 32]),
+        };
+        volume.set_keys(vec![key]);
+        volume
     }
 
-    /// The personal volume of `owner`: id and key derived from the user's secret signing key,
-    /// so every machine that holds the same (exported, imported) user identity has the same
-    /// personal volume, and nobody else can derive it.
+    fn set_keys(&mut self, keys: Vec<Zeroizing<[u8; 32]>>) {
+        let newest = keys.last().expect("a volume has a key");
+        self.chunk_secret = ChunkSecret(blake3::derive_key(
+            "p2pfs volume chunk secret v1",
+            &newest[..],
+        ));
+        self.payload_keys = keys.iter().map(|k| payload_key_of(k)).collect();
+        self.keys = keys;
+    }
+
+    /// The personal volume of `owner`, named `home`: its id follows from the user's public key
+    /// (a fixed nonce) and its key from the secret signing key, so every machine holding the
+    /// same user identity has the same personal volume, and nobody else can read it.
     pub fn personal(owner: &UserIdentity) -> Self {
         let secret = Zeroizing::new(owner.signing.to_bytes());
-        let id = blake3::derive_key("p2pfs personal volume id v1", &secret[..]);
         let key = Zeroizing::new(blake3::derive_key(
             "p2pfs personal volume key v1",
             &secret[..],
         ));
-        Self::from_key(
-            VolumeId(id[..16].try_into().expect("16 bytes")),
-            owner.user_id(),
-            vec![owner.user_id()],
-            key,
-        )
+        Self::new(owner, [0; 16], "home".into(), key)
     }
 
     /// A new volume with a random key, owned (and writable only) by `owner`.
-    pub fn create(owner: &UserIdentity) -> Self {
-        let mut id = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut id);
+    pub fn create(owner: &UserIdentity, name: &str) -> Result<Self, VolumeError> {
+        check_name(name)?;
+        let mut nonce = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        if nonce == [0; 16] {
+            nonce[0] = 1; // the personal volume's nonce
+        }
         let mut key = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(&mut key[..]);
-        Self::from_key(VolumeId(id), owner.user_id(), vec![owner.user_id()], key)
+        Ok(Self::new(owner, nonce, name.to_string(), key))
     }
 
     /// The volume every member of a network mounts: its id and key are derived from the
@@ -107,14 +305,25 @@ impl Volume {
             "p2pfs network volume key v1",
             &network_key.0,
         ));
-        let mut volume = Self::from_key(
-            VolumeId(id[..16].try_into().expect("16 bytes")),
-            UserId([0; 32]),
-            Vec::new(),
-            key,
-        );
-        volume.open = true;
+        let mut volume = Self {
+            id: VolumeId(id[..16].try_into().expect("16 bytes")),
+            owner: UserId([0; 32]),
+            nonce: [0; 16],
+            name: String::new(),
+            writers: Vec::new(),
+            revoked: Vec::new(),
+            members: Vec::new(),
+            open: true,
+            keys: Vec::new(),
+            payload_keys: Vec::new(),
+            chunk_secret: ChunkSecret([0; 32]),
+        };
+        volume.set_keys(vec![key]);
         volume
+    }
+
+    pub fn is_personal(&self) -> bool {
+        self.nonce == [0; 16] && !self.open
     }
 
     /// The id of the volume's root directory entry, derived so every member agrees on it.
@@ -123,115 +332,253 @@ impl Volume {
         EntryId(h[..16].try_into().expect("16 bytes"))
     }
 
-    pub fn can_write(&self, user: &UserId) -> bool {
-        self.open || self.writers.contains(user)
+    /// Whether `user` may write a version stamped `hlc`.
+    pub fn can_write(&self, user: &UserId, hlc: Hlc) -> bool {
+        self.open
+            || self.writers.contains(user)
+            || self
+                .revoked
+                .iter()
+                .any(|(u, until)| u == user && hlc < *until)
     }
 
-    pub fn save_new(&self, data_dir: &Path, owner: &UserIdentity) -> Result<(), VolumeError> {
-        let dir = data_dir.join(VOLUMES_DIR);
-        let io = |source| VolumeError::Io {
-            path: dir.clone(),
-            source,
+    pub fn role(&self, user: &UserId) -> Option<Role> {
+        if *user == self.owner {
+            Some(Role::Owner)
+        } else if self.writers.contains(user) {
+            Some(Role::Writer)
+        } else if self.members.iter().any(|m| m.user == *user) {
+            Some(Role::Reader)
+        } else {
+            None
+        }
+    }
+
+    /// The key new entry payloads are sealed with.
+    pub fn payload_key(&self) -> &[u8; 32] {
+        self.payload_keys.last().expect("a volume has a key")
+    }
+
+    /// The secret new chunks are encrypted under.
+    pub fn chunk_secret(&self) -> &ChunkSecret {
+        &self.chunk_secret
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Opens an entry of this volume with whichever of its keys sealed it, newest first.
+    pub fn open_entry(&self, entry: &Entry) -> Result<EntryMeta, EntryError> {
+        let mut last = EntryError::Decrypt(entry.id);
+        for key in self.payload_keys.iter().rev() {
+            match entry.open(key) {
+                Ok(meta) => return Ok(meta),
+                Err(e @ EntryError::Decrypt(_)) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Adds `user` as a member (a writer unless `read_only`), or changes their role.
+    pub fn share(&mut self, user: &UserKey, read_only: bool) -> Result<(), VolumeError> {
+        if self.is_personal() {
+            return Err(VolumeError::NotAllowed(
+                "the personal volume is not shared; create a volume to share (`p2pfs-ctl volume create NAME`)".into(),
+            ));
+        }
+        if user.id == self.owner {
+            return Err(VolumeError::NotAllowed(
+                "the owner is always a member and writer".into(),
+            ));
+        }
+        if !self.members.iter().any(|m| m.user == user.id) && self.members.len() >= MAX_MEMBERS {
+            return Err(VolumeError::NotAllowed(format!(
+                "a volume has at most {MAX_MEMBERS} members"
+            )));
+        }
+        self.members.retain(|m| m.user != user.id);
+        self.members.push(Member {
+            user: user.id,
+            recipient: user.recipient.to_string(),
+            read_only,
+        });
+        self.writers.retain(|w| *w != user.id);
+        if !read_only {
+            self.writers.push(user.id);
+        }
+        Ok(())
+    }
+
+    /// Removes `user`: no longer a member, its writes from `now` on are refused, and a new key
+    /// encrypts everything written from now on. Returns whether they were a member.
+    pub fn unshare(&mut self, user: &UserId, now: Hlc) -> Result<bool, VolumeError> {
+        if *user == self.owner {
+            return Err(VolumeError::NotAllowed(
+                "the owner cannot be removed from their volume".into(),
+            ));
+        }
+        if !self.members.iter().any(|m| m.user == *user) {
+            return Ok(false);
+        }
+        if self.keys.len() >= MAX_KEYS {
+            return Err(VolumeError::NotAllowed(format!(
+                "a volume has at most {MAX_KEYS} keys; create a new volume"
+            )));
+        }
+        self.members.retain(|m| m.user != *user);
+        if self.writers.contains(user) {
+            self.writers.retain(|w| w != user);
+            self.revoked.retain(|(u, _)| u != user);
+            if self.revoked.len() >= MAX_MEMBERS {
+                self.revoked.remove(0);
+            }
+            self.revoked.push((*user, now));
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(&mut key[..]);
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.push(key);
+        self.set_keys(keys);
+        Ok(true)
+    }
+
+    /// The record describing this volume, its secrets sealed to every member.
+    pub fn record(&self) -> Result<VolumeRecord, VolumeError> {
+        let recipients: Vec<age::x25519::Recipient> = self
+            .members
+            .iter()
+            .map(|m| age::x25519::Recipient::from_str(&m.recipient))
+            .collect::<Result<_, _>>()
+            .map_err(|e| VolumeError::Record(format!("bad member recipient: {e}")))?;
+        let secrets = Secrets {
+            name: self.name.clone(),
+            keys: self.keys.iter().map(|k| Key(**k)).collect(),
+            members: self.members.clone(),
         };
-        create_private_dir(&dir).map_err(io)?;
-        let wrapped =
-            age::encrypt(&owner.recipient(), &self.key[..]).map_err(|e| VolumeError::Invalid {
-                path: dir.clone(),
-                message: e.to_string(),
-            })?;
-        let file = VolumeFile {
-            id: self.id.to_string(),
-            owner: self.owner.to_string(),
-            writers: self.writers.iter().map(|w| w.to_string()).collect(),
-            wrapped_key: hex::encode(wrapped),
-        };
-        let path = dir.join(format!("{}.toml", self.id));
-        write_new(
-            &path,
-            toml::to_string(&file).expect("serializes").as_bytes(),
-            0o600,
-        )
-        .map_err(|source| VolumeError::Io {
-            path: path.clone(),
-            source,
+        let mut plain = Zeroizing::new(Vec::new());
+        ciborium::into_writer(&secrets, &mut *plain).expect("secrets serialize");
+        let encryptor =
+            age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| VolumeError::Record(e.to_string()))?;
+        let mut sealed = Vec::with_capacity(plain.len() + 200 * recipients.len());
+        let mut w = encryptor
+            .wrap_output(&mut sealed)
+            .map_err(|e| VolumeError::Record(e.to_string()))?;
+        std::io::Write::write_all(&mut w, &plain)
+            .map_err(|e| VolumeError::Record(e.to_string()))?;
+        w.finish().map_err(|e| VolumeError::Record(e.to_string()))?;
+        Ok(VolumeRecord {
+            owner: self.owner,
+            nonce: self.nonce,
+            writers: self.writers.clone(),
+            revoked: self.revoked.clone(),
+            sealed,
         })
     }
 
-    pub fn load(path: &Path, user: &UserIdentity) -> Result<Self, VolumeError> {
-        let invalid = |message: String| VolumeError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
-        let text = fs::read_to_string(path).map_err(|source| VolumeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let file: VolumeFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        let id = VolumeId(decode_hex(&file.id).ok_or_else(|| invalid("bad volume id".into()))?);
-        let owner = UserId(decode_hex(&file.owner).ok_or_else(|| invalid("bad owner".into()))?);
-        let writers = file
-            .writers
-            .iter()
-            .map(|w| decode_hex(w).map(UserId))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| invalid("bad writer".into()))?;
-        let wrapped =
-            hex::decode(&file.wrapped_key).map_err(|_| invalid("bad wrapped key".into()))?;
-        let key = Zeroizing::new(
-            age::decrypt(&user.age, &wrapped)
-                .map_err(|e| invalid(format!("cannot unwrap the volume key: {e}")))?,
-        );
-        let key: [u8; 32] = key[..]
-            .try_into()
-            .map_err(|_| invalid("volume key is not 32 bytes".into()))?;
-        Ok(Self::from_key(id, owner, writers, Zeroizing::new(key)))
-    }
-
-    /// The user's personal volume in the data dir.
-    pub fn load_personal(data_dir: &Path, user: &UserIdentity) -> Result<Self, VolumeError> {
-        let dir = data_dir.join(VOLUMES_DIR);
-        let entries = fs::read_dir(&dir).map_err(|source| VolumeError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                let volume = Self::load(&path, user)?;
-                if volume.owner == user.user_id() {
-                    return Ok(volume);
-                }
-            }
+    /// The record as a signed entry written on top of `base` (the history of the current
+    /// record; empty for a new volume). Only the owner's signing key makes an entry that
+    /// nodes accept.
+    pub fn record_entry(
+        &self,
+        signer: &ed25519_dalek::SigningKey,
+        origin: u64,
+        hlc: Hlc,
+        base: &[(u64, Hlc)],
+    ) -> Result<Entry, VolumeError> {
+        let mut payload = Vec::new();
+        ciborium::into_writer(&self.record()?, &mut payload).expect("record serializes");
+        if payload.len() > MAX_RECORD {
+            return Err(VolumeError::NotAllowed(
+                "the volume record is too large".into(),
+            ));
         }
-        Err(VolumeError::None(dir))
+        let sealer = EntrySealer {
+            volume: self.id,
+            payload_key: self.payload_key(),
+            signer,
+            origin,
+        };
+        Ok(sealer.seal_clear(VolumeRecord::entry_id(&self.id), hlc, base, payload))
     }
-}
 
-fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let mut out = [0u8; N];
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(out)
+    /// The volume a record describes, as `user` sees it: `Ok(None)` when `user` is not a
+    /// member (the secrets are not sealed to them).
+    pub fn from_record(
+        record: &VolumeRecord,
+        user: &UserIdentity,
+    ) -> Result<Option<Self>, VolumeError> {
+        let plain = match age::decrypt(&user.age, &record.sealed) {
+            Ok(p) => Zeroizing::new(p),
+            Err(age::DecryptError::NoMatchingKeys) => return Ok(None),
+            Err(e) => return Err(VolumeError::Record(e.to_string())),
+        };
+        let secrets: Secrets = ciborium::from_reader(&plain[..])
+            .map_err(|e| VolumeError::Record(format!("sealed part does not decode: {e}")))?;
+        if secrets.keys.is_empty() || secrets.keys.len() > MAX_KEYS {
+            return Err(VolumeError::Record("bad key list".into()));
+        }
+        if secrets.members.len() > MAX_MEMBERS {
+            return Err(VolumeError::Record("too many members".into()));
+        }
+        // A name that cannot be a directory name is shown by the volume id instead.
+        let id = volume_id(&record.owner, &record.nonce);
+        let name = if check_name(&secrets.name).is_ok() {
+            secrets.name.clone()
+        } else {
+            id.to_string()
+        };
+        let keys = secrets.keys.iter().map(|k| Zeroizing::new(k.0)).collect();
+        let mut volume = Self {
+            id,
+            owner: record.owner,
+            nonce: record.nonce,
+            name,
+            writers: record.writers.clone(),
+            revoked: record.revoked.clone(),
+            members: secrets.members.clone(),
+            open: false,
+            keys: Vec::new(),
+            payload_keys: Vec::new(),
+            chunk_secret: ChunkSecret([0; 32]),
+        };
+        volume.set_keys(keys);
+        Ok(Some(volume))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::namespace::entry::{EntryKind, Timestamp};
 
-    #[test]
-    fn saved_volume_reloads_with_same_keys_only_for_its_owner() {
-        let dir = tempfile::tempdir().unwrap();
-        let user = UserIdentity::generate();
-        let v = Volume::create(&user);
-        v.save_new(dir.path(), &user).unwrap();
-        let back = Volume::load_personal(dir.path(), &user).unwrap();
-        assert_eq!(back.id, v.id);
-        assert_eq!(*back.payload_key, *v.payload_key);
-        assert_eq!(back.chunk_secret.0, v.chunk_secret.0);
-        assert_eq!(back.root_id(), v.root_id());
-        assert!(back.can_write(&user.user_id()));
-        let stranger = UserIdentity::generate();
-        assert!(Volume::load_personal(dir.path(), &stranger).is_err());
-        assert!(!back.can_write(&stranger.user_id()));
+    fn meta(name: &[u8]) -> EntryMeta {
+        EntryMeta {
+            parent: EntryId([0; 16]),
+            name: name.to_vec(),
+            kind: EntryKind::File,
+            size: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            atime: Timestamp::default(),
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            blocks: vec![],
+            symlink_target: vec![],
+        }
+    }
+
+    fn sealed_by(volume: &Volume, user: &UserIdentity, hlc: u64) -> Entry {
+        EntrySealer {
+            volume: volume.id,
+            payload_key: volume.payload_key(),
+            signer: &user.signing,
+            origin: 1,
+        }
+        .seal(EntryId::random(), Hlc(hlc), &[], &meta(b"f"))
     }
 
     #[test]
@@ -239,10 +586,89 @@ mod tests {
         let user = UserIdentity::generate();
         let (a, b) = (Volume::personal(&user), Volume::personal(&user));
         assert_eq!(a.id, b.id);
-        assert_eq!(a.payload_key, b.payload_key);
+        assert_eq!(a.payload_key(), b.payload_key());
         let other = Volume::personal(&UserIdentity::generate());
         assert_ne!(a.id, other.id);
-        assert_ne!(a.payload_key, other.payload_key);
-        assert!(a.can_write(&user.user_id()) && !a.open);
+        assert_ne!(a.payload_key(), other.payload_key());
+        assert!(a.can_write(&user.user_id(), Hlc(1)) && !a.open && a.is_personal());
+    }
+
+    #[test]
+    fn a_record_opens_for_members_only_and_binds_its_owner() {
+        let (owner, friend, stranger) = (
+            UserIdentity::generate(),
+            UserIdentity::generate(),
+            UserIdentity::generate(),
+        );
+        let mut v = Volume::create(&owner, "photos").unwrap();
+        v.share(&UserKey::of(&friend), true).unwrap();
+        let entry = v.record_entry(&owner.signing, 7, Hlc(5), &[]).unwrap();
+        entry.verify_signature().unwrap();
+        let record = VolumeRecord::from_entry(&entry).unwrap();
+        let seen = Volume::from_record(&record, &friend).unwrap().unwrap();
+        assert_eq!(seen.name, "photos");
+        assert_eq!(seen.id, v.id);
+        assert_eq!(seen.payload_key(), v.payload_key());
+        assert_eq!(seen.role(&friend.user_id()), Some(Role::Reader));
+        assert!(!record.can_write(&friend.user_id(), Hlc(9)));
+        assert!(Volume::from_record(&record, &stranger).unwrap().is_none());
+        // Nobody but the owner signs a record nodes accept for this volume.
+        let forged = EntrySealer {
+            volume: v.id,
+            payload_key: v.payload_key(),
+            signer: &stranger.signing,
+            origin: 7,
+        }
+        .seal_clear(entry.id, Hlc(6), &[], entry.payload.clone());
+        forged.verify_signature().unwrap();
+        assert!(VolumeRecord::from_entry(&forged).is_err());
+        // The name and keys are not in clear.
+        assert!(!entry.to_bytes().windows(6).any(|w| w == b"photos"));
+    }
+
+    #[test]
+    fn unshare_rotates_the_key_and_cuts_off_later_writes_only() {
+        let (owner, friend) = (UserIdentity::generate(), UserIdentity::generate());
+        let mut v = Volume::create(&owner, "team").unwrap();
+        v.share(&UserKey::of(&friend), false).unwrap();
+        let before = sealed_by(&v, &friend, 100);
+        assert!(v.can_write(&friend.user_id(), Hlc(100)));
+        let old_key = *v.payload_key();
+        assert!(v.unshare(&friend.user_id(), Hlc(200)).unwrap());
+        assert_ne!(*v.payload_key(), old_key);
+        assert_eq!(v.key_count(), 2);
+        // Old entries still open (with the old key); the removed writer's earlier writes stay
+        // valid, later ones do not.
+        assert_eq!(v.open_entry(&before).unwrap().name, b"f");
+        assert!(v.can_write(&friend.user_id(), Hlc(199)));
+        assert!(!v.can_write(&friend.user_id(), Hlc(200)));
+        let record = v.record().unwrap();
+        assert!(Volume::from_record(&record, &friend).unwrap().is_none());
+        let again = Volume::from_record(&record, &owner).unwrap().unwrap();
+        assert_eq!(again.key_count(), 2);
+        assert_eq!(again.open_entry(&before).unwrap().name, b"f");
+        assert!(!v.unshare(&friend.user_id(), Hlc(300)).unwrap());
+        assert!(v.unshare(&owner.user_id(), Hlc(300)).is_err());
+    }
+
+    #[test]
+    fn user_keys_round_trip_and_bad_ones_are_refused() {
+        let user = UserIdentity::generate();
+        let key = UserKey::of(&user);
+        assert_eq!(key.to_string().parse::<UserKey>().unwrap(), key);
+        for bad in ["", "abc", "00:age1xyz", &format!("{}:nope", user.user_id())] {
+            assert!(bad.parse::<UserKey>().is_err(), "{bad}");
+        }
+        assert!(Volume::personal(&user).share(&key, false).is_err());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for ok in ["photos", "a b", "Ünïcode"] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", ".hidden", "a/b", "a\0b", &"x".repeat(65), "tab\there"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

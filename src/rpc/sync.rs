@@ -13,7 +13,7 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use serde::{Deserialize, Serialize};
 
 use super::frame::{FrameError, read_frame, write_frame};
-use crate::fs::{FsCore, RemoteApply};
+use crate::fs::{Mount, RemoteApply};
 use crate::namespace::{Entry, EntryId};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/sync/1");
@@ -91,7 +91,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(SyncError::Local)
 }
 
-fn page(core: &FsCore, bucket: u8, after: Option<EntryId>) -> Result<(Vec<Entry>, bool), String> {
+fn page(core: &Mount, bucket: u8, after: Option<EntryId>) -> Result<(Vec<Entry>, bool), String> {
     let entries = core
         .namespace()
         .bucket_entries(bucket, after, PAGE_ENTRIES)
@@ -132,7 +132,7 @@ async fn open(control: &libp2p_stream::Control, peer: PeerId) -> Result<Stream, 
 pub async fn sync_with(
     control: &libp2p_stream::Control,
     peer: PeerId,
-    core: Arc<FsCore>,
+    core: Arc<Mount>,
 ) -> Result<SyncReport, SyncError> {
     let mut stream = open(control, peer).await?;
     let c = core.clone();
@@ -228,7 +228,7 @@ pub async fn expire(
 }
 
 /// Serves sync sessions.
-pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, core: Arc<FsCore>) {
+pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, core: Arc<Mount>) {
     let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
     while let Some((peer, stream)) = incoming.next().await {
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
@@ -245,7 +245,7 @@ pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, core: Arc<FsCor
     }
 }
 
-async fn serve_session(mut stream: Stream, core: Arc<FsCore>) -> Result<(), SyncError> {
+async fn serve_session(mut stream: Stream, core: Arc<Mount>) -> Result<(), SyncError> {
     loop {
         let request = match tokio::time::timeout(
             TIMEOUT,

@@ -842,8 +842,28 @@ pub fn read_tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// A root entry of a mount that is a volume directory (`@home`, shared volumes).
+pub fn is_volume_dir(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'@')
+}
+
+/// Names in the root of a mount, without the volume directories (see [`walk`]).
+pub fn root_names(mnt: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !is_volume_dir(n))
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Every path below `root` (files, dirs, symlinks), not following symlinks,
 /// excluding `root` itself.
+///
+/// In a mount, the root's `@NAME` directories are the user's volumes (`@home`, shared ones):
+/// they are left out, so a walk covers the network volume, as the tests' models do.
 pub fn walk(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -855,6 +875,9 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
         for ent in rd {
             let ent = ent.unwrap();
             let p = ent.path();
+            if d == root && is_volume_dir(&ent.file_name()) {
+                continue;
+            }
             let ft = ent.file_type().unwrap();
             out.push(p.clone());
             if ft.is_dir() {
