@@ -23,6 +23,122 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// What every key does, in the order `config show` prints them. A test checks that every key
+/// of [`Config`] is here.
+pub const KEY_DOCS: &[(&str, &str, &str)] = &[
+    (
+        "network",
+        "network_key_file",
+        "File holding the 32-byte network key (raw or 64 hex digits); relative paths are\ninside the data dir. Every node of one network uses the same key.",
+    ),
+    (
+        "network",
+        "listen",
+        "Addresses to listen on (multiaddrs, e.g. \"/ip4/0.0.0.0/tcp/4001\"). Empty: every\ninterface on TCP `listen_port`.",
+    ),
+    (
+        "network",
+        "listen_port",
+        "TCP port used when `listen` is empty.",
+    ),
+    (
+        "network",
+        "bootstrap",
+        "Peers to dial at start (multiaddrs); any one of them brings in the rest.",
+    ),
+    ("network", "mdns", "Find peers on the LAN by multicast DNS."),
+    (
+        "network",
+        "replicas",
+        "Copies of every chunk (the replication factor R): losing R-1 nodes loses no file.",
+    ),
+    (
+        "network",
+        "suspect_after_secs",
+        "Silence after which a peer is suspect (tried last; placement keeps it).",
+    ),
+    (
+        "network",
+        "dead_after_secs",
+        "Silence after which a peer is dead and its data is re-replicated.",
+    ),
+    (
+        "network",
+        "announce_interval_ms",
+        "How often this node announces itself to the others, in milliseconds.",
+    ),
+    (
+        "network",
+        "sync_interval_secs",
+        "How often this node compares its namespace with a random peer (anti-entropy).",
+    ),
+    (
+        "network",
+        "repair_interval_secs",
+        "Time between periodic repair passes (membership changes also start one).",
+    ),
+    (
+        "network",
+        "repair_rate_mb",
+        "Repair bandwidth limit in MB/s (10^6 bytes); 0 = unlimited.",
+    ),
+    (
+        "storage",
+        "chunk_size",
+        "Size of a file chunk in bytes (4096 to 16777216; a file's last chunk is shorter).",
+    ),
+    (
+        "storage",
+        "cache_bytes",
+        "Bytes of decrypted chunks kept in memory for hot reads.",
+    ),
+    (
+        "storage",
+        "write_buffer_bytes",
+        "Bytes of written, not yet encrypted data all open files may hold in memory\ntogether; past it, writers encrypt and store their oldest chunks (at least two chunks).",
+    ),
+    (
+        "storage",
+        "seal_threads",
+        "Threads per volume that encrypt and store chunks while writes go on (1 to 64).",
+    ),
+    (
+        "storage",
+        "capacity_bytes",
+        "Bytes offered to the network for chunks (this node's placement weight);\n0 = the size of the data dir's filesystem.",
+    ),
+    (
+        "storage",
+        "scrub_interval_secs",
+        "Time between scrubs, which re-hash every stored chunk and replace corrupt copies.",
+    ),
+    (
+        "storage",
+        "scrub_rate_mb",
+        "Scrub read rate limit in MB/s (10^6 bytes); 0 = unlimited.",
+    ),
+    (
+        "storage",
+        "gc_grace_secs",
+        "Seconds a stored chunk stays unreferenced (and a deletion marker waits) before\ngarbage collection removes it; open files are committed every third of it.",
+    ),
+    (
+        "fuse",
+        "threads",
+        "Kernel request threads: a slow request holds one of them, never all (1 to 256).",
+    ),
+    (
+        "fuse",
+        "allow_other",
+        "Let other local users use the mount (only when running as root); the kernel still\nchecks mode bits.",
+    ),
+    (
+        "fuse",
+        "attr_ttl_ms",
+        "How long the kernel may cache names and attributes, in milliseconds.",
+    ),
+];
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -161,6 +277,49 @@ impl Config {
         toml::to_string_pretty(self).expect("config serializes")
     }
 
+    /// The configuration as TOML with every key explained and its default shown: what `init`
+    /// writes and `p2pfs config show` prints.
+    pub fn to_documented_toml(&self) -> String {
+        let value = toml::Table::try_from(self).expect("config serializes");
+        let default = toml::Table::try_from(Config::default()).expect("config serializes");
+        let mut out = String::from(
+            "# p2pfs node configuration. Every key is shown with what it does and its default;\n\
+             # delete a line to go back to the default.\n",
+        );
+        let mut section = "";
+        for (sec, key, doc) in KEY_DOCS {
+            if *sec != section {
+                section = sec;
+                out.push_str(&format!("\n[{sec}]\n"));
+            } else {
+                out.push('\n');
+            }
+            let line = |table: &toml::Table| {
+                let mut one = toml::Table::new();
+                if let Some(v) = table.get(*sec).and_then(|s| s.get(*key)) {
+                    one.insert(key.to_string(), v.clone());
+                }
+                toml::to_string(&one).expect("value serializes")
+            };
+            for doc_line in doc.lines() {
+                out.push_str(&format!("# {doc_line}\n"));
+            }
+            let (now, default) = (line(&value), line(&default));
+            let shown_default = default.trim_end().split_once(" = ").map_or("", |(_, v)| v);
+            if shown_default.is_empty() {
+                out.push_str("# default: (none)\n");
+            } else {
+                out.push_str(&format!("# default: {shown_default}\n"));
+            }
+            if now.trim().is_empty() {
+                out.push_str(&format!("# {key} =\n"));
+            } else {
+                out.push_str(&now);
+            }
+        }
+        out
+    }
+
     fn validate(&self) -> Result<(), String> {
         let s = &self.storage;
         if !(4096..=(16 << 20)).contains(&s.chunk_size) {
@@ -248,6 +407,44 @@ mod tests {
         let partial: Config = toml::from_str("[storage]\nchunk_size = 65536\n").unwrap();
         assert_eq!(partial.storage.chunk_size, 65536);
         assert_eq!(partial.fuse, FuseConfig::default());
+    }
+
+    #[test]
+    fn every_key_is_documented_and_the_documented_form_reads_back() {
+        let table = toml::Table::try_from(Config::default()).unwrap();
+        let mut keys: Vec<(String, String)> = table
+            .iter()
+            .flat_map(|(sec, v)| {
+                v.as_table()
+                    .unwrap()
+                    .keys()
+                    .map(|k| (sec.clone(), k.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut documented: Vec<(String, String)> = KEY_DOCS
+            .iter()
+            .map(|(s, k, _)| (s.to_string(), k.to_string()))
+            .collect();
+        keys.sort();
+        documented.sort();
+        assert_eq!(
+            keys, documented,
+            "KEY_DOCS must list every key exactly once"
+        );
+        let mut c = Config::default();
+        c.network.bootstrap = vec!["/ip4/10.0.0.1/tcp/4001".into()];
+        c.storage.cache_bytes = 12345;
+        let text = c.to_documented_toml();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), c);
+        assert!(
+            text.contains("# default: 67108864\ncache_bytes = 12345"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# default: []\nbootstrap = [\"/ip4/10.0.0.1/tcp/4001\"]"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -120,10 +120,7 @@ pub fn init(
     node.save_new(&data_dir.join(NODE_KEY_FILE))?;
     user.save_new(&data_dir.join(USER_KEY_FILE))?;
     // The config goes last: its presence marks a complete node.
-    let text = format!(
-        "# p2pfs node configuration. Every key is shown with its default.\n{}",
-        config.to_toml()
-    );
+    let text = config.to_documented_toml();
     let config_path = data_dir.join(CONFIG_FILE);
     write_new(&config_path, text.as_bytes(), 0o600).map_err(io_at(&config_path))?;
     Ok(InitReport {

@@ -35,6 +35,19 @@ enum UserCommand {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration: the data dir's config.toml with the given flags
+    /// applied (as `run` would use it), every key explained with its default.
+    Show {
+        /// Defaults to $XDG_DATA_HOME/p2pfs; without a node there, the defaults are shown.
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        net: NetFlags,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Create a node: identities, network key and a config with every default.
     Init {
@@ -49,6 +62,11 @@ enum Command {
         /// making a new one: same user, same personal files.
         #[arg(long, value_name = "FILE")]
         user_key: Option<PathBuf>,
+    },
+    /// The node's configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// The node's user identity.
     User {
@@ -163,6 +181,20 @@ fn main() -> Result<()> {
         } => {
             let report = node::init(&data_dir, network_key.as_deref(), user_key.as_deref())?;
             print_init(&data_dir, &report);
+        }
+        Command::Config {
+            command: ConfigCommand::Show { data_dir, net },
+        } => {
+            let data_dir = data_dir.or_else(p2pfs::util::paths::default_data_dir);
+            let mut config = match &data_dir {
+                Some(d) if node::is_initialized(d) => p2pfs::config::Config::load(d)?,
+                _ => {
+                    eprintln!("(no node in the data dir: showing the defaults)");
+                    p2pfs::config::Config::default()
+                }
+            };
+            net.apply(&mut config);
+            print!("{}", config.to_documented_toml());
         }
         Command::User { command } => match command {
             UserCommand::Show { data_dir } => {
