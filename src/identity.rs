@@ -103,6 +103,100 @@ impl NetworkKey {
     }
 }
 
+/// A join token (`p2pfs-ctl invite`, `p2pfs init --join`): everything a new node needs to join
+/// a network. It holds the network key, so it is as secret as the key; the expiry is checked
+/// by the joining node (the network admits any holder of the key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invite {
+    pub network_key: NetworkKey,
+    /// Addresses of the inviting node (multiaddrs), dialed as bootstrap addresses.
+    pub bootstrap: Vec<String>,
+    /// The inviting node's peer id.
+    pub inviter: String,
+    /// Seconds since the Unix epoch after which the token is refused; `None`: never.
+    pub expires: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteWire {
+    #[serde(with = "crate::util::fixed_bytes")]
+    key: [u8; 32],
+    bootstrap: Vec<String>,
+    inviter: String,
+    expires: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InviteError {
+    #[error("not a p2pfs invite token ({0}); it starts with {INVITE_PREFIX}")]
+    Malformed(String),
+    #[error("this invite expired {0} s ago; ask for a new one (p2pfs-ctl invite)")]
+    Expired(u64),
+}
+
+pub const INVITE_PREFIX: &str = "p2pfs-invite-1-";
+/// Longest token accepted (a few dozen addresses).
+const MAX_INVITE: usize = 16 * 1024;
+
+impl Invite {
+    pub fn encode(&self) -> String {
+        let wire = InviteWire {
+            key: self.network_key.0,
+            bootstrap: self.bootstrap.clone(),
+            inviter: self.inviter.clone(),
+            expires: self.expires,
+        };
+        let mut bytes = Zeroizing::new(Vec::new());
+        ciborium::into_writer(&wire, &mut *bytes).expect("invite serializes");
+        // A checksum catches a token mangled in copy and paste before it is used.
+        let sum = blake3::hash(&bytes);
+        bytes.extend_from_slice(&sum.as_bytes()[..4]);
+        format!("{INVITE_PREFIX}{}", hex::encode(&bytes[..]))
+    }
+
+    /// Reads a token, refusing a malformed, mangled or (at `now`, seconds since the epoch)
+    /// expired one.
+    pub fn decode(token: &str, now: u64) -> Result<Self, InviteError> {
+        let token = token.trim();
+        if token.len() > MAX_INVITE {
+            return Err(InviteError::Malformed("too long".into()));
+        }
+        let hexed = token
+            .strip_prefix(INVITE_PREFIX)
+            .ok_or_else(|| InviteError::Malformed("wrong prefix".into()))?;
+        let bytes = Zeroizing::new(
+            hex::decode(hexed).map_err(|_| InviteError::Malformed("not hex".into()))?,
+        );
+        if bytes.len() < 5 {
+            return Err(InviteError::Malformed("too short".into()));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 4);
+        if blake3::hash(body).as_bytes()[..4] != *sum {
+            return Err(InviteError::Malformed(
+                "checksum mismatch: the token was cut or changed".into(),
+            ));
+        }
+        let wire: InviteWire = ciborium::from_reader(body)
+            .map_err(|e| InviteError::Malformed(format!("does not decode: {e}")))?;
+        for a in &wire.bootstrap {
+            a.parse::<libp2p::Multiaddr>()
+                .map_err(|_| InviteError::Malformed(format!("bad address {a:?}")))?;
+        }
+        if let Some(t) = wire.expires
+            && now > t
+        {
+            return Err(InviteError::Expired(now - t));
+        }
+        Ok(Invite {
+            network_key: NetworkKey(wire.key),
+            bootstrap: wire.bootstrap,
+            inviter: wire.inviter,
+            expires: wire.expires,
+        })
+    }
+}
+
 /// The node's libp2p identity (its peer id).
 pub struct NodeIdentity {
     pub keypair: libp2p::identity::Keypair,
@@ -196,6 +290,40 @@ impl UserIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invites_round_trip_and_refuse_expired_mangled_and_foreign_tokens() {
+        let invite = Invite {
+            network_key: NetworkKey::generate(),
+            bootstrap: vec!["/ip4/192.0.2.1/tcp/4001".into()],
+            inviter: "12D3KooW".into(),
+            expires: Some(1000),
+        };
+        let token = invite.encode();
+        assert_eq!(Invite::decode(&format!(" {token}\n"), 999).unwrap(), invite);
+        assert_eq!(Invite::decode(&token, 1005), Err(InviteError::Expired(5)));
+        let never = Invite {
+            expires: None,
+            ..invite.clone()
+        };
+        assert!(Invite::decode(&never.encode(), u64::MAX).is_ok());
+        // One changed digit, a cut, another prefix, garbage.
+        let mut changed = token.clone().into_bytes();
+        let i = changed.len() - 10;
+        changed[i] = if changed[i] == b'0' { b'1' } else { b'0' };
+        for bad in [
+            String::from_utf8(changed).unwrap(),
+            token[..token.len() - 2].to_string(),
+            token.replacen("p2pfs", "xxxxx", 1),
+            format!("{INVITE_PREFIX}zz"),
+            String::new(),
+        ] {
+            assert!(
+                matches!(Invite::decode(&bad, 0), Err(InviteError::Malformed(_))),
+                "{bad}"
+            );
+        }
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]

@@ -13,7 +13,7 @@ use crate::control::{self, ControlError};
 use crate::fs::{FsError, Mount, MountParts};
 use crate::fuse::FuseAdapter;
 use crate::identity::{
-    IdentityError, NODE_KEY_FILE, NetworkKey, NodeIdentity, USER_KEY_FILE, UserIdentity,
+    IdentityError, Invite, NODE_KEY_FILE, NetworkKey, NodeIdentity, USER_KEY_FILE, UserIdentity,
 };
 use crate::membership::{AnnouncedState, LivenessConfig};
 use crate::namespace::volume::VolumeError;
@@ -88,10 +88,14 @@ pub fn is_initialized(data_dir: &Path) -> bool {
 /// `user_key`: a user identity exported from another node (`p2pfs user export`), so one person
 /// has the same identity, and personal volume, on several machines; without it a new user is
 /// made.
+///
+/// `join`: an invite (`p2pfs-ctl invite` on a member): its network key is stored in the data dir
+/// and its addresses become the config's bootstrap addresses.
 pub fn init(
     data_dir: &Path,
     network_key: Option<&Path>,
     user_key: Option<&Path>,
+    join: Option<&Invite>,
 ) -> Result<InitReport, NodeError> {
     if is_initialized(data_dir) {
         return Err(NodeError::AlreadyInitialized(data_dir.to_path_buf()));
@@ -114,7 +118,15 @@ pub fn init(
         }
         None => config.network_key_path(data_dir),
     };
-    let (key, created) = NetworkKey::load_or_create(&key_path)?;
+    let (key, created) = match join {
+        Some(invite) => {
+            let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(invite.network_key.0)));
+            write_new(&key_path, text.as_bytes(), 0o600).map_err(io_at(&key_path))?;
+            config.network.bootstrap = invite.bootstrap.clone();
+            (invite.network_key.clone(), false)
+        }
+        None => NetworkKey::load_or_create(&key_path)?,
+    };
 
     let node = NodeIdentity::generate();
     node.save_new(&data_dir.join(NODE_KEY_FILE))?;

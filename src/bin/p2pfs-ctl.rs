@@ -45,6 +45,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a join token for a new node: `p2pfs init --join TOKEN` (or `p2pfs mount DIR
+    /// --join TOKEN`) there needs nothing else. The token holds the network key: send it only
+    /// to whom you would give the key.
+    Invite {
+        /// Refuse the token after this long (e.g. 30m, 24h, 7d; plain numbers are seconds).
+        /// Checked by the joining node.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires: Option<u64>,
+    },
     /// Volumes: your personal one (`@home` in the mount), ones you created or were given.
     Volume {
         #[command(subcommand)]
@@ -79,6 +88,57 @@ enum VolumeCommand {
         #[arg(long = "with", value_name = "USER")]
         with: String,
     },
+}
+
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90, 30m, 24h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is one of s, m, h, d")),
+    };
+    n.checked_mul(scale)
+        .filter(|&secs| secs > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+/// The invite token of the node at `data_dir`: its network key (read from the data dir, as this
+/// user can) and the addresses and peer id it reports.
+fn invite(
+    data_dir: &std::path::Path,
+    status: &Status,
+    expires: Option<u64>,
+) -> Result<String, String> {
+    let config = p2pfs::config::Config::load(data_dir).map_err(|e| e.to_string())?;
+    let key = p2pfs::identity::NetworkKey::load(&config.network_key_path(data_dir))
+        .map_err(|e| e.to_string())?;
+    if status.listen_addrs.is_empty() {
+        return Err("the node listens on no address yet; try again in a moment".into());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let invite = p2pfs::identity::Invite {
+        network_key: key,
+        bootstrap: status
+            .listen_addrs
+            .iter()
+            .map(|a| format!("{a}/p2p/{}", status.peer_id))
+            .collect(),
+        inviter: status.peer_id.clone(),
+        expires: expires.map(|e| now.saturating_add(e)),
+    };
+    Ok(invite.encode())
 }
 
 fn human_bytes(n: u64) -> String {
@@ -169,7 +229,7 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_ERROR);
     };
     let request = match &cli.command {
-        Command::Status { .. } => Request::Status,
+        Command::Status { .. } | Command::Invite { .. } => Request::Status,
         Command::Leave => Request::Leave,
         Command::Where { path, .. } => Request::Where { path: path.clone() },
         Command::Volume { command } => match command {
@@ -282,6 +342,23 @@ fn main() -> ExitCode {
         (Command::Volume { .. }, Reply::Done { message }) => {
             println!("{message}");
             ExitCode::SUCCESS
+        }
+        (Command::Invite { expires }, Reply::Status(status)) => {
+            match invite(&data_dir, &status, expires) {
+                Ok(token) => {
+                    println!("{token}");
+                    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                        eprintln!(
+                            "On the new machine: p2pfs mount DIR --join TOKEN (or p2pfs init --join TOKEN).\nThe token holds the network key: share it as you would the key."
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("p2pfs-ctl: cannot make an invite: {e}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
         }
         (Command::Leave, Reply::Leaving) => {
             println!(

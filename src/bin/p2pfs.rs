@@ -55,9 +55,14 @@ enum Command {
         #[arg(long, env = "P2PFS_DATA_DIR")]
         data_dir: PathBuf,
         /// Network key file: used if it exists, created (mode 0600) with a fresh key if not.
-        /// Without it, a fresh key is made inside the data dir.
-        #[arg(long)]
+        /// Without it (and without --join), a fresh key is made inside the data dir: a new
+        /// network.
+        #[arg(long, conflicts_with = "join")]
         network_key: Option<PathBuf>,
+        /// Join the network of an invite token (`p2pfs-ctl invite` on any member prints one):
+        /// its network key and the inviter's addresses are all that is needed.
+        #[arg(long, value_name = "TOKEN")]
+        join: Option<String>,
         /// Use this user identity (from `p2pfs user export` on another machine) instead of
         /// making a new one: same user, same personal files.
         #[arg(long, value_name = "FILE")]
@@ -86,6 +91,9 @@ enum Command {
     /// One-command start: mount at MOUNTPOINT using the default data dir, created on first use.
     Mount {
         mountpoint: PathBuf,
+        /// On first use, join the network of this invite token instead of starting a new one.
+        #[arg(long, value_name = "TOKEN")]
+        join: Option<String>,
         /// Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
         #[arg(long, env = "P2PFS_DATA_DIR")]
         data_dir: Option<PathBuf>,
@@ -170,6 +178,14 @@ fn print_init(data_dir: &std::path::Path, r: &node::InitReport) {
     );
 }
 
+fn read_invite(token: &str) -> Result<p2pfs::identity::Invite> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(p2pfs::identity::Invite::decode(token, now)?)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();
@@ -178,9 +194,23 @@ fn main() -> Result<()> {
             data_dir,
             network_key,
             user_key,
+            join,
         } => {
-            let report = node::init(&data_dir, network_key.as_deref(), user_key.as_deref())?;
+            let invite = join.as_deref().map(read_invite).transpose()?;
+            let report = node::init(
+                &data_dir,
+                network_key.as_deref(),
+                user_key.as_deref(),
+                invite.as_ref(),
+            )?;
             print_init(&data_dir, &report);
+            if let Some(i) = &invite {
+                println!(
+                    "  joining:      {} (invited by {}); start it with p2pfs run",
+                    i.bootstrap.join(", "),
+                    i.inviter
+                );
+            }
         }
         Command::Config {
             command: ConfigCommand::Show { data_dir, net },
@@ -232,6 +262,7 @@ fn main() -> Result<()> {
         }
         Command::Mount {
             mountpoint,
+            join,
             data_dir,
             net,
         } => {
@@ -242,8 +273,14 @@ fn main() -> Result<()> {
                 )?,
             };
             if !node::is_initialized(&data_dir) {
-                let report = node::init(&data_dir, None, None)?;
+                let invite = join.as_deref().map(read_invite).transpose()?;
+                let report = node::init(&data_dir, None, None, invite.as_ref())?;
                 print_init(&data_dir, &report);
+            } else if join.is_some() {
+                anyhow::bail!(
+                    "{} already holds a node; --join is only for a new one",
+                    data_dir.display()
+                );
             }
             let mut node = Node::load(&data_dir)?;
             net.apply(&mut node.config);
