@@ -17,10 +17,13 @@ use tokio::sync::mpsc;
 use crate::block::{ChunkId, ChunkStore, StoreError};
 use crate::fs::{Mount, RemoteChunks};
 use crate::membership::{
-    AnnouncedState, Announcement, LivenessConfig, Membership, MembershipEvent,
+    AnnouncedState, Announcement, LivenessConfig, Membership, MembershipEvent, parse_addrs,
 };
 use crate::namespace::Entry;
 use crate::net::{MAX_GOSSIP, NetEvent, NetHandle, Topic};
+// Hostile peers: gossip verdicts (see `on_gossip`).
+use crate::net::guard::Offence;
+use crate::net::{GossipId, Verdict};
 use crate::placement::{Candidate, Placement};
 use crate::rpc::chunk::{ChunkClient, ChunkRpcError, NO_SPACE};
 use crate::rpc::sync;
@@ -37,13 +40,27 @@ pub struct ClusterConfig {
 /// Namespace gossip: entries as committed, or (for a batch too large for a gossip message) a
 /// hint to sync with the sender.
 #[derive(Debug, Serialize, Deserialize)]
-enum NamespaceGossip {
+pub enum NamespaceGossip {
     Entries(Vec<Entry>),
     SyncWithMe,
 }
 
+/// Decodes a membership gossip message: untrusted bytes from any member (fuzzed, `fuzz/`).
+pub fn decode_announcement(data: &[u8]) -> Option<Announcement> {
+    ciborium::from_reader(data).ok()
+}
+
+/// Decodes a namespace gossip message: untrusted bytes from any member (fuzzed, `fuzz/`).
+pub fn decode_namespace_gossip(data: &[u8]) -> Option<NamespaceGossip> {
+    ciborium::from_reader(data).ok()
+}
+
 /// How often members this node has no connection to are dialed.
 const REDIAL_EVERY: Duration = Duration::from_secs(3);
+/// Committed entries are gossiped at most this often (batched), and a subscription is
+/// answered with an announcement at most this often: see `run`.
+const GOSSIP_PACE: Duration = Duration::from_millis(50);
+const SUBSCRIBED_ANNOUNCE_PACE: Duration = Duration::from_millis(500);
 
 /// Places chunks on their owners and fetches them from peers.
 pub struct ChunkRouter {
@@ -89,6 +106,11 @@ impl ChunkRouter {
 
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    /// Bytes this node offers for chunks (its placement weight).
+    pub fn capacity(&self) -> u64 {
+        self.capacity
     }
 
     /// Whether `peer` is alive in the view now. Repair plans with the view at the start of a
@@ -354,51 +376,89 @@ impl Cluster {
         }
     }
 
-    fn on_gossip(&self, topic: Topic, from: PeerId, data: Vec<u8>, core: &Arc<Mount>) {
+    // ---- Hostile peers: every gossip message gets a verdict (`NetHandle::validated`); only
+    // accepted ones are forwarded, and one that does not decode or is invalid is its signed
+    // source's offence (`net::guard`), as is an entry whose signature does not verify. ----
+    fn on_gossip(
+        &self,
+        topic: Topic,
+        from: PeerId,
+        data: Vec<u8>,
+        id: GossipId,
+        core: &Arc<Mount>,
+    ) {
         match topic {
             Topic::Membership => {
-                let Ok(a) = ciborium::from_reader::<Announcement, _>(&data[..]) else {
+                let Some(a) = decode_announcement(&data) else {
                     tracing::debug!(%from, "undecodable announcement dropped");
+                    self.net
+                        .validated(id, Verdict::Offence(Offence::InvalidGossip));
                     return;
                 };
                 // Gossip is signed by its source: a node may only speak for itself.
                 if a.peer != from.to_bytes() {
                     tracing::debug!(%from, "announcement for another peer dropped");
+                    self.net
+                        .validated(id, Verdict::Offence(Offence::InvalidGossip));
                     return;
                 }
                 let result = self.membership.write().apply(&a, Instant::now());
                 match result {
                     Ok(events) => {
-                        let addrs: Vec<Multiaddr> = a
-                            .addrs
-                            .iter()
-                            .filter_map(|s| s.parse().ok())
-                            .take(16)
-                            .collect();
-                        self.net.add_addresses(from, addrs);
+                        self.net.validated(id, Verdict::Accept);
+                        self.net.add_addresses(from, parse_addrs(&a.addrs));
                         self.log_membership(events);
                     }
-                    Err(e) => tracing::debug!(%from, error = %e, "announcement refused"),
+                    Err(e) => {
+                        tracing::debug!(%from, error = %e, "announcement refused");
+                        self.net.validated(id, Verdict::Ignore);
+                    }
                 }
             }
-            Topic::Namespace => match ciborium::from_reader::<NamespaceGossip, _>(&data[..]) {
-                Ok(NamespaceGossip::Entries(entries)) => {
-                    let core = core.clone();
-                    tokio::task::spawn_blocking(move || match core.apply_remote(entries) {
-                        Ok(r) if r.rejected > 0 => {
-                            tracing::warn!(%from, rejected = r.rejected, "invalid entries refused")
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not apply entries from a peer")
-                        }
+            Topic::Namespace => match decode_namespace_gossip(&data) {
+                Some(NamespaceGossip::Entries(entries)) if entries.is_empty() => {
+                    self.net.validated(id, Verdict::Ignore)
+                }
+                Some(NamespaceGossip::Entries(entries)) => {
+                    // Bounded work in flight: past it, a batch is left to anti-entropy.
+                    let Some(permit) = self.net.guard.gossip_apply_permit() else {
+                        tracing::debug!(%from, "too many gossip batches being applied; one ignored");
+                        self.net.validated(id, Verdict::Ignore);
+                        return;
+                    };
+                    let (core, net) = (core.clone(), self.net.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        let verdict = match sync::apply_from_peer(&core, entries) {
+                            Ok((_, forged)) if forged > 0 => Verdict::Offence(Offence::ForgedEntry),
+                            Ok((r, _)) if r.rejected > 0 => {
+                                tracing::debug!(%from, rejected = r.rejected, "invalid entries refused");
+                                Verdict::Reject
+                            }
+                            Ok(_) => Verdict::Accept,
+                            Err(e) => {
+                                tracing::error!(error = %e, "could not apply entries from a peer");
+                                Verdict::Ignore
+                            }
+                        };
+                        net.validated(id, verdict);
                     });
                 }
-                Ok(NamespaceGossip::SyncWithMe) => self.spawn_sync(from, core),
-                Err(_) => tracing::debug!(%from, "undecodable namespace gossip dropped"),
+                Some(NamespaceGossip::SyncWithMe) => {
+                    if self.net.guard.allow_sync_hint(from) {
+                        self.spawn_sync(from, core);
+                    }
+                    self.net.validated(id, Verdict::Accept);
+                }
+                None => {
+                    tracing::debug!(%from, "undecodable namespace gossip dropped");
+                    self.net
+                        .validated(id, Verdict::Offence(Offence::InvalidGossip));
+                }
             },
         }
     }
+    // ---- end of gossip verdicts ----
 
     /// Dials the members of the view this node has no connection to (a link that was cut
     /// and has come back, a peer that restarted): without it, two halves of a healed
@@ -433,16 +493,34 @@ impl Cluster {
         let mut liveness = tokio::time::interval(Duration::from_millis(500));
         let mut anti_entropy = tokio::time::interval(self.config.sync_every);
         let mut redial = tokio::time::interval(REDIAL_EVERY);
+        // Hostile peers: peers rate-limit gossip per source (`net::guard`), so committed
+        // entries go out at most every GOSSIP_PACE, a burst of commits batched together (at
+        // once when idle), and subscriptions are answered at most every
+        // SUBSCRIBED_ANNOUNCE_PACE, keeping an honest node far below that limit.
+        let mut unsent: Vec<Entry> = Vec::new();
+        let mut next_gossip = tokio::time::Instant::now();
+        // (An announcement reaches every subscribed peer; subscriptions that arrive within the
+        // pace get one more announcement at its end.)
+        let mut last_subscribed_announce: Option<tokio::time::Instant> = None;
+        let mut subscribed_announce_due: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { return };
                     match event {
-                        NetEvent::Gossip { topic, from, data } => {
+                        NetEvent::Gossip { topic, from, data, id } => {
                             self.log_membership(self.membership.write().heard_from(&from, Instant::now()));
-                            self.on_gossip(topic, from, data, &core);
+                            self.on_gossip(topic, from, data, id, &core);
                         }
-                        NetEvent::Subscribed(_) => self.announce().await,
+                        NetEvent::Subscribed(_) => match last_subscribed_announce {
+                            Some(t) if t.elapsed() < SUBSCRIBED_ANNOUNCE_PACE => {
+                                subscribed_announce_due = Some(t + SUBSCRIBED_ANNOUNCE_PACE);
+                            }
+                            _ => {
+                                last_subscribed_announce = Some(tokio::time::Instant::now());
+                                self.announce().await;
+                            }
+                        },
                         NetEvent::Connected(peer) => {
                             self.log_membership(self.membership.write().heard_from(&peer, Instant::now()));
                             self.spawn_sync(peer, &core);
@@ -450,7 +528,27 @@ impl Cluster {
                         NetEvent::Disconnected(peer) => self.router.client.forget(&peer),
                     }
                 }
-                Some(entries) = committed.recv() => self.publish_entries(entries),
+                Some(entries) = committed.recv() => {
+                    unsent.extend(entries);
+                    while let Ok(more) = committed.try_recv() {
+                        unsent.extend(more);
+                    }
+                    if tokio::time::Instant::now() >= next_gossip {
+                        self.publish_entries(std::mem::take(&mut unsent));
+                        next_gossip = tokio::time::Instant::now() + GOSSIP_PACE;
+                    }
+                }
+                _ = tokio::time::sleep_until(subscribed_announce_due.unwrap_or(next_gossip)),
+                    if subscribed_announce_due.is_some() =>
+                {
+                    subscribed_announce_due = None;
+                    last_subscribed_announce = Some(tokio::time::Instant::now());
+                    self.announce().await;
+                }
+                _ = tokio::time::sleep_until(next_gossip), if !unsent.is_empty() => {
+                    self.publish_entries(std::mem::take(&mut unsent));
+                    next_gossip = tokio::time::Instant::now() + GOSSIP_PACE;
+                }
                 _ = announce.tick() => self.announce().await,
                 _ = liveness.tick() => {
                     let events = self.membership.write().tick(Instant::now());

@@ -44,6 +44,31 @@ pub enum Request {
         name: String,
         with: String,
     },
+    /// The entries of a directory (or the file) at `path`, relative to the mount's root.
+    Ls {
+        path: String,
+    },
+    /// Store a file at `path`: `size` raw bytes follow the request line. Written to a
+    /// temporary name and renamed over `path` once complete, so an interrupted upload leaves
+    /// the old file (or none).
+    Put {
+        path: String,
+        size: u64,
+        mode: u32,
+    },
+    /// Read the file at `path`: the reply line `Data {size}` is followed by `size` raw bytes.
+    Get {
+        path: String,
+    },
+    /// Remove a file, symlink or empty directory (any directory when `recursive`).
+    Rm {
+        path: String,
+        recursive: bool,
+    },
+    /// Capacity and use of the network.
+    Df,
+    /// Files with chunks on fewer than R live nodes, by asking every live peer.
+    Health,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +87,15 @@ pub enum Reply {
     Done {
         message: String,
     },
+    Listing {
+        entries: Vec<ListEntry>,
+    },
+    /// `size` raw bytes follow this reply line.
+    Data {
+        size: u64,
+    },
+    Df(DfStatus),
+    Health(HealthStatus),
     Error {
         message: String,
     },
@@ -83,6 +117,54 @@ pub struct Status {
     /// Files, directories and symlinks in every mounted volume (their roots excluded).
     pub files: u64,
     pub rejected_entries: u64,
+    // ---- Hostile peers (`net::guard`): offences by kind, disconnections, blocks. ----
+    #[serde(default)]
+    pub hostile: crate::net::guard::HostileStatus,
+    // ---- end hostile peers ----
+}
+
+/// One entry of `ls`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListEntry {
+    pub name: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    /// Seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
+/// Capacity and use of the network, from every live node's announcement and this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DfStatus {
+    /// Live nodes (alive or suspect), this one included.
+    pub nodes: u64,
+    pub replicas: u32,
+    /// Bytes offered for chunks, summed over live nodes.
+    pub capacity_bytes: u64,
+    /// Free bytes on their disks, summed.
+    pub free_bytes: u64,
+    /// Bytes of chunks stored on this node.
+    pub stored_here_bytes: u64,
+    /// Roughly how many more bytes of files fit: free space over R copies.
+    pub usable_bytes: u64,
+}
+
+/// Replication health of the files this node can see.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthStatus {
+    pub replicas: u32,
+    /// Live nodes asked (this one included).
+    pub nodes: u64,
+    /// Distinct chunks of visible files.
+    pub chunks: u64,
+    /// Chunks found on fewer than min(R, live nodes) nodes.
+    pub short_chunks: u64,
+    /// Chunks found on no live node at all.
+    pub missing_chunks: u64,
+    /// Files with a short chunk (paths as in the mount).
+    pub files: Vec<String>,
 }
 
 /// One chunk of a file: its owners by placement and the peers that confirmed holding it.
@@ -160,25 +242,29 @@ pub struct StatusSource {
     pub mount: PathBuf,
 }
 
+/// Bytes moved per piece by put and get.
+const PIECE: usize = 1 << 20;
+
+fn io_error(e: impl std::fmt::Display) -> Reply {
+    Reply::Error {
+        message: e.to_string(),
+    }
+}
+
 impl StatusSource {
-    async fn locate(&self, path: &str) -> Reply {
-        let core = self.core.clone();
-        let p = path.to_string();
-        let ids = match tokio::task::spawn_blocking(move || core.file_chunks(&p)).await {
-            Ok(Ok(ids)) => ids,
-            Ok(Err(e)) => {
-                return Reply::Error {
-                    message: format!("{path}: {e}"),
-                };
-            }
-            Err(e) => {
-                return Reply::Error {
-                    message: e.to_string(),
-                };
-            }
-        };
+    /// A path as given by a user: relative to the mount's root, or absolute under the mount
+    /// point.
+    fn relative(&self, path: &str) -> String {
+        let p = std::path::Path::new(path);
+        match p.strip_prefix(&self.mount) {
+            Ok(rest) if p.is_absolute() => rest.to_string_lossy().into_owned(),
+            _ => path.to_string(),
+        }
+    }
+
+    /// Which nodes hold each of `ids`: this one by its store, live peers by asking them.
+    async fn holders(&self, ids: &[crate::block::ChunkId]) -> Vec<Vec<String>> {
         let router = &self.cluster.router;
-        let placement = router.placement();
         let local = self.cluster.net.local;
         let mut holders: Vec<Vec<String>> = vec![Vec::new(); ids.len()];
         for (i, id) in ids.iter().enumerate() {
@@ -207,6 +293,282 @@ impl StatusSource {
                 at += batch.len();
             }
         }
+        holders
+    }
+
+    async fn health(&self) -> Reply {
+        let mount = self.core.clone();
+        let Ok(by_file) = tokio::task::spawn_blocking(move || mount.all_file_chunks()).await else {
+            return io_error("health: task failed");
+        };
+        let ids: Vec<crate::block::ChunkId> = by_file
+            .iter()
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let holders = self.holders(&ids).await;
+        let nodes = self.cluster.membership.read().placement_peers().len() as u64 + 1;
+        let replicas = self.cluster.router.replicas() as u64;
+        let want = replicas.min(nodes) as usize;
+        let short: std::collections::HashSet<crate::block::ChunkId> = ids
+            .iter()
+            .zip(&holders)
+            .filter(|(_, h)| h.len() < want)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut files: Vec<String> = by_file
+            .into_iter()
+            .filter(|(_, ids)| ids.iter().any(|id| short.contains(id)))
+            .map(|(path, _)| path)
+            .collect();
+        files.sort();
+        Reply::Health(HealthStatus {
+            replicas: replicas as u32,
+            nodes,
+            chunks: ids.len() as u64,
+            short_chunks: short.len() as u64,
+            missing_chunks: holders.iter().filter(|h| h.is_empty()).count() as u64,
+            files,
+        })
+    }
+
+    async fn df(&self) -> Reply {
+        let chunks = self.chunks.clone();
+        let stored: u64 = tokio::task::spawn_blocking(move || chunks.list().unwrap_or_default())
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        let (mut capacity, mut free, mut nodes) = (
+            self.cluster.router.capacity(),
+            self.chunks.free_bytes(),
+            1u64,
+        );
+        for m in self.cluster.membership.read().members() {
+            if matches!(m.state.as_str(), "alive" | "suspect") {
+                capacity += m.capacity;
+                free += m.free;
+                nodes += 1;
+            }
+        }
+        let replicas = self.cluster.router.replicas() as u32;
+        Reply::Df(DfStatus {
+            nodes,
+            replicas,
+            capacity_bytes: capacity,
+            free_bytes: free,
+            stored_here_bytes: stored,
+            usable_bytes: free / u64::from(replicas.max(1)),
+        })
+    }
+
+    async fn ls(&self, path: String) -> Reply {
+        let mount = self.core.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            mount.list(&path).map_err(|e| format!("{path}: {e}"))
+        });
+        match listed.await {
+            Ok(Ok(entries)) => Reply::Listing {
+                entries: entries
+                    .into_iter()
+                    .map(|d| ListEntry {
+                        name: String::from_utf8_lossy(&d.name).into_owned(),
+                        kind: match d.attr.kind {
+                            crate::namespace::EntryKind::File => "file",
+                            crate::namespace::EntryKind::Dir => "dir",
+                            crate::namespace::EntryKind::Symlink => "symlink",
+                        }
+                        .into(),
+                        size: d.attr.size,
+                        mode: u32::from(d.attr.perm),
+                        mtime: d.attr.mtime.secs,
+                    })
+                    .collect(),
+            },
+            Ok(Err(e)) => io_error(e),
+            Err(e) => io_error(e),
+        }
+    }
+
+    async fn rm(&self, path: String, recursive: bool) -> Reply {
+        let mount = self.core.clone();
+        let shown = path.clone();
+        match tokio::task::spawn_blocking(move || mount.remove(&path, recursive)).await {
+            Ok(Ok(n)) => Reply::Done {
+                message: format!(
+                    "removed {shown} ({n} entr{})",
+                    if n == 1 { "y" } else { "ies" }
+                ),
+            },
+            Ok(Err(crate::fs::FsError::NotEmpty)) => {
+                io_error(format!("{shown}: directory not empty (use -r)"))
+            }
+            Ok(Err(e)) => io_error(format!("{shown}: {e}")),
+            Err(e) => io_error(e),
+        }
+    }
+
+    /// Receives `size` bytes from `reader` into a temporary file beside `path`, then renames
+    /// it over `path`. On any failure the temporary file is removed and `path` is untouched.
+    async fn put<R: tokio::io::AsyncRead + Unpin>(
+        &self,
+        path: String,
+        size: u64,
+        mode: u32,
+        caller: crate::fs::Caller,
+        reader: &mut R,
+    ) -> Result<Reply, ControlError> {
+        let mount = self.core.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let shown = path.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<(), crate::fs::FsError> {
+            let (parent, name) = mount.resolve_parent(&path)?;
+            let mut temp = format!(
+                ".{}.p2pfs-put-{:08x}",
+                String::from_utf8_lossy(&name),
+                rand::random::<u32>()
+            )
+            .into_bytes();
+            temp.truncate(crate::namespace::entry::MAX_NAME_LEN);
+            let (_, fh) = mount.create(parent, &temp, mode & 0o7777, caller, true)?;
+            let mut offset = 0u64;
+            let mut result = Ok(());
+            for piece in rx {
+                if result.is_ok() {
+                    result = mount.write(fh, offset, &piece).map(|_| ());
+                }
+                offset += piece.len() as u64;
+            }
+            let complete = offset == size;
+            let released = mount.release(fh);
+            let done = result.and(released).and_then(|()| {
+                if complete {
+                    mount.rename(parent, &temp, parent, &name, false)
+                } else {
+                    Err(crate::fs::FsError::Io("the upload was cut short".into()))
+                }
+            });
+            if done.is_err() {
+                let _ = mount.unlink(parent, &temp);
+            }
+            done
+        });
+        let mut left = size;
+        let mut read_error = None;
+        while left > 0 {
+            let mut piece = vec![0u8; left.min(PIECE as u64) as usize];
+            if let Err(e) = reader.read_exact(&mut piece).await {
+                read_error = Some(e);
+                break;
+            }
+            left -= piece.len() as u64;
+            if tx.send(piece).is_err() {
+                break; // the writer failed; its error is the reply
+            }
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| ControlError::Protocol(e.to_string()))?;
+        if let Some(e) = read_error {
+            return Err(ControlError::Io(e));
+        }
+        // The writer may have stopped early; skip what the client still sends.
+        if left > 0 {
+            let mut sink = tokio::io::sink();
+            tokio::io::copy(&mut reader.take(left), &mut sink).await?;
+        }
+        Ok(match written {
+            Ok(()) => Reply::Done {
+                message: format!("stored {shown} ({size} bytes)"),
+            },
+            Err(e) => io_error(format!("{shown}: {e}")),
+        })
+    }
+
+    /// Sends the file at `path`: a `Data` reply line, then its bytes; an `Error` line instead
+    /// when it cannot be opened. A read that fails midway closes the connection (the client
+    /// sees a short transfer).
+    async fn get<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        path: String,
+        write: &mut W,
+    ) -> Result<(), ControlError> {
+        let mount = self.core.clone();
+        let shown = path.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || -> Result<(u64, u64), crate::fs::FsError> {
+                let attr = mount.resolve(&path)?;
+                if attr.kind != crate::namespace::EntryKind::File {
+                    return Err(crate::fs::FsError::IsDir);
+                }
+                Ok((mount.open(attr.ino, false)?, attr.size))
+            })
+            .await
+            .map_err(|e| ControlError::Protocol(e.to_string()))?;
+        let (fh, size) = match opened {
+            Ok(x) => x,
+            Err(e) => return send(write, &io_error(format!("{shown}: {e}"))).await,
+        };
+        send(write, &Reply::Data { size }).await?;
+        let mut offset = 0u64;
+        let mut result = Ok(());
+        while offset < size {
+            let mount = self.core.clone();
+            let want = (size - offset).min(PIECE as u64) as u32;
+            let piece = tokio::task::spawn_blocking(move || {
+                mount.read(fh, offset, want).map(|b| b.to_vec())
+            })
+            .await
+            .map_err(|e| ControlError::Protocol(e.to_string()))?;
+            match piece {
+                Ok(bytes) if !bytes.is_empty() => {
+                    if let Err(e) = write.write_all(&bytes).await {
+                        result = Err(ControlError::Io(e));
+                        break;
+                    }
+                    offset += bytes.len() as u64;
+                }
+                Ok(_) => {
+                    result = Err(ControlError::Protocol(format!(
+                        "{shown}: shorter than {size} bytes"
+                    )));
+                    break;
+                }
+                Err(e) => {
+                    result = Err(ControlError::Protocol(format!("{shown}: {e}")));
+                    break;
+                }
+            }
+        }
+        let mount = self.core.clone();
+        let _ = tokio::task::spawn_blocking(move || mount.release(fh)).await;
+        result?;
+        write.flush().await?;
+        Ok(())
+    }
+
+    async fn locate(&self, path: &str) -> Reply {
+        let core = self.core.clone();
+        let p = path.to_string();
+        let ids = match tokio::task::spawn_blocking(move || core.file_chunks(&p)).await {
+            Ok(Ok(ids)) => ids,
+            Ok(Err(e)) => {
+                return Reply::Error {
+                    message: format!("{path}: {e}"),
+                };
+            }
+            Err(e) => {
+                return Reply::Error {
+                    message: e.to_string(),
+                };
+            }
+        };
+        let router = &self.cluster.router;
+        let placement = router.placement();
+        let holders = self.holders(&ids).await;
         let chunks = ids
             .iter()
             .zip(holders)
@@ -304,6 +666,8 @@ impl StatusSource {
             },
             files: stats.entries as u64,
             rejected_entries: stats.rejected_entries as u64,
+            // Hostile peers.
+            hostile: self.cluster.net.guard.status(),
         }
     }
 }
@@ -334,34 +698,87 @@ pub async fn serve(listener: UnixListener, source: Arc<StatusSource>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let allowed = stream
-            .peer_cred()
-            .map(|c| c.uid() == me || c.uid() == 0)
-            .unwrap_or(false);
-        if !allowed {
-            tracing::warn!("control connection from another user refused");
-            continue;
-        }
+        let caller = match stream.peer_cred() {
+            Ok(c) if c.uid() == me || c.uid() == 0 => crate::fs::Caller {
+                uid: c.uid(),
+                gid: c.gid(),
+            },
+            _ => {
+                tracing::warn!("control connection from another user refused");
+                continue;
+            }
+        };
         let source = source.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &source).await {
+            if let Err(e) = handle(stream, &source, caller).await {
                 tracing::debug!(error = %e, "control connection ended");
             }
         });
     }
 }
 
-async fn handle(stream: UnixStream, source: &StatusSource) -> Result<(), ControlError> {
+async fn send<W: tokio::io::AsyncWrite + Unpin>(
+    write: &mut W,
+    reply: &Reply,
+) -> Result<(), ControlError> {
+    let mut out = serde_json::to_vec(reply).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    Ok(())
+}
+
+/// One request line, at most [`MAX_REQUEST`] bytes; `None` at the end of the stream.
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<String>, ControlError> {
+    let mut line = Vec::new();
+    let n = reader
+        .take(MAX_REQUEST as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') {
+        if line.len() > MAX_REQUEST {
+            return Err(ControlError::Protocol("request line too long".into()));
+        }
+        return Ok(None); // cut off mid-line: the client went away
+    }
+    String::from_utf8(line)
+        .map(Some)
+        .map_err(|_| ControlError::Protocol("request is not UTF-8".into()))
+}
+
+async fn handle(
+    stream: UnixStream,
+    source: &StatusSource,
+    caller: crate::fs::Caller,
+) -> Result<(), ControlError> {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read.take(MAX_REQUEST as u64 + 1)).lines();
-    while let Some(line) = lines.next_line().await? {
+    let mut reader = BufReader::new(read);
+    while let Some(line) = read_request(&mut reader).await? {
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(Request::Status) => Reply::Status(Box::new(source.status().await)),
             Ok(Request::Leave) => {
                 source.leave.notify_one();
                 Reply::Leaving
             }
-            Ok(Request::Where { path }) => source.locate(&path).await,
+            Ok(Request::Where { path }) => source.locate(&source.relative(&path)).await,
+            Ok(Request::Ls { path }) => source.ls(source.relative(&path)).await,
+            Ok(Request::Rm { path, recursive }) => {
+                source.rm(source.relative(&path), recursive).await
+            }
+            Ok(Request::Df) => source.df().await,
+            Ok(Request::Health) => source.health().await,
+            Ok(Request::Put { path, size, mode }) => {
+                let path = source.relative(&path);
+                source.put(path, size, mode, caller, &mut reader).await?
+            }
+            Ok(Request::Get { path }) => {
+                source.get(source.relative(&path), &mut write).await?;
+                continue;
+            }
             Ok(
                 request @ (Request::VolumeList
                 | Request::VolumeCreate { .. }
@@ -379,10 +796,7 @@ async fn handle(stream: UnixStream, source: &StatusSource) -> Result<(), Control
                 message: format!("bad request: {e}"),
             },
         };
-        let mut out =
-            serde_json::to_vec(&reply).map_err(|e| ControlError::Protocol(e.to_string()))?;
-        out.push(b'\n');
-        write.write_all(&out).await?;
+        send(&mut write, &reply).await?;
     }
     Ok(())
 }
@@ -439,23 +853,134 @@ fn volume_command(mount: &Mount, request: Request) -> Reply {
     }
 }
 
-/// Client side: one request, one reply.
-pub fn call(data_dir: &Path, request: &Request) -> Result<Reply, ControlError> {
-    use std::io::{BufRead, Write};
+fn connect(
+    data_dir: &Path,
+    timeout: std::time::Duration,
+) -> Result<std::os::unix::net::UnixStream, ControlError> {
     let path = data_dir.join(SOCKET_FILE);
-    let mut stream =
-        std::os::unix::net::UnixStream::connect(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                ControlError::NotRunning(data_dir.to_path_buf())
-            }
-            _ => ControlError::Io(e),
-        })?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ControlError::NotRunning(data_dir.to_path_buf())
+        }
+        _ => ControlError::Io(e),
+    })?;
+    stream.set_read_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+fn write_request(w: &mut impl std::io::Write, request: &Request) -> Result<(), ControlError> {
     let mut line =
         serde_json::to_vec(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    stream.write_all(&line)?;
+    w.write_all(&line)?;
+    Ok(())
+}
+
+fn read_reply(r: &mut impl std::io::BufRead) -> Result<Reply, ControlError> {
     let mut reply = String::new();
-    std::io::BufReader::new(stream).read_line(&mut reply)?;
+    if r.read_line(&mut reply)? == 0 {
+        return Err(ControlError::Protocol(
+            "the node closed the connection".into(),
+        ));
+    }
     serde_json::from_str(&reply).map_err(|e| ControlError::Protocol(format!("bad reply: {e}")))
+}
+
+/// Client side: one request, one reply.
+pub fn call(data_dir: &Path, request: &Request) -> Result<Reply, ControlError> {
+    call_within(data_dir, request, std::time::Duration::from_secs(30))
+}
+
+/// As [`call`], waiting up to `timeout` for the reply (a health census asks every peer).
+pub fn call_within(
+    data_dir: &Path,
+    request: &Request,
+    timeout: std::time::Duration,
+) -> Result<Reply, ControlError> {
+    let mut stream = connect(data_dir, timeout)?;
+    write_request(&mut stream, request)?;
+    read_reply(&mut std::io::BufReader::new(stream))
+}
+
+/// How long a transfer may stall before the client gives up.
+const TRANSFER_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Client side of `put`: sends `size` bytes from `data` (reporting progress), returns the
+/// node's reply.
+pub fn put(
+    data_dir: &Path,
+    path: &str,
+    mode: u32,
+    size: u64,
+    data: &mut impl std::io::Read,
+    mut progress: impl FnMut(u64),
+) -> Result<Reply, ControlError> {
+    let mut stream = connect(data_dir, TRANSFER_STALL)?;
+    write_request(
+        &mut stream,
+        &Request::Put {
+            path: path.to_string(),
+            size,
+            mode,
+        },
+    )?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut sent = 0u64;
+    while sent < size {
+        let want = (size - sent).min(buf.len() as u64) as usize;
+        let n = data.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(ControlError::Protocol(format!(
+                "the local file ended after {sent} of {size} bytes (changed while sending?)"
+            )));
+        }
+        std::io::Write::write_all(&mut stream, &buf[..n])?;
+        sent += n as u64;
+        progress(sent);
+    }
+    read_reply(&mut std::io::BufReader::new(stream))
+}
+
+/// Client side of `get`: writes the file's bytes to `out` (reporting progress with the total);
+/// returns the size, or the node's error message.
+pub fn get(
+    data_dir: &Path,
+    path: &str,
+    out: &mut impl std::io::Write,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Result<u64, String>, ControlError> {
+    use std::io::Read;
+    let mut stream = connect(data_dir, TRANSFER_STALL)?;
+    write_request(
+        &mut stream,
+        &Request::Get {
+            path: path.to_string(),
+        },
+    )?;
+    let mut reader = std::io::BufReader::new(stream);
+    let size = match read_reply(&mut reader)? {
+        Reply::Data { size } => size,
+        Reply::Error { message } => return Ok(Err(message)),
+        other => {
+            return Err(ControlError::Protocol(format!(
+                "unexpected reply {other:?}"
+            )));
+        }
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    while got < size {
+        let want = (size - got).min(buf.len() as u64) as usize;
+        let n = reader.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(ControlError::Protocol(format!(
+                "the transfer stopped after {got} of {size} bytes (see the node's log)"
+            )));
+        }
+        out.write_all(&buf[..n])?;
+        got += n as u64;
+        progress(got, size);
+    }
+    out.flush()?;
+    Ok(Ok(size))
 }

@@ -301,7 +301,7 @@ fn after_silence(
 }
 
 /// The first [`MAX_ADDRS`] addresses that parse; the rest are dropped.
-fn parse_addrs(addrs: &[String]) -> Vec<Multiaddr> {
+pub fn parse_addrs(addrs: &[String]) -> Vec<Multiaddr> {
     addrs
         .iter()
         .filter_map(|s| s.parse().ok())

@@ -6,20 +6,10 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-fn ctl(node: &Node, args: &[&str]) -> std::process::Output {
-    run_cmd(
-        Command::new(ctl_bin())
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .args(args),
-        Duration::from_secs(60),
-    )
-}
-
 #[test]
 fn a_node_joins_with_nothing_but_an_invite_token() {
     let c = Cluster::start(1, 2);
-    let out = ctl(&c.nodes[0], &["invite", "--expires", "1h"]);
+    let out = c.nodes[0].ctl(&["invite", "--expires", "1h"]);
     assert!(out.status.success(), "{}", out_text(&out));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(token.starts_with("p2pfs-invite-1-"), "{token}");
@@ -48,7 +38,7 @@ fn a_node_joins_with_nothing_but_an_invite_token() {
 #[test]
 fn expired_mangled_and_foreign_tokens_are_refused_and_create_nothing() {
     let c = Cluster::start(1, 1);
-    let out = ctl(&c.nodes[0], &["invite", "--expires", "1s"]);
+    let out = c.nodes[0].ctl(&["invite", "--expires", "1s"]);
     assert!(out.status.success(), "{}", out_text(&out));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     std::thread::sleep(Duration::from_millis(2500));
@@ -64,7 +54,7 @@ fn expired_mangled_and_foreign_tokens_are_refused_and_create_nothing() {
         assert!(out_text(&out).contains("invite"), "{}", out_text(&out));
     }
     assert!(!fresh.dir.exists(), "a refused token left a data dir");
-    let out = ctl(&c.nodes[0], &["invite", "--expires", "soon"]);
+    let out = c.nodes[0].ctl(&["invite", "--expires", "soon"]);
     assert_eq!(out.status.code(), Some(2), "bad usage: {}", out_text(&out));
 }
 
@@ -91,4 +81,93 @@ fn config_show_prints_every_key_documented_with_flags_applied() {
     // The file init wrote is the same documented form, and it loads.
     let written = std::fs::read_to_string(node.dir.join("config.toml")).unwrap();
     assert!(written.contains("# default: 3\nreplicas = 3"), "{written}");
+}
+
+#[test]
+fn put_get_ls_rm_df_and_health_work_without_the_mount() {
+    let mut c = Cluster::start_opts(
+        3,
+        ClusterOpts {
+            extra_args: vec!["--dead-after".into(), "120".into()],
+            ..ClusterOpts::replicas(2)
+        },
+    );
+    let local = c.nodes[0].scratch().join("local.bin");
+    let data = random_bytes(11, 3 * MIB + 777);
+    std::fs::write(&local, &data).unwrap();
+    let out = c.nodes[0].ctl(&["put", local.to_str().unwrap(), "docs/"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no such directory yet: {}",
+        out_text(&out)
+    );
+    std::fs::create_dir(c.nodes[0].p("docs")).unwrap();
+    let quiet = c.nodes[0].ctl_ok(&["put", local.to_str().unwrap(), "docs/"]);
+    assert!(
+        quiet.is_empty(),
+        "put prints nothing without a terminal: {quiet}"
+    );
+    wait_for_file(&c.nodes[1].p("docs/local.bin"), &data, SPREAD_TIMEOUT).unwrap();
+    // Absolute paths under the mount point work too; `-` is standard output.
+    let abs = c.nodes[1].p("docs/local.bin");
+    let out = c.nodes[1].ctl(&["get", abs.to_str().unwrap(), "-"]);
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert_bytes_eq("get to stdout", &out.stdout, &data);
+    let back = c.nodes[1].scratch().join("back.bin");
+    c.nodes[1].ctl_ok(&["get", "docs/local.bin", back.to_str().unwrap()]);
+    assert_bytes_eq("get to a file", &std::fs::read(&back).unwrap(), &data);
+    let out = c.nodes[1].ctl(&["get", "docs/missing", back.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_bytes_eq(
+        "a failed get leaves LOCAL alone",
+        &std::fs::read(&back).unwrap(),
+        &data,
+    );
+    // Into a volume.
+    c.nodes[0].ctl_ok(&["put", local.to_str().unwrap(), "@home/mine.bin"]);
+    assert_file_eq(&c.nodes[0].p("@home/mine.bin"), &data);
+
+    let listing: serde_json::Value =
+        serde_json::from_str(&c.nodes[2].ctl_ok(&["ls", "docs", "--json"])).unwrap();
+    assert_eq!(listing[0]["name"], "local.bin");
+    assert_eq!(listing[0]["size"], data.len() as u64);
+    assert!(c.nodes[2].ctl_ok(&["ls"]).contains("docs/"));
+
+    let df: serde_json::Value =
+        serde_json::from_str(&c.nodes[0].ctl_ok(&["df", "--json"])).unwrap();
+    assert_eq!(df["nodes"], 3);
+    assert!(df["capacity_bytes"].as_u64().unwrap() > 0);
+
+    let health = c.nodes[0].ctl(&["health", "--json"]);
+    assert!(health.status.success(), "{}", out_text(&health));
+    let h: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert_eq!(h["short_chunks"], 0, "{h}");
+    assert!(h["chunks"].as_u64().unwrap() >= 4);
+
+    // A holder dies (and is not yet declared dead): the file is short of R copies.
+    let victim = c.nodes[0].where_chunk_ids("docs/local.bin").unwrap();
+    assert!(!victim.is_empty());
+    let holder = (1..3)
+        .find(|&i| c.nodes[i].chunk_ids().contains(&victim[0]))
+        .expect("a second node holds the first chunk");
+    c.nodes[holder].kill9();
+    let health = c.nodes[0].ctl(&["health"]);
+    assert_eq!(health.status.code(), Some(5), "{}", out_text(&health));
+    assert!(
+        out_text(&health).contains("docs/local.bin"),
+        "{}",
+        out_text(&health)
+    );
+
+    // rm: a non-empty directory needs -r.
+    let out = c.nodes[0].ctl(&["rm", "docs"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out_text(&out).contains("not empty"), "{}", out_text(&out));
+    c.nodes[0].ctl_ok(&["rm", "-r", "docs"]);
+    assert!(!c.nodes[0].p("docs").exists());
+
+    // No node: a distinct exit code.
+    let gone = Node::init();
+    assert_eq!(gone.ctl(&["ls"]).status.code(), Some(3));
 }

@@ -11,26 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn ctl(node: &Node, args: &[&str]) -> std::process::Output {
-    run_cmd(
-        Command::new(ctl_bin())
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .args(args),
-        Duration::from_secs(60),
-    )
-}
-
-fn ctl_ok(node: &Node, args: &[&str]) -> String {
-    let out = ctl(node, args);
-    assert!(
-        out.status.success(),
-        "p2pfs-ctl {args:?}: {}",
-        out_text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// What `p2pfs user show` prints as this node's user's public key.
 fn public_key(node: &Node) -> String {
     let out = run_cmd(
@@ -47,7 +27,7 @@ fn public_key(node: &Node) -> String {
 }
 
 fn volume_names(node: &Node) -> Vec<String> {
-    let out = ctl_ok(node, &["volume", "list", "--json"]);
+    let out = node.ctl_ok(&["volume", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v.as_array()
         .unwrap()
@@ -85,7 +65,7 @@ fn find_bytes(dir: Option<&Path>, extra: &[&Path], needles: &[&[u8]]) -> Vec<(St
 fn a_volume_is_shared_read_only_then_read_write_then_taken_away_and_others_learn_nothing() {
     let c = Cluster::start(3, 3);
     let (a, b, outsider) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
-    let out = ctl_ok(a, &["volume", "create", "team-volume"]);
+    let out = a.ctl_ok(&["volume", "create", "team-volume"]);
     assert!(out.contains("@team-volume"), "{out}");
     let team_a = a.p("@team-volume");
     assert!(
@@ -105,20 +85,17 @@ fn a_volume_is_shared_read_only_then_read_write_then_taken_away_and_others_learn
     assert!(!b.p("@team-volume").exists());
     assert_eq!(volume_names(b), vec!["/", "/@home"]);
 
-    ctl_ok(
-        a,
-        &[
-            "volume",
-            "share",
-            "team-volume",
-            "--with",
-            &public_key(b),
-            "--read-only",
-        ],
-    );
+    a.ctl_ok(&[
+        "volume",
+        "share",
+        "team-volume",
+        "--with",
+        &public_key(b),
+        "--read-only",
+    ]);
     let in_b = b.p("@team-volume").join(secret_dir).join(secret_name);
     wait_for_file(&in_b, &marker, SPREAD_TIMEOUT).unwrap_or_else(|e| panic!("B: {e}"));
-    let listed = ctl_ok(b, &["volume", "list"]);
+    let listed = b.ctl_ok(&["volume", "list"]);
     assert!(
         listed.contains("team-volume") && listed.contains("reader"),
         "{listed}"
@@ -129,10 +106,7 @@ fn a_volume_is_shared_read_only_then_read_write_then_taken_away_and_others_learn
     assert_eq!(errno(&refused), libc::EROFS, "a reader's delete: {refused}");
 
     // Read-write: B writes, A reads.
-    ctl_ok(
-        a,
-        &["volume", "share", "team-volume", "--with", &public_key(b)],
-    );
+    a.ctl_ok(&["volume", "share", "team-volume", "--with", &public_key(b)]);
     let b_file = b.p("@team-volume/from-b.txt");
     assert!(
         wait_until(SPREAD_TIMEOUT, || fs::write(&b_file, b"written by b")
@@ -179,7 +153,7 @@ fn a_volume_is_shared_read_only_then_read_write_then_taken_away_and_others_learn
 
     // Taken away: B's directory goes, later writes are not readable by B, earlier ones stay.
     let b_id = public_key(b).split(':').next().unwrap().to_string();
-    let out = ctl_ok(a, &["volume", "unshare", "team-volume", "--with", &b_id]);
+    let out = a.ctl_ok(&["volume", "unshare", "team-volume", "--with", &b_id]);
     assert!(out.contains("new key"), "{out}");
     assert!(
         wait_until(SPREAD_TIMEOUT, || !b.p("@team-volume").exists()),
@@ -190,7 +164,7 @@ fn a_volume_is_shared_read_only_then_read_write_then_taken_away_and_others_learn
         fs::read(team_a.join("from-b.txt")).unwrap(),
         b"written by b"
     );
-    let listed = ctl_ok(a, &["volume", "list", "--json"]);
+    let listed = a.ctl_ok(&["volume", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
     let team = v
         .as_array()
@@ -204,28 +178,22 @@ fn a_volume_is_shared_read_only_then_read_write_then_taken_away_and_others_learn
     );
 
     // Only the owner changes membership; bad input is refused clearly.
-    let out = ctl(
-        b,
-        &[
-            "volume",
-            "share",
-            "team-volume",
-            "--with",
-            &public_key(outsider),
-        ],
-    );
+    let out = b.ctl(&[
+        "volume",
+        "share",
+        "team-volume",
+        "--with",
+        &public_key(outsider),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", out_text(&out));
-    let out = ctl(
-        a,
-        &["volume", "share", "team-volume", "--with", "not-a-key"],
-    );
+    let out = a.ctl(&["volume", "share", "team-volume", "--with", "not-a-key"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         out_text(&out).contains("not a user public key"),
         "{}",
         out_text(&out)
     );
-    let out = ctl(a, &["volume", "create", "bad/name"]);
+    let out = a.ctl(&["volume", "create", "bad/name"]);
     assert_eq!(out.status.code(), Some(1));
     for n in &c.nodes {
         assert_eq!(

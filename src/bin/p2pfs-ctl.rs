@@ -7,11 +7,14 @@ use clap::{Parser, Subcommand};
 use p2pfs::control::{self, ControlError, Reply, Request, Status};
 use p2pfs::namespace::volume::Role;
 
-/// Exit codes: 0 success, 1 the node answered with an error, 2 bad usage (clap),
-/// 3 no node is running for the data dir, 4 the socket failed or spoke nonsense.
+/// Exit codes: 0 success, 1 the node answered with an error (or a local file could not be
+/// read or written), 2 bad usage (clap), 3 no node is running for the data dir, 4 the socket
+/// failed or spoke nonsense, 5 `health` found files short of R copies.
 const EXIT_ERROR: u8 = 1;
 const EXIT_NOT_RUNNING: u8 = 3;
 const EXIT_IO: u8 = 4;
+/// `health` found files short of R copies.
+const EXIT_UNHEALTHY: u8 = 5;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +40,42 @@ enum Command {
     },
     /// Leave the network: hand this node's data off to the others, then unmount and exit.
     Leave,
+    /// The peers this node knows, with their state and when they were last heard from.
+    Peers {
+        /// Print JSON: [{peer_id, addrs, state, last_seen_ms, capacity, free_bytes, version}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory of the mount (PATH relative to its root; `@NAME/...` for volumes).
+    Ls {
+        #[arg(default_value = "")]
+        path: String,
+        /// Print JSON: [{name, kind, size, mode, mtime}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a local file into the network at PATH (replaced atomically when complete).
+    Put { local: PathBuf, path: String },
+    /// Copy the file at PATH out of the network to LOCAL (`-` for standard output).
+    Get { path: String, local: PathBuf },
+    /// Remove a file, symlink or empty directory.
+    Rm {
+        path: String,
+        /// Remove a directory and everything in it.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Capacity and free space of the network.
+    Df {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Files with chunks on fewer than R nodes, by asking every live peer. Exits 5 when
+    /// some are.
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
     /// Where a file's chunks are: each chunk's owners and the peers holding it.
     Where {
         /// Path inside the mount (relative to its root, or absolute under the mount point).
@@ -222,14 +261,193 @@ fn print_status(s: &Status) {
     }
 }
 
+fn control_failed(e: ControlError) -> ExitCode {
+    eprintln!("p2pfs-ctl: {e}");
+    ExitCode::from(match e {
+        ControlError::NotRunning(_) => EXIT_NOT_RUNNING,
+        _ => EXIT_IO,
+    })
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn finish_bar(bar: &indicatif::ProgressBar, bytes: u64, started: std::time::Instant) {
+    if bar.is_hidden() {
+        return;
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    eprintln!(
+        "{} in {secs:.1} s ({}/s)",
+        human_bytes(bytes),
+        human_bytes((bytes as f64 / secs) as u64)
+    );
+}
+
+fn put(data_dir: &std::path::Path, local: &std::path::Path, path: &str) -> ExitCode {
+    use std::os::unix::fs::PermissionsExt;
+    let mut file = match std::fs::File::open(local) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("p2pfs-ctl: {}: {e}", local.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let meta = match file.metadata() {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => {
+            eprintln!("p2pfs-ctl: {}: not a regular file", local.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+        Err(e) => {
+            eprintln!("p2pfs-ctl: {}: {e}", local.display());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    // A path ending in / (or the root) names the directory to put the file in.
+    let target = if path.is_empty() || path.ends_with('/') {
+        format!(
+            "{path}{}",
+            local
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        )
+    } else {
+        path.to_string()
+    };
+    let bar = progress_bar(meta.len(), &target);
+    let started = std::time::Instant::now();
+    let reply = control::put(
+        data_dir,
+        &target,
+        meta.permissions().mode() & 0o7777,
+        meta.len(),
+        &mut file,
+        |sent| bar.set_position(sent),
+    );
+    match reply {
+        Ok(Reply::Done { .. }) => {
+            finish_bar(&bar, meta.len(), started);
+            ExitCode::SUCCESS
+        }
+        Ok(Reply::Error { message }) => {
+            bar.abandon();
+            eprintln!("p2pfs-ctl: the node refused: {message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+        Ok(other) => {
+            eprintln!("p2pfs-ctl: the node answered out of protocol: {other:?}");
+            ExitCode::from(EXIT_IO)
+        }
+        Err(e) => {
+            bar.abandon();
+            control_failed(e)
+        }
+    }
+}
+
+fn get(data_dir: &std::path::Path, path: &str, local: &std::path::Path) -> ExitCode {
+    let to_stdout = local.as_os_str() == "-";
+    // Into a temporary file beside LOCAL, renamed when complete: a failed get leaves no
+    // half-written file.
+    let temp = local.with_file_name(format!(
+        ".{}.p2pfs-get",
+        local
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let mut out: Box<dyn std::io::Write> = if to_stdout {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        match std::fs::File::create(&temp) {
+            Ok(f) => Box::new(std::io::BufWriter::new(f)),
+            Err(e) => {
+                eprintln!("p2pfs-ctl: {}: {e}", temp.display());
+                return ExitCode::from(EXIT_ERROR);
+            }
+        }
+    };
+    let bar = progress_bar(0, path);
+    let started = std::time::Instant::now();
+    let result = control::get(data_dir, path, &mut out, |got, total| {
+        bar.set_length(total);
+        bar.set_position(got);
+    });
+    drop(out);
+    let cleanup = || {
+        if !to_stdout {
+            let _ = std::fs::remove_file(&temp);
+        }
+    };
+    match result {
+        Ok(Ok(size)) => {
+            if !to_stdout && let Err(e) = std::fs::rename(&temp, local) {
+                eprintln!("p2pfs-ctl: {}: {e}", local.display());
+                cleanup();
+                return ExitCode::from(EXIT_ERROR);
+            }
+            finish_bar(&bar, size, started);
+            ExitCode::SUCCESS
+        }
+        Ok(Err(message)) => {
+            cleanup();
+            bar.abandon();
+            eprintln!("p2pfs-ctl: the node refused: {message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+        Err(e) => {
+            cleanup();
+            bar.abandon();
+            control_failed(e)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serializes")
+    );
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(data_dir) = cli.data_dir.or_else(p2pfs::util::paths::default_data_dir) else {
         eprintln!("p2pfs-ctl: no data dir: pass --data-dir or set HOME");
         return ExitCode::from(EXIT_ERROR);
     };
+    match &cli.command {
+        Command::Put { local, path } => return put(&data_dir, local, path),
+        Command::Get { path, local } => return get(&data_dir, path, local),
+        _ => {}
+    }
     let request = match &cli.command {
-        Command::Status { .. } | Command::Invite { .. } => Request::Status,
+        Command::Status { .. } | Command::Invite { .. } | Command::Peers { .. } => Request::Status,
+        Command::Ls { path, .. } => Request::Ls { path: path.clone() },
+        Command::Rm { path, recursive } => Request::Rm {
+            path: path.clone(),
+            recursive: *recursive,
+        },
+        Command::Df { .. } => Request::Df,
+        Command::Health { .. } => Request::Health,
+        Command::Put { .. } | Command::Get { .. } => unreachable!("handled above"),
         Command::Leave => Request::Leave,
         Command::Where { path, .. } => Request::Where { path: path.clone() },
         Command::Volume { command } => match command {
@@ -250,15 +468,13 @@ fn main() -> ExitCode {
             },
         },
     };
-    let reply = match control::call(&data_dir, &request) {
+    let timeout = match request {
+        Request::Health | Request::Rm { .. } => std::time::Duration::from_secs(600),
+        _ => std::time::Duration::from_secs(30),
+    };
+    let reply = match control::call_within(&data_dir, &request, timeout) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("p2pfs-ctl: {e}");
-            return ExitCode::from(match e {
-                ControlError::NotRunning(_) => EXIT_NOT_RUNNING,
-                _ => EXIT_IO,
-            });
-        }
+        Err(e) => return control_failed(e),
     };
     match (cli.command, reply) {
         (Command::Status { json }, Reply::Status(status)) => {
@@ -358,6 +574,93 @@ fn main() -> ExitCode {
                     eprintln!("p2pfs-ctl: cannot make an invite: {e}");
                     ExitCode::from(EXIT_ERROR)
                 }
+            }
+        }
+        (Command::Peers { json }, Reply::Status(status)) => {
+            if json {
+                print_json(&status.peers);
+            } else {
+                println!(
+                    "{:<54} {:<8} {:>12} {:>10}  addresses",
+                    "peer", "state", "last seen", "free"
+                );
+                for p in &status.peers {
+                    println!(
+                        "{:<54} {:<8} {:>10.1} s {:>10}  {}",
+                        p.peer_id,
+                        p.state,
+                        p.last_seen_ms as f64 / 1000.0,
+                        human_bytes(p.free_bytes),
+                        p.addrs.join(", ")
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Ls { json, .. }, Reply::Listing { entries }) => {
+            if json {
+                print_json(&entries);
+            } else {
+                for e in &entries {
+                    let kind = match e.kind.as_str() {
+                        "dir" => 'd',
+                        "symlink" => 'l',
+                        _ => '-',
+                    };
+                    println!(
+                        "{kind}{:04o} {:>12} {}{}",
+                        e.mode,
+                        e.size,
+                        e.name,
+                        if e.kind == "dir" { "/" } else { "" }
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Rm { .. }, Reply::Done { .. }) => ExitCode::SUCCESS,
+        (Command::Df { json }, Reply::Df(df)) => {
+            if json {
+                print_json(&df);
+            } else {
+                println!(
+                    "{} live nodes, {} copies of every chunk",
+                    df.nodes, df.replicas
+                );
+                println!("  capacity:    {}", human_bytes(df.capacity_bytes));
+                println!("  free:        {}", human_bytes(df.free_bytes));
+                println!(
+                    "  usable:      {} more of files (free space / {} copies)",
+                    human_bytes(df.usable_bytes),
+                    df.replicas
+                );
+                println!("  stored here: {}", human_bytes(df.stored_here_bytes));
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Health { json }, Reply::Health(h)) => {
+            if json {
+                print_json(&h);
+            } else if h.files.is_empty() {
+                println!(
+                    "healthy: all {} chunks on at least {} of {} live nodes",
+                    h.chunks,
+                    h.replicas.min(h.nodes as u32),
+                    h.nodes
+                );
+            } else {
+                println!(
+                    "{} of {} chunks short of {} copies ({} on no live node); files affected:",
+                    h.short_chunks, h.chunks, h.replicas, h.missing_chunks
+                );
+                for f in &h.files {
+                    println!("  {f}");
+                }
+            }
+            if h.files.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_UNHEALTHY)
             }
         }
         (Command::Leave, Reply::Leaving) => {

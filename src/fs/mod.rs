@@ -609,6 +609,21 @@ impl FsCore {
         Ok(node.meta.blocks.iter().flatten().map(|r| r.id).collect())
     }
 
+    /// Every file's path (relative to the volume root) with its chunk ids.
+    pub fn file_chunk_lists(&self) -> Vec<(String, Vec<crate::block::ChunkId>)> {
+        let tree = self.tree.read();
+        tree.inos()
+            .filter_map(|ino| {
+                let node = tree.get(ino)?;
+                if node.meta.kind != EntryKind::File {
+                    return None;
+                }
+                let ids = node.meta.blocks.iter().flatten().map(|r| r.id).collect();
+                Some((tree.path_of(ino)?, ids))
+            })
+            .collect()
+    }
+
     /// The namespace store (for anti-entropy).
     pub fn namespace(&self) -> &NamespaceStore {
         &self.namespace

@@ -181,6 +181,28 @@ impl Tree {
         false
     }
 
+    /// Every inode in the tree.
+    pub fn inos(&self) -> impl Iterator<Item = u64> + '_ {
+        self.nodes.keys().copied()
+    }
+
+    /// The `/`-separated path of `ino` from the root (lossy UTF-8), `None` when it is not
+    /// attached to the root (an orphan of a concurrent directory delete).
+    pub fn path_of(&self, mut ino: u64) -> Option<String> {
+        let mut parts = Vec::new();
+        while ino != ROOT_INO {
+            let node = self.nodes.get(&ino)?;
+            parts.push(String::from_utf8_lossy(&node.meta.name).into_owned());
+            let parent = self.parent_ino(node);
+            if parent == ino || parts.len() > 4096 {
+                return None;
+            }
+            ino = parent;
+        }
+        parts.reverse();
+        Some(parts.join("/"))
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

@@ -126,14 +126,19 @@ impl Timestamp {
         }
     }
 
+    /// Never panics: a time out of `SystemTime`'s range, or `nanos` past a second (only from
+    /// a corrupt or hostile entry), gives a time in range (its whole seconds, or the epoch).
     pub fn to_system(self) -> std::time::SystemTime {
         let base = std::time::UNIX_EPOCH;
-        if self.secs >= 0 {
-            base + std::time::Duration::new(self.secs as u64, self.nanos)
+        let secs = std::time::Duration::from_secs(self.secs.unsigned_abs());
+        let t = if self.secs >= 0 {
+            base.checked_add(secs)
         } else {
-            base - std::time::Duration::from_secs(self.secs.unsigned_abs())
-                + std::time::Duration::from_nanos(u64::from(self.nanos))
+            base.checked_sub(secs)
         }
+        .unwrap_or(base);
+        t.checked_add(std::time::Duration::from_nanos(u64::from(self.nanos)))
+            .unwrap_or(t)
     }
 }
 
@@ -189,8 +194,10 @@ pub fn descend(base: &[(u64, Hlc)], origin: u64, hlc: Hlc) -> Seen {
     seen
 }
 
-/// A signed entry version, as stored and replicated.
+/// A signed entry version, as stored and replicated. Decoding checks its structure (the
+/// rules in [`DecodedEntry`]'s conversion) wherever it comes from: the disk, sync or gossip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DecodedEntry")]
 pub struct Entry {
     pub id: EntryId,
     pub volume: VolumeId,
@@ -208,6 +215,52 @@ pub struct Entry {
     pub payload: Vec<u8>,
     #[serde(with = "fixed_bytes")]
     pub signature: [u8; 64],
+}
+
+/// An [`Entry`] as decoded, before its structure is checked.
+#[derive(Deserialize)]
+struct DecodedEntry {
+    id: EntryId,
+    volume: VolumeId,
+    hlc: Hlc,
+    author: UserId,
+    origin: u64,
+    deleted: bool,
+    seen: Seen,
+    chunks: Vec<ChunkId>,
+    #[serde(with = "serde_bytes")]
+    payload: Vec<u8>,
+    #[serde(with = "fixed_bytes")]
+    signature: [u8; 64],
+}
+
+impl TryFrom<DecodedEntry> for Entry {
+    type Error = &'static str;
+
+    fn try_from(d: DecodedEntry) -> Result<Self, Self::Error> {
+        let entry = Entry {
+            id: d.id,
+            volume: d.volume,
+            hlc: d.hlc,
+            author: d.author,
+            origin: d.origin,
+            deleted: d.deleted,
+            seen: d.seen,
+            chunks: d.chunks,
+            payload: d.payload,
+            signature: d.signature,
+        };
+        if !entry.chunks.windows(2).all(|w| w[0] < w[1]) {
+            return Err("chunk set is not sorted and unique");
+        }
+        if entry.seen.len() > MAX_SEEN
+            || !entry.seen.windows(2).all(|w| w[0].0 < w[1].0)
+            || entry.seen_of(entry.origin) != Some(entry.hlc)
+        {
+            return Err("history is not sorted, too long or lacks the version itself");
+        }
+        Ok(entry)
+    }
 }
 
 #[derive(Serialize)]
@@ -398,27 +451,13 @@ impl Entry {
         out
     }
 
-    /// Decodes an entry; refuses oversized input before parsing. Does not check the signature.
+    /// Decodes an entry; refuses oversized input before parsing. Checks its structure, not
+    /// its signature.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, EntryError> {
         if bytes.len() > MAX_ENCODED_ENTRY {
             return Err(EntryError::TooLarge(bytes.len()));
         }
-        let entry: Entry =
-            ciborium::from_reader(bytes).map_err(|e| EntryError::Decode(e.to_string()))?;
-        if !entry.chunks.windows(2).all(|w| w[0] < w[1]) {
-            return Err(EntryError::Decode(
-                "chunk set is not sorted and unique".into(),
-            ));
-        }
-        if entry.seen.len() > MAX_SEEN
-            || !entry.seen.windows(2).all(|w| w[0].0 < w[1].0)
-            || entry.seen_of(entry.origin) != Some(entry.hlc)
-        {
-            return Err(EntryError::Decode(
-                "history is not sorted, too long or lacks the version itself".into(),
-            ));
-        }
-        Ok(entry)
+        ciborium::from_reader(bytes).map_err(|e| EntryError::Decode(e.to_string()))
     }
 
     /// The clock of `origin`'s latest write this version was written on top of.

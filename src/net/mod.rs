@@ -6,8 +6,16 @@
 //! Admission: the Noise handshake carries a prologue derived from the network key. Both sides
 //! must present the same prologue or the handshake fails, so a peer without the key never gets
 //! a connection, at no cost per byte (pnet, measured here, cost 3x the CPU per byte).
+//!
+//! Hostile peers ([`guard`]): gossip is validated before it is forwarded (the cluster decodes
+//! and checks every message and reports a verdict), rate-limited per signed source, and the
+//! peers [`guard::PeerGuard`] finds guilty of offences are disconnected and, when they repeat,
+//! blocked.
+
+pub mod guard;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::futures::StreamExt;
@@ -20,6 +28,7 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::NetworkKey;
+use guard::{Blocklist, Offence, PeerGuard};
 
 /// Largest gossip message (an entry announcement or a membership announcement).
 pub const MAX_GOSSIP: usize = 1 << 20;
@@ -51,10 +60,13 @@ pub struct NetConfig {
 }
 
 pub enum NetEvent {
+    /// A gossip message, not yet forwarded: the receiver must report a verdict on it with
+    /// [`NetHandle::validated`].
     Gossip {
         topic: Topic,
         from: PeerId,
         data: Vec<u8>,
+        id: GossipId,
     },
     /// A peer subscribed to one of our topics: it can now hear what we publish.
     Subscribed(PeerId),
@@ -62,9 +74,43 @@ pub enum NetEvent {
     Disconnected(PeerId),
 }
 
+/// Names a received gossip message for its verdict.
+#[derive(Clone, Debug)]
+pub struct GossipId(Box<GossipIdInner>);
+
+#[derive(Clone, Debug)]
+struct GossipIdInner {
+    id: gossipsub::MessageId,
+    propagation: PeerId,
+    source: PeerId,
+}
+
+/// What the receiver of a gossip message found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: forward it.
+    Accept,
+    /// Not to be forwarded, nobody's fault (stale, or dropped under load).
+    Ignore,
+    /// Invalid, but not provably the source's doing: not forwarded.
+    Reject,
+    /// Invalid, and the source's offence: not forwarded, and counted against the source.
+    Offence(Offence),
+}
+
 enum Command {
-    Publish { topic: Topic, data: Vec<u8> },
-    AddAddresses { peer: PeerId, addrs: Vec<Multiaddr> },
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+    },
+    Validated {
+        id: GossipId,
+        acceptance: gossipsub::MessageAcceptance,
+    },
+    AddAddresses {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
     Dial(PeerId),
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     Connected(oneshot::Sender<Vec<PeerId>>),
@@ -75,6 +121,8 @@ pub struct NetHandle {
     tx: mpsc::Sender<Command>,
     pub control: libp2p_stream::Control,
     pub local: PeerId,
+    /// Offences, per-peer limits and the block list.
+    pub guard: Arc<PeerGuard>,
 }
 
 impl NetHandle {
@@ -84,6 +132,23 @@ impl NetHandle {
         if self.tx.try_send(Command::Publish { topic, data }).is_err() {
             tracing::debug!(?topic, "network loop busy; gossip message dropped");
         }
+    }
+
+    /// Reports the verdict on a gossip message ([`NetEvent::Gossip`]): only accepted ones are
+    /// forwarded; an offence is counted against the message's (signed) source.
+    pub fn validated(&self, id: GossipId, verdict: Verdict) {
+        let acceptance = match verdict {
+            Verdict::Accept => gossipsub::MessageAcceptance::Accept,
+            Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+            Verdict::Reject => gossipsub::MessageAcceptance::Reject,
+            Verdict::Offence(kind) => {
+                self.guard.offence(id.0.source, kind, "gossip message");
+                gossipsub::MessageAcceptance::Reject
+            }
+        };
+        // Unreported (the loop is saturated), the message is not forwarded and leaves the
+        // cache after a few heartbeats.
+        let _ = self.tx.try_send(Command::Validated { id, acceptance });
     }
 
     pub fn add_addresses(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
@@ -111,14 +176,18 @@ impl NetHandle {
     }
 }
 
+/// Everything a node speaks. Public so test tools (`examples/rogue_peer.rs`) join a network
+/// exactly as a node does.
 #[derive(NetworkBehaviour)]
-struct Behaviour {
-    gossipsub: gossipsub::Behaviour,
-    mdns: Toggle<mdns::tokio::Behaviour>,
-    identify: identify::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
-    ping: ping::Behaviour,
-    stream: libp2p_stream::Behaviour,
+pub struct Behaviour {
+    /// First: a blocked peer's connection is denied before any other protocol sees it.
+    pub blocklist: Blocklist,
+    pub gossipsub: gossipsub::Behaviour,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub identify: identify::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub ping: ping::Behaviour,
+    pub stream: libp2p_stream::Behaviour,
 }
 
 /// The value both ends of a connection mix into the Noise handshake.
@@ -126,7 +195,8 @@ fn admission_prologue(key: &NetworkKey) -> Vec<u8> {
     blake3::derive_key("p2pfs network admission v1", &key.0).to_vec()
 }
 
-fn topic(key: &NetworkKey, t: Topic) -> gossipsub::IdentTopic {
+/// The gossipsub topic of `t` in the network of `key`.
+pub fn topic(key: &NetworkKey, t: Topic) -> gossipsub::IdentTopic {
     let name = match t {
         Topic::Membership => "membership",
         Topic::Namespace => "namespace",
@@ -134,12 +204,16 @@ fn topic(key: &NetworkKey, t: Topic) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("p2pfs/{}/{name}", key.fingerprint()))
 }
 
-/// Builds the swarm, starts listening and dialing, and spawns the event loop on the current
-/// tokio runtime.
-pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
-    let prologue = admission_prologue(&config.network_key);
-    let mdns_enabled = config.mdns;
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+/// The swarm of a node of the network of `network_key`: TCP, Noise with the admission
+/// prologue, Yamux, and [`Behaviour`]; blocked peers per `guard`. Not listening, not subscribed.
+pub fn build_swarm(
+    keypair: libp2p::identity::Keypair,
+    network_key: &NetworkKey,
+    mdns_enabled: bool,
+    guard: Arc<PeerGuard>,
+) -> Result<Swarm<Behaviour>, NetError> {
+    let prologue = admission_prologue(network_key);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
@@ -154,6 +228,8 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>),
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .max_transmit_size(MAX_GOSSIP)
                 .validation_mode(gossipsub::ValidationMode::Strict)
+                // Nothing is forwarded before the cluster has checked it (NetHandle::validated).
+                .validate_messages()
                 .heartbeat_interval(Duration::from_millis(700))
                 .build()
                 .map_err(|e| e.to_string())?;
@@ -175,6 +251,7 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>),
                 kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
             Ok(Behaviour {
+                blocklist: Blocklist::new(guard),
                 gossipsub,
                 mdns: Toggle::from(mdns),
                 identify: identify::Behaviour::new(identify::Config::new(
@@ -196,6 +273,20 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>),
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
+    Ok(swarm)
+}
+
+/// Builds the swarm, starts listening and dialing, and spawns the event loop on the current
+/// tokio runtime. The node's [`PeerGuard`] is installed for the process.
+pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
+    let guard = PeerGuard::new();
+    guard.install();
+    let mut swarm = build_swarm(
+        config.keypair.clone(),
+        &config.network_key,
+        config.mdns,
+        guard.clone(),
+    )?;
 
     for t in [Topic::Membership, Topic::Namespace] {
         swarm
@@ -225,6 +316,7 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>),
         connected: HashSet::new(),
         listen_addrs: Vec::new(),
         dial_failures_reported: HashSet::new(),
+        guard: guard.clone(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -232,6 +324,7 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>),
             tx: cmd_tx,
             control,
             local,
+            guard,
         },
         event_rx,
     ))
@@ -252,6 +345,7 @@ struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     /// Bootstrap failures already logged (each is logged once).
     dial_failures_reported: HashSet<String>,
+    guard: Arc<PeerGuard>,
 }
 
 impl EventLoop {
@@ -278,8 +372,21 @@ impl EventLoop {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
                 }
+                _ = self.guard.pending_changed() => {
+                    for peer in self.guard.take_pending() {
+                        tracing::debug!(%peer, "disconnecting a hostile peer");
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                }
             }
         }
+    }
+
+    fn report(&mut self, id: GossipId, acceptance: gossipsub::MessageAcceptance) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id.0.id, &id.0.propagation, acceptance);
     }
 
     fn dial_bootstrap(&mut self) {
@@ -299,6 +406,7 @@ impl EventLoop {
                     tracing::debug!(?t, error = %e, "gossip publish");
                 }
             }
+            Command::Validated { id, acceptance } => self.report(id, acceptance),
             Command::AddAddresses { peer, addrs } => {
                 for addr in addrs {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr);
@@ -332,6 +440,7 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
+                self.guard.connection_opened(peer_id);
                 if endpoint.is_dialer() {
                     self.swarm
                         .behaviour_mut()
@@ -345,10 +454,13 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                num_established,
                 ..
-            } if self.connected.remove(&peer_id) => {
-                emit(&self.events, NetEvent::Disconnected(peer_id)).await;
+            } => {
+                self.guard.connection_closed(peer_id, num_established);
+                if num_established == 0 && self.connected.remove(&peer_id) {
+                    emit(&self.events, NetEvent::Disconnected(peer_id)).await;
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: None,
@@ -392,23 +504,36 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
+                message_id,
                 message,
-                ..
             })) => {
+                // Strict validation: the source is signed, so it is whom to blame or throttle
+                // (an honest peer forwards only what it validated).
+                let from = message.source.unwrap_or(propagation_source);
+                let id = GossipId(Box::new(GossipIdInner {
+                    id: message_id,
+                    propagation: propagation_source,
+                    source: from,
+                }));
                 let t = if message.topic == topic(&self.network_key, Topic::Membership).hash() {
                     Topic::Membership
                 } else if message.topic == topic(&self.network_key, Topic::Namespace).hash() {
                     Topic::Namespace
                 } else {
+                    self.report(id, gossipsub::MessageAcceptance::Ignore);
                     return;
                 };
-                let from = message.source.unwrap_or(propagation_source);
+                if !self.guard.allow_gossip(from) {
+                    self.report(id, gossipsub::MessageAcceptance::Ignore);
+                    return;
+                }
                 emit(
                     &self.events,
                     NetEvent::Gossip {
                         topic: t,
                         from,
                         data: message.data,
+                        id,
                     },
                 )
                 .await;

@@ -4,7 +4,8 @@
 //!
 //! The receiver of a `Put` verifies blake3 before storing; the receiver of `Data` verifies it
 //! before using it. Frames are capped, every request has a timeout, and a peer may hold only a
-//! bounded number of streams on us at once.
+//! bounded number of streams on us at once. Protocol violations are reported to the node's
+//! [`PeerGuard`] (which disconnects the peer).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,20 +15,23 @@ use libp2p::futures::StreamExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 
-use super::frame::{FrameError, read_frame_with_body, write_frame_with_body};
+use super::frame::{self, FrameError, read_frame_with_body, write_frame_with_body};
 use crate::block::{ChunkId, ChunkStore, StoreError, chunk};
+use crate::net::guard::{self, Offence, PeerGuard, StreamKind};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/chunk/1");
 /// Largest body: a 16 MiB chunk (the largest configurable) plus its codec overhead.
 pub const MAX_BODY: usize = (16 << 20) + 4096;
-/// Most ids in one `Have` request.
+/// Most ids in one `Have` request a node answers (callers may ask for this many at once).
 pub const MAX_HAVE_BATCH: usize = 4096;
+/// Ids per `Have` frame on the wire: 4,096 ids (34 bytes each in CBOR) would be over the
+/// 64 KiB header cap, so a larger batch is sent as several requests.
+const HAVE_PER_FRAME: usize = 1024;
 /// The refusal a peer sends when its disk is full.
 pub const NO_SPACE: &str = "no space left";
-/// Streams one peer may have open on us at once; more are dropped.
-const STREAMS_PER_PEER: usize = 16;
+/// Streams one peer may have open on us at once; more are reset. Clients pool as many.
+const STREAMS_PER_PEER: usize = guard::CHUNK_STREAMS_PER_PEER;
 /// A request must be answered within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Opening a stream includes dialing: a peer that is cut off must not hold a writer for long
@@ -134,7 +138,9 @@ impl ChunkClient {
         };
         let exchange = async {
             write_frame_with_body(&mut stream, request, body, MAX_BODY).await?;
-            read_frame_with_body::<_, ChunkResponse>(&mut stream, MAX_BODY).await
+            read_frame_with_body::<_, ChunkResponse>(&mut stream, MAX_BODY)
+                .await
+                .inspect_err(|e| frame::report(peer, e, false, "chunk response"))
         };
         let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -166,7 +172,11 @@ impl ChunkClient {
         match self.call(peer, &ChunkRequest::Get { id }, &[]).await? {
             (ChunkResponse::Data, data) => match chunk::verify(&id, &data) {
                 Ok(()) => Ok(Some(data)),
-                Err(_) => Err(ChunkRpcError::BadData(peer, id)),
+                Err(_) => {
+                    // A node verifies what it serves: bytes that do not match are the peer's.
+                    PeerGuard::current().offence(peer, Offence::BadChunk, "chunk served");
+                    Err(ChunkRpcError::BadData(peer, id))
+                }
             },
             (ChunkResponse::NotFound, _) => Ok(None),
             (ChunkResponse::Refused(why), _) => Err(ChunkRpcError::Refused(peer, why)),
@@ -175,26 +185,27 @@ impl ChunkClient {
     }
 
     pub async fn have(&self, peer: PeerId, ids: Vec<ChunkId>) -> Result<Vec<bool>, ChunkRpcError> {
-        let n = ids.len();
-        match self.call(peer, &ChunkRequest::Have { ids }, &[]).await?.0 {
-            ChunkResponse::Have(bits) if bits.len() == n => Ok(bits),
-            ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
-            _ => Err(ChunkRpcError::Unexpected(peer)),
+        let mut all = Vec::with_capacity(ids.len());
+        for part in ids.chunks(HAVE_PER_FRAME) {
+            let n = part.len();
+            let request = ChunkRequest::Have { ids: part.to_vec() };
+            match self.call(peer, &request, &[]).await?.0 {
+                ChunkResponse::Have(bits) if bits.len() == n => all.extend(bits),
+                ChunkResponse::Refused(why) => return Err(ChunkRpcError::Refused(peer, why)),
+                _ => return Err(ChunkRpcError::Unexpected(peer)),
+            }
         }
+        Ok(all)
     }
 }
 
 /// Server side: accepts streams and answers from the local chunk store.
 pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, store: Arc<ChunkStore>) {
-    let limits: Arc<Mutex<HashMap<PeerId, Arc<Semaphore>>>> = Arc::default();
+    let guard = PeerGuard::current();
     while let Some((peer, stream)) = incoming.next().await {
-        let permits = limits
-            .lock()
-            .entry(peer)
-            .or_insert_with(|| Arc::new(Semaphore::new(STREAMS_PER_PEER)))
-            .clone();
-        let Ok(permit) = permits.try_acquire_owned() else {
-            tracing::warn!(%peer, "too many chunk streams from one peer; dropping one");
+        // Over its limit (or blocked), a peer's stream is dropped at once: a reset.
+        let Some(permit) = guard.admit_stream(peer, StreamKind::Chunk) else {
+            tracing::debug!(%peer, "chunk stream refused (peer over its limit, or blocked)");
             continue;
         };
         let store = store.clone();
@@ -219,30 +230,39 @@ async fn serve_stream(
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(r))) => r,
             Ok(Err(e)) => {
-                tracing::warn!(%peer, error = %e, "malformed chunk request; closing the stream");
+                frame::report(peer, &e, true, "chunk request");
+                tracing::debug!(%peer, error = %e, "bad chunk request; closing the stream");
                 return Err(e.into());
             }
         };
-        let (response, data) = answer(&peer, request, body, &store).await;
+        let (response, data, offence) = answer(&peer, request, body, &store).await;
         let write = write_frame_with_body(&mut stream, &response, &data, MAX_BODY);
-        tokio::time::timeout(REQUEST_TIMEOUT, write)
+        let written = tokio::time::timeout(REQUEST_TIMEOUT, write)
             .await
-            .map_err(|_| ChunkRpcError::Timeout(peer))??;
+            .map_err(|_| ChunkRpcError::Timeout(peer));
+        // Counted once the refusal is on its way (the peer is then dropped).
+        if let Some((kind, what)) = offence {
+            PeerGuard::current().offence(peer, kind, what);
+        }
+        written??;
     }
 }
 
-/// Answers one request from the local store; the second value is the response body.
+/// Answers one request from the local store; the second value is the response body, the third
+/// the peer's offence if the request was one.
 async fn answer(
     peer: &PeerId,
     request: ChunkRequest,
     data: Vec<u8>,
     store: &Arc<ChunkStore>,
-) -> (ChunkResponse, Vec<u8>) {
+) -> (ChunkResponse, Vec<u8>, Option<(Offence, &'static str)>) {
     let store = store.clone();
+    let mut offence = None;
     let response = match request {
         ChunkRequest::Put { id } => {
             if chunk::verify(&id, &data).is_err() {
-                tracing::warn!(%peer, chunk = %id, "peer sent chunk bytes that do not match their id; refused");
+                tracing::debug!(%peer, chunk = %id, "peer sent chunk bytes that do not match their id; refused");
+                offence = Some((Offence::BadChunk, "chunk put"));
                 ChunkResponse::Refused("bytes do not match the chunk id".into())
             } else {
                 match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
@@ -255,12 +275,13 @@ async fn answer(
         }
         ChunkRequest::Get { id } => match tokio::task::spawn_blocking(move || store.get(&id)).await
         {
-            Ok(Ok(bytes)) => return (ChunkResponse::Data, bytes),
+            Ok(Ok(bytes)) => return (ChunkResponse::Data, bytes, None),
             Ok(Err(StoreError::Missing(_) | StoreError::Corrupt(_))) => ChunkResponse::NotFound,
             Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
             Err(_) => ChunkResponse::Refused("internal error".into()),
         },
         ChunkRequest::Have { ids } if ids.len() > MAX_HAVE_BATCH => {
+            offence = Some((Offence::Malformed, "oversized have batch"));
             ChunkResponse::Refused(format!("at most {MAX_HAVE_BATCH} ids per request"))
         }
         ChunkRequest::Have { ids } => {
@@ -274,5 +295,24 @@ async fn answer(
             }
         }
     };
-    (response, Vec::new())
+    (response, Vec::new(), offence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::frame::MAX_HEADER;
+
+    #[test]
+    fn a_have_frame_fits_the_header_cap() {
+        let ids = vec![ChunkId([0xff; 32]); HAVE_PER_FRAME];
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&ChunkRequest::Have { ids }, &mut bytes).unwrap();
+        assert!(bytes.len() <= MAX_HEADER, "{} bytes", bytes.len());
+        // What it replaced did not.
+        let ids = vec![ChunkId([0xff; 32]); MAX_HAVE_BATCH];
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&ChunkRequest::Have { ids }, &mut bytes).unwrap();
+        assert!(bytes.len() > MAX_HEADER, "{} bytes", bytes.len());
+    }
 }

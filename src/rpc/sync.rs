@@ -12,12 +12,13 @@ use libp2p::futures::StreamExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use serde::{Deserialize, Serialize};
 
-use super::frame::{FrameError, read_frame, write_frame};
+use super::frame::{self, FrameError, read_frame, write_frame};
 use crate::fs::{Mount, RemoteApply};
 use crate::namespace::{Entry, EntryId};
+use crate::net::guard::{Offence, PeerGuard, StreamKind};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/sync/1");
-const MAX_FRAME: usize = 16 << 20;
+pub const MAX_FRAME: usize = 16 << 20;
 /// Entries per page, and the byte budget of a page (entries can be large).
 const PAGE_ENTRIES: usize = 512;
 const PAGE_BYTES: usize = 8 << 20;
@@ -109,10 +110,16 @@ fn page(core: &Mount, bucket: u8, after: Option<EntryId>) -> Result<(Vec<Entry>,
     Ok((out, more))
 }
 
-async fn call(stream: &mut Stream, req: &SyncRequest) -> Result<SyncResponse, SyncError> {
+async fn call(
+    stream: &mut Stream,
+    peer: PeerId,
+    req: &SyncRequest,
+) -> Result<SyncResponse, SyncError> {
     let exchange = async {
         write_frame(stream, req, MAX_FRAME).await?;
-        read_frame::<_, SyncResponse>(stream, MAX_FRAME).await
+        read_frame::<_, SyncResponse>(stream, MAX_FRAME)
+            .await
+            .inspect_err(|e| frame::report(peer, e, false, "sync response"))
     };
     tokio::time::timeout(TIMEOUT, exchange)
         .await
@@ -137,7 +144,7 @@ pub async fn sync_with(
     let mut stream = open(control, peer).await?;
     let c = core.clone();
     let digest = blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
-    let differs = match call(&mut stream, &SyncRequest::Digest(digest.concat())).await? {
+    let differs = match call(&mut stream, peer, &SyncRequest::Digest(digest.concat())).await? {
         SyncResponse::Differs(b) => b,
         SyncResponse::Refused(why) => return Err(SyncError::Refused(why)),
         _ => return Err(SyncError::Unexpected),
@@ -150,7 +157,7 @@ pub async fn sync_with(
         let mut after = None;
         loop {
             let (entries, more) =
-                match call(&mut stream, &SyncRequest::Pull { bucket, after }).await? {
+                match call(&mut stream, peer, &SyncRequest::Pull { bucket, after }).await? {
                     SyncResponse::Entries { entries, more } => (entries, more),
                     _ => return Err(SyncError::Unexpected),
                 };
@@ -158,19 +165,20 @@ pub async fn sync_with(
                 .iter()
                 .any(|e| e.id.0[0] != bucket || after.is_some_and(|a| e.id <= a))
             {
+                PeerGuard::current().offence(peer, Offence::Malformed, "sync page out of order");
                 return Err(SyncError::Unexpected);
             }
             after = entries.last().map(|e| e.id);
             let c = core.clone();
-            let applied =
-                blocking(move || c.apply_remote(entries).map_err(|e| e.to_string())).await?;
+            let (applied, forged) = blocking(move || apply_from_peer(&c, entries)).await?;
+            report_forged(peer, forged);
             report.pulled.applied += applied.applied;
             report.pulled.rejected += applied.rejected;
             if !applied.forgotten.is_empty() {
                 // The peer still has versions whose deletion expired here: hand it the
                 // tombstones.
                 let expire = SyncRequest::Expire(applied.forgotten);
-                if let SyncResponse::Refused(why) = call(&mut stream, &expire).await? {
+                if let SyncResponse::Refused(why) = call(&mut stream, peer, &expire).await? {
                     return Err(SyncError::Refused(why));
                 }
             }
@@ -187,13 +195,16 @@ pub async fn sync_with(
             }
             after = entries.last().map(|e| e.id);
             report.pushed += entries.len();
-            match call(&mut stream, &SyncRequest::Push(entries)).await? {
+            match call(&mut stream, peer, &SyncRequest::Push(entries)).await? {
                 SyncResponse::Applied { forgotten, .. } if !forgotten.is_empty() => {
                     // Versions deleted while this node was away, their tombstones since
                     // expired: apply and forget them too.
                     let c = core.clone();
-                    let n =
-                        blocking(move || c.expire(forgotten).map_err(|e| e.to_string())).await?;
+                    let n = blocking(move || {
+                        report_forged(peer, count_forged(&forgotten));
+                        c.expire(forgotten).map_err(|e| e.to_string())
+                    })
+                    .await?;
                     tracing::info!(%peer, expired = n, "deletions missed while away applied");
                 }
                 SyncResponse::Applied { .. } => {}
@@ -218,7 +229,7 @@ pub async fn expire(
     let mut stream = open(control, peer).await?;
     let mut n = 0;
     for batch in tombstones.chunks(PAGE_ENTRIES) {
-        match call(&mut stream, &SyncRequest::Expire(batch.to_vec())).await? {
+        match call(&mut stream, peer, &SyncRequest::Expire(batch.to_vec())).await? {
             SyncResponse::Expired { forgotten } => n += forgotten as usize,
             SyncResponse::Refused(why) => return Err(SyncError::Refused(why)),
             _ => return Err(SyncError::Unexpected),
@@ -227,25 +238,65 @@ pub async fn expire(
     Ok(n)
 }
 
+/// Applies entries a peer sent; also returns how many of them are forged (their signature
+/// does not verify). A forged entry is the sender's offence: no node stores one, so no honest
+/// peer sends one. (An entry refused for another reason, such as a writer list this node has
+/// not caught up with yet, is not.)
+pub fn apply_from_peer(core: &Mount, entries: Vec<Entry>) -> Result<(RemoteApply, usize), String> {
+    let sent = entries.clone();
+    let report = core.apply_remote(entries).map_err(|e| e.to_string())?;
+    let forged = if report.rejected > 0 {
+        count_forged(&sent)
+    } else {
+        0
+    };
+    Ok((report, forged))
+}
+
+/// How many of `entries` have a signature that does not verify.
+pub fn count_forged(entries: &[Entry]) -> usize {
+    entries
+        .iter()
+        .filter(|e| e.verify_signature().is_err())
+        .count()
+}
+
+fn report_forged(peer: PeerId, forged: usize) {
+    if forged > 0 {
+        PeerGuard::current().offence(peer, Offence::ForgedEntry, "entry signature");
+    }
+}
+
 /// Serves sync sessions.
 pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, core: Arc<Mount>) {
+    let guard = PeerGuard::current();
     let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
     while let Some((peer, stream)) = incoming.next().await {
+        // A peer over its own limit (or blocked) is refused first, so one peer cannot take
+        // every session; a refused stream is dropped at once (reset).
+        let Some(peer_permit) = guard.admit_stream(peer, StreamKind::Sync) else {
+            tracing::debug!(%peer, "sync session refused (peer over its limit, or blocked)");
+            continue;
+        };
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "too many sync sessions; dropping one");
             continue;
         };
         let core = core.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = serve_session(stream, core).await {
+            let _permits = (permit, peer_permit);
+            if let Err(e) = serve_session(peer, stream, core).await {
                 tracing::debug!(%peer, error = %e, "sync session ended");
             }
         });
     }
 }
 
-async fn serve_session(mut stream: Stream, core: Arc<Mount>) -> Result<(), SyncError> {
+async fn serve_session(
+    peer: PeerId,
+    mut stream: Stream,
+    core: Arc<Mount>,
+) -> Result<(), SyncError> {
     loop {
         let request = match tokio::time::timeout(
             TIMEOUT,
@@ -255,9 +306,14 @@ async fn serve_session(mut stream: Stream, core: Arc<Mount>) -> Result<(), SyncE
         {
             Err(_) | Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(r))) => r,
-            Ok(Err(e)) => return Err(e.into()),
+            Ok(Err(e)) => {
+                frame::report(peer, &e, true, "sync request");
+                return Err(e.into());
+            }
         };
         let c = core.clone();
+        // An offence is counted once the answer is on its way (the peer is then dropped).
+        let mut offence = None;
         let response = match request {
             SyncRequest::Digest(theirs) if theirs.len() == 256 * 32 => {
                 let ours =
@@ -270,6 +326,7 @@ async fn serve_session(mut stream: Stream, core: Arc<Mount>) -> Result<(), SyncE
                 SyncResponse::Differs(differs)
             }
             SyncRequest::Digest(_) => {
+                offence = Some((Offence::Malformed, "sync digest"));
                 SyncResponse::Refused("a digest has 256 buckets of 32 bytes".into())
             }
             SyncRequest::Pull { bucket, after } => {
@@ -277,8 +334,10 @@ async fn serve_session(mut stream: Stream, core: Arc<Mount>) -> Result<(), SyncE
                 SyncResponse::Entries { entries, more }
             }
             SyncRequest::Push(entries) if entries.len() <= PAGE_ENTRIES => {
-                let r =
-                    blocking(move || c.apply_remote(entries).map_err(|e| e.to_string())).await?;
+                let (r, forged) = blocking(move || apply_from_peer(&c, entries)).await?;
+                if forged > 0 {
+                    offence = Some((Offence::ForgedEntry, "entry signature"));
+                }
                 SyncResponse::Applied {
                     applied: r.applied as u32,
                     rejected: r.rejected as u32,
@@ -286,20 +345,35 @@ async fn serve_session(mut stream: Stream, core: Arc<Mount>) -> Result<(), SyncE
                 }
             }
             SyncRequest::Expire(entries) if entries.len() <= PAGE_ENTRIES => {
-                let n = blocking(move || c.expire(entries).map_err(|e| e.to_string())).await?;
+                let (n, forged) = blocking(move || {
+                    let forged = count_forged(&entries);
+                    c.expire(entries)
+                        .map(|n| (n, forged))
+                        .map_err(|e| e.to_string())
+                })
+                .await?;
+                if forged > 0 {
+                    offence = Some((Offence::ForgedEntry, "tombstone signature"));
+                }
                 SyncResponse::Expired {
                     forgotten: n as u32,
                 }
             }
             SyncRequest::Expire(_) => {
+                offence = Some((Offence::Malformed, "oversized expiry"));
                 SyncResponse::Refused(format!("at most {PAGE_ENTRIES} tombstones per expiry"))
             }
             SyncRequest::Push(_) => {
+                offence = Some((Offence::Malformed, "oversized push"));
                 SyncResponse::Refused(format!("at most {PAGE_ENTRIES} entries per push"))
             }
         };
-        tokio::time::timeout(TIMEOUT, write_frame(&mut stream, &response, MAX_FRAME))
+        let written = tokio::time::timeout(TIMEOUT, write_frame(&mut stream, &response, MAX_FRAME))
             .await
-            .map_err(|_| SyncError::Timeout)??;
+            .map_err(|_| SyncError::Timeout);
+        if let Some((kind, what)) = offence {
+            PeerGuard::current().offence(peer, kind, what);
+        }
+        written??;
     }
 }

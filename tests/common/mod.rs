@@ -1099,6 +1099,29 @@ impl Node {
         self.start();
     }
 
+    /// Runs `p2pfs-ctl --data-dir DIR ARGS...`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        run_cmd(
+            Command::new(ctl_bin())
+                .arg("--data-dir")
+                .arg(&self.dir)
+                .args(args),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// [`ctl`](Self::ctl) that must succeed; its standard output.
+    #[track_caller]
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "p2pfs-ctl {args:?}: {}",
+            out_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs `p2pfs-ctl --data-dir DIR status --json`.
     pub fn status_output(&self) -> Output {
         run_cmd(&mut self.status_command(), Duration::from_secs(60))
