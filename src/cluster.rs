@@ -429,7 +429,7 @@ impl Cluster {
                     let (core, net) = (core.clone(), self.net.clone());
                     tokio::task::spawn_blocking(move || {
                         let _permit = permit;
-                        let verdict = match sync::apply_from_peer(&core, entries) {
+                        let verdict = match sync::apply_from_peer(&core, from, entries) {
                             Ok((_, forged)) if forged > 0 => Verdict::Offence(Offence::ForgedEntry),
                             Ok((r, _)) if r.rejected > 0 => {
                                 tracing::debug!(%from, rejected = r.rejected, "invalid entries refused");

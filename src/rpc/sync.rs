@@ -170,7 +170,7 @@ pub async fn sync_with(
             }
             after = entries.last().map(|e| e.id);
             let c = core.clone();
-            let (applied, forged) = blocking(move || apply_from_peer(&c, entries)).await?;
+            let (applied, forged) = blocking(move || apply_from_peer(&c, peer, entries)).await?;
             report_forged(peer, forged);
             report.pulled.applied += applied.applied;
             report.pulled.rejected += applied.rejected;
@@ -242,7 +242,11 @@ pub async fn expire(
 /// does not verify). A forged entry is the sender's offence: no node stores one, so no honest
 /// peer sends one. (An entry refused for another reason, such as a writer list this node has
 /// not caught up with yet, is not.)
-pub fn apply_from_peer(core: &Mount, entries: Vec<Entry>) -> Result<(RemoteApply, usize), String> {
+pub fn apply_from_peer(
+    core: &Mount,
+    peer: PeerId,
+    entries: Vec<Entry>,
+) -> Result<(RemoteApply, usize), String> {
     let sent = entries.clone();
     let report = core.apply_remote(entries).map_err(|e| e.to_string())?;
     let forged = if report.rejected > 0 {
@@ -250,7 +254,31 @@ pub fn apply_from_peer(core: &Mount, entries: Vec<Entry>) -> Result<(RemoteApply
     } else {
         0
     };
+    if report.rejected > forged {
+        log_refused_once(peer, report.rejected - forged);
+    }
     Ok((report, forged))
+}
+
+/// Logs that entries from `peer` were refused for their content (an author who may not write
+/// the volume, a record not signed by its owner, a payload that does not open), once per peer
+/// per process: a peer that keeps resending them would otherwise flood the log. Every refusal
+/// is counted in status (`rejected_entries`). Forged signatures are offences, logged by the
+/// guard.
+fn log_refused_once(peer: PeerId, refused: usize) {
+    static LOGGED: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashSet<PeerId>>> =
+        std::sync::OnceLock::new();
+    let mut logged = LOGGED.get_or_init(Default::default).lock();
+    if logged.len() >= 4096 {
+        logged.clear();
+    }
+    if logged.insert(peer) {
+        tracing::warn!(
+            %peer,
+            refused,
+            "entries from this peer refused: their author may not write their volume, or they are malformed (further refusals from it are only counted in status)"
+        );
+    }
 }
 
 /// How many of `entries` have a signature that does not verify.
@@ -334,7 +362,7 @@ async fn serve_session(
                 SyncResponse::Entries { entries, more }
             }
             SyncRequest::Push(entries) if entries.len() <= PAGE_ENTRIES => {
-                let (r, forged) = blocking(move || apply_from_peer(&c, entries)).await?;
+                let (r, forged) = blocking(move || apply_from_peer(&c, peer, entries)).await?;
                 if forged > 0 {
                     offence = Some((Offence::ForgedEntry, "entry signature"));
                 }
