@@ -208,10 +208,11 @@ fn print_status(s: &Status) {
     println!("  peers:       {}", s.peers.len());
     for p in &s.peers {
         println!(
-            "    {} {} (seen {} ms ago) {}",
+            "    {} {} (seen {:.1} s ago, {} free) {}",
             p.peer_id,
             p.state,
-            p.last_seen_ms,
+            p.last_seen_ms as f64 / 1000.0,
+            human_bytes(p.free_bytes),
             p.addrs.join(", ")
         );
     }
@@ -253,6 +254,26 @@ fn print_status(s: &Status) {
         g.grace_secs
     );
     println!("  files:       {}", s.files);
+    let h = &s.hostile;
+    let offences: u64 = h.offences.values().sum();
+    if offences > 0 || !h.blocked.is_empty() {
+        let kinds: Vec<String> = h
+            .offences
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        println!(
+            "  hostile:     {offences} offences by {} peers ({}), {} disconnects, {} blocked now",
+            h.offending_peers,
+            kinds.join(", "),
+            h.disconnects,
+            h.blocked.len()
+        );
+        for b in &h.blocked {
+            println!("    blocked {} for {} s more", b.peer_id, b.secs_left);
+        }
+    }
     if s.rejected_entries > 0 {
         println!(
             "  rejected:    {} namespace entries refused (bad signature or author)",
