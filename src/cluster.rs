@@ -62,6 +62,9 @@ const REDIAL_EVERY: Duration = Duration::from_secs(3);
 const GOSSIP_PACE: Duration = Duration::from_millis(50);
 const SUBSCRIBED_ANNOUNCE_PACE: Duration = Duration::from_millis(500);
 
+/// Pauses before asking the peers for a chunk again when some could not be reached.
+const FETCH_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
+
 /// Places chunks on their owners and fetches them from peers.
 pub struct ChunkRouter {
     local: PeerId,
@@ -138,19 +141,33 @@ impl ChunkRouter {
         responsive
     }
 
-    /// Fetches a chunk from the peers, owners first, verified against its id.
+    /// Fetches a chunk from the peers, owners first, verified against its id. When no peer
+    /// had it but some could not be asked (a connection dropped a moment ago: a missed ping
+    /// under load closes it, and it is dialed again within seconds), it asks again, twice,
+    /// before the reader gets EIO.
     pub async fn fetch_async(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-        for peer in self
-            .responsive_first(self.placement().ranked(id))
-            .into_iter()
-            .filter(|p| *p != self.local)
-        {
-            match self.client.get(peer, *id).await {
-                Ok(Some(data)) => return Ok(data),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(%peer, chunk = %id, error = %e, "fetch failed; trying the next peer")
+        for pause in FETCH_RETRY_PAUSES.iter().map(Some).chain([None]) {
+            let mut unreachable = 0;
+            let peers: Vec<PeerId> = self
+                .responsive_first(self.placement().ranked(id))
+                .into_iter()
+                .filter(|p| *p != self.local)
+                .collect();
+            for peer in &peers {
+                match self.client.get(*peer, *id).await {
+                    Ok(Some(data)) => return Ok(data),
+                    Ok(None) => {}
+                    Err(e) => {
+                        unreachable += 1;
+                        tracing::debug!(%peer, chunk = %id, error = %e, "fetch failed; trying the next peer")
+                    }
                 }
+            }
+            match pause {
+                Some(pause) if unreachable > 0 => {
+                    tokio::time::sleep(*pause).await
+                }
+                _ => break,
             }
         }
         Err(StoreError::Missing(*id))
