@@ -164,9 +164,7 @@ impl ChunkRouter {
                 }
             }
             match pause {
-                Some(pause) if unreachable > 0 => {
-                    tokio::time::sleep(*pause).await
-                }
+                Some(pause) if unreachable > 0 => tokio::time::sleep(*pause).await,
                 _ => break,
             }
         }

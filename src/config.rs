@@ -137,6 +137,16 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "attr_ttl_ms",
         "How long the kernel may cache names and attributes, in milliseconds.",
     ),
+    (
+        "metrics",
+        "listen",
+        "Address (IP:port) of a Prometheus endpoint serving GET /metrics, e.g.\n\"127.0.0.1:9464\"; empty = off. `--metrics ADDR` sets it for one run.",
+    ),
+    (
+        "metrics",
+        "allow_remote",
+        "Allow `listen` on an address other than loopback. Off by default: the metrics show\nthis node's peer id, its peers by state and its traffic and activity to anyone\nwho can reach the port, without authentication.",
+    ),
 ];
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -145,6 +155,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub storage: StorageConfig,
     pub fuse: FuseConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,6 +221,36 @@ pub struct FuseConfig {
     pub allow_other: bool,
     /// How long the kernel may cache names and attributes, in milliseconds.
     pub attr_ttl_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address (IP:port) of the Prometheus endpoint; empty = off.
+    pub listen: String,
+    /// Allow `listen` on a non-loopback address: the metrics reveal the node's peer id, its
+    /// peers and its traffic, and the endpoint has no authentication.
+    pub allow_remote: bool,
+}
+
+impl MetricsConfig {
+    /// The endpoint's address: `None` when off; an error for an address that is not IP:port,
+    /// or is not loopback without `allow_remote`.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let text = self.listen.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+            format!("metrics.listen: {text:?} is not an IP address and port, e.g. 127.0.0.1:9464")
+        })?;
+        if !self.allow_remote && !addr.ip().to_canonical().is_loopback() {
+            return Err(format!(
+                "metrics address {addr} is not a loopback address: the metrics show this node's peer id, its peers and its traffic to anyone who can connect, without authentication; use 127.0.0.1 or [::1] (and a tunnel or a local scraper), or set `allow_remote = true` under [metrics] in config.toml to serve them on the network"
+            ));
+        }
+        Ok(Some(addr))
+    }
 }
 
 impl Default for NetworkConfig {
@@ -362,6 +403,7 @@ impl Config {
         if self.fuse.threads == 0 || self.fuse.threads > 256 {
             return Err("fuse.threads must be between 1 and 256".into());
         }
+        self.metrics.listen_addr()?;
         Ok(())
     }
 
@@ -445,6 +487,33 @@ mod tests {
             text.contains("# default: []\nbootstrap = [\"/ip4/10.0.0.1/tcp/4001\"]"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn metrics_listen_only_on_loopback_unless_allowed() {
+        let mut m = MetricsConfig::default();
+        assert_eq!(m.listen_addr(), Ok(None));
+        m.listen = "127.0.0.1:9464".into();
+        assert_eq!(m.listen_addr(), Ok(Some("127.0.0.1:9464".parse().unwrap())));
+        m.listen = "[::1]:9464".into();
+        assert!(m.listen_addr().unwrap().is_some());
+        for remote in ["0.0.0.0:9464", "192.0.2.7:9464", "[::]:9464"] {
+            m.listen = remote.into();
+            let e = m.listen_addr().unwrap_err();
+            assert!(
+                e.contains("not a loopback") && e.contains("allow_remote"),
+                "{e}"
+            );
+            let c = Config {
+                metrics: m.clone(),
+                ..Config::default()
+            };
+            assert!(c.validate().is_err());
+        }
+        m.allow_remote = true;
+        assert_eq!(m.listen_addr(), Ok(Some("[::]:9464".parse().unwrap())));
+        m.listen = "localhost".into();
+        assert!(m.listen_addr().unwrap_err().contains("IP address and port"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The FUSE adapter: translates kernel requests into [`Mount`] calls and back. No logic of its
-//! own beyond type conversion; requests are served by several threads so a slow one never
-//! blocks the rest.
+//! own beyond type conversion (and timing each request for [`crate::metrics`]); requests are
+//! served by several threads so a slow one never blocks the rest.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -16,6 +16,7 @@ use fuser::{
 };
 
 use crate::fs::{Attr, Caller, FsError, Mount, SetAttr, TimeSet};
+use crate::metrics::{FuseOp, fuse_op};
 use crate::namespace::{EntryKind, Timestamp};
 
 /// Largest single write or read the kernel sends us (one default chunk).
@@ -135,10 +136,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _timer = fuse_op(FuseOp::Lookup);
         self.entry(reply, self.core.lookup(parent.0, name.as_bytes()))
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _timer = fuse_op(FuseOp::Getattr);
         self.attr(reply, self.core.getattr(ino.0))
     }
 
@@ -160,6 +163,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _timer = fuse_op(FuseOp::Setattr);
         let set = SetAttr {
             mode,
             uid,
@@ -172,6 +176,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _timer = fuse_op(FuseOp::Readlink);
         match self.core.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -188,6 +193,7 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _timer = fuse_op(FuseOp::Mknod);
         self.entry(
             reply,
             self.core
@@ -204,6 +210,7 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _timer = fuse_op(FuseOp::Mkdir);
         self.entry(
             reply,
             self.core
@@ -212,10 +219,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timer = fuse_op(FuseOp::Unlink);
         empty(reply, self.core.unlink(parent.0, name.as_bytes()))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timer = fuse_op(FuseOp::Rmdir);
         empty(reply, self.core.rmdir(parent.0, name.as_bytes()))
     }
 
@@ -227,6 +236,7 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _timer = fuse_op(FuseOp::Symlink);
         self.entry(
             reply,
             self.core.symlink(
@@ -248,6 +258,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _timer = fuse_op(FuseOp::Rename);
         if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
             reply.error(Errno::EINVAL);
             return;
@@ -273,12 +284,14 @@ impl Filesystem for FuseAdapter {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _timer = fuse_op(FuseOp::Link);
         // Hard links would give one entry two parents; the namespace keys entries by a single
         // (parent, name). Refuse clearly, as filesystems without hard links do.
         reply.error(Errno::EPERM);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _timer = fuse_op(FuseOp::Open);
         opened(reply, self.core.open(ino.0, writable(flags)))
     }
 
@@ -293,9 +306,13 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _timer = fuse_op(FuseOp::Read);
         tracing::trace!(fh = fh.0, offset, size, "read");
         match self.core.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
+            Ok(data) => {
+                crate::metrics::fuse_read(data.len());
+                reply.data(&data)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -312,9 +329,13 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _timer = fuse_op(FuseOp::Write);
         tracing::trace!(fh = fh.0, offset, size = data.len(), "write");
         match self.core.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n),
+            Ok(n) => {
+                crate::metrics::fuse_written(n as usize);
+                reply.written(n)
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -327,6 +348,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _timer = fuse_op(FuseOp::Flush);
         empty(reply, self.core.flush(fh.0))
     }
 
@@ -340,6 +362,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _timer = fuse_op(FuseOp::Release);
         empty(reply, self.core.release(fh.0))
     }
 
@@ -351,10 +374,12 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timer = fuse_op(FuseOp::Fsync);
         empty(reply, self.core.fsync(fh.0))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _timer = fuse_op(FuseOp::Opendir);
         opened(reply, self.core.opendir(ino.0))
     }
 
@@ -366,6 +391,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _timer = fuse_op(FuseOp::Readdir);
         match self.core.readdir(fh.0) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
@@ -392,6 +418,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _timer = fuse_op(FuseOp::Readdirplus);
         match self.core.readdir(fh.0) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
@@ -421,6 +448,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _timer = fuse_op(FuseOp::Releasedir);
         self.core.releasedir(fh.0);
         reply.ok();
     }
@@ -433,11 +461,13 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _timer = fuse_op(FuseOp::Fsyncdir);
         // Namespace changes are durable when the operation that made them returns.
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _timer = fuse_op(FuseOp::Statfs);
         match self.core.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -447,6 +477,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let _timer = fuse_op(FuseOp::Access);
         // With default_permissions the kernel checks mode bits itself; this only reports
         // whether the inode exists.
         match self.core.getattr(ino.0) {
@@ -465,6 +496,7 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _timer = fuse_op(FuseOp::Create);
         let writable = writable(OpenFlags(flags));
         match self.core.create(
             parent.0,

@@ -9,9 +9,11 @@
 //! - [`block`]: the object store: chunk codec (encrypt, hash), local chunk files, LRU cache.
 //! - [`identity`], [`config`], [`util`]: keys, settings, small shared helpers.
 //!
-//! [`node`] wires them together for the `p2pfs` binary.
+//! [`node`] wires them together for the `p2pfs` binary; [`cli`] holds the command lines of both
+//! binaries.
 
 pub mod block;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
@@ -20,6 +22,7 @@ pub mod fuse;
 pub mod gc;
 pub mod identity;
 pub mod membership;
+pub mod metrics;
 pub mod namespace;
 pub mod net;
 pub mod node;

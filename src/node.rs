@@ -54,6 +54,8 @@ pub enum NodeError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error("metrics: {0}")]
+    Metrics(String),
     #[error("cannot mount at {path}: {source}")]
     Mount {
         path: PathBuf,
@@ -217,6 +219,8 @@ impl Node {
             )
         };
         let control_listener = control::bind(&self.data_dir)?;
+        let metrics_listener =
+            crate::metrics::bind(&self.config.metrics).map_err(NodeError::Metrics)?;
 
         let n = &self.config.network;
         let (net, net_events) = crate::net::start(crate::net::NetConfig {
@@ -300,6 +304,18 @@ impl Node {
             },
         );
         runtime.spawn(gc.clone().run());
+        if let Some(listener) = metrics_listener {
+            runtime.spawn(crate::metrics::serve(
+                listener,
+                crate::metrics::Source::new(
+                    core.clone(),
+                    self.chunks.clone(),
+                    cluster.clone(),
+                    repair.clone(),
+                    gc.clone(),
+                ),
+            ));
+        }
         runtime.spawn(settle_conflicts(core.clone()));
         let leave_requested = Arc::new(tokio::sync::Notify::new());
         runtime.spawn(control::serve(

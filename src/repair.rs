@@ -84,6 +84,9 @@ pub struct Repair {
     trigger: Arc<Notify>,
     queue: AtomicU64,
     under_replicated: AtomicU64,
+    /// Copies pushed, and their bytes, since start (metrics: the repair rate).
+    pushed_copies: AtomicU64,
+    pushed_bytes: AtomicU64,
 }
 
 impl Repair {
@@ -98,6 +101,8 @@ impl Repair {
             config,
             queue: AtomicU64::new(0),
             under_replicated: AtomicU64::new(0),
+            pushed_copies: AtomicU64::new(0),
+            pushed_bytes: AtomicU64::new(0),
         })
     }
 
@@ -109,6 +114,16 @@ impl Repair {
     /// Chunks found short of R copies by the last pass.
     pub fn under_replicated(&self) -> u64 {
         self.under_replicated.load(Ordering::Relaxed)
+    }
+
+    /// Chunk copies pushed to other nodes (by repair passes and handoff) since start.
+    pub fn pushed_copies(&self) -> u64 {
+        self.pushed_copies.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the chunk copies pushed since start.
+    pub fn pushed_bytes(&self) -> u64 {
+        self.pushed_bytes.load(Ordering::Relaxed)
     }
 
     pub async fn run(self: Arc<Self>) {
@@ -301,7 +316,12 @@ impl Repair {
             }
             pacer.wait(data.len()).await;
             match self.client.put(owner, id, &data).await {
-                Ok(()) => pushed += 1,
+                Ok(()) => {
+                    pushed += 1;
+                    self.pushed_copies.fetch_add(1, Ordering::Relaxed);
+                    self.pushed_bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
                 Err(e) => {
                     tracing::debug!(peer = %owner, chunk = %id, error = %e, "repair push failed");
                     unreachable.lock().insert(owner);

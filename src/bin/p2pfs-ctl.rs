@@ -1,11 +1,13 @@
 //! `p2pfs-ctl`: talk to a running node over its control socket.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use p2pfs::control::{self, ControlError, Reply, Request, Status};
 use p2pfs::namespace::volume::Role;
+
+// The command line (flags, subcommands, help texts) is defined in src/cli/ctl.rs.
+use p2pfs::cli::ctl::{Cli, Command, VolumeCommand};
 
 /// Exit codes: 0 success, 1 the node answered with an error (or a local file could not be
 /// read or written), 2 bad usage (clap), 3 no node is running for the data dir, 4 the socket
@@ -15,140 +17,6 @@ const EXIT_NOT_RUNNING: u8 = 3;
 const EXIT_IO: u8 = 4;
 /// `health` found files short of R copies.
 const EXIT_UNHEALTHY: u8 = 5;
-
-#[derive(Parser)]
-#[command(
-    name = "p2pfs-ctl",
-    version,
-    about = "Inspect and control a running p2pfs node"
-)]
-struct Cli {
-    /// The node's data dir. Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
-    #[arg(long, env = "P2PFS_DATA_DIR", global = true)]
-    data_dir: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// This node, its network connection, peers, replication health and cache.
-    Status {
-        /// Print the stable JSON form instead of the summary.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Leave the network: hand this node's data off to the others, then unmount and exit.
-    Leave,
-    /// The peers this node knows, with their state and when they were last heard from.
-    Peers {
-        /// Print JSON: [{peer_id, addrs, state, last_seen_ms, capacity, free_bytes, version}].
-        #[arg(long)]
-        json: bool,
-    },
-    /// List a directory of the mount (PATH relative to its root; `@NAME/...` for volumes).
-    Ls {
-        #[arg(default_value = "")]
-        path: String,
-        /// Print JSON: [{name, kind, size, mode, mtime}].
-        #[arg(long)]
-        json: bool,
-    },
-    /// Copy a local file into the network at PATH (replaced atomically when complete).
-    Put { local: PathBuf, path: String },
-    /// Copy the file at PATH out of the network to LOCAL (`-` for standard output).
-    Get { path: String, local: PathBuf },
-    /// Remove a file, symlink or empty directory.
-    Rm {
-        path: String,
-        /// Remove a directory and everything in it.
-        #[arg(short, long)]
-        recursive: bool,
-    },
-    /// Capacity and free space of the network.
-    Df {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Files with chunks on fewer than R nodes, by asking every live peer. Exits 5 when
-    /// some are.
-    Health {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Where a file's chunks are: each chunk's owners and the peers holding it.
-    Where {
-        /// Path inside the mount (relative to its root, or absolute under the mount point).
-        path: String,
-        /// Print JSON: {path, chunks: [{id, owners, holders}]}.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print a join token for a new node: `p2pfs init --join TOKEN` (or `p2pfs mount DIR
-    /// --join TOKEN`) there needs nothing else. The token holds the network key: send it only
-    /// to whom you would give the key.
-    Invite {
-        /// Refuse the token after this long (e.g. 30m, 24h, 7d; plain numbers are seconds).
-        /// Checked by the joining node.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        expires: Option<u64>,
-    },
-    /// Volumes: your personal one (`@home` in the mount), ones you created or were given.
-    Volume {
-        #[command(subcommand)]
-        command: VolumeCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum VolumeCommand {
-    /// The volumes you are a member of, with where they are in the mount and your role.
-    List {
-        /// Print JSON: [{name, dir, id, owner, role, writers, members, keys, files}].
-        #[arg(long)]
-        json: bool,
-    },
-    /// Create a volume owned by you; it appears as `@NAME` in the mount of your nodes.
-    Create { name: String },
-    /// Give another user access to a volume you own. USER is what `p2pfs user show` prints
-    /// as "public key" on their machine.
-    Share {
-        name: String,
-        #[arg(long = "with", value_name = "USER")]
-        with: String,
-        /// They may read but not write.
-        #[arg(long)]
-        read_only: bool,
-    },
-    /// Take a user's access away. They keep what they could already read; a new key encrypts
-    /// everything written from now on, and their later writes are refused by every node.
-    Unshare {
-        name: String,
-        #[arg(long = "with", value_name = "USER")]
-        with: String,
-    },
-}
-
-fn parse_duration(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90, 30m, 24h or 7d"))?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{s:?}: the unit is one of s, m, h, d")),
-    };
-    n.checked_mul(scale)
-        .filter(|&secs| secs > 0)
-        .ok_or_else(|| format!("{s:?} is out of range"))
-}
 
 /// The invite token of the node at `data_dir`: its network key (read from the data dir, as this
 /// user can) and the addresses and peer id it reports.

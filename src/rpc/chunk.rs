@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::{self, FrameError, read_frame_with_body, write_frame_with_body};
 use crate::block::{ChunkId, ChunkStore, StoreError, chunk};
+use crate::metrics::{CHUNK_TRAFFIC, Counted};
 use crate::net::guard::{self, Offence, PeerGuard, StreamKind};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/chunk/1");
@@ -137,8 +138,9 @@ impl ChunkClient {
             }
         };
         let exchange = async {
-            write_frame_with_body(&mut stream, request, body, MAX_BODY).await?;
-            read_frame_with_body::<_, ChunkResponse>(&mut stream, MAX_BODY)
+            let mut io = Counted::new(&mut stream, &CHUNK_TRAFFIC);
+            write_frame_with_body(&mut io, request, body, MAX_BODY).await?;
+            read_frame_with_body::<_, ChunkResponse>(&mut io, MAX_BODY)
                 .await
                 .inspect_err(|e| frame::report(peer, e, false, "chunk response"))
         };
@@ -220,9 +222,10 @@ pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, store: Arc<Chun
 
 async fn serve_stream(
     peer: PeerId,
-    mut stream: Stream,
+    stream: Stream,
     store: Arc<ChunkStore>,
 ) -> Result<(), ChunkRpcError> {
+    let mut stream = Counted::new(stream, &CHUNK_TRAFFIC);
     loop {
         let read = read_frame_with_body::<_, ChunkRequest>(&mut stream, MAX_BODY);
         let (request, body) = match tokio::time::timeout(IDLE_TIMEOUT, read).await {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::{self, FrameError, read_frame, write_frame};
 use crate::fs::{Mount, RemoteApply};
+use crate::metrics::{Counted, SYNC_TRAFFIC};
 use crate::namespace::{Entry, EntryId};
 use crate::net::guard::{Offence, PeerGuard, StreamKind};
 
@@ -116,8 +117,9 @@ async fn call(
     req: &SyncRequest,
 ) -> Result<SyncResponse, SyncError> {
     let exchange = async {
-        write_frame(stream, req, MAX_FRAME).await?;
-        read_frame::<_, SyncResponse>(stream, MAX_FRAME)
+        let mut io = Counted::new(stream, &SYNC_TRAFFIC);
+        write_frame(&mut io, req, MAX_FRAME).await?;
+        read_frame::<_, SyncResponse>(&mut io, MAX_FRAME)
             .await
             .inspect_err(|e| frame::report(peer, e, false, "sync response"))
     };
@@ -320,11 +322,8 @@ pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, core: Arc<Mount
     }
 }
 
-async fn serve_session(
-    peer: PeerId,
-    mut stream: Stream,
-    core: Arc<Mount>,
-) -> Result<(), SyncError> {
+async fn serve_session(peer: PeerId, stream: Stream, core: Arc<Mount>) -> Result<(), SyncError> {
+    let mut stream = Counted::new(stream, &SYNC_TRAFFIC);
     loop {
         let request = match tokio::time::timeout(
             TIMEOUT,

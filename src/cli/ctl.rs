@@ -1,0 +1,142 @@
+//! The command line of `p2pfs-ctl` (src/bin/p2pfs-ctl.rs runs it): every flag, subcommand and
+//! help text. Kept in the library so the packaging asset generator (packaging/gen_assets.rs)
+//! builds man pages and shell completions from the same definitions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "p2pfs-ctl",
+    version,
+    about = "Inspect and control a running p2pfs node"
+)]
+pub struct Cli {
+    /// The node's data dir. Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
+    #[arg(long, env = "P2PFS_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// This node, its network connection, peers, replication health and cache.
+    Status {
+        /// Print the stable JSON form instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave the network: hand this node's data off to the others, then unmount and exit.
+    Leave,
+    /// The peers this node knows, with their state and when they were last heard from.
+    Peers {
+        /// Print JSON: [{peer_id, addrs, state, last_seen_ms, capacity, free_bytes, version}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory of the mount (PATH relative to its root; `@NAME/...` for volumes).
+    Ls {
+        #[arg(default_value = "")]
+        path: String,
+        /// Print JSON: [{name, kind, size, mode, mtime}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a local file into the network at PATH (replaced atomically when complete).
+    Put { local: PathBuf, path: String },
+    /// Copy the file at PATH out of the network to LOCAL (`-` for standard output).
+    Get { path: String, local: PathBuf },
+    /// Remove a file, symlink or empty directory.
+    Rm {
+        path: String,
+        /// Remove a directory and everything in it.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Capacity and free space of the network.
+    Df {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Files with chunks on fewer than R nodes, by asking every live peer. Exits 5 when
+    /// some are.
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where a file's chunks are: each chunk's owners and the peers holding it.
+    Where {
+        /// Path inside the mount (relative to its root, or absolute under the mount point).
+        path: String,
+        /// Print JSON: {path, chunks: [{id, owners, holders}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a join token for a new node: `p2pfs init --join TOKEN` (or `p2pfs mount DIR
+    /// --join TOKEN`) there needs nothing else. The token holds the network key: send it only
+    /// to whom you would give the key.
+    Invite {
+        /// Refuse the token after this long (e.g. 30m, 24h, 7d; plain numbers are seconds).
+        /// Checked by the joining node.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires: Option<u64>,
+    },
+    /// Volumes: your personal one (`@home` in the mount), ones you created or were given.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum VolumeCommand {
+    /// The volumes you are a member of, with where they are in the mount and your role.
+    List {
+        /// Print JSON: [{name, dir, id, owner, role, writers, members, keys, files}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a volume owned by you; it appears as `@NAME` in the mount of your nodes.
+    Create { name: String },
+    /// Give another user access to a volume you own. USER is what `p2pfs user show` prints
+    /// as "public key" on their machine.
+    Share {
+        name: String,
+        #[arg(long = "with", value_name = "USER")]
+        with: String,
+        /// They may read but not write.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Take a user's access away. They keep what they could already read; a new key encrypts
+    /// everything written from now on, and their later writes are refused by every node.
+    Unshare {
+        name: String,
+        #[arg(long = "with", value_name = "USER")]
+        with: String,
+    },
+}
+
+/// Parses `--expires`: a number of seconds, or a number with a unit s, m, h or d.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90, 30m, 24h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is one of s, m, h, d")),
+    };
+    n.checked_mul(scale)
+        .filter(|&secs| secs > 0)
+        .ok_or_else(|| format!("{s:?} is out of range"))
+}

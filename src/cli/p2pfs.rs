@@ -1,0 +1,159 @@
+//! The command line of `p2pfs` (src/bin/p2pfs.rs runs it): every flag, subcommand and help
+//! text. Kept in the library so the packaging asset generator (packaging/gen_assets.rs) builds
+//! man pages and shell completions from the same definitions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "p2pfs",
+    version,
+    about = "Serverless, end-to-end encrypted peer-to-peer file store, mounted as a directory"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Print the user id (ed25519 public key) and age recipient, which others share with.
+    Show {
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Write the user identity (secret) to FILE (created with mode 0600, never overwritten),
+    /// for `p2pfs init --user-key FILE` on another machine.
+    Export {
+        file: PathBuf,
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration: the data dir's config.toml with the given flags
+    /// applied (as `run` would use it), every key explained with its default.
+    Show {
+        /// Defaults to $XDG_DATA_HOME/p2pfs; without a node there, the defaults are shown.
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        net: NetFlags,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a node: identities, network key and a config with every default.
+    Init {
+        /// Where the node keeps its keys, config, chunks and namespace.
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Network key file: used if it exists, created (mode 0600) with a fresh key if not.
+        /// Without it (and without --join), a fresh key is made inside the data dir: a new
+        /// network.
+        #[arg(long, conflicts_with = "join")]
+        network_key: Option<PathBuf>,
+        /// Join the network of an invite token (`p2pfs-ctl invite` on any member prints one):
+        /// its network key and the inviter's addresses are all that is needed.
+        #[arg(long, value_name = "TOKEN")]
+        join: Option<String>,
+        /// Use this user identity (from `p2pfs user export` on another machine) instead of
+        /// making a new one: same user, same personal files.
+        #[arg(long, value_name = "FILE")]
+        user_key: Option<PathBuf>,
+    },
+    /// The node's configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// The node's user identity.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Run a node in the foreground with its mount; SIGTERM or SIGINT unmounts and exits.
+    Run {
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Directory to mount the files at (created if missing).
+        #[arg(long)]
+        mount: PathBuf,
+        #[command(flatten)]
+        net: NetFlags,
+    },
+    /// One-command start: mount at MOUNTPOINT using the default data dir, created on first use.
+    Mount {
+        mountpoint: PathBuf,
+        /// On first use, join the network of this invite token instead of starting a new one.
+        #[arg(long, value_name = "TOKEN")]
+        join: Option<String>,
+        /// Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        net: NetFlags,
+    },
+}
+
+/// Network settings that override the config file for this run.
+#[derive(clap::Args)]
+pub struct NetFlags {
+    /// Address to listen on (repeatable), e.g. /ip4/0.0.0.0/tcp/4001. Default: every
+    /// interface, TCP port `network.listen_port`.
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<libp2p::Multiaddr>,
+    /// Peer to dial at start (repeatable), e.g. /ip4/192.0.2.7/tcp/4001. Added to the config's.
+    #[arg(long = "bootstrap", value_name = "MULTIADDR")]
+    pub bootstrap: Vec<libp2p::Multiaddr>,
+    /// Do not look for peers on the LAN by multicast DNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Copies of every chunk (default 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub replicas: Option<u32>,
+    /// Seconds of silence after which a peer counts as dead (default 60).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub dead_after: Option<u64>,
+    /// Seconds an unreferenced chunk (a deleted or overwritten file's) is kept before garbage
+    /// collection removes it everywhere (default 60).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub gc_grace: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (`metrics.listen`).
+    /// Loopback only, unless config.toml sets `allow_remote = true` under [metrics].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl NetFlags {
+    /// Writes the given flags over `config` (as `run`, `mount` and `config show` use it).
+    pub fn apply(self, config: &mut crate::config::Config) {
+        let n = &mut config.network;
+        if !self.listen.is_empty() {
+            n.listen = self.listen.iter().map(ToString::to_string).collect();
+        }
+        n.bootstrap
+            .extend(self.bootstrap.iter().map(ToString::to_string));
+        if self.no_mdns {
+            n.mdns = false;
+        }
+        if let Some(r) = self.replicas {
+            n.replicas = r;
+        }
+        if let Some(d) = self.dead_after {
+            n.dead_after_secs = d;
+            n.suspect_after_secs = n.suspect_after_secs.min(d);
+        }
+        if let Some(g) = self.gc_grace {
+            config.storage.gc_grace_secs = g;
+        }
+        if let Some(addr) = self.metrics {
+            config.metrics.listen = addr.to_string();
+        }
+    }
+}
