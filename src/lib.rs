@@ -19,6 +19,8 @@ pub mod config;
 pub mod control;
 pub mod fs;
 pub mod fuse;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gc;
 pub mod identity;
 pub mod membership;
