@@ -67,9 +67,24 @@ pub async fn read_frame_with_body<R: AsyncRead + Unpin, T: DeserializeOwned>(
     if len > max_body {
         return Err(FrameError::TooLarge { len, max: max_body });
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
+    let body = read_exactly(r, len).await?;
     Ok(Some((msg, body)))
+}
+
+/// Most memory reserved for a frame before its bytes arrive: a legitimate chunk body fits, and
+/// a peer that only declares a large length (then sends nothing) pins no more than this per
+/// stream; beyond it the buffer grows with the bytes actually received.
+const PREALLOCATE: usize = (1 << 20) + 4096;
+
+/// Reads exactly `len` bytes (already checked against the cap), growing the buffer as they
+/// arrive; `UnexpectedEof` when the stream ends first.
+async fn read_exactly<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len.min(PREALLOCATE));
+    (&mut *r).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(buf)
 }
 
 /// Largest CBOR header of a frame that carries a body.
@@ -110,8 +125,7 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
+    let buf = read_exactly(r, len).await?;
     ciborium::from_reader(&buf[..])
         .map(Some)
         .map_err(|e| FrameError::Decode(e.to_string()))

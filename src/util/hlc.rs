@@ -26,6 +26,12 @@ impl Hlc {
     }
 }
 
+/// How far ahead of this node's wall clock an observed timestamp may move its clock. A peer
+/// whose clock is further ahead (or a hostile entry stamped near the end of time) does not
+/// drag every node's clock along, and cannot make it overflow; order between versions does not
+/// suffer, as a version written on top of another replaces it whatever their clocks say.
+const MAX_AHEAD_MS: u64 = 10 * 60 * 1000;
+
 /// A node's clock source. Cheap to share; `now` is lock-free.
 #[derive(Debug, Default)]
 pub struct HlcClock {
@@ -49,7 +55,7 @@ impl HlcClock {
         let wall = wall_millis() << LOGICAL_BITS;
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
-            let next = wall.max(prev + 1);
+            let next = wall.max(prev.saturating_add(1));
             match self
                 .last
                 .compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -60,9 +66,13 @@ impl HlcClock {
         }
     }
 
-    /// Moves the clock past a timestamp seen in a remote or stored entry.
+    /// Moves the clock past a timestamp seen in a remote or stored entry, unless it is more
+    /// than [`MAX_AHEAD_MS`] ahead of the wall clock.
     pub fn observe(&self, seen: Hlc) {
-        self.last.fetch_max(seen.0, Ordering::AcqRel);
+        let limit = wall_millis().saturating_add(MAX_AHEAD_MS) << LOGICAL_BITS;
+        if seen.0 <= limit {
+            self.last.fetch_max(seen.0, Ordering::AcqRel);
+        }
     }
 }
 
@@ -81,5 +91,18 @@ mod tests {
         let c = clock.now();
         assert!(c > future);
         assert!(c.millis() >= future.millis());
+    }
+
+    #[test]
+    fn a_timestamp_far_ahead_neither_drags_the_clock_nor_overflows_it() {
+        let clock = HlcClock::new();
+        clock.observe(Hlc(u64::MAX));
+        clock.observe(Hlc((wall_millis() + 3_600_000) << LOGICAL_BITS));
+        let t = clock.now();
+        assert!(t.millis() <= wall_millis() + 1000, "{t:?}");
+        // Even a clock already at the end of time does not panic.
+        let stuck = HlcClock::default();
+        stuck.last.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(stuck.now(), Hlc(u64::MAX));
     }
 }
