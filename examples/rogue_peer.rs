@@ -325,19 +325,7 @@ async fn oversized(ctx: &Ctx<'_>) {
             ctx.raw(CHUNK, &b, false, "header length 4 GiB").await;
         }
         "chunk-body" => {
-            let mut b = Vec::new();
-            let put = ChunkRequest::Put {
-                id: ChunkId([7; 32]),
-            };
-            write_frame(
-                &mut libp2p::futures::io::Cursor::new(&mut b),
-                &put,
-                MAX_HEADER,
-            )
-            .await
-            .expect("encodes");
-            b.extend_from_slice(&(MAX_BODY as u32 + 1).to_be_bytes());
-            b.extend_from_slice(&[0xa5; 64]);
+            let b = put_with_body(7, MAX_BODY as u32 + 1, &[0xa5; 64]).await;
             ctx.raw(CHUNK, &b, false, "put with a body over the cap")
                 .await;
         }
@@ -347,6 +335,25 @@ async fn oversized(ctx: &Ctx<'_>) {
             ctx.raw(SYNC, &b, false, "frame over the cap").await;
         }
     }
+}
+
+/// A chunk `Put` frame for id `[id_byte; 32]` declaring a body of `declared` bytes, followed by
+/// `sent` (which may be fewer, or more than the cap allows).
+async fn put_with_body(id_byte: u8, declared: u32, sent: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    let put = ChunkRequest::Put {
+        id: ChunkId([id_byte; 32]),
+    };
+    write_frame(
+        &mut libp2p::futures::io::Cursor::new(&mut b),
+        &put,
+        MAX_HEADER,
+    )
+    .await
+    .expect("encodes");
+    b.extend_from_slice(&declared.to_be_bytes());
+    b.extend_from_slice(sent);
+    b
 }
 
 fn garbage_frame() -> Vec<u8> {
@@ -381,19 +388,7 @@ async fn truncated(ctx: &Ctx<'_>) {
             ctx.raw(CHUNK, &b, true, "20 of 200 header bytes").await;
         }
         "chunk-body" => {
-            let mut b = Vec::new();
-            let put = ChunkRequest::Put {
-                id: ChunkId([9; 32]),
-            };
-            write_frame(
-                &mut libp2p::futures::io::Cursor::new(&mut b),
-                &put,
-                MAX_HEADER,
-            )
-            .await
-            .expect("encodes");
-            b.extend_from_slice(&100_000u32.to_be_bytes());
-            b.extend_from_slice(&[0xa1; 1000]);
+            let b = put_with_body(9, 100_000, &[0xa1; 1000]).await;
             ctx.raw(CHUNK, &b, true, "1000 of 100000 body bytes").await;
         }
         _ => {
