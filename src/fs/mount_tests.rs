@@ -81,6 +81,16 @@ fn vol(m: &Mount, dir: &str) -> FsResult<u64> {
     m.lookup(ROOT_INO, dir.as_bytes()).map(|a| a.ino)
 }
 
+/// The volume with id `id` as mount `m` holds it (its keys as that user has them).
+fn volume_of(m: &Mount, id: &str) -> Volume {
+    m.slots
+        .read()
+        .iter()
+        .find(|s| s.volume.id.to_string() == id)
+        .map(|s| s.volume.clone())
+        .expect("the mount has the volume")
+}
+
 fn names(m: &Mount, ino: u64) -> Vec<String> {
     let fh = m.opendir(ino).unwrap();
     let mut out: Vec<String> = m
@@ -157,33 +167,19 @@ fn sharing_gives_access_read_only_blocks_writes_and_unshare_takes_it_away() {
         .max_by_key(|e| e.hlc)
         .unwrap();
     assert!(stored_at_b.contains(newest));
-    let b_slot = b
-        .slots
-        .read()
-        .iter()
-        .find(|s| s.volume.id.to_string() == team.id)
-        .map(|s| s.volume.clone())
-        .unwrap();
-    assert!(b_slot.open_entry(newest).is_err());
+    assert!(volume_of(&b, &team.id).open_entry(newest).is_err());
 }
 
 #[test]
 fn writes_by_non_writers_and_forged_records_are_refused_everywhere() {
     let net = Net::new();
-    let (a, b_key_holder) = net.mount("a", 1);
+    let (a, _) = net.mount("a", 1);
     let (b, b_key) = net.mount("b", 2);
-    let _ = b_key_holder;
     let team = a.create_volume("team").unwrap();
     a.share("team", &b_key, true).unwrap();
     exchange(&[&a, &b]);
     // B (a reader, so it has the key) seals an entry anyway, bypassing its own mount.
-    let volume = b
-        .slots
-        .read()
-        .iter()
-        .find(|s| s.volume.id.to_string() == team.id)
-        .map(|s| s.volume.clone())
-        .unwrap();
+    let volume = volume_of(&b, &team.id);
     let meta = EntryMeta {
         parent: volume.root_id(),
         name: b"smuggled".to_vec(),
