@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, mounting and testing p2pfs need on Debian: a Rust toolchain (if
 # cargo is missing), a C compiler, FUSE 3 (fusermount3 for mounts by non-root users) and the
-# tools the tests use (iproute2 for network namespaces, util-linux for setpriv and mount).
+# tools the tests use (iproute2 for network namespaces, util-linux for setpriv and mount,
+# man-db to find the packaged man pages).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -17,6 +18,7 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v ip >/dev/null || need+=(iproute2)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v man >/dev/null || need+=(man-db) # tests/package.rs checks the man pages with man -w
 if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
     need+=(rustup)
 fi
