@@ -356,6 +356,19 @@ async fn put_with_body(id_byte: u8, declared: u32, sent: &[u8]) -> Vec<u8> {
     b
 }
 
+/// What the node answered to one request: its reply, `closed`, an error, or `no answer` within
+/// 5 s.
+async fn describe_answer<T: std::fmt::Debug>(
+    exchange: impl std::future::Future<Output = Result<Option<T>, String>>,
+) -> String {
+    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+        Err(_) => "no answer".to_string(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Ok(Ok(None)) => "closed".to_string(),
+        Ok(Ok(Some(r))) => format!("{r:?}"),
+    }
+}
+
 fn garbage_frame() -> Vec<u8> {
     let mut b = 16u32.to_be_bytes().to_vec();
     b.extend_from_slice(&[0xff; 16]);
@@ -418,14 +431,10 @@ async fn bad_chunk(ctx: &Ctx<'_>) {
             .map_err(|e| e.to_string())?;
         read_frame_with_body::<_, ChunkResponse>(&mut s, MAX_BODY)
             .await
+            .map(|reply| reply.map(|(r, _)| r))
             .map_err(|e| e.to_string())
     };
-    let answer = match tokio::time::timeout(Duration::from_secs(5), exchange).await {
-        Err(_) => "no answer".to_string(),
-        Ok(Err(e)) => format!("error: {e}"),
-        Ok(Ok(None)) => "closed".to_string(),
-        Ok(Ok(Some((r, _)))) => format!("{r:?}"),
-    };
+    let answer = describe_answer(exchange).await;
     ctx.emit(json!({"event": "response", "protocol": CHUNK.to_string(), "answer": answer}));
 }
 
@@ -493,12 +502,7 @@ async fn forged(ctx: &Ctx<'_>) {
             .await
             .map_err(|e| e.to_string())
     };
-    let answer = match tokio::time::timeout(Duration::from_secs(5), exchange).await {
-        Err(_) => "no answer".to_string(),
-        Ok(Err(e)) => format!("error: {e}"),
-        Ok(Ok(None)) => "closed".to_string(),
-        Ok(Ok(Some(r))) => format!("{r:?}"),
-    };
+    let answer = describe_answer(exchange).await;
     ctx.emit(json!({"event": "response", "protocol": SYNC.to_string(), "answer": answer}));
 }
 
