@@ -219,8 +219,11 @@ impl ChunkRouter {
 
 impl RemoteChunks for ChunkRouter {
     fn replicate(&self, id: &ChunkId, ciphertext: &[u8]) -> Result<(), StoreError> {
-        let ranked = self.responsive_first(self.placement().ranked(id));
-        let want = self.replicas.min(ranked.len());
+        let placement = self.placement();
+        // Copies go to holders; a reader node (capacity 0) is ranked last and takes a copy
+        // only when every holder failed.
+        let want = self.replicas.min(placement.holders()).max(1);
+        let ranked = self.responsive_first(placement.ranked(id));
         self.rt.block_on(async {
             // The owners first, in parallel; an owner that fails is replaced by the next in
             // rank (repair moves the copy back when the owner returns).

@@ -109,6 +109,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     ),
     (
         "storage",
+        "hold_chunks",
+        "Hold chunks for the network. false: a reader node (a laptop, a client) that offers\nno storage: it is never an owner, keeps only its cache and fetches from peers.",
+    ),
+    (
+        "storage",
         "scrub_interval_secs",
         "Time between scrubs, which re-hash every stored chunk and replace corrupt copies.",
     ),
@@ -202,6 +207,8 @@ pub struct StorageConfig {
     /// Bytes offered to the network for chunks (the placement weight); 0 = the size of the
     /// data dir's filesystem.
     pub capacity_bytes: u64,
+    /// Hold chunks for the network; false makes a reader node with placement weight 0.
+    pub hold_chunks: bool,
     /// Time between scrubs, which re-hash every stored chunk and replace corrupt copies.
     pub scrub_interval_secs: u64,
     /// Scrub read rate limit in MB/s (10^6 bytes); 0 = unlimited.
@@ -280,6 +287,7 @@ impl Default for StorageConfig {
             write_buffer_bytes: 64 << 20,
             seal_threads: 4,
             capacity_bytes: 0,
+            hold_chunks: true,
             scrub_interval_secs: 24 * 3600,
             scrub_rate_mb: 50,
             gc_grace_secs: 60,

@@ -309,8 +309,10 @@ impl StatusSource {
             .collect();
         let holders = self.holders(&ids).await;
         let nodes = self.cluster.membership.read().placement_peers().len() as u64 + 1;
+        // Only nodes that hold chunks count towards the copies a chunk can have.
+        let holding = self.cluster.router.placement().holders();
         let replicas = self.cluster.router.replicas() as u64;
-        let want = replicas.min(nodes) as usize;
+        let want = replicas.min(holding as u64) as usize;
         let short: std::collections::HashSet<crate::block::ChunkId> = ids
             .iter()
             .zip(&holders)
@@ -341,15 +343,19 @@ impl StatusSource {
             .iter()
             .map(|(_, n)| n)
             .sum();
+        // A reader node (capacity 0) stores nothing: its disk is not the network's space.
+        let own = self.cluster.router.capacity();
         let (mut capacity, mut free, mut nodes) = (
-            self.cluster.router.capacity(),
-            self.chunks.free_bytes(),
+            own,
+            if own > 0 { self.chunks.free_bytes() } else { 0 },
             1u64,
         );
         for m in self.cluster.membership.read().members() {
             if matches!(m.state.as_str(), "alive" | "suspect") {
                 capacity += m.capacity;
-                free += m.free;
+                if m.capacity > 0 {
+                    free += m.free;
+                }
                 nodes += 1;
             }
         }

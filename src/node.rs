@@ -183,6 +183,10 @@ impl Node {
     /// Bytes offered for chunks: configured, else the size of the data dir's filesystem
     /// rounded down to a GiB (a stable weight: free space would shift placement constantly).
     fn capacity(&self) -> u64 {
+        if !self.config.storage.hold_chunks {
+            // Weight 0: placement never names this node an owner (see `Placement::owners`).
+            return 0;
+        }
         if self.config.storage.capacity_bytes > 0 {
             return self.config.storage.capacity_bytes;
         }

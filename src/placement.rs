@@ -90,6 +90,15 @@ impl Placement {
         self.candidates.len()
     }
 
+    /// Candidates that hold chunks (capacity above 0): at most this many copies of a chunk
+    /// have an owner.
+    pub fn holders(&self) -> usize {
+        self.candidates
+            .iter()
+            .filter(|c| c.candidate.capacity > 0)
+            .count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.candidates.is_empty()
     }

@@ -1104,3 +1104,74 @@ fn kill_r_minus_one_nodes_during_writes_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn reader_node_without_storage_holds_nothing_and_reads_everything() {
+    // Three holders with R = 3, and a fourth node started with `--no-storage`: it is never
+    // an owner, so whatever it writes goes to the three others and whatever it reads comes
+    // from them.
+    let mut c = Cluster::start(3, 3);
+    let boot = c.nodes[0].bootstrap_addr();
+    let reader = c.init_node();
+    c.nodes.push(reader);
+    let mut args = c.run_args(Some(&boot));
+    args.push("--no-storage".into());
+    c.nodes[3].start_args(&args);
+    c.wait_formed();
+
+    let from_reader = random_bytes(41, 3 * MIB + 777);
+    write_and_close(&c.nodes[3].p("from-reader.bin"), &from_reader).unwrap();
+    let from_holder = random_bytes(42, 4 * MIB + 5);
+    write_and_close(&c.nodes[0].p("from-holder.bin"), &from_holder).unwrap();
+    if let Err(e) = wait_for_file(
+        &c.nodes[3].p("from-holder.bin"),
+        &from_holder,
+        SPREAD_TIMEOUT,
+    ) {
+        panic!("reader: {e}");
+    }
+    if let Err(e) = wait_for_file(
+        &c.nodes[1].p("from-reader.bin"),
+        &from_reader,
+        SPREAD_TIMEOUT,
+    ) {
+        panic!("node 2: {e}");
+    }
+
+    // 4 + 5 chunks of 1 MiB, each on the three holders and none on the reader.
+    let holders = chunk_holders(&c);
+    assert_eq!(holders.len(), 9, "{holders:?}");
+    for (id, on) in &holders {
+        assert_eq!(on, &vec![1, 2, 3], "chunk {id} held by nodes {on:?}");
+    }
+    assert!(c.nodes[3].chunk_ids().is_empty());
+    // The reader announces no capacity: df counts only the holders' space.
+    let df: serde_json::Value =
+        serde_json::from_str(&c.nodes[3].ctl_ok(&["df", "--json"])).expect("df --json");
+    let peers = c.nodes[3].status()["peers"].clone();
+    assert!(df["capacity_bytes"].as_u64().unwrap() > 0, "{df}");
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["capacity"].as_u64().unwrap_or(0) > 0),
+        "{peers}"
+    );
+    let on_holder = c.nodes[0].status()["peers"].clone();
+    let reader_id = c.nodes[3].peer_id();
+    let seen = on_holder
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer_id"] == reader_id.as_str())
+        .unwrap_or_else(|| panic!("reader not in node 1's peers: {on_holder}"));
+    assert_eq!(seen["capacity"], 0, "{seen}");
+    // Its disk is not counted as free space, and health wants 3 copies, not 4.
+    let df_holder: serde_json::Value =
+        serde_json::from_str(&c.nodes[0].ctl_ok(&["df", "--json"])).expect("df --json");
+    // (All data dirs share one filesystem, so counting the reader would add a quarter.)
+    let ratio = df["free_bytes"].as_f64().unwrap() / df_holder["free_bytes"].as_f64().unwrap();
+    assert!((0.9..1.1).contains(&ratio), "{df} vs {df_holder}");
+    c.nodes[3].ctl_ok(&["health"]);
+}

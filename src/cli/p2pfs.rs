@@ -128,6 +128,10 @@ pub struct NetFlags {
     /// Loopback only, unless config.toml sets `allow_remote = true` under [metrics].
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Offer no storage to the network: a reader node that is never an owner of a chunk and
+    /// fetches everything from peers (storage.hold_chunks = false).
+    #[arg(long)]
+    pub no_storage: bool,
 }
 
 impl NetFlags {
@@ -151,6 +155,9 @@ impl NetFlags {
         }
         if let Some(g) = self.gc_grace {
             config.storage.gc_grace_secs = g;
+        }
+        if self.no_storage {
+            config.storage.hold_chunks = false;
         }
         if let Some(addr) = self.metrics {
             config.metrics.listen = addr.to_string();
