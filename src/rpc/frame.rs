@@ -77,12 +77,22 @@ pub async fn read_frame_with_body<R: AsyncRead + Unpin, T: DeserializeOwned>(
 const PREALLOCATE: usize = (1 << 20) + 4096;
 
 /// Reads exactly `len` bytes (already checked against the cap), growing the buffer as they
-/// arrive; `UnexpectedEof` when the stream ends first.
+/// arrive; `UnexpectedEof` when the stream ends first. The buffer is zeroed once per growth
+/// (not on every poll, as `read_to_end` does) and never grows past `len`, so a 1 MiB chunk
+/// costs one allocation and no copy.
 async fn read_exactly<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(len.min(PREALLOCATE));
-    (&mut *r).take(len as u64).read_to_end(&mut buf).await?;
-    if buf.len() < len {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    let mut buf = vec![0u8; len.min(PREALLOCATE)];
+    let mut filled = 0;
+    while filled < len {
+        if filled == buf.len() {
+            let grown = (buf.len() * 2).min(len);
+            buf.resize(grown, 0);
+        }
+        let n = r.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
     }
     Ok(buf)
 }
