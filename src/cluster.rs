@@ -264,6 +264,51 @@ impl RemoteChunks for ChunkRouter {
     fn fetch(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
         self.rt.block_on(self.fetch_async(id))
     }
+
+    /// Asks every owner of `ids` (and this node, when it holds any) to flush its store. An
+    /// owner that cannot be reached is logged and skipped (repair restores its copy); the
+    /// call fails only when no holder flushed.
+    fn sync(&self, ids: &[ChunkId]) -> Result<(), StoreError> {
+        let placement = self.placement();
+        let mut holders: std::collections::BTreeSet<PeerId> = ids
+            .iter()
+            .flat_map(|id| placement.owners(id, self.replicas))
+            .collect();
+        if ids.iter().any(|id| self.store.contains(id)) {
+            holders.insert(self.local);
+        }
+        self.rt.block_on(async {
+            let results = join_all(holders.iter().map(|peer| async move {
+                if *peer == self.local {
+                    let store = self.store.clone();
+                    match tokio::task::spawn_blocking(move || store.sync()).await {
+                        Ok(result) => result.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                } else {
+                    self.client.sync(*peer).await.map_err(|e| e.to_string())
+                }
+            }))
+            .await;
+            let mut flushed = 0;
+            let mut last_error = None;
+            for (peer, result) in holders.iter().zip(results) {
+                match result {
+                    Ok(()) => flushed += 1,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "an owner could not flush its chunks to disk");
+                        last_error = Some(e);
+                    }
+                }
+            }
+            match last_error {
+                Some(e) if flushed == 0 => Err(StoreError::Io(std::io::Error::other(format!(
+                    "no holder could flush the chunks to disk: {e}"
+                )))),
+                _ => Ok(()),
+            }
+        })
+    }
 }
 
 pub struct Cluster {

@@ -109,6 +109,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     ),
     (
         "storage",
+        "sync_chunks",
+        "Flush every chunk copy to disk before it counts as stored, so close() waits for R\ndisks. false: close() waits for R copies in the memory of R nodes (each writes it back\nwithin seconds), and fsync() flushes them on every owner.",
+    ),
+    (
+        "storage",
         "hold_chunks",
         "Hold chunks for the network. false: a reader node (a laptop, a client) that offers\nno storage: it is never an owner, keeps only its cache and fetches from peers.",
     ),
@@ -207,6 +212,8 @@ pub struct StorageConfig {
     /// Bytes offered to the network for chunks (the placement weight); 0 = the size of the
     /// data dir's filesystem.
     pub capacity_bytes: u64,
+    /// Flush every chunk copy to disk before it counts as stored (`fsync()` always does).
+    pub sync_chunks: bool,
     /// Hold chunks for the network; false makes a reader node with placement weight 0.
     pub hold_chunks: bool,
     /// Time between scrubs, which re-hash every stored chunk and replace corrupt copies.
@@ -287,6 +294,7 @@ impl Default for StorageConfig {
             write_buffer_bytes: 64 << 20,
             seal_threads: 4,
             capacity_bytes: 0,
+            sync_chunks: false,
             hold_chunks: true,
             scrub_interval_secs: 24 * 3600,
             scrub_rate_mb: 50,

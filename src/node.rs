@@ -167,7 +167,11 @@ impl Node {
         let node_id = NodeIdentity::load(&data_dir.join(NODE_KEY_FILE))?;
         let user = UserIdentity::load(&data_dir.join(USER_KEY_FILE))?;
         let chunks_dir = data_dir.join(CHUNKS_DIR);
-        let chunks = Arc::new(ChunkStore::open(&chunks_dir).map_err(io_at(&chunks_dir))?);
+        let chunks = Arc::new(
+            ChunkStore::open(&chunks_dir)
+                .map_err(io_at(&chunks_dir))?
+                .with_sync_each(config.storage.sync_chunks),
+        );
         let namespace = NamespaceStore::open(&data_dir.join(NAMESPACE_FILE))?;
         Ok(Self {
             config,

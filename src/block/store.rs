@@ -1,6 +1,12 @@
 //! Chunks on this node's disk: one file per chunk under a two-level fan-out
-//! (`chunks/ab/cd/abcd…`), written to a temp file, fdatasync'd and renamed into place, so a
-//! chunk visible under its name is always whole. Every read re-hashes the bytes.
+//! (`chunks/ab/cd/abcd…`), written to a temp file and renamed into place, so a chunk visible
+//! under its name was written whole. Every read re-hashes the bytes.
+//!
+//! Durability: by default a copy counts as stored once it is in the kernel's page cache (it
+//! survives the process; the kernel writes it back within seconds), and [`ChunkStore::sync`]
+//! (a user's `fsync()`, through every owner) flushes the store to disk. With `sync_each` every
+//! copy is fdatasync'd before its rename. A copy cut short by a power failure fails its hash
+//! check on the next read or scrub, is deleted and is repaired from the other replicas.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
@@ -33,6 +39,8 @@ pub struct ChunkStore {
     root: PathBuf,
     tmp: PathBuf,
     tmp_seq: AtomicU64,
+    /// fdatasync every copy before it gets its name (`storage.sync_chunks`).
+    sync_each: bool,
 }
 
 impl ChunkStore {
@@ -47,7 +55,24 @@ impl ChunkStore {
             root: root.to_path_buf(),
             tmp,
             tmp_seq: AtomicU64::new(0),
+            sync_each: false,
         })
+    }
+
+    /// Flush every copy to disk before it counts as stored (slower; see the module doc).
+    pub fn with_sync_each(mut self, sync_each: bool) -> Self {
+        self.sync_each = sync_each;
+        self
+    }
+
+    /// Flushes every chunk written so far to disk (syncfs of the store's filesystem).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let dir = File::open(&self.root)?;
+        // SAFETY: a valid open file descriptor.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+            return Err(StoreError::Io(io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     fn path_of(&self, id: &ChunkId) -> PathBuf {
@@ -59,7 +84,8 @@ impl ChunkStore {
     /// when a whole copy was already there (content addressing makes a second write moot).
     pub fn put(&self, id: &ChunkId, ciphertext: &[u8]) -> Result<bool, StoreError> {
         let path = self.path_of(id);
-        // A present file of the right size is whole: it only got its name after fdatasync.
+        // A present file of the right size was written whole (one cut short by a power
+        // failure is caught by the hash check of the next read or scrub).
         if let Ok(meta) = fs::metadata(&path)
             && meta.len() == ciphertext.len() as u64
         {
@@ -80,7 +106,9 @@ impl ChunkStore {
                 .mode(0o600)
                 .open(&tmp)?;
             file.write_all(ciphertext)?;
-            file.sync_data()?;
+            if self.sync_each {
+                file.sync_data()?;
+            }
             drop(file);
             match fs::rename(&tmp, &path) {
                 Err(e) if e.kind() == ErrorKind::NotFound => {

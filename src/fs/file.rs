@@ -33,6 +33,8 @@ pub trait RemoteChunks: Send + Sync {
     fn replicate(&self, id: &ChunkId, ciphertext: &[u8]) -> Result<(), StoreError>;
     /// Fetches a chunk from the peers, verified against its id.
     fn fetch(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError>;
+    /// Flushes the chunks `ids` to disk on their owners (a user's `fsync()`).
+    fn sync(&self, ids: &[ChunkId]) -> Result<(), StoreError>;
 }
 
 /// Reads and writes chunks for one volume: through the cache, verified, decrypted.
@@ -121,6 +123,15 @@ impl ChunkIo {
         })?);
         self.cache.insert(r.id, plain.clone());
         Ok(plain)
+    }
+
+    /// Flushes the copies of `ids` to disk wherever they are stored.
+    pub fn sync(&self, ids: &[ChunkId]) -> FsResult<()> {
+        match &self.remote {
+            Some(remote) => remote.sync(ids)?,
+            None => self.store.sync()?,
+        }
+        Ok(())
     }
 
     /// Encrypts and stores a chunk's plaintext.

@@ -1116,9 +1116,22 @@ impl FsCore {
         self.commit_file(ino, &file)
     }
 
-    /// Data and metadata are durable when this returns.
+    /// Data and metadata are durable when this returns: the entry is committed (the
+    /// namespace store syncs every commit) and the file's chunks are flushed to disk on their
+    /// owners, which `close()` alone does not wait for.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh)
+        self.flush(fh)?;
+        let (ino, _, _) = self.file_handle(fh)?;
+        let ids: Vec<crate::block::ChunkId> = self
+            .tree
+            .read()
+            .get(ino)
+            .map(|n| n.meta.blocks.iter().flatten().map(|r| r.id).collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.io.sync(&ids)
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {

@@ -498,3 +498,65 @@ fn an_intermediate_version_makes_no_conflict_copy() {
     assert!(p.a.namespace().displaced().unwrap().is_empty());
     assert!(p.b.namespace().displaced().unwrap().is_empty());
 }
+
+/// Owners as far as the core can tell: stores into one local store and records flushes.
+struct RecordingRemote {
+    store: Arc<ChunkStore>,
+    synced: parking_lot::Mutex<Vec<Vec<crate::block::ChunkId>>>,
+}
+
+impl RemoteChunks for RecordingRemote {
+    fn replicate(
+        &self,
+        id: &crate::block::ChunkId,
+        ciphertext: &[u8],
+    ) -> Result<(), crate::block::StoreError> {
+        self.store.put(id, ciphertext).map(|_| ())
+    }
+    fn fetch(&self, id: &crate::block::ChunkId) -> Result<Vec<u8>, crate::block::StoreError> {
+        self.store.get(id)
+    }
+    fn sync(&self, ids: &[crate::block::ChunkId]) -> Result<(), crate::block::StoreError> {
+        self.synced.lock().push(ids.to_vec());
+        Ok(())
+    }
+}
+
+#[test]
+fn fsync_flushes_the_files_chunks_on_their_owners_and_close_does_not_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserIdentity::generate();
+    let volume = Volume::create(&user, "v").unwrap();
+    let mut p = parts(dir.path(), &user, volume, 4096, 4 * 4096);
+    let remote = Arc::new(RecordingRemote {
+        store: p.chunks.clone(),
+        synced: parking_lot::Mutex::new(Vec::new()),
+    });
+    p.remote = Some(remote.clone());
+    let core = FsCore::load(p).unwrap();
+
+    let (attr, fh) = core.create(ROOT_INO, b"f", 0o644, ME, true).unwrap();
+    core.write(fh, 0, &pattern(3 * 4096 + 10, 3)).unwrap();
+    core.flush(fh).unwrap();
+    assert!(remote.synced.lock().is_empty(), "close() does not flush");
+    core.write(fh, 4096, b"changed").unwrap();
+    core.fsync(fh).unwrap();
+    let blocks: Vec<crate::block::ChunkId> = core
+        .tree
+        .read()
+        .get(attr.ino)
+        .unwrap()
+        .meta
+        .blocks
+        .iter()
+        .flatten()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(blocks.len(), 4);
+    assert_eq!(
+        *remote.synced.lock(),
+        vec![blocks],
+        "fsync flushes the current chunks"
+    );
+    core.release(fh).unwrap();
+}

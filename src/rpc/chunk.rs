@@ -44,9 +44,17 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A request; a `Put`'s chunk bytes travel as the frame's body.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ChunkRequest {
-    Put { id: ChunkId },
-    Get { id: ChunkId },
-    Have { ids: Vec<ChunkId> },
+    Put {
+        id: ChunkId,
+    },
+    Get {
+        id: ChunkId,
+    },
+    Have {
+        ids: Vec<ChunkId>,
+    },
+    /// Flush the chunks stored so far to disk (a writer's `fsync()`); answered `Stored`.
+    Sync,
 }
 
 /// A response; `Data`'s chunk bytes travel as the frame's body.
@@ -169,6 +177,15 @@ impl ChunkClient {
         }
     }
 
+    /// Asks the peer to flush its chunk store to disk.
+    pub async fn sync(&self, peer: PeerId) -> Result<(), ChunkRpcError> {
+        match self.call(peer, &ChunkRequest::Sync, &[]).await?.0 {
+            ChunkResponse::Stored => Ok(()),
+            ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
+            _ => Err(ChunkRpcError::Unexpected(peer)),
+        }
+    }
+
     /// Fetches and verifies a chunk; `Ok(None)` when the peer does not have it.
     pub async fn get(&self, peer: PeerId, id: ChunkId) -> Result<Option<Vec<u8>>, ChunkRpcError> {
         match self.call(peer, &ChunkRequest::Get { id }, &[]).await? {
@@ -283,6 +300,11 @@ async fn answer(
             Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
             Err(_) => ChunkResponse::Refused("internal error".into()),
         },
+        ChunkRequest::Sync => match tokio::task::spawn_blocking(move || store.sync()).await {
+            Ok(Ok(())) => ChunkResponse::Stored,
+            Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
+            Err(_) => ChunkResponse::Refused("internal error".into()),
+        },
         ChunkRequest::Have { ids } if ids.len() > MAX_HAVE_BATCH => {
             offence = Some((Offence::Malformed, "oversized have batch"));
             ChunkResponse::Refused(format!("at most {MAX_HAVE_BATCH} ids per request"))
@@ -317,5 +339,24 @@ mod tests {
         let mut bytes = Vec::new();
         ciborium::into_writer(&ChunkRequest::Have { ids }, &mut bytes).unwrap();
         assert!(bytes.len() > MAX_HEADER, "{} bytes", bytes.len());
+    }
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sync_request_flushes_the_store_and_is_answered_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
+        let data = b"\x01some ciphertext".to_vec();
+        let id = ChunkId::of(&data);
+        store.put(&id, &data).unwrap();
+        let peer = PeerId::random();
+        let (response, body, offence) = answer(&peer, ChunkRequest::Sync, Vec::new(), &store).await;
+        assert!(matches!(response, ChunkResponse::Stored), "{response:?}");
+        assert!(body.is_empty() && offence.is_none());
+        assert_eq!(store.get(&id).unwrap(), data);
     }
 }
