@@ -292,7 +292,17 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _timer = fuse_op(FuseOp::Open);
-        opened(reply, self.core.open(ino.0, writable(flags)))
+        match self.core.open(ino.0, writable(flags)) {
+            Ok(fh) => {
+                let keep = if self.core.keep_kernel_cache(ino.0) {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), keep)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn read(

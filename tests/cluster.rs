@@ -1175,3 +1175,38 @@ fn reader_node_without_storage_holds_nothing_and_reads_everything() {
     assert!((0.9..1.1).contains(&ratio), "{df} vs {df_holder}");
     c.nodes[3].ctl_ok(&["health"]);
 }
+
+#[test]
+fn kernel_page_cache_is_kept_for_unchanged_files_and_dropped_for_new_versions() {
+    // Node 2 keeps the pages of a file it read (repeated reads never reach p2pfs), but a new
+    // version of the same size written on node 1 must be what node 2 reads next.
+    let c = Cluster::start(2, 2);
+    let (p1, p2) = (c.nodes[0].p("same-size.bin"), c.nodes[1].p("same-size.bin"));
+    let v1 = random_bytes(51, 2 * MIB + 100);
+    write_and_close(&p1, &v1).unwrap();
+    wait_for_file(&p2, &v1, SPREAD_TIMEOUT).unwrap();
+    for _ in 0..3 {
+        assert_bytes_eq("node 2, unchanged", &fs::read(&p2).unwrap(), &v1);
+    }
+    // Overwritten in place (no O_TRUNC, which would commit an empty version first and so
+    // change the size node 2 sees): only the version tells node 2 its pages are stale.
+    let v2 = random_bytes(52, v1.len());
+    {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new().write(true).open(&p1).unwrap();
+        f.write_all(&v2).unwrap();
+    }
+    let mut last = Vec::new();
+    let changed = wait_until(SPREAD_TIMEOUT, || {
+        last = fs::read(&p2).unwrap();
+        last != v1 && last.len() == v2.len()
+    });
+    assert!(changed, "node 2 still reads the old version");
+    assert_bytes_eq("node 2 after the overwrite", &last, &v2);
+    // A local overwrite on node 2, read back there and on node 1.
+    let v3 = random_bytes(53, v1.len());
+    write_and_close(&p2, &v3).unwrap();
+    assert_bytes_eq("node 2 after its own write", &fs::read(&p2).unwrap(), &v3);
+    let changed = wait_until(SPREAD_TIMEOUT, || fs::read(&p1).unwrap() == v3);
+    assert!(changed, "node 1 never read node 2's version");
+}

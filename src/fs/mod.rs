@@ -42,6 +42,8 @@ use crate::namespace::{
 use crate::util::hlc::HlcClock;
 
 const S_ISGID: u32 = 0o2000;
+/// Files whose kernel-cached version is remembered (about 100 bytes each).
+const KERNEL_CACHED_FILES: usize = 65_536;
 
 /// The id of the conflict copy of a lost version: the same on every node that sees the
 /// conflict, so their copies are versions of one entry.
@@ -176,6 +178,9 @@ pub struct FsCore {
     mutate: Mutex<()>,
     open_files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     handles: Mutex<HashMap<u64, Handle>>,
+    /// The version of each recently opened file whose pages the kernel may still cache (see
+    /// `keep_kernel_cache`); bounded, an evicted file just has its pages dropped on next open.
+    kernel_cached: Mutex<lru::LruCache<u64, (EntryId, crate::namespace::Version)>>,
     next_fh: AtomicU64,
     write_limit: u64,
     data_dir: PathBuf,
@@ -260,6 +265,9 @@ impl FsCore {
             mutate: Mutex::new(()),
             open_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
+            kernel_cached: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(KERNEL_CACHED_FILES).expect("non-zero"),
+            )),
             next_fh: AtomicU64::new(1),
             write_limit: parts.write_buffer_bytes,
             data_dir: parts.data_dir,
@@ -1094,6 +1102,18 @@ impl FsCore {
             }) => Ok((*ino, file.clone(), *writable)),
             _ => Err(FsError::BadHandle),
         }
+    }
+
+    /// Called on every open: whether the kernel may keep the pages it cached of `ino`, which
+    /// holds when the file is still the version it was at its previous open here (local
+    /// writes go through the kernel's cache, so they keep it true). A version that arrived
+    /// from a peer, or a commit, changes it, and the kernel then drops the pages: reads stay
+    /// close-to-open consistent while repeated reads of an unchanged file never reach p2pfs.
+    pub fn keep_kernel_cache(&self, ino: u64) -> bool {
+        let Some(current) = self.tree.read().get(ino).map(|n| (n.id, n.version)) else {
+            return false;
+        };
+        self.kernel_cached.lock().put(ino, current) == Some(current)
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<ReadBuf> {

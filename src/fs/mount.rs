@@ -498,6 +498,13 @@ impl Mount {
         Ok(enc(slot, core.open(local, writable)?))
     }
 
+    /// See [`FsCore::keep_kernel_cache`].
+    pub fn keep_kernel_cache(&self, ino: u64) -> bool {
+        self.route(ino)
+            .map(|(_, core, local)| core.keep_kernel_cache(local))
+            .unwrap_or(false)
+    }
+
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<ReadBuf> {
         let (_, core, local) = self.route(fh)?;
         core.read(local, offset, size)
