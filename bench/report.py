@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""bench/report.py — the table printer of bench/run.
+
+Reads the results file bench/run writes (tab-separated: `result SYS.ROW VALUE`,
+`qual SYS.ROW TEXT`, `detail N TEXT`, `skipped TEXT`, `meta KEY VALUE`), prints
+the ratio table on stdout and, with `--md FILE`, replaces the generated section
+of FILE (between the BEGIN/END markers; the file is created if missing).
+Standard library only.
+"""
+import sys
+
+BEGIN = "<!-- BEGIN bench/run: generated, replaced by every run -->"
+END = "<!-- END bench/run -->"
+
+SYSTEMS = ("fuser", "p2pfs", "tahoe")
+
+# (row id, label, unit, target vs fuser simple (ratio), target vs Tahoe (ratio),
+#  memory ceiling in MiB, what it measures)
+ROWS = [
+    ("write", "a. sequential write (`cp`)", "MB/s", 1.0, 8.0, None,
+     "`cp src.bin MNT/big` on the writer (p2pfs node 1, Tahoe: `PUT /uri` on the writer "
+     "client until the cap returns), the whole command including the close; the source "
+     "is in the page cache first. p2pfs's close returns once 3 holders store every chunk."),
+    ("read_cold", "b. cold remote read (`cat`)", "MB/s", 0.8, 8.0, None,
+     "On the reader after a restart of the reader (p2pfs: the `--no-storage` node 4, "
+     "SIGTERM and start again, which empties its chunk cache; fuser simple: umount and "
+     "start again; Tahoe: the reader client) and `drop_caches`: `cat MNT/big > /dev/null` "
+     "(Tahoe: `GET /uri/CAP` piped into sha256sum). p2pfs's reader holds no chunk, so "
+     "every byte comes from the holders over loopback."),
+    ("read_warm", "c. warm read (`cat` again)", "MB/s", 1.0, None, None,
+     "The same read again at once, without dropping caches: each system gets the caches it "
+     "has (fuser simple: the page cache of its data file; p2pfs: its 64 MiB chunk cache and "
+     "whatever the kernel keeps; Tahoe: none). Then the data is verified by sha256."),
+    ("small_create", "d. 4 KiB files: create (`cp -r`)", "files/s", 0.5, None, None,
+     "`cp -r small-src MNT/small` on the writer, one process, source in the page cache "
+     "(Tahoe: `PUT /uri/DIRCAP/NAME` per file, one curl process on one connection). "
+     "Counts differ per system (n=...): fuser simple and Tahoe rewrite the whole directory "
+     "on every create, so their rates fall as n grows and a smaller n flatters them."),
+    ("small_read", "d. 4 KiB files: read on the reader, cold (`cat *`)", "files/s", 0.5, None, None,
+     "Once the reader lists all the files (the wait is reported below, not timed) and after "
+     "`drop_caches`: `cat MNT/small/* > /dev/null` on the reader (the glob's readdir is "
+     "timed too; Tahoe: the `?t=json` listing, then a GET per file). Verified with `diff -r`."),
+    ("dir_create", "e. directory: create entries (`touch`)", "entries/s", None, None, None,
+     "Empty files `touch`ed into one new directory on the writer (`xargs touch`). Tahoe: "
+     "n/a, its directory is made in one `mkdir-with-children` request (time in the details)."),
+    ("readdir", "e. directory: readdir on the reader, cold (`ls -f`)", "entries/s", None, None, None,
+     "After the reader lists every entry and `drop_caches`: `ls -f DIR | wc -l`. Tahoe: "
+     "`GET /uri/DIRCAP?t=json` on the reader, which returns names and metadata at once and "
+     "stands for both this row and the next."),
+    ("stat", "e. directory: stat on the reader, cold (`ls -l`)", "entries/s", None, None, None,
+     "After `drop_caches`: `ls -l DIR`, a lookup and stat of every entry. Tahoe: the same "
+     "`?t=json` listing as the row above."),
+    ("repair", "f. repair after `kill -9` of a holder", "MB/s", None, None, None,
+     "p2pfs: a separate cluster of 4 holders, R=3, the file written on node 1; node 4 "
+     "(holding ~3/4 of the chunks) is killed with `kill -9`; bytes it held / time from node 1 "
+     "seeing it dead until `p2pfs-ctl health` exits 0. Tahoe: a 4th storage node joins, "
+     "storage1 is killed, bytes of the file's share it held / time of `POST ?t=check&repair=true`. "
+     "fuser simple: n/a (one copy)."),
+    ("mem_write_peak", "g. memory: node 1 peak RSS, write (VmHWM)", "MiB", None, None, 256,
+     "VmHWM of p2pfs node 1 read after the copy: its peak since it started."),
+    ("mem_idle", "g. memory: idle RSS, largest node (VmRSS)", "MiB", None, None, 40,
+     "VmRSS of each of the 4 nodes after the cluster formed and then idled; the largest."),
+    ("mem_reader_peak", "g. memory: reader peak RSS after the cold read (VmHWM)", "MiB", None, None, None,
+     "VmHWM of the reader node right after the cold read (before the warm one)."),
+]
+
+
+def load(path):
+    res, qual, details, skipped, meta = {}, {}, [], [], {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t", 2)
+            kind = parts[0]
+            if kind == "result":
+                res[parts[1]] = float(parts[2])
+            elif kind == "qual":
+                qual[parts[1]] = parts[2]
+            elif kind == "detail":
+                details.append((int(parts[1]), parts[2]))
+            elif kind == "skipped":
+                skipped.append(parts[1])
+            elif kind == "meta":
+                meta[parts[1]] = parts[2]
+    return res, qual, [d for _, d in sorted(details)], skipped, meta
+
+
+def fmt(v):
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def table(res, qual):
+    hdr = ["workload", "unit", "fuser simple", "p2pfs", "Tahoe", "p2pfs / fuser", "p2pfs / Tahoe",
+           "target", "result"]
+    rows = []
+    for rid, label, unit, t_fuser, t_tahoe, ceiling, _ in ROWS:
+        cells = {}
+        for sys_ in SYSTEMS:
+            v = res.get(f"{sys_}.{rid}")
+            if v is None:
+                cells[sys_] = "n/a"
+            else:
+                q = qual.get(f"{sys_}.{rid}")
+                cells[sys_] = fmt(v) + (f" ({q})" if q else "")
+        p = res.get(f"p2pfs.{rid}")
+        ratios, targets, verdicts = {}, [], []
+        for other, tgt in (("fuser", t_fuser), ("tahoe", t_tahoe)):
+            o = res.get(f"{other}.{rid}")
+            r = p / o if (p is not None and o and ceiling is None) else None
+            ratios[other] = f"{r:.2f}x" if r is not None else "n/a"
+            if tgt is not None:
+                name = "fuser" if other == "fuser" else "Tahoe"
+                targets.append(f">= {tgt:g}x {name}")
+                verdicts.append(f"{name}: " + ("n/a" if r is None else ("met" if r >= tgt else "NOT met")))
+        if ceiling is not None:
+            targets.append(f"<= {ceiling} MiB")
+            verdicts.append("n/a" if p is None else ("met" if p <= ceiling else "NOT met"))
+        if len(verdicts) == 1:
+            verdicts = [verdicts[0].split(": ")[-1]]
+        rows.append([label, unit, cells["fuser"], cells["p2pfs"], cells["tahoe"], ratios["fuser"],
+                     ratios["tahoe"], "; ".join(targets) or "none (report only)", "; ".join(verdicts)])
+    widths = [max(len(r[i]) for r in [hdr] + rows) for i in range(len(hdr))]
+
+    def line(r):
+        return "| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(r)) + " |"
+
+    out = [line(hdr), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def header_lines(meta):
+    wall = int(meta.get("wall", "0"))
+    return [
+        f"- Date: {meta.get('date')}; wall time of the run: {wall // 60} min {wall % 60} s",
+        f"- Machine: {meta.get('cores')} cores ({meta.get('cpu')}), {meta.get('memory')} RAM, "
+        f"kernel {meta.get('kernel')}, bench/work on {meta.get('disk')}",
+        f"- Load average (1, 5, 15 min): {meta.get('load_before')} before, "
+        f"{meta.get('load_after')} after (the figures are noisy unless the machine is idle)",
+        f"- p2pfs: {meta.get('p2pfs')}",
+        f"- Command: `{meta.get('command')}` (as root, from the repository root)",
+    ]
+
+
+def legend(meta):
+    return (f"Figures are rates (higher is better; MB/s = 10^6 bytes/s) except memory (MiB). "
+            f"The file is {meta.get('size_mib')} MiB unless a cell says otherwise; n = files or "
+            f"entries. Ratios are p2pfs / reference. Targets are reported, not enforced.")
+
+
+def main():
+    args = sys.argv[1:]
+    md = None
+    if "--md" in args:
+        i = args.index("--md")
+        md = args[i + 1]
+        del args[i:i + 2]
+    res, qual, details, skipped, meta = load(args[0])
+    tbl = table(res, qual)
+
+    print()
+    print("bench/run: p2pfs vs fuser simple (fuser 0.18.0 example) vs Tahoe-LAFS 1.20")
+    for l in header_lines(meta):
+        print(l)
+    print(legend(meta))
+    print()
+    print(tbl)
+    print()
+    for s in skipped:
+        print(f"- {s}")
+    for d in details:
+        print(f"- {d}")
+    if md:
+        print(f"\n(written to {md}, with notes on what each row measures)")
+
+    if md:
+        sect = [BEGIN, "## Latest run", ""]
+        sect += header_lines(meta)
+        sect += ["", legend(meta), "", tbl, ""]
+        if skipped or details:
+            sect += ["Details:", ""] + [f"- {s}" for s in skipped] + [f"- {d}" for d in details] + [""]
+        sect += ["What each row measures:", ""]
+        for rid, label, unit, *_r, note in ROWS:
+            sect.append(f"- **{label}** ({unit}): {note}")
+        sect += ["",
+                 "On one machine every p2pfs holder writes to the same disk: with R=3 each byte the "
+                 "user writes is stored three times (whether close() waits for the disks is "
+                 "`storage.sync_chunks`, shown in the details), while fuser simple writes it once; "
+                 "every loopback transfer is also Noise-encrypted both ways. fuser simple looks a name up by reading its directory's whole entry "
+                 "list (unbuffered), so its create, lookup and stat costs grow with the directory "
+                 "size: its small-file and directory figures use fewer entries (see n) and would be "
+                 "lower at p2pfs's n.",
+                 "",
+                 f"The p2pfs repair cluster runs with `network.repair_rate_mb = {meta.get('repair_rate_mb')}` "
+                 f"in every node's config.toml (the default is 100 MB/s; 0 = unlimited) and "
+                 f"`--dead-after {meta.get('dead_after')}`. All nodes of every system listen on "
+                 f"127.0.0.1 only (p2pfs with `--no-mdns`). Each workload runs once.",
+                 END]
+        text = "\n".join(sect) + "\n"
+        try:
+            with open(md, encoding="utf-8") as f:
+                old = f.read()
+        except FileNotFoundError:
+            old = ("# Benchmarks\n\nFigures measured by `bench/run` (see bench/README.md for the "
+                   "workloads, knobs and how long a run takes). The section between the markers "
+                   "below is rewritten by every run; text outside it is kept.\n\n"
+                   "On a VM, `drop_caches` inside the VM does not reach the host's cache: a "
+                   "\"cold\" read of a file that was just written can be served at memory speed "
+                   "from below the VM. That flatters fuser simple's cold read most (one plain file "
+                   "on ext4); p2pfs's reader has no local copy and fetches every chunk from the "
+                   "holders over loopback.\n\n")
+        if BEGIN in old and END in old:
+            pre = old[:old.index(BEGIN)]
+            post = old[old.index(END) + len(END):].lstrip("\n")
+            new = pre + text + (("\n" + post) if post else "")
+        else:
+            new = old.rstrip("\n") + "\n\n" + text
+        with open(md, "w", encoding="utf-8") as f:
+            f.write(new)
+
+
+if __name__ == "__main__":
+    main()
