@@ -553,17 +553,28 @@ impl OpenFile {
         pool: &SealPool,
     ) -> FsResult<MutexGuard<'_, FileState>> {
         let mut st = self.state.lock();
-        let dirty: Vec<u64> = st.dirty.keys().copied().collect();
-        for idx in dirty {
-            self.start_seal(&mut st, io, pool, idx);
-        }
-        while !st.sealing.is_empty() {
+        // The wait releases the lock, and a write on another descriptor may land meanwhile
+        // (new dirty data, a larger size): seal that too, so the state handed back has every
+        // byte of its size in `blocks`. Committing it otherwise would record the new size
+        // over a hole and clear `modified`, losing the write.
+        loop {
+            if st.error.is_some() {
+                // A seal failed (its data is back in `dirty` for a later retry): report it
+                // once the seals in flight are done.
+                while !st.sealing.is_empty() {
+                    self.changed.wait(&mut st);
+                }
+                return Err(st.error.take().expect("checked above"));
+            }
+            let dirty: Vec<u64> = st.dirty.keys().copied().collect();
+            for idx in dirty {
+                self.start_seal(&mut st, io, pool, idx);
+            }
+            if st.sealing.is_empty() && st.dirty.is_empty() {
+                return Ok(st);
+            }
             self.changed.wait(&mut st);
         }
-        if let Some(e) = st.error.take() {
-            return Err(e);
-        }
-        Ok(st)
     }
 }
 

@@ -499,18 +499,34 @@ fn an_intermediate_version_makes_no_conflict_copy() {
     assert!(p.b.namespace().displaced().unwrap().is_empty());
 }
 
-/// Owners as far as the core can tell: stores into one local store and records flushes.
-struct RecordingRemote {
+/// Owners as far as the core can tell: stores into one local store, records flushes, and
+/// (when given a gate) holds the first chunk until the test lets it go.
+struct LocalRemote {
     store: Arc<ChunkStore>,
     synced: parking_lot::Mutex<Vec<Vec<crate::block::ChunkId>>>,
+    gate: parking_lot::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
-impl RemoteChunks for RecordingRemote {
+impl LocalRemote {
+    fn new(store: Arc<ChunkStore>, gate: Option<std::sync::mpsc::Receiver<()>>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            synced: parking_lot::Mutex::new(Vec::new()),
+            gate: parking_lot::Mutex::new(gate),
+        })
+    }
+}
+
+impl RemoteChunks for LocalRemote {
     fn replicate(
         &self,
         id: &crate::block::ChunkId,
         ciphertext: &[u8],
     ) -> Result<(), crate::block::StoreError> {
+        let gate = self.gate.lock().take();
+        if let Some(gate) = gate {
+            let _ = gate.recv();
+        }
         self.store.put(id, ciphertext).map(|_| ())
     }
     fn fetch(&self, id: &crate::block::ChunkId) -> Result<Vec<u8>, crate::block::StoreError> {
@@ -528,10 +544,7 @@ fn fsync_flushes_the_files_chunks_on_their_owners_and_close_does_not_wait_for_it
     let user = UserIdentity::generate();
     let volume = Volume::create(&user, "v").unwrap();
     let mut p = parts(dir.path(), &user, volume, 4096, 4 * 4096);
-    let remote = Arc::new(RecordingRemote {
-        store: p.chunks.clone(),
-        synced: parking_lot::Mutex::new(Vec::new()),
-    });
+    let remote = LocalRemote::new(p.chunks.clone(), None);
     p.remote = Some(remote.clone());
     let core = FsCore::load(p).unwrap();
 
@@ -559,4 +572,37 @@ fn fsync_flushes_the_files_chunks_on_their_owners_and_close_does_not_wait_for_it
         "fsync flushes the current chunks"
     );
     core.release(fh).unwrap();
+}
+
+#[test]
+fn a_write_that_lands_while_a_flush_waits_is_committed_not_lost() {
+    // A process that spawns a child while writing gets a FLUSH from the child's exec (the
+    // descriptor is closed on exec) in the middle of its writes. The flush waits for a seal
+    // with the file's lock released; a write landing then must not be committed as a hole.
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserIdentity::generate();
+    let volume = Volume::create(&user, "v").unwrap();
+    let mut p = parts(dir.path(), &user, volume, 4096, 64 * 4096);
+    let (release, gate) = std::sync::mpsc::channel();
+    p.remote = Some(LocalRemote::new(p.chunks.clone(), Some(gate)));
+    let core = Arc::new(FsCore::load(p).unwrap());
+    let (attr, fh) = core.create(ROOT_INO, b"f", 0o644, ME, true).unwrap();
+    let first = pattern(4096, 1);
+    core.write(fh, 0, &first).unwrap(); // a full chunk: its seal starts and waits at the gate
+    let flusher = {
+        let core = core.clone();
+        std::thread::spawn(move || core.flush(fh))
+    };
+    std::thread::sleep(Duration::from_millis(100)); // the flush is waiting for the seal
+    let second = pattern(1000, 2);
+    core.write(fh, 4096, &second).unwrap();
+    release.send(()).unwrap();
+    flusher.join().unwrap().unwrap();
+    core.release(fh).unwrap();
+
+    let mut want = first;
+    want.extend_from_slice(&second);
+    assert_eq!(read_all(&core, attr.ino), want);
+    let blocks = core.tree.read().get(attr.ino).unwrap().meta.blocks.len();
+    assert_eq!(blocks, 2, "both chunks are in the committed version");
 }
