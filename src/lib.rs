@@ -31,4 +31,5 @@ pub mod node;
 pub mod placement;
 pub mod repair;
 pub mod rpc;
+pub mod sim;
 pub mod util;
