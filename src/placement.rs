@@ -67,13 +67,29 @@ impl Placement {
     }
 
     /// The first `r` owners of `chunk`, best first; fewer when fewer candidates have capacity.
+    ///
+    /// Selects the top `r` (linear) instead of ranking every candidate (n log n): repair and
+    /// garbage collection ask this for every chunk a node holds.
     pub fn owners(&self, chunk: &ChunkId, r: usize) -> Vec<PeerId> {
-        self.ranked_candidates(chunk)
-            .into_iter()
-            .filter(|c| c.capacity > 0)
-            .take(r)
-            .map(|c| c.peer)
-            .collect()
+        let mut scored: Vec<(f64, &EncodedCandidate)> = self
+            .candidates
+            .iter()
+            .filter(|c| c.candidate.capacity > 0)
+            .map(|c| (score(chunk, c), c))
+            .collect();
+        let r = r.min(scored.len());
+        if r == 0 {
+            return Vec::new();
+        }
+        let order = |(sa, a): &(f64, &EncodedCandidate), (sb, b): &(f64, &EncodedCandidate)| {
+            rank_order(*sa, a, *sb, b)
+        };
+        if r < scored.len() {
+            scored.select_nth_unstable_by(r - 1, order);
+            scored.truncate(r);
+        }
+        scored.sort_by(order);
+        scored.into_iter().map(|(_, c)| c.candidate.peer).collect()
     }
 
     /// Every candidate ranked for `chunk`, best first, so a reader tries the owners first and
