@@ -193,6 +193,7 @@ def cmd_form(a):
     rounds = 0
     slowest = 0.0
     log(f"{time.time() - t0:6.1f} s: polling the status of {n} nodes")
+    res.put("form.first_poll_s", time.time() - t0)
     while True:
         start = time.time()
         rounds += 1
@@ -534,44 +535,38 @@ def cmd_metric_sum(a):
     print(f"{total:.0f}")
 
 
-LOG_LINE = re.compile(r"^\S+\s+(WARN|ERROR)\s+(.*)$")
-
-
-def normalise(msg):
-    msg = re.sub(r"12D3KooW[1-9A-HJ-NP-Za-km-z]+", "<peer>", msg)
-    msg = re.sub(r"/ip4/[0-9.]+/tcp/\d+", "<addr>", msg)
-    msg = re.sub(r"\b[0-9a-f]{16,}\b", "<hex>", msg)
-    msg = re.sub(r"\b\d+(\.\d+)?\b", "<n>", msg)
-    return msg[:220]
-
-
 def cmd_logs(a):
+    """WARN/ERROR/panic lines of every node log, grouped by level, target and message (cut at
+    the first field, numbers replaced), with C tools: a log can be gigabytes."""
+    import shlex
     res = Results(a.results)
     counts = {"WARN": 0, "ERROR": 0, "panic": 0}
-    groups = {}
-    files_with = set()
+    groups = {}  # (level, message) -> [lines, nodes]
+    files_with = 0
     for path in a.files:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if "panicked" in line:
-                    counts["panic"] += 1
-                    files_with.add(path)
-                    key = ("panic", normalise(line.strip()))
-                    groups.setdefault(key, set()).add(path)
-                    continue
-                m = LOG_LINE.match(line)
-                if m:
-                    counts[m.group(1)] += 1
-                    files_with.add(path)
-                    key = (m.group(1), normalise(m.group(2)))
-                    groups[key] = groups.get(key, set()) | {path}
+        pipe = (f"grep -aE '^[^ ]+ +(WARN|ERROR) |panicked' {shlex.quote(path)} | "
+                "sed -E 's/^[^ ]+ +//; s/=.*//; s/\\b[0-9]+\\b/N/g' | cut -c1-200 | sort | uniq -c")
+        out = subprocess.run(["sh", "-c", pipe], capture_output=True, text=True, errors="replace",
+                             check=False, env=dict(os.environ, LC_ALL="C")).stdout
+        seen = False
+        for line in out.splitlines():
+            n, _, msg = line.strip().partition(" ")
+            level = msg.split(" ", 1)[0]
+            if level not in ("WARN", "ERROR"):
+                level = "panic"
+            counts[level] += int(n)
+            g = groups.setdefault((level, msg), [0, 0])
+            g[0] += int(n)
+            g[1] += 1
+            seen = True
+        files_with += seen
     res.put("logs.warn", counts["WARN"])
     res.put("logs.error", counts["ERROR"])
     res.put("logs.panic", counts["panic"])
-    res.put("logs.nodes_with", len(files_with))
-    order = sorted(groups.items(), key=lambda kv: -len(kv[1]))
-    for (lvl, msg), paths in order[:a.top]:
-        res.detail(f"node logs, {lvl} on {len(paths)} node(s): `{msg}`")
+    res.put("logs.nodes_with", files_with)
+    order = sorted(groups.items(), key=lambda kv: -kv[1][0])
+    for (lvl, msg), (n, nodes) in order[:a.top]:
+        res.detail(f"node logs: {n} x on {nodes} node(s): `{msg}`")
     if len(order) > a.top:
         res.detail(f"node logs: {len(order) - a.top} more kinds of WARN/ERROR line (see the logs)")
 
@@ -586,25 +581,28 @@ RX_CHANGED = re.compile(r'^peer state changed peer=(\S+) from="(\w+)" to="(\w+)"
 
 
 def log_events(path):
-    """[(epoch, kind, peer, from, to)] of one node log: mounted, joined, state changes."""
+    """[(epoch, kind, peer, from, to)] of one node log: mounted, joined, state changes.
+    (grep first: a log can be gigabytes of gossipsub warnings when peers stop reading.)"""
     from datetime import datetime, timezone
     out = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            m = LOG_EVENT.match(line)
-            if not m:
-                continue
-            msg = m.group(2)
-            kind = None
-            if RX_MOUNTED.match(msg):
-                kind = ("mounted", None, None, None)
-            elif (j := RX_JOINED.match(msg)):
-                kind = ("state", j.group(1), None, "alive")
-            elif (c := RX_CHANGED.match(msg)):
-                kind = ("state", c.group(1), c.group(2), c.group(3))
-            if kind:
-                t = datetime.fromisoformat(m.group(1)).replace(tzinfo=timezone.utc).timestamp()
-                out.append((t,) + kind)
+    lines = subprocess.run(["grep", "-aE", "mounted mount=|peer joined|peer state changed", path],
+                           capture_output=True, text=True, errors="replace", check=False,
+                           env=dict(os.environ, LC_ALL="C")).stdout.splitlines()
+    for line in lines:
+        m = LOG_EVENT.match(line)
+        if not m:
+            continue
+        msg = m.group(2)
+        kind = None
+        if RX_MOUNTED.match(msg):
+            kind = ("mounted", None, None, None)
+        elif (j := RX_JOINED.match(msg)):
+            kind = ("state", j.group(1), None, "alive")
+        elif (c := RX_CHANGED.match(msg)):
+            kind = ("state", c.group(1), c.group(2), c.group(3))
+        if kind:
+            t = datetime.fromisoformat(m.group(1)).replace(tzinfo=timezone.utc).timestamp()
+            out.append((t,) + kind)
     return out
 
 
@@ -620,7 +618,8 @@ def cmd_logtimes(a):
         name, path = spec.split("=", 1)
         states = {}
         t_mounted = t_complete = None
-        for t, kind, peer, frm, to in log_events(path):
+        events = log_events(path)
+        for t, kind, peer, frm, to in events:
             if kind == "mounted":
                 t_mounted = t_mounted or t
                 continue
@@ -642,7 +641,7 @@ def cmd_logtimes(a):
         else:
             never.append(name)
         if a.t_kill is not None and name not in killed_nodes:
-            evs = [(t, peer, to) for t, kind, peer, _f, to in log_events(path)
+            evs = [(t, peer, to) for t, kind, peer, _f, to in events
                    if kind == "state" and peer in killed and t >= a.t_kill]
             dead_t = {}
             for t, peer, to in evs:
@@ -716,7 +715,8 @@ def rows(r, meta):
           f"{meta['spawn_batch']} at a time, each batch once node 1 sees the previous ones alive)"),
          f("start.spawn_s", 2), "s"),
         (f"Start: all {n} nodes mounted (node logs)", f("log.all_mounted_s", 2), "s from node 1's start"),
-        (f"Start: all {n} nodes answering `status` (polls)", f("form.all_up_s"), "s from node 1's start"),
+        (f"Start: all {n} nodes answering `status` (polls)", f("form.all_up_s"),
+         f"s from node 1's start (the first poll began at {f('form.first_poll_s')} s)"),
         (f"Membership: every node's view shows {n - 1} peers alive (node logs)", f("log.alive_s", 2), "s from node 1's start"),
         ("Membership: the same, after the last node was spawned", f("form.alive_after_spawn_s", 2), "s"),
         ("Membership: the same, confirmed by `status --json` on every node", f("form.alive_s"),
