@@ -358,6 +358,12 @@ def sync_bytes(m):
                if k.startswith("p2pfs_rpc_bytes_total{") and 'protocol="sync"' in k)
 
 
+def gossip(m, name, direction):
+    """Sum over topics of p2pfs_gossip_<name>_total{...,direction=...}; None if not served."""
+    keys = [k for k in m if k.startswith(f"p2pfs_gossip_{name}_total{{") and f'direction="{direction}"' in k]
+    return sum(m[k] for k in keys) if keys else None
+
+
 def snapshot(pids, exclude_ports):
     t = time.time()
     cpu = {p: proc_cpu_ticks(p) for p in pids}
@@ -421,6 +427,15 @@ def cmd_idle(a):
     sync = [(sync_bytes(b) - sync_bytes(a_)) / dt for a_, b in zip(m1, m2) if a_ and b]
     if sync:
         put_summary(res, "idle.sync_Bps", sync)
+    for key, name, direction in (("idle.gossip_in_mps", "messages", "in"),
+                                 ("idle.gossip_in_Bps", "bytes", "in"),
+                                 ("idle.gossip_out_mps", "messages", "out")):
+        vals = []
+        for a_, b in zip(m1, m2):
+            if a_ and b and gossip(a_, name, direction) is not None and gossip(b, name, direction) is not None:
+                vals.append((gossip(b, name, direction) - gossip(a_, name, direction)) / dt)
+        if vals:
+            put_summary(res, key, vals)
     pc = [b["p2pfs_peers_connected"] for b in m2 if b and "p2pfs_peers_connected" in b]
     if pc:
         put_summary(res, "idle.peers_connected", pc)
@@ -724,7 +739,9 @@ def rows(r, meta):
         (f"Propagation: `cp` of {meta['probe_mib']} MiB into node 1's mount (incl. close)", f("probe.cp_s", 2), "s"),
         (f"Propagation: reads back (sha256 ok) on node {mid}", f("probe.mid_s", 2), "s after the close"),
         (f"Propagation: reads back (sha256 ok) on node {far} (the farthest mount)", f("probe.far_s", 2), "s after the close"),
-        ("Idle: gossip messages per node", "not counted", "(no gossip counter in status or metrics)"),
+        ("Idle: gossip messages received per node (new to it, all topics)", mmm("idle.gossip_in_mps", 2), "messages/s min / median / max"),
+        ("Idle: gossip payload received per node", mmm("idle.gossip_in_Bps", 2, 1e-3), "kB/s min / median / max"),
+        ("Idle: gossip messages published per node", mmm("idle.gossip_out_mps", 3), "messages/s min / median / max"),
         (f"Idle ({idle} s): TCP payload sent per node, all protocols", mmm("idle.tx_Bps", 2, 1e-3), "kB/s min / median / max"),
         ("Idle: TCP payload received per node, all protocols", mmm("idle.rx_Bps", 2, 1e-3), "kB/s min / median / max"),
         ("Idle: TCP data segments sent per node", mmm("idle.segs_out_ps", 1), "segments/s min / median / max"),
@@ -789,17 +806,17 @@ NOTES = [
     "`p2pfs-ctl status --json` on every node once a second (those times are good to a second "
     "plus one poll). File reads are polled every 50 ms (`readdir` until the name shows, then "
     "open and sha256 of the whole file).",
-    "Gossip is not counted by p2pfs: `status --json` has no traffic fields and the metrics "
-    "endpoint counts only the chunk and sync RPC streams (`p2pfs_rpc_bytes_total`). The idle "
-    "traffic rows are therefore every TCP byte of each node (gossip, ping, identify, Kademlia, "
+    "Gossip rows come from the metrics endpoint (`p2pfs_gossip_messages_total` and "
+    "`p2pfs_gossip_bytes_total`, summed over topics): messages new to the node and their "
+    "payloads, before gossipsub's duplicates and control traffic. The TCP rows are every byte "
+    "of each node (gossip with its duplicates, ping, identify, Kademlia, "
     "anti-entropy sync, with Noise and yamux framing), from the kernel's per-socket `tcp_info` "
     "counters (`ss -tinp`: bytes_sent, bytes_received, data_segs_out) at the start and end of the "
     "window, summed per process; on loopback every byte one node sends another receives. "
     "`/proc/PID/io` rchar/wchar are not used: they count read()/write() but not the "
     "send()/recv() calls Rust's TcpStream makes, so a node that received 4 MiB over TCP shows "
-    "only its file I/O there. Membership alone is one announcement per node every 2 s, so each "
-    "node receives at least (N-1)/2 membership messages a second before gossipsub duplicates and "
-    "IHAVE/IWANT control traffic.",
+    "only its file I/O there. Each node announces itself every max(2 s, N/8 s), so each node "
+    "receives about min(N/2, 8) membership messages a second (before gossipsub duplicates).",
     "CPU is utime+stime from /proc/PID/stat over the idle window (all threads), as % of one "
     "core; RSS is VmRSS at its end. Nothing but the nodes runs during the window (no status "
     "polls; the metrics endpoints are scraped just before and after it).",

@@ -19,6 +19,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v man >/dev/null || need+=(man-db) # tests/package.rs checks the man pages with man -w
+command -v python3 >/dev/null || need+=(python3) # bench/scale's measuring half (stdlib only)
+command -v ss >/dev/null || need+=(iproute2)      # bench/scale reads tcp_info with ss
 if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
     need+=(rustup)
 fi

@@ -20,7 +20,7 @@ use crate::membership::{
     AnnouncedState, Announcement, LivenessConfig, Membership, MembershipEvent, parse_addrs,
 };
 use crate::namespace::Entry;
-use crate::net::{MAX_GOSSIP, NetEvent, NetHandle, Topic};
+use crate::net::{MAX_GOSSIP, NetEvent, NetEvents, NetHandle, Topic};
 // Hostile peers: gossip verdicts (see `on_gossip`).
 use crate::net::guard::Offence;
 use crate::net::{GossipId, Verdict};
@@ -30,8 +30,9 @@ use crate::rpc::sync;
 
 pub struct ClusterConfig {
     pub replicas: usize,
+    /// Liveness thresholds and the announce interval (both stretched in a large network:
+    /// [`Membership::announce_period`]).
     pub liveness: LivenessConfig,
-    pub announce_every: Duration,
     pub sync_every: Duration,
     /// Bytes this node offers for chunks (its placement weight).
     pub capacity: u64,
@@ -55,8 +56,13 @@ pub fn decode_namespace_gossip(data: &[u8]) -> Option<NamespaceGossip> {
     ciborium::from_reader(data).ok()
 }
 
-/// How often members this node has no connection to are dialed.
+/// How often the connections are topped up (see `redial_members`).
 const REDIAL_EVERY: Duration = Duration::from_secs(3);
+/// Connections a node opens on its own to stay part of the gossip mesh: enough for
+/// gossipsub's mesh (6) with a margin. Others come from peers dialing in and from chunk
+/// transfers (those close after two idle minutes), so a node's connection count, and with it
+/// its ping and gossip traffic, stays flat however large the network.
+pub const PEERS_TARGET: usize = 8;
 /// Committed entries are gossiped at most this often (batched), and a subscription is
 /// answered with an announcement at most this often: see `run`.
 const GOSSIP_PACE: Duration = Duration::from_millis(50);
@@ -357,7 +363,7 @@ impl Cluster {
 
     async fn announce(&self) {
         let state = *self.state.lock();
-        let addrs = self.net.listen_addrs().await;
+        let addrs = self.net.listen_addrs();
         let a = Announcement {
             peer: self.net.local.to_bytes(),
             addrs: addrs.iter().map(Multiaddr::to_string).collect(),
@@ -523,25 +529,31 @@ impl Cluster {
     }
     // ---- end of gossip verdicts ----
 
-    /// Dials the members of the view this node has no connection to (a link that was cut
-    /// and has come back, a peer that restarted): without it, two halves of a healed
-    /// partition would wait for mDNS or a bootstrap address to find each other again. Members
-    /// that left are not dialed; forgotten ones are no longer in the view.
-    async fn redial_members(&self) {
+    /// Keeps this node connected, without connecting it to everyone: while it has fewer than
+    /// [`PEERS_TARGET`] connections it dials live members it is not connected to, picked at
+    /// random (random picks make a well-connected mesh); and every time it also dials one
+    /// member it thinks dead, so the two halves of a healed partition, or a peer that
+    /// restarted, find each other again without mDNS or a bootstrap address. Members that left
+    /// are not dialed; forgotten ones are no longer in the view.
+    fn redial_members(&self) {
+        use crate::membership::PeerState;
         let connected: std::collections::HashSet<PeerId> =
-            self.net.connected().await.into_iter().collect();
-        let missing: Vec<(PeerId, Vec<libp2p::Multiaddr>)> = self
+            self.net.connected().into_iter().collect();
+        let wanted = PEERS_TARGET.saturating_sub(connected.len());
+        let (live, dead): (Vec<_>, Vec<_>) = self
             .membership
             .read()
             .members()
-            .filter(|m| {
-                m.state != crate::membership::PeerState::Left && !connected.contains(&m.peer)
-            })
-            .map(|m| (m.peer, m.addrs.clone()))
-            .collect();
-        for (peer, addrs) in missing {
-            self.net.add_addresses(peer, addrs);
-            self.net.dial(peer);
+            .filter(|m| m.state != PeerState::Left && !connected.contains(&m.peer))
+            .map(|m| (m.peer, m.addrs.clone(), m.state.is_live()))
+            .partition(|(_, _, live)| *live);
+        let mut rng = rand::thread_rng();
+        let picks = live
+            .choose_multiple(&mut rng, wanted)
+            .chain(dead.choose(&mut rng));
+        for (peer, addrs, _) in picks {
+            self.net.add_addresses(*peer, addrs.clone());
+            self.net.dial(*peer);
         }
     }
 
@@ -549,10 +561,12 @@ impl Cluster {
     pub async fn run(
         self: Arc<Self>,
         core: Arc<Mount>,
-        mut events: mpsc::Receiver<NetEvent>,
+        mut events: NetEvents,
         mut committed: mpsc::UnboundedReceiver<Vec<Entry>>,
     ) {
-        let mut announce = tokio::time::interval(self.config.announce_every);
+        // Announcements: every announce period (longer in a large network), jittered by up
+        // to a tenth so the nodes' announcements do not fall in step.
+        let mut next_announce = tokio::time::Instant::now();
         let mut liveness = tokio::time::interval(Duration::from_millis(500));
         let mut anti_entropy = tokio::time::interval(self.config.sync_every);
         let mut redial = tokio::time::interval(REDIAL_EVERY);
@@ -575,6 +589,10 @@ impl Cluster {
                             self.log_membership(self.membership.write().heard_from(&from, Instant::now()));
                             self.on_gossip(topic, from, data, id, &core);
                         }
+                        // Only a newcomer (not yet in the view) needs to hear from us now;
+                        // a known member hears our next announcement. Answering every
+                        // subscription would make every reconnection a network-wide message.
+                        NetEvent::Subscribed(peer) if self.membership.read().get(&peer).is_some() => {}
                         NetEvent::Subscribed(_) => match last_subscribed_announce {
                             Some(t) if t.elapsed() < SUBSCRIBED_ANNOUNCE_PACE => {
                                 subscribed_announce_due = Some(t + SUBSCRIBED_ANNOUNCE_PACE);
@@ -612,18 +630,23 @@ impl Cluster {
                     self.publish_entries(std::mem::take(&mut unsent));
                     next_gossip = tokio::time::Instant::now() + GOSSIP_PACE;
                 }
-                _ = announce.tick() => self.announce().await,
+                _ = tokio::time::sleep_until(next_announce) => {
+                    self.announce().await;
+                    let period = self.membership.read().announce_period();
+                    let jitter = period.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.0..0.1));
+                    next_announce = tokio::time::Instant::now() + period - jitter;
+                }
                 _ = liveness.tick() => {
                     let events = self.membership.write().tick(Instant::now());
                     self.log_membership(events);
                 }
                 _ = anti_entropy.tick() => {
-                    let peers = self.net.connected().await;
+                    let peers = self.net.connected();
                     if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
                         self.spawn_sync(*peer, &core);
                     }
                 }
-                _ = redial.tick() => self.redial_members().await,
+                _ = redial.tick() => self.redial_members(),
             }
         }
     }

@@ -601,7 +601,7 @@ impl StatusSource {
             .await
             .unwrap_or_default();
         let net = &self.cluster.net;
-        let connected = net.connected().await;
+        let connected = net.connected();
         let now = std::time::Instant::now();
         let peers = self
             .cluster
@@ -622,12 +622,7 @@ impl StatusSource {
             version: env!("CARGO_PKG_VERSION").to_string(),
             peer_id: net.local.to_string(),
             network_fingerprint: self.network_fingerprint.clone(),
-            listen_addrs: net
-                .listen_addrs()
-                .await
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
+            listen_addrs: net.listen_addrs().iter().map(|a| a.to_string()).collect(),
             network: if connected.is_empty() {
                 "isolated"
             } else {

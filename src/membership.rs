@@ -111,9 +111,23 @@ pub struct Member {
     pub seq: u64,
 }
 
+/// Announcements the whole network sends per second, at most, once it is large: every node
+/// announces once per [`Membership::announce_period`], which grows with the membership so that
+/// what each node receives stays flat as the network grows. Up to 16 members the configured
+/// interval (2 s) applies unchanged.
+pub const NETWORK_ANNOUNCEMENTS_PER_SEC: u32 = 8;
+
+/// Silence thresholds are never shorter than this many announce periods: a peer is suspected
+/// only after missing three announcements in a row, declared dead after missing five.
+const SUSPECT_PERIODS: u32 = 3;
+const DEAD_PERIODS: u32 = 5;
+
 /// How long silence lasts before the view gives up on a peer, step by step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LivenessConfig {
+    /// How often a node announces itself in a small network (see
+    /// [`Membership::announce_period`]).
+    pub announce_every: Duration,
     /// Alive becomes suspect after this much silence.
     pub suspect_after: Duration,
     /// Suspect becomes dead (and leaving becomes left) after this much silence. Long enough
@@ -126,6 +140,7 @@ pub struct LivenessConfig {
 impl Default for LivenessConfig {
     fn default() -> Self {
         LivenessConfig {
+            announce_every: Duration::from_secs(2),
             suspect_after: Duration::from_secs(6),
             dead_after: Duration::from_secs(60),
             forget_after: Duration::from_secs(60 * 60),
@@ -239,7 +254,7 @@ impl Membership {
     /// through it anyway (alive → suspect → dead gives two events), so every event is a step
     /// of the state machine.
     pub fn tick(&mut self, now: Instant) -> Vec<MembershipEvent> {
-        let config = self.config;
+        let config = self.effective_liveness();
         let mut events = Vec::new();
         self.members.retain(|&peer, member| {
             let silence = now.saturating_duration_since(member.last_seen);
@@ -283,6 +298,36 @@ impl Membership {
     /// How many other peers are alive or suspect.
     pub fn live_count(&self) -> usize {
         self.members.values().filter(|m| m.state.is_live()).count()
+    }
+
+    /// How often this node announces itself: the configured interval, stretched in a large
+    /// network so the whole network sends at most [`NETWORK_ANNOUNCEMENTS_PER_SEC`] (each node
+    /// then receives that many, whatever the size). Every node computes it from its own view;
+    /// views that differ by a few members give nearly the same period.
+    pub fn announce_period(&self) -> Duration {
+        let members = self.live_count() as u32 + 1;
+        self.config
+            .announce_every
+            .max(Duration::from_secs(1) * members / NETWORK_ANNOUNCEMENTS_PER_SEC)
+    }
+
+    /// The liveness thresholds in force: the configured ones, but never shorter than
+    /// [`SUSPECT_PERIODS`] and [`DEAD_PERIODS`] announce periods, so a large network, whose
+    /// members announce less often, does not mistake that for silence. (The cost: failure
+    /// detection past 16 members takes longer, in proportion to the membership.)
+    pub fn effective_liveness(&self) -> LivenessConfig {
+        let period = self.announce_period();
+        let suspect_after = self.config.suspect_after.max(period * SUSPECT_PERIODS);
+        LivenessConfig {
+            announce_every: period,
+            suspect_after,
+            dead_after: self
+                .config
+                .dead_after
+                .max(period * DEAD_PERIODS)
+                .max(suspect_after),
+            forget_after: self.config.forget_after,
+        }
     }
 }
 
@@ -405,6 +450,71 @@ mod tests {
             Ok(vec![changed(p, PeerState::Alive, PeerState::Leaving)])
         );
         assert!(view.placement_peers().is_empty());
+    }
+
+    /// A view of `n` live members besides the local node, all heard at `t0`.
+    fn view_of(n: usize, config: LivenessConfig, t0: Instant) -> (Membership, Vec<PeerId>) {
+        let mut view = Membership::new(peer(0), config);
+        let peers: Vec<PeerId> = (0..n)
+            .map(|i| {
+                let mut secret = [7u8; 32];
+                secret[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                Keypair::ed25519_from_bytes(secret)
+                    .expect("any 32 bytes are an ed25519 secret")
+                    .public()
+                    .to_peer_id()
+            })
+            .collect();
+        for p in &peers {
+            view.apply(&announcement(*p, 1, AnnouncedState::Alive), t0)
+                .unwrap();
+        }
+        (view, peers)
+    }
+
+    #[test]
+    fn announce_period_keeps_the_network_wide_rate_flat() {
+        let t0 = Instant::now();
+        let config = LivenessConfig {
+            dead_after: 10 * SECOND,
+            ..LivenessConfig::default()
+        };
+        // Up to 16 members (15 peers and us): the configured 2 s, thresholds as configured.
+        let (small, _) = view_of(15, config, t0);
+        assert_eq!(small.announce_period(), 2 * SECOND);
+        assert_eq!(small.effective_liveness(), config);
+        for n in [31usize, 63, 255, 9_999] {
+            let (view, _) = view_of(n, config, t0);
+            let period = view.announce_period();
+            // What the network sends per second: one announcement per member per period.
+            let rate = (n + 1) as f64 / period.as_secs_f64();
+            assert!(
+                (rate - f64::from(NETWORK_ANNOUNCEMENTS_PER_SEC)).abs() < 1e-6,
+                "{n} members: {rate} announcements/s"
+            );
+            let live = view.effective_liveness();
+            assert_eq!(live.suspect_after, period * 3);
+            assert_eq!(live.dead_after, period * 5);
+        }
+    }
+
+    #[test]
+    fn a_large_view_waits_three_periods_before_suspecting() {
+        let t0 = Instant::now();
+        let config = LivenessConfig {
+            dead_after: 10 * SECOND,
+            ..LivenessConfig::default()
+        };
+        // 64 members: one announcement every 8 s from each.
+        let (mut view, peers) = view_of(63, config, t0);
+        assert_eq!(view.announce_period(), 8 * SECOND);
+        // The configured 6 s of silence is less than one period: nobody is suspected yet.
+        assert_eq!(view.tick(t0 + 23 * SECOND), vec![]);
+        let events = view.tick(t0 + 24 * SECOND);
+        assert_eq!(events.len(), peers.len());
+        assert!(events.contains(&changed(peers[0], PeerState::Alive, PeerState::Suspect)));
+        assert_eq!(view.tick(t0 + 40 * SECOND - MILLI), vec![]);
+        assert_eq!(view.tick(t0 + 40 * SECOND).len(), peers.len());
     }
 
     #[test]

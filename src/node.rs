@@ -237,6 +237,7 @@ impl Node {
             listen: self.config.listen_addrs(),
             bootstrap: self.config.bootstrap_addrs(),
             mdns: n.mdns,
+            max_queued_gossip: crate::net::MAX_QUEUED_GOSSIP,
         })?;
         let cluster = Cluster::new(
             net.clone(),
@@ -244,11 +245,11 @@ impl Node {
             ClusterConfig {
                 replicas: n.replicas as usize,
                 liveness: LivenessConfig {
+                    announce_every: Duration::from_millis(n.announce_interval_ms),
                     suspect_after: Duration::from_secs(n.suspect_after_secs),
                     dead_after: Duration::from_secs(n.dead_after_secs),
                     ..LivenessConfig::default()
                 },
-                announce_every: Duration::from_millis(n.announce_interval_ms),
                 sync_every: Duration::from_secs(n.sync_interval_secs),
                 capacity: self.capacity(),
             },

@@ -20,8 +20,8 @@ mod counters;
 pub mod http;
 
 pub use counters::{
-    CHUNK_TRAFFIC, Counted, FUSE, FuseMetrics, FuseOp, LatencyHistogram, OpTimer, SYNC_TRAFFIC,
-    Traffic, fuse_op, fuse_read, fuse_written,
+    CHUNK_TRAFFIC, Counted, FUSE, FuseMetrics, FuseOp, GOSSIP, GOSSIP_TOPICS, GossipCounters,
+    LatencyHistogram, OpTimer, SYNC_TRAFFIC, Traffic, fuse_op, fuse_read, fuse_written,
 };
 
 use std::fmt;
@@ -115,10 +115,7 @@ impl Source {
             }
         }
         let net = &self.cluster.net;
-        let connected = tokio::time::timeout(Duration::from_secs(2), net.connected())
-            .await
-            .ok()
-            .map(|c| c.len() as u64);
+        let connected = Some(net.connected_count() as u64);
         let mut peers = PEER_STATES.map(|s| (s, 0u64));
         for m in self.cluster.membership.read().members() {
             if let Some(slot) = peers.iter_mut().find(|(s, _)| *s == m.state.as_str()) {
@@ -298,6 +295,37 @@ impl Collector for Snapshot {
                 }
             }
         }
+        for (name, help, bytes) in [
+            (
+                "gossip_messages",
+                "Gossip messages received (new to this node) and published, by topic.",
+                false,
+            ),
+            (
+                "gossip_bytes",
+                "Payload bytes of the gossip messages received (new to this node) and published, by topic.",
+                true,
+            ),
+        ] {
+            let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (i, topic) in GOSSIP_TOPICS.iter().enumerate() {
+                for (direction, (n, b)) in [
+                    ("in", GOSSIP.received_on(i)),
+                    ("out", GOSSIP.published_on(i)),
+                ] {
+                    let v = if bytes { b } else { n };
+                    let labels = [("topic", *topic), ("direction", direction)];
+                    m.encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+                }
+            }
+        }
+        counter(
+            e,
+            "gossip_dropped",
+            "Gossip messages dropped unread: the queue to the node full, or the source over its rate.",
+            GOSSIP.dropped_total(),
+        )?;
         counter(
             e,
             "cache_hits",
@@ -521,6 +549,9 @@ mod tests {
             "p2pfs_cache_hits_total 5\n",
             "p2pfs_peer_offences_total{kind=\"flood\"} 1\n",
             "p2pfs_rpc_bytes_total{protocol=\"sync\",direction=\"out\"} ",
+            "p2pfs_gossip_messages_total{topic=\"membership\",direction=\"in\"} ",
+            "p2pfs_gossip_bytes_total{topic=\"namespace\",direction=\"out\"} ",
+            "p2pfs_gossip_dropped_total ",
             "p2pfs_fuse_operations_total{op=\"create\"} ",
             "p2pfs_fuse_operation_duration_seconds_bucket{le=\"0.00005\",op=\"read\"} ",
         ] {

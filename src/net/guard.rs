@@ -169,6 +169,9 @@ struct PeerRecord {
     refilled: Option<Instant>,
     streams: [u32; 2],
     last_sync_hint: Option<Instant>,
+    /// When this node last made or served a chunk or sync request with the peer (the
+    /// connection manager keeps such connections open: `net::EventLoop::trim_connections`).
+    last_used: Option<Instant>,
 }
 
 impl PeerRecord {
@@ -355,6 +358,7 @@ impl PeerGuard {
             let rec = state.record(peer);
             if rec.streams[kind.index()] < kind.limit() {
                 rec.streams[kind.index()] += 1;
+                rec.last_used = Some(Instant::now());
                 return Some(StreamPermit {
                     guard: self.clone(),
                     peer,
@@ -416,6 +420,21 @@ impl PeerGuard {
             rec.generation += 1;
         }
         rec.connections += 1;
+    }
+
+    /// This node is making a request to `peer` (chunk or sync): its connection is in use.
+    pub fn used(&self, peer: PeerId) {
+        self.state.lock().record(peer).last_used = Some(Instant::now());
+    }
+
+    /// Whether `peer` has a request stream open on us, or was last used (either way) within
+    /// `window` of `now`.
+    pub(super) fn in_use(&self, peer: &PeerId, window: Duration, now: Instant) -> bool {
+        self.state.lock().peers.get(peer).is_some_and(|r| {
+            r.streams != [0, 0]
+                || r.last_used
+                    .is_some_and(|t| now.saturating_duration_since(t) < window)
+        })
     }
 
     pub(super) fn connection_closed(&self, peer: PeerId, remaining: u32) {

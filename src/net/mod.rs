@@ -16,6 +16,7 @@ pub mod guard;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use libp2p::futures::StreamExt;
@@ -25,7 +26,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, noise, ping, tcp,
     yamux,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::identity::NetworkKey;
 use guard::{Blocklist, Offence, PeerGuard};
@@ -51,12 +52,24 @@ pub enum Topic {
     Namespace,
 }
 
+impl Topic {
+    /// Index of the topic's label in [`crate::metrics::GOSSIP_TOPICS`].
+    fn index(self) -> usize {
+        match self {
+            Topic::Membership => 0,
+            Topic::Namespace => 1,
+        }
+    }
+}
+
 pub struct NetConfig {
     pub keypair: libp2p::identity::Keypair,
     pub network_key: NetworkKey,
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub mdns: bool,
+    /// Gossip messages waiting for the program at most ([`MAX_QUEUED_GOSSIP`]).
+    pub max_queued_gossip: usize,
 }
 
 pub enum NetEvent {
@@ -112,8 +125,6 @@ enum Command {
         addrs: Vec<Multiaddr>,
     },
     Dial(PeerId),
-    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
-    Connected(oneshot::Sender<Vec<PeerId>>),
 }
 
 #[derive(Clone)]
@@ -123,6 +134,41 @@ pub struct NetHandle {
     pub local: PeerId,
     /// Offences, per-peer limits and the block list.
     pub guard: Arc<PeerGuard>,
+    /// What the loop knows that others ask about often, readable without a round trip
+    /// through the loop (see [`SharedState`]).
+    shared: Arc<parking_lot::RwLock<SharedState>>,
+}
+
+/// Kept by the event loop, read by anyone. Queries never wait on the loop: the loop may itself
+/// be waiting for the program to take its events, and a query that waited on it would close
+/// the cycle (this deadlocked nodes of a 64-node network under gossip load).
+#[derive(Default)]
+struct SharedState {
+    connected: HashSet<PeerId>,
+    /// Concrete addresses we listen on (a wildcard listener expands to one per interface).
+    listen_addrs: Vec<Multiaddr>,
+}
+
+/// Gossip messages waiting to be taken by the program at most; past it, new ones are dropped
+/// (not forwarded; anti-entropy and the next announcement carry what they said).
+pub const MAX_QUEUED_GOSSIP: usize = 1024;
+
+/// The events of the network, in order. Connection events are never dropped (there is one per
+/// connection change); gossip is dropped when [`MAX_QUEUED_GOSSIP`] messages wait already, so
+/// a slow consumer never stalls the event loop.
+pub struct NetEvents {
+    rx: mpsc::UnboundedReceiver<NetEvent>,
+    queued_gossip: Arc<AtomicUsize>,
+}
+
+impl NetEvents {
+    pub async fn recv(&mut self) -> Option<NetEvent> {
+        let event = self.rx.recv().await;
+        if let Some(NetEvent::Gossip { .. }) = &event {
+            self.queued_gossip.fetch_sub(1, Ordering::Relaxed);
+        }
+        event
+    }
 }
 
 impl NetHandle {
@@ -159,20 +205,23 @@ impl NetHandle {
         let _ = self.tx.try_send(Command::Dial(peer));
     }
 
-    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::ListenAddrs(tx)).await.is_err() {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
+    /// Concrete addresses this node listens on.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.shared.read().listen_addrs.clone()
     }
 
-    pub async fn connected(&self) -> Vec<PeerId> {
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Command::Connected(tx)).await.is_err() {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
+    /// Peers with at least one open connection.
+    pub fn connected(&self) -> Vec<PeerId> {
+        self.shared.read().connected.iter().copied().collect()
+    }
+
+    /// How many peers have an open connection.
+    pub fn connected_count(&self) -> usize {
+        self.shared.read().connected.len()
+    }
+
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.shared.read().connected.contains(peer)
     }
 }
 
@@ -203,6 +252,21 @@ pub fn topic(key: &NetworkKey, t: Topic) -> gossipsub::IdentTopic {
     };
     gossipsub::IdentTopic::new(format!("p2pfs/{}/{name}", key.fingerprint()))
 }
+
+/// Peers a node stays connected to at most, unless more are in its gossip mesh or in use: past
+/// it, the connections idle longest are closed ([`EventLoop::trim_connections`]). gossipsub
+/// keeps a stream open on every connection, so without this every peer a node ever exchanged a
+/// chunk with would stay connected for good, and a node's pings, gossip and memory would grow
+/// with the network. (The cluster dials while under `cluster::PEERS_TARGET`, half of this.)
+pub const MAX_CONNECTED_PEERS: usize = 16;
+/// A connection is not closed for being surplus while younger than this, or while a chunk or
+/// sync request used it within this.
+const CONNECTION_GRACE: Duration = Duration::from_secs(30);
+
+/// A connection nothing uses (no stream open, not in a gossip mesh) is closed after this long:
+/// a chunk transfer to an owner outside the mesh reuses the connection for a burst of chunks,
+/// and a node does not keep a connection to every owner it ever talked to.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest yamux data frame. Yamux's 16 KiB default makes every 16 KiB of a 1 MiB chunk its
 /// own Noise message, flush and socket write; 256 KiB frames cut that per-frame cost 16-fold
@@ -242,6 +306,12 @@ pub fn build_swarm(
                 // Nothing is forwarded before the cluster has checked it (NetHandle::validated).
                 .validate_messages()
                 .heartbeat_interval(Duration::from_millis(700))
+                // A mesh of 4-8 peers per topic (default 5-12): each topic's mesh is kept
+                // connected, so this bounds the connections gossip holds open
+                // (MAX_CONNECTED_PEERS).
+                .mesh_n(6)
+                .mesh_n_low(4)
+                .mesh_n_high(8)
                 .build()
                 .map_err(|e| e.to_string())?;
             let gossipsub = gossipsub::Behaviour::new(
@@ -258,6 +328,11 @@ pub fn build_swarm(
             };
             let mut kad_config = kad::Config::new(StreamProtocol::new("/p2pfs/kad/1"));
             kad_config.set_query_timeout(Duration::from_secs(30));
+            // No periodic bootstrap: each one walks the id space and connects to dozens of
+            // peers, which then stay connected. Membership announcements already carry every
+            // member's addresses (see `cluster::redial_members` for how a node stays
+            // connected); Kademlia is the address book and answers closest-peers queries.
+            kad_config.set_periodic_bootstrap_interval(None);
             let mut kad =
                 kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
@@ -282,14 +357,14 @@ pub fn build_swarm(
             })
         })
         .map_err(|e| NetError::Build(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     Ok(swarm)
 }
 
 /// Builds the swarm, starts listening and dialing, and spawns the event loop on the current
 /// tokio runtime. The node's [`PeerGuard`] is installed for the process.
-pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
+pub fn start(config: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
     let guard = PeerGuard::new();
     guard.install();
     let mut swarm = build_swarm(
@@ -317,15 +392,19 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>),
     let control = swarm.behaviour().stream.new_control();
     let local = *swarm.local_peer_id();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let (event_tx, event_rx) = mpsc::channel(1024);
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let queued_gossip = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(parking_lot::RwLock::new(SharedState::default()));
     let event_loop = EventLoop {
         swarm,
         network_key: config.network_key,
         bootstrap: config.bootstrap,
         commands: cmd_rx,
         events: event_tx,
-        connected: HashSet::new(),
-        listen_addrs: Vec::new(),
+        queued_gossip: queued_gossip.clone(),
+        max_queued_gossip: config.max_queued_gossip,
+        connected_since: Default::default(),
+        shared: shared.clone(),
         dial_failures_reported: HashSet::new(),
         guard: guard.clone(),
     };
@@ -336,13 +415,13 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, mpsc::Receiver<NetEvent>),
             control,
             local,
             guard,
+            shared,
         },
-        event_rx,
+        NetEvents {
+            rx: event_rx,
+            queued_gossip,
+        },
     ))
-}
-
-async fn emit(events: &mpsc::Sender<NetEvent>, event: NetEvent) {
-    let _ = events.send(event).await;
 }
 
 struct EventLoop {
@@ -350,10 +429,14 @@ struct EventLoop {
     network_key: NetworkKey,
     bootstrap: Vec<Multiaddr>,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<NetEvent>,
-    connected: HashSet<PeerId>,
-    /// Concrete addresses we listen on (a wildcard listener expands to one per interface).
-    listen_addrs: Vec<Multiaddr>,
+    /// Never awaited: the loop must not wait for the program (see [`SharedState`]).
+    events: mpsc::UnboundedSender<NetEvent>,
+    /// Gossip events sent and not yet taken ([`NetEvents::recv`]).
+    queued_gossip: Arc<AtomicUsize>,
+    max_queued_gossip: usize,
+    /// When each connected peer's first open connection was established.
+    connected_since: std::collections::HashMap<PeerId, std::time::Instant>,
+    shared: Arc<parking_lot::RwLock<SharedState>>,
     /// Bootstrap failures already logged (each is logged once).
     dial_failures_reported: HashSet<String>,
     guard: Arc<PeerGuard>,
@@ -362,27 +445,22 @@ struct EventLoop {
 impl EventLoop {
     async fn run(mut self) {
         self.dial_bootstrap();
-        // Re-dial bootstrap addresses while alone; refresh Kademlia now and then so peers
-        // beyond the LAN are found through any peer.
+        // Re-dial bootstrap addresses while alone.
         let mut redial = tokio::time::interval(Duration::from_secs(5));
-        let mut kad_refresh = tokio::time::interval(Duration::from_secs(60));
+        let mut trim = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
                     Some(c) => self.on_command(c),
                     None => return,
                 },
                 _ = redial.tick() => {
-                    if self.connected.is_empty() {
+                    if self.shared.read().connected.is_empty() {
                         self.dial_bootstrap();
                     }
                 }
-                _ = kad_refresh.tick() => {
-                    if !self.connected.is_empty() {
-                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                    }
-                }
+                _ = trim.tick() => self.trim_connections(),
                 _ = self.guard.pending_changed() => {
                     for peer in self.guard.take_pending() {
                         tracing::debug!(%peer, "disconnecting a hostile peer");
@@ -391,6 +469,49 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Closes surplus connections: past [`MAX_CONNECTED_PEERS`] peers, those not in a gossip
+    /// mesh, connected for at least [`CONNECTION_GRACE`] and not used by a request within it,
+    /// longest connected first. A request that still races a close is retried on a fresh
+    /// connection by the rpc clients.
+    fn trim_connections(&mut self) {
+        let now = std::time::Instant::now();
+        let surplus = self
+            .connected_since
+            .len()
+            .saturating_sub(MAX_CONNECTED_PEERS);
+        if surplus == 0 {
+            return;
+        }
+        let mesh: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_mesh_peers()
+            .copied()
+            .collect();
+        let mut idle: Vec<(std::time::Instant, PeerId)> = self
+            .connected_since
+            .iter()
+            .filter(|(peer, since)| {
+                !mesh.contains(peer)
+                    && now.saturating_duration_since(**since) >= CONNECTION_GRACE
+                    && !self.guard.in_use(peer, CONNECTION_GRACE, now)
+            })
+            .map(|(peer, since)| (*since, *peer))
+            .collect();
+        idle.sort();
+        for (_, peer) in idle.into_iter().take(surplus) {
+            tracing::debug!(%peer, "closing a surplus connection");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Hands an event to the program without waiting (the receiver gone means the node is
+    /// stopping).
+    fn emit(&self, event: NetEvent) {
+        let _ = self.events.send(event);
     }
 
     fn report(&mut self, id: GossipId, acceptance: gossipsub::MessageAcceptance) {
@@ -412,9 +533,11 @@ impl EventLoop {
         match command {
             Command::Publish { topic: t, data } => {
                 let topic = topic(&self.network_key, t);
-                if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                let len = data.len();
+                match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                    Ok(_) => crate::metrics::GOSSIP.published(t.index(), len),
                     // No subscribed peer yet (alone, or just starting): anti-entropy covers it.
-                    tracing::debug!(?t, error = %e, "gossip publish");
+                    Err(e) => tracing::debug!(?t, error = %e, "gossip publish"),
                 }
             }
             Command::Validated { id, acceptance } => self.report(id, acceptance),
@@ -424,29 +547,24 @@ impl EventLoop {
                 }
             }
             Command::Dial(peer) => {
-                if !self.connected.contains(&peer) {
+                if !self.swarm.is_connected(&peer) {
                     let _ = self.swarm.dial(peer);
                 }
-            }
-            Command::ListenAddrs(reply) => {
-                let _ = reply.send(self.listen_addrs.clone());
-            }
-            Command::Connected(reply) => {
-                let _ = reply.send(self.connected.iter().copied().collect());
             }
         }
     }
 
-    async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
-                if !self.listen_addrs.contains(&address) {
-                    self.listen_addrs.push(address);
+                let mut shared = self.shared.write();
+                if !shared.listen_addrs.contains(&address) {
+                    shared.listen_addrs.push(address);
                 }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.listen_addrs.retain(|a| *a != address);
+                self.shared.write().listen_addrs.retain(|a| *a != address);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
@@ -458,9 +576,12 @@ impl EventLoop {
                         .kad
                         .add_address(&peer_id, endpoint.get_remote_address().clone());
                 }
-                if self.connected.insert(peer_id) {
+                self.connected_since
+                    .entry(peer_id)
+                    .or_insert_with(std::time::Instant::now);
+                if self.shared.write().connected.insert(peer_id) {
                     tracing::debug!(peer = %peer_id, "connected");
-                    emit(&self.events, NetEvent::Connected(peer_id)).await;
+                    self.emit(NetEvent::Connected(peer_id));
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -469,8 +590,11 @@ impl EventLoop {
                 ..
             } => {
                 self.guard.connection_closed(peer_id, num_established);
-                if num_established == 0 && self.connected.remove(&peer_id) {
-                    emit(&self.events, NetEvent::Disconnected(peer_id)).await;
+                if num_established == 0 {
+                    self.connected_since.remove(&peer_id);
+                }
+                if num_established == 0 && self.shared.write().connected.remove(&peer_id) {
+                    self.emit(NetEvent::Disconnected(peer_id));
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -499,7 +623,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr);
-                    if !self.connected.contains(&peer) {
+                    if !self.swarm.is_connected(&peer) {
                         let _ = self.swarm.dial(peer);
                     }
                 }
@@ -534,26 +658,33 @@ impl EventLoop {
                     self.report(id, gossipsub::MessageAcceptance::Ignore);
                     return;
                 };
+                crate::metrics::GOSSIP.received(t.index(), message.data.len());
                 if !self.guard.allow_gossip(from) {
+                    crate::metrics::GOSSIP.dropped();
                     self.report(id, gossipsub::MessageAcceptance::Ignore);
                     return;
                 }
-                emit(
-                    &self.events,
-                    NetEvent::Gossip {
-                        topic: t,
-                        from,
-                        data: message.data,
-                        id,
-                    },
-                )
-                .await;
+                // Past the queue bound the message is dropped here, unforwarded: the loop
+                // never waits for the program.
+                if self.queued_gossip.load(Ordering::Relaxed) >= self.max_queued_gossip {
+                    tracing::debug!(%from, "gossip queue full; a message dropped");
+                    crate::metrics::GOSSIP.dropped();
+                    self.report(id, gossipsub::MessageAcceptance::Ignore);
+                    return;
+                }
+                self.queued_gossip.fetch_add(1, Ordering::Relaxed);
+                self.emit(NetEvent::Gossip {
+                    topic: t,
+                    from,
+                    data: message.data,
+                    id,
+                });
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
                 peer_id,
                 ..
             })) => {
-                emit(&self.events, NetEvent::Subscribed(peer_id)).await;
+                self.emit(NetEvent::Subscribed(peer_id));
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
@@ -565,5 +696,110 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(key: &NetworkKey, bootstrap: Vec<Multiaddr>, queue: usize) -> (NetHandle, NetEvents) {
+        start(NetConfig {
+            keypair: libp2p::identity::Keypair::generate_ed25519(),
+            network_key: key.clone(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap,
+            mdns: false,
+            max_queued_gossip: queue,
+        })
+        .unwrap()
+    }
+
+    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A node whose program does not take its events (busy, or waiting on the network) keeps
+    /// answering queries and keeps its event loop running; gossip beyond the queue bound is
+    /// dropped, connection events are not. Before, the loop waited for room in the event
+    /// channel while the program waited for the loop's answer: nodes of a 64-node network
+    /// stopped for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_that_does_not_take_its_events_stays_responsive_and_bounded() {
+        const QUEUE: usize = 20;
+        let key = NetworkKey::generate();
+        let (slow, mut slow_events) = node(&key, vec![], QUEUE);
+        eventually("slow node listening", || !slow.listen_addrs().is_empty()).await;
+        let addr = slow.listen_addrs()[0].clone();
+        let (fast, mut fast_events) = node(&key, vec![addr], 1024);
+        // The fast node's program takes its events; wait until the slow node subscribed.
+        let subscribed = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match fast_events.recv().await {
+                    Some(NetEvent::Subscribed(p)) if p == slow.local => break,
+                    Some(_) => {}
+                    None => panic!("fast node stopped"),
+                }
+            }
+        });
+        subscribed.await.expect("the slow node subscribes");
+        // Five times the queue bound, paced under the per-source rate limit.
+        for i in 0..QUEUE * 5 {
+            fast.publish(Topic::Namespace, format!("message {i}").into_bytes());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Queries answer at once, and the loop still runs: it hears what the fast node says.
+        assert_eq!(slow.connected(), vec![fast.local]);
+        assert_eq!(slow.connected_count(), 1);
+        slow.publish(Topic::Namespace, b"still here".to_vec());
+        let heard = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match fast_events.recv().await {
+                    Some(NetEvent::Gossip { data, id, .. }) => {
+                        fast.validated(id, Verdict::Accept);
+                        if data == b"still here" {
+                            break;
+                        }
+                    }
+                    Some(_) => {}
+                    None => panic!("fast node stopped"),
+                }
+            }
+        });
+        heard.await.expect("the slow node's loop still runs");
+        // What waited: the connection event, then at most QUEUE gossip messages.
+        let mut gossip = 0;
+        let mut connected = false;
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(200), slow_events.recv()).await
+        {
+            match event {
+                NetEvent::Gossip { .. } => gossip += 1,
+                NetEvent::Connected(p) => connected |= p == fast.local,
+                _ => {}
+            }
+        }
+        assert!(connected, "connection events are never dropped");
+        assert_eq!(
+            gossip, QUEUE,
+            "gossip waits up to the bound, the rest is dropped"
+        );
+        // Once taken, the queue has room again.
+        fast.publish(Topic::Namespace, b"after".to_vec());
+        let again = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(NetEvent::Gossip { data, .. }) = slow_events.recv().await
+                    && data == b"after"
+                {
+                    break;
+                }
+            }
+        });
+        again.await.expect("the queue drains and takes new gossip");
     }
 }

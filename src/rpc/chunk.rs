@@ -38,8 +38,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Opening a stream includes dialing: a peer that is cut off must not hold a writer for long
 /// (the writer then places the copy on the next node in rank, and repair moves it back).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
-/// An idle server stream is closed after this.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// An idle server stream is closed after this. Open streams keep their connection alive, so
+/// this (plus the swarm's idle connection timeout) is how long a connection to an owner outside
+/// the gossip mesh outlives its last transfer: short, so a node's connection count stays flat.
+/// A client's pooled stream closed by the server is noticed on use and replaced.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A request; a `Put`'s chunk bytes travel as the frame's body.
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,6 +112,7 @@ impl ChunkClient {
         request: &ChunkRequest,
         body: &[u8],
     ) -> Result<(ChunkResponse, Vec<u8>), ChunkRpcError> {
+        PeerGuard::current().used(peer);
         match self.call_once(peer, request, body, false).await {
             Err(
                 ChunkRpcError::Frame(FrameError::Io(_))

@@ -143,6 +143,7 @@ pub async fn sync_with(
     peer: PeerId,
     core: Arc<Mount>,
 ) -> Result<SyncReport, SyncError> {
+    PeerGuard::current().used(peer);
     let mut stream = open(control, peer).await?;
     let c = core.clone();
     let digest = blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
