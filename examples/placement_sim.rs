@@ -1,9 +1,10 @@
 //! Placement simulation front end (issue 8): prints, for each strategy, how evenly chunks
 //! spread over capacity and how many copies move on a join, a leave and a 1% loss, against the
-//! optimum, plus the time to place one chunk. Deterministic for a given `--seed`.
+//! optimum, plus the CPU time to place one chunk. Deterministic for a given `--seed`.
 //!
-//! `cargo run --release --example placement_sim -- --members 10000 --chunks 100000 --k 16,32,64`
-//! (`--full` adds the full-membership rule, O(members) per chunk: keep `--chunks` small then.)
+//! `cargo run --release --example placement_sim -- --members 10000 --chunks 10000000 --k 16,32,64`
+//! (`--full` adds the full-membership rule, O(members) per chunk, measured on the first
+//! `--full-sample` chunks only.)
 
 use std::time::Instant;
 
@@ -21,12 +22,23 @@ struct Args {
     spread: u64,
     #[arg(long, default_value_t = 3)]
     replicas: usize,
-    /// Neighbourhood sizes of the closest-peers rule to try.
+    /// Neighbourhood sizes of the closest-peers rules to try.
     #[arg(long, value_delimiter = ',', default_values_t = vec![16, 32, 64])]
     k: Vec<usize>,
-    /// Also simulate the full-membership rule.
+    /// Weightings of the closest-peers rules: `capacity` (plain), `region` (capacity over the
+    /// exact region), `d<j>` (capacity over the distance to the j-th closest other member;
+    /// `dk` for j = k), `m<l>` (capacity over region, union of l lookups).
+    #[arg(long, value_delimiter = ',', default_values_t = vec!["capacity".to_string(), "region".to_string()])]
+    weights: Vec<String>,
+    /// Also simulate the full-membership rule, on a sample of the chunks.
     #[arg(long)]
     full: bool,
+    /// Chunks the full-membership rule is measured on (the first ones: a uniform sample).
+    #[arg(long, default_value_t = 20_000)]
+    full_sample: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -34,46 +46,67 @@ struct Args {
 fn main() {
     let args = Args::parse();
     let t = Instant::now();
-    let w = world(
+    let mut w = world(
         args.seed,
         args.members,
         args.spread,
         args.chunks,
         args.replicas,
     );
+    if let Some(threads) = args.threads {
+        w.threads = threads;
+    }
     eprintln!(
-        "{} members (capacity spread {}x), {} chunks, R={}: world built in {:.1} s",
+        "{} members (capacity spread {}x), {} chunks, R={}, {} threads: world built in {:.1} s",
         args.members,
         args.spread,
         args.chunks,
         args.replicas,
+        w.threads,
         t.elapsed().as_secs_f64()
     );
-    let mut strategies: Vec<Strategy> = args.k.iter().map(|&k| Strategy::Closest { k }).collect();
+    let mut runs: Vec<(Strategy, u64)> = Vec::new();
     if args.full {
-        strategies.insert(0, Strategy::Full);
+        runs.push((Strategy::Full, args.full_sample.min(args.chunks)));
+    }
+    for &k in &args.k {
+        for weight in &args.weights {
+            let s = match weight.as_str() {
+                "capacity" => Strategy::Closest { k },
+                "region" => Strategy::ClosestRegion { k },
+                m if m.starts_with('m') => Strategy::ClosestMulti {
+                    k,
+                    lookups: m[1..].parse().expect("m<lookups>"),
+                },
+                "dk" => Strategy::ClosestNeighbour { k, j: k },
+                d if d.starts_with('d') => Strategy::ClosestNeighbour {
+                    k,
+                    j: d[1..].parse().expect("d<j>"),
+                },
+                other => panic!("unknown weighting {other}"),
+            };
+            runs.push((s, args.chunks));
+        }
     }
     println!(
-        "| strategy | load max/mean | join moved/opt | leave moved/opt | 1% loss moved/opt | chunks with every owner lost | us per chunk placed |"
+        "| strategy | chunks | mean copies/member | load max/mean | noise floor max/mean | excess CV | join moved/opt | leave moved/opt | 1% loss moved/opt | chunks with every owner lost | CPU us per chunk | wall s |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for s in strategies {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (s, chunks) in runs {
         let t = Instant::now();
-        let r = measure(&w, s, args.seed);
-        // measure() places every chunk four times (base, join, leave, loss).
-        let per_chunk = t.elapsed().as_secs_f64() * 1e6 / (4.0 * args.chunks as f64);
-        let name = match s {
-            Strategy::Full => "full membership".to_string(),
-            Strategy::Closest { k } => format!("closest k={k}"),
-        };
+        let r = measure(&w.sample(chunks), s, args.seed);
         println!(
-            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2e} | {:.1} |",
+            "| {s} | {chunks} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2e} | {:.2} | {:.0} |",
+            r.mean_copies,
             r.load_max_over_mean,
+            r.noise_max_over_mean,
+            r.excess_cv,
             r.join_moved_over_optimal,
             r.leave_moved_over_optimal,
             r.loss_moved_over_optimal,
             r.loss_all_owners_gone,
-            per_chunk
+            r.us_per_chunk,
+            t.elapsed().as_secs_f64()
         );
     }
 }

@@ -324,6 +324,8 @@ pub struct Cluster {
     config: ClusterConfig,
     seq: AtomicU64,
     state: parking_lot::Mutex<AnnouncedState>,
+    /// Peers this node runs an anti-entropy session with now (see `spawn_sync`).
+    syncing: Arc<parking_lot::Mutex<std::collections::HashSet<PeerId>>>,
 }
 
 impl Cluster {
@@ -352,6 +354,7 @@ impl Cluster {
             config,
             seq: AtomicU64::new(seq),
             state: parking_lot::Mutex::new(AnnouncedState::Alive),
+            syncing: Default::default(),
         })
     }
 
@@ -412,9 +415,30 @@ impl Cluster {
         }
     }
 
+    /// Starts an anti-entropy session with `peer`, unless one with it is running already, in
+    /// either direction: overlapping sessions (one on connect, one per round, one the peer
+    /// started) each re-sent whole buckets, and past the peer's session limit got this node
+    /// throttled as a flooder; a million-entry join stalled on it.
     fn spawn_sync(&self, peer: PeerId, core: &Arc<Mount>) {
+        use crate::net::guard::StreamKind;
+        if self.net.guard.open_streams(&peer, StreamKind::Sync) > 0
+            || !self.syncing.lock().insert(peer)
+        {
+            return;
+        }
+        struct Running(
+            Arc<parking_lot::Mutex<std::collections::HashSet<PeerId>>>,
+            PeerId,
+        );
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.lock().remove(&self.1);
+            }
+        }
+        let running = Running(self.syncing.clone(), peer);
         let (control, core) = (self.net.control.clone(), core.clone());
         tokio::spawn(async move {
+            let _running = running;
             match sync::sync_with(&control, peer, core).await {
                 Ok(r) if r.buckets > 0 => {
                     tracing::debug!(%peer, buckets = r.buckets, pulled = r.pulled.applied, pushed = r.pushed, "anti-entropy")

@@ -422,6 +422,15 @@ impl PeerGuard {
         rec.connections += 1;
     }
 
+    /// How many streams of `kind` `peer` has open on us now (e.g. a sync session it runs).
+    pub fn open_streams(&self, peer: &PeerId, kind: StreamKind) -> u32 {
+        self.state
+            .lock()
+            .peers
+            .get(peer)
+            .map_or(0, |r| r.streams[kind.index()])
+    }
+
     /// This node is making a request to `peer` (chunk or sync): its connection is in use.
     pub fn used(&self, peer: PeerId) {
         self.state.lock().record(peer).last_used = Some(Instant::now());
