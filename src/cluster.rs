@@ -71,6 +71,9 @@ const SUBSCRIBED_ANNOUNCE_PACE: Duration = Duration::from_millis(500);
 /// Pauses before asking the peers for a chunk again when some could not be reached.
 const FETCH_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
 
+/// A Placement and the candidates (peer, capacity) it was built from.
+type PlacementFrom = (Vec<(PeerId, u64)>, Arc<Placement>);
+
 /// Places chunks on their owners and fetches them from peers.
 pub struct ChunkRouter {
     local: PeerId,
@@ -84,6 +87,8 @@ pub struct ChunkRouter {
     under_replicated: AtomicU64,
     /// Wakes the repair loop (a write fell short of R copies, or membership changed).
     repair_wanted: Arc<tokio::sync::Notify>,
+    /// The last Placement built, with the candidates it was built from (see `placement`).
+    placement_cache: parking_lot::Mutex<Option<PlacementFrom>>,
 }
 
 impl ChunkRouter {
@@ -98,19 +103,25 @@ impl ChunkRouter {
     }
 
     /// Owners are computed from this node's view: live members (alive or suspect) and itself.
-    pub fn placement(&self) -> Placement {
-        let mut candidates: Vec<Candidate> = self
-            .membership
-            .read()
-            .placement_peers()
-            .into_iter()
-            .map(|(peer, capacity)| Candidate { peer, capacity })
-            .collect();
-        candidates.push(Candidate {
-            peer: self.local,
-            capacity: self.capacity,
-        });
-        Placement::new(candidates)
+    /// The Placement is rebuilt only when that set (or a capacity) changed: building one
+    /// encodes every member's id, and past `placement::MAX_CANDIDATES` hashes it too, while
+    /// every chunk written or read asks for it.
+    pub fn placement(&self) -> Arc<Placement> {
+        let mut peers = self.membership.read().placement_peers();
+        peers.push((self.local, self.capacity));
+        let mut cache = self.placement_cache.lock();
+        if let Some((key, placement)) = cache.as_ref()
+            && *key == peers
+        {
+            return placement.clone();
+        }
+        let placement = Arc::new(Placement::new(
+            peers
+                .iter()
+                .map(|&(peer, capacity)| Candidate { peer, capacity }),
+        ));
+        *cache = Some((peers, placement.clone()));
+        placement
     }
 
     pub fn replicas(&self) -> usize {
@@ -341,6 +352,7 @@ impl Cluster {
             rt: tokio::runtime::Handle::current(),
             under_replicated: AtomicU64::new(0),
             repair_wanted: Arc::new(tokio::sync::Notify::new()),
+            placement_cache: parking_lot::Mutex::new(None),
         });
         // Announcement numbers start from the clock so a restarted node's are newer.
         let seq = SystemTime::now()
