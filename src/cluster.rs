@@ -60,8 +60,9 @@ pub fn decode_namespace_gossip(data: &[u8]) -> Option<NamespaceGossip> {
 const REDIAL_EVERY: Duration = Duration::from_secs(3);
 /// Connections a node opens on its own to stay part of the gossip mesh: enough for
 /// gossipsub's mesh (6) with a margin. Others come from peers dialing in and from chunk
-/// transfers (those close after two idle minutes), so a node's connection count, and with it
-/// its ping and gossip traffic, stays flat however large the network.
+/// transfers; past `net::MAX_CONNECTED_PEERS` the unused ones are closed, so a node's
+/// connection count, and with it its ping and gossip traffic, stays flat however large the
+/// network.
 pub const PEERS_TARGET: usize = 8;
 /// Committed entries are gossiped at most this often (batched), and a subscription is
 /// answered with an announcement at most this often: see `run`.

@@ -219,10 +219,6 @@ impl NetHandle {
     pub fn connected_count(&self) -> usize {
         self.shared.read().connected.len()
     }
-
-    pub fn is_connected(&self, peer: &PeerId) -> bool {
-        self.shared.read().connected.contains(peer)
-    }
 }
 
 /// Everything a node speaks. Public so test tools (`examples/rogue_peer.rs`) join a network
