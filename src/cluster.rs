@@ -626,19 +626,34 @@ impl Cluster {
                             self.log_membership(self.membership.write().heard_from(&from, Instant::now()));
                             self.on_gossip(topic, from, data, id, &core);
                         }
-                        // Only a newcomer (not yet in the view) needs to hear from us now;
-                        // a known member hears our next announcement. Answering every
-                        // subscription would make every reconnection a network-wide message.
-                        NetEvent::Subscribed(peer) if self.membership.read().get(&peer).is_some() => {}
-                        NetEvent::Subscribed(_) => match last_subscribed_announce {
-                            Some(t) if t.elapsed() < SUBSCRIBED_ANNOUNCE_PACE => {
-                                subscribed_announce_due = Some(t + SUBSCRIBED_ANNOUNCE_PACE);
+                        // A subscriber may know nothing of us (it just started, or restarted
+                        // with an empty view), so it hears our announcement now. But every
+                        // reconnection subscribes, and each answer goes to the whole network:
+                        // for a peer alive in our view, answers are paced to one per half
+                        // announce period, which keeps them under the periodic rate. A newcomer,
+                        // or a peer back from dead, is answered at the short pace.
+                        NetEvent::Subscribed(peer) => {
+                            let pace = {
+                                let view = self.membership.read();
+                                match view.get(&peer) {
+                                    Some(m) if m.state == crate::membership::PeerState::Alive => {
+                                        SUBSCRIBED_ANNOUNCE_PACE.max(view.announce_period() / 2)
+                                    }
+                                    _ => SUBSCRIBED_ANNOUNCE_PACE,
+                                }
+                            };
+                            match last_subscribed_announce {
+                                Some(t) if t.elapsed() < pace => {
+                                    let due = t + pace;
+                                    subscribed_announce_due =
+                                        Some(subscribed_announce_due.map_or(due, |d| d.min(due)));
+                                }
+                                _ => {
+                                    last_subscribed_announce = Some(tokio::time::Instant::now());
+                                    self.announce().await;
+                                }
                             }
-                            _ => {
-                                last_subscribed_announce = Some(tokio::time::Instant::now());
-                                self.announce().await;
-                            }
-                        },
+                        }
                         NetEvent::Connected(peer) => {
                             self.log_membership(self.membership.write().heard_from(&peer, Instant::now()));
                             self.spawn_sync(peer, &core);

@@ -156,7 +156,7 @@ pub async fn sync_with(
         buckets: differs.len(),
         ..Default::default()
     };
-    for bucket in differs {
+    for &bucket in &differs {
         let mut after = None;
         loop {
             let (entries, more) =
@@ -189,6 +189,21 @@ pub async fn sync_with(
                 break;
             }
         }
+    }
+    if differs.is_empty() {
+        return Ok(report);
+    }
+    // Push only the buckets that still differ once ours took in what the peer had: a bucket
+    // that now matches holds nothing the peer lacks (pushing it whole sent a joiner's entire
+    // pull straight back, and made the peer verify every signature again).
+    let c = core.clone();
+    let digest = blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
+    let still = match call(&mut stream, peer, &SyncRequest::Digest(digest.concat())).await? {
+        SyncResponse::Differs(b) => b,
+        SyncResponse::Refused(why) => return Err(SyncError::Refused(why)),
+        _ => return Err(SyncError::Unexpected),
+    };
+    for bucket in still {
         let mut after = None;
         loop {
             let c = core.clone();
