@@ -137,6 +137,21 @@ async fn open(control: &libp2p_stream::Control, peer: PeerId) -> Result<Stream, 
         .map_err(|e| SyncError::Open(e.to_string()))
 }
 
+/// Sends this node's digest and returns the buckets where the peer's differs.
+async fn differing_buckets(
+    stream: &mut Stream,
+    peer: PeerId,
+    core: &Arc<Mount>,
+) -> Result<Vec<u8>, SyncError> {
+    let c = core.clone();
+    let digest = blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
+    match call(stream, peer, &SyncRequest::Digest(digest.concat())).await? {
+        SyncResponse::Differs(b) => Ok(b),
+        SyncResponse::Refused(why) => Err(SyncError::Refused(why)),
+        _ => Err(SyncError::Unexpected),
+    }
+}
+
 /// Runs one anti-entropy session with `peer`.
 pub async fn sync_with(
     control: &libp2p_stream::Control,
@@ -145,13 +160,7 @@ pub async fn sync_with(
 ) -> Result<SyncReport, SyncError> {
     PeerGuard::current().used(peer);
     let mut stream = open(control, peer).await?;
-    let c = core.clone();
-    let digest = blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
-    let differs = match call(&mut stream, peer, &SyncRequest::Digest(digest.concat())).await? {
-        SyncResponse::Differs(b) => b,
-        SyncResponse::Refused(why) => return Err(SyncError::Refused(why)),
-        _ => return Err(SyncError::Unexpected),
-    };
+    let differs = differing_buckets(&mut stream, peer, &core).await?;
     let mut report = SyncReport {
         buckets: differs.len(),
         ..Default::default()
@@ -196,13 +205,7 @@ pub async fn sync_with(
     // Push only the buckets that still differ once ours took in what the peer had: a bucket
     // that now matches holds nothing the peer lacks (pushing it whole sent a joiner's entire
     // pull straight back, and made the peer verify every signature again).
-    let c = core.clone();
-    let digest = blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
-    let still = match call(&mut stream, peer, &SyncRequest::Digest(digest.concat())).await? {
-        SyncResponse::Differs(b) => b,
-        SyncResponse::Refused(why) => return Err(SyncError::Refused(why)),
-        _ => return Err(SyncError::Unexpected),
-    };
+    let still = differing_buckets(&mut stream, peer, &core).await?;
     for bucket in still {
         let mut after = None;
         loop {
