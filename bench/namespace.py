@@ -16,6 +16,8 @@ ROWS = [
     ("fill_secs", "filler (seal, sign, commit)", "s", (1e6, "µs")),
     ("disk_mib", "namespace.redb size", "MiB", (1048576, "B")),
     ("disk_alloc_mib", "namespace.redb allocated", "MiB", (1048576, "B")),
+    ("load_secs", "store: load into the tree (decode, open, insert)", "s", (1e6, "µs")),
+    ("rss_with_tree_mib", "store: RSS after that load (redb cache + tree)", "MiB", (1048576, "B")),
     ("load_all_secs", "store: load_all (decode every entry)", "s", (1e6, "µs")),
     ("digest_secs", "store: one anti-entropy digest", "s", (1e6, "µs")),
     ("bucket_pages_secs", "store: all 256 buckets in pages", "s", (1e6, "µs")),

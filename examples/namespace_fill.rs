@@ -20,7 +20,8 @@
 //!
 //! Usage: cargo run --release --example namespace_fill -- --data-dir D [--dirs 100]
 //!        [--files 10000] [--batch 20000] [--threads 2]
-//! `--measure` (alone with --data-dir) times load_all, digest and a paged pass instead.
+//! `--measure` (alone with --data-dir) times the load into a tree, digest and a paged pass
+//! instead, with the memory each takes.
 //! Prints one line of JSON: new entries (directories and files), seconds, the encoded size
 //! of a file entry, and the store's entry count (these plus the root and volume records).
 
@@ -111,35 +112,35 @@ fn rss_mib() -> f64 {
 }
 
 /// `--measure`: times, on the stopped node's store, what a node does with the whole
-/// namespace: the load at start (`load_all`: decode and verify every entry), one anti-entropy
-/// digest (both sides of every session compute one), and one pass over every bucket in pages
-/// (`bucket_entries`, what a joining node pulls and then pushes back). Also where a node's
-/// memory goes: RSS after the load (redb's page cache + the loaded `Vec<Entry>`), after the
-/// network volume's in-memory `Tree` is built from it as `FsCore::load_from` does, and after
-/// the `Vec<Entry>` is dropped; and the sizes of the structures.
+/// namespace: the load at start (entries decoded one at a time into the network volume's
+/// in-memory `Tree`, as `Mount::load` does), one anti-entropy digest (both sides of every
+/// session compute one), and one pass over every bucket in pages (`bucket_entries`, what a
+/// joining node pulls). Also where a node's memory goes: RSS after the tree is built (redb's
+/// page cache + the tree), and, for comparison, after decoding the whole store into one
+/// `Vec<Entry>` (`load_all`, what the load did before); and the sizes of the structures.
 fn measure(store: &NamespaceStore, network_key: &NetworkKey) -> anyhow::Result<()> {
     use p2pfs::fs::tree::{Node, Tree};
     let rss_open = rss_mib();
     let t = Instant::now();
+    let volume = Volume::for_network(network_key);
+    let mut tree = Tree::new(volume.root_id());
+    let mut n = 0usize;
+    store.for_each_entry(|e| {
+        n += 1;
+        if e.volume == volume.id
+            && !e.deleted
+            && let Ok(meta) = volume.open_entry(&e)
+        {
+            tree.upsert(&e, meta);
+        }
+    })?;
+    let tree_secs = t.elapsed().as_secs_f64();
+    let rss_tree = rss_mib();
+    let t = Instant::now();
     let loaded = store.load_all()?;
     let load_all = t.elapsed().as_secs_f64();
     let rss_loaded = rss_mib();
-    let n = loaded.entries.len();
-    let t = Instant::now();
-    let volume = Volume::for_network(network_key);
-    let mut tree = Tree::new(volume.root_id());
-    for e in &loaded.entries {
-        if e.volume == volume.id
-            && !e.deleted
-            && let Ok(meta) = volume.open_entry(e)
-        {
-            tree.upsert(e, meta);
-        }
-    }
-    let tree_secs = t.elapsed().as_secs_f64();
-    let rss_tree = rss_mib();
     drop(loaded);
-    let rss_dropped = rss_mib();
     let t = Instant::now();
     let _ = store.digest()?;
     let digest = t.elapsed().as_secs_f64();
@@ -159,7 +160,7 @@ fn measure(store: &NamespaceStore, network_key: &NetworkKey) -> anyhow::Result<(
     }
     let pages = t.elapsed().as_secs_f64();
     println!(
-        "{{\"entries\":{n},\"tree_nodes\":{},\"load_all_secs\":{load_all:.3},\"tree_build_secs\":{tree_secs:.3},\"digest_secs\":{digest:.3},\"bucket_pages_secs\":{pages:.3},\"paged\":{paged},\"rss_open_mib\":{rss_open:.1},\"rss_loaded_mib\":{rss_loaded:.1},\"rss_with_tree_mib\":{rss_tree:.1},\"rss_tree_only_mib\":{rss_dropped:.1},\"rss_after_digest_mib\":{rss_digest:.1},\"size_of_entry\":{},\"size_of_node\":{},\"size_of_meta\":{}}}",
+        "{{\"entries\":{n},\"tree_nodes\":{},\"load_secs\":{tree_secs:.3},\"load_all_secs\":{load_all:.3},\"digest_secs\":{digest:.3},\"bucket_pages_secs\":{pages:.3},\"paged\":{paged},\"rss_open_mib\":{rss_open:.1},\"rss_with_tree_mib\":{rss_tree:.1},\"rss_plus_load_all_mib\":{rss_loaded:.1},\"rss_after_digest_mib\":{rss_digest:.1},\"size_of_entry\":{},\"size_of_node\":{},\"size_of_meta\":{}}}",
         tree.len(),
         std::mem::size_of::<Entry>(),
         std::mem::size_of::<Node>(),

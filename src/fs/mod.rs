@@ -37,9 +37,9 @@ use crate::namespace::entry::{EntrySealer, MAX_NAME_LEN};
 use crate::namespace::view::conflict_name;
 use crate::namespace::volume::VolumeRecord;
 use crate::namespace::{
-    Entry, EntryId, EntryKind, EntryMeta, NamespaceStore, Seen, Timestamp, Volume,
+    Entry, EntryId, EntryKind, EntryMeta, NamespaceStore, Seen, Timestamp, Volume, VolumeId,
 };
-use crate::util::hlc::HlcClock;
+use crate::util::hlc::{Hlc, HlcClock};
 
 const S_ISGID: u32 = 0o2000;
 /// Files whose kernel-cached version is remembered (about 100 bytes each).
@@ -211,41 +211,79 @@ fn check_name(name: &[u8]) -> FsResult<()> {
     Ok(())
 }
 
+/// Builds a volume's in-memory tree from stored entries taken one at a time, so that a load
+/// never holds the whole namespace decoded (at a million entries that peak was several
+/// hundred MB, most of which the allocator then kept).
+pub struct TreeLoader {
+    volume: VolumeId,
+    tree: Tree,
+    /// Observes every entry taken, of any volume: new versions are written after all of them.
+    clock: HlcClock,
+    /// Entries of this volume refused: by a non-writer, or not opening.
+    pub rejected: usize,
+    /// Who may write and the keys to open with; a copy of the volume's.
+    writers: Volume,
+}
+
+impl TreeLoader {
+    pub fn new(volume: &Volume) -> Self {
+        Self {
+            volume: volume.id,
+            tree: Tree::new(volume.root_id()),
+            clock: HlcClock::new(),
+            rejected: 0,
+            writers: volume.clone(),
+        }
+    }
+
+    /// Takes one stored entry; entries of other volumes only move the clock.
+    pub fn take(&mut self, entry: &Entry) {
+        self.clock.observe(entry.hlc);
+        if entry.volume != self.volume || VolumeRecord::is_record(entry) {
+            return;
+        }
+        if !self.writers.can_write(&entry.author, entry.hlc) {
+            tracing::warn!(entry = %entry.id, author = %entry.author, "entry by a non-writer refused");
+            self.rejected += 1;
+            return;
+        }
+        if entry.deleted {
+            return;
+        }
+        match self.writers.open_entry(entry) {
+            Ok(meta) => self.tree.upsert(entry, meta),
+            Err(e) => {
+                tracing::warn!(entry = %entry.id, error = %e, "entry refused");
+                self.rejected += 1;
+            }
+        }
+    }
+
+    /// Moves the clock past `hlc` (a version of an entry this loader was not handed).
+    pub fn observe(&self, hlc: Hlc) {
+        self.clock.observe(hlc);
+    }
+}
+
 impl FsCore {
     /// Loads the volume's namespace (verifying every entry) and creates its root on first use.
     pub fn load(parts: CoreParts) -> FsResult<Self> {
-        let loaded = parts.namespace.load_all()?;
-        Self::load_from(parts, &loaded.entries, loaded.rejected)
+        let mut loader = TreeLoader::new(&parts.volume);
+        let refused = parts.namespace.for_each_entry(|e| loader.take(&e))?;
+        loader.rejected += refused;
+        Self::load_from(parts, loader)
     }
 
-    /// As [`load`](Self::load), from entries already loaded (a mount loads the store once for
-    /// all its volumes); `rejected` counts entries the load refused.
-    pub fn load_from(parts: CoreParts, entries: &[Entry], rejected: usize) -> FsResult<Self> {
+    /// As [`load`](Self::load), from a tree already built (a mount reads the store once for
+    /// all its volumes).
+    pub fn load_from(parts: CoreParts, loader: TreeLoader) -> FsResult<Self> {
         let root_id = parts.volume.root_id();
-        let clock = HlcClock::new();
-        let mut tree = Tree::new(root_id);
-        let mut rejected = rejected;
-        for entry in entries {
-            clock.observe(entry.hlc);
-            if entry.volume != parts.volume.id || VolumeRecord::is_record(entry) {
-                continue;
-            }
-            if !parts.volume.can_write(&entry.author, entry.hlc) {
-                tracing::warn!(entry = %entry.id, author = %entry.author, "entry by a non-writer refused");
-                rejected += 1;
-                continue;
-            }
-            if entry.deleted {
-                continue;
-            }
-            match parts.volume.open_entry(entry) {
-                Ok(meta) => tree.upsert(entry, meta),
-                Err(e) => {
-                    tracing::warn!(entry = %entry.id, error = %e, "entry refused");
-                    rejected += 1;
-                }
-            }
-        }
+        let TreeLoader {
+            tree,
+            clock,
+            rejected,
+            ..
+        } = loader;
         let io = Arc::new(ChunkIo::new(
             parts.chunks,
             parts.remote,
@@ -374,7 +412,7 @@ impl FsCore {
         writer_ok && e.verify_signature().is_ok()
     }
 
-    pub fn volume_id(&self) -> crate::namespace::VolumeId {
+    pub fn volume_id(&self) -> VolumeId {
         self.volume.read().id
     }
 
@@ -398,20 +436,18 @@ impl FsCore {
         *self.volume.write() = volume;
         if more_keys {
             let volume = self.volume.read();
-            let loaded = self.namespace.load_all()?;
             let mut tree = self.tree.write();
-            for e in loaded
-                .entries
-                .iter()
-                .filter(|e| e.volume == volume.id && !e.deleted && !VolumeRecord::is_record(e))
-            {
-                if tree.ino_if_known(&e.id).is_none()
+            self.namespace.for_each_entry(|e| {
+                if e.volume == volume.id
+                    && !e.deleted
+                    && !VolumeRecord::is_record(&e)
+                    && tree.ino_if_known(&e.id).is_none()
                     && volume.can_write(&e.author, e.hlc)
-                    && let Ok(meta) = volume.open_entry(e)
+                    && let Ok(meta) = volume.open_entry(&e)
                 {
-                    tree.upsert(e, meta);
+                    tree.upsert(&e, meta);
                 }
-            }
+            })?;
         }
         Ok(())
     }

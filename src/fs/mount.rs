@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Attr, Caller, CoreParts, CoreStats, DirEntry, FsCore, FsError, FsResult, ROOT_INO, ReadBuf,
-    RemoteApply, RemoteChunks, SetAttr, StatFs,
+    RemoteApply, RemoteChunks, SetAttr, StatFs, TreeLoader,
 };
 use crate::block::{ChunkCache, ChunkId, ChunkStore};
 use crate::identity::UserIdentity;
@@ -122,7 +122,6 @@ impl Mount {
     /// Loads the namespace once, builds the network volume and every member volume, and
     /// publishes the user's personal volume record if the network does not have it yet.
     pub fn load(parts: MountParts) -> FsResult<Self> {
-        let loaded = parts.namespace.load_all()?;
         let template = Template {
             origin: parts.origin,
             chunks: parts.chunks,
@@ -137,10 +136,16 @@ impl Mount {
         let clock = HlcClock::new();
         let mut registry = HashMap::new();
         let mut rejected = 0u64;
-        for e in &loaded.entries {
+        // One pass over the store: the network volume's tree is built as entries are decoded;
+        // other volumes' entries wait (their records, so their keys, may come later in the
+        // pass), which holds only those decoded at once.
+        let mut network_tree = TreeLoader::new(&parts.network);
+        let mut others: HashMap<VolumeId, Vec<Entry>> = HashMap::new();
+        let refused = parts.namespace.for_each_entry(|e| {
             clock.observe(e.hlc);
-            if VolumeRecord::is_record(e) {
-                match VolumeRecord::from_entry(e) {
+            network_tree.take(&e);
+            if VolumeRecord::is_record(&e) {
+                match VolumeRecord::from_entry(&e) {
                     Ok(r) => {
                         registry.insert(e.volume, r);
                     }
@@ -149,8 +154,11 @@ impl Mount {
                         rejected += 1;
                     }
                 }
+            } else if e.volume != parts.network.id {
+                others.entry(e.volume).or_default().push(e);
             }
-        }
+        })?;
+        network_tree.rejected += refused;
         let network_id = parts.network.id;
         let network = Arc::new(FsCore::load_from(
             core_parts(
@@ -159,8 +167,7 @@ impl Mount {
                 parts.namespace.clone(),
                 parts.network,
             ),
-            &loaded.entries,
-            loaded.rejected,
+            network_tree,
         )?);
         let mount = Self {
             user: parts.user,
@@ -176,11 +183,18 @@ impl Mount {
             rejected: AtomicU64::new(rejected),
             records: Mutex::new(()),
         };
+        // Every version stored, of any volume, is older than the next one written here.
+        let clock_max = mount.clock.now();
         let mut slots = Vec::new();
         for (id, record) in &registry {
             match Volume::from_record(record, &mount.user) {
                 Ok(Some(volume)) => {
-                    let core = mount.build_core(volume.clone(), &loaded.entries)?;
+                    let mut loader = TreeLoader::new(&volume);
+                    loader.observe(clock_max);
+                    for e in others.remove(id).unwrap_or_default() {
+                        loader.take(&e);
+                    }
+                    let core = mount.build_core(volume.clone(), loader)?;
                     slots.push(Slot {
                         volume,
                         core,
@@ -203,12 +217,22 @@ impl Mount {
         Ok(mount)
     }
 
-    fn build_core(&self, volume: Volume, entries: &[Entry]) -> FsResult<Arc<FsCore>> {
+    /// The core of a member volume, from a tree built from the store.
+    fn build_core(&self, volume: Volume, loader: TreeLoader) -> FsResult<Arc<FsCore>> {
         Ok(Arc::new(FsCore::load_from(
             core_parts(&self.template, &self.user, self.namespace.clone(), volume),
-            entries,
-            0,
+            loader,
         )?))
+    }
+
+    /// The core of a member volume, read from the store.
+    fn load_core(&self, volume: Volume) -> FsResult<Arc<FsCore>> {
+        Ok(Arc::new(FsCore::load(core_parts(
+            &self.template,
+            &self.user,
+            self.namespace.clone(),
+            volume,
+        ))?))
     }
 
     fn me(&self) -> UserId {
@@ -267,8 +291,7 @@ impl Mount {
                 } else {
                     // Its core missed what happened while this user was out: load afresh.
                     tracing::info!(volume = %volume.id, "added back to a volume");
-                    let loaded = self.namespace.load_all()?;
-                    let fresh = self.build_core(volume.clone(), &loaded.entries)?;
+                    let fresh = self.load_core(volume.clone())?;
                     self.slots.write()[i].core = fresh;
                 }
                 let mut slots = self.slots.write();
@@ -277,8 +300,7 @@ impl Mount {
             }
             (Ok(Some(volume)), None) => {
                 tracing::info!(volume = %volume.id, "member of a volume: mounting it");
-                let loaded = self.namespace.load_all()?;
-                let core = self.build_core(volume.clone(), &loaded.entries)?;
+                let core = self.load_core(volume.clone())?;
                 self.slots.write().push(Slot {
                     volume,
                     core,

@@ -1,10 +1,19 @@
 //! The decrypted namespace of the mounted volume, in memory: inode numbers, each entry's
 //! metadata and every directory's children. Built from the namespace store at start and kept
 //! in step with every commit; inode numbers live as long as the process.
+//!
+//! Memory is what limits a namespace's size (issue 8 measured ~1 KB per entry with hash maps
+//! of nodes and a name-keyed map per directory). So nodes sit in a slab indexed by inode
+//! number (inodes are handed out densely), in fixed pages so that growth never doubles it, and
+//! a directory's children are a hash table of inode numbers alone: the name and version of a
+//! claim are read from the child's node, not copied.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
-use crate::namespace::view::Children;
+use hashbrown::HashTable;
+
+use crate::namespace::view::conflict_name;
 use crate::namespace::{Entry, EntryId, EntryKind, EntryMeta, Seen, Version};
 
 pub const ROOT_INO: u64 = 1;
@@ -20,12 +29,80 @@ pub struct Node {
     pub subdirs: u32,
 }
 
+/// Nodes by inode number. Pages of [`Slab::PAGE`] slots: a `Vec` of nodes would double (and
+/// copy) as it grows, leaving up to half of a large namespace's node memory unused.
+#[derive(Default)]
+struct Slab {
+    pages: Vec<Box<[Option<Node>]>>,
+    len: usize,
+}
+
+impl Slab {
+    const PAGE: usize = 1024;
+
+    fn get(&self, ino: u64) -> Option<&Node> {
+        let i = usize::try_from(ino).ok()?;
+        self.pages.get(i / Self::PAGE)?[i % Self::PAGE].as_ref()
+    }
+
+    fn get_mut(&mut self, ino: u64) -> Option<&mut Node> {
+        let i = usize::try_from(ino).ok()?;
+        self.pages.get_mut(i / Self::PAGE)?[i % Self::PAGE].as_mut()
+    }
+
+    fn insert(&mut self, ino: u64, node: Node) {
+        let i = usize::try_from(ino).expect("inode numbers are handed out densely");
+        while self.pages.len() <= i / Self::PAGE {
+            self.pages
+                .push((0..Self::PAGE).map(|_| None).collect::<Vec<_>>().into());
+        }
+        let slot = &mut self.pages[i / Self::PAGE][i % Self::PAGE];
+        if slot.is_none() {
+            self.len += 1;
+        }
+        *slot = Some(node);
+    }
+
+    fn remove(&mut self, ino: u64) -> Option<Node> {
+        let i = usize::try_from(ino).ok()?;
+        let node = self.pages.get_mut(i / Self::PAGE)?[i % Self::PAGE].take();
+        if node.is_some() {
+            self.len -= 1;
+        }
+        node
+    }
+
+    fn inos(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pages.iter().enumerate().flat_map(|(p, page)| {
+            page.iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.is_some())
+                .map(move |(i, _)| (p * Self::PAGE + i) as u64)
+        })
+    }
+}
+
+/// The children of one directory: the inode numbers of every node that claims a name in it,
+/// hashed by that name. Two live entries can claim the same name (concurrent creates or
+/// renames on different nodes); both are kept: the highest version shows under the name,
+/// every other one as `name.conflict-<node>-<time>` ([`conflict_name`]). A write is never
+/// dropped silently.
+///
+/// Invariant: every inode in a table has its node in the slab, and that node's name is the
+/// one it was hashed under (a node leaves its parent's table before it changes).
+type Claims = HashTable<u64>;
+
 pub struct Tree {
     root_id: EntryId,
-    nodes: HashMap<u64, Node>,
+    nodes: Slab,
     inos: HashMap<EntryId, u64>,
-    children: HashMap<u64, Children<u64>>,
+    children: HashMap<u64, Claims>,
+    hasher: RandomState,
     next_ino: u64,
+}
+
+fn name_of(nodes: &Slab, ino: u64) -> &[u8] {
+    nodes.get(ino).map_or(&[][..], |n| &n.meta.name[..])
 }
 
 impl Tree {
@@ -34,9 +111,10 @@ impl Tree {
         inos.insert(root_id, ROOT_INO);
         Self {
             root_id,
-            nodes: HashMap::new(),
+            nodes: Slab::default(),
             inos,
             children: HashMap::new(),
+            hasher: RandomState::new(),
             next_ino: ROOT_INO + 1,
         }
     }
@@ -54,7 +132,7 @@ impl Tree {
     }
 
     pub fn get(&self, ino: u64) -> Option<&Node> {
-        self.nodes.get(&ino)
+        self.nodes.get(ino)
     }
 
     pub fn ino_if_known(&self, id: &EntryId) -> Option<u64> {
@@ -72,15 +150,61 @@ impl Tree {
         }
     }
 
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Option<u64> {
-        self.children.get(&parent)?.lookup(name)
+    /// The claims of `name` in `dir`, lowest version first (the winner last).
+    fn claims(&self, dir: u64, name: &[u8]) -> Vec<(Version, u64)> {
+        let Some(table) = self.children.get(&dir) else {
+            return Vec::new();
+        };
+        let mut claims: Vec<(Version, u64)> = table
+            .iter_hash(self.hasher.hash_one(name))
+            .filter_map(|&ino| {
+                let node = self.nodes.get(ino)?;
+                (node.meta.name == name).then_some((node.version, ino))
+            })
+            .collect();
+        claims.sort_unstable();
+        claims
     }
 
+    /// Resolves a name as shown by [`Tree::children`].
+    pub fn lookup(&self, dir: u64, name: &[u8]) -> Option<u64> {
+        if let Some(&(_, winner)) = self.claims(dir, name).last() {
+            return Some(winner);
+        }
+        let marker = b".conflict-";
+        let pos = name.windows(marker.len()).rposition(|w| w == marker)?;
+        let base = &name[..pos];
+        let claims = self.claims(dir, base);
+        let (_, losers) = claims.split_last()?;
+        losers
+            .iter()
+            .find(|(ver, _)| conflict_name(base, ver) == name)
+            .map(|&(_, ino)| ino)
+    }
+
+    /// Every child with the name it is shown under, in order of the claimed names (a name's
+    /// winner first, then its losers, oldest first).
     pub fn children(&self, dir: u64) -> Vec<(Vec<u8>, u64)> {
-        self.children
-            .get(&dir)
-            .map(Children::list)
-            .unwrap_or_default()
+        let Some(table) = self.children.get(&dir) else {
+            return Vec::new();
+        };
+        let mut claims: Vec<(&[u8], Version, u64)> = table
+            .iter()
+            .filter_map(|&ino| {
+                let node = self.nodes.get(ino)?;
+                Some((&node.meta.name[..], node.version, ino))
+            })
+            .collect();
+        claims.sort_unstable();
+        let mut out = Vec::with_capacity(claims.len());
+        for group in claims.chunk_by(|a, b| a.0 == b.0) {
+            let (&(name, _, winner), losers) = group.split_last().expect("chunks are non-empty");
+            out.push((name.to_vec(), winner));
+            for &(_, ver, ino) in losers {
+                out.push((conflict_name(name, &ver), ino));
+            }
+        }
+        out
     }
 
     pub fn has_children(&self, dir: u64) -> bool {
@@ -92,18 +216,7 @@ impl Tree {
         let (id, version) = (entry.id, entry.version());
         let ino = self.ino_of(id);
         let previous = self.remove_claim(ino).map(|n| n.subdirs);
-        if id != self.root_id {
-            let parent = self.ino_of(meta.parent);
-            self.children
-                .entry(parent)
-                .or_default()
-                .insert(meta.name.clone(), version, ino);
-            if meta.kind == EntryKind::Dir
-                && let Some(p) = self.nodes.get_mut(&parent)
-            {
-                p.subdirs += 1;
-            }
-        }
+        let parent = (id != self.root_id).then(|| self.ino_of(meta.parent));
         // Counted once when a node first appears (its children may have been loaded before
         // it); afterwards kept up to date incrementally.
         let subdirs = match (meta.kind, previous) {
@@ -111,6 +224,8 @@ impl Tree {
             (EntryKind::Dir, None) => self.count_subdirs(ino),
             _ => 0,
         };
+        let is_dir = meta.kind == EntryKind::Dir;
+        let hash = self.hasher.hash_one(&meta.name[..]);
         self.nodes.insert(
             ino,
             Node {
@@ -121,6 +236,22 @@ impl Tree {
                 subdirs,
             },
         );
+        if let Some(parent) = parent {
+            // The node is in the slab first: growing the table rehashes by the nodes' names.
+            let Self {
+                nodes,
+                children,
+                hasher,
+                ..
+            } = self;
+            children
+                .entry(parent)
+                .or_default()
+                .insert_unique(hash, ino, |&i| hasher.hash_one(name_of(nodes, i)));
+            if is_dir && let Some(p) = self.nodes.get_mut(parent) {
+                p.subdirs += 1;
+            }
+        }
     }
 
     /// Applies a deletion.
@@ -131,34 +262,44 @@ impl Tree {
     }
 
     fn count_subdirs(&self, dir: u64) -> u32 {
-        self.children
-            .get(&dir)
-            .map(|c| {
-                c.list()
-                    .iter()
-                    .filter(|(_, ino)| {
-                        self.nodes
-                            .get(ino)
-                            .is_some_and(|n| n.meta.kind == EntryKind::Dir)
-                    })
-                    .count() as u32
-            })
-            .unwrap_or(0)
+        self.children.get(&dir).map_or(0, |table| {
+            table
+                .iter()
+                .filter(|&&ino| {
+                    self.nodes
+                        .get(ino)
+                        .is_some_and(|n| n.meta.kind == EntryKind::Dir)
+                })
+                .count() as u32
+        })
     }
 
-    /// Takes a node out of its parent's children (and the node table); returns it.
+    /// Takes a node out of its parent's children (and the slab); returns it.
     fn remove_claim(&mut self, ino: u64) -> Option<Node> {
-        let node = self.nodes.remove(&ino)?;
+        let mut node = self.nodes.remove(ino)?;
         if node.id != self.root_id
             && let Some(&parent) = self.inos.get(&node.meta.parent)
         {
-            if let Some(c) = self.children.get_mut(&parent) {
-                c.remove(&node.meta.name, ino);
+            if let Some(table) = self.children.get_mut(&parent) {
+                let hash = self.hasher.hash_one(&node.meta.name[..]);
+                if let Ok(claim) = table.find_entry(hash, |&i| i == ino) {
+                    claim.remove();
+                }
+                if table.is_empty() {
+                    self.children.remove(&parent);
+                }
             }
-            if node.meta.kind == EntryKind::Dir
-                && let Some(p) = self.nodes.get_mut(&parent)
-            {
-                p.subdirs = p.subdirs.saturating_sub(1);
+            if node.meta.kind == EntryKind::Dir {
+                // A directory naming itself as parent (only a hostile writer makes one)
+                // counted itself.
+                let p = if parent == ino {
+                    Some(&mut node)
+                } else {
+                    self.nodes.get_mut(parent)
+                };
+                if let Some(p) = p {
+                    p.subdirs = p.subdirs.saturating_sub(1);
+                }
             }
         }
         Some(node)
@@ -173,7 +314,7 @@ impl Tree {
             if ino == ROOT_INO {
                 return false;
             }
-            match self.nodes.get(&ino) {
+            match self.nodes.get(ino) {
                 Some(n) => ino = self.parent_ino(n),
                 None => return false,
             }
@@ -183,7 +324,7 @@ impl Tree {
 
     /// Every inode in the tree.
     pub fn inos(&self) -> impl Iterator<Item = u64> + '_ {
-        self.nodes.keys().copied()
+        self.nodes.inos()
     }
 
     /// The `/`-separated path of `ino` from the root (lossy UTF-8), `None` when it is not
@@ -191,7 +332,7 @@ impl Tree {
     pub fn path_of(&self, mut ino: u64) -> Option<String> {
         let mut parts = Vec::new();
         while ino != ROOT_INO {
-            let node = self.nodes.get(&ino)?;
+            let node = self.nodes.get(ino)?;
             parts.push(String::from_utf8_lossy(&node.meta.name).into_owned());
             let parent = self.parent_ino(node);
             if parent == ino || parts.len() > 4096 {
@@ -204,10 +345,178 @@ impl Tree {
     }
 
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.nodes.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.nodes.len == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::namespace::{Timestamp, UserId, VolumeId};
+    use crate::util::hlc::Hlc;
+
+    fn id(n: u8) -> EntryId {
+        EntryId([n; 16])
+    }
+
+    /// An entry `n` named `name` in directory `parent`, written at `hlc` by node `origin`.
+    fn entry(n: u8, parent: u8, name: &str, hlc: u64, origin: u64) -> (Entry, EntryMeta) {
+        let kind = if n < 4 {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        };
+        let t = Timestamp { secs: 0, nanos: 0 };
+        let entry = Entry {
+            id: id(n),
+            volume: VolumeId([0; 16]),
+            hlc: Hlc(hlc << 16),
+            author: UserId([0; 32]),
+            origin,
+            deleted: false,
+            seen: vec![(origin, Hlc(hlc << 16))],
+            chunks: vec![],
+            payload: vec![],
+            signature: [0; 64],
+        };
+        let meta = EntryMeta {
+            parent: id(parent),
+            name: name.as_bytes().to_vec(),
+            kind,
+            size: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            blocks: vec![],
+            symlink_target: vec![],
+        };
+        (entry, meta)
+    }
+
+    fn upsert(tree: &mut Tree, (e, m): (Entry, EntryMeta)) {
+        tree.upsert(&e, m);
+    }
+
+    #[test]
+    fn concurrent_claims_keep_both_with_the_later_under_the_name() {
+        let mut tree = Tree::new(id(0));
+        upsert(&mut tree, entry(0, 0, "", 1, 1));
+        upsert(&mut tree, entry(10, 0, "a.txt", 100, 1));
+        upsert(&mut tree, entry(20, 0, "a.txt", 200, 2));
+        upsert(&mut tree, entry(30, 0, "b", 50, 1));
+        let ino = |n| tree.ino_if_known(&id(n)).unwrap();
+        let (i10, i20, i30) = (ino(10), ino(20), ino(30));
+        let list = tree.children(ROOT_INO);
+        let loser_name = b"a.txt.conflict-00000001-100".to_vec();
+        assert_eq!(
+            list,
+            vec![
+                (b"a.txt".to_vec(), i20),
+                (loser_name.clone(), i10),
+                (b"b".to_vec(), i30)
+            ]
+        );
+        assert_eq!(tree.lookup(ROOT_INO, b"a.txt"), Some(i20));
+        assert_eq!(tree.lookup(ROOT_INO, &loser_name), Some(i10));
+        assert_eq!(tree.lookup(ROOT_INO, b"a.txt.conflict-00000009-100"), None);
+        assert_eq!(tree.lookup(ROOT_INO, b"nope"), None);
+        // The winner goes: the other claim shows under the name again.
+        tree.remove(&id(20));
+        assert_eq!(tree.lookup(ROOT_INO, b"a.txt"), Some(i10));
+        assert_eq!(tree.children(ROOT_INO).len(), 2);
+        // A new version of an entry replaces its claim (a rename here).
+        upsert(&mut tree, entry(30, 0, "c", 60, 1));
+        assert_eq!(tree.lookup(ROOT_INO, b"b"), None);
+        assert_eq!(tree.lookup(ROOT_INO, b"c"), Some(i30));
+        assert_eq!(tree.children(ROOT_INO).len(), 2);
+        assert_eq!(tree.len(), 3);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Entry, parent (0 is the root), name, clock.
+        Upsert(u8, u8, u8, u64),
+        Remove(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (1u8..12, 0u8..4, 0u8..3, 1u64..50).prop_map(|(n, p, name, hlc)| Op::Upsert(n, p, name, hlc)),
+            1 => (1u8..12).prop_map(Op::Remove),
+        ]
+    }
+
+    proptest! {
+        /// Whatever order versions and deletions arrive in, the tree shows what the live
+        /// entries say: per directory, each claimed name's highest version under the name and
+        /// the others under conflict names; every directory's count of child directories.
+        #[test]
+        fn the_tree_shows_exactly_the_live_entries(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut tree = Tree::new(id(0));
+            upsert(&mut tree, entry(0, 0, "", 1, 0));
+            // The model: live entries by id: (parent, name, version).
+            let mut live: BTreeMap<u8, (u8, Vec<u8>, Version)> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Upsert(n, parent, name, hlc) => {
+                        let name = format!("n{name}");
+                        let (e, m) = entry(n, parent, &name, hlc, u64::from(n));
+                        live.insert(n, (parent, name.into_bytes(), e.version()));
+                        tree.upsert(&e, m);
+                    }
+                    Op::Remove(n) => {
+                        live.remove(&n);
+                        tree.remove(&id(n));
+                    }
+                }
+            }
+            prop_assert_eq!(tree.len(), live.len() + 1);
+            for dir in 0u8..4 {
+                let mut claims: Vec<(Vec<u8>, Version, u8)> = live
+                    .iter()
+                    .filter(|(_, (p, _, _))| *p == dir)
+                    .map(|(&n, (_, name, ver))| (name.clone(), *ver, n))
+                    .collect();
+                claims.sort();
+                let mut expected = Vec::new();
+                for group in claims.chunk_by(|a, b| a.0 == b.0) {
+                    let ((name, _, winner), losers) = group.split_last().unwrap();
+                    expected.push((name.clone(), *winner));
+                    for (_, ver, n) in losers {
+                        expected.push((conflict_name(name, ver), *n));
+                    }
+                }
+                let shown: Vec<(Vec<u8>, u8)> = match tree.ino_if_known(&id(dir)) {
+                    Some(ino) => tree
+                        .children(ino)
+                        .into_iter()
+                        .map(|(name, ino)| (name, tree.get(ino).unwrap().id.0[0]))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                prop_assert_eq!(&shown, &expected);
+                if let Some(ino) = tree.ino_if_known(&id(dir)) {
+                    for (name, n) in &expected {
+                        let found = tree.lookup(ino, name).map(|i| tree.get(i).unwrap().id.0[0]);
+                        prop_assert_eq!(found, Some(*n));
+                    }
+                    if let Some(node) = tree.get(ino) {
+                        let subdirs = live.iter().filter(|(n, (p, _, _))| *p == dir && **n < 4).count();
+                        prop_assert_eq!(node.subdirs as usize, subdirs);
+                    }
+                }
+            }
+        }
     }
 }

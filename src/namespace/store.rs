@@ -281,27 +281,33 @@ impl NamespaceStore {
     /// a million at every start cost a minute of CPU. The local store is trusted like any local
     /// file of the node.
     pub fn load_all(&self) -> Result<Loaded, NamespaceError> {
+        let mut entries = Vec::new();
+        let rejected = self.for_each_entry(|e| entries.push(e))?;
+        Ok(Loaded { entries, rejected })
+    }
+
+    /// Hands every stored entry to `take`, in id order, decoding one at a time (a node's start
+    /// builds its trees this way, never holding the whole namespace decoded). Returns how many
+    /// stored entries were refused (undecodable, or under the wrong key).
+    pub fn for_each_entry(&self, mut take: impl FnMut(Entry)) -> Result<usize, NamespaceError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(ENTRIES).map_err(db_err)?;
-        let mut loaded = Loaded {
-            entries: Vec::new(),
-            rejected: 0,
-        };
+        let mut rejected = 0;
         for row in table.iter().map_err(db_err)? {
             let (key, value) = row.map_err(db_err)?;
             match Entry::from_bytes(value.value()) {
-                Ok(e) if e.id.0[..] == *key.value() => loaded.entries.push(e),
+                Ok(e) if e.id.0[..] == *key.value() => take(e),
                 Ok(e) => {
                     tracing::error!(entry = %e.id, "stored entry under the wrong key; skipped");
-                    loaded.rejected += 1;
+                    rejected += 1;
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "stored entry refused");
-                    loaded.rejected += 1;
+                    rejected += 1;
                 }
             }
         }
-        Ok(loaded)
+        Ok(rejected)
     }
 
     pub fn get(&self, id: &EntryId) -> Result<Option<Entry>, NamespaceError> {
