@@ -64,10 +64,44 @@ const REDIAL_EVERY: Duration = Duration::from_secs(3);
 /// connection count, and with it its ping and gossip traffic, stays flat however large the
 /// network.
 pub const PEERS_TARGET: usize = 8;
-/// Committed entries are gossiped at most this often (batched), and a subscription is
-/// answered with an announcement at most this often: see `run`.
+/// Committed entries are gossiped at most this often (batched), and a newcomer is answered
+/// with an announcement at most this often: see `run`.
 const GOSSIP_PACE: Duration = Duration::from_millis(50);
 const SUBSCRIBED_ANNOUNCE_PACE: Duration = Duration::from_millis(500);
+
+/// Announcements made to answer peers that may not know this node (see `Cluster::run`):
+/// at most one per pace; requests within it get one more announcement at its end (an
+/// announcement reaches every subscribed peer, so one answers them all).
+#[derive(Default)]
+struct Answers {
+    last: Option<tokio::time::Instant>,
+    due: Option<tokio::time::Instant>,
+}
+
+impl Answers {
+    /// Asks for an answer at most `pace` after the last one: true when it is to be sent now;
+    /// otherwise it is scheduled (`due`) for the end of the pace.
+    fn request(&mut self, pace: Duration) -> bool {
+        let now = tokio::time::Instant::now();
+        match self.last {
+            Some(t) if now < t + pace => {
+                let due = t + pace;
+                self.due = Some(self.due.map_or(due, |d| d.min(due)));
+                false
+            }
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
+
+    /// The scheduled answer is being sent.
+    fn sent_scheduled(&mut self) {
+        self.due = None;
+        self.last = Some(tokio::time::Instant::now());
+    }
+}
 
 /// Pauses before asking the peers for a chunk again when some could not be reached.
 const FETCH_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
@@ -377,6 +411,12 @@ impl Cluster {
         self.announce().await;
     }
 
+    /// The pace of answers to peers already alive in the view (see `run`): under the
+    /// periodic rate, so they never outnumber the announcements themselves.
+    fn slow_answer_pace(&self) -> Duration {
+        SUBSCRIBED_ANNOUNCE_PACE.max(self.membership.read().announce_period() / 2)
+    }
+
     async fn announce(&self) {
         let state = *self.state.lock();
         let addrs = self.net.listen_addrs();
@@ -388,6 +428,7 @@ impl Cluster {
             version: env!("CARGO_PKG_VERSION").into(),
             state,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            knows: self.membership.read().knows(),
         };
         let mut bytes = Vec::new();
         if ciborium::into_writer(&a, &mut bytes).is_ok() {
@@ -485,6 +526,8 @@ impl Cluster {
     // ---- Hostile peers: every gossip message gets a verdict (`NetHandle::validated`); only
     // accepted ones are forwarded, and one that does not decode or is invalid is its signed
     // source's offence (`net::guard`), as is an entry whose signature does not verify. ----
+    /// Handles one gossip message; true when it is an announcement from a peer that knows
+    /// fewer members than this node (see `run`).
     fn on_gossip(
         &self,
         topic: Topic,
@@ -492,76 +535,88 @@ impl Cluster {
         data: Vec<u8>,
         id: GossipId,
         core: &Arc<Mount>,
-    ) {
+    ) -> bool {
         match topic {
-            Topic::Membership => {
-                let Some(a) = decode_announcement(&data) else {
-                    tracing::debug!(%from, "undecodable announcement dropped");
-                    self.net
-                        .validated(id, Verdict::Offence(Offence::InvalidGossip));
+            Topic::Membership => self.on_announcement(from, &data, id),
+            Topic::Namespace => {
+                self.on_namespace_gossip(from, &data, id, core);
+                false
+            }
+        }
+    }
+
+    fn on_announcement(&self, from: PeerId, data: &[u8], id: GossipId) -> bool {
+        let Some(a) = decode_announcement(data) else {
+            tracing::debug!(%from, "undecodable announcement dropped");
+            self.net
+                .validated(id, Verdict::Offence(Offence::InvalidGossip));
+            return false;
+        };
+        // Gossip is signed by its source: a node may only speak for itself.
+        if a.peer != from.to_bytes() {
+            tracing::debug!(%from, "announcement for another peer dropped");
+            self.net
+                .validated(id, Verdict::Offence(Offence::InvalidGossip));
+            return false;
+        }
+        let result = self.membership.write().apply(&a, Instant::now());
+        match result {
+            Ok(events) => {
+                self.net.validated(id, Verdict::Accept);
+                self.net.add_addresses(from, parse_addrs(&a.addrs));
+                self.log_membership(events);
+                return a.state == AnnouncedState::Alive
+                    && self.membership.read().knows_fewer(&from);
+            }
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "announcement refused");
+                self.net.validated(id, Verdict::Ignore);
+            }
+        }
+        false
+    }
+
+    fn on_namespace_gossip(&self, from: PeerId, data: &[u8], id: GossipId, core: &Arc<Mount>) {
+        match decode_namespace_gossip(data) {
+            Some(NamespaceGossip::Entries(entries)) if entries.is_empty() => {
+                self.net.validated(id, Verdict::Ignore)
+            }
+            Some(NamespaceGossip::Entries(entries)) => {
+                // Bounded work in flight: past it, a batch is left to anti-entropy.
+                let Some(permit) = self.net.guard.gossip_apply_permit() else {
+                    tracing::debug!(%from, "too many gossip batches being applied; one ignored");
+                    self.net.validated(id, Verdict::Ignore);
                     return;
                 };
-                // Gossip is signed by its source: a node may only speak for itself.
-                if a.peer != from.to_bytes() {
-                    tracing::debug!(%from, "announcement for another peer dropped");
-                    self.net
-                        .validated(id, Verdict::Offence(Offence::InvalidGossip));
-                    return;
-                }
-                let result = self.membership.write().apply(&a, Instant::now());
-                match result {
-                    Ok(events) => {
-                        self.net.validated(id, Verdict::Accept);
-                        self.net.add_addresses(from, parse_addrs(&a.addrs));
-                        self.log_membership(events);
-                    }
-                    Err(e) => {
-                        tracing::debug!(%from, error = %e, "announcement refused");
-                        self.net.validated(id, Verdict::Ignore);
-                    }
-                }
-            }
-            Topic::Namespace => match decode_namespace_gossip(&data) {
-                Some(NamespaceGossip::Entries(entries)) if entries.is_empty() => {
-                    self.net.validated(id, Verdict::Ignore)
-                }
-                Some(NamespaceGossip::Entries(entries)) => {
-                    // Bounded work in flight: past it, a batch is left to anti-entropy.
-                    let Some(permit) = self.net.guard.gossip_apply_permit() else {
-                        tracing::debug!(%from, "too many gossip batches being applied; one ignored");
-                        self.net.validated(id, Verdict::Ignore);
-                        return;
+                let (core, net) = (core.clone(), self.net.clone());
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let verdict = match sync::apply_from_peer(&core, from, entries) {
+                        Ok((_, forged)) if forged > 0 => Verdict::Offence(Offence::ForgedEntry),
+                        Ok((r, _)) if r.rejected > 0 => {
+                            tracing::debug!(%from, rejected = r.rejected, "invalid entries refused");
+                            Verdict::Reject
+                        }
+                        Ok(_) => Verdict::Accept,
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not apply entries from a peer");
+                            Verdict::Ignore
+                        }
                     };
-                    let (core, net) = (core.clone(), self.net.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let _permit = permit;
-                        let verdict = match sync::apply_from_peer(&core, from, entries) {
-                            Ok((_, forged)) if forged > 0 => Verdict::Offence(Offence::ForgedEntry),
-                            Ok((r, _)) if r.rejected > 0 => {
-                                tracing::debug!(%from, rejected = r.rejected, "invalid entries refused");
-                                Verdict::Reject
-                            }
-                            Ok(_) => Verdict::Accept,
-                            Err(e) => {
-                                tracing::error!(error = %e, "could not apply entries from a peer");
-                                Verdict::Ignore
-                            }
-                        };
-                        net.validated(id, verdict);
-                    });
+                    net.validated(id, verdict);
+                });
+            }
+            Some(NamespaceGossip::SyncWithMe) => {
+                if self.net.guard.allow_sync_hint(from) {
+                    self.spawn_sync(from, core);
                 }
-                Some(NamespaceGossip::SyncWithMe) => {
-                    if self.net.guard.allow_sync_hint(from) {
-                        self.spawn_sync(from, core);
-                    }
-                    self.net.validated(id, Verdict::Accept);
-                }
-                None => {
-                    tracing::debug!(%from, "undecodable namespace gossip dropped");
-                    self.net
-                        .validated(id, Verdict::Offence(Offence::InvalidGossip));
-                }
-            },
+                self.net.validated(id, Verdict::Accept);
+            }
+            None => {
+                tracing::debug!(%from, "undecodable namespace gossip dropped");
+                self.net
+                    .validated(id, Verdict::Offence(Offence::InvalidGossip));
+            }
         }
     }
     // ---- end of gossip verdicts ----
@@ -613,45 +668,50 @@ impl Cluster {
         // SUBSCRIBED_ANNOUNCE_PACE, keeping an honest node far below that limit.
         let mut unsent: Vec<Entry> = Vec::new();
         let mut next_gossip = tokio::time::Instant::now();
-        // (An announcement reaches every subscribed peer; subscriptions that arrive within the
-        // pace get one more announcement at its end.)
-        let mut last_subscribed_announce: Option<tokio::time::Instant> = None;
-        let mut subscribed_announce_due: Option<tokio::time::Instant> = None;
+        let mut answers = Answers::default();
         loop {
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { return };
                     match event {
+                        // Answers: a peer that may not know this node (it just started, or
+                        // restarted with an empty view) hears our announcement now rather than
+                        // a whole announce period later. Each answer goes to the whole
+                        // network, so only peers that need one get it: a subscriber that is new
+                        // to our view or back from dead (at the short pace); a connected peer
+                        // whose announcement shows it knows fewer members than we do (paced to
+                        // half an announce period). Every reconnection subscribes; a peer alive
+                        // in our view that knows as many as we do is not answered (answering
+                        // those was most of the gossip at 64 nodes). Only connected peers are
+                        // answered: a join heard through gossip does not make the whole network
+                        // answer at once.
                         NetEvent::Gossip { topic, from, data, id } => {
                             self.log_membership(self.membership.write().heard_from(&from, Instant::now()));
-                            self.on_gossip(topic, from, data, id, &core);
+                            if self.on_gossip(topic, from, data, id, &core)
+                                && self.net.connected().contains(&from)
+                            {
+                                let pace = self.slow_answer_pace();
+                                if answers.request(pace) {
+                                    self.announce().await;
+                                }
+                            }
                         }
-                        // A subscriber may know nothing of us (it just started, or restarted
-                        // with an empty view), so it hears our announcement now. But every
-                        // reconnection subscribes, and each answer goes to the whole network:
-                        // for a peer alive in our view, answers are paced to one per half
-                        // announce period, which keeps them under the periodic rate. A newcomer,
-                        // or a peer back from dead, is answered at the short pace.
                         NetEvent::Subscribed(peer) => {
                             let pace = {
                                 let view = self.membership.read();
                                 match view.get(&peer) {
                                     Some(m) if m.state == crate::membership::PeerState::Alive => {
-                                        SUBSCRIBED_ANNOUNCE_PACE.max(view.announce_period() / 2)
+                                        view.knows_fewer(&peer).then(|| {
+                                            SUBSCRIBED_ANNOUNCE_PACE.max(view.announce_period() / 2)
+                                        })
                                     }
-                                    _ => SUBSCRIBED_ANNOUNCE_PACE,
+                                    _ => Some(SUBSCRIBED_ANNOUNCE_PACE),
                                 }
                             };
-                            match last_subscribed_announce {
-                                Some(t) if t.elapsed() < pace => {
-                                    let due = t + pace;
-                                    subscribed_announce_due =
-                                        Some(subscribed_announce_due.map_or(due, |d| d.min(due)));
-                                }
-                                _ => {
-                                    last_subscribed_announce = Some(tokio::time::Instant::now());
-                                    self.announce().await;
-                                }
+                            if let Some(pace) = pace
+                                && answers.request(pace)
+                            {
+                                self.announce().await;
                             }
                         }
                         NetEvent::Connected(peer) => {
@@ -671,11 +731,10 @@ impl Cluster {
                         next_gossip = tokio::time::Instant::now() + GOSSIP_PACE;
                     }
                 }
-                _ = tokio::time::sleep_until(subscribed_announce_due.unwrap_or(next_gossip)),
-                    if subscribed_announce_due.is_some() =>
+                _ = tokio::time::sleep_until(answers.due.unwrap_or(next_gossip)),
+                    if answers.due.is_some() =>
                 {
-                    subscribed_announce_due = None;
-                    last_subscribed_announce = Some(tokio::time::Instant::now());
+                    answers.sent_scheduled();
                     self.announce().await;
                 }
                 _ = tokio::time::sleep_until(next_gossip), if !unsent.is_empty() => {

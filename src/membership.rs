@@ -41,6 +41,12 @@ pub struct Announcement {
     /// Increases with every announcement from the node, so a delayed older one is recognised
     /// and ignored. A restarted node starts from a wall-clock-based value to stay increasing.
     pub seq: u64,
+    /// How many live members the announcer's view holds, itself included. A node that knows
+    /// fewer than a peer does is missing someone (it just started, or restarted with an empty
+    /// view), so the peer answers it with an announcement; nodes that agree send none
+    /// ([`Membership::knows_fewer`]). Absent (0) from older nodes: they are always answered.
+    #[serde(default)]
+    pub knows: u32,
 }
 
 /// The states a node can claim for itself.
@@ -109,6 +115,8 @@ pub struct Member {
     pub last_seen: Instant,
     /// Sequence number of the newest announcement applied.
     pub seq: u64,
+    /// Live members its view held, by its newest announcement ([`Announcement::knows`]).
+    pub knows: u32,
 }
 
 /// Announcements the whole network sends per second, at most, once it is large: every node
@@ -212,6 +220,7 @@ impl Membership {
             state: to,
             last_seen: now,
             seq: a.seq,
+            knows: a.knows,
         };
         let event = match self.members.insert(peer, member) {
             // First heard saying it left: kept only to remember its seq, so a delayed older
@@ -298,6 +307,20 @@ impl Membership {
     /// How many other peers are alive or suspect.
     pub fn live_count(&self) -> usize {
         self.members.values().filter(|m| m.state.is_live()).count()
+    }
+
+    /// What this node announces as [`Announcement::knows`]: its live members, itself included.
+    pub fn knows(&self) -> u32 {
+        u32::try_from(self.live_count() + 1).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `peer`, by its newest announcement, knows fewer live members than this node
+    /// does: it may be missing this node, so it is worth an announcement. An unknown peer
+    /// knows fewer.
+    pub fn knows_fewer(&self, peer: &PeerId) -> bool {
+        self.members
+            .get(peer)
+            .is_none_or(|m| m.knows < self.knows())
     }
 
     /// How often this node announces itself: the configured interval, stretched in a large
@@ -390,6 +413,7 @@ mod tests {
             version: "0.1.0".into(),
             state,
             seq,
+            knows: 1,
         }
     }
 
@@ -496,6 +520,32 @@ mod tests {
             assert_eq!(live.suspect_after, period * 3);
             assert_eq!(live.dead_after, period * 5);
         }
+    }
+
+    #[test]
+    fn a_peer_that_knows_fewer_members_is_worth_an_answer() {
+        let mut view = view();
+        let t0 = Instant::now();
+        let (a, b) = (peer(1), peer(2));
+        assert!(view.knows_fewer(&a), "an unknown peer knows fewer");
+        view.apply(&announcement(a, 1, AnnouncedState::Alive), t0)
+            .unwrap();
+        // We know a and ourselves: 2. a said it knows only itself.
+        assert_eq!(view.knows(), 2);
+        assert!(view.knows_fewer(&a));
+        let mut caught_up = announcement(a, 2, AnnouncedState::Alive);
+        caught_up.knows = 2;
+        view.apply(&caught_up, t0).unwrap();
+        assert!(!view.knows_fewer(&a));
+        // A third member joins our view: a, as of its last word, lacks someone.
+        view.apply(&announcement(b, 1, AnnouncedState::Alive), t0)
+            .unwrap();
+        assert!(view.knows_fewer(&a));
+        // An older node does not send the field: it is always answered.
+        let mut old = announcement(a, 3, AnnouncedState::Alive);
+        old.knows = 0;
+        view.apply(&old, t0).unwrap();
+        assert!(view.knows_fewer(&a));
     }
 
     #[test]
@@ -756,7 +806,7 @@ mod tests {
         ) {
             let mut view = view();
             let t0 = Instant::now();
-            let a = Announcement { peer: peer_bytes, addrs, capacity, free: capacity / 2, version, state, seq };
+            let a = Announcement { peer: peer_bytes, addrs, capacity, free: capacity / 2, version, state, seq, knows: 0 };
             match view.apply(&a, t0) {
                 Ok(_) => {
                     for m in view.members() {

@@ -380,6 +380,7 @@ fn announcement(state: AnnouncedState) -> Announcement {
         version: "0.1.0".into(),
         state,
         seq: 1_700_000_000_000,
+        knows: 3,
     }
 }
 
