@@ -436,18 +436,26 @@ impl FsCore {
         *self.volume.write() = volume;
         if more_keys {
             let volume = self.volume.read();
-            let mut tree = self.tree.write();
+            // The store is read without holding the tree (requests go on meanwhile); entries
+            // the tree already shows are not opened again.
+            let mut opened = Vec::new();
             self.namespace.for_each_entry(|e| {
                 if e.volume == volume.id
                     && !e.deleted
                     && !VolumeRecord::is_record(&e)
-                    && tree.ino_if_known(&e.id).is_none()
+                    && self.tree.read().ino_if_known(&e.id).is_none()
                     && volume.can_write(&e.author, e.hlc)
                     && let Ok(meta) = volume.open_entry(&e)
                 {
-                    tree.upsert(&e, meta);
+                    opened.push((e, meta));
                 }
             })?;
+            let mut tree = self.tree.write();
+            for (e, meta) in opened {
+                if tree.ino_if_known(&e.id).is_none() {
+                    tree.upsert(&e, meta);
+                }
+            }
         }
         Ok(())
     }
