@@ -69,6 +69,12 @@ pub const PEERS_TARGET: usize = 8;
 const GOSSIP_PACE: Duration = Duration::from_millis(50);
 const SUBSCRIBED_ANNOUNCE_PACE: Duration = Duration::from_millis(500);
 
+/// The pace of answers to peers already alive in `view` (see `Cluster::run`): under the
+/// periodic rate, so they never outnumber the announcements themselves.
+fn known_peer_answer_pace(view: &Membership) -> Duration {
+    SUBSCRIBED_ANNOUNCE_PACE.max(view.announce_period() / 2)
+}
+
 /// Announcements made to answer peers that may not know this node (see `Cluster::run`):
 /// at most one per pace; requests within it get one more announcement at its end (an
 /// announcement reaches every subscribed peer, so one answers them all).
@@ -411,12 +417,6 @@ impl Cluster {
         self.announce().await;
     }
 
-    /// The pace of answers to peers already alive in the view (see `run`): under the
-    /// periodic rate, so they never outnumber the announcements themselves.
-    fn slow_answer_pace(&self) -> Duration {
-        SUBSCRIBED_ANNOUNCE_PACE.max(self.membership.read().announce_period() / 2)
-    }
-
     async fn announce(&self) {
         let state = *self.state.lock();
         let addrs = self.net.listen_addrs();
@@ -565,15 +565,14 @@ impl Cluster {
                 self.net.validated(id, Verdict::Accept);
                 self.net.add_addresses(from, parse_addrs(&a.addrs));
                 self.log_membership(events);
-                return a.state == AnnouncedState::Alive
-                    && self.membership.read().knows_fewer(&from);
+                a.state == AnnouncedState::Alive && self.membership.read().knows_fewer(&from)
             }
             Err(e) => {
                 tracing::debug!(%from, error = %e, "announcement refused");
                 self.net.validated(id, Verdict::Ignore);
+                false
             }
         }
-        false
     }
 
     fn on_namespace_gossip(&self, from: PeerId, data: &[u8], id: GossipId, core: &Arc<Mount>) {
@@ -690,7 +689,7 @@ impl Cluster {
                             if self.on_gossip(topic, from, data, id, &core)
                                 && self.net.connected().contains(&from)
                             {
-                                let pace = self.slow_answer_pace();
+                                let pace = known_peer_answer_pace(&self.membership.read());
                                 if answers.request(pace) {
                                     self.announce().await;
                                 }
@@ -701,9 +700,7 @@ impl Cluster {
                                 let view = self.membership.read();
                                 match view.get(&peer) {
                                     Some(m) if m.state == crate::membership::PeerState::Alive => {
-                                        view.knows_fewer(&peer).then(|| {
-                                            SUBSCRIBED_ANNOUNCE_PACE.max(view.announce_period() / 2)
-                                        })
+                                        view.knows_fewer(&peer).then(|| known_peer_answer_pace(&view))
                                     }
                                     _ => Some(SUBSCRIBED_ANNOUNCE_PACE),
                                 }

@@ -138,7 +138,7 @@ impl Mount {
         let mut rejected = 0u64;
         // One pass over the store: the network volume's tree is built as entries are decoded;
         // other volumes' entries wait (their records, so their keys, may come later in the
-        // pass), which holds only those decoded at once.
+        // pass): only those are ever held decoded all at once.
         let mut network_tree = TreeLoader::new(&parts.network);
         let mut others: HashMap<VolumeId, Vec<Entry>> = HashMap::new();
         let refused = parts.namespace.for_each_entry(|e| {
