@@ -85,10 +85,9 @@ struct Answers {
 }
 
 impl Answers {
-    /// Asks for an answer at most `pace` after the last one: true when it is to be sent now;
-    /// otherwise it is scheduled (`due`) for the end of the pace.
-    fn request(&mut self, pace: Duration) -> bool {
-        let now = tokio::time::Instant::now();
+    /// Asks, at `now`, for an answer at most `pace` after the last one: true when it is to be
+    /// sent now; otherwise it is scheduled (`due`) for the end of the pace.
+    fn request(&mut self, now: tokio::time::Instant, pace: Duration) -> bool {
         match self.last {
             Some(t) if now < t + pace => {
                 let due = t + pace;
@@ -102,10 +101,10 @@ impl Answers {
         }
     }
 
-    /// The scheduled answer is being sent.
-    fn sent_scheduled(&mut self) {
+    /// The scheduled answer is being sent, at `now`.
+    fn sent_scheduled(&mut self, now: tokio::time::Instant) {
         self.due = None;
-        self.last = Some(tokio::time::Instant::now());
+        self.last = Some(now);
     }
 }
 
@@ -690,7 +689,7 @@ impl Cluster {
                                 && self.net.connected().contains(&from)
                             {
                                 let pace = known_peer_answer_pace(&self.membership.read());
-                                if answers.request(pace) {
+                                if answers.request(tokio::time::Instant::now(), pace) {
                                     self.announce().await;
                                 }
                             }
@@ -706,7 +705,7 @@ impl Cluster {
                                 }
                             };
                             if let Some(pace) = pace
-                                && answers.request(pace)
+                                && answers.request(tokio::time::Instant::now(), pace)
                             {
                                 self.announce().await;
                             }
@@ -731,7 +730,7 @@ impl Cluster {
                 _ = tokio::time::sleep_until(answers.due.unwrap_or(next_gossip)),
                     if answers.due.is_some() =>
                 {
-                    answers.sent_scheduled();
+                    answers.sent_scheduled(tokio::time::Instant::now());
                     self.announce().await;
                 }
                 _ = tokio::time::sleep_until(next_gossip), if !unsent.is_empty() => {
@@ -757,5 +756,38 @@ impl Cluster {
                 _ = redial.tick() => self.redial_members(),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_paced_and_requests_within_the_pace_get_one_at_its_end() {
+        let t0 = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        let mut answers = Answers::default();
+        assert!(
+            answers.request(t0, ms(500)),
+            "the first answer goes at once"
+        );
+        assert_eq!(answers.due, None);
+        // Within the pace: none now, one at its end, however many ask.
+        assert!(!answers.request(t0 + ms(100), ms(500)));
+        assert!(!answers.request(t0 + ms(200), ms(500)));
+        assert_eq!(answers.due, Some(t0 + ms(500)));
+        // A shorter pace (a newcomer) brings the scheduled answer forward, never back.
+        assert!(!answers.request(t0 + ms(250), ms(300)));
+        assert_eq!(answers.due, Some(t0 + ms(300)));
+        assert!(!answers.request(t0 + ms(260), ms(4000)));
+        assert_eq!(answers.due, Some(t0 + ms(300)));
+        answers.sent_scheduled(t0 + ms(300));
+        assert_eq!(answers.due, None);
+        // The pace runs from the scheduled answer.
+        assert!(!answers.request(t0 + ms(700), ms(500)));
+        assert_eq!(answers.due, Some(t0 + ms(800)));
+        answers.sent_scheduled(t0 + ms(800));
+        assert!(answers.request(t0 + ms(1300), ms(500)));
     }
 }
