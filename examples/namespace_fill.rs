@@ -83,20 +83,8 @@ fn parse() -> Args {
 fn meta(parent: EntryId, name: String, kind: EntryKind, now: Timestamp) -> EntryMeta {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    EntryMeta {
-        parent,
-        name: name.into_bytes(),
-        kind,
-        size: 0,
-        mode: if kind == EntryKind::Dir { 0o755 } else { 0o644 },
-        uid,
-        gid,
-        atime: now,
-        mtime: now,
-        ctime: now,
-        blocks: vec![],
-        symlink_target: vec![],
-    }
+    let mode = if kind == EntryKind::Dir { 0o755 } else { 0o644 };
+    EntryMeta::new_empty(parent, name.into_bytes(), kind, mode, (uid, gid), now)
 }
 
 /// This process's resident set, MiB (from /proc/self/status).

@@ -317,20 +317,8 @@ impl FsCore {
             let now = Timestamp::now();
             // SAFETY: getuid/getgid cannot fail.
             let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-            let root = EntryMeta {
-                parent: root_id,
-                name: Vec::new(),
-                kind: EntryKind::Dir,
-                size: 0,
-                mode: 0o755,
-                uid,
-                gid,
-                atime: now,
-                mtime: now,
-                ctime: now,
-                blocks: vec![],
-                symlink_target: vec![],
-            };
+            let root =
+                EntryMeta::new_empty(root_id, Vec::new(), EntryKind::Dir, 0o755, (uid, gid), now);
             core.persist(vec![(root_id, Some(root))])?;
         }
         tracing::info!(
@@ -816,23 +804,14 @@ impl FsCore {
             mode |= S_ISGID;
         }
         let id = EntryId::random();
+        let gid = if inherit_gid {
+            dir.meta.gid
+        } else {
+            caller.gid
+        };
         let meta = EntryMeta {
-            parent: dir.id,
-            name: name.to_vec(),
-            kind,
-            size: 0,
-            mode,
-            uid: caller.uid,
-            gid: if inherit_gid {
-                dir.meta.gid
-            } else {
-                caller.gid
-            },
-            atime: now,
-            mtime: now,
-            ctime: now,
-            blocks: vec![],
             symlink_target: target,
+            ..EntryMeta::new_empty(dir.id, name.to_vec(), kind, mode, (caller.uid, gid), now)
         };
         self.persist(vec![
             (id, Some(meta)),

@@ -180,20 +180,14 @@ fn writes_by_non_writers_and_forged_records_are_refused_everywhere() {
     exchange(&[&a, &b]);
     // B (a reader, so it has the key) seals an entry anyway, bypassing its own mount.
     let volume = volume_of(&b, &team.id);
-    let meta = EntryMeta {
-        parent: volume.root_id(),
-        name: b"smuggled".to_vec(),
-        kind: EntryKind::File,
-        size: 0,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        atime: Timestamp::now(),
-        mtime: Timestamp::now(),
-        ctime: Timestamp::now(),
-        blocks: vec![],
-        symlink_target: vec![],
-    };
+    let meta = EntryMeta::new_empty(
+        volume.root_id(),
+        b"smuggled".to_vec(),
+        EntryKind::File,
+        0o644,
+        (0, 0),
+        Timestamp::now(),
+    );
     let smuggled = EntrySealer {
         volume: volume.id,
         payload_key: volume.payload_key(),

@@ -374,7 +374,6 @@ mod tests {
         } else {
             EntryKind::File
         };
-        let t = Timestamp { secs: 0, nanos: 0 };
         let entry = Entry {
             id: id(n),
             volume: VolumeId([0; 16]),
@@ -387,20 +386,9 @@ mod tests {
             payload: vec![],
             signature: [0; 64],
         };
-        let meta = EntryMeta {
-            parent: id(parent),
-            name: name.as_bytes().to_vec(),
-            kind,
-            size: 0,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            blocks: vec![],
-            symlink_target: vec![],
-        };
+        let t = Timestamp { secs: 0, nanos: 0 };
+        let meta =
+            EntryMeta::new_empty(id(parent), name.as_bytes().to_vec(), kind, 0o644, (0, 0), t);
         (entry, meta)
     }
 

@@ -164,6 +164,33 @@ pub struct EntryMeta {
     pub symlink_target: Vec<u8>,
 }
 
+impl EntryMeta {
+    /// A new entry with no content (no chunks, no link target), created at `now`.
+    pub fn new_empty(
+        parent: EntryId,
+        name: Vec<u8>,
+        kind: EntryKind,
+        mode: u32,
+        (uid, gid): (u32, u32),
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            parent,
+            name,
+            kind,
+            size: 0,
+            mode,
+            uid,
+            gid,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            blocks: vec![],
+            symlink_target: vec![],
+        }
+    }
+}
+
 /// The order of versions of one entry: last writer wins by clock, then author, then node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version {
