@@ -4,12 +4,17 @@
 //!
 //! `cargo run --release --example placement_sim -- --members 10000 --chunks 10000000 --k 16,32,64`
 //! (`--full` adds the full-membership rule, O(members) per chunk, measured on the first
-//! `--full-sample` chunks only.)
+//! `--full-sample` chunks only; `--rule1-sample N` adds the same with placement rule 1's pair
+//! hash on N chunks, the baseline of the CPU time; `--no-closest` skips the closest-k rules.)
+//!
+//! The rule the nodes run at 10,000 members, on every chunk:
+//! `placement_sim --members 10000 --chunks 10000000 --full --full-sample 10000000 --no-closest
+//! --rule1-sample 20000`
 
 use std::time::Instant;
 
 use clap::Parser;
-use p2pfs::sim::{Strategy, measure, world};
+use p2pfs::sim::{Strategy, chunk, measure, world};
 
 #[derive(Parser)]
 struct Args {
@@ -36,6 +41,17 @@ struct Args {
     /// Chunks the full-membership rule is measured on (the first ones: a uniform sample).
     #[arg(long, default_value_t = 20_000)]
     full_sample: u64,
+    /// Also simulate the full-membership rule with placement rule 1's pair hash (blake3 per
+    /// pair) on this many chunks (0: not at all): the baseline for the CPU time per chunk.
+    #[arg(long, default_value_t = 0)]
+    rule1_sample: u64,
+    /// Time the nodes' own code path (`Placement::new`, then `Placement::owners` for R owners)
+    /// on this many chunks, one thread (0: not at all).
+    #[arg(long, default_value_t = 0)]
+    owners_sample: u64,
+    /// Skip the closest-peers rules (`--k`, `--weights`).
+    #[arg(long)]
+    no_closest: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -65,11 +81,36 @@ fn main() {
         w.threads,
         t.elapsed().as_secs_f64()
     );
+    if args.owners_sample > 0 {
+        let t = Instant::now();
+        let placement = w.placement();
+        let built = t.elapsed();
+        let n = args.owners_sample.min(args.chunks.max(1));
+        let t = Instant::now();
+        let mut owners = 0;
+        for i in 0..n {
+            owners += placement.owners(&chunk(i).0, args.replicas).len();
+        }
+        let per_chunk = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        eprintln!(
+            "Placement::new over {} members: {:.1} ms; Placement::owners: {per_chunk:.1} µs per chunk ({n} chunks, {owners} owners, one thread, wall time)",
+            placement.len(),
+            built.as_secs_f64() * 1e3,
+        );
+    }
     let mut runs: Vec<(Strategy, u64)> = Vec::new();
     if args.full {
         runs.push((Strategy::Full, args.full_sample.min(args.chunks)));
     }
-    for &k in &args.k {
+    if args.rule1_sample > 0 {
+        runs.push((Strategy::FullRule1, args.rule1_sample.min(args.chunks)));
+    }
+    let closest = if args.no_closest {
+        &[][..]
+    } else {
+        &args.k[..]
+    };
+    for &k in closest {
         for weight in &args.weights {
             let s = match weight.as_str() {
                 "capacity" => Strategy::Closest { k },

@@ -132,6 +132,12 @@ pub struct ChunkRouter {
 }
 
 impl ChunkRouter {
+    /// Live peers that place chunks by another rule than this node's (older or newer
+    /// versions): while there are any, repair keeps surplus copies (`repair.rs`).
+    pub fn peers_on_another_rule(&self) -> usize {
+        self.membership.read().peers_on_another_rule()
+    }
+
     /// Placement as it will be once this node is gone (for handing its data off).
     pub fn placement_without_self(&self) -> Placement {
         let candidates = self.membership.read().placement_peers();
@@ -144,8 +150,8 @@ impl ChunkRouter {
 
     /// Owners are computed from this node's view: live members (alive or suspect) and itself.
     /// The Placement is rebuilt only when that set (or a capacity) changed: building one
-    /// encodes every member's id, and past `placement::MAX_CANDIDATES` hashes it too, while
-    /// every chunk written or read asks for it.
+    /// encodes and hashes every member's id (its placement seed), while every chunk written
+    /// or read asks for it.
     pub fn placement(&self) -> Arc<Placement> {
         let mut peers = self.membership.read().placement_peers();
         peers.push((self.local, self.capacity));
@@ -428,6 +434,7 @@ impl Cluster {
             state,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             knows: self.membership.read().knows(),
+            placement_rule: crate::placement::RULE,
         };
         let mut bytes = Vec::new();
         if ciborium::into_writer(&a, &mut bytes).is_ok() {

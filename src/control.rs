@@ -106,6 +106,10 @@ pub struct Status {
     pub version: String,
     pub peer_id: String,
     pub network_fingerprint: String,
+    /// The placement rule this node computes owners by (`placement::RULE`). Peers on another
+    /// (`PeerStatus::placement_rule`) disagree on owners: every node should run one version.
+    #[serde(default)]
+    pub placement_rule: u8,
     pub listen_addrs: Vec<String>,
     /// `connected` when at least one peer is connected, else `isolated`.
     pub network: String,
@@ -185,6 +189,10 @@ pub struct PeerStatus {
     pub capacity: u64,
     pub free_bytes: u64,
     pub version: String,
+    /// The placement rule the peer announced (this node's is `placement::RULE`); 1 for
+    /// versions that did not announce one.
+    #[serde(default)]
+    pub placement_rule: u8,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -616,12 +624,14 @@ impl StatusSource {
                 capacity: m.capacity,
                 free_bytes: m.free,
                 version: m.version.clone(),
+                placement_rule: m.placement_rule,
             })
             .collect();
         Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             peer_id: net.local.to_string(),
             network_fingerprint: self.network_fingerprint.clone(),
+            placement_rule: crate::placement::RULE,
             listen_addrs: net.listen_addrs().iter().map(|a| a.to_string()).collect(),
             network: if connected.is_empty() {
                 "isolated"

@@ -47,6 +47,16 @@ pub struct Announcement {
     /// ([`Membership::knows_fewer`]). Absent (0) from older nodes: they are always answered.
     #[serde(default)]
     pub knows: u32,
+    /// The placement rule the announcer computes owners by ([`crate::placement::RULE`]).
+    /// Absent from nodes older than rule 2, which all placed by rule 1. Nodes on different
+    /// rules disagree on owners, so this node warns when it hears one.
+    #[serde(default = "placement_rule_1")]
+    pub placement_rule: u8,
+}
+
+/// The rule of announcements without the field: every node before rule 2 placed by rule 1.
+fn placement_rule_1() -> u8 {
+    1
 }
 
 /// The states a node can claim for itself.
@@ -117,6 +127,8 @@ pub struct Member {
     pub seq: u64,
     /// Live members its view held, by its newest announcement ([`Announcement::knows`]).
     pub knows: u32,
+    /// Its placement rule ([`Announcement::placement_rule`]).
+    pub placement_rule: u8,
 }
 
 /// Announcements the whole network sends per second, at most, once it is large: every node
@@ -221,7 +233,20 @@ impl Membership {
             last_seen: now,
             seq: a.seq,
             knows: a.knows,
+            placement_rule: a.placement_rule,
         };
+        let rule_was = self.members.get(&peer).map(|m| m.placement_rule);
+        if a.placement_rule != crate::placement::RULE && rule_was != Some(a.placement_rule) {
+            // Owners computed by another rule differ from ours: copies would be pushed to
+            // owners by one rule and dropped by the other. Said once per peer and rule.
+            tracing::warn!(
+                %peer,
+                peer_rule = a.placement_rule,
+                our_rule = crate::placement::RULE,
+                version = %member.version,
+                "peer places chunks by another rule: run the same p2pfs version on every node"
+            );
+        }
         let event = match self.members.insert(peer, member) {
             // First heard saying it left: kept only to remember its seq, so a delayed older
             // announcement cannot bring it back. It never joined as far as this node knows.
@@ -302,6 +327,14 @@ impl Membership {
             .filter(|m| m.state.is_live())
             .map(|m| (m.peer, m.capacity))
             .collect()
+    }
+
+    /// Live peers whose announcements name another placement rule than this node's.
+    pub fn peers_on_another_rule(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.state.is_live() && m.placement_rule != crate::placement::RULE)
+            .count()
     }
 
     /// How many other peers are alive or suspect.
@@ -414,6 +447,7 @@ mod tests {
             state,
             seq,
             knows: 1,
+            placement_rule: crate::placement::RULE,
         }
     }
 
@@ -546,6 +580,56 @@ mod tests {
         old.knows = 0;
         view.apply(&old, t0).unwrap();
         assert!(view.knows_fewer(&a));
+    }
+
+    #[test]
+    fn an_announcement_without_a_placement_rule_is_rule_1() {
+        // What a node before rule 2 sent: the same fields, without `placement_rule`.
+        #[derive(Serialize)]
+        struct OldAnnouncement {
+            peer: Vec<u8>,
+            addrs: Vec<String>,
+            capacity: u64,
+            free: u64,
+            version: String,
+            state: AnnouncedState,
+            seq: u64,
+            knows: u32,
+        }
+        let a = peer(1);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(
+            &OldAnnouncement {
+                peer: a.to_bytes(),
+                addrs: vec![],
+                capacity: 1 << 30,
+                free: 0,
+                version: "0.1.0".into(),
+                state: AnnouncedState::Alive,
+                seq: 1,
+                knows: 1,
+            },
+            &mut bytes,
+        )
+        .unwrap();
+        let old: Announcement = ciborium::from_reader(&bytes[..]).unwrap();
+        assert_eq!(old.placement_rule, 1);
+        // It still joins the view (the node only warns), and says which rule it is on.
+        let mut view = view();
+        view.apply(&old, Instant::now()).unwrap();
+        let member = view.members().find(|m| m.peer == a).unwrap();
+        assert_eq!(member.placement_rule, 1);
+        assert_eq!(view.peers_on_another_rule(), 1);
+        // Once it announces our rule (upgraded), the view is uniform again.
+        view.apply(&announcement(a, 5, AnnouncedState::Alive), Instant::now())
+            .unwrap();
+        assert_eq!(view.peers_on_another_rule(), 0);
+        // Ours round-trips.
+        let ours = announcement(a, 2, AnnouncedState::Alive);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&ours, &mut bytes).unwrap();
+        let back: Announcement = ciborium::from_reader(&bytes[..]).unwrap();
+        assert_eq!(back.placement_rule, crate::placement::RULE);
     }
 
     #[test]
@@ -802,11 +886,12 @@ mod tests {
             capacity in any::<u64>(),
             seq in any::<u64>(),
             state in arb_state(),
+            placement_rule in any::<u8>(),
             offsets in proptest::collection::vec(0u64..10_000, 1..6),
         ) {
             let mut view = view();
             let t0 = Instant::now();
-            let a = Announcement { peer: peer_bytes, addrs, capacity, free: capacity / 2, version, state, seq, knows: 0 };
+            let a = Announcement { peer: peer_bytes, addrs, capacity, free: capacity / 2, version, state, seq, knows: 0, placement_rule };
             match view.apply(&a, t0) {
                 Ok(_) => {
                     for m in view.members() {

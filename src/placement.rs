@@ -13,7 +13,11 @@
 //!   traffic is proportional to what changed.
 //!
 //! The hash input and the mapping to a score are part of the protocol: nodes that computed
-//! them differently would disagree on every owner.
+//! them differently would disagree on every owner. This is rule 2 ([`RULE`]): the pair hash is
+//! a 64-bit finalizer of two seeds, each a `blake3` computed once (per member per membership
+//! view, per chunk per placement), so scoring a member costs ~17 ns instead of rule 1's blake3
+//! of the chunk id and the peer id per pair (~230 ns). That is what makes the full view
+//! affordable up to [`MAX_CANDIDATES`] members (ARCHITECTURE "Placement at scale").
 
 use std::cmp::Ordering;
 
@@ -21,8 +25,13 @@ use libp2p::PeerId;
 
 use crate::block::ChunkId;
 
-/// Domain separation, so a placement hash can never collide with another use of blake3 here.
-const DOMAIN: &[u8] = b"p2pfs placement v1";
+/// The placement rule's number, announced by every node: nodes on different rules disagree on
+/// owners (1 hashed every (chunk, member) pair with blake3; 2 is [`rendezvous_score`]).
+pub const RULE: u8 = 2;
+
+/// Domain separation, so a placement seed can never collide with another use of blake3 here.
+const MEMBER_DOMAIN: &[u8] = b"p2pfs placement v2 member";
+const CHUNK_DOMAIN: &[u8] = b"p2pfs placement v2 chunk";
 
 /// A member that can hold chunks.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,23 +41,29 @@ pub struct Candidate {
     pub capacity: u64,
 }
 
-/// A candidate with its peer id encoded once, since every score hashes those bytes.
+/// A candidate with its peer id encoded once (ties between equal scores are broken by those
+/// bytes) and its placement seed ([`member_seed`]), hashed once per membership view.
 #[derive(Clone, Debug)]
 struct EncodedCandidate {
     candidate: Candidate,
     peer_bytes: Vec<u8>,
+    seed: u64,
 }
 
 /// Members scored per chunk, at most. Up to this many members every member is a candidate for
 /// every chunk (the full view: exact balance, optimal movement). Past it, a chunk's candidates
 /// are the `MAX_CANDIDATES` members whose DHT key is XOR-closest to the chunk's key (what a
-/// Kademlia closest-peers lookup of that size returns), so the hashing per chunk stops growing
-/// with the network (0.23 µs per candidate: 0.24 ms per chunk here, 2.3 ms at 10,000 members
-/// with the full view). With fewer members the closest `MAX_CANDIDATES` are all of them, so
+/// Kademlia closest-peers lookup of that size returns), so the work per chunk stops growing
+/// with the network. With fewer members the closest `MAX_CANDIDATES` are all of them, so
 /// crossing the threshold moves nothing by itself: the rule changes smoothly, and only for
-/// the members that fall out of a chunk's neighbourhood. Figures: ARCHITECTURE "Placement at
-/// scale" (`sim.rs`).
-pub const MAX_CANDIDATES: usize = 1024;
+/// the members that fall out of a chunk's neighbourhood.
+///
+/// The bound is where the full view costs what one chunk's placement may cost: ~17 ns per
+/// member, so ~0.3 ms per chunk at 16,384 members, what rule 1 spent at 1,024. The simulation
+/// (`sim.rs`) showed the XOR-closest rule leaves a systematic excess spread of load (CV 0.026
+/// at 10,000 members, 1.12 max/mean with 10M chunks), so the full view is kept as far as the
+/// cost allows. Figures: ARCHITECTURE "Placement at scale".
+pub const MAX_CANDIDATES: usize = 16_384;
 
 /// The candidates of one membership view, ready to rank chunks.
 #[derive(Clone, Debug)]
@@ -69,6 +84,34 @@ pub fn member_key(peer_bytes: &[u8]) -> u64 {
     u64::from_be_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
+/// A member's placement seed: the first 8 bytes, little-endian, of
+/// `blake3(MEMBER_DOMAIN || peer id bytes)`. Independent of its DHT key ([`member_key`]), so
+/// being XOR-close to a chunk says nothing about the score.
+pub fn member_seed(peer_bytes: &[u8]) -> u64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(MEMBER_DOMAIN);
+    hasher.update(peer_bytes);
+    u64::from_le_bytes(
+        hasher.finalize().as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    )
+}
+
+/// A chunk's placement seed: the first 8 bytes, little-endian, of
+/// `blake3(CHUNK_DOMAIN || chunk id)`. Hashed rather than taken from the id, so the score is
+/// independent of the chunk's DHT key (the id's first bytes) and of how ids are made.
+pub fn chunk_seed(chunk: &ChunkId) -> u64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(CHUNK_DOMAIN);
+    hasher.update(&chunk.0);
+    u64::from_le_bytes(
+        hasher.finalize().as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    )
+}
+
 impl Placement {
     /// Builds from candidates in any order. A peer listed more than once counts once, with its
     /// highest capacity, so the result never depends on the input order.
@@ -84,9 +127,13 @@ impl Placement {
     ) -> Self {
         let mut candidates: Vec<EncodedCandidate> = candidates
             .into_iter()
-            .map(|candidate| EncodedCandidate {
-                peer_bytes: candidate.peer.to_bytes(),
-                candidate,
+            .map(|candidate| {
+                let peer_bytes = candidate.peer.to_bytes();
+                EncodedCandidate {
+                    seed: member_seed(&peer_bytes),
+                    peer_bytes,
+                    candidate,
+                }
             })
             .collect();
         candidates.sort_by(|a, b| {
@@ -117,7 +164,7 @@ impl Placement {
         if self.keys.is_empty() {
             self.candidates.iter().collect()
         } else {
-            xor_closest(lookup_key(chunk, 0), &self.keys, self.max_candidates)
+            xor_closest_unordered(lookup_key(chunk, 0), &self.keys, self.max_candidates)
                 .into_iter()
                 .map(|i| &self.candidates[i])
                 .collect()
@@ -126,28 +173,19 @@ impl Placement {
 
     /// The first `r` owners of `chunk`, best first; fewer when fewer candidates have capacity.
     ///
-    /// Selects the top `r` (linear) instead of ranking every candidate (n log n): repair and
-    /// garbage collection ask this for every chunk a node holds.
+    /// Keeps a running top `r` instead of ranking every candidate (n log n) or collecting
+    /// them: repair and garbage collection ask this for every chunk a node holds.
     pub fn owners(&self, chunk: &ChunkId, r: usize) -> Vec<PeerId> {
-        let mut scored: Vec<(f64, &EncodedCandidate)> = self
-            .candidates_for(chunk)
-            .into_iter()
-            .filter(|c| c.candidate.capacity > 0)
-            .map(|c| (score(chunk, c), c))
-            .collect();
-        let r = r.min(scored.len());
         if r == 0 {
             return Vec::new();
         }
-        let order = |(sa, a): &(f64, &EncodedCandidate), (sb, b): &(f64, &EncodedCandidate)| {
-            rank_order(*sa, a, *sb, b)
+        let seed = chunk_seed(chunk);
+        let best = if self.keys.is_empty() {
+            top(seed, self.candidates.iter(), r)
+        } else {
+            top(seed, self.candidates_for(chunk).into_iter(), r)
         };
-        if r < scored.len() {
-            scored.select_nth_unstable_by(r - 1, order);
-            scored.truncate(r);
-        }
-        scored.sort_by(order);
-        scored.into_iter().map(|(_, c)| c.candidate.peer).collect()
+        best.into_iter().map(|c| c.candidate.peer).collect()
     }
 
     /// Every candidate ranked for `chunk`, best first, so a reader tries the owners first and
@@ -179,10 +217,11 @@ impl Placement {
     }
 
     fn ranked_candidates(&self, chunk: &ChunkId) -> Vec<&Candidate> {
+        let seed = chunk_seed(chunk);
         let mut scored: Vec<(f64, &EncodedCandidate)> = self
             .candidates_for(chunk)
             .into_iter()
-            .map(|c| (score(chunk, c), c))
+            .map(|c| (score(seed, c), c))
             .collect();
         scored.sort_by(|(score_a, a), (score_b, b)| rank_order(*score_a, a, *score_b, b));
         let mut ranked: Vec<&Candidate> = scored.into_iter().map(|(_, c)| &c.candidate).collect();
@@ -201,6 +240,32 @@ impl Placement {
     }
 }
 
+/// The `r` best of `candidates` with capacity for the chunk whose seed is `chunk_seed`, best
+/// first: a running top `r`, as `r` is small (the replication factor).
+fn top<'a>(
+    chunk_seed: u64,
+    candidates: impl Iterator<Item = &'a EncodedCandidate>,
+    r: usize,
+) -> Vec<&'a EncodedCandidate> {
+    let mut best: Vec<(f64, &EncodedCandidate)> = Vec::with_capacity(r + 1);
+    for c in candidates.filter(|c| c.candidate.capacity > 0) {
+        let s = score(chunk_seed, c);
+        if best.len() == r {
+            let (last_score, last) = best[r - 1];
+            if rank_order(s, c, last_score, last) != Ordering::Less {
+                continue;
+            }
+            best.pop();
+        }
+        let at = best
+            .iter()
+            .position(|&(bs, b)| rank_order(s, c, bs, b) == Ordering::Less)
+            .unwrap_or(best.len());
+        best.insert(at, (s, c));
+    }
+    best.into_iter().map(|(_, c)| c).collect()
+}
+
 /// Higher score first; equal scores by peer bytes, so the order is total.
 fn rank_order(score_a: f64, a: &EncodedCandidate, score_b: f64, b: &EncodedCandidate) -> Ordering {
     score_b
@@ -209,25 +274,34 @@ fn rank_order(score_a: f64, a: &EncodedCandidate, score_b: f64, b: &EncodedCandi
 }
 
 /// `-capacity / ln(u)`: [`rendezvous_score`] with the capacity as the weight.
-fn score(chunk: &ChunkId, c: &EncodedCandidate) -> f64 {
-    rendezvous_score(chunk, &c.peer_bytes, c.candidate.capacity as f64)
+fn score(chunk_seed: u64, c: &EncodedCandidate) -> f64 {
+    rendezvous_score(chunk_seed, c.seed, c.candidate.capacity as f64)
 }
 
-/// The rendezvous score of a candidate (its peer id bytes, `PeerId::to_bytes`) for `chunk`,
-/// with any non-negative `weight`: `-weight / ln(u)`, `u` from
-/// `blake3(DOMAIN || chunk id || peer id bytes)`: the first 8 bytes, little-endian, top 53 bits,
-/// centred in their interval so `u` is never 0 or 1 and the score is always finite. Weight 0
-/// scores 0, below every candidate with weight. [`Placement`] scores with the capacity as the
-/// weight (converted to `f64`), so equal weights give equal scores under both.
-pub fn rendezvous_score(chunk: &ChunkId, peer_bytes: &[u8], weight: f64) -> f64 {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(DOMAIN);
-    hasher.update(&chunk.0);
-    hasher.update(peer_bytes);
-    let hash = hasher.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&hash.as_bytes()[..8]);
-    let u = ((u64::from_le_bytes(first) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+/// Murmur3's 64-bit finalizer: a bijection of `u64` in which every input bit flips every
+/// output bit with probability ~1/2.
+fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// The rendezvous score of a member (its [`member_seed`]) for a chunk (its [`chunk_seed`]),
+/// with any non-negative `weight`: `-weight / ln(u)`, `u` from `fmix64(chunk_seed ^
+/// member_seed)`: its top 53 bits, centred in their interval so `u` is never 0 or 1 and the
+/// score is always finite. Weight 0 scores 0, below every candidate with weight.
+/// [`Placement`] scores with the capacity as the weight (converted to `f64`), so equal weights
+/// give equal scores under both.
+///
+/// For one chunk, the members' inputs are independent uniform 64-bit values (the members'
+/// seeds are), so their `u` are too, whatever the mixer; across chunks the mixer's avalanche
+/// decorrelates the inputs `x` and `x ^ (chunk_seed_1 ^ chunk_seed_2)`. `sim.rs` checks the
+/// result: load at the sampling-noise floor and exactly optimal movement.
+pub fn rendezvous_score(chunk_seed: u64, member_seed: u64, weight: f64) -> f64 {
+    let mixed = fmix64(chunk_seed ^ member_seed);
+    let u = ((mixed >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     -weight / u.ln()
 }
 
@@ -249,16 +323,22 @@ pub fn rendezvous_score(chunk: &ChunkId, peer_bytes: &[u8], weight: f64) -> f64 
 /// keys, by index): the candidate set of a chunk whose key is `target`, among members whose
 /// keys are `keys`. O(n log k).
 pub fn xor_closest(target: u64, keys: &[u64], k: usize) -> Vec<usize> {
+    let mut order = xor_closest_unordered(target, keys, k);
+    order.sort_unstable_by_key(|&i| (keys[i] ^ target, i));
+    order
+}
+
+/// The same set as [`xor_closest`] in no particular order, in O(n): a chunk's candidates are
+/// ranked by score, so sorting them by distance (O(k log k), ~1 ms at k = 16,384) is waste.
+fn xor_closest_unordered(target: u64, keys: &[u64], k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..keys.len()).collect();
-    let by_distance = |&a: &usize, &b: &usize| (keys[a] ^ target, a).cmp(&(keys[b] ^ target, b));
     if k < order.len() {
         if k == 0 {
             return Vec::new();
         }
-        order.select_nth_unstable_by(k - 1, by_distance);
+        order.select_nth_unstable_by_key(k - 1, |&i| (keys[i] ^ target, i));
         order.truncate(k);
     }
-    order.sort_unstable_by(by_distance);
     order
 }
 
@@ -328,12 +408,14 @@ pub struct WeightedCandidate {
 /// matter (a peer listed twice counts once, with its highest weight). With the capacities as
 /// weights it is [`Placement::owners`].
 pub fn weighted_owners(chunk: &ChunkId, candidates: &[WeightedCandidate], r: usize) -> Vec<PeerId> {
+    let seed = chunk_seed(chunk);
     let mut scored: Vec<(f64, Vec<u8>, PeerId)> = candidates
         .iter()
         .filter(|c| c.weight.is_finite() && c.weight > 0.0)
         .map(|c| {
             let bytes = c.peer.to_bytes();
-            (rendezvous_score(chunk, &bytes, c.weight), bytes, c.peer)
+            let score = rendezvous_score(seed, member_seed(&bytes), c.weight);
+            (score, bytes, c.peer)
         })
         .collect();
     // Higher score first, then peer bytes; a duplicate peer keeps its best (first) entry.
@@ -601,7 +683,20 @@ mod tests {
                 (0..8).position(|p| peer(p) == first).unwrap()
             })
             .collect();
-        assert_eq!(firsts, [7, 4, 6, 3, 7, 5, 0, 6, 6, 6, 7, 5]);
+        assert_eq!(firsts, [5, 3, 3, 7, 4, 3, 6, 4, 7, 6, 4, 7]);
+        // The pieces, so a reimplementation can check itself against them.
+        assert_eq!(RULE, 2);
+        assert_eq!(member_seed(&peer(0).to_bytes()), 0xd942_74be_df9a_89c4);
+        assert_eq!(chunk_seed(&chunk(0)), 0xf0e9_5400_79b3_8f1b);
+        // Checked against an independent implementation of fmix64 and the score (Python).
+        assert_eq!(
+            rendezvous_score(1, 2, 1.0).to_bits(),
+            4_599_447_781_746_128_222
+        );
+        assert_eq!(
+            rendezvous_score(0xf0e9_5400_79b3_8f1b, 0xd942_74be_df9a_89c4, 3.0),
+            1.256_171_415_144_452_3
+        );
     }
 
     /// The region by brute force, for keys that differ only in their top `bits` bits: the

@@ -5,7 +5,10 @@
 //! highest-ranked live node that holds the chunk: normally the first owner, after a loss the
 //! best-ranked survivor. Only it pushes copies to owners that lack one, so a loss does not make
 //! every survivor push the same chunk. A holder that is not an owner drops its copy once every
-//! owner has confirmed holding it (a join thereby moves data to the new node and nowhere else).
+//! owner has confirmed holding it (a join thereby moves data to the new node and nowhere else),
+//! except while a live peer places chunks by another rule (a mixed-version network): each side
+//! would drop copies the other side's owners hold, and a chunk whose owners by one rule are all
+//! nodes on the other could lose every copy at once. Surplus copies are kept until then.
 //! Passes run periodically and whenever membership changes; pushes are rate-limited.
 
 use std::collections::HashMap;
@@ -70,6 +73,8 @@ pub struct PassReport {
     pub chunks: usize,
     pub pushed: usize,
     pub dropped: usize,
+    /// Surplus copies not dropped because a live peer places chunks by another rule.
+    pub kept: usize,
     /// Chunks this node is responsible for that still lack copies on some owner.
     pub under_replicated: usize,
 }
@@ -136,11 +141,16 @@ impl Repair {
                 }
             }
             let report = self.pass().await;
-            if report.pushed > 0 || report.dropped > 0 || report.under_replicated > 0 {
+            if report.pushed > 0
+                || report.dropped > 0
+                || report.kept > 0
+                || report.under_replicated > 0
+            {
                 tracing::info!(
                     chunks = report.chunks,
                     pushed = report.pushed,
                     dropped = report.dropped,
+                    kept_for_peers_on_another_rule = report.kept,
                     under_replicated = report.under_replicated,
                     "repair pass"
                 );
@@ -365,11 +375,16 @@ impl Repair {
         };
         let mut pushes = Vec::new();
         let mut drops = Vec::new();
+        let mixed_rules = self.router.peers_on_another_rule() > 0;
         for (id, ranked, owners, my_rank) in plans {
             let i_own = owners.contains(&self.local);
             let all_owners_hold = owners.iter().all(|o| holds(o, &id));
             if !i_own && all_owners_hold && !owners.is_empty() {
-                drops.push(id);
+                if mixed_rules {
+                    report.kept += 1;
+                } else {
+                    drops.push(id);
+                }
                 continue;
             }
             // Responsible: no node ranked above us holds it.

@@ -381,6 +381,7 @@ fn announcement(state: AnnouncedState) -> Announcement {
         state,
         seq: 1_700_000_000_000,
         knows: 3,
+        placement_rule: p2pfs::placement::RULE,
     }
 }
 

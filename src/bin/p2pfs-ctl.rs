@@ -84,6 +84,18 @@ fn print_status(s: &Status) {
             p.addrs.join(", ")
         );
     }
+    let other_rule = s
+        .peers
+        .iter()
+        .filter(|p| p.placement_rule != s.placement_rule)
+        .count();
+    if other_rule > 0 {
+        println!(
+            "  warning:     {other_rule} peer(s) place chunks by another rule than this node's \
+             ({}): run the same p2pfs version on every node",
+            s.placement_rule
+        );
+    }
     let r = &s.replication;
     println!(
         "  replication: factor {}, {} chunks stored ({}), {} under-replicated, {} queued for repair",

@@ -32,7 +32,8 @@ pub enum Command {
     Leave,
     /// The peers this node knows, with their state and when they were last heard from.
     Peers {
-        /// Print JSON: [{peer_id, addrs, state, last_seen_ms, capacity, free_bytes, version}].
+        /// Print JSON: [{peer_id, addrs, state, last_seen_ms, capacity, free_bytes, version,
+        /// placement_rule}].
         #[arg(long)]
         json: bool,
     },
