@@ -24,6 +24,10 @@
 //!   the node refuses it; or (`sustained`, only when asked for) all of them at the per-peer
 //!   limits, as a heavy but legal peer.
 //!
+//! Not an attack, but a peer the tests need: `old-rule` (`announce`) joins as a member that
+//! announces placement rule 1 (an older version, with no capacity) once a second for
+//! `--duration-secs`.
+//!
 //! Every phase uses a fresh identity unless `--seed` gives one for all (to show that a peer
 //! that offends again and again is blocked); `--rounds` repeats each phase on new connections.
 //!
@@ -68,6 +72,7 @@ pub enum Attack {
     BadChunk,
     ForgedEntry,
     Flood,
+    OldRule,
 }
 
 impl Attack {
@@ -79,6 +84,7 @@ impl Attack {
             Attack::BadChunk => &["chunk"],
             Attack::ForgedEntry => &["sync", "gossip"],
             Attack::Flood => &["streams", "gossip"],
+            Attack::OldRule => &["announce"],
         }
     }
 
@@ -114,7 +120,8 @@ pub struct Args {
     /// How long to wait for the node to drop the connection after an attack.
     #[arg(long, default_value_t = 6)]
     pub wait_secs: u64,
-    /// `flood`: how long to keep at each phase (SIGINT ends a flood sooner, with its report).
+    /// `flood`: how long to keep at each phase (SIGINT ends a flood sooner, with its report);
+    /// `old-rule`: how long to keep announcing.
     #[arg(long, default_value_t = 8)]
     pub duration_secs: u64,
 }
@@ -218,6 +225,12 @@ async fn attack(args: Args) -> Result<(), String> {
             flood(rogue, phase, &args).await;
             continue;
         }
+        if args.attack == Attack::OldRule {
+            if rogue.connect(phase, 1).await {
+                announce_old_rule(rogue, &args).await;
+            }
+            continue;
+        }
         for round in 1..=args.rounds {
             if !rogue.connect(phase, round).await {
                 continue;
@@ -234,7 +247,7 @@ async fn attack(args: Args) -> Result<(), String> {
                 Attack::Truncated => truncated(&ctx).await,
                 Attack::BadChunk => bad_chunk(&ctx).await,
                 Attack::ForgedEntry => forged(&ctx).await,
-                Attack::Flood => unreachable!("handled above"),
+                Attack::Flood | Attack::OldRule => unreachable!("handled above"),
             }
             rogue
                 .report_disconnect(phase, round, Duration::from_secs(args.wait_secs))
@@ -604,6 +617,38 @@ async fn flood_worker(
             c.requests_answered.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Announces itself alive on placement rule 1 with no capacity, once a second for
+/// `--duration-secs`: what a node of an older version looks like to the others.
+async fn announce_old_rule(rogue: &Rogue, args: &Args) {
+    let subscribed = rogue.wait_subscribed(Topic::Membership).await;
+    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
+    let first_seq = now_ms();
+    let mut sent = 0u64;
+    while Instant::now() < deadline {
+        let a = p2pfs::membership::Announcement {
+            peer: rogue.id.to_bytes(),
+            addrs: Vec::new(),
+            capacity: 0,
+            free: 0,
+            version: "0.0.1-rule1".into(),
+            state: p2pfs::membership::AnnouncedState::Alive,
+            seq: first_seq + sent,
+            knows: 0,
+            placement_rule: 1,
+        };
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");
+        let ok = rogue.publish(Topic::Membership, bytes).await.is_ok();
+        if sent == 0 {
+            emit(json!({"event": "announcing", "phase": "announce", "ok": ok,
+                "node_subscribed": subscribed}));
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    emit(json!({"event": "announced", "phase": "announce", "count": sent}));
 }
 
 async fn flood(rogue: &Rogue, phase: &str, args: &Args) {

@@ -6,6 +6,9 @@
 //! write succeeds and spreads), nothing bad was stored, and the rogue was disconnected,
 //! throttled or blocked (from the rogue's own report and the node's `hostile` status).
 //!
+//! The same rogue also plays a peer of an older version (placement rule 1), to check that a
+//! mixed network keeps surplus copies until that peer is gone.
+//!
 //! The rogue is this test binary run again as a child (the ignored `rogue_peer_process` test,
 //! which runs the example's code), so it is always built from the same sources as the tests.
 //! Needs root (FUSE mounts).
@@ -647,4 +650,129 @@ fn flood_is_throttled_and_legitimate_peers_are_still_served() {
     let rss_after = rss_kib(pid);
     eprintln!("node 1 RSS: {rss_before} KiB before, {rss_after} KiB after");
     s.assert_still_serving("flood");
+}
+
+/// Holders of each chunk stored anywhere (node indices).
+fn holders(c: &Cluster) -> std::collections::BTreeMap<String, Vec<usize>> {
+    let mut m: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, n) in c.nodes.iter().enumerate() {
+        for id in n.chunk_ids() {
+            m.entry(id).or_default().push(i);
+        }
+    }
+    m
+}
+
+/// Not an attack: a peer on another placement rule (what a node of an older version looks
+/// like). Every node shows it and warns; while it is live no node drops a surplus copy (each
+/// rule would drop copies the other rule's owners hold, and a chunk could lose them all); once
+/// it is gone, the surplus goes and every chunk is on exactly R nodes.
+#[test]
+fn a_peer_on_another_placement_rule_holds_back_dropping_surplus_copies() {
+    let mut c = Cluster::empty(ClusterOpts {
+        replicas: 2,
+        chunk_size: Some(64 * KIB),
+        extra_args: vec!["--dead-after".into(), "5".into()],
+    });
+    let fast_repair = |node: &Node| node.set_config("network", "repair_interval_secs", "2");
+    for i in 0..2 {
+        let node = c.init_node();
+        fast_repair(&node);
+        c.nodes.push(node);
+        let boot = (i > 0).then(|| c.nodes[0].bootstrap_addr());
+        c.start_node(i, boot.as_deref());
+    }
+    c.wait_formed();
+    // Two nodes, R = 2: every chunk on both.
+    let data = random_bytes(0x01d, FILE);
+    write_and_close(&c.nodes[0].p("mixed.bin"), &data).unwrap();
+    let chunks = FILE.div_ceil(64 * KIB);
+    assert!(
+        wait_until(SPREAD_TIMEOUT, || c.nodes[1].chunk_ids().len() == chunks),
+        "node 2 did not get every chunk{}",
+        c.report()
+    );
+
+    let rogue = Rogue::spawn(&c, 0, &["--attack", "old-rule", "--duration-secs", "600"]);
+    let announcing = rogue.wait_event("announcing", Duration::from_secs(30));
+    assert_eq!(announcing["ok"], true, "{announcing}");
+    let on_rule_1 = |n: &Node| {
+        n.try_status().is_ok_and(|s| {
+            s["placement_rule"] == 2
+                && s["peers"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["placement_rule"] == 1))
+        })
+    };
+    for n in &c.nodes {
+        assert!(
+            wait_until(Duration::from_secs(30), || on_rule_1(n)),
+            "a node does not show the rule-1 peer: {}",
+            n.status()
+        );
+    }
+
+    // A third node joins: it becomes an owner of about 2/3 of the chunks, and the copies it
+    // takes over are surplus on nodes 1 and 2. Held back while the rule-1 peer is live.
+    let boot = c.nodes[0].bootstrap_addr();
+    let third = c.init_node();
+    fast_repair(&third);
+    c.nodes.push(third);
+    c.start_node(2, Some(&boot));
+    // Node 3 has its copies once its holdings stop changing (repair passes every 2 s).
+    let mut last = (0, Instant::now());
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let now = c.nodes[2].chunk_ids().len();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            now > 0 && last.1.elapsed() >= Duration::from_secs(4)
+        }),
+        "node 3 got no copies{}",
+        c.report()
+    );
+    // A few more passes: nothing dropped, and the nodes say why.
+    std::thread::sleep(Duration::from_secs(6));
+    for n in &c.nodes[..2] {
+        assert_eq!(
+            n.chunk_ids().len(),
+            chunks,
+            "a surplus copy was dropped{}",
+            c.report()
+        );
+    }
+    let kept_logged = |n: &Node| {
+        n.log_text().lines().any(|l| {
+            l.split("kept_for_peers_on_another_rule=")
+                .nth(1)
+                .is_some_and(|v| !v.starts_with('0'))
+        })
+    };
+    assert!(
+        c.nodes[..2].iter().any(kept_logged),
+        "no node logged a surplus copy kept{}",
+        c.report()
+    );
+    assert!(
+        c.nodes[..2]
+            .iter()
+            .any(|n| n.log_text().contains("peer places chunks by another rule")),
+        "no warning about the rule-1 peer{}",
+        c.report()
+    );
+
+    // The rule-1 peer goes (dead after 5 s of silence): the surplus is dropped, to exactly R.
+    drop(rogue);
+    let exactly_r = |c: &Cluster| {
+        let h = holders(c);
+        h.len() == chunks && h.values().all(|nodes| nodes.len() == 2)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || exactly_r(&c)),
+        "not back to exactly 2 copies: {:?}{}",
+        holders(&c).values().map(Vec::len).collect::<Vec<_>>(),
+        c.report()
+    );
+    assert_file_eq(&c.nodes[2].p("mixed.bin"), &data);
 }
