@@ -88,23 +88,21 @@ pub fn member_key(peer_bytes: &[u8]) -> u64 {
 /// `blake3(MEMBER_DOMAIN || peer id bytes)`. Independent of its DHT key ([`member_key`]), so
 /// being XOR-close to a chunk says nothing about the score.
 pub fn member_seed(peer_bytes: &[u8]) -> u64 {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(MEMBER_DOMAIN);
-    hasher.update(peer_bytes);
-    u64::from_le_bytes(
-        hasher.finalize().as_bytes()[..8]
-            .try_into()
-            .expect("8 bytes"),
-    )
+    seed(MEMBER_DOMAIN, peer_bytes)
 }
 
 /// A chunk's placement seed: the first 8 bytes, little-endian, of
 /// `blake3(CHUNK_DOMAIN || chunk id)`. Hashed rather than taken from the id, so the score is
 /// independent of the chunk's DHT key (the id's first bytes) and of how ids are made.
 pub fn chunk_seed(chunk: &ChunkId) -> u64 {
+    seed(CHUNK_DOMAIN, &chunk.0)
+}
+
+/// The first 8 bytes, little-endian, of `blake3(domain || bytes)`.
+fn seed(domain: &[u8], bytes: &[u8]) -> u64 {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(CHUNK_DOMAIN);
-    hasher.update(&chunk.0);
+    hasher.update(domain);
+    hasher.update(bytes);
     u64::from_le_bytes(
         hasher.finalize().as_bytes()[..8]
             .try_into()
@@ -300,8 +298,14 @@ fn fmix64(mut x: u64) -> u64 {
 /// decorrelates the inputs `x` and `x ^ (chunk_seed_1 ^ chunk_seed_2)`. `sim.rs` checks the
 /// result: load at the sampling-noise floor and exactly optimal movement.
 pub fn rendezvous_score(chunk_seed: u64, member_seed: u64, weight: f64) -> f64 {
-    let mixed = fmix64(chunk_seed ^ member_seed);
-    let u = ((mixed >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    logarithmic_score(fmix64(chunk_seed ^ member_seed), weight)
+}
+
+/// `-weight / ln(u)`, `u` the top 53 bits of `hash` centred in their interval, so `u` is never 0
+/// or 1 and the score always finite: the step every placement rule shares (rule 1 fed it the
+/// first 8 bytes, little-endian, of a blake3 per pair; `sim.rs` keeps that as a baseline).
+pub fn logarithmic_score(hash: u64, weight: f64) -> f64 {
+    let u = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     -weight / u.ln()
 }
 

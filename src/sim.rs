@@ -481,8 +481,7 @@ fn rule1_score(chunk: &ChunkId, peer_bytes: &[u8], weight: f64) -> f64 {
     hasher.update(peer_bytes);
     let hash = hasher.finalize();
     let first = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
-    let u = ((first >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    -weight / u.ln()
+    placement::logarithmic_score(first, weight)
 }
 
 /// This thread's CPU time (so a shared machine does not inflate the per-chunk cost).
