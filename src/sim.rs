@@ -566,51 +566,39 @@ fn change(before: &World, after: &World, strategy: Strategy, base: &[u32]) -> Ch
                     for i in t * per..((t + 1) * per).min(before.chunks) {
                         let (id, key) = chunk(i);
                         let old = &base[i as usize * r..(i as usize + 1) * r];
-                        if every_member {
+                        // Owners kept by construction need no placing; the rest are placed
+                        // again, from the kept owners plus the changed members when that is
+                        // exact (full view, see above), else from all their candidates.
+                        let shortcut = if every_member {
                             let kept = old.iter().all(|&o| o != NONE && !changed[o as usize]);
                             if kept && after_changed.is_empty() {
                                 continue;
                             }
-                            replaced += 1;
-                            if kept {
-                                scratch.candidates.clear();
-                                scratch
-                                    .candidates
-                                    .extend(old.iter().map(|&o| after_position[o as usize]));
-                                scratch.candidates.extend_from_slice(after_changed);
-                                after.best_into(
-                                    strategy,
-                                    new_weights,
-                                    &id,
-                                    &mut scratch,
-                                    &mut owners,
-                                );
-                            } else {
-                                after.place_into(
-                                    strategy,
-                                    new_weights,
-                                    i,
-                                    &mut scratch,
-                                    &mut owners,
-                                );
+                            kept
+                        } else {
+                            before.candidates(strategy, &id, key, &mut scratch.candidates);
+                            let mut dirty =
+                                scratch.candidates.iter().any(|&c| old_changed[c as usize]);
+                            if !dirty {
+                                after.candidates(strategy, &id, key, &mut scratch.candidates);
+                                dirty = scratch.candidates.iter().any(|&c| new_changed[c as usize]);
                             }
-                            moved += owners
-                                .iter()
-                                .filter(|&&o| o != NONE && !old.contains(&o))
-                                .count() as u64;
-                            continue;
-                        }
-                        before.candidates(strategy, &id, key, &mut scratch.candidates);
-                        let mut dirty = scratch.candidates.iter().any(|&c| old_changed[c as usize]);
-                        if !dirty {
-                            after.candidates(strategy, &id, key, &mut scratch.candidates);
-                            dirty = scratch.candidates.iter().any(|&c| new_changed[c as usize]);
-                        }
-                        if !dirty {
-                            continue;
-                        }
+                            if !dirty {
+                                continue;
+                            }
+                            false
+                        };
                         replaced += 1;
-                        after.place_into(strategy, new_weights, i, &mut scratch, &mut owners);
+                        if shortcut {
+                            scratch.candidates.clear();
+                            scratch
+                                .candidates
+                                .extend(old.iter().map(|&o| after_position[o as usize]));
+                            scratch.candidates.extend_from_slice(after_changed);
+                            after.best_into(strategy, new_weights, &id, &mut scratch, &mut owners);
+                        } else {
+                            after.place_into(strategy, new_weights, i, &mut scratch, &mut owners);
+                        }
                         moved += owners
                             .iter()
                             .filter(|&&o| o != NONE && !old.contains(&o))

@@ -87,7 +87,10 @@ fn print_status(s: &Status) {
     let other_rule = s
         .peers
         .iter()
-        .filter(|p| p.placement_rule != s.placement_rule)
+        .filter(|p| {
+            // Live ones, as repair counts them: a dead or departed peer places nothing.
+            matches!(p.state.as_str(), "alive" | "suspect") && p.placement_rule != s.placement_rule
+        })
         .count();
     if other_rule > 0 {
         println!(
