@@ -59,6 +59,9 @@ pub enum Request {
     /// Read the file at `path`: the reply line `Data {size}` is followed by `size` raw bytes.
     Get {
         path: String,
+        /// The path's bytes in hex when it is not UTF-8 (then `path` is only for messages).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_bytes: Option<String>,
     },
     /// Remove a file, symlink or empty directory (any directory when `recursive`).
     Rm {
@@ -75,9 +78,19 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Reply {
     Status(Box<Status>),
+    /// The node starts leaving; `LeaveProgress` lines follow while it hands its data off, then
+    /// `Left` with the result, sent before it exits.
     Leaving,
+    LeaveProgress {
+        /// Copies still to push in the handoff (0 while it asks who holds what).
+        copies_to_push: u64,
+    },
+    Left(LeaveReport),
     Where {
         path: String,
+        /// R: the copies every chunk should have.
+        #[serde(default)]
+        replicas: u32,
         chunks: Vec<ChunkLocation>,
     },
     Volumes {
@@ -130,7 +143,12 @@ pub struct Status {
 /// One entry of `ls`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListEntry {
+    /// The name, exact when it is UTF-8; otherwise with U+FFFD for the bytes that are not, and
+    /// the exact bytes in `name_bytes`. Names come from peers: may hold control characters.
     pub name: String,
+    /// The name's bytes in lowercase hex, only when the name is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_bytes: Option<String>,
     /// `file`, `dir` or `symlink`.
     pub kind: String,
     pub size: u64,
@@ -145,13 +163,21 @@ pub struct DfStatus {
     /// Live nodes (alive or suspect), this one included.
     pub nodes: u64,
     pub replicas: u32,
+    /// Copies a chunk written now gets: R, or fewer when fewer live nodes hold chunks
+    /// (degraded).
+    #[serde(default)]
+    pub copies: u32,
+    /// Live nodes that hold chunks (reader nodes do not), this one included if it does.
+    #[serde(default)]
+    pub holding_nodes: u64,
     /// Bytes offered for chunks, summed over live nodes.
     pub capacity_bytes: u64,
     /// Free bytes on their disks, summed.
     pub free_bytes: u64,
     /// Bytes of chunks stored on this node.
     pub stored_here_bytes: u64,
-    /// Roughly how many more bytes of files fit: free space over R copies.
+    /// Roughly how many more bytes of files fit: free space over the copies that can be made
+    /// (`copies`).
     pub usable_bytes: u64,
 }
 
@@ -161,9 +187,16 @@ pub struct HealthStatus {
     pub replicas: u32,
     /// Live nodes asked (this one included).
     pub nodes: u64,
+    /// Copies a chunk can have now: R, or fewer when fewer live nodes hold chunks (degraded:
+    /// every chunk is then short).
+    #[serde(default)]
+    pub copies: u32,
+    /// Live nodes that hold chunks, this one included if it does.
+    #[serde(default)]
+    pub holding_nodes: u64,
     /// Distinct chunks of visible files.
     pub chunks: u64,
-    /// Chunks found on fewer than min(R, live nodes) nodes.
+    /// Chunks found on fewer than R nodes.
     pub short_chunks: u64,
     /// Chunks found on no live node at all.
     pub missing_chunks: u64,
@@ -177,6 +210,9 @@ pub struct ChunkLocation {
     pub id: String,
     pub owners: Vec<String>,
     pub holders: Vec<String>,
+    /// Copies found (`holders.len()`), to compare with R.
+    #[serde(default)]
+    pub copies: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,11 +233,89 @@ pub struct PeerStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplicationStatus {
+    /// R: the copies every chunk should have.
     pub factor: u32,
+    /// Copies a chunk can have now: `factor`, or fewer when fewer live nodes hold chunks
+    /// (degraded).
+    #[serde(default)]
+    pub copies: u32,
+    /// Live nodes that hold chunks, this one included if it does.
+    #[serde(default)]
+    pub holding_nodes: u64,
     pub chunks_stored: u64,
     pub bytes_stored: u64,
+    /// Chunks stored here that lack copies: all of them while degraded (`copies < factor`),
+    /// else those the last repair pass could not place on every owner.
     pub under_replicated: u64,
     pub repair_queue: u64,
+}
+
+/// The result of a graceful leave's handoff, as `p2pfs-ctl leave` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveReport {
+    /// Chunks this node held.
+    pub chunks: u64,
+    /// Chunks on every owner that remains when this node is gone.
+    pub handed_off: u64,
+    /// Chunks that are not: a push failed, the chunk could not be read, or no other live node
+    /// holds chunks (its copies leave with this node).
+    pub short: u64,
+    /// Copies pushed by the handoff.
+    pub copies_pushed: u64,
+    /// Live nodes holding chunks without this one, and R.
+    pub holders_left: u64,
+    pub replicas: u32,
+    /// False when the handoff hit its time limit: `short` then counts every chunk not known to
+    /// be handed off.
+    pub finished: bool,
+}
+
+/// Between a node's leave and the `p2pfs-ctl leave` connections waiting for its result.
+#[derive(Default)]
+pub struct LeaveSignal {
+    requested: tokio::sync::Notify,
+    report: tokio::sync::watch::Sender<Option<LeaveReport>>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// How long a leaving node waits for its result to reach the `leave` connections.
+const LEAVE_REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl LeaveSignal {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Resolves once a `leave` request came.
+    pub async fn requested(&self) {
+        self.requested.notified().await;
+    }
+
+    /// Publishes the result and waits (briefly) until every waiting connection has sent it.
+    pub async fn finish(&self, report: LeaveReport) {
+        use std::sync::atomic::Ordering;
+        self.report.send_replace(Some(report));
+        let deadline = tokio::time::Instant::now() + LEAVE_REPORT_GRACE;
+        while self.waiting.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Counts a connection waiting for the leave result while it lives.
+struct LeaveWaiter<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> LeaveWaiter<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for LeaveWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Garbage collection of deleted and overwritten data.
@@ -244,8 +358,9 @@ pub struct StatusSource {
     pub cluster: Arc<Cluster>,
     pub repair: Arc<Repair>,
     pub gc: Arc<crate::gc::Gc>,
-    /// Notified by a `leave` request; the node then leaves as on SIGTERM.
-    pub leave: Arc<tokio::sync::Notify>,
+    /// Signalled by a `leave` request (the node then leaves as on SIGTERM); carries the
+    /// handoff's result back.
+    pub leave: Arc<LeaveSignal>,
     pub network_fingerprint: String,
     pub mount: PathBuf,
 }
@@ -267,6 +382,45 @@ impl StatusSource {
         match p.strip_prefix(&self.mount) {
             Ok(rest) if p.is_absolute() => rest.to_string_lossy().into_owned(),
             _ => path.to_string(),
+        }
+    }
+
+    /// [`relative`](Self::relative) of a path that need not be UTF-8.
+    fn relative_bytes(&self, path: &[u8]) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+        match p.strip_prefix(&self.mount) {
+            Ok(rest) if p.is_absolute() => rest.as_os_str().as_bytes().to_vec(),
+            _ => path.to_vec(),
+        }
+    }
+
+    /// Starts the node's leave and reports on `write` until it is done: `Leaving`, progress
+    /// lines, then `Left` with the result (sent before the node exits).
+    async fn leave_and_report<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        write: &mut W,
+    ) -> Result<(), ControlError> {
+        let mut report = self.leave.report.subscribe();
+        let _waiting = LeaveWaiter::new(&self.leave.waiting);
+        self.leave.requested.notify_one();
+        send(write, &Reply::Leaving).await?;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        loop {
+            let done = report.borrow_and_update().clone();
+            if let Some(result) = done {
+                send(write, &Reply::Left(result)).await?;
+                write.flush().await?;
+                return Ok(());
+            }
+            tokio::select! {
+                changed = report.changed() => if changed.is_err() {
+                    return Err(ControlError::Protocol("the node stopped without a leave result".into()));
+                },
+                _ = tick.tick() => send(write, &Reply::LeaveProgress {
+                    copies_to_push: self.repair.queue(),
+                }).await?,
+            }
         }
     }
 
@@ -304,6 +458,17 @@ impl StatusSource {
         holders
     }
 
+    /// (R, live nodes holding chunks, copies a chunk can have now: the lesser of the two).
+    fn copies_possible(&self) -> (u32, u64, u32) {
+        let replicas = self.cluster.router.replicas() as u32;
+        let holding = self.cluster.router.placement().holders() as u64;
+        (
+            replicas,
+            holding,
+            replicas.min(u32::try_from(holding).unwrap_or(u32::MAX)),
+        )
+    }
+
     async fn health(&self) -> Reply {
         let mount = self.core.clone();
         let Ok(by_file) = tokio::task::spawn_blocking(move || mount.all_file_chunks()).await else {
@@ -317,14 +482,13 @@ impl StatusSource {
             .collect();
         let holders = self.holders(&ids).await;
         let nodes = self.cluster.membership.read().placement_peers().len() as u64 + 1;
-        // Only nodes that hold chunks count towards the copies a chunk can have.
-        let holding = self.cluster.router.placement().holders();
-        let replicas = self.cluster.router.replicas() as u64;
-        let want = replicas.min(holding as u64) as usize;
+        // Counted against R, not against the nodes there are: with fewer live holders than R
+        // every chunk is short, however many of them hold it.
+        let (replicas, holding, copies) = self.copies_possible();
         let short: std::collections::HashSet<crate::block::ChunkId> = ids
             .iter()
             .zip(&holders)
-            .filter(|(_, h)| h.len() < want)
+            .filter(|(_, h)| h.len() < replicas as usize)
             .map(|(id, _)| *id)
             .collect();
         let mut files: Vec<String> = by_file
@@ -334,8 +498,10 @@ impl StatusSource {
             .collect();
         files.sort();
         Reply::Health(HealthStatus {
-            replicas: replicas as u32,
+            replicas,
             nodes,
+            copies,
+            holding_nodes: holding,
             chunks: ids.len() as u64,
             short_chunks: short.len() as u64,
             missing_chunks: holders.iter().filter(|h| h.is_empty()).count() as u64,
@@ -367,14 +533,16 @@ impl StatusSource {
                 nodes += 1;
             }
         }
-        let replicas = self.cluster.router.replicas() as u32;
+        let (replicas, holding, copies) = self.copies_possible();
         Reply::Df(DfStatus {
             nodes,
             replicas,
+            copies,
+            holding_nodes: holding,
             capacity_bytes: capacity,
             free_bytes: free,
             stored_here_bytes: stored,
-            usable_bytes: free / u64::from(replicas.max(1)),
+            usable_bytes: free / u64::from(copies.max(1)),
         })
     }
 
@@ -389,6 +557,9 @@ impl StatusSource {
                     .into_iter()
                     .map(|d| ListEntry {
                         name: String::from_utf8_lossy(&d.name).into_owned(),
+                        name_bytes: std::str::from_utf8(&d.name)
+                            .is_err()
+                            .then(|| hex::encode(&d.name)),
                         kind: match d.attr.kind {
                             crate::namespace::EntryKind::File => "file",
                             crate::namespace::EntryKind::Dir => "dir",
@@ -507,14 +678,14 @@ impl StatusSource {
     /// sees a short transfer).
     async fn get<W: tokio::io::AsyncWrite + Unpin>(
         &self,
-        path: String,
+        path: Vec<u8>,
         write: &mut W,
     ) -> Result<(), ControlError> {
         let mount = self.core.clone();
-        let shown = path.clone();
+        let shown = String::from_utf8_lossy(&path).into_owned();
         let opened =
             tokio::task::spawn_blocking(move || -> Result<(u64, u64), crate::fs::FsError> {
-                let attr = mount.resolve(&path)?;
+                let attr = resolve_bytes(&mount, &path)?;
                 if attr.kind != crate::namespace::EntryKind::File {
                     return Err(crate::fs::FsError::IsDir);
                 }
@@ -593,11 +764,13 @@ impl StatusSource {
                     .iter()
                     .map(|p| p.to_string())
                     .collect(),
+                copies: holders.len() as u64,
                 holders,
             })
             .collect();
         Reply::Where {
             path: path.to_string(),
+            replicas: router.replicas() as u32,
             chunks,
         }
     }
@@ -641,12 +814,23 @@ impl StatusSource {
             .into(),
             peers,
             mount: self.mount.display().to_string(),
-            replication: ReplicationStatus {
-                factor: self.cluster.router.replicas() as u32,
-                chunks_stored: stored.len() as u64,
-                bytes_stored: stored.iter().map(|(_, n)| n).sum(),
-                under_replicated: self.repair.under_replicated(),
-                repair_queue: self.repair.queue(),
+            replication: {
+                let (factor, holding_nodes, copies) = self.copies_possible();
+                // Fewer live holders than R: no chunk stored here can have its R copies.
+                let degraded = if copies < factor {
+                    stored.len() as u64
+                } else {
+                    0
+                };
+                ReplicationStatus {
+                    factor,
+                    copies,
+                    holding_nodes,
+                    chunks_stored: stored.len() as u64,
+                    bytes_stored: stored.iter().map(|(_, n)| n).sum(),
+                    under_replicated: self.repair.under_replicated().max(degraded),
+                    repair_queue: self.repair.queue(),
+                }
             },
             cache: CacheStatus {
                 bytes: stats.cache.bytes,
@@ -681,6 +865,22 @@ impl StatusSource {
             hostile: self.cluster.net.guard.status(),
         }
     }
+}
+
+/// The attributes of `path` (relative to the mount's root, `/`-separated, any bytes but NUL in
+/// a name), as `Mount::resolve` for a path that need not be UTF-8.
+fn resolve_bytes(mount: &Mount, path: &[u8]) -> crate::fs::FsResult<crate::fs::Attr> {
+    let mut attr = mount.getattr(crate::fs::ROOT_INO)?;
+    for part in path
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty() && *p != b".")
+    {
+        if part == b".." {
+            return Err(crate::fs::FsError::Invalid);
+        }
+        attr = mount.lookup(attr.ino, part)?;
+    }
+    Ok(attr)
 }
 
 /// Binds the socket (replacing a stale one from a crashed run), mode 0600.
@@ -772,8 +972,8 @@ async fn handle(
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(Request::Status) => Reply::Status(Box::new(source.status().await)),
             Ok(Request::Leave) => {
-                source.leave.notify_one();
-                Reply::Leaving
+                source.leave_and_report(&mut write).await?;
+                continue;
             }
             Ok(Request::Where { path }) => source.locate(&source.relative(&path)).await,
             Ok(Request::Ls { path }) => source.ls(source.relative(&path)).await,
@@ -786,8 +986,16 @@ async fn handle(
                 let path = source.relative(&path);
                 source.put(path, size, mode, caller, &mut reader).await?
             }
-            Ok(Request::Get { path }) => {
-                source.get(source.relative(&path), &mut write).await?;
+            Ok(Request::Get { path, path_bytes }) => {
+                let path = match path_bytes.map(hex::decode) {
+                    None => source.relative(&path).into_bytes(),
+                    Some(Ok(bytes)) => source.relative_bytes(&bytes),
+                    Some(Err(_)) => {
+                        send(&mut write, &io_error("bad request: path_bytes is not hex")).await?;
+                        continue;
+                    }
+                };
+                source.get(path, &mut write).await?;
                 continue;
             }
             Ok(
@@ -954,9 +1162,10 @@ pub fn put(
 
 /// Client side of `get`: writes the file's bytes to `out` (reporting progress with the total);
 /// returns the size, or the node's error message.
+/// `path` may be any bytes (names from peers need not be UTF-8).
 pub fn get(
     data_dir: &Path,
-    path: &str,
+    path: &[u8],
     out: &mut impl std::io::Write,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Result<u64, String>, ControlError> {
@@ -965,7 +1174,10 @@ pub fn get(
     write_request(
         &mut stream,
         &Request::Get {
-            path: path.to_string(),
+            path: String::from_utf8_lossy(path).into_owned(),
+            path_bytes: std::str::from_utf8(path)
+                .is_err()
+                .then(|| hex::encode(path)),
         },
     )?;
     let mut reader = std::io::BufReader::new(stream);
@@ -994,4 +1206,29 @@ pub fn get(
     }
     out.flush()?;
     Ok(Ok(size))
+}
+
+/// Client side of `leave`: asks the node to leave and waits for the result of its handoff,
+/// reporting the copies still to push as they go. The node's error message, if it refused.
+pub fn leave(
+    data_dir: &Path,
+    mut progress: impl FnMut(u64),
+) -> Result<Result<LeaveReport, String>, ControlError> {
+    // Progress lines come every 250 ms while the node works; silence this long means it is gone.
+    let mut stream = connect(data_dir, std::time::Duration::from_secs(60))?;
+    write_request(&mut stream, &Request::Leave)?;
+    let mut reader = std::io::BufReader::new(stream);
+    loop {
+        match read_reply(&mut reader)? {
+            Reply::Leaving => {}
+            Reply::LeaveProgress { copies_to_push } => progress(copies_to_push),
+            Reply::Left(report) => return Ok(Ok(report)),
+            Reply::Error { message } => return Ok(Err(message)),
+            other => {
+                return Err(ControlError::Protocol(format!(
+                    "unexpected reply {other:?}"
+                )));
+            }
+        }
+    }
 }

@@ -104,8 +104,10 @@ impl NetworkKey {
 }
 
 /// A join token (`p2pfs-ctl invite`, `p2pfs init --join`): everything a new node needs to join
-/// a network. It holds the network key, so it is as secret as the key; the expiry is checked
-/// by the joining node (the network admits any holder of the key).
+/// a network. It holds the network key, so it is as secret as the key. The expiry is checked
+/// by the joining node (the network admits any holder of the key); a MAC under a key derived
+/// from the network key covers the whole token, so the expiry cannot be edited without
+/// deliberately re-deriving it from the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invite {
     pub network_key: NetworkKey,
@@ -131,13 +133,32 @@ struct InviteWire {
 pub enum InviteError {
     #[error("not a p2pfs invite token ({0}); it starts with {INVITE_PREFIX}")]
     Malformed(String),
+    #[error(
+        "this invite was changed or cut (its MAC does not match); ask for a new one (p2pfs-ctl invite)"
+    )]
+    BadMac,
+    #[error(
+        "this invite is of an older format whose expiry is not authenticated; make a new one (p2pfs-ctl invite)"
+    )]
+    OldFormat,
     #[error("this invite expired {0} s ago; ask for a new one (p2pfs-ctl invite)")]
     Expired(u64),
 }
 
-pub const INVITE_PREFIX: &str = "p2pfs-invite-1-";
+pub const INVITE_PREFIX: &str = "p2pfs-invite-2-";
+/// Tokens before the MAC (a 4-byte truncated hash that anyone could recompute): refused.
+const OLD_INVITE_PREFIX: &str = "p2pfs-invite-1-";
 /// Longest token accepted (a few dozen addresses).
 const MAX_INVITE: usize = 16 * 1024;
+/// Bytes of the MAC at the end of a token.
+const INVITE_MAC_LEN: usize = 32;
+
+/// The MAC of a token's body: keyed blake3 under a key derived from the network key for this
+/// purpose only.
+fn invite_mac(network_key: &[u8; 32], body: &[u8]) -> blake3::Hash {
+    let key = Zeroizing::new(blake3::derive_key("p2pfs invite token mac v2", network_key));
+    blake3::keyed_hash(&key, body)
+}
 
 impl Invite {
     pub fn encode(&self) -> String {
@@ -149,18 +170,20 @@ impl Invite {
         };
         let mut bytes = Zeroizing::new(Vec::new());
         ciborium::into_writer(&wire, &mut *bytes).expect("invite serializes");
-        // A checksum catches a token mangled in copy and paste before it is used.
-        let sum = blake3::hash(&bytes);
-        bytes.extend_from_slice(&sum.as_bytes()[..4]);
+        let mac = invite_mac(&self.network_key.0, &bytes);
+        bytes.extend_from_slice(mac.as_bytes());
         format!("{INVITE_PREFIX}{}", hex::encode(&bytes[..]))
     }
 
-    /// Reads a token, refusing a malformed, mangled or (at `now`, seconds since the epoch)
-    /// expired one.
+    /// Reads a token, refusing a malformed, changed, old-format or (at `now`, seconds since the
+    /// epoch) expired one.
     pub fn decode(token: &str, now: u64) -> Result<Self, InviteError> {
         let token = token.trim();
         if token.len() > MAX_INVITE {
             return Err(InviteError::Malformed("too long".into()));
+        }
+        if token.starts_with(OLD_INVITE_PREFIX) {
+            return Err(InviteError::OldFormat);
         }
         let hexed = token
             .strip_prefix(INVITE_PREFIX)
@@ -168,17 +191,18 @@ impl Invite {
         let bytes = Zeroizing::new(
             hex::decode(hexed).map_err(|_| InviteError::Malformed("not hex".into()))?,
         );
-        if bytes.len() < 5 {
+        if bytes.len() <= INVITE_MAC_LEN {
             return Err(InviteError::Malformed("too short".into()));
         }
-        let (body, sum) = bytes.split_at(bytes.len() - 4);
-        if blake3::hash(body).as_bytes()[..4] != *sum {
-            return Err(InviteError::Malformed(
-                "checksum mismatch: the token was cut or changed".into(),
-            ));
+        let (body, mac) = bytes.split_at(bytes.len() - INVITE_MAC_LEN);
+        // A cut or changed body usually does not decode; one that does must carry the MAC.
+        let wire: InviteWire = ciborium::from_reader(body).map_err(|_| InviteError::BadMac)?;
+        let key = Zeroizing::new(wire.key);
+        let mac: [u8; INVITE_MAC_LEN] = mac.try_into().expect("split at the MAC length");
+        // blake3::Hash compares in constant time.
+        if invite_mac(&key, body) != blake3::Hash::from_bytes(mac) {
+            return Err(InviteError::BadMac);
         }
-        let wire: InviteWire = ciborium::from_reader(body)
-            .map_err(|e| InviteError::Malformed(format!("does not decode: {e}")))?;
         for a in &wire.bootstrap {
             a.parse::<libp2p::Multiaddr>()
                 .map_err(|_| InviteError::Malformed(format!("bad address {a:?}")))?;
@@ -189,7 +213,7 @@ impl Invite {
             return Err(InviteError::Expired(now - t));
         }
         Ok(Invite {
-            network_key: NetworkKey(wire.key),
+            network_key: NetworkKey(*key),
             bootstrap: wire.bootstrap,
             inviter: wire.inviter,
             expires: wire.expires,
@@ -291,15 +315,20 @@ impl UserIdentity {
 mod tests {
     use super::*;
 
-    #[test]
-    fn invites_round_trip_and_refuse_expired_mangled_and_foreign_tokens() {
-        let invite = Invite {
+    fn test_invite() -> Invite {
+        Invite {
             network_key: NetworkKey::generate(),
             bootstrap: vec!["/ip4/192.0.2.1/tcp/4001".into()],
             inviter: "12D3KooW".into(),
             expires: Some(1000),
-        };
+        }
+    }
+
+    #[test]
+    fn invites_round_trip_and_refuse_expired_mangled_and_foreign_tokens() {
+        let invite = test_invite();
         let token = invite.encode();
+        assert!(token.starts_with(INVITE_PREFIX));
         assert_eq!(Invite::decode(&format!(" {token}\n"), 999).unwrap(), invite);
         assert_eq!(Invite::decode(&token, 1005), Err(InviteError::Expired(5)));
         let never = Invite {
@@ -307,15 +336,25 @@ mod tests {
             ..invite.clone()
         };
         assert!(Invite::decode(&never.encode(), u64::MAX).is_ok());
-        // One changed digit, a cut, another prefix, garbage.
-        let mut changed = token.clone().into_bytes();
-        let i = changed.len() - 10;
-        changed[i] = if changed[i] == b'0' { b'1' } else { b'0' };
+        // One changed digit (of the MAC, or of the body), a cut.
+        let mut in_mac = token.clone().into_bytes();
+        let i = in_mac.len() - 10;
+        in_mac[i] = if in_mac[i] == b'0' { b'1' } else { b'0' };
+        let mut in_body = token.clone().into_bytes();
+        let i = INVITE_PREFIX.len() + 20;
+        in_body[i] = if in_body[i] == b'0' { b'1' } else { b'0' };
         for bad in [
-            String::from_utf8(changed).unwrap(),
+            String::from_utf8(in_mac).unwrap(),
+            String::from_utf8(in_body).unwrap(),
             token[..token.len() - 2].to_string(),
+        ] {
+            assert_eq!(Invite::decode(&bad, 0), Err(InviteError::BadMac), "{bad}");
+        }
+        // Another prefix, garbage.
+        for bad in [
             token.replacen("p2pfs", "xxxxx", 1),
             format!("{INVITE_PREFIX}zz"),
+            format!("{INVITE_PREFIX}00"),
             String::new(),
         ] {
             assert!(
@@ -323,6 +362,42 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// The attack the MAC stops: the body re-encoded with a later expiry and its check
+    /// recomputed without the network key (as the old format's truncated hash allowed).
+    #[test]
+    fn an_edited_expiry_is_refused_and_old_tokens_ask_for_a_new_invite() {
+        let invite = test_invite();
+        let mut wire = InviteWire {
+            key: invite.network_key.0,
+            bootstrap: invite.bootstrap.clone(),
+            inviter: invite.inviter.clone(),
+            expires: Some(u64::MAX),
+        };
+        let mut body = Vec::new();
+        ciborium::into_writer(&wire, &mut body).unwrap();
+        let mut forged = body.clone();
+        forged.extend_from_slice(blake3::hash(&body).as_bytes());
+        let forged = format!("{INVITE_PREFIX}{}", hex::encode(&forged));
+        assert_eq!(Invite::decode(&forged, 2000), Err(InviteError::BadMac));
+        // A MAC under another network's key does not pass either.
+        let other = NetworkKey::generate();
+        let mut foreign = body.clone();
+        foreign.extend_from_slice(invite_mac(&other.0, &body).as_bytes());
+        let foreign = format!("{INVITE_PREFIX}{}", hex::encode(&foreign));
+        assert_eq!(Invite::decode(&foreign, 2000), Err(InviteError::BadMac));
+
+        // The old format, checksum and all, is refused with a clear message.
+        wire.expires = None;
+        let mut old = Vec::new();
+        ciborium::into_writer(&wire, &mut old).unwrap();
+        let sum = blake3::hash(&old);
+        old.extend_from_slice(&sum.as_bytes()[..4]);
+        let old = format!("p2pfs-invite-1-{}", hex::encode(&old));
+        let err = Invite::decode(&old, 0).unwrap_err();
+        assert_eq!(err, InviteError::OldFormat);
+        assert!(err.to_string().contains("make a new one"));
     }
     use std::os::unix::fs::PermissionsExt;
 

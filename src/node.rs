@@ -326,7 +326,7 @@ impl Node {
             ));
         }
         runtime.spawn(settle_conflicts(core.clone()));
-        let leave_requested = Arc::new(tokio::sync::Notify::new());
+        let leave_requested = control::LeaveSignal::new();
         runtime.spawn(control::serve(
             control_listener,
             Arc::new(control::StatusSource {
@@ -391,7 +391,7 @@ impl Node {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: leaving the network"); true }
                 _ = int.recv() => { tracing::info!("SIGINT: leaving the network"); true }
-                _ = leave_requested.notified() => { tracing::info!("leave requested: leaving the network"); true }
+                _ = leave_requested.requested() => { tracing::info!("leave requested: leaving the network"); true }
                 result = gone_rx => {
                     if let Ok(Err(e)) = result {
                         tracing::error!(error = %e, "FUSE session ended with an error");
@@ -406,6 +406,11 @@ impl Node {
         runtime.block_on(async {
             cluster.set_state(AnnouncedState::Leaving).await;
             // Bounded, so a stop never hangs on unreachable peers (systemd allows 60 s).
+            let mut report = control::LeaveReport {
+                replicas: cluster.router.replicas() as u32,
+                holders_left: cluster.router.placement_without_self().holders() as u64,
+                ..Default::default()
+            };
             match tokio::time::timeout(HANDOFF_LIMIT, repair.handoff()).await {
                 Ok(handed) => {
                     if handed.under_replicated > 0 {
@@ -415,11 +420,22 @@ impl Node {
                         );
                     }
                     tracing::info!(chunks = handed.chunks, copies_pushed = handed.pushed, "handed off");
+                    report.chunks = handed.chunks as u64;
+                    report.short = handed.under_replicated as u64;
+                    report.handed_off = report.chunks.saturating_sub(report.short);
+                    report.copies_pushed = handed.pushed as u64;
+                    report.finished = true;
                 }
-                Err(_) => tracing::warn!(
-                    "handoff did not finish within {HANDOFF_LIMIT:?}; leaving anyway (the others repair what is missing)"
-                ),
+                Err(_) => {
+                    tracing::warn!(
+                        "handoff did not finish within {HANDOFF_LIMIT:?}; leaving anyway (the others repair what is missing)"
+                    );
+                    let held = self.chunks.list().map(|l| l.len() as u64).unwrap_or(0);
+                    report.chunks = held;
+                    report.short = held;
+                }
             }
+            leave_requested.finish(report).await;
             cluster.set_state(AnnouncedState::Left).await;
             // Give gossip a moment to carry the last announcement.
             tokio::time::sleep(Duration::from_millis(300)).await;

@@ -239,7 +239,8 @@ impl Repair {
     }
 
     /// Before a graceful leave: makes sure every chunk this node holds is on its owners as
-    /// they will be without it. Returns what it pushed and how many chunks stayed short.
+    /// they will be without it. Returns what it pushed and how many chunks stayed short: not on
+    /// every owner, or with no owner at all (no other live node holds chunks).
     pub async fn handoff(&self) -> PassReport {
         let held: Vec<ChunkId> = self.held().await.into_iter().map(|(id, _)| id).collect();
         let placement = self.router.placement_without_self();
@@ -256,6 +257,7 @@ impl Repair {
             })
             .collect();
         let chunks = plans.len();
+        let orphaned = plans.iter().filter(|(_, owners)| owners.is_empty()).count();
         let known = self.holdings(asks).await;
         let pushes = plans
             .into_iter()
@@ -267,9 +269,11 @@ impl Repair {
                 (id, missing)
             })
             .collect();
+        let pushed = self.push_all(pushes).await;
         PassReport {
             chunks,
-            ..self.push_all(pushes).await
+            under_replicated: pushed.under_replicated + orphaned,
+            ..pushed
         }
     }
 
@@ -314,7 +318,8 @@ impl Repair {
             _ => {
                 self.queue
                     .fetch_sub(missing.len() as u64, Ordering::Relaxed);
-                return (0, false);
+                // Unreadable here: the owners that lack it stay without it.
+                return (0, true);
             }
         };
         let (mut pushed, mut short) = (0, false);

@@ -12,7 +12,7 @@ fn a_node_joins_with_nothing_but_an_invite_token() {
     let out = c.nodes[0].ctl(&["invite", "--expires", "1h"]);
     assert!(out.status.success(), "{}", out_text(&out));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(token.starts_with("p2pfs-invite-1-"), "{token}");
+    assert!(token.starts_with("p2pfs-invite-2-"), "{token}");
 
     let mut joiner = Node::uninit();
     joiner.init_ok(&["--join", &token]);
@@ -48,7 +48,7 @@ fn expired_mangled_and_foreign_tokens_are_refused_and_create_nothing() {
     assert!(out_text(&out).contains("expired"), "{}", out_text(&out));
     let mut cut = token.clone();
     cut.truncate(token.len() - 6);
-    for bad in [cut.as_str(), "p2pfs-invite-1-00", "hello"] {
+    for bad in [cut.as_str(), "p2pfs-invite-2-00", "hello"] {
         let out = fresh.run_init(&["--join", bad]);
         assert!(!out.status.success(), "{bad} accepted");
         assert!(out_text(&out).contains("invite"), "{}", out_text(&out));

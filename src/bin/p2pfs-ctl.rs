@@ -9,14 +9,25 @@ use p2pfs::namespace::volume::Role;
 // The command line (flags, subcommands, help texts) is defined in src/cli/ctl.rs.
 use p2pfs::cli::ctl::{Cli, Command, VolumeCommand};
 
-/// Exit codes: 0 success, 1 the node answered with an error (or a local file could not be
-/// read or written), 2 bad usage (clap), 3 no node is running for the data dir, 4 the socket
-/// failed or spoke nonsense, 5 `health` found files short of R copies.
+// Exit codes, as listed in `p2pfs::cli::ctl::EXIT_CODES` (shown by --help); 2 is clap's.
 const EXIT_ERROR: u8 = 1;
 const EXIT_NOT_RUNNING: u8 = 3;
 const EXIT_IO: u8 = 4;
-/// `health` found files short of R copies.
+/// `health` found chunks short of R copies (or fewer live nodes hold chunks than R).
 const EXIT_UNHEALTHY: u8 = 5;
+/// `leave` could not hand every chunk off.
+const EXIT_LEAVE_SHORT: u8 = 6;
+
+/// "degraded: 1 of 3 copies (1 live node holds chunks)", or nothing when R copies can be made.
+fn degraded(copies: u32, replicas: u32, holding: u64) -> Option<String> {
+    (copies < replicas).then(|| {
+        format!(
+            "degraded: {copies} of {replicas} copies ({holding} live node{} hold{} chunks)",
+            if holding == 1 { "" } else { "s" },
+            if holding == 1 { "s" } else { "" }
+        )
+    })
+}
 
 /// The invite token of the node at `data_dir`: its network key (read from the data dir, as this
 /// user can) and the addresses and peer id it reports.
@@ -100,6 +111,9 @@ fn print_status(s: &Status) {
         );
     }
     let r = &s.replication;
+    if let Some(d) = degraded(r.copies, r.factor, r.holding_nodes) {
+        println!("  durability:  {d}");
+    }
     println!(
         "  replication: factor {}, {} chunks stored ({}), {} under-replicated, {} queued for repair",
         r.factor,
@@ -266,7 +280,7 @@ fn put(data_dir: &std::path::Path, local: &std::path::Path, path: &str) -> ExitC
     }
 }
 
-fn get(data_dir: &std::path::Path, path: &str, local: &std::path::Path) -> ExitCode {
+fn get(data_dir: &std::path::Path, path: &[u8], local: &std::path::Path) -> ExitCode {
     let to_stdout = local.as_os_str() == "-";
     // Into a temporary file beside LOCAL, renamed when complete: a failed get leaves no
     // half-written file.
@@ -288,7 +302,7 @@ fn get(data_dir: &std::path::Path, path: &str, local: &std::path::Path) -> ExitC
             }
         }
     };
-    let bar = progress_bar(0, path);
+    let bar = progress_bar(0, &p2pfs::cli::ctl::escape_name(path));
     let started = std::time::Instant::now();
     let result = control::get(data_dir, path, &mut out, |got, total| {
         bar.set_length(total);
@@ -324,6 +338,71 @@ fn get(data_dir: &std::path::Path, path: &str, local: &std::path::Path) -> ExitC
     }
 }
 
+/// `leave`: asks the node to leave, shows the handoff's progress on a terminal, prints the
+/// result; exits [`EXIT_LEAVE_SHORT`] when some chunks could not be handed off.
+fn leave(data_dir: &std::path::Path) -> ExitCode {
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "handing off [{bar:30}] {pos}/{len} copies pushed {elapsed}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    // The total is the most copies seen queued; the queue only shrinks within the handoff.
+    let mut total = 0;
+    let result = control::leave(data_dir, |to_push| {
+        total = total.max(to_push);
+        bar.set_length(total);
+        bar.set_position(total - to_push);
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(Ok(r)) => {
+            println!(
+                "left the network: handed off {} of {} chunks, {} copies pushed, {} short",
+                r.handed_off, r.chunks, r.copies_pushed, r.short
+            );
+            if !r.finished {
+                println!(
+                    "  the handoff hit its time limit: chunks not confirmed on their owners count as short"
+                );
+            }
+            if r.holders_left == 0 && r.chunks > 0 {
+                println!("  no other live node holds chunks: this node's copies left with it");
+            } else if u64::from(r.replicas) > r.holders_left {
+                println!(
+                    "  {} live node{} hold{} chunks now: at most {} of {} copies each",
+                    r.holders_left,
+                    if r.holders_left == 1 { "" } else { "s" },
+                    if r.holders_left == 1 { "s" } else { "" },
+                    r.holders_left,
+                    r.replicas
+                );
+            }
+            if r.short > 0 || !r.finished {
+                eprintln!(
+                    "p2pfs-ctl: {} chunks were not handed off; start the node again to hand them off",
+                    r.short
+                );
+                ExitCode::from(EXIT_LEAVE_SHORT)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Ok(Err(message)) => {
+            eprintln!("p2pfs-ctl: the node refused: {message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+        Err(e) => control_failed(e),
+    }
+}
+
 fn print_json<T: serde::Serialize>(value: &T) {
     println!(
         "{}",
@@ -339,7 +418,11 @@ fn main() -> ExitCode {
     };
     match &cli.command {
         Command::Put { local, path } => return put(&data_dir, local, path),
-        Command::Get { path, local } => return get(&data_dir, path, local),
+        Command::Get { path, local } => {
+            use std::os::unix::ffi::OsStrExt;
+            return get(&data_dir, path.as_bytes(), local);
+        }
+        Command::Leave => return leave(&data_dir),
         _ => {}
     }
     let request = match &cli.command {
@@ -351,8 +434,9 @@ fn main() -> ExitCode {
         },
         Command::Df { .. } => Request::Df,
         Command::Health { .. } => Request::Health,
-        Command::Put { .. } | Command::Get { .. } => unreachable!("handled above"),
-        Command::Leave => Request::Leave,
+        Command::Put { .. } | Command::Get { .. } | Command::Leave => {
+            unreachable!("handled above")
+        }
         Command::Where { path, .. } => Request::Where { path: path.clone() },
         Command::Volume { command } => match command {
             VolumeCommand::List { .. } => Request::VolumeList,
@@ -392,21 +476,42 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        (Command::Where { json, .. }, Reply::Where { path, chunks }) => {
+        (
+            Command::Where { json, .. },
+            Reply::Where {
+                path,
+                replicas,
+                chunks,
+            },
+        ) => {
             if json {
-                let out = serde_json::json!({ "path": path, "chunks": chunks });
+                let out =
+                    serde_json::json!({ "path": path, "replicas": replicas, "chunks": chunks });
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&out).expect("serializes")
                 );
             } else {
-                println!("{path}: {} chunks", chunks.len());
+                let short = chunks
+                    .iter()
+                    .filter(|c| c.holders.len() < replicas as usize)
+                    .count();
+                println!(
+                    "{}: {} chunks, {short} with fewer than {replicas} copies",
+                    p2pfs::cli::ctl::escape_name(path.as_bytes()),
+                    chunks.len()
+                );
                 for c in &chunks {
+                    let n = c.holders.len();
                     println!(
-                        "  {}  owners {}  holders {}",
+                        "  {}  {n} of {replicas} copies{}  owners {}",
                         &c.id[..16],
+                        if n < replicas as usize {
+                            " (degraded)"
+                        } else {
+                            ""
+                        },
                         c.owners.len(),
-                        c.holders.len()
                     );
                     for o in &c.owners {
                         let mark = if c.holders.contains(o) {
@@ -464,7 +569,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         (Command::Invite { expires }, Reply::Status(status)) => {
-            match invite(&data_dir, &status, expires) {
+            match invite(&data_dir, &status, expires.0) {
                 Ok(token) => {
                     println!("{token}");
                     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -511,11 +616,17 @@ fn main() -> ExitCode {
                         "symlink" => 'l',
                         _ => '-',
                     };
+                    // Names come from peers: never raw control characters on a terminal.
+                    let bytes = e
+                        .name_bytes
+                        .as_deref()
+                        .and_then(|h| hex::decode(h).ok())
+                        .unwrap_or_else(|| e.name.clone().into_bytes());
                     println!(
                         "{kind}{:04o} {:>12} {}{}",
                         e.mode,
                         e.size,
-                        e.name,
+                        p2pfs::cli::ctl::escape_name(&bytes),
                         if e.kind == "dir" { "/" } else { "" }
                     );
                 }
@@ -528,15 +639,19 @@ fn main() -> ExitCode {
                 print_json(&df);
             } else {
                 println!(
-                    "{} live nodes, {} copies of every chunk",
+                    "{} live nodes, {} copies of every chunk wanted",
                     df.nodes, df.replicas
                 );
+                if let Some(d) = degraded(df.copies, df.replicas, df.holding_nodes) {
+                    println!("  {d}");
+                }
                 println!("  capacity:    {}", human_bytes(df.capacity_bytes));
                 println!("  free:        {}", human_bytes(df.free_bytes));
                 println!(
-                    "  usable:      {} more of files (free space / {} copies)",
+                    "  usable:      {} more of files (free space / {} cop{} that can be made)",
                     human_bytes(df.usable_bytes),
-                    df.replicas
+                    df.copies,
+                    if df.copies == 1 { "y" } else { "ies" }
                 );
                 println!("  stored here: {}", human_bytes(df.stored_here_bytes));
             }
@@ -545,33 +660,34 @@ fn main() -> ExitCode {
         (Command::Health { json }, Reply::Health(h)) => {
             if json {
                 print_json(&h);
-            } else if h.files.is_empty() {
-                println!(
-                    "healthy: all {} chunks on at least {} of {} live nodes",
-                    h.chunks,
-                    h.replicas.min(h.nodes as u32),
-                    h.nodes
-                );
             } else {
-                println!(
-                    "{} of {} chunks short of {} copies ({} on no live node); files affected:",
-                    h.short_chunks, h.chunks, h.replicas, h.missing_chunks
-                );
-                for f in &h.files {
-                    println!("  {f}");
+                let degraded = degraded(h.copies, h.replicas, h.holding_nodes);
+                if let Some(d) = &degraded {
+                    println!("{d}");
+                }
+                if h.short_chunks == 0 {
+                    println!(
+                        "{}all {} chunks have {} copies ({} live nodes)",
+                        if degraded.is_none() { "healthy: " } else { "" },
+                        h.chunks,
+                        h.replicas,
+                        h.nodes
+                    );
+                } else {
+                    println!(
+                        "{} of {} chunks short of {} copies ({} on no live node); files affected:",
+                        h.short_chunks, h.chunks, h.replicas, h.missing_chunks
+                    );
+                    for f in &h.files {
+                        println!("  {}", p2pfs::cli::ctl::escape_name(f.as_bytes()));
+                    }
                 }
             }
-            if h.files.is_empty() {
+            if h.short_chunks == 0 && h.files.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_UNHEALTHY)
             }
-        }
-        (Command::Leave, Reply::Leaving) => {
-            println!(
-                "the node is leaving: it hands its data off to the others, then unmounts and exits"
-            );
-            ExitCode::SUCCESS
         }
         (_, Reply::Error { message }) => {
             eprintln!("p2pfs-ctl: the node refused: {message}");

@@ -35,12 +35,36 @@ fn print_init(data_dir: &std::path::Path, r: &node::InitReport) {
     );
 }
 
-fn read_invite(token: &str) -> Result<p2pfs::identity::Invite> {
+/// The invite token of `--join TOKEN`, `--join -` (standard input, one line) or
+/// `--join-file FILE`, decoded; `None` without either.
+fn read_invite(
+    join: Option<String>,
+    join_file: Option<&std::path::Path>,
+) -> Result<Option<p2pfs::identity::Invite>> {
+    let token = zeroize::Zeroizing::new(match (join, join_file) {
+        (None, None) => return Ok(None),
+        (_, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the invite token from {}", file.display()))?,
+        (Some(t), None) if t == "-" => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the invite token from standard input")?;
+            line
+        }
+        (Some(t), None) => {
+            eprintln!(
+                "warning: a token given to --join is readable by every local user in the process \
+                 list while this runs; use --join-file FILE or --join - (standard input)"
+            );
+            t
+        }
+    });
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    Ok(p2pfs::identity::Invite::decode(token, now)?)
+    Ok(Some(p2pfs::identity::Invite::decode(&token, now)?))
 }
 
 fn main() -> Result<()> {
@@ -52,8 +76,9 @@ fn main() -> Result<()> {
             network_key,
             user_key,
             join,
+            join_file,
         } => {
-            let invite = join.as_deref().map(read_invite).transpose()?;
+            let invite = read_invite(join, join_file.as_deref())?;
             let report = node::init(
                 &data_dir,
                 network_key.as_deref(),
@@ -120,6 +145,7 @@ fn main() -> Result<()> {
         Command::Mount {
             mountpoint,
             join,
+            join_file,
             data_dir,
             net,
         } => {
@@ -130,10 +156,10 @@ fn main() -> Result<()> {
                 )?,
             };
             if !node::is_initialized(&data_dir) {
-                let invite = join.as_deref().map(read_invite).transpose()?;
+                let invite = read_invite(join, join_file.as_deref())?;
                 let report = node::init(&data_dir, None, None, invite.as_ref())?;
                 print_init(&data_dir, &report);
-            } else if join.is_some() {
+            } else if join.is_some() || join_file.is_some() {
                 anyhow::bail!(
                     "{} already holds a node; --join is only for a new one",
                     data_dir.display()

@@ -6,11 +6,23 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The exit codes, as `--help` shows them (and README.md lists them).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the node answered with an error, or a local file could not be read or written
+  2  bad usage
+  3  no node is running for the data dir
+  4  the control socket failed or spoke nonsense
+  5  health: chunks have fewer than R copies (degraded: fewer live nodes hold chunks than R)
+  6  leave: some chunks could not be handed off (their copies left with the node)";
+
 #[derive(Parser)]
 #[command(
     name = "p2pfs-ctl",
     version,
-    about = "Inspect and control a running p2pfs node"
+    about = "Inspect and control a running p2pfs node",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     /// The node's data dir. Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
@@ -29,6 +41,8 @@ pub enum Command {
         json: bool,
     },
     /// Leave the network: hand this node's data off to the others, then unmount and exit.
+    /// Shows progress on a terminal and the result (chunks handed off, chunks short); exits 6
+    /// when some chunks could not be handed off.
     Leave,
     /// The peers this node knows, with their state and when they were last heard from.
     Peers {
@@ -41,14 +55,21 @@ pub enum Command {
     Ls {
         #[arg(default_value = "")]
         path: String,
-        /// Print JSON: [{name, kind, size, mode, mtime}].
+        /// Print JSON: [{name, name_bytes, kind, size, mode, mtime}]. `name` is exact when
+        /// the name is UTF-8; otherwise `name_bytes` holds its bytes in hex. The text form
+        /// escapes control characters, backslashes and bytes that are not UTF-8 (\n, \x1b,
+        /// \\, \xe9).
         #[arg(long)]
         json: bool,
     },
     /// Copy a local file into the network at PATH (replaced atomically when complete).
     Put { local: PathBuf, path: String },
-    /// Copy the file at PATH out of the network to LOCAL (`-` for standard output).
-    Get { path: String, local: PathBuf },
+    /// Copy the file at PATH out of the network to LOCAL (`-` for standard output). PATH may
+    /// hold any bytes, as `ls --json` gives them in `name_bytes`.
+    Get {
+        path: std::ffi::OsString,
+        local: PathBuf,
+    },
     /// Remove a file, symlink or empty directory.
     Rm {
         path: String,
@@ -56,13 +77,14 @@ pub enum Command {
         #[arg(short, long)]
         recursive: bool,
     },
-    /// Capacity and free space of the network.
+    /// Capacity and free space of the network; usable space counts the copies that can be
+    /// made (fewer than R while fewer live nodes hold chunks).
     Df {
         #[arg(long)]
         json: bool,
     },
     /// Files with chunks on fewer than R nodes, by asking every live peer. Exits 5 when
-    /// some are.
+    /// some are, and when fewer live nodes hold chunks than R (degraded).
     Health {
         #[arg(long)]
         json: bool,
@@ -71,7 +93,7 @@ pub enum Command {
     Where {
         /// Path inside the mount (relative to its root, or absolute under the mount point).
         path: String,
-        /// Print JSON: {path, chunks: [{id, owners, holders}]}.
+        /// Print JSON: {path, replicas, chunks: [{id, owners, holders, copies}]}.
         #[arg(long)]
         json: bool,
     },
@@ -79,10 +101,11 @@ pub enum Command {
     /// --join TOKEN`) there needs nothing else. The token holds the network key: send it only
     /// to whom you would give the key.
     Invite {
-        /// Refuse the token after this long (e.g. 30m, 24h, 7d; plain numbers are seconds).
-        /// Checked by the joining node.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        expires: Option<u64>,
+        /// Refuse the token after this long (e.g. 30m, 24h, 7d; plain numbers are seconds), or
+        /// `never`. Checked by the joining node; the token's MAC under the network key keeps the
+        /// expiry from being edited.
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_expiry)]
+        expires: Expiry,
     },
     /// Volumes: your personal one (`@home` in the mount), ones you created or were given.
     Volume {
@@ -120,7 +143,19 @@ pub enum VolumeCommand {
     },
 }
 
-/// Parses `--expires`: a number of seconds, or a number with a unit s, m, h or d.
+/// How long an invite is valid: seconds from now, or never (`--expires never`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expiry(pub Option<u64>);
+
+/// Parses `--expires`: `never`, or a duration as [`parse_duration`] reads it.
+pub fn parse_expiry(s: &str) -> Result<Expiry, String> {
+    if s.trim() == "never" {
+        return Ok(Expiry(None));
+    }
+    parse_duration(s).map(|secs| Expiry(Some(secs)))
+}
+
+/// Parses a duration: a number of seconds, or a number with a unit s, m, h or d.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -140,4 +175,33 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     n.checked_mul(scale)
         .filter(|&secs| secs > 0)
         .ok_or_else(|| format!("{s:?} is out of range"))
+}
+
+/// A name (from a peer: any bytes but `/` and NUL) made safe for a terminal: control
+/// characters as `\n`, `\t`, `\r` or `\xHH` (`\u{HH}` for C1 controls), a backslash as `\\`,
+/// bytes that are not UTF-8 as `\xHH`. Unambiguous: the escaped form maps back to one name.
+pub fn escape_name(name: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() && (c as u32) < 0x80 => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
 }

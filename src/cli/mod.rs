@@ -27,6 +27,21 @@ mod tests {
     }
 
     #[test]
+    fn names_are_escaped_for_the_terminal() {
+        assert_eq!(ctl::escape_name(b"plain name.txt"), "plain name.txt");
+        assert_eq!(ctl::escape_name("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        assert_eq!(ctl::escape_name(b"caf\xe9.txt"), "caf\\xe9.txt");
+        assert_eq!(
+            ctl::escape_name(b"a\x1b[31mb\nc\td\re\x07\x7f"),
+            "a\\x1b[31mb\\nc\\td\\re\\x07\\x7f"
+        );
+        assert_eq!(ctl::escape_name("x\u{85}y".as_bytes()), "x\\u{85}y");
+        // A name that looks escaped stays apart from the name it looks like.
+        assert_eq!(ctl::escape_name(b"a\\x1b"), "a\\\\x1b");
+        assert_ne!(ctl::escape_name(b"a\\x1b"), ctl::escape_name(b"a\x1b"));
+    }
+
+    #[test]
     fn invite_expiry_parses_units() {
         assert_eq!(ctl::parse_duration("90"), Ok(90));
         assert_eq!(ctl::parse_duration("30m"), Ok(1800));
@@ -36,5 +51,23 @@ mod tests {
         assert!(ctl::parse_duration("5x").is_err());
         assert!(ctl::parse_duration("h").is_err());
         assert!(ctl::parse_duration("99999999999999999d").is_err());
+        assert_eq!(ctl::parse_expiry("never"), Ok(ctl::Expiry(None)));
+        assert_eq!(ctl::parse_expiry("1h"), Ok(ctl::Expiry(Some(3600))));
+        assert!(ctl::parse_expiry("soon").is_err());
+    }
+
+    /// `p2pfs-ctl invite` without --expires makes a token that expires in a day.
+    #[test]
+    fn invite_expires_in_a_day_unless_told_never() {
+        use clap::Parser;
+        let expiry = |args: &[&str]| match ctl::Cli::try_parse_from(args).unwrap().command {
+            ctl::Command::Invite { expires } => expires,
+            _ => unreachable!(),
+        };
+        assert_eq!(expiry(&["p2pfs-ctl", "invite"]), ctl::Expiry(Some(86_400)));
+        assert_eq!(
+            expiry(&["p2pfs-ctl", "invite", "--expires", "never"]),
+            ctl::Expiry(None)
+        );
     }
 }

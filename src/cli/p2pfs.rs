@@ -59,9 +59,14 @@ pub enum Command {
         #[arg(long, conflicts_with = "join")]
         network_key: Option<PathBuf>,
         /// Join the network of an invite token (`p2pfs-ctl invite` on any member prints one):
-        /// its network key and the inviter's addresses are all that is needed.
+        /// its network key and the inviter's addresses are all that is needed. `-` reads it
+        /// from standard input; a token given here is visible to every local user in the
+        /// process list while the command runs (prefer `-` or --join-file).
         #[arg(long, value_name = "TOKEN")]
         join: Option<String>,
+        /// As --join, the token read from FILE (keep it mode 0600, delete it after).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["join", "network_key"])]
+        join_file: Option<PathBuf>,
         /// Use this user identity (from `p2pfs user export` on another machine) instead of
         /// making a new one: same user, same personal files.
         #[arg(long, value_name = "FILE")]
@@ -91,8 +96,14 @@ pub enum Command {
     Mount {
         mountpoint: PathBuf,
         /// On first use, join the network of this invite token instead of starting a new one.
+        /// `-` reads it from standard input. A token given here stays in the process list
+        /// (/proc/PID/cmdline, readable by every local user) for the life of the mount: prefer
+        /// `-` or --join-file.
         #[arg(long, value_name = "TOKEN")]
         join: Option<String>,
+        /// As --join, the token read from FILE (keep it mode 0600, delete it after).
+        #[arg(long, value_name = "FILE", conflicts_with = "join")]
+        join_file: Option<PathBuf>,
         /// Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
         #[arg(long, env = "P2PFS_DATA_DIR")]
         data_dir: Option<PathBuf>,

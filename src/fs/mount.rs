@@ -42,9 +42,20 @@ fn dec(ino: u64) -> (usize, u64) {
 }
 
 fn out(slot: usize, mut attr: Attr) -> Attr {
+    if slot != 0 && attr.ino == ROOT_INO {
+        // A volume's root is private to the user the node runs as, whatever mode and owner
+        // its (synced) entry carries: with `allow_other` every local user could read it
+        // otherwise. The network volume (slot 0) is shared with every local user by design.
+        attr.perm = VOLUME_ROOT_MODE;
+        // SAFETY: geteuid/getegid cannot fail.
+        (attr.uid, attr.gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    }
     attr.ino = enc(slot, attr.ino);
     attr
 }
+
+/// Mode of every volume's root directory (`@home`, `@NAME`) in the mount.
+pub const VOLUME_ROOT_MODE: u16 = 0o700;
 
 /// What every volume's core is built from (one of each per node).
 pub struct MountParts {
