@@ -46,6 +46,9 @@ fn read_invite(
         (_, Some(file)) => std::fs::read_to_string(file)
             .with_context(|| format!("cannot read the invite token from {}", file.display()))?,
         (Some(t), None) if t == "-" => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("invite token: ");
+            }
             let mut line = String::new();
             std::io::stdin()
                 .read_line(&mut line)
