@@ -53,7 +53,11 @@ fn generate(dir: &Path) -> io::Result<usize> {
     let mut written = 0;
     for (cmd, extra) in [
         (p2pfs::cli::p2pfs_command(), p2pfs_sections as fn() -> Roff),
-        (p2pfs::cli::ctl_command(), ctl_sections),
+        // Its exit codes (`--help` shows them after the options) are the EXIT STATUS section.
+        (
+            p2pfs::cli::ctl_command().after_help(None::<&'static str>),
+            ctl_sections,
+        ),
     ] {
         written += man_pages(cmd.clone(), &man, extra)?;
         written += completion_files(cmd, &completions)?;
@@ -185,22 +189,11 @@ fn ctl_sections() -> Roff {
          /var/lib/p2pfs, as root.",
     );
     r.control("SH", ["EXIT STATUS"]);
-    for (code, what) in [
-        ("0", "Success."),
-        (
-            "1",
-            "The node refused (the message says why), or a local file could not be read or \
-             written.",
-        ),
-        ("2", "Bad usage."),
-        ("3", "No node is running for the data dir."),
-        (
-            "4",
-            "The control socket failed or answered out of protocol.",
-        ),
-        ("5", "health found files with chunks on fewer than R nodes."),
-    ] {
-        item(&mut r, code, what);
+    // One list of the codes: the one `p2pfs-ctl --help` shows.
+    for line in p2pfs::cli::ctl::EXIT_CODES.lines().skip(1) {
+        if let Some((code, what)) = line.trim().split_once(' ') {
+            item(&mut r, code, &format!("{}.", what.trim()));
+        }
     }
     r
 }

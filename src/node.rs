@@ -416,7 +416,7 @@ impl Node {
                     if handed.under_replicated > 0 {
                         tracing::warn!(
                             short = handed.under_replicated,
-                            "some chunks could not be handed off before leaving; repair elsewhere restores them"
+                            "some chunks could not be handed off before leaving: they have fewer copies elsewhere, or none (run the node again to hand them off)"
                         );
                     }
                     tracing::info!(chunks = handed.chunks, copies_pushed = handed.pushed, "handed off");

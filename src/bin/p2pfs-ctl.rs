@@ -387,7 +387,7 @@ fn leave(data_dir: &std::path::Path) -> ExitCode {
             }
             if r.short > 0 || !r.finished {
                 eprintln!(
-                    "p2pfs-ctl: {} chunks were not handed off; start the node again to hand them off",
+                    "p2pfs-ctl: {} chunks were not handed off: they have fewer copies elsewhere, or none; run the node again (with other nodes live) to hand them off",
                     r.short
                 );
                 ExitCode::from(EXIT_LEAVE_SHORT)
@@ -665,7 +665,9 @@ fn main() -> ExitCode {
                 if let Some(d) = &degraded {
                     println!("{d}");
                 }
-                if h.short_chunks == 0 {
+                if h.chunks == 0 {
+                    println!("no chunks stored yet ({} live nodes)", h.nodes);
+                } else if h.short_chunks == 0 {
                     println!(
                         "{}all {} chunks have {} copies ({} live nodes)",
                         if degraded.is_none() { "healthy: " } else { "" },
