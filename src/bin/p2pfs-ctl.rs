@@ -556,9 +556,15 @@ fn main() -> ExitCode {
                     } else {
                         v.members.to_string()
                     };
+                    // Volume names come from their owners' records: escaped like file names.
                     println!(
                         "{:<20} {:<24} {:<7} {:>6} {:>8}  {}",
-                        v.name, v.dir, role, v.files, members, v.id
+                        p2pfs::cli::ctl::escape_name(v.name.as_bytes()),
+                        p2pfs::cli::ctl::escape_name(v.dir.as_bytes()),
+                        role,
+                        v.files,
+                        members,
+                        v.id
                     );
                 }
             }
