@@ -1232,3 +1232,54 @@ pub fn leave(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leaving node waits for its result to reach every `leave` connection, not longer, and
+    /// not forever when one never reads it.
+    #[tokio::test]
+    async fn leave_result_is_waited_for_by_the_node_until_sent() {
+        let signal = LeaveSignal::new();
+        let t0 = tokio::time::Instant::now();
+        signal.finish(LeaveReport::default()).await;
+        assert!(
+            t0.elapsed() < std::time::Duration::from_millis(100),
+            "no one waits"
+        );
+
+        let signal = LeaveSignal::new();
+        let waiter = LeaveWaiter::new(&signal.waiting);
+        let mut report = signal.report.subscribe();
+        let sent = {
+            let signal = signal.clone();
+            tokio::spawn(async move {
+                let t0 = tokio::time::Instant::now();
+                signal
+                    .finish(LeaveReport {
+                        short: 2,
+                        ..Default::default()
+                    })
+                    .await;
+                t0.elapsed()
+            })
+        };
+        report.changed().await.unwrap();
+        assert_eq!(report.borrow().as_ref().map(|r| r.short), Some(2));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        drop(waiter);
+        let waited = sent.await.unwrap();
+        assert!(
+            (std::time::Duration::from_millis(500)..LEAVE_REPORT_GRACE).contains(&waited),
+            "{waited:?}"
+        );
+
+        // A waiter that never finishes holds the node back only for the grace period.
+        let signal = LeaveSignal::new();
+        let _stuck = LeaveWaiter::new(&signal.waiting);
+        let t0 = tokio::time::Instant::now();
+        signal.finish(LeaveReport::default()).await;
+        assert!(t0.elapsed() >= LEAVE_REPORT_GRACE);
+    }
+}
