@@ -467,6 +467,103 @@ impl NamespaceStore {
     }
 }
 
+/// What [`NamespaceStore::purge`] removed.
+#[derive(Debug, Default)]
+pub struct Purged {
+    /// Versions that were the stored state of their id (the id now has none here).
+    pub current: Vec<Entry>,
+    /// Chunks no stored entry references any more.
+    pub released: Vec<ChunkId>,
+}
+
+impl NamespaceStore {
+    /// Every version of `volume` the store holds: current states, displaced versions and
+    /// expired tombstones.
+    pub fn versions_of(&self, volume: &entry::VolumeId) -> Result<Vec<Entry>, NamespaceError> {
+        let mut out = Vec::new();
+        self.for_each_entry(|e| {
+            if e.volume == *volume {
+                out.push(e)
+            }
+        })?;
+        out.extend(
+            self.displaced()?
+                .into_iter()
+                .map(|(_, e)| e)
+                .filter(|e| e.volume == *volume),
+        );
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
+        for row in forgotten.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            if let Ok(e) = Entry::from_bytes(v.value())
+                && e.volume == *volume
+            {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes exactly these versions wherever they are stored (current state, displaced,
+    /// expired), in one transaction; a version stored nowhere is skipped. An id whose current
+    /// state goes has none here until a peer sends one (which then merges as new).
+    pub fn purge(&self, versions: &[Entry]) -> Result<Purged, NamespaceError> {
+        let mut digest = self.digest.lock();
+        let mut delta = vec![[0u8; 32]; 256];
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut out = Purged::default();
+        {
+            let mut entries = txn.open_table(ENTRIES).map_err(db_err)?;
+            let mut refs = txn.open_table(CHUNK_REFS).map_err(db_err)?;
+            let mut index = txn.open_table(TOMBSTONES).map_err(db_err)?;
+            let mut displaced = txn.open_table(DISPLACED).map_err(db_err)?;
+            let mut forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
+            for e in versions {
+                let key = &e.id.0[..];
+                let stored = entries
+                    .get(key)
+                    .map_err(db_err)?
+                    .map(|v| (Entry::from_bytes(v.value()).ok(), blake3::hash(v.value())));
+                if let Some((Some(current), hash)) = stored
+                    && current == *e
+                {
+                    xor_into(&mut delta[usize::from(key[0])], hash.as_bytes());
+                    entries.remove(key).map_err(db_err)?;
+                    index.remove(key).map_err(db_err)?;
+                    count_refs(&mut refs, &e.chunks, -1, &mut out.released)?;
+                    out.current.push(current);
+                }
+                let dkey = displaced_key(e);
+                let is_displaced =
+                    displaced
+                        .get(dkey.as_slice())
+                        .map_err(db_err)?
+                        .is_some_and(|v| {
+                            v.value().len() > 8
+                                && Entry::from_bytes(&v.value()[8..]).ok().as_ref() == Some(e)
+                        });
+                if is_displaced {
+                    displaced.remove(dkey.as_slice()).map_err(db_err)?;
+                    count_refs(&mut refs, &e.chunks, -1, &mut out.released)?;
+                }
+                let is_forgotten = forgotten
+                    .get(key)
+                    .map_err(db_err)?
+                    .is_some_and(|v| Entry::from_bytes(v.value()).ok().as_ref() == Some(e));
+                if is_forgotten {
+                    forgotten.remove(key).map_err(db_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        if let Some(d) = digest.as_mut() {
+            d.iter_mut().zip(&delta).for_each(|(b, x)| xor_into(b, x));
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
