@@ -1,7 +1,7 @@
 //! `removed-writer`: a writer removed from a volume (`p2pfs-ctl volume unshare`) signs, with its
-//! own user key, a tombstone over every entry of the volume the node serves, stamped just before
-//! its removal's clock (read from the volume record, which is in clear) and with a history that
-//! covers every version anyone will write. Pushed by sync (`sync`) or published on the
+//! own user key, a tombstone over every entry of the volume the node serves (deleted or not),
+//! stamped just before its removal's clock (read from the volume record, which is in clear) and
+//! with a history that covers every version anyone will write. Pushed by sync (`sync`) or published on the
 //! namespace topic (`gossip`). Under the clock rule every node took them as the writer's last
 //! word: the volume's files were deleted everywhere, with no conflict copy.
 
@@ -61,7 +61,7 @@ fn back_dated(
     let origin: u64 = rand::random();
     let tombstones = mine
         .iter()
-        .filter(|e| !VolumeRecord::is_record(e) && !e.deleted)
+        .filter(|e| !VolumeRecord::is_record(e))
         .map(|e| {
             let covering: Vec<(u64, Hlc)> = e
                 .seen
