@@ -411,12 +411,9 @@ impl FsCore {
         if volume.revoked.is_empty() {
             return Ok(0);
         }
-        let refused: Vec<Entry> = self
-            .namespace
-            .versions_of(&volume.id)?
-            .into_iter()
-            .filter(|e| !VolumeRecord::is_record(e) && !volume.can_write(e))
-            .collect();
+        let refused = self.namespace.versions_where(|e| {
+            e.volume == volume.id && !VolumeRecord::is_record(e) && !volume.can_write(e)
+        })?;
         if refused.is_empty() {
             return Ok(0);
         }

@@ -210,16 +210,26 @@ impl Mount {
         slots.sort_by(|a, b| (&a.volume.name, a.volume.id).cmp(&(&b.volume.name, b.volume.id)));
         *mount.slots.write() = slots;
         *mount.registry.write() = registry;
-        // Versions a removal does not keep, stored before it arrived (a crash in between).
-        let removals: Vec<VolumeId> = mount
-            .registry
-            .read()
-            .iter()
-            .filter(|(_, r)| r.has_removals())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in removals {
-            mount.purge_refused(&id)?;
+        // Versions a removal does not keep, stored before it arrived (a crash in between): one
+        // pass for every volume with a removal. The trees above already left them out.
+        {
+            let registry = mount.registry.read();
+            let refused: Vec<Entry> = mount.namespace.versions_where(|e| {
+                !VolumeRecord::is_record(e)
+                    && registry
+                        .get(&e.volume)
+                        .is_some_and(|r| r.has_removals() && !r.can_write(e))
+            })?;
+            if !refused.is_empty() {
+                let purged = mount.namespace.purge(&refused)?;
+                for id in purged.released {
+                    mount.template.cache.remove(&id);
+                }
+                tracing::warn!(
+                    dropped = refused.len(),
+                    "stored versions by removed writers that their removal did not keep: dropped"
+                );
+            }
         }
         let personal = Volume::personal(&mount.user);
         if !mount.registry.read().contains_key(&personal.id) {
@@ -360,12 +370,9 @@ impl Mount {
         if !record.has_removals() {
             return Ok(0);
         }
-        let refused: Vec<Entry> = self
-            .namespace
-            .versions_of(volume)?
-            .into_iter()
-            .filter(|e| !VolumeRecord::is_record(e) && !record.can_write(e))
-            .collect();
+        let refused = self.namespace.versions_where(|e| {
+            e.volume == *volume && !VolumeRecord::is_record(e) && !record.can_write(e)
+        })?;
         if refused.is_empty() {
             return Ok(0);
         }
@@ -387,10 +394,11 @@ impl Mount {
     ) -> Result<Vec<crate::namespace::VersionHash>, VolumeError> {
         Ok(self
             .namespace
-            .versions_of(volume)
+            .versions_where(|e| {
+                e.volume == *volume && e.author == *user && !VolumeRecord::is_record(e)
+            })
             .map_err(|e| VolumeError::Record(e.to_string()))?
             .iter()
-            .filter(|e| e.author == *user && !VolumeRecord::is_record(e))
             .map(Entry::version_hash)
             .collect())
     }
