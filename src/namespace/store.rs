@@ -628,7 +628,7 @@ mod purge_tests {
         assert_eq!(store.tombstones_len().unwrap(), 0);
         assert_eq!(store.digest().unwrap(), store.scan_digest().unwrap());
         assert_eq!(
-            store.commit(&[live.clone()]).unwrap().applied,
+            store.commit(std::slice::from_ref(&live)).unwrap().applied,
             vec![live.clone()]
         );
         // An expired tombstone: purged, it no longer refuses the version it deleted.
@@ -636,12 +636,15 @@ mod purge_tests {
         store.commit(std::slice::from_ref(&gone)).unwrap();
         assert_eq!(store.forget(std::slice::from_ref(&gone)).unwrap(), 1);
         assert_eq!(
-            store.commit(&[live.clone()]).unwrap().forgotten,
+            store.commit(std::slice::from_ref(&live)).unwrap().forgotten,
             vec![gone.clone()]
         );
         store.purge(std::slice::from_ref(&gone)).unwrap();
         assert_eq!(store.forgotten_len().unwrap(), 0);
-        assert_eq!(store.commit(&[live.clone()]).unwrap().applied, vec![live]);
+        assert_eq!(
+            store.commit(std::slice::from_ref(&live)).unwrap().applied,
+            vec![live]
+        );
         assert_eq!(store.digest().unwrap(), store.scan_digest().unwrap());
     }
 }
