@@ -405,3 +405,37 @@ fn a_removed_writers_back_dated_versions_are_refused_and_ones_stored_before_are_
         b"the owner's"
     );
 }
+
+#[test]
+fn a_removed_writer_made_reader_keeps_its_held_writes_and_no_later_ones() {
+    let net = Net::new();
+    let (a, _) = net.mount("a", 1);
+    let (b, b_key) = net.mount("b", 2);
+    let team = a.create_volume("team").unwrap();
+    a.share("team", &b_key, false).unwrap();
+    exchange(&[&a, &b]);
+    write(&b, vol(&b, "@team").unwrap(), "b.txt", b"by b").unwrap();
+    exchange(&[&a, &b]);
+    let held = a
+        .namespace()
+        .load_all()
+        .unwrap()
+        .entries
+        .into_iter()
+        .find(|e| e.author == b_key.id && e.volume.to_string() == team.id)
+        .unwrap();
+    a.share("team", &b_key, true).unwrap();
+    exchange(&[&a, &b]);
+    let b_root = vol(&b, "@team").unwrap();
+    assert_eq!(
+        write(&b, b_root, "later.txt", b"x").unwrap_err(),
+        FsError::ReadOnly
+    );
+    // The write B made as a writer stays; a version B signs now, stamped before the demotion,
+    // is refused.
+    let root = vol(&a, "@team").unwrap();
+    assert_eq!(read(&a, a.lookup(root, b"b.txt").unwrap().ino), b"by b");
+    let forged = back_dated_tombstone(&b.user, &held, Hlc(held.hlc.0 + 1));
+    assert_eq!(a.apply_remote(vec![forged]).unwrap().rejected, 1);
+    assert_eq!(read(&a, a.lookup(root, b"b.txt").unwrap().ino), b"by b");
+}
