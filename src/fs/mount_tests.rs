@@ -363,11 +363,30 @@ fn a_removed_writers_back_dated_versions_are_refused_and_ones_stored_before_are_
     assert!(names(&c, vol(&c, "@team").unwrap()).is_empty());
 
     assert!(a.unshare("team", &b_key.id).unwrap());
-    // The owner refuses them now, whatever clock they claim.
+    // The owner refuses them now, whatever clock they claim, and so a modify B seals with the
+    // key it still has (a rename of the owner's file over a history covering everything).
+    let old_volume = volume_of(&b, &team.id);
+    let owners = files.iter().find(|e| e.author != b_key.id).unwrap();
+    let mut meta = old_volume.open_entry(owners).unwrap();
+    meta.name = b"renamed-by-the-removed-writer".to_vec();
+    let covering: Vec<(u64, Hlc)> = owners
+        .seen
+        .iter()
+        .map(|(o, _)| (*o, Hlc(u64::MAX / 2)))
+        .collect();
+    let modify = EntrySealer {
+        volume: old_volume.id,
+        payload_key: old_volume.payload_key(),
+        signer: &b.user.signing,
+        origin: 0xbad,
+    }
+    .seal(owners.id, Hlc(1 << 20), &covering, &meta);
     let rejected = a.stats().rejected_entries;
-    let report = a.apply_remote(forged.clone()).unwrap();
-    assert_eq!((report.applied, report.rejected), (0, 2));
-    assert_eq!(a.stats().rejected_entries, rejected + 2);
+    let report = a
+        .apply_remote([forged.clone(), vec![modify]].concat())
+        .unwrap();
+    assert_eq!((report.applied, report.rejected), (0, 3));
+    assert_eq!(a.stats().rejected_entries, rejected + 3);
     // B's own earlier write stays valid; C and D drop the tombstones when the removal arrives
     // and anti-entropy brings the files back.
     exchange(&[&a, &c, &d]);
