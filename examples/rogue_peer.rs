@@ -24,6 +24,10 @@
 //!   the node refuses it; or (`sustained`, only when asked for) all of them at the per-peer
 //!   limits, as a heavy but legal peer.
 //!
+//! - `removed-writer`: a writer removed from `--volume` signs, with its `--user-key`,
+//!   tombstones back-dated before its removal over every entry of the volume
+//!   (`examples/rogue/removed_writer.rs`), pushed by sync (`sync`) or gossip (`gossip`).
+//!
 //! Not an attack, but a peer the tests need: `old-rule` (`announce`) joins as a member that
 //! announces placement rule 1 (an older version, with no capacity) once a second for
 //! `--duration-secs`.
@@ -64,6 +68,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 const CHUNK: StreamProtocol = p2pfs::rpc::chunk::PROTOCOL;
 const SYNC: StreamProtocol = p2pfs::rpc::sync::PROTOCOL;
 
+#[path = "rogue/removed_writer.rs"]
+mod removed_writer;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Attack {
     OversizedFrame,
@@ -73,6 +80,7 @@ pub enum Attack {
     ForgedEntry,
     Flood,
     OldRule,
+    RemovedWriter,
 }
 
 impl Attack {
@@ -85,6 +93,7 @@ impl Attack {
             Attack::ForgedEntry => &["sync", "gossip"],
             Attack::Flood => &["streams", "gossip"],
             Attack::OldRule => &["announce"],
+            Attack::RemovedWriter => &["sync", "gossip"],
         }
     }
 
@@ -124,6 +133,12 @@ pub struct Args {
     /// `old-rule`: how long to keep announcing.
     #[arg(long, default_value_t = 8)]
     pub duration_secs: u64,
+    /// `removed-writer`: the removed writer's user key file (`user.key` in its data dir).
+    #[arg(long)]
+    pub user_key: Option<PathBuf>,
+    /// `removed-writer`: the volume's id (as `p2pfs-ctl volume list --json` prints it).
+    #[arg(long)]
+    pub volume: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -247,6 +262,7 @@ async fn attack(args: Args) -> Result<(), String> {
                 Attack::Truncated => truncated(&ctx).await,
                 Attack::BadChunk => bad_chunk(&ctx).await,
                 Attack::ForgedEntry => forged(&ctx).await,
+                Attack::RemovedWriter => removed_writer::removed_writer(&ctx, &args).await,
                 Attack::Flood | Attack::OldRule => unreachable!("handled above"),
             }
             rogue

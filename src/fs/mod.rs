@@ -242,7 +242,7 @@ impl TreeLoader {
         if entry.volume != self.volume || VolumeRecord::is_record(entry) {
             return;
         }
-        if !self.writers.can_write(&entry.author, entry.hlc) {
+        if !self.writers.can_write(entry) {
             tracing::warn!(entry = %entry.id, author = %entry.author, "entry by a non-writer refused");
             self.rejected += 1;
             return;
@@ -395,9 +395,40 @@ impl FsCore {
     /// the mounted one.
     fn admissible(&self, e: &Entry) -> bool {
         let volume = self.volume.read();
-        let writer_ok = e.volume != volume.id
-            || (!VolumeRecord::is_record(e) && volume.can_write(&e.author, e.hlc));
+        let writer_ok =
+            e.volume != volume.id || (!VolumeRecord::is_record(e) && volume.can_write(e));
         writer_ok && e.verify_signature().is_ok()
+    }
+
+    /// Drops every stored version of this volume (current, displaced or expired) that its
+    /// writers' rule no longer admits: after a removal, the removed writer's versions that the
+    /// removal did not keep, stored before the removal reached this node. They neither stay
+    /// winners nor block the valid versions they had replaced, which anti-entropy brings back.
+    /// Returns how many were dropped (counted as refused).
+    pub fn purge_refused(&self) -> FsResult<usize> {
+        let _g = self.mutate.lock();
+        let volume = self.volume.read().clone();
+        if volume.revoked.is_empty() {
+            return Ok(0);
+        }
+        let refused = self.namespace.versions_where(|e| {
+            e.volume == volume.id && !VolumeRecord::is_record(e) && !volume.can_write(e)
+        })?;
+        if refused.is_empty() {
+            return Ok(0);
+        }
+        let purged = self.namespace.purge(&refused)?;
+        self.evict(&purged.released);
+        {
+            let mut tree = self.tree.write();
+            for e in &purged.current {
+                tree.remove(&e.id);
+            }
+        }
+        tracing::warn!(volume = %volume.id, dropped = refused.len(), "stored versions by a removed writer that its removal did not keep: dropped");
+        self.rejected
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
+        Ok(refused.len())
     }
 
     pub fn volume_id(&self) -> VolumeId {
@@ -407,10 +438,9 @@ impl FsCore {
     /// Whether this node's user may write in the volume.
     pub fn writable(&self) -> bool {
         let volume = self.volume.read();
-        volume.can_write(
-            &crate::namespace::UserId(self.signer.verifying_key().to_bytes()),
-            self.clock.now(),
-        )
+        volume.is_writer(&crate::namespace::UserId(
+            self.signer.verifying_key().to_bytes(),
+        ))
     }
 
     /// Takes a new state of the volume's record: writers, members, keys. New writes use the
@@ -432,7 +462,7 @@ impl FsCore {
                     && !e.deleted
                     && !VolumeRecord::is_record(&e)
                     && self.tree.read().ino_if_known(&e.id).is_none()
-                    && volume.can_write(&e.author, e.hlc)
+                    && volume.can_write(&e)
                     && let Ok(meta) = volume.open_entry(&e)
                 {
                     opened.push((e, meta));
@@ -550,7 +580,11 @@ impl FsCore {
         let mut copies = Vec::new();
         for lost in displaced {
             let volume = self.volume.read().clone();
-            if lost.volume != volume.id || lost.deleted || VolumeRecord::is_record(&lost) {
+            if lost.volume != volume.id
+                || lost.deleted
+                || VolumeRecord::is_record(&lost)
+                || !volume.can_write(&lost)
+            {
                 continue;
             }
             let Ok(mut meta) = volume.open_entry(&lost) else {
@@ -601,6 +635,14 @@ impl FsCore {
             }
         }
         let _g = self.mutate.lock();
+        // The writers may have changed since the check ([`set_volume`] holds `mutate`, and a
+        // purge after it runs under it): what they no longer admit is not stored.
+        let before = valid.len();
+        {
+            let volume = self.volume.read();
+            valid.retain(|e| e.volume != volume.id || volume.can_write(e));
+        }
+        report.rejected += before - valid.len();
         let committed = self.namespace.commit(&valid)?;
         self.evict(&committed.released);
         report.applied = committed.applied.len();

@@ -221,6 +221,27 @@ impl Mount {
         slots.sort_by(|a, b| (&a.volume.name, a.volume.id).cmp(&(&b.volume.name, b.volume.id)));
         *mount.slots.write() = slots;
         *mount.registry.write() = registry;
+        // Versions a removal does not keep, stored before it arrived (a crash in between): one
+        // pass for every volume with a removal. The trees above already left them out.
+        {
+            let registry = mount.registry.read();
+            let refused: Vec<Entry> = mount.namespace.versions_where(|e| {
+                !VolumeRecord::is_record(e)
+                    && registry
+                        .get(&e.volume)
+                        .is_some_and(|r| r.has_removals() && !r.can_write(e))
+            })?;
+            if !refused.is_empty() {
+                let purged = mount.namespace.purge(&refused)?;
+                for id in purged.released {
+                    mount.template.cache.remove(&id);
+                }
+                tracing::warn!(
+                    dropped = refused.len(),
+                    "stored versions by removed writers that their removal did not keep: dropped"
+                );
+            }
+        }
         let personal = Volume::personal(&mount.user);
         if !mount.registry.read().contains_key(&personal.id) {
             mount.publish_record(&personal, &[])?;
@@ -330,6 +351,9 @@ impl Mount {
                 tracing::warn!(volume = %entry.volume, error = %e, "volume record does not open")
             }
         }
+        // Versions stored before a removal in this record reached this node that it does not
+        // keep.
+        self.purge_refused(&entry.volume)?;
         // Entries that waited for this record.
         let waiting: Vec<Entry> = {
             let mut held = self.held.lock();
@@ -343,6 +367,51 @@ impl Mount {
             self.apply_remote(waiting)?;
         }
         Ok(())
+    }
+
+    /// Drops the stored versions of `volume` that its record no longer admits (see
+    /// [`FsCore::purge_refused`]); for a volume this node does not mount, from the store only.
+    fn purge_refused(&self, volume: &VolumeId) -> FsResult<usize> {
+        if let Some(core) = self.core_of_volume(volume) {
+            return core.purge_refused();
+        }
+        let Some(record) = self.registry.read().get(volume).cloned() else {
+            return Ok(0);
+        };
+        if !record.has_removals() {
+            return Ok(0);
+        }
+        let refused = self.namespace.versions_where(|e| {
+            e.volume == *volume && !VolumeRecord::is_record(e) && !record.can_write(e)
+        })?;
+        if refused.is_empty() {
+            return Ok(0);
+        }
+        let purged = self.namespace.purge(&refused)?;
+        for id in purged.released {
+            self.template.cache.remove(&id);
+        }
+        tracing::warn!(volume = %volume, dropped = refused.len(), "stored versions by a removed writer that its removal did not keep: dropped");
+        self.rejected
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
+        Ok(refused.len())
+    }
+
+    /// The versions of `user` in `volume` this node holds (what a removal of theirs keeps).
+    fn held_versions(
+        &self,
+        volume: &VolumeId,
+        user: &UserId,
+    ) -> Result<Vec<crate::namespace::VersionHash>, VolumeError> {
+        Ok(self
+            .namespace
+            .versions_where(|e| {
+                e.volume == *volume && e.author == *user && !VolumeRecord::is_record(e)
+            })
+            .map_err(|e| VolumeError::Record(e.to_string()))?
+            .iter()
+            .map(Entry::version_hash)
+            .collect())
     }
 
     /// The core serving `slot`, if it is visible.
@@ -690,7 +759,7 @@ impl Mount {
                     continue;
                 }
                 match registry.get(&e.volume) {
-                    Some(record) if record.can_write(&e.author, e.hlc) => {
+                    Some(record) if record.can_write(&e) => {
                         batches.entry(e.volume).or_default().push(e)
                     }
                     Some(_) => refused += 1,
@@ -712,6 +781,15 @@ impl Mount {
                         .partition(|e| e.verify_signature().is_ok());
                     let committed = self.namespace.commit(&good)?;
                     refused += bad.len();
+                    // A removal may have arrived since the check: what it refuses is not kept.
+                    let stale = self
+                        .registry
+                        .read()
+                        .get(&volume)
+                        .is_some_and(|r| committed.applied.iter().any(|e| !r.can_write(e)));
+                    if stale {
+                        self.purge_refused(&volume)?;
+                    }
                     RemoteApply {
                         applied: committed.applied.len(),
                         rejected: 0,
@@ -746,9 +824,7 @@ impl Mount {
                             .filter(|t| {
                                 t.deleted
                                     && !VolumeRecord::is_record(t)
-                                    && registry
-                                        .get(&t.volume)
-                                        .is_some_and(|r| r.can_write(&t.author, t.hlc))
+                                    && registry.get(&t.volume).is_some_and(|r| r.can_write(t))
                                     && t.verify_signature().is_ok()
                             })
                             .collect()
@@ -1042,6 +1118,10 @@ impl Mount {
     pub fn share(&self, name: &str, user: &UserKey, read_only: bool) -> Result<(), VolumeError> {
         let _g = self.records.lock();
         let (mut volume, base) = self.owned(name)?;
+        if read_only && volume.writers.contains(&user.id) {
+            let held = self.held_versions(&volume.id, &user.id)?;
+            volume.revoke(&user.id, self.clock.now(), held)?;
+        }
         volume.share(user, read_only)?;
         self.publish_record(&volume, &base)
             .map_err(|e| VolumeError::Record(e.to_string()))
@@ -1052,7 +1132,8 @@ impl Mount {
     pub fn unshare(&self, name: &str, user: &UserId) -> Result<bool, VolumeError> {
         let _g = self.records.lock();
         let (mut volume, base) = self.owned(name)?;
-        if !volume.unshare(user, self.clock.now())? {
+        let held = self.held_versions(&volume.id, user)?;
+        if !volume.unshare(user, self.clock.now(), held)? {
             return Ok(false);
         }
         self.publish_record(&volume, &base)

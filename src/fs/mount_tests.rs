@@ -4,6 +4,7 @@ use super::*;
 use crate::block::ChunkStore;
 use crate::identity::NetworkKey;
 use crate::namespace::entry::{EntryId, EntryKind, EntryMeta, EntrySealer, Timestamp};
+use crate::util::hlc::Hlc;
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
@@ -299,4 +300,161 @@ fn the_personal_volume_is_the_same_on_every_machine_of_a_user() {
         names(&stranger, vol(&stranger, "@home").unwrap()),
         Vec::<String>::new()
     );
+}
+
+/// A tombstone signed by `user` over the version `current` of its id (with a history that
+/// covers every version anyone will write), stamped at `hlc`.
+fn back_dated_tombstone(user: &UserIdentity, current: &Entry, hlc: Hlc) -> Entry {
+    let base: Vec<(u64, Hlc)> = current
+        .seen
+        .iter()
+        .map(|(o, _)| (*o, Hlc(u64::MAX / 2)))
+        .collect();
+    EntrySealer {
+        volume: current.volume,
+        payload_key: &[0; 32],
+        signer: &user.signing,
+        origin: 0xbad,
+    }
+    .tombstone(current.id, hlc, &base)
+}
+
+#[test]
+fn a_removed_writers_back_dated_versions_are_refused_and_ones_stored_before_are_dropped() {
+    let net = Net::new();
+    let (a, _) = net.mount("a", 1);
+    let (b, b_key) = net.mount("b", 2);
+    let c_user = UserIdentity::generate();
+    let c_same = UserIdentity {
+        age: c_user.age.clone(),
+        signing: c_user.signing.clone(),
+    };
+    let (c, c_key) = net.mount_as("c", 3, c_user);
+    let (d, _) = net.mount("d", 4);
+    let team = a.create_volume("team").unwrap();
+    a.share("team", &b_key, false).unwrap();
+    a.share("team", &c_key, true).unwrap();
+    exchange(&[&a, &b, &c, &d]);
+    write(&a, vol(&a, "@team").unwrap(), "a.txt", b"the owner's").unwrap();
+    write(&b, vol(&b, "@team").unwrap(), "b.txt", b"the writer's").unwrap();
+    exchange(&[&a, &b, &c, &d]);
+    let files: Vec<Entry> = a
+        .namespace()
+        .load_all()
+        .unwrap()
+        .entries
+        .into_iter()
+        .filter(|e| {
+            e.volume.to_string() == team.id && !VolumeRecord::is_record(e) && {
+                let v = volume_of(&a, &team.id);
+                e.id != v.root_id()
+            }
+        })
+        .collect();
+    assert_eq!(files.len(), 2);
+    // B signs tombstones stamped long before any removal; C and D take them while B is a
+    // writer (the removal has not reached them): the files are gone there.
+    let forged: Vec<Entry> = files
+        .iter()
+        .map(|e| back_dated_tombstone(&b.user, e, Hlc(1 << 20)))
+        .collect();
+    assert_eq!(c.apply_remote(forged.clone()).unwrap().applied, 2);
+    assert_eq!(d.apply_remote(forged.clone()).unwrap().applied, 2);
+    assert!(names(&c, vol(&c, "@team").unwrap()).is_empty());
+
+    assert!(a.unshare("team", &b_key.id).unwrap());
+    // The owner refuses them now, whatever clock they claim, and so a modify B seals with the
+    // key it still has (a rename of the owner's file over a history covering everything).
+    let old_volume = volume_of(&b, &team.id);
+    let owners = files.iter().find(|e| e.author != b_key.id).unwrap();
+    let mut meta = old_volume.open_entry(owners).unwrap();
+    meta.name = b"renamed-by-the-removed-writer".to_vec();
+    let covering: Vec<(u64, Hlc)> = owners
+        .seen
+        .iter()
+        .map(|(o, _)| (*o, Hlc(u64::MAX / 2)))
+        .collect();
+    let modify = EntrySealer {
+        volume: old_volume.id,
+        payload_key: old_volume.payload_key(),
+        signer: &b.user.signing,
+        origin: 0xbad,
+    }
+    .seal(owners.id, Hlc(1 << 20), &covering, &meta);
+    let rejected = a.stats().rejected_entries;
+    let report = a
+        .apply_remote([forged.clone(), vec![modify]].concat())
+        .unwrap();
+    assert_eq!((report.applied, report.rejected), (0, 3));
+    assert_eq!(a.stats().rejected_entries, rejected + 3);
+    // B's own earlier write stays valid; C and D drop the tombstones when the removal arrives
+    // and anti-entropy brings the files back.
+    exchange(&[&a, &c, &d]);
+    for m in [&a, &c] {
+        let root = vol(m, "@team").unwrap();
+        assert_eq!(names(m, root), vec!["a.txt", "b.txt"]);
+        assert_eq!(
+            read(m, m.lookup(root, b"a.txt").unwrap().ino),
+            b"the owner's"
+        );
+        assert_eq!(
+            read(m, m.lookup(root, b"b.txt").unwrap().ino),
+            b"the writer's"
+        );
+    }
+    for m in [&a, &c, &d] {
+        let stored = m.namespace().load_all().unwrap().entries;
+        assert!(files.iter().all(|f| stored.contains(f)));
+        assert!(forged.iter().all(|f| !stored.contains(f)));
+    }
+    assert!(c.stats().rejected_entries >= 2 && d.stats().rejected_entries >= 2);
+
+    // One stored after the removal by a path that skipped the check (a crash between a commit
+    // and the purge): dropped when the node loads.
+    c.namespace().commit(&forged[..1]).unwrap();
+    c.shutdown();
+    drop(c);
+    let (c, _) = net.mount_as("c", 3, c_same);
+    let stored = c.namespace().load_all().unwrap().entries;
+    assert!(!stored.contains(&forged[0]));
+    exchange(&[&a, &c, &d]);
+    let root = vol(&c, "@team").unwrap();
+    assert_eq!(
+        read(&c, c.lookup(root, b"a.txt").unwrap().ino),
+        b"the owner's"
+    );
+}
+
+#[test]
+fn a_removed_writer_made_reader_keeps_its_held_writes_and_no_later_ones() {
+    let net = Net::new();
+    let (a, _) = net.mount("a", 1);
+    let (b, b_key) = net.mount("b", 2);
+    let team = a.create_volume("team").unwrap();
+    a.share("team", &b_key, false).unwrap();
+    exchange(&[&a, &b]);
+    write(&b, vol(&b, "@team").unwrap(), "b.txt", b"by b").unwrap();
+    exchange(&[&a, &b]);
+    let held = a
+        .namespace()
+        .load_all()
+        .unwrap()
+        .entries
+        .into_iter()
+        .find(|e| e.author == b_key.id && e.volume.to_string() == team.id)
+        .unwrap();
+    a.share("team", &b_key, true).unwrap();
+    exchange(&[&a, &b]);
+    let b_root = vol(&b, "@team").unwrap();
+    assert_eq!(
+        write(&b, b_root, "later.txt", b"x").unwrap_err(),
+        FsError::ReadOnly
+    );
+    // The write B made as a writer stays; a version B signs now, stamped before the demotion,
+    // is refused.
+    let root = vol(&a, "@team").unwrap();
+    assert_eq!(read(&a, a.lookup(root, b"b.txt").unwrap().ino), b"by b");
+    let forged = back_dated_tombstone(&b.user, &held, Hlc(held.hlc.0 + 1));
+    assert_eq!(a.apply_remote(vec![forged]).unwrap().rejected, 1);
+    assert_eq!(read(&a, a.lookup(root, b"b.txt").unwrap().ino), b"by b");
 }

@@ -388,7 +388,17 @@ impl EntrySealer<'_> {
     }
 }
 
+/// Names one signed version of an entry (a truncated hash of everything its author signed): a
+/// volume record lists a removed writer's versions that stay valid by these.
+pub type VersionHash = [u8; 16];
+
 impl Entry {
+    /// The hash naming this exact version (see [`VersionHash`]).
+    pub fn version_hash(&self) -> VersionHash {
+        let h = blake3::derive_key("p2pfs entry version v1", &self.signed_bytes());
+        h[..16].try_into().expect("16 bytes")
+    }
+
     pub fn version(&self) -> Version {
         Version {
             hlc: self.hlc,

@@ -8,7 +8,8 @@ pub mod view;
 pub mod volume;
 
 pub use entry::{
-    Entry, EntryError, EntryId, EntryKind, EntryMeta, Seen, Timestamp, UserId, Version, VolumeId,
+    Entry, EntryError, EntryId, EntryKind, EntryMeta, Seen, Timestamp, UserId, Version,
+    VersionHash, VolumeId,
 };
-pub use store::{Committed, NamespaceError, NamespaceStore};
+pub use store::{Committed, NamespaceError, NamespaceStore, Purged};
 pub use volume::Volume;

@@ -467,6 +467,188 @@ impl NamespaceStore {
     }
 }
 
+/// What [`NamespaceStore::purge`] removed.
+#[derive(Debug, Default)]
+pub struct Purged {
+    /// Versions that were the stored state of their id (the id now has none here).
+    pub current: Vec<Entry>,
+    /// Chunks no stored entry references any more.
+    pub released: Vec<ChunkId>,
+}
+
+impl NamespaceStore {
+    /// The versions the store holds (current states, displaced versions and expired
+    /// tombstones) that `wanted` picks, in one pass; only those are kept decoded.
+    pub fn versions_where(
+        &self,
+        wanted: impl Fn(&Entry) -> bool,
+    ) -> Result<Vec<Entry>, NamespaceError> {
+        let mut out = Vec::new();
+        self.for_each_entry(|e| {
+            if wanted(&e) {
+                out.push(e)
+            }
+        })?;
+        out.extend(
+            self.displaced()?
+                .into_iter()
+                .map(|(_, e)| e)
+                .filter(|e| wanted(e)),
+        );
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
+        for row in forgotten.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            if let Ok(e) = Entry::from_bytes(v.value())
+                && wanted(&e)
+            {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes exactly these versions wherever they are stored (current state, displaced,
+    /// expired), in one transaction; a version stored nowhere is skipped. An id whose current
+    /// state goes has none here until a peer sends one (which then merges as new).
+    pub fn purge(&self, versions: &[Entry]) -> Result<Purged, NamespaceError> {
+        let mut digest = self.digest.lock();
+        let mut delta = vec![[0u8; 32]; 256];
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut out = Purged::default();
+        {
+            let mut entries = txn.open_table(ENTRIES).map_err(db_err)?;
+            let mut refs = txn.open_table(CHUNK_REFS).map_err(db_err)?;
+            let mut index = txn.open_table(TOMBSTONES).map_err(db_err)?;
+            let mut displaced = txn.open_table(DISPLACED).map_err(db_err)?;
+            let mut forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
+            for e in versions {
+                let key = &e.id.0[..];
+                let stored = entries
+                    .get(key)
+                    .map_err(db_err)?
+                    .map(|v| (Entry::from_bytes(v.value()).ok(), blake3::hash(v.value())));
+                if let Some((Some(current), hash)) = stored
+                    && current == *e
+                {
+                    xor_into(&mut delta[usize::from(key[0])], hash.as_bytes());
+                    entries.remove(key).map_err(db_err)?;
+                    index.remove(key).map_err(db_err)?;
+                    count_refs(&mut refs, &e.chunks, -1, &mut out.released)?;
+                    out.current.push(current);
+                }
+                let dkey = displaced_key(e);
+                let is_displaced =
+                    displaced
+                        .get(dkey.as_slice())
+                        .map_err(db_err)?
+                        .is_some_and(|v| {
+                            v.value().len() > 8
+                                && Entry::from_bytes(&v.value()[8..]).ok().as_ref() == Some(e)
+                        });
+                if is_displaced {
+                    displaced.remove(dkey.as_slice()).map_err(db_err)?;
+                    count_refs(&mut refs, &e.chunks, -1, &mut out.released)?;
+                }
+                let is_forgotten = forgotten
+                    .get(key)
+                    .map_err(db_err)?
+                    .is_some_and(|v| Entry::from_bytes(v.value()).ok().as_ref() == Some(e));
+                if is_forgotten {
+                    forgotten.remove(key).map_err(db_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        if let Some(d) = digest.as_mut() {
+            d.iter_mut().zip(&delta).for_each(|(b, x)| xor_into(b, x));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod purge_tests {
+    use super::*;
+    use crate::block::{ChunkKey, ChunkRef};
+    use crate::namespace::entry::{EntryKind, EntryMeta, EntrySealer, Timestamp, VolumeId};
+    use ed25519_dalek::SigningKey;
+
+    fn file(chunk: u8) -> EntryMeta {
+        let mut m = EntryMeta::new_empty(
+            EntryId([0; 16]),
+            b"f".to_vec(),
+            EntryKind::File,
+            0o644,
+            (0, 0),
+            Timestamp::now(),
+        );
+        m.blocks = vec![Some(ChunkRef {
+            id: ChunkId([chunk; 32]),
+            key: ChunkKey([0; 32]),
+        })];
+        m
+    }
+
+    #[test]
+    fn purge_removes_exact_versions_from_every_table_and_keeps_the_digest_true() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NamespaceStore::open(&dir.path().join("ns.redb")).unwrap();
+        let (sk1, sk2) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        );
+        let sealer = |sk, origin| EntrySealer {
+            volume: VolumeId([3; 16]),
+            payload_key: &[2; 32],
+            signer: sk,
+            origin,
+        };
+        store.digest().unwrap();
+        // A current version, replaced by a tombstone written over it: purging the tombstone
+        // leaves the id empty, so the version it replaced merges as new again.
+        let (id, other) = (EntryId([5; 16]), EntryId([6; 16]));
+        let live = sealer(&sk1, 1).seal(id, Hlc(10), &[], &file(1));
+        let over = sealer(&sk2, 2).tombstone(id, Hlc(11), &live.seen);
+        store.commit(&[live.clone(), over.clone()]).unwrap();
+        // Two concurrent versions of another id: one is displaced.
+        let a = sealer(&sk1, 1).seal(other, Hlc(20), &[], &file(2));
+        let b = sealer(&sk2, 2).seal(other, Hlc(21), &[], &file(3));
+        let c = store.commit(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!(c.displaced, vec![a.clone()]);
+        assert_eq!(store.referenced(&[ChunkId([2; 32])]).unwrap(), vec![true]);
+        // A version that is stored nowhere, and one that differs from what is stored, stay.
+        let stranger = sealer(&sk2, 2).tombstone(id, Hlc(12), &live.seen);
+        let purged = store.purge(&[over.clone(), a.clone(), stranger]).unwrap();
+        assert_eq!(purged.current, vec![over.clone()]);
+        assert_eq!(purged.released, vec![ChunkId([2; 32])]);
+        assert!(store.get(&id).unwrap().is_none());
+        assert_eq!(store.get(&other).unwrap(), Some(b.clone()));
+        assert!(store.displaced().unwrap().is_empty());
+        assert_eq!(store.tombstones_len().unwrap(), 0);
+        assert_eq!(store.digest().unwrap(), store.scan_digest().unwrap());
+        assert_eq!(
+            store.commit(std::slice::from_ref(&live)).unwrap().applied,
+            vec![live.clone()]
+        );
+        // An expired tombstone: purged, it no longer refuses the version it deleted.
+        let gone = sealer(&sk2, 2).tombstone(id, Hlc(30), &live.seen);
+        store.commit(std::slice::from_ref(&gone)).unwrap();
+        assert_eq!(store.forget(std::slice::from_ref(&gone)).unwrap(), 1);
+        assert_eq!(
+            store.commit(std::slice::from_ref(&live)).unwrap().forgotten,
+            vec![gone.clone()]
+        );
+        store.purge(std::slice::from_ref(&gone)).unwrap();
+        assert_eq!(store.forgotten_len().unwrap(), 0);
+        assert_eq!(
+            store.commit(std::slice::from_ref(&live)).unwrap().applied,
+            vec![live]
+        );
+        assert_eq!(store.digest().unwrap(), store.scan_digest().unwrap());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

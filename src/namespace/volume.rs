@@ -7,7 +7,8 @@
 //! Every volume but the network volume is described by a **volume record**: a namespace entry
 //! of the volume itself, signed by the owner, replicated like any other. In clear it names the
 //! owner, the writers (so every node, member or not, can check an entry's author before it
-//! stores it) and the removed writers with the clock of their removal; everything else (the
+//! stores it) and the removed writers, each with the list of their versions that stay valid
+//! (those the owner's node held at the removal); everything else (the
 //! volume's name, its keys, its members and their roles) is age-encrypted to the members'
 //! recipients. The volume id is derived from the owner's public key and a nonce, so only the
 //! owner can sign a record that nodes accept for it.
@@ -19,7 +20,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::entry::{Entry, EntryError, EntryMeta, EntrySealer};
+use super::entry::{Entry, EntryError, EntryMeta, EntrySealer, VersionHash};
 use super::{EntryId, UserId, VolumeId};
 use crate::block::ChunkSecret;
 use crate::identity::UserIdentity;
@@ -30,8 +31,12 @@ use crate::util::hlc::Hlc;
 pub const MAX_MEMBERS: usize = 256;
 /// Most keys a volume accumulates (one per removal).
 pub const MAX_KEYS: usize = 256;
-/// Largest encoded volume record.
-pub const MAX_RECORD: usize = 256 * 1024;
+/// Most versions of removed writers one record lists as still valid (16 bytes each: 2 MiB).
+/// A removal that would pass it is refused (see [`Volume::unshare`]).
+pub const MAX_KEPT_VERSIONS: usize = 131_072;
+/// Largest encoded volume record: the kept versions, the sealed secrets of up to
+/// [`MAX_MEMBERS`] members and the writer lists, under the 4 MiB entry cap.
+pub const MAX_RECORD: usize = 3 << 20;
 /// Longest volume name.
 pub const MAX_VOLUME_NAME: usize = 64;
 
@@ -122,12 +127,90 @@ pub struct VolumeRecord {
     pub nonce: [u8; 16],
     /// Who may write now.
     pub writers: Vec<UserId>,
-    /// Removed writers, with the clock of their removal: their entries written before it stay
-    /// valid (nodes that stored them agree with nodes that did not yet), later ones are refused.
+    /// Removed writers, with the clock of their removal. A removed writer listed in `kept`
+    /// has exactly the versions listed there valid; one that is not (removed by a version
+    /// that did not list versions yet) has its versions stamped before the clock valid.
     pub revoked: Vec<(UserId, Hlc)>,
+    /// For removed writers: the versions of theirs that stay valid, whatever clock any other
+    /// version of theirs claims (a clock is the writer's own claim, so it cannot bound what a
+    /// removed writer signs later).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<KeptVersions>,
     /// age-encrypted to every member: the [`Secrets`].
     #[serde(with = "serde_bytes")]
     pub sealed: Vec<u8>,
+}
+
+/// The versions of one removed writer that stay valid: the [`VersionHash`]es of every version
+/// of theirs the owner's node held when it removed them, sorted, concatenated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptVersions {
+    pub user: UserId,
+    #[serde(with = "serde_bytes")]
+    pub versions: Vec<u8>,
+}
+
+impl KeptVersions {
+    pub fn new(user: UserId, mut hashes: Vec<VersionHash>) -> Self {
+        hashes.sort_unstable();
+        hashes.dedup();
+        Self {
+            user,
+            versions: hashes.concat(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.versions.len() / 16
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    fn hash(&self, i: usize) -> &[u8] {
+        &self.versions[i * 16..(i + 1) * 16]
+    }
+
+    /// Whether the list is well-formed: whole hashes, strictly increasing.
+    fn is_valid(&self) -> bool {
+        self.versions.len().is_multiple_of(16)
+            && (1..self.len()).all(|i| self.hash(i - 1) < self.hash(i))
+    }
+
+    pub fn contains(&self, version: &VersionHash) -> bool {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.hash(mid).cmp(&version[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
+    }
+}
+
+/// Whether `entry`'s author may have written it, by the writer lists of a volume: a current
+/// writer always; a removed writer only for a version its removal kept (or, for a removal
+/// that kept no list, stamped before it).
+fn admits(
+    writers: &[UserId],
+    revoked: &[(UserId, Hlc)],
+    kept: &[KeptVersions],
+    entry: &Entry,
+) -> bool {
+    if writers.contains(&entry.author) {
+        return true;
+    }
+    let Some((_, until)) = revoked.iter().find(|(u, _)| *u == entry.author) else {
+        return false;
+    };
+    match kept.iter().find(|k| k.user == entry.author) {
+        Some(list) => list.contains(&entry.version_hash()),
+        None => entry.hlc < *until,
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -186,19 +269,31 @@ impl VolumeRecord {
         if record.owner != entry.author || volume_id(&record.owner, &record.nonce) != entry.volume {
             return Err(bad("volume record not signed by the volume's owner"));
         }
-        if record.writers.len() > MAX_MEMBERS || record.revoked.len() > MAX_MEMBERS {
+        if record.writers.len() > MAX_MEMBERS
+            || record.revoked.len() > MAX_MEMBERS
+            || record.kept.len() > MAX_MEMBERS
+        {
             return Err(bad("too many writers"));
+        }
+        if record.kept.iter().map(KeptVersions::len).sum::<usize>() > MAX_KEPT_VERSIONS
+            || !record
+                .kept
+                .iter()
+                .all(|k| k.is_valid() && record.revoked.iter().any(|(u, _)| *u == k.user))
+        {
+            return Err(bad("bad list of removed writers' kept versions"));
         }
         Ok(record)
     }
 
-    /// Whether `author` may write a version stamped `hlc`.
-    pub fn can_write(&self, author: &UserId, hlc: Hlc) -> bool {
-        self.writers.contains(author)
-            || self
-                .revoked
-                .iter()
-                .any(|(user, until)| user == author && hlc < *until)
+    /// Whether `entry` is by a writer of the volume (see [`admits`]).
+    pub fn can_write(&self, entry: &Entry) -> bool {
+        admits(&self.writers, &self.revoked, &self.kept, entry)
+    }
+
+    /// Whether any writer was removed (so stored versions may have lost their validity).
+    pub fn has_removals(&self) -> bool {
+        !self.revoked.is_empty()
     }
 }
 
@@ -211,6 +306,7 @@ pub struct Volume {
     pub name: String,
     pub writers: Vec<UserId>,
     pub revoked: Vec<(UserId, Hlc)>,
+    pub kept: Vec<KeptVersions>,
     pub members: Vec<Member>,
     /// Anyone who can sign may write (the network volume: admission is the network key).
     pub open: bool,
@@ -248,6 +344,7 @@ impl Volume {
             name,
             writers: vec![me.id],
             revoked: Vec::new(),
+            kept: Vec::new(),
             members: vec![Member {
                 user: me.id,
                 recipient: me.recipient.to_string(),
@@ -312,6 +409,7 @@ impl Volume {
             name: String::new(),
             writers: Vec::new(),
             revoked: Vec::new(),
+            kept: Vec::new(),
             members: Vec::new(),
             open: true,
             keys: Vec::new(),
@@ -332,14 +430,14 @@ impl Volume {
         EntryId(h[..16].try_into().expect("16 bytes"))
     }
 
-    /// Whether `user` may write a version stamped `hlc`.
-    pub fn can_write(&self, user: &UserId, hlc: Hlc) -> bool {
-        self.open
-            || self.writers.contains(user)
-            || self
-                .revoked
-                .iter()
-                .any(|(u, until)| u == user && hlc < *until)
+    /// Whether `entry` is by a writer of the volume (see [`admits`]).
+    pub fn can_write(&self, entry: &Entry) -> bool {
+        self.open || admits(&self.writers, &self.revoked, &self.kept, entry)
+    }
+
+    /// Whether `user` may write new versions now.
+    pub fn is_writer(&self, user: &UserId) -> bool {
+        self.open || self.writers.contains(user)
     }
 
     pub fn role(&self, user: &UserId) -> Option<Role> {
@@ -398,22 +496,78 @@ impl Volume {
                 "a volume has at most {MAX_MEMBERS} members"
             )));
         }
+        if read_only && self.writers.contains(&user.id) {
+            return Err(VolumeError::NotAllowed(
+                "a writer is made a reader by removing their write right first (Volume::revoke)"
+                    .into(),
+            ));
+        }
         self.members.retain(|m| m.user != user.id);
         self.members.push(Member {
             user: user.id,
             recipient: user.recipient.to_string(),
             read_only,
         });
-        self.writers.retain(|w| *w != user.id);
-        if !read_only {
+        if !read_only && !self.writers.contains(&user.id) {
+            // A writer added back follows the current writers' rule.
+            self.revoked.retain(|(u, _)| *u != user.id);
+            self.kept.retain(|k| k.user != user.id);
             self.writers.push(user.id);
         }
         Ok(())
     }
 
-    /// Removes `user`: no longer a member, its writes from `now` on are refused, and a new key
-    /// encrypts everything written from now on. Returns whether they were a member.
-    pub fn unshare(&mut self, user: &UserId, now: Hlc) -> Result<bool, VolumeError> {
+    /// Takes away `user`'s right to write (they stay a member if they are one): of their
+    /// versions, only those in `held` stay valid on every node that gets the new record, the
+    /// versions of theirs the owner's node holds now. Ones it has not received yet (in flight)
+    /// are refused from then on, whatever clock they carry. Refused when the record would list
+    /// more than [`MAX_KEPT_VERSIONS`] kept versions or [`MAX_MEMBERS`] removed writers: the
+    /// removal then changes nothing.
+    pub fn revoke(
+        &mut self,
+        user: &UserId,
+        now: Hlc,
+        held: Vec<VersionHash>,
+    ) -> Result<(), VolumeError> {
+        if !self.writers.contains(user) {
+            return Ok(());
+        }
+        let kept = KeptVersions::new(*user, held);
+        let others: usize = self
+            .kept
+            .iter()
+            .filter(|k| k.user != *user)
+            .map(KeptVersions::len)
+            .sum();
+        if others + kept.len() > MAX_KEPT_VERSIONS {
+            return Err(VolumeError::NotAllowed(format!(
+                "cannot remove this writer: the volume record would list {} versions of removed writers, more than the {MAX_KEPT_VERSIONS} it can hold; create a new volume, copy the files to keep into it and stop using this one",
+                others + kept.len()
+            )));
+        }
+        let removed_before = self.revoked.iter().any(|(u, _)| u == user);
+        if !removed_before && self.revoked.len() >= MAX_MEMBERS {
+            return Err(VolumeError::NotAllowed(format!(
+                "a volume has at most {MAX_MEMBERS} removed writers; create a new volume"
+            )));
+        }
+        self.writers.retain(|w| w != user);
+        self.revoked.retain(|(u, _)| u != user);
+        self.revoked.push((*user, now));
+        self.kept.retain(|k| k.user != *user);
+        self.kept.push(kept);
+        Ok(())
+    }
+
+    /// Removes `user`: no longer a member; of their versions only `held` (those the owner's
+    /// node holds now, see [`revoke`](Self::revoke)) stay valid, and a new key encrypts
+    /// everything written from now on. Returns whether they were a member.
+    pub fn unshare(
+        &mut self,
+        user: &UserId,
+        now: Hlc,
+        held: Vec<VersionHash>,
+    ) -> Result<bool, VolumeError> {
         if *user == self.owner {
             return Err(VolumeError::NotAllowed(
                 "the owner cannot be removed from their volume".into(),
@@ -427,15 +581,8 @@ impl Volume {
                 "a volume has at most {MAX_KEYS} keys; create a new volume"
             )));
         }
+        self.revoke(user, now, held)?;
         self.members.retain(|m| m.user != *user);
-        if self.writers.contains(user) {
-            self.writers.retain(|w| w != user);
-            self.revoked.retain(|(u, _)| u != user);
-            if self.revoked.len() >= MAX_MEMBERS {
-                self.revoked.remove(0);
-            }
-            self.revoked.push((*user, now));
-        }
         let mut key = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(&mut key[..]);
         let mut keys = std::mem::take(&mut self.keys);
@@ -474,6 +621,7 @@ impl Volume {
             nonce: self.nonce,
             writers: self.writers.clone(),
             revoked: self.revoked.clone(),
+            kept: self.kept.clone(),
             sealed,
         })
     }
@@ -538,6 +686,7 @@ impl Volume {
             name,
             writers: record.writers.clone(),
             revoked: record.revoked.clone(),
+            kept: record.kept.clone(),
             members: secrets.members.clone(),
             open: false,
             keys: Vec::new(),
@@ -590,7 +739,7 @@ mod tests {
         let other = Volume::personal(&UserIdentity::generate());
         assert_ne!(a.id, other.id);
         assert_ne!(a.payload_key(), other.payload_key());
-        assert!(a.can_write(&user.user_id(), Hlc(1)) && !a.open && a.is_personal());
+        assert!(a.can_write(&sealed_by(&a, &user, 1)) && !a.open && a.is_personal());
     }
 
     #[test]
@@ -610,7 +759,7 @@ mod tests {
         assert_eq!(seen.id, v.id);
         assert_eq!(seen.payload_key(), v.payload_key());
         assert_eq!(seen.role(&friend.user_id()), Some(Role::Reader));
-        assert!(!record.can_write(&friend.user_id(), Hlc(9)));
+        assert!(!record.can_write(&sealed_by(&v, &friend, 9)));
         assert!(Volume::from_record(&record, &stranger).unwrap().is_none());
         // Nobody but the owner signs a record nodes accept for this volume.
         let forged = EntrySealer {
@@ -627,28 +776,173 @@ mod tests {
     }
 
     #[test]
-    fn unshare_rotates_the_key_and_cuts_off_later_writes_only() {
+    fn unshare_rotates_the_key_and_keeps_only_the_versions_the_owner_held() {
         let (owner, friend) = (UserIdentity::generate(), UserIdentity::generate());
         let mut v = Volume::create(&owner, "team").unwrap();
         v.share(&UserKey::of(&friend), false).unwrap();
         let before = sealed_by(&v, &friend, 100);
-        assert!(v.can_write(&friend.user_id(), Hlc(100)));
+        let in_flight = sealed_by(&v, &friend, 150);
+        assert!(v.can_write(&before) && v.can_write(&in_flight));
         let old_key = *v.payload_key();
-        assert!(v.unshare(&friend.user_id(), Hlc(200)).unwrap());
+        assert!(
+            v.unshare(&friend.user_id(), Hlc(200), vec![before.version_hash()])
+                .unwrap()
+        );
         assert_ne!(*v.payload_key(), old_key);
         assert_eq!(v.key_count(), 2);
-        // Old entries still open (with the old key); the removed writer's earlier writes stay
-        // valid, later ones do not.
+        // Old entries still open (with the old key); the removed writer's held version stays
+        // valid. One the owner had not received is refused although stamped before the
+        // removal, and so is a back-dated one (a tombstone over everything, stamped at 1).
         assert_eq!(v.open_entry(&before).unwrap().name, b"f");
-        assert!(v.can_write(&friend.user_id(), Hlc(199)));
-        assert!(!v.can_write(&friend.user_id(), Hlc(200)));
+        assert!(v.can_write(&before));
+        assert!(!v.can_write(&in_flight));
+        let back_dated = EntrySealer {
+            volume: v.id,
+            payload_key: &old_key,
+            signer: &friend.signing,
+            origin: 1,
+        }
+        .tombstone(before.id, Hlc(1), &[(0, Hlc(u64::MAX / 2))]);
+        assert!(!v.can_write(&back_dated));
+        assert!(!v.is_writer(&friend.user_id()));
         let record = v.record().unwrap();
+        assert!(record.can_write(&before) && !record.can_write(&back_dated));
         assert!(Volume::from_record(&record, &friend).unwrap().is_none());
         let again = Volume::from_record(&record, &owner).unwrap().unwrap();
         assert_eq!(again.key_count(), 2);
         assert_eq!(again.open_entry(&before).unwrap().name, b"f");
-        assert!(!v.unshare(&friend.user_id(), Hlc(300)).unwrap());
-        assert!(v.unshare(&owner.user_id(), Hlc(300)).is_err());
+        assert!(again.can_write(&before) && !again.can_write(&in_flight));
+        assert!(!v.unshare(&friend.user_id(), Hlc(300), Vec::new()).unwrap());
+        assert!(v.unshare(&owner.user_id(), Hlc(300), Vec::new()).is_err());
+        // Added back as a writer: the current writers' rule, whatever was kept before.
+        v.share(&UserKey::of(&friend), false).unwrap();
+        assert!(v.can_write(&in_flight) && v.can_write(&back_dated));
+        assert!(v.revoked.is_empty() && v.kept.is_empty());
+    }
+
+    #[test]
+    fn a_writer_made_reader_keeps_the_held_versions_only() {
+        let (owner, friend) = (UserIdentity::generate(), UserIdentity::generate());
+        let mut v = Volume::create(&owner, "team").unwrap();
+        v.share(&UserKey::of(&friend), false).unwrap();
+        let held = sealed_by(&v, &friend, 100);
+        let later = sealed_by(&v, &friend, 101);
+        // Demoting a writer without saying what stays valid is refused.
+        assert!(v.share(&UserKey::of(&friend), true).is_err());
+        v.revoke(&friend.user_id(), Hlc(200), vec![held.version_hash()])
+            .unwrap();
+        v.share(&UserKey::of(&friend), true).unwrap();
+        assert_eq!(v.role(&friend.user_id()), Some(Role::Reader));
+        assert!(v.can_write(&held) && !v.can_write(&later));
+    }
+
+    /// A record as encoded before removals listed kept versions (no `kept` field).
+    #[derive(Serialize)]
+    struct OldRecord {
+        owner: UserId,
+        #[serde(with = "fixed_bytes")]
+        nonce: [u8; 16],
+        writers: Vec<UserId>,
+        revoked: Vec<(UserId, Hlc)>,
+        #[serde(with = "serde_bytes")]
+        sealed: Vec<u8>,
+    }
+
+    #[test]
+    fn an_old_record_without_kept_versions_decodes_and_keeps_the_clock_rule() {
+        let (owner, friend) = (UserIdentity::generate(), UserIdentity::generate());
+        let mut v = Volume::create(&owner, "team").unwrap();
+        v.share(&UserKey::of(&friend), false).unwrap();
+        let before = sealed_by(&v, &friend, 100);
+        let after = sealed_by(&v, &friend, 300);
+        v.unshare(&friend.user_id(), Hlc(200), Vec::new()).unwrap();
+        let new = v.record().unwrap();
+        let old = OldRecord {
+            owner: new.owner,
+            nonce: new.nonce,
+            writers: new.writers.clone(),
+            revoked: new.revoked.clone(),
+            sealed: new.sealed.clone(),
+        };
+        let mut payload = Vec::new();
+        ciborium::into_writer(&old, &mut payload).unwrap();
+        let entry = EntrySealer {
+            volume: v.id,
+            payload_key: v.payload_key(),
+            signer: &owner.signing,
+            origin: 7,
+        }
+        .seal_clear(VolumeRecord::entry_id(&v.id), Hlc(250), &[], payload);
+        let decoded = VolumeRecord::from_entry(&entry).unwrap();
+        assert!(decoded.kept.is_empty());
+        assert!(decoded.can_write(&before) && !decoded.can_write(&after));
+        // A record with no removal encodes as before (no new field).
+        let fresh = Volume::create(&owner, "plain").unwrap().record().unwrap();
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&fresh, &mut bytes).unwrap();
+        assert!(!bytes.windows(4).any(|w| w == b"kept"));
+    }
+
+    #[test]
+    fn kept_versions_are_bounded_and_checked() {
+        let (owner, friend, other) = (
+            UserIdentity::generate(),
+            UserIdentity::generate(),
+            UserIdentity::generate(),
+        );
+        let mut v = Volume::create(&owner, "big").unwrap();
+        v.share(&UserKey::of(&friend), false).unwrap();
+        v.share(&UserKey::of(&other), false).unwrap();
+        let hashes = |n: usize, tag: u8| -> Vec<VersionHash> {
+            (0..n)
+                .map(|i| {
+                    let mut h = [tag; 16];
+                    h[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                    h
+                })
+                .collect()
+        };
+        v.unshare(&friend.user_id(), Hlc(10), hashes(MAX_KEPT_VERSIONS - 5, 1))
+            .unwrap();
+        // The record at the bound still fits an entry and decodes.
+        let entry = v.record_entry(&owner.signing, 7, Hlc(11), &[]).unwrap();
+        assert!(entry.to_bytes().len() <= crate::namespace::entry::MAX_ENCODED_ENTRY);
+        let record = VolumeRecord::from_entry(&entry).unwrap();
+        assert_eq!(record.kept[0].len(), MAX_KEPT_VERSIONS - 5);
+        // Past it, the removal is refused and changes nothing.
+        let err = v
+            .unshare(&other.user_id(), Hlc(12), hashes(6, 2))
+            .unwrap_err();
+        assert!(err.to_string().contains("more than the"), "{err}");
+        assert_eq!(v.role(&other.user_id()), Some(Role::Writer));
+        assert_eq!(v.key_count(), 2);
+        // A list that is not sorted, or names a user who was not removed, is refused.
+        for bad in [
+            KeptVersions {
+                user: friend.user_id(),
+                versions: [[2u8; 16], [1u8; 16]].concat(),
+            },
+            KeptVersions {
+                user: friend.user_id(),
+                versions: vec![1; 17],
+            },
+            KeptVersions::new(other.user_id(), hashes(1, 3)),
+        ] {
+            let mut forged = v.record().unwrap();
+            forged.kept = vec![bad];
+            let mut payload = Vec::new();
+            ciborium::into_writer(&forged, &mut payload).unwrap();
+            let entry = EntrySealer {
+                volume: v.id,
+                payload_key: v.payload_key(),
+                signer: &owner.signing,
+                origin: 7,
+            }
+            .seal_clear(VolumeRecord::entry_id(&v.id), Hlc(13), &[], payload);
+            assert!(VolumeRecord::from_entry(&entry).is_err());
+        }
+        let list = KeptVersions::new(friend.user_id(), hashes(1000, 4));
+        assert!(list.contains(&hashes(1000, 4)[517]) && !list.contains(&[0; 16]));
     }
 
     #[test]
