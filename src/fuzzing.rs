@@ -38,13 +38,13 @@ pub const CHUNK_SECRET: [u8; 32] = [0xc5; 32];
 /// The key the chunk harness tries on arbitrary ciphertext.
 pub const CHUNK_KEY: [u8; 32] = [0x4b; 32];
 
-/// A stream of `/p2pfs/chunk/1` or `/p2pfs/sync/1` frames. The same bytes are read as each
+/// A stream of `/p2pfs/chunk/2` or `/p2pfs/sync/1` frames. The same bytes are read as each
 /// of the four message types (requests as the server reads them, responses as the client
 /// does), frame after frame until the stream ends or a frame is refused, as a connection
 /// would be.
 pub fn frame(data: &[u8]) {
     frames_with_body::<ChunkRequest>(data, |request, body| {
-        if let ChunkRequest::Put { id } = request {
+        if let ChunkRequest::Put { id, .. } = request {
             let _ = codec::verify(&id, body);
         }
     });
