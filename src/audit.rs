@@ -27,7 +27,7 @@ use rand::seq::SliceRandom;
 use crate::block::{ChunkId, ChunkStore};
 use crate::cluster::ChunkRouter;
 use crate::net::guard::{Offence, PeerGuard};
-use crate::rpc::chunk::{ChunkClient, MAX_PROVE_BATCH};
+use crate::rpc::chunk::{ChunkClient, MAX_PROVE_BATCH, MAX_PROVE_BYTES};
 
 /// A challenge's nonce: 32 random bytes, never reused.
 pub type Nonce = [u8; 32];
@@ -126,8 +126,8 @@ pub fn holder_failed(router: &ChunkRouter, peer: PeerId, chunk: &ChunkId, what: 
 }
 
 /// Challenges `peer` to prove it holds each of `ids` (a fresh nonce per batch of at most
-/// [`MAX_PROVE_BATCH`]) and checks the answers against `bytes` (the chunks' ciphertext, by
-/// id; an id without bytes is not asked). `claimed` ids count a "not found" as a failure.
+/// [`MAX_PROVE_BATCH`] ids and [`MAX_PROVE_BYTES`] of chunks) and checks the answers against
+/// `bytes` (the chunks' ciphertext, by id; an id without bytes is not asked).
 pub async fn challenge(
     client: &ChunkClient,
     peer: PeerId,
@@ -139,8 +139,23 @@ pub async fn challenge(
         .filter(|id| bytes.contains_key(id))
         .copied()
         .collect();
-    let mut out = HashMap::with_capacity(asked.len());
-    for batch in asked.chunks(MAX_PROVE_BATCH) {
+    let mut batches: Vec<Vec<ChunkId>> = Vec::new();
+    let mut size = 0;
+    for id in asked {
+        let n = bytes[&id].len();
+        match batches.last_mut() {
+            Some(b) if b.len() < MAX_PROVE_BATCH && size + n <= MAX_PROVE_BYTES => {
+                b.push(id);
+                size += n;
+            }
+            _ => {
+                batches.push(vec![id]);
+                size = n;
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for batch in &batches {
         let nonce = fresh_nonce();
         match client.prove(peer, nonce, batch.to_vec()).await {
             Ok(answers) => {

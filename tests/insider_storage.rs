@@ -293,6 +293,16 @@ fn fake_holder_is_caught_and_no_copy_is_dropped_on_its_word() {
         "no node counted a failed proof{}",
         c.report()
     );
+    // The audit itself (not only a writer's check of its Put): it challenges the owners of
+    // the chunks honest nodes held before the rogues came.
+    assert!(
+        wait_until(Duration::from_secs(90), || c
+            .nodes
+            .iter()
+            .any(|n| n.log_text().contains("audit: holders failed to prove"))),
+        "no audit round caught a rogue{}",
+        c.report()
+    );
     let text = c
         .nodes
         .iter()

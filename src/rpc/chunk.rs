@@ -36,6 +36,9 @@ pub const MAX_PROVE_BATCH: usize = 64;
 /// Bytes one peer may have this node read and hash for its proofs, per second: a peer cannot
 /// turn challenges into a disk-read flood.
 const PROVE_BYTES_PER_SEC: f64 = 16.0 * 1024.0 * 1024.0;
+/// Chunk bytes one `Prove` may make this node read; a request that needs more is refused
+/// (challengers split their batches by size too, [`crate::audit::challenge`]).
+pub const MAX_PROVE_BYTES: usize = 32 << 20;
 /// A `Prove` that would have to wait longer than this for its peer's budget is refused.
 const PROVE_MAX_WAIT: Duration = Duration::from_secs(5);
 /// The refusal a peer sends when its disk is full.
@@ -443,22 +446,32 @@ async fn prove(
     };
     let answered = tokio::task::spawn_blocking(move || {
         let mut read = 0usize;
-        let proofs: Vec<Option<[u8; 32]>> = ids
-            .iter()
-            .map(|id| {
-                store.get(id).ok().map(|bytes| {
-                    read += bytes.len();
-                    crate::audit::proof(&nonce, &bytes)
-                })
-            })
-            .collect();
-        (proofs, read)
+        let mut proofs: Vec<Option<[u8; 32]>> = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if read >= MAX_PROVE_BYTES {
+                return (None, read);
+            }
+            proofs.push(store.get(id).ok().map(|bytes| {
+                read += bytes.len();
+                crate::audit::proof(&nonce, &bytes)
+            }));
+        }
+        (Some(proofs), read)
     })
     .await;
     match answered {
         Ok((proofs, read)) => {
             budget.charge(peer, read);
-            ChunkResponse::Proofs(proofs)
+            match proofs {
+                Some(proofs) => ChunkResponse::Proofs(proofs),
+                None => {
+                    tracing::debug!(%peer, "a proof request over the byte bound; refused");
+                    PeerGuard::current().offence(*peer, Offence::Flood, "prove size");
+                    ChunkResponse::Refused(format!(
+                        "at most {MAX_PROVE_BYTES} bytes of chunks per request"
+                    ))
+                }
+            }
         }
         Err(_) => ChunkResponse::Refused("internal error".into()),
     }
