@@ -259,7 +259,7 @@ impl Repair {
         let plans: Vec<(ChunkId, Vec<PeerId>)> = held
             .into_iter()
             .map(|id| {
-                let owners = placement.owners(&id, r);
+                let owners = target_owners(&placement, &id, r, self.router.failed_holders());
                 for o in &owners {
                     asks.entry(*o).or_default().push(id);
                 }
@@ -367,28 +367,22 @@ impl Repair {
         let placement = self.router.placement();
         let r = self.router.replicas();
         let failed = self.router.failed_holders();
-        let failed_count = failed.list().len();
         // Who to ask about what: the nodes ranked above us, and the owners.
         let mut plans = Vec::with_capacity(held.len());
         let mut asks: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
         for id in held {
             let ranked = placement.ranked(&id);
-            let mut owners: Vec<PeerId> = placement.owners(&id, r);
-            if owners.iter().any(|o| failed.contains(o)) {
-                // An owner caught not holding what it claims: the next in rank stands in.
-                owners = placement
-                    .owners(&id, r + failed_count)
-                    .into_iter()
-                    .filter(|o| !failed.contains(o))
-                    .take(r)
-                    .collect();
-            }
+            let owners = target_owners(&placement, &id, r, failed);
             let my_rank = ranked
                 .iter()
                 .position(|p| *p == self.local)
                 .unwrap_or(ranked.len());
-            for p in ranked.iter().take(my_rank.max(owners.len())) {
-                if *p != self.local {
+            let above = &ranked[..my_rank.max(owners.len()).min(ranked.len())];
+            // A stand-in owner may be ranked below that prefix; a failed holder's word is
+            // not asked for.
+            let stand_ins = owners.iter().filter(|o| !above.contains(o));
+            for p in above.iter().chain(stand_ins) {
+                if *p != self.local && !failed.contains(p) {
                     asks.entry(*p).or_default().push(id);
                 }
             }
@@ -460,9 +454,54 @@ impl Repair {
     }
 }
 
+/// The owners this node places `id`'s copies on: its R owners, except that one caught not
+/// holding what it claims (`failed`) is replaced by the next in rank.
+fn target_owners(
+    placement: &crate::placement::Placement,
+    id: &ChunkId,
+    r: usize,
+    failed: &crate::audit::FailedHolders,
+) -> Vec<PeerId> {
+    let owners = placement.owners(id, r);
+    if !owners.iter().any(|o| failed.contains(o)) {
+        return owners;
+    }
+    placement
+        .owners(id, r + failed.list().len())
+        .into_iter()
+        .filter(|o| !failed.contains(o))
+        .take(r)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_owner_is_replaced_by_the_next_in_rank() {
+        use crate::placement::{Candidate, Placement};
+        let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        let placement = Placement::new(peers.iter().map(|&peer| Candidate {
+            peer,
+            capacity: 100,
+        }));
+        let id = ChunkId([9; 32]);
+        let failed = crate::audit::FailedHolders::default();
+        let owners = target_owners(&placement, &id, 3, &failed);
+        assert_eq!(owners, placement.owners(&id, 3));
+        failed.failed(owners[0]);
+        failed.failed(owners[2]);
+        let ranked = placement.owners(&id, 5);
+        assert_eq!(
+            target_owners(&placement, &id, 3, &failed),
+            vec![ranked[1], ranked[3], ranked[4]]
+        );
+        // A failed peer that owns nothing here changes nothing.
+        let other = crate::audit::FailedHolders::default();
+        other.failed(PeerId::random());
+        assert_eq!(target_owners(&placement, &id, 3, &other), owners);
+    }
 
     #[tokio::test]
     async fn pacer_spaces_concurrent_transfers_to_the_rate() {

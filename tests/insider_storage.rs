@@ -225,12 +225,13 @@ fn failed_proofs(n: &Node) -> u64 {
 /// honest nodes (R = 2) that already stores a file, and a second file is written while they
 /// are members. Honest nodes keep two copies of every chunk of both files at every moment
 /// (the rogues' "yes, I hold it" moves nothing), the audit counts the rogues' failed proofs
-/// in `status`, and both files read back intact from every honest node after the rogues are
-/// killed.
+/// in `status`; when an honest node dies, its copies are re-placed on the other honest nodes
+/// (not on the rogues that own the chunks by placement), and both files read back intact after
+/// the rogues are killed.
 #[test]
 fn fake_holder_is_caught_and_no_copy_is_dropped_on_its_word() {
     const CHUNK: usize = 64 * KIB;
-    let c = honest_cluster(3, 2, CHUNK);
+    let mut c = honest_cluster(3, 2, CHUNK);
     let before = random_bytes(0xfa4e, 16 * CHUNK);
     write_and_close(&c.nodes[0].p("before.bin"), &before).unwrap();
     let before_ids = c.nodes[0].where_chunk_ids("before.bin").unwrap();
@@ -314,10 +315,36 @@ fn fake_holder_is_caught_and_no_copy_is_dropped_on_its_word() {
         "status text does not show failed proofs:\n{text}"
     );
 
+    // An honest holder dies: its copies are re-placed on the other honest nodes, not on the
+    // rogues that own the chunks by placement (they are known not to hold what they claim).
+    let dead = c.nodes[2].peer_id();
+    c.nodes[2].kill9();
+    c.nodes[2].cleanup_dead_mount();
+    for n in &c.nodes[..2] {
+        assert!(
+            wait_until(Duration::from_secs(60), || n.peer_state(&dead).as_deref()
+                == Some("dead")),
+            "node 3 is not seen dead{}",
+            c.report()
+        );
+    }
+    let on_survivors = || {
+        let held: Vec<BTreeSet<String>> = c.nodes[..2].iter().map(|n| n.chunk_ids()).collect();
+        all.iter()
+            .filter(|id| held.iter().filter(|h| h.contains(*id)).count() < 2)
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(120), || on_survivors() == 0),
+        "{} chunks are not on both surviving honest nodes: repair did not re-place them{}",
+        on_survivors(),
+        c.report()
+    );
+
     for r in &mut rogues {
         r.kill();
     }
-    for (i, n) in c.nodes.iter().enumerate() {
+    for (i, n) in c.nodes[..2].iter().enumerate() {
         for (name, want) in [("before.bin", &before), ("after.bin", &after)] {
             let got = fs::read(n.p(name))
                 .unwrap_or_else(|e| panic!("node {i} cannot read {name}: {e}{}", c.report()));
