@@ -153,9 +153,9 @@ impl ChunkRouter {
 
     /// Owners are computed from this node's view: live members (alive or suspect) and itself,
     /// weighted by their capacities clipped to a multiple of the view's median
-    /// ([`crate::placement::clip_capacities`]). The Placement is rebuilt only when that set (or a capacity) changed: building one
-    /// encodes and hashes every member's id (its placement seed), while every chunk written
-    /// or read asks for it.
+    /// ([`crate::placement::clip_capacities`]). The Placement is rebuilt only when that set
+    /// (or a capacity) changed: building one encodes and hashes every member's id (its
+    /// placement seed), while every chunk written or read asks for it.
     pub fn placement(&self) -> Arc<Placement> {
         let mut peers = self.membership.read().placement_peers();
         peers.push((self.local, self.capacity));

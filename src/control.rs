@@ -279,7 +279,9 @@ impl StatusSource {
     /// bytes under a fresh nonce (checked against this node's copy, or one fetched and
     /// verified against the chunk id), so `where` and `health` never count a claimed copy.
     async fn holders(&self, ids: &[crate::block::ChunkId]) -> Vec<Vec<String>> {
-        use crate::rpc::chunk::{MAX_HAVE_BATCH, MAX_PROVE_BATCH};
+        use crate::rpc::chunk::MAX_HAVE_BATCH;
+        // Chunks checked at a time: their bytes are held in memory meanwhile.
+        const GROUP: usize = 16;
         let router = &self.cluster.router;
         let local = self.cluster.net.local;
         let mut holders: Vec<Vec<String>> = vec![Vec::new(); ids.len()];
@@ -307,9 +309,8 @@ impl StatusSource {
             }
             claims.push(bits);
         }
-        // A group of chunks at a time: their bytes are held in memory while checked.
-        for (g, group) in ids.chunks(MAX_PROVE_BATCH).enumerate() {
-            let at = g * MAX_PROVE_BATCH;
+        for (g, group) in ids.chunks(GROUP).enumerate() {
+            let at = g * GROUP;
             let claimed = |p: usize, j: usize| claims[p].get(at + j).copied().unwrap_or(false);
             if !(0..peers.len()).any(|p| (0..group.len()).any(|j| claimed(p, j))) {
                 continue;
