@@ -250,9 +250,11 @@ fn fake_holder_is_caught_and_no_copy_is_dropped_on_its_word() {
         Rogue::fake_holder(&c, 0, ROGUE_CLAIM, &[]),
         Rogue::fake_holder(&c, 1, ROGUE_CLAIM, &[]),
     ];
+    let mut rogue_ids = Vec::new();
     for r in &rogues {
         let id = r.wait_announcing(Duration::from_secs(60));
         wait_member(&c, &id, ROGUE_CLAIM);
+        rogue_ids.push(id);
     }
 
     // Written while the rogues are members: close() succeeds with two real copies.
@@ -272,6 +274,28 @@ fn fake_holder_is_caught_and_no_copy_is_dropped_on_its_word() {
         rogues.iter().any(|r| !r.put_ids().is_empty()),
         "no chunk was ever placed on a rogue: the test shows nothing"
     );
+    // `where` lists holders that proved it, not the rogues that claim every chunk.
+    for (n, file) in [(0, "before.bin"), (2, "after.bin")] {
+        let out: Value =
+            serde_json::from_str(&c.nodes[n].ctl_ok(&["where", file, "--json"])).unwrap();
+        let chunks = out["chunks"].as_array().unwrap();
+        assert!(
+            chunks.len() == 16
+                && chunks
+                    .iter()
+                    .all(|ch| ch["holders"].as_array().unwrap().len() >= 2),
+            "where {file}: {out}"
+        );
+        let holders: Vec<&str> = chunks
+            .iter()
+            .flat_map(|ch| ch["holders"].as_array().unwrap())
+            .filter_map(|h| h.as_str())
+            .collect();
+        assert!(
+            !holders.iter().any(|h| rogue_ids.iter().any(|r| r == h)),
+            "where {file} counts a rogue's claimed copy: {out}"
+        );
+    }
 
     // Repair passes run every 2 s: for 20 s, no honest copy of either file goes.
     let watch_until = Instant::now() + Duration::from_secs(20);
