@@ -1,6 +1,6 @@
 //! A rogue peer: a test tool, not part of p2pfs. It joins a network the way a node does (the
 //! library's own swarm: TCP, Noise with the network-key admission, Yamux, gossipsub on the
-//! network's topics, the `/p2pfs/chunk/1` and `/p2pfs/sync/1` streams), dials one node and
+//! network's topics, the `/p2pfs/chunk/2` and `/p2pfs/sync/1` streams), dials one node and
 //! performs one named attack, printing what it saw as JSON lines on stdout: whether the node
 //! closed or reset its streams, what it answered, whether it dropped the connection.
 //!
@@ -31,6 +31,9 @@
 //! Not an attack, but a peer the tests need: `old-rule` (`announce`) joins as a member that
 //! announces placement rule 1 (an older version, with no capacity) once a second for
 //! `--duration-secs`.
+//!
+//! `fake-holder` (`hold`, `examples/rogue/fake_holder.rs`): a member that claims a huge
+//! capacity (`--claim-capacity`) and to hold every chunk, and stores nothing.
 //!
 //! Every phase uses a fresh identity unless `--seed` gives one for all (to show that a peer
 //! that offends again and again is blocked); `--rounds` repeats each phase on new connections.
@@ -65,6 +68,9 @@ use rand::RngCore;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
+#[path = "rogue/fake_holder.rs"]
+mod fake_holder;
+
 const CHUNK: StreamProtocol = p2pfs::rpc::chunk::PROTOCOL;
 const SYNC: StreamProtocol = p2pfs::rpc::sync::PROTOCOL;
 
@@ -81,6 +87,7 @@ pub enum Attack {
     Flood,
     OldRule,
     RemovedWriter,
+    FakeHolder,
 }
 
 impl Attack {
@@ -94,6 +101,7 @@ impl Attack {
             Attack::Flood => &["streams", "gossip"],
             Attack::OldRule => &["announce"],
             Attack::RemovedWriter => &["sync", "gossip"],
+            Attack::FakeHolder => &["hold"],
         }
     }
 
@@ -139,6 +147,13 @@ pub struct Args {
     /// `removed-writer`: the volume's id (as `p2pfs-ctl volume list --json` prints it).
     #[arg(long)]
     pub volume: Option<String>,
+    /// `fake-holder`: the capacity it announces, in bytes.
+    #[arg(long, default_value_t = 1 << 50)]
+    pub claim_capacity: u64,
+    /// `fake-holder`: keep the chunks it is sent and answer truthfully (it lies only about
+    /// its capacity).
+    #[arg(long)]
+    pub keep_chunks: bool,
 }
 
 fn now_ms() -> u64 {
@@ -204,6 +219,9 @@ async fn attack(args: Args) -> Result<(), String> {
     } else {
         args.phases.clone()
     };
+    if args.attack == Attack::FakeHolder {
+        return fake_holder::run(&args, &key, target).await;
+    }
     let seeded = args
         .seed
         .map(|s| libp2p::identity::Keypair::ed25519_from_bytes([s; 32]).expect("32-byte seed"));
@@ -263,7 +281,9 @@ async fn attack(args: Args) -> Result<(), String> {
                 Attack::BadChunk => bad_chunk(&ctx).await,
                 Attack::ForgedEntry => forged(&ctx).await,
                 Attack::RemovedWriter => removed_writer::removed_writer(&ctx, &args).await,
-                Attack::Flood | Attack::OldRule => unreachable!("handled above"),
+                Attack::Flood | Attack::OldRule | Attack::FakeHolder => {
+                    unreachable!("handled above")
+                }
             }
             rogue
                 .report_disconnect(phase, round, Duration::from_secs(args.wait_secs))
@@ -372,6 +392,7 @@ async fn put_with_body(id_byte: u8, declared: u32, sent: &[u8]) -> Vec<u8> {
     let mut b = Vec::new();
     let put = ChunkRequest::Put {
         id: ChunkId([id_byte; 32]),
+        nonce: [0; 32],
     };
     write_frame(
         &mut libp2p::futures::io::Cursor::new(&mut b),
@@ -455,9 +476,17 @@ async fn bad_chunk(ctx: &Ctx<'_>) {
         return;
     };
     let exchange = async {
-        write_frame_with_body(&mut s, &ChunkRequest::Put { id: claimed }, &body, MAX_BODY)
-            .await
-            .map_err(|e| e.to_string())?;
+        write_frame_with_body(
+            &mut s,
+            &ChunkRequest::Put {
+                id: claimed,
+                nonce: [0; 32],
+            },
+            &body,
+            MAX_BODY,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         read_frame_with_body::<_, ChunkResponse>(&mut s, MAX_BODY)
             .await
             .map(|reply| reply.map(|(r, _)| r))

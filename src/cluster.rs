@@ -129,6 +129,8 @@ pub struct ChunkRouter {
     repair_wanted: Arc<tokio::sync::Notify>,
     /// The last Placement built, with the candidates it was built from (see `placement`).
     placement_cache: parking_lot::Mutex<Option<PlacementFrom>>,
+    /// Holders that failed to prove a chunk: their claims do not count here for a while.
+    failed_holders: crate::audit::FailedHolders,
 }
 
 impl ChunkRouter {
@@ -140,7 +142,8 @@ impl ChunkRouter {
 
     /// Placement as it will be once this node is gone (for handing its data off).
     pub fn placement_without_self(&self) -> Placement {
-        let candidates = self.membership.read().placement_peers();
+        let mut candidates = self.membership.read().placement_peers();
+        crate::placement::clip_capacities(&mut candidates);
         Placement::new(
             candidates
                 .into_iter()
@@ -148,10 +151,11 @@ impl ChunkRouter {
         )
     }
 
-    /// Owners are computed from this node's view: live members (alive or suspect) and itself.
-    /// The Placement is rebuilt only when that set (or a capacity) changed: building one
-    /// encodes and hashes every member's id (its placement seed), while every chunk written
-    /// or read asks for it.
+    /// Owners are computed from this node's view: live members (alive or suspect) and itself,
+    /// weighted by their capacities clipped to a multiple of the view's median
+    /// ([`crate::placement::clip_capacities`]). The Placement is rebuilt only when that set
+    /// (or a capacity) changed: building one encodes and hashes every member's id (its
+    /// placement seed), while every chunk written or read asks for it.
     pub fn placement(&self) -> Arc<Placement> {
         let mut peers = self.membership.read().placement_peers();
         peers.push((self.local, self.capacity));
@@ -161,10 +165,12 @@ impl ChunkRouter {
         {
             return placement.clone();
         }
+        let mut weights = peers.clone();
+        crate::placement::clip_capacities(&mut weights);
         let placement = Arc::new(Placement::new(
-            peers
-                .iter()
-                .map(|&(peer, capacity)| Candidate { peer, capacity }),
+            weights
+                .into_iter()
+                .map(|(peer, capacity)| Candidate { peer, capacity }),
         ));
         *cache = Some((peers, placement.clone()));
         placement
@@ -188,17 +194,24 @@ impl ChunkRouter {
             .is_some_and(|m| m.state == crate::membership::PeerState::Alive)
     }
 
-    /// `ranked` with suspect peers moved to the end (order otherwise kept): a peer that has
-    /// gone quiet is tried only after every responsive one, so a cut-off owner costs a writer
-    /// or a reader nothing once membership has noticed it.
+    /// Holders that failed to prove they hold a chunk, recently ([`crate::audit`]).
+    pub fn failed_holders(&self) -> &crate::audit::FailedHolders {
+        &self.failed_holders
+    }
+
+    /// `ranked` with suspect peers, and holders that failed a proof, moved to the end (order
+    /// otherwise kept): a peer that has gone quiet is tried only after every responsive one,
+    /// so a cut-off owner costs a writer or a reader nothing once membership has noticed it,
+    /// and a writer's copies go to nodes that have not been caught lying.
     fn responsive_first(&self, ranked: Vec<PeerId>) -> Vec<PeerId> {
         let membership = self.membership.read();
         let (mut responsive, suspect): (Vec<PeerId>, Vec<PeerId>) =
             ranked.into_iter().partition(|p| {
                 *p == self.local
-                    || membership
+                    || (membership
                         .get(p)
                         .is_none_or(|m| m.state != crate::membership::PeerState::Suspect)
+                        && !self.failed_holders.contains(p))
             });
         responsive.extend(suspect);
         responsive
@@ -271,6 +284,9 @@ impl ChunkRouter {
             }
         } else {
             self.client.put(peer, id, ciphertext).await.map_err(|e| {
+                if let ChunkRpcError::BadProof(..) = e {
+                    self.failed_holders.failed(peer);
+                }
                 (
                     matches!(&e, ChunkRpcError::Refused(_, why) if why == NO_SPACE),
                     e.to_string(),
@@ -399,6 +415,7 @@ impl Cluster {
             under_replicated: AtomicU64::new(0),
             repair_wanted: Arc::new(tokio::sync::Notify::new()),
             placement_cache: parking_lot::Mutex::new(None),
+            failed_holders: Default::default(),
         });
         // Announcement numbers start from the clock so a restarted node's are newer.
         let seq = SystemTime::now()

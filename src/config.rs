@@ -83,6 +83,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Repair bandwidth limit in MB/s (10^6 bytes); 0 = unlimited.",
     ),
     (
+        "network",
+        "audit_interval_secs",
+        "Time between audit rounds: each challenges the other owners of 16 chunks this node\nholds to prove they hold the bytes (a holder that fails counts as holding nothing).",
+    ),
+    (
         "storage",
         "chunk_size",
         "Size of a file chunk in bytes (4096 to 16777216; a file's last chunk is shorter).",
@@ -195,6 +200,8 @@ pub struct NetworkConfig {
     pub repair_interval_secs: u64,
     /// Repair bandwidth limit in MB/s (10^6 bytes); 0 = unlimited.
     pub repair_rate_mb: u64,
+    /// Time between audit rounds (each challenges the other owners of a few held chunks).
+    pub audit_interval_secs: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -282,6 +289,7 @@ impl Default for NetworkConfig {
             sync_interval_secs: 10,
             repair_interval_secs: 60,
             repair_rate_mb: 100,
+            audit_interval_secs: 10,
         }
     }
 }
@@ -411,6 +419,9 @@ impl Config {
             return Err(
                 "network.announce_interval_ms must be >= 100 and sync_interval_secs > 0".into(),
             );
+        }
+        if n.audit_interval_secs == 0 {
+            return Err("network.audit_interval_secs must be > 0".into());
         }
         for a in n.listen.iter().chain(&n.bootstrap) {
             a.parse::<libp2p::Multiaddr>()

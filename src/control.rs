@@ -248,6 +248,10 @@ pub struct ReplicationStatus {
     /// else those the last repair pass could not place on every owner.
     pub under_replicated: u64,
     pub repair_queue: u64,
+    /// Peers that failed to prove they hold a chunk, recently: their claims do not count here
+    /// (`audit`).
+    #[serde(default)]
+    pub failed_holders: Vec<String>,
 }
 
 /// The result of a graceful leave's handoff, as `p2pfs-ctl leave` shows it.
@@ -424,8 +428,14 @@ impl StatusSource {
         }
     }
 
-    /// Which nodes hold each of `ids`: this one by its store, live peers by asking them.
+    /// Which nodes hold each of `ids`: this one by its store, live peers by proving it. A
+    /// peer's "have" only picks what to challenge; it counts once it answered a proof over the
+    /// bytes under a fresh nonce (checked against this node's copy, or one fetched and
+    /// verified against the chunk id), so `where` and `health` never count a claimed copy.
     async fn holders(&self, ids: &[crate::block::ChunkId]) -> Vec<Vec<String>> {
+        use crate::rpc::chunk::MAX_HAVE_BATCH;
+        // Chunks checked at a time: their bytes are held in memory meanwhile.
+        const GROUP: usize = 16;
         let router = &self.cluster.router;
         let local = self.cluster.net.local;
         let mut holders: Vec<Vec<String>> = vec![Vec::new(); ids.len()];
@@ -442,17 +452,52 @@ impl StatusSource {
             .into_iter()
             .map(|(p, _)| p)
             .collect();
-        for peer in peers {
-            let mut at = 0;
-            for batch in ids.chunks(crate::rpc::chunk::MAX_HAVE_BATCH) {
-                if let Ok(bits) = router.client().have(peer, batch.to_vec()).await {
-                    for (j, has) in bits.into_iter().enumerate() {
-                        if has {
-                            holders[at + j].push(peer.to_string());
+        let mut claims: Vec<Vec<bool>> = Vec::with_capacity(peers.len());
+        for peer in &peers {
+            let mut bits = Vec::with_capacity(ids.len());
+            for batch in ids.chunks(MAX_HAVE_BATCH) {
+                match router.client().have(*peer, batch.to_vec()).await {
+                    Ok(b) => bits.extend(b),
+                    Err(_) => bits.extend(std::iter::repeat_n(false, batch.len())),
+                }
+            }
+            claims.push(bits);
+        }
+        for (g, group) in ids.chunks(GROUP).enumerate() {
+            let at = g * GROUP;
+            let claimed = |p: usize, j: usize| claims[p].get(at + j).copied().unwrap_or(false);
+            if !(0..peers.len()).any(|p| (0..group.len()).any(|j| claimed(p, j))) {
+                continue;
+            }
+            let mut bytes = crate::audit::read_local(&self.chunks, group.to_vec()).await;
+            for (j, id) in group.iter().enumerate() {
+                if !bytes.contains_key(id)
+                    && (0..peers.len()).any(|p| claimed(p, j))
+                    && let Ok(b) = router.fetch_async(id).await
+                {
+                    bytes.insert(*id, b);
+                }
+            }
+            for (p, peer) in peers.iter().enumerate() {
+                let asked: Vec<_> = (0..group.len())
+                    .filter(|j| claimed(p, *j))
+                    .map(|j| group[j])
+                    .collect();
+                if asked.is_empty() {
+                    continue;
+                }
+                let results = crate::audit::challenge(router.client(), *peer, &asked, &bytes).await;
+                for (j, id) in group.iter().enumerate() {
+                    match results.get(id) {
+                        Some(crate::audit::Possession::Proven) => {
+                            holders[at + j].push(peer.to_string())
                         }
+                        Some(crate::audit::Possession::Failed) => {
+                            crate::audit::holder_failed(router, *peer, id, "where")
+                        }
+                        _ => {}
                     }
                 }
-                at += batch.len();
             }
         }
         holders
@@ -830,6 +875,14 @@ impl StatusSource {
                     bytes_stored: stored.iter().map(|(_, n)| n).sum(),
                     under_replicated: self.repair.under_replicated().max(degraded),
                     repair_queue: self.repair.queue(),
+                    failed_holders: self
+                        .cluster
+                        .router
+                        .failed_holders()
+                        .list()
+                        .into_iter()
+                        .map(|(p, _)| p.to_string())
+                        .collect(),
                 }
             },
             cache: CacheStatus {

@@ -38,20 +38,30 @@ pub const CHUNK_SECRET: [u8; 32] = [0xc5; 32];
 /// The key the chunk harness tries on arbitrary ciphertext.
 pub const CHUNK_KEY: [u8; 32] = [0x4b; 32];
 
-/// A stream of `/p2pfs/chunk/1` or `/p2pfs/sync/1` frames. The same bytes are read as each
+/// A stream of `/p2pfs/chunk/2` or `/p2pfs/sync/1` frames. The same bytes are read as each
 /// of the four message types (requests as the server reads them, responses as the client
 /// does), frame after frame until the stream ends or a frame is refused, as a connection
 /// would be.
 pub fn frame(data: &[u8]) {
     frames_with_body::<ChunkRequest>(data, |request, body| {
-        if let ChunkRequest::Put { id } = request {
+        // What a node computes from a request before its store is involved.
+        if let ChunkRequest::Put { id, nonce } = request {
             let _ = codec::verify(&id, body);
+            let _ = crate::audit::proof(&nonce, body);
         }
     });
-    frames_with_body::<ChunkResponse>(data, |response, body| {
-        if let ChunkResponse::Data = response {
-            ciphertext(body);
+    frames_with_body::<ChunkResponse>(data, |response, body| match response {
+        ChunkResponse::Data => ciphertext(body),
+        // What a writer and a challenger check a proof against.
+        ChunkResponse::StoredProof(p) => {
+            let _ = crate::audit::verify(&[0; 32], body, &p);
         }
+        ChunkResponse::Proofs(proofs) => {
+            for p in proofs.iter().flatten() {
+                let _ = crate::audit::verify(&[0; 32], body, p);
+            }
+        }
+        _ => {}
     });
     frames::<SyncRequest>(data, |request| {
         if let SyncRequest::Push(entries) | SyncRequest::Expire(entries) = request {

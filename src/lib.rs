@@ -12,6 +12,7 @@
 //! [`node`] wires them together for the `p2pfs` binary; [`cli`] holds the command lines of both
 //! binaries.
 
+pub mod audit;
 pub mod block;
 pub mod cli;
 pub mod cluster;

@@ -303,6 +303,16 @@ impl Node {
         );
         runtime.spawn(repair.clone().run());
         runtime.spawn(repair.clone().run_scrub());
+        runtime.spawn(
+            crate::audit::Audit::new(
+                cluster.router.clone(),
+                crate::audit::AuditConfig {
+                    interval: Duration::from_secs(n.audit_interval_secs),
+                    chunks_per_round: crate::audit::AUDIT_CHUNKS_PER_ROUND,
+                },
+            )
+            .run(),
+        );
         let gc = crate::gc::Gc::new(
             cluster.router.clone(),
             core.clone(),

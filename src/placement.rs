@@ -29,6 +29,31 @@ use crate::block::ChunkId;
 /// owners (1 hashed every (chunk, member) pair with blake3; 2 is [`rendezvous_score`]).
 pub const RULE: u8 = 2;
 
+/// A member's placement weight is at most this many times the median capacity of the view
+/// ([`clip_capacities`]). Capacity is a member's own claim: unclipped, one identity claiming a
+/// thousand times everyone else's would be an owner of nearly every chunk. 4 leaves honest
+/// members of mixed sizes (a 4 TB disk next to 1 TB ones) their full share, while a liar gets
+/// at most 4 median members' worth: among n honest members of equal size it is the first owner
+/// of at most 4/(n+4) of the chunks.
+pub const CAPACITY_CLIP: u64 = 4;
+
+/// Clips every capacity in a view to [`CAPACITY_CLIP`] times the median of the nonzero ones
+/// (the lower median: with an even count, the smaller middle value, so two members cannot
+/// lift it). A function of the view alone, whatever its order, so nodes with the same view
+/// compute the same weights. A view with no member over the bound is left unchanged (and so
+/// are its owners: rule 2 as before).
+pub fn clip_capacities(view: &mut [(PeerId, u64)]) {
+    let mut nonzero: Vec<u64> = view.iter().map(|(_, c)| *c).filter(|c| *c > 0).collect();
+    if nonzero.is_empty() {
+        return;
+    }
+    nonzero.sort_unstable();
+    let bound = nonzero[(nonzero.len() - 1) / 2].saturating_mul(CAPACITY_CLIP);
+    for (_, capacity) in view.iter_mut() {
+        *capacity = (*capacity).min(bound);
+    }
+}
+
 /// Domain separation, so a placement seed can never collide with another use of blake3 here.
 const MEMBER_DOMAIN: &[u8] = b"p2pfs placement v2 member";
 const CHUNK_DOMAIN: &[u8] = b"p2pfs placement v2 chunk";
@@ -678,6 +703,71 @@ mod tests {
     /// The rule is part of the protocol: this pins it, so an accidental change (hash input,
     /// byte order, score formula) fails here instead of silently splitting a mixed-version
     /// network's view of who owns what.
+    #[test]
+    fn capacity_claims_are_clipped_to_a_multiple_of_the_median() {
+        let ids: Vec<PeerId> = (0..5).map(peer).collect();
+        let mut view: Vec<(PeerId, u64)> = vec![
+            (ids[0], 100),
+            (ids[1], 120),
+            (ids[2], 0),
+            (ids[3], 100_000),
+            (ids[4], 90),
+        ];
+        clip_capacities(&mut view);
+        // Nonzero: 90, 100, 120, 100000; the lower median is 100, the bound 400.
+        let got: Vec<u64> = view.iter().map(|(_, c)| *c).collect();
+        assert_eq!(got, [100, 120, 0, 400, 90]);
+        // Order does not matter.
+        let mut shuffled = vec![
+            (ids[3], 100_000),
+            (ids[4], 90),
+            (ids[0], 100),
+            (ids[2], 0),
+            (ids[1], 120),
+        ];
+        clip_capacities(&mut shuffled);
+        shuffled.sort();
+        view.sort();
+        assert_eq!(shuffled, view);
+        // Two liars out of four cannot lift the median.
+        let mut two = vec![
+            (ids[0], 10),
+            (ids[1], 10),
+            (ids[2], 1 << 50),
+            (ids[3], 1 << 50),
+        ];
+        clip_capacities(&mut two);
+        assert_eq!(two[2].1, 40);
+        // Nothing over the bound: unchanged, as is an empty or all-zero view.
+        let mut even = vec![(ids[0], 10), (ids[1], 40), (ids[2], 5)];
+        let before = even.clone();
+        clip_capacities(&mut even);
+        assert_eq!(even, before);
+        let mut zeros = vec![(ids[0], 0)];
+        clip_capacities(&mut zeros);
+        assert_eq!(zeros, vec![(ids[0], 0)]);
+        clip_capacities(&mut []);
+    }
+
+    #[test]
+    fn a_clipped_liar_owns_a_bounded_share() {
+        // 6 honest members and one claiming 1000x: its share of first owners is ~4/10 clipped
+        // (~0.994 unclipped).
+        let mut view: Vec<(PeerId, u64)> = (0..6).map(|i| (peer(i), 1000)).collect();
+        view.push((peer(6), 1_000_000));
+        clip_capacities(&mut view);
+        let placement = Placement::new(
+            view.iter()
+                .map(|&(peer, capacity)| Candidate { peer, capacity }),
+        );
+        let n = 5000;
+        let firsts = (0..n)
+            .filter(|i| placement.owners(&chunk(*i), 1)[0] == peer(6))
+            .count();
+        let share = firsts as f64 / n as f64;
+        assert!((0.36..0.44).contains(&share), "{share}");
+    }
+
     #[test]
     fn rule_is_frozen() {
         let placement = Placement::new(candidates(&[1, 2, 3, 4, 5, 6, 7, 8]));

@@ -10,6 +10,12 @@
 //! would drop copies the other side's owners hold, and a chunk whose owners by one rule are all
 //! nodes on the other could lose every copy at once. Surplus copies are kept until then.
 //! Passes run periodically and whenever membership changes; pushes are rate-limited.
+//!
+//! A "have" is a hint, never enough to drop a copy: before dropping, the node challenges every
+//! owner with a fresh nonce to prove it holds the bytes ([`crate::audit`]), and keeps its copy
+//! unless all of them do (a graceful leave checks the same way before it counts a copy handed
+//! off). An owner that failed a proof recently counts as holding nothing here, and the next
+//! node in rank takes its place as a target for this node's copies.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +25,7 @@ use std::time::Duration;
 use libp2p::PeerId;
 use tokio::sync::Notify;
 
+use crate::audit::Possession;
 use crate::block::{ChunkId, ChunkStore};
 use crate::cluster::ChunkRouter;
 use crate::rpc::chunk::{ChunkClient, MAX_HAVE_BATCH};
@@ -75,6 +82,8 @@ pub struct PassReport {
     pub dropped: usize,
     /// Surplus copies not dropped because a live peer places chunks by another rule.
     pub kept: usize,
+    /// Surplus copies not dropped because an owner did not prove it holds the chunk.
+    pub unproven: usize,
     /// Chunks this node is responsible for that still lack copies on some owner.
     pub under_replicated: usize,
 }
@@ -144,6 +153,7 @@ impl Repair {
             if report.pushed > 0
                 || report.dropped > 0
                 || report.kept > 0
+                || report.unproven > 0
                 || report.under_replicated > 0
             {
                 tracing::info!(
@@ -151,6 +161,7 @@ impl Repair {
                     pushed = report.pushed,
                     dropped = report.dropped,
                     kept_for_peers_on_another_rule = report.kept,
+                    kept_unproven = report.unproven,
                     under_replicated = report.under_replicated,
                     "repair pass"
                 );
@@ -249,7 +260,7 @@ impl Repair {
         let plans: Vec<(ChunkId, Vec<PeerId>)> = held
             .into_iter()
             .map(|id| {
-                let owners = placement.owners(&id, r);
+                let owners = target_owners(&placement, &id, r, self.router.failed_holders());
                 for o in &owners {
                     asks.entry(*o).or_default().push(id);
                 }
@@ -258,13 +269,21 @@ impl Repair {
             .collect();
         let chunks = plans.len();
         let orphaned = plans.iter().filter(|(_, owners)| owners.is_empty()).count();
-        let known = self.holdings(asks).await;
+        // This node's copies are about to go: a claim counts only once proven.
+        let claimed = self.holdings(asks).await;
+        let mut challenges: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
+        for ((peer, id), has) in claimed {
+            if has {
+                challenges.entry(peer).or_default().push(id);
+            }
+        }
+        let proven = crate::audit::challenge_from_store(&self.router, challenges, "handoff").await;
         let pushes = plans
             .into_iter()
             .map(|(id, owners)| {
                 let missing = owners
                     .into_iter()
-                    .filter(|o| !known.get(&(*o, id)).copied().unwrap_or(false))
+                    .filter(|o| proven.get(&(*o, id)) != Some(&Possession::Proven))
                     .collect();
                 (id, missing)
             })
@@ -352,18 +371,23 @@ impl Repair {
         let held: Vec<ChunkId> = self.held().await.into_iter().map(|(id, _)| id).collect();
         let placement = self.router.placement();
         let r = self.router.replicas();
+        let failed = self.router.failed_holders();
         // Who to ask about what: the nodes ranked above us, and the owners.
         let mut plans = Vec::with_capacity(held.len());
         let mut asks: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
         for id in held {
             let ranked = placement.ranked(&id);
-            let owners: Vec<PeerId> = placement.owners(&id, r);
+            let owners = target_owners(&placement, &id, r, failed);
             let my_rank = ranked
                 .iter()
                 .position(|p| *p == self.local)
                 .unwrap_or(ranked.len());
-            for p in ranked.iter().take(my_rank.max(owners.len())) {
-                if *p != self.local {
+            let above = &ranked[..my_rank.max(owners.len()).min(ranked.len())];
+            // A stand-in owner may be ranked below that prefix; a failed holder's word is
+            // not asked for.
+            let stand_ins = owners.iter().filter(|o| !above.contains(o));
+            for p in above.iter().chain(stand_ins) {
+                if *p != self.local && !failed.contains(p) {
                     asks.entry(*p).or_default().push(id);
                 }
             }
@@ -371,7 +395,8 @@ impl Repair {
         }
         let known = self.holdings(asks).await;
         let holds = |p: &PeerId, id: &ChunkId| {
-            *p == self.local || known.get(&(*p, *id)).copied().unwrap_or(false)
+            *p == self.local
+                || (!failed.contains(p) && known.get(&(*p, *id)).copied().unwrap_or(false))
         };
 
         let mut report = PassReport {
@@ -388,7 +413,7 @@ impl Repair {
                 if mixed_rules {
                     report.kept += 1;
                 } else {
-                    drops.push(id);
+                    drops.push((id, owners));
                 }
                 continue;
             }
@@ -405,7 +430,21 @@ impl Repair {
         let pushed = self.push_all(pushes).await;
         report.pushed = pushed.pushed;
         report.under_replicated = pushed.under_replicated;
-        for id in drops {
+        // Every owner proves it holds the bytes, or this copy stays.
+        let mut challenges: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
+        for (id, owners) in &drops {
+            for o in owners {
+                challenges.entry(*o).or_default().push(*id);
+            }
+        }
+        let proven = crate::audit::challenge_from_store(&self.router, challenges, "repair").await;
+        let (drops, unproven): (Vec<_>, Vec<_>) = drops.into_iter().partition(|(id, owners)| {
+            owners
+                .iter()
+                .all(|o| proven.get(&(*o, *id)) == Some(&Possession::Proven))
+        });
+        report.unproven = unproven.len();
+        for (id, _) in drops {
             let store = self.store.clone();
             if matches!(
                 tokio::task::spawn_blocking(move || store.delete(&id)).await,
@@ -420,9 +459,54 @@ impl Repair {
     }
 }
 
+/// The owners this node places `id`'s copies on: its R owners, except that one caught not
+/// holding what it claims (`failed`) is replaced by the next in rank.
+fn target_owners(
+    placement: &crate::placement::Placement,
+    id: &ChunkId,
+    r: usize,
+    failed: &crate::audit::FailedHolders,
+) -> Vec<PeerId> {
+    let owners = placement.owners(id, r);
+    if !owners.iter().any(|o| failed.contains(o)) {
+        return owners;
+    }
+    placement
+        .owners(id, r + failed.list().len())
+        .into_iter()
+        .filter(|o| !failed.contains(o))
+        .take(r)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_owner_is_replaced_by_the_next_in_rank() {
+        use crate::placement::{Candidate, Placement};
+        let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        let placement = Placement::new(peers.iter().map(|&peer| Candidate {
+            peer,
+            capacity: 100,
+        }));
+        let id = ChunkId([9; 32]);
+        let failed = crate::audit::FailedHolders::default();
+        let owners = target_owners(&placement, &id, 3, &failed);
+        assert_eq!(owners, placement.owners(&id, 3));
+        failed.failed(owners[0]);
+        failed.failed(owners[2]);
+        let ranked = placement.owners(&id, 5);
+        assert_eq!(
+            target_owners(&placement, &id, 3, &failed),
+            vec![ranked[1], ranked[3], ranked[4]]
+        );
+        // A failed peer that owns nothing here changes nothing.
+        let other = crate::audit::FailedHolders::default();
+        other.failed(PeerId::random());
+        assert_eq!(target_owners(&placement, &id, 3, &other), owners);
+    }
 
     #[tokio::test]
     async fn pacer_spaces_concurrent_transfers_to_the_rate() {

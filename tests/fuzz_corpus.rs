@@ -224,11 +224,23 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     let mut seeds: Vec<(&str, Vec<u8>)> = vec![
         (
             "chunk-put",
-            encode_frame_with_body(&ChunkRequest::Put { id: r.id }, &sealed),
+            encode_frame_with_body(
+                &ChunkRequest::Put {
+                    id: r.id,
+                    nonce: [3; 32],
+                },
+                &sealed,
+            ),
         ),
         (
             "chunk-put-mismatch",
-            encode_frame_with_body(&ChunkRequest::Put { id: ids[1] }, &sealed),
+            encode_frame_with_body(
+                &ChunkRequest::Put {
+                    id: ids[1],
+                    nonce: [4; 32],
+                },
+                &sealed,
+            ),
         ),
         (
             "chunk-get",
@@ -237,6 +249,27 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
         (
             "chunk-have",
             encode_frame_with_body(&ChunkRequest::Have { ids: ids.clone() }, &[]),
+        ),
+        (
+            "chunk-prove",
+            encode_frame_with_body(
+                &ChunkRequest::Prove {
+                    nonce: [5; 32],
+                    ids: ids.clone(),
+                },
+                &[],
+            ),
+        ),
+        (
+            "chunk-stored-proof",
+            encode_frame_with_body(&ChunkResponse::StoredProof([6; 32]), &[]),
+        ),
+        (
+            "chunk-proofs",
+            encode_frame_with_body(
+                &ChunkResponse::Proofs(vec![Some([7; 32]), None, Some([8; 32])]),
+                &[],
+            ),
         ),
         (
             "chunk-have-empty",
@@ -329,7 +362,10 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     seeds.push(("sync-session", session));
     let mut pooled = encode_frame_with_body(&ChunkRequest::Get { id: r.id }, &[]);
     pooled.extend(encode_frame_with_body(
-        &ChunkRequest::Put { id: r.id },
+        &ChunkRequest::Put {
+            id: r.id,
+            nonce: [3; 32],
+        },
         &sealed,
     ));
     pooled.extend(encode_frame_with_body(&ChunkRequest::Have { ids }, &[]));
@@ -338,7 +374,13 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
     let push = encode_frame(&SyncRequest::Push(pick(&["file"])));
     seeds.push(("edge-truncated-push", push[..push.len() / 2].to_vec()));
     seeds.push(("edge-length-only", push[..4].to_vec()));
-    let put = encode_frame_with_body(&ChunkRequest::Put { id: r.id }, &sealed);
+    let put = encode_frame_with_body(
+        &ChunkRequest::Put {
+            id: r.id,
+            nonce: [3; 32],
+        },
+        &sealed,
+    );
     seeds.push(("edge-truncated-body", put[..put.len() - 5].to_vec()));
     let mut over = vec![0xff, 0xff, 0xff, 0xff];
     over.extend_from_slice(b"\xa0");

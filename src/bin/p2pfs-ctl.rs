@@ -122,6 +122,13 @@ fn print_status(s: &Status) {
         r.under_replicated,
         r.repair_queue
     );
+    if !r.failed_holders.is_empty() {
+        println!(
+            "  failed proofs: {} (claims not counted): {}",
+            r.failed_holders.len(),
+            r.failed_holders.join(", ")
+        );
+    }
     let c = &s.cache;
     let lookups = c.hits + c.misses;
     let rate = if lookups == 0 {

@@ -273,7 +273,7 @@ impl Traffic {
     }
 }
 
-/// `/p2pfs/chunk/1`, both as client and as server.
+/// `/p2pfs/chunk/2`, both as client and as server.
 pub static CHUNK_TRAFFIC: Traffic = Traffic::new();
 /// `/p2pfs/sync/1`, both as initiator and as responder.
 pub static SYNC_TRAFFIC: Traffic = Traffic::new();

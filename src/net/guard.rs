@@ -80,10 +80,16 @@ pub enum Offence {
     InvalidGossip,
     /// More streams or gossip than the per-peer limits allow.
     Flood,
+    /// A holder that could not prove it holds a chunk it claimed (`crate::audit`). Counted,
+    /// not disconnected: what it could break is others trusting its claims, and those no
+    /// longer count; the copies it should hold are placed elsewhere and repair keeps pushing
+    /// them to it. An honest node can fail too (a chunk lost in a crash before it reached the
+    /// disk), and cutting it off would take its real copies away from readers.
+    FailedProof,
 }
 
 impl Offence {
-    pub const ALL: [Offence; 7] = [
+    pub const ALL: [Offence; 8] = [
         Offence::Oversized,
         Offence::Malformed,
         Offence::Truncated,
@@ -91,6 +97,7 @@ impl Offence {
         Offence::ForgedEntry,
         Offence::InvalidGossip,
         Offence::Flood,
+        Offence::FailedProof,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +109,7 @@ impl Offence {
             Offence::ForgedEntry => "forged_entry",
             Offence::InvalidGossip => "invalid_gossip",
             Offence::Flood => "flood",
+            Offence::FailedProof => "failed_proof",
         }
     }
 
@@ -267,6 +275,14 @@ impl PeerGuard {
             }
             rec.flood_since = None;
             rec.floods = 0;
+        } else if kind == Offence::FailedProof {
+            if first_of_kind {
+                tracing::warn!(%peer, offence = kind.as_str(), detail, "hostile peer: failed to prove it holds a chunk; its claims no longer count");
+            }
+            if first_of_peer {
+                state.offending_peers += 1;
+            }
+            return;
         } else if first_of_kind {
             tracing::warn!(%peer, offence = kind.as_str(), detail, "hostile peer: protocol violation; disconnecting it");
         }
@@ -626,6 +642,21 @@ mod tests {
         // Another peer is unaffected.
         let q = PeerId::random();
         assert!(g.admit_stream(q, StreamKind::Chunk).is_some());
+    }
+
+    #[test]
+    fn a_failed_proof_is_counted_but_does_not_disconnect() {
+        let g = PeerGuard::new();
+        let p = PeerId::random();
+        connected(&g, p);
+        for _ in 0..5 {
+            g.offence(p, Offence::FailedProof, "t");
+        }
+        assert!(g.take_pending().is_empty());
+        let s = g.status();
+        assert_eq!(s.offences["failed_proof"], 5);
+        assert_eq!((s.offending_peers, s.disconnects, s.blocks), (1, 0, 0));
+        assert!(!g.is_blocked(&p));
     }
 
     #[test]

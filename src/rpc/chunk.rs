@@ -1,9 +1,11 @@
-//! `/p2pfs/chunk/1`: chunk transfer between peers on long-lived streams. Each stream carries
+//! `/p2pfs/chunk/2`: chunk transfer between peers on long-lived streams. Each stream carries
 //! one request/response at a time; the client keeps idle streams per peer and reuses them, so
 //! yamux windows grow and bulk data does not pay a stream setup per chunk.
 //!
 //! The receiver of a `Put` verifies blake3 before storing; the receiver of `Data` verifies it
-//! before using it. Frames are capped, every request has a timeout, and a peer may hold only a
+//! before using it. A `Put` carries a nonce and is answered with a proof over the bytes under
+//! it, and `Prove` asks a holder for such proofs of chunks it stores ([`crate::audit`]): a
+//! holder's bare "stored" or "have" never counts as a copy. Frames are capped, every request has a timeout, and a peer may hold only a
 //! bounded number of streams on us at once. Protocol violations are reported to the node's
 //! [`PeerGuard`] (which disconnects the peer).
 
@@ -21,7 +23,7 @@ use crate::block::{ChunkId, ChunkStore, StoreError, chunk};
 use crate::metrics::{CHUNK_TRAFFIC, Counted};
 use crate::net::guard::{self, Offence, PeerGuard, StreamKind};
 
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/chunk/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/chunk/2");
 /// Largest body: a 16 MiB chunk (the largest configurable) plus its codec overhead.
 pub const MAX_BODY: usize = (16 << 20) + 4096;
 /// Most ids in one `Have` request a node answers (callers may ask for this many at once).
@@ -29,6 +31,16 @@ pub const MAX_HAVE_BATCH: usize = 4096;
 /// Ids per `Have` frame on the wire: 4,096 ids (34 bytes each in CBOR) would be over the
 /// 64 KiB header cap, so a larger batch is sent as several requests.
 const HAVE_PER_FRAME: usize = 1024;
+/// Most ids in one `Prove` request: each is a chunk read and hashed by the answering node.
+pub const MAX_PROVE_BATCH: usize = 64;
+/// Bytes one peer may have this node read and hash for its proofs, per second: a peer cannot
+/// turn challenges into a disk-read flood.
+const PROVE_BYTES_PER_SEC: f64 = 16.0 * 1024.0 * 1024.0;
+/// Chunk bytes one `Prove` may make this node read; a request that needs more is refused
+/// (challengers split their batches by size too, [`crate::audit::challenge`]).
+pub const MAX_PROVE_BYTES: usize = 32 << 20;
+/// A `Prove` that would have to wait longer than this for its peer's budget is refused.
+const PROVE_MAX_WAIT: Duration = Duration::from_secs(5);
 /// The refusal a peer sends when its disk is full.
 pub const NO_SPACE: &str = "no space left";
 /// Streams one peer may have open on us at once; more are reset. Clients pool as many.
@@ -47,8 +59,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A request; a `Put`'s chunk bytes travel as the frame's body.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ChunkRequest {
+    /// Store a chunk, and prove it with [`crate::audit::proof`] under `nonce`.
     Put {
         id: ChunkId,
+        nonce: [u8; 32],
     },
     Get {
         id: ChunkId,
@@ -58,6 +72,12 @@ pub enum ChunkRequest {
     },
     /// Flush the chunks stored so far to disk (a writer's `fsync()`); answered `Stored`.
     Sync,
+    /// Prove holding each of `ids` (at most [`MAX_PROVE_BATCH`]) under `nonce`; answered
+    /// `Proofs`.
+    Prove {
+        nonce: [u8; 32],
+        ids: Vec<ChunkId>,
+    },
 }
 
 /// A response; `Data`'s chunk bytes travel as the frame's body.
@@ -68,6 +88,10 @@ pub enum ChunkResponse {
     NotFound,
     Have(Vec<bool>),
     Refused(String),
+    /// A `Put`'s answer: stored, and the proof over the bytes under its nonce.
+    StoredProof([u8; 32]),
+    /// A `Prove`'s answer: a proof per id, `None` for a chunk not held.
+    Proofs(Vec<Option<[u8; 32]>>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +110,8 @@ pub enum ChunkRpcError {
     Unexpected(PeerId),
     #[error("peer {0} sent bytes that do not match chunk {1}")]
     BadData(PeerId, ChunkId),
+    #[error("peer {0} answered a wrong proof for chunk {1}: it does not hold those bytes")]
+    BadProof(PeerId, ChunkId),
 }
 
 /// Client side: requests over pooled streams.
@@ -173,9 +199,19 @@ impl ChunkClient {
         self.idle.lock().remove(peer);
     }
 
+    /// Stores a copy on `peer`; `Ok` only when its answer proves it handled these bytes.
     pub async fn put(&self, peer: PeerId, id: ChunkId, data: &[u8]) -> Result<(), ChunkRpcError> {
-        match self.call(peer, &ChunkRequest::Put { id }, data).await?.0 {
-            ChunkResponse::Stored => Ok(()),
+        let nonce = crate::audit::fresh_nonce();
+        match self
+            .call(peer, &ChunkRequest::Put { id, nonce }, data)
+            .await?
+            .0
+        {
+            ChunkResponse::StoredProof(p) if crate::audit::verify(&nonce, data, &p) => Ok(()),
+            ChunkResponse::StoredProof(_) | ChunkResponse::Stored => {
+                PeerGuard::current().offence(peer, Offence::FailedProof, "chunk put");
+                Err(ChunkRpcError::BadProof(peer, id))
+            }
             ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
             _ => Err(ChunkRpcError::Unexpected(peer)),
         }
@@ -203,6 +239,27 @@ impl ChunkClient {
             },
             (ChunkResponse::NotFound, _) => Ok(None),
             (ChunkResponse::Refused(why), _) => Err(ChunkRpcError::Refused(peer, why)),
+            _ => Err(ChunkRpcError::Unexpected(peer)),
+        }
+    }
+
+    /// Asks `peer` for proofs of holding `ids` (at most [`MAX_PROVE_BATCH`]) under `nonce`:
+    /// one per id, `None` where it says it does not hold the chunk. Checking them is the
+    /// caller's ([`crate::audit::challenge`]).
+    pub async fn prove(
+        &self,
+        peer: PeerId,
+        nonce: [u8; 32],
+        ids: Vec<ChunkId>,
+    ) -> Result<Vec<Option<[u8; 32]>>, ChunkRpcError> {
+        let n = ids.len();
+        match self
+            .call(peer, &ChunkRequest::Prove { nonce, ids }, &[])
+            .await?
+            .0
+        {
+            ChunkResponse::Proofs(proofs) if proofs.len() == n => Ok(proofs),
+            ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
             _ => Err(ChunkRpcError::Unexpected(peer)),
         }
     }
@@ -283,14 +340,15 @@ async fn answer(
     let store = store.clone();
     let mut offence = None;
     let response = match request {
-        ChunkRequest::Put { id } => {
+        ChunkRequest::Put { id, nonce } => {
             if chunk::verify(&id, &data).is_err() {
                 tracing::debug!(%peer, chunk = %id, "peer sent chunk bytes that do not match their id; refused");
                 offence = Some((Offence::BadChunk, "chunk put"));
                 ChunkResponse::Refused("bytes do not match the chunk id".into())
             } else {
+                let proof = crate::audit::proof(&nonce, &data);
                 match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
-                    Ok(Ok(_)) => ChunkResponse::Stored,
+                    Ok(Ok(_)) => ChunkResponse::StoredProof(proof),
                     Ok(Err(e)) if e.is_no_space() => ChunkResponse::Refused(NO_SPACE.into()),
                     Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
                     Err(_) => ChunkResponse::Refused("internal error".into()),
@@ -313,6 +371,11 @@ async fn answer(
             offence = Some((Offence::Malformed, "oversized have batch"));
             ChunkResponse::Refused(format!("at most {MAX_HAVE_BATCH} ids per request"))
         }
+        ChunkRequest::Prove { ids, .. } if ids.len() > MAX_PROVE_BATCH => {
+            offence = Some((Offence::Malformed, "oversized prove batch"));
+            ChunkResponse::Refused(format!("at most {MAX_PROVE_BATCH} ids per request"))
+        }
+        ChunkRequest::Prove { nonce, ids } => prove(peer, nonce, ids, store).await,
         ChunkRequest::Have { ids } => {
             match tokio::task::spawn_blocking(move || {
                 ids.iter().map(|id| store.contains(id)).collect()
@@ -325,6 +388,93 @@ async fn answer(
         }
     };
     (response, Vec::new(), offence)
+}
+
+/// Per-peer pacing of the bytes `Prove` requests make this node read and hash.
+struct ProveBudget {
+    /// When each peer's budget is next free (peers whose time has passed are pruned).
+    next: Mutex<HashMap<PeerId, tokio::time::Instant>>,
+    /// Proofs computed at once, over all peers: one disk's worth of reading.
+    running: tokio::sync::Semaphore,
+}
+
+static PROVE_BUDGET: std::sync::LazyLock<ProveBudget> = std::sync::LazyLock::new(|| ProveBudget {
+    next: Mutex::new(HashMap::new()),
+    running: tokio::sync::Semaphore::new(2),
+});
+
+impl ProveBudget {
+    /// How long `peer` must wait before its next proof work (zero when within its budget).
+    fn wait(&self, peer: &PeerId) -> Duration {
+        let now = tokio::time::Instant::now();
+        let mut next = self.next.lock();
+        if next.len() > 1024 {
+            next.retain(|_, t| *t > now);
+        }
+        next.get(peer)
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+    }
+
+    /// Charges `bytes` read for `peer`.
+    fn charge(&self, peer: &PeerId, bytes: usize) {
+        let now = tokio::time::Instant::now();
+        let mut next = self.next.lock();
+        let at = next.entry(*peer).or_insert(now);
+        *at = (*at).max(now) + Duration::from_secs_f64(bytes as f64 / PROVE_BYTES_PER_SEC);
+    }
+}
+
+/// Answers a `Prove`: each chunk read from the store (verified against its id, as every read
+/// is) and hashed under the nonce; `None` for one not held (or found corrupt). Paced per peer
+/// ([`PROVE_BYTES_PER_SEC`]); a request that would wait over [`PROVE_MAX_WAIT`] is refused.
+async fn prove(
+    peer: &PeerId,
+    nonce: [u8; 32],
+    ids: Vec<ChunkId>,
+    store: Arc<ChunkStore>,
+) -> ChunkResponse {
+    let budget = &*PROVE_BUDGET;
+    let wait = budget.wait(peer);
+    if wait > PROVE_MAX_WAIT {
+        tracing::debug!(%peer, "proof requests over the peer's rate; refused");
+        PeerGuard::current().offence(*peer, Offence::Flood, "prove rate");
+        return ChunkResponse::Refused("busy: proof rate limit".into());
+    }
+    tokio::time::sleep(wait).await;
+    let Ok(_running) = budget.running.acquire().await else {
+        return ChunkResponse::Refused("internal error".into());
+    };
+    let answered = tokio::task::spawn_blocking(move || {
+        let mut read = 0usize;
+        let mut proofs: Vec<Option<[u8; 32]>> = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if read >= MAX_PROVE_BYTES {
+                return (None, read);
+            }
+            proofs.push(store.get(id).ok().map(|bytes| {
+                read += bytes.len();
+                crate::audit::proof(&nonce, &bytes)
+            }));
+        }
+        (Some(proofs), read)
+    })
+    .await;
+    match answered {
+        Ok((proofs, read)) => {
+            budget.charge(peer, read);
+            match proofs {
+                Some(proofs) => ChunkResponse::Proofs(proofs),
+                None => {
+                    tracing::debug!(%peer, "a proof request over the byte bound; refused");
+                    PeerGuard::current().offence(*peer, Offence::Flood, "prove size");
+                    ChunkResponse::Refused(format!(
+                        "at most {MAX_PROVE_BYTES} bytes of chunks per request"
+                    ))
+                }
+            }
+        }
+        Err(_) => ChunkResponse::Refused("internal error".into()),
+    }
 }
 
 #[cfg(test)]
@@ -362,5 +512,107 @@ mod sync_tests {
         assert!(matches!(response, ChunkResponse::Stored), "{response:?}");
         assert!(body.is_empty() && offence.is_none());
         assert_eq!(store.get(&id).unwrap(), data);
+    }
+}
+
+#[cfg(test)]
+mod proof_tests {
+    use super::*;
+    use crate::audit::{fresh_nonce, verify};
+    use crate::rpc::frame::MAX_HEADER;
+
+    #[tokio::test]
+    async fn a_put_is_answered_with_a_proof_over_the_bytes_under_its_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
+        let data = b"\x01a chunk's ciphertext".to_vec();
+        let id = ChunkId::of(&data);
+        let nonce = fresh_nonce();
+        let peer = PeerId::random();
+        let (response, _, offence) =
+            answer(&peer, ChunkRequest::Put { id, nonce }, data.clone(), &store).await;
+        assert!(offence.is_none());
+        match response {
+            ChunkResponse::StoredProof(p) => {
+                assert!(verify(&nonce, &data, &p));
+                assert!(!verify(&fresh_nonce(), &data, &p), "bound to the nonce");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.get(&id).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn prove_answers_a_proof_per_held_chunk_and_none_for_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
+        let data = b"\x01stored ciphertext".to_vec();
+        let id = ChunkId::of(&data);
+        store.put(&id, &data).unwrap();
+        let absent = ChunkId::of(b"\x01never stored");
+        let nonce = fresh_nonce();
+        let peer = PeerId::random();
+        let request = ChunkRequest::Prove {
+            nonce,
+            ids: vec![id, absent],
+        };
+        let (response, _, offence) = answer(&peer, request, Vec::new(), &store).await;
+        assert!(offence.is_none());
+        let ChunkResponse::Proofs(proofs) = response else {
+            panic!("{response:?}");
+        };
+        assert_eq!(proofs.len(), 2);
+        assert!(verify(&nonce, &data, proofs[0].as_ref().unwrap()));
+        assert_eq!(proofs[1], None);
+        // Over the batch bound: refused and counted.
+        let request = ChunkRequest::Prove {
+            nonce,
+            ids: vec![id; MAX_PROVE_BATCH + 1],
+        };
+        let (response, _, offence) = answer(&peer, request, Vec::new(), &store).await;
+        assert!(
+            matches!(response, ChunkResponse::Refused(_)),
+            "{response:?}"
+        );
+        assert!(matches!(offence, Some((Offence::Malformed, _))));
+    }
+
+    #[tokio::test]
+    async fn proof_work_is_paced_per_peer() {
+        let budget = ProveBudget {
+            next: Mutex::new(HashMap::new()),
+            running: tokio::sync::Semaphore::new(2),
+        };
+        let (greedy, other) = (PeerId::random(), PeerId::random());
+        assert_eq!(budget.wait(&greedy), Duration::ZERO);
+        // 64 MiB read for one peer: it waits ~4 s more; another peer does not.
+        budget.charge(&greedy, 64 << 20);
+        let wait = budget.wait(&greedy);
+        assert!(
+            wait > Duration::from_secs(3) && wait <= Duration::from_secs(4),
+            "{wait:?}"
+        );
+        assert_eq!(budget.wait(&other), Duration::ZERO);
+        budget.charge(&greedy, 64 << 20);
+        assert!(
+            budget.wait(&greedy) > PROVE_MAX_WAIT,
+            "the next request is refused"
+        );
+    }
+
+    #[test]
+    fn prove_frames_fit_the_header_cap() {
+        let ids = vec![ChunkId([0xff; 32]); MAX_PROVE_BATCH];
+        let mut bytes = Vec::new();
+        let request = ChunkRequest::Prove {
+            nonce: [0xff; 32],
+            ids,
+        };
+        ciborium::into_writer(&request, &mut bytes).unwrap();
+        assert!(bytes.len() <= MAX_HEADER, "{} bytes", bytes.len());
+        let mut bytes = Vec::new();
+        let proofs = ChunkResponse::Proofs(vec![Some([0xff; 32]); MAX_PROVE_BATCH]);
+        ciborium::into_writer(&proofs, &mut bytes).unwrap();
+        assert!(bytes.len() <= MAX_HEADER, "{} bytes", bytes.len());
     }
 }
