@@ -1,6 +1,6 @@
 //! A rogue peer: a test tool, not part of p2pfs. It joins a network the way a node does (the
 //! library's own swarm: TCP, Noise with the network-key admission, Yamux, gossipsub on the
-//! network's topics, the `/p2pfs/chunk/1` and `/p2pfs/sync/1` streams), dials one node and
+//! network's topics, the `/p2pfs/chunk/1` and `/p2pfs/sync/2` streams), dials one node and
 //! performs one named attack, printing what it saw as JSON lines on stdout: whether the node
 //! closed or reset its streams, what it answered, whether it dropped the connection.
 //!

@@ -519,11 +519,11 @@ impl FsCore {
         for (arrived, lost) in &pending {
             let superseded = self
                 .namespace
-                .get(&lost.id)?
+                .get(&lost.key())?
                 .is_some_and(|current| current.covers(lost))
-                || pending
-                    .iter()
-                    .any(|(_, other)| other.id == lost.id && other != lost && other.covers(lost));
+                || pending.iter().any(|(_, other)| {
+                    other.key() == lost.key() && other != lost && other.covers(lost)
+                });
             if superseded {
                 done.push(lost.clone());
             } else if now_ms.saturating_sub(*arrived) >= min_age.as_millis() as u64 {
@@ -561,7 +561,7 @@ impl FsCore {
             }
             // A concurrent version with the same content loses nothing (two nodes making the
             // same conflict copy, or writing the same bytes).
-            let kept = match self.namespace.get(&lost.id)? {
+            let kept = match self.namespace.get(&lost.key())? {
                 Some(k) if !k.deleted && k.chunks == lost.chunks => volume.open_entry(&k).ok(),
                 _ => None,
             };
@@ -569,7 +569,11 @@ impl FsCore {
                 continue;
             }
             let copy_id = conflict_copy_id(&lost);
-            if self.namespace.get(&copy_id)?.is_some() {
+            let copy_key = crate::namespace::EntryKey {
+                id: copy_id,
+                volume: volume.id,
+            };
+            if self.namespace.get(&copy_key)?.is_some() {
                 continue;
             }
             let mut name = meta.name.clone();

@@ -994,7 +994,7 @@ impl Mount {
         };
         let base = self
             .namespace
-            .get(&VolumeRecord::entry_id(&slot.volume.id))
+            .get(&VolumeRecord::entry_key(&slot.volume.id))
             .ok()
             .flatten()
             .map(|e| e.seen)

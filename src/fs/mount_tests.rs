@@ -199,7 +199,7 @@ fn writes_by_non_writers_and_forged_records_are_refused_everywhere() {
     let report = a.apply_remote(vec![smuggled.clone()]).unwrap();
     assert_eq!((report.applied, report.rejected), (0, 1));
     assert_eq!(a.stats().rejected_entries, before + 1);
-    assert!(a.namespace().get(&smuggled.id).unwrap().is_none());
+    assert!(a.namespace().get(&smuggled.key()).unwrap().is_none());
     // B's own record for A's volume (making itself a writer) is refused: not the owner.
     let mut grabbed = volume.clone();
     grabbed.writers.push(b_key.id);
@@ -213,7 +213,7 @@ fn writes_by_non_writers_and_forged_records_are_refused_everywhere() {
     // A replayed older record changes nothing.
     let stored = a
         .namespace()
-        .get(&VolumeRecord::entry_id(&volume.id))
+        .get(&VolumeRecord::entry_key(&volume.id))
         .unwrap()
         .unwrap();
     assert_eq!(a.apply_remote(vec![stored]).unwrap().applied, 0);
@@ -236,11 +236,11 @@ fn entries_wait_for_their_volume_record() {
         .partition(VolumeRecord::is_record);
     let report = b.apply_remote(files.clone()).unwrap();
     assert_eq!((report.applied, report.rejected), (0, 0));
-    assert!(b.namespace().get(&files[0].id).unwrap().is_none());
+    assert!(b.namespace().get(&files[0].key()).unwrap().is_none());
     b.apply_remote(records).unwrap();
     for f in &files {
         assert!(
-            b.namespace().get(&f.id).unwrap().is_some(),
+            b.namespace().get(&f.key()).unwrap().is_some(),
             "held entry stored"
         );
     }

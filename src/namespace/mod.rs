@@ -8,7 +8,8 @@ pub mod view;
 pub mod volume;
 
 pub use entry::{
-    Entry, EntryError, EntryId, EntryKind, EntryMeta, Seen, Timestamp, UserId, Version, VolumeId,
+    Entry, EntryError, EntryId, EntryKey, EntryKind, EntryMeta, Seen, Timestamp, UserId, Version,
+    VolumeId,
 };
 pub use store::{Committed, NamespaceError, NamespaceStore};
 pub use volume::Volume;

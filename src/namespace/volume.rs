@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::entry::{Entry, EntryError, EntryMeta, EntrySealer};
-use super::{EntryId, UserId, VolumeId};
+use super::{EntryId, EntryKey, UserId, VolumeId};
 use crate::block::ChunkSecret;
 use crate::identity::UserIdentity;
 use crate::util::fixed_bytes;
@@ -160,6 +160,14 @@ impl VolumeRecord {
     pub fn entry_id(volume: &VolumeId) -> EntryId {
         let h = blake3::derive_key("p2pfs volume record v1", &volume.0);
         EntryId(h[..16].try_into().expect("16 bytes"))
+    }
+
+    /// Where a volume's record is stored.
+    pub fn entry_key(volume: &VolumeId) -> EntryKey {
+        EntryKey {
+            id: Self::entry_id(volume),
+            volume: *volume,
+        }
     }
 
     /// Whether `entry` is in the place of its volume's record (valid or not).
