@@ -19,7 +19,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::entry::{Entry, EntryError, EntryMeta, EntrySealer};
+use super::entry::{Entry, EntryError, EntryMeta, EntrySealer, name_is_valid};
 use super::{EntryId, EntryKey, UserId, VolumeId};
 use crate::block::ChunkSecret;
 use crate::identity::UserIdentity;
@@ -381,6 +381,12 @@ impl Volume {
         let mut last = EntryError::Decrypt(entry.id);
         for key in self.payload_keys.iter().rev() {
             match entry.open(key) {
+                // The name a local create would refuse ("", ".", ".."...) is refused from
+                // anyone: the kernel fails a whole directory listing on one such name. The
+                // root's name is never shown (it is the volume's directory).
+                Ok(meta) if entry.id != self.root_id() && !name_is_valid(&meta.name) => {
+                    return Err(EntryError::Inconsistent(entry.id, "invalid name"));
+                }
                 Ok(meta) => return Ok(meta),
                 Err(e @ EntryError::Decrypt(_)) => last = e,
                 Err(e) => return Err(e),

@@ -281,7 +281,9 @@ pub fn apply_from_peer(
     entries: Vec<Entry>,
 ) -> Result<(RemoteApply, usize), String> {
     let sent = entries.clone();
-    let report = core.apply_remote(entries).map_err(|e| e.to_string())?;
+    let report = core
+        .apply_from(Some(peer), entries)
+        .map_err(|e| e.to_string())?;
     let forged = if report.rejected > 0 {
         count_forged(&sent)
     } else {
