@@ -24,6 +24,9 @@
 //!   the node refuses it; or (`sustained`, only when asked for) all of them at the per-peer
 //!   limits, as a heavy but legal peer.
 //!
+//! - `cross-volume`, `held-entries`, `peer-names`: namespace attacks by a member with no right
+//!   in any volume but the network volume (`rogue/namespace.rs`).
+//!
 //! Not an attack, but a peer the tests need: `old-rule` (`announce`) joins as a member that
 //! announces placement rule 1 (an older version, with no capacity) once a second for
 //! `--duration-secs`.
@@ -34,6 +37,9 @@
 //! `tests/hostile.rs` compiles this file in as a module and runs it as a child process.
 
 #![allow(dead_code)]
+
+#[path = "rogue/namespace.rs"]
+pub mod namespace;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +79,9 @@ pub enum Attack {
     ForgedEntry,
     Flood,
     OldRule,
+    CrossVolume,
+    HeldEntries,
+    PeerNames,
 }
 
 impl Attack {
@@ -85,6 +94,9 @@ impl Attack {
             Attack::ForgedEntry => &["sync", "gossip"],
             Attack::Flood => &["streams", "gossip"],
             Attack::OldRule => &["announce"],
+            Attack::CrossVolume => &["sync", "gossip", "expire"],
+            Attack::HeldEntries => &["sync"],
+            Attack::PeerNames => &["sync", "gossip"],
         }
     }
 
@@ -247,6 +259,9 @@ async fn attack(args: Args) -> Result<(), String> {
                 Attack::Truncated => truncated(&ctx).await,
                 Attack::BadChunk => bad_chunk(&ctx).await,
                 Attack::ForgedEntry => forged(&ctx).await,
+                Attack::CrossVolume => namespace::cross_volume(&ctx).await,
+                Attack::HeldEntries => namespace::held_entries(&ctx).await,
+                Attack::PeerNames => namespace::peer_names(&ctx).await,
                 Attack::Flood | Attack::OldRule => unreachable!("handled above"),
             }
             rogue
