@@ -129,16 +129,21 @@ impl Held {
 
     /// Takes out every held entry of `volume`.
     fn take(&mut self, volume: &VolumeId) -> Vec<Entry> {
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < self.queue.len() {
-            if self.queue[i].entry.volume == *volume {
-                out.extend(self.remove_at(i).map(|h| h.entry));
-            } else {
-                i += 1;
+        let (now, later): (VecDeque<HeldEntry>, VecDeque<HeldEntry>) =
+            std::mem::take(&mut self.queue)
+                .into_iter()
+                .partition(|h| h.entry.volume == *volume);
+        self.queue = later;
+        for h in &now {
+            self.bytes -= h.bytes;
+            if let Some(n) = self.by_source.get_mut(&h.source) {
+                *n -= h.bytes;
+                if *n == 0 {
+                    self.by_source.remove(&h.source);
+                }
             }
         }
-        out
+        now.into_iter().map(|h| h.entry).collect()
     }
 
     fn status(&self) -> HeldStatus {

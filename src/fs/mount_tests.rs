@@ -406,3 +406,25 @@ fn peer_entries_with_invalid_names_are_refused() {
     }
     assert_eq!(names(&b, ROOT_INO), vec!["@home", "good"]);
 }
+
+/// Taking a volume's held entries gives back exactly those, and their bytes to their senders.
+#[test]
+fn held_entries_of_a_volume_are_taken_with_their_accounting() {
+    let mut held = Held::default();
+    let (p, q) = (
+        Some(libp2p::PeerId::random()),
+        Some(libp2p::PeerId::random()),
+    );
+    let a: Vec<Entry> = (0..3).map(|_| unknown_volume_entry(1, 1000)).collect();
+    let b: Vec<Entry> = (0..2).map(|_| unknown_volume_entry(2, 1000)).collect();
+    for (i, e) in a.iter().chain(&b).enumerate() {
+        held.push(e.clone(), if i % 2 == 0 { p } else { q });
+    }
+    assert_eq!(held.take(&VolumeId([1; 16])), a);
+    assert_eq!(held.status().entries, 2);
+    let left: usize = held.by_source.values().sum();
+    assert_eq!(left, held.bytes);
+    assert_eq!(held.bytes, b.iter().map(held_size).sum::<usize>());
+    assert_eq!(held.take(&VolumeId([2; 16])), b);
+    assert!(held.by_source.is_empty() && held.bytes == 0);
+}
