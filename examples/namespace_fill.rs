@@ -140,7 +140,7 @@ fn measure(store: &NamespaceStore, network_key: &NetworkKey) -> anyhow::Result<(
         loop {
             let page = store.bucket_entries(bucket, after, 512)?;
             paged += page.len();
-            after = page.last().map(|e| e.id);
+            after = page.last().map(|e| e.key());
             if page.len() < 512 {
                 break;
             }
@@ -205,7 +205,10 @@ fn main() -> anyhow::Result<()> {
     let volume = Volume::for_network(&network_key);
     let root_id = volume.root_id();
     let root = store
-        .get(&root_id)?
+        .get(&p2pfs::namespace::EntryKey {
+            id: root_id,
+            volume: volume.id,
+        })?
         .ok_or_else(|| anyhow::anyhow!("no root entry after the first load"))?;
     let root_meta = volume.open_entry(&root)?;
     let clock = HlcClock::new();

@@ -1,6 +1,6 @@
 //! A rogue peer: a test tool, not part of p2pfs. It joins a network the way a node does (the
 //! library's own swarm: TCP, Noise with the network-key admission, Yamux, gossipsub on the
-//! network's topics, the `/p2pfs/chunk/2` and `/p2pfs/sync/1` streams), dials one node and
+//! network's topics, the `/p2pfs/chunk/2` and `/p2pfs/sync/2` streams), dials one node and
 //! performs one named attack, printing what it saw as JSON lines on stdout: whether the node
 //! closed or reset its streams, what it answered, whether it dropped the connection.
 //!
@@ -27,6 +27,8 @@
 //! - `removed-writer`: a writer removed from `--volume` signs, with its `--user-key`,
 //!   tombstones back-dated before its removal over every entry of the volume
 //!   (`examples/rogue/removed_writer.rs`), pushed by sync (`sync`) or gossip (`gossip`).
+//! - `cross-volume`, `held-entries`, `peer-names`: namespace attacks by a member with no right
+//!   in any volume but the network volume (`rogue/namespace.rs`).
 //!
 //! Not an attack, but a peer the tests need: `old-rule` (`announce`) joins as a member that
 //! announces placement rule 1 (an older version, with no capacity) once a second for
@@ -41,6 +43,9 @@
 //! `tests/hostile.rs` compiles this file in as a module and runs it as a child process.
 
 #![allow(dead_code)]
+
+#[path = "rogue/namespace.rs"]
+pub mod namespace;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,6 +93,9 @@ pub enum Attack {
     OldRule,
     RemovedWriter,
     FakeHolder,
+    CrossVolume,
+    HeldEntries,
+    PeerNames,
 }
 
 impl Attack {
@@ -102,6 +110,9 @@ impl Attack {
             Attack::OldRule => &["announce"],
             Attack::RemovedWriter => &["sync", "gossip"],
             Attack::FakeHolder => &["hold"],
+            Attack::CrossVolume => &["sync", "gossip", "expire"],
+            Attack::HeldEntries => &["sync"],
+            Attack::PeerNames => &["sync", "gossip"],
         }
     }
 
@@ -280,6 +291,9 @@ async fn attack(args: Args) -> Result<(), String> {
                 Attack::Truncated => truncated(&ctx).await,
                 Attack::BadChunk => bad_chunk(&ctx).await,
                 Attack::ForgedEntry => forged(&ctx).await,
+                Attack::CrossVolume => namespace::cross_volume(&ctx).await,
+                Attack::HeldEntries => namespace::held_entries(&ctx).await,
+                Attack::PeerNames => namespace::peer_names(&ctx).await,
                 Attack::RemovedWriter => removed_writer::removed_writer(&ctx, &args).await,
                 Attack::Flood | Attack::OldRule | Attack::FakeHolder => {
                     unreachable!("handled above")

@@ -134,6 +134,10 @@ pub struct Status {
     /// Files, directories and symlinks in every mounted volume (their roots excluded).
     pub files: u64,
     pub rejected_entries: u64,
+    /// Entries of volumes whose record has not arrived, held unverified (bounded per peer and
+    /// in all), and how many were dropped over the bounds.
+    #[serde(default)]
+    pub held_entries: crate::fs::HeldStatus,
     // ---- Hostile peers (`net::guard`): offences by kind, disconnections, blocks. ----
     #[serde(default)]
     pub hostile: crate::net::guard::HostileStatus,
@@ -914,6 +918,7 @@ impl StatusSource {
             },
             files: stats.entries as u64,
             rejected_entries: stats.rejected_entries as u64,
+            held_entries: self.core.held_status(),
             // Hostile peers.
             hostile: self.cluster.net.guard.status(),
         }

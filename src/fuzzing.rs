@@ -38,7 +38,7 @@ pub const CHUNK_SECRET: [u8; 32] = [0xc5; 32];
 /// The key the chunk harness tries on arbitrary ciphertext.
 pub const CHUNK_KEY: [u8; 32] = [0x4b; 32];
 
-/// A stream of `/p2pfs/chunk/2` or `/p2pfs/sync/1` frames. The same bytes are read as each
+/// A stream of `/p2pfs/chunk/2` or `/p2pfs/sync/2` frames. The same bytes are read as each
 /// of the four message types (requests as the server reads them, responses as the client
 /// does), frame after frame until the stream ends or a frame is refused, as a connection
 /// would be.
@@ -165,7 +165,7 @@ fn received_entry(e: &Entry) {
             "an entry that decodes from the wire does not load back from its stored bytes"
         );
     }
-    let r = entry::resolve(Some(e), e);
+    let r = entry::resolve(Some(e), e).expect("an entry is a version of itself");
     assert!(r.displaced.is_none());
     let _ = (e.covers(e), e.supersedes(e), e.seen_of(e.origin));
 }

@@ -17,7 +17,7 @@ use p2pfs::cluster::NamespaceGossip;
 use p2pfs::fuzzing;
 use p2pfs::membership::{AnnouncedState, Announcement};
 use p2pfs::namespace::entry::{EntrySealer, descend};
-use p2pfs::namespace::{Entry, EntryId, EntryKind, EntryMeta, Timestamp, UserId};
+use p2pfs::namespace::{Entry, EntryId, EntryKey, EntryKind, EntryMeta, Timestamp, UserId};
 use p2pfs::rpc::chunk::{ChunkRequest, ChunkResponse, MAX_BODY};
 use p2pfs::rpc::frame::{MAX_HEADER, write_frame, write_frame_with_body};
 use p2pfs::rpc::sync::{MAX_FRAME, SyncRequest, SyncResponse};
@@ -311,7 +311,10 @@ fn frame_seeds() -> Vec<(String, Vec<u8>)> {
             "sync-pull-after",
             encode_frame(&SyncRequest::Pull {
                 bucket: 2,
-                after: Some(EntryId([2; 16])),
+                after: Some(EntryKey {
+                    id: EntryId([2; 16]),
+                    volume: fuzzing::VOLUME,
+                }),
             }),
         ),
         (

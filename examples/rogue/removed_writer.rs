@@ -25,7 +25,7 @@ async fn pull_all(ctx: &Ctx<'_>) -> Result<Vec<Entry>, String> {
             let Some(SyncResponse::Entries { entries, more }) = answer else {
                 return Err(format!("unexpected answer to a pull: {answer:?}"));
             };
-            after = entries.last().map(|e| e.id);
+            after = entries.last().map(|e| e.key());
             all.extend(entries);
             if !more || after.is_none() {
                 break;

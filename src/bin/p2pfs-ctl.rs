@@ -184,6 +184,12 @@ fn print_status(s: &Status) {
             s.rejected_entries
         );
     }
+    if s.held_entries.dropped > 0 {
+        println!(
+            "  held:        {} entries of unknown volumes dropped over the bounds ({} held, {} bytes)",
+            s.held_entries.dropped, s.held_entries.entries, s.held_entries.bytes
+        );
+    }
 }
 
 fn control_failed(e: ControlError) -> ExitCode {

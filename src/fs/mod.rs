@@ -27,7 +27,7 @@ pub use error::{FsError, FsResult};
 pub use file::ReadBuf;
 pub use file::RemoteChunks;
 use file::{ChunkIo, OpenFile, SealPool};
-pub use mount::{Mount, MountParts, VolumeInfo};
+pub use mount::{HeldStatus, Mount, MountParts, VolumeInfo};
 pub use tree::ROOT_INO;
 use tree::{Node, Tree};
 
@@ -549,11 +549,11 @@ impl FsCore {
         for (arrived, lost) in &pending {
             let superseded = self
                 .namespace
-                .get(&lost.id)?
+                .get(&lost.key())?
                 .is_some_and(|current| current.covers(lost))
-                || pending
-                    .iter()
-                    .any(|(_, other)| other.id == lost.id && other != lost && other.covers(lost));
+                || pending.iter().any(|(_, other)| {
+                    other.key() == lost.key() && other != lost && other.covers(lost)
+                });
             if superseded {
                 done.push(lost.clone());
             } else if now_ms.saturating_sub(*arrived) >= min_age.as_millis() as u64 {
@@ -595,7 +595,7 @@ impl FsCore {
             }
             // A concurrent version with the same content loses nothing (two nodes making the
             // same conflict copy, or writing the same bytes).
-            let kept = match self.namespace.get(&lost.id)? {
+            let kept = match self.namespace.get(&lost.key())? {
                 Some(k) if !k.deleted && k.chunks == lost.chunks => volume.open_entry(&k).ok(),
                 _ => None,
             };
@@ -603,7 +603,11 @@ impl FsCore {
                 continue;
             }
             let copy_id = conflict_copy_id(&lost);
-            if self.namespace.get(&copy_id)?.is_some() {
+            let copy_key = crate::namespace::EntryKey {
+                id: copy_id,
+                volume: volume.id,
+            };
+            if self.namespace.get(&copy_key)?.is_some() {
                 continue;
             }
             let mut name = meta.name.clone();
@@ -626,13 +630,40 @@ impl FsCore {
     pub fn apply_remote(&self, entries: Vec<Entry>) -> FsResult<RemoteApply> {
         let mut report = RemoteApply::default();
         let mut valid = Vec::with_capacity(entries.len());
-        for e in entries {
-            if self.admissible(&e) {
+        // This volume's live entries are opened before they are stored: one whose payload is
+        // inconsistent (e.g. a name a local create refuses) is refused, never stored or passed
+        // on. One sealed with a key this node does not have yet (the record with it is on its
+        // way) or no longer gets is stored, and shown once a key opens it.
+        let mut opened = HashMap::new();
+        let mut refused_first = None;
+        {
+            let volume = self.volume.read();
+            for e in entries {
+                if !self.admissible(&e) {
+                    report.rejected += 1;
+                    continue;
+                }
+                if e.volume == volume.id && !e.deleted && !VolumeRecord::is_record(&e) {
+                    match volume.open_entry(&e) {
+                        Ok(meta) => {
+                            opened.insert((e.id, e.version()), meta);
+                        }
+                        Err(crate::namespace::EntryError::Decrypt(_)) => {
+                            tracing::debug!(entry = %e.id, "entry sealed with a key this node lacks");
+                        }
+                        Err(err) => {
+                            refused_first.get_or_insert(err);
+                            report.rejected += 1;
+                            continue;
+                        }
+                    }
+                }
                 self.clock.observe(e.hlc);
                 valid.push(e);
-            } else {
-                report.rejected += 1;
             }
+        }
+        if let Some(err) = refused_first {
+            tracing::warn!(refused = report.rejected, error = %err, "entries from a peer do not open; refused");
         }
         let _g = self.mutate.lock();
         // The writers may have changed since the check ([`set_volume`] holds `mutate`, and a
@@ -658,16 +689,15 @@ impl FsCore {
                 tree.remove(&e.id);
                 continue;
             }
-            match volume.open_entry(e) {
+            // Opened above, unless the volume's keys changed meanwhile.
+            let meta = match opened.remove(&(e.id, e.version())) {
+                Some(meta) => Ok(meta),
+                None => volume.open_entry(e),
+            };
+            match meta {
                 Ok(meta) => tree.upsert(e, meta),
-                // Sealed with a key this node does not have yet (the record with it is on its
-                // way) or no longer gets: stored, shown once a key opens it.
-                Err(crate::namespace::EntryError::Decrypt(_)) => {
-                    tracing::debug!(entry = %e.id, "entry sealed with a key this node lacks");
-                }
                 Err(err) => {
-                    tracing::warn!(entry = %e.id, error = %err, "entry from a peer does not open; ignored");
-                    report.rejected += 1;
+                    tracing::debug!(entry = %e.id, error = %err, "stored entry does not open (yet)");
                 }
             }
         }

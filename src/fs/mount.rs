@@ -7,7 +7,7 @@
 //! Inode and handle numbers carry their volume in the top bits: `slot << 40 | local`, slot 0
 //! being the network volume (so its numbers are the core's own).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,9 +29,131 @@ const SLOT_SHIFT: u32 = 40;
 const LOCAL_MASK: u64 = (1 << SLOT_SHIFT) - 1;
 /// Volume directories in the root start with this; the network volume cannot use such names.
 const VOLUME_PREFIX: u8 = b'@';
-/// Entries of a volume whose record has not arrived yet wait here (bounded: beyond it they are
-/// dropped, and anti-entropy offers them again later).
+/// Entries of a volume whose record has not arrived yet wait here, unverified (nothing can
+/// check them before the record names the volume's writers). Bounded in number, in bytes per
+/// sending peer and in bytes in all: past a bound the oldest are dropped (counted in status,
+/// `held_entries.dropped`), and anti-entropy offers them again once the record is here. A peer
+/// can thus hold at most [`HELD_BYTES_PER_PEER`] of this node's memory this way, and all peers
+/// together [`HELD_BYTES`].
 const MAX_HELD: usize = 4096;
+pub const HELD_BYTES_PER_PEER: usize = 8 << 20;
+pub const HELD_BYTES: usize = 64 << 20;
+
+/// Who sent held entries (`None`: not a peer, e.g. entries applied again locally).
+pub type Source = Option<libp2p::PeerId>;
+
+/// `held_entries` in status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldStatus {
+    /// Entries waiting for their volume's record, and their size in memory.
+    pub entries: u64,
+    pub bytes: u64,
+    /// Entries dropped since start: over a peer's share, over the total, or too many.
+    pub dropped: u64,
+}
+
+/// What an entry costs held in memory (its variable parts, and the rest roughly).
+fn held_size(e: &Entry) -> usize {
+    e.payload.len() + e.chunks.len() * 32 + e.seen.len() * 16 + 256
+}
+
+struct HeldEntry {
+    entry: Entry,
+    bytes: usize,
+    source: Source,
+}
+
+/// The entries waiting for their volume's record, oldest first.
+#[derive(Default)]
+struct Held {
+    queue: VecDeque<HeldEntry>,
+    bytes: usize,
+    by_source: HashMap<Source, usize>,
+    dropped: u64,
+    /// Sources whose entries were dropped, logged once each (bounded like the rest).
+    warned: HashSet<Source>,
+}
+
+impl Held {
+    fn remove_at(&mut self, i: usize) -> Option<HeldEntry> {
+        let h = self.queue.remove(i)?;
+        self.bytes -= h.bytes;
+        if let Some(n) = self.by_source.get_mut(&h.source) {
+            *n -= h.bytes;
+            if *n == 0 {
+                self.by_source.remove(&h.source);
+            }
+        }
+        Some(h)
+    }
+
+    fn drop_one(&mut self, source: Source, why: &'static str) {
+        self.dropped += 1;
+        if self.warned.len() >= MAX_HELD {
+            self.warned.clear();
+        }
+        if self.warned.insert(source) {
+            tracing::warn!(peer = ?source, why, "entries of a volume with no record yet dropped (further drops are only counted in status)");
+        }
+    }
+
+    /// Holds `entry` from `source`, dropping the oldest held entries as needed to stay within
+    /// the bounds (or `entry` itself, when it alone is over a peer's share).
+    fn push(&mut self, entry: Entry, source: Source) {
+        let bytes = held_size(&entry);
+        if bytes > HELD_BYTES_PER_PEER {
+            self.drop_one(source, "entry over a peer's share");
+            return;
+        }
+        while self.by_source.get(&source).copied().unwrap_or(0) + bytes > HELD_BYTES_PER_PEER {
+            let Some(i) = self.queue.iter().position(|h| h.source == source) else {
+                break;
+            };
+            self.remove_at(i);
+            self.drop_one(source, "over the peer's share");
+        }
+        while !self.queue.is_empty()
+            && (self.bytes + bytes > HELD_BYTES || self.queue.len() >= MAX_HELD)
+        {
+            let oldest = self.remove_at(0).map(|h| h.source).unwrap_or(None);
+            self.drop_one(oldest, "over the total");
+        }
+        self.bytes += bytes;
+        *self.by_source.entry(source).or_default() += bytes;
+        self.queue.push_back(HeldEntry {
+            entry,
+            bytes,
+            source,
+        });
+    }
+
+    /// Takes out every held entry of `volume`.
+    fn take(&mut self, volume: &VolumeId) -> Vec<Entry> {
+        let (now, later): (VecDeque<HeldEntry>, VecDeque<HeldEntry>) =
+            std::mem::take(&mut self.queue)
+                .into_iter()
+                .partition(|h| h.entry.volume == *volume);
+        self.queue = later;
+        for h in &now {
+            self.bytes -= h.bytes;
+            if let Some(n) = self.by_source.get_mut(&h.source) {
+                *n -= h.bytes;
+                if *n == 0 {
+                    self.by_source.remove(&h.source);
+                }
+            }
+        }
+        now.into_iter().map(|h| h.entry).collect()
+    }
+
+    fn status(&self) -> HeldStatus {
+        HeldStatus {
+            entries: self.queue.len() as u64,
+            bytes: self.bytes as u64,
+            dropped: self.dropped,
+        }
+    }
+}
 
 fn enc(slot: usize, local: u64) -> u64 {
     ((slot as u64) << SLOT_SHIFT) | local
@@ -120,7 +242,7 @@ pub struct Mount {
     /// The record of every volume this node knows, member or not: its writers are checked
     /// before any entry of it is stored.
     registry: RwLock<HashMap<VolumeId, VolumeRecord>>,
-    held: Mutex<Vec<Entry>>,
+    held: Mutex<Held>,
     /// Listings built at `opendir` for the root and for member volumes (inode numbers mapped).
     listings: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     /// Entries refused here (not counted by a core): non-writers of other volumes, bad records.
@@ -189,7 +311,7 @@ impl Mount {
             network_id,
             slots: RwLock::new(Vec::new()),
             registry: RwLock::new(HashMap::new()),
-            held: Mutex::new(Vec::new()),
+            held: Mutex::new(Held::default()),
             listings: Mutex::new(HashMap::new()),
             rejected: AtomicU64::new(rejected),
             records: Mutex::new(()),
@@ -355,14 +477,7 @@ impl Mount {
         // keep.
         self.purge_refused(&entry.volume)?;
         // Entries that waited for this record.
-        let waiting: Vec<Entry> = {
-            let mut held = self.held.lock();
-            let (now, later) = std::mem::take(&mut *held)
-                .into_iter()
-                .partition(|e| e.volume == entry.volume);
-            *held = later;
-            now
-        };
+        let waiting = self.held.lock().take(&entry.volume);
         if !waiting.is_empty() {
             self.apply_remote(waiting)?;
         }
@@ -725,6 +840,12 @@ impl Mount {
     /// keeps and serves it without keys). Entries of a volume whose record has not arrived
     /// wait for it.
     pub fn apply_remote(&self, entries: Vec<Entry>) -> FsResult<RemoteApply> {
+        self.apply_from(None, entries)
+    }
+
+    /// As [`apply_remote`](Self::apply_remote), for entries sent by `source` (what it may
+    /// have held here is bounded per source).
+    pub fn apply_from(&self, source: Source, entries: Vec<Entry>) -> FsResult<RemoteApply> {
         let mut report = RemoteApply::default();
         // Refusals made here; a core counts its own.
         let mut refused = 0usize;
@@ -768,8 +889,9 @@ impl Mount {
             }
             if !held.is_empty() {
                 let mut waiting = self.held.lock();
-                let room = MAX_HELD.saturating_sub(waiting.len());
-                waiting.extend(held.into_iter().take(room));
+                for e in held {
+                    waiting.push(e, source);
+                }
             }
         }
         for (volume, batch) in batches {
@@ -839,6 +961,11 @@ impl Mount {
 
     pub fn namespace(&self) -> &NamespaceStore {
         &self.namespace
+    }
+
+    /// The entries waiting for their volume's record.
+    pub fn held_status(&self) -> HeldStatus {
+        self.held.lock().status()
     }
 
     pub fn pending_chunks(&self) -> HashSet<ChunkId> {
@@ -1081,7 +1208,7 @@ impl Mount {
         };
         let base = self
             .namespace
-            .get(&VolumeRecord::entry_id(&slot.volume.id))
+            .get(&VolumeRecord::entry_key(&slot.volume.id))
             .ok()
             .flatten()
             .map(|e| e.seen)

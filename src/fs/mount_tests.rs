@@ -200,7 +200,7 @@ fn writes_by_non_writers_and_forged_records_are_refused_everywhere() {
     let report = a.apply_remote(vec![smuggled.clone()]).unwrap();
     assert_eq!((report.applied, report.rejected), (0, 1));
     assert_eq!(a.stats().rejected_entries, before + 1);
-    assert!(a.namespace().get(&smuggled.id).unwrap().is_none());
+    assert!(a.namespace().get(&smuggled.key()).unwrap().is_none());
     // B's own record for A's volume (making itself a writer) is refused: not the owner.
     let mut grabbed = volume.clone();
     grabbed.writers.push(b_key.id);
@@ -214,7 +214,7 @@ fn writes_by_non_writers_and_forged_records_are_refused_everywhere() {
     // A replayed older record changes nothing.
     let stored = a
         .namespace()
-        .get(&VolumeRecord::entry_id(&volume.id))
+        .get(&VolumeRecord::entry_key(&volume.id))
         .unwrap()
         .unwrap();
     assert_eq!(a.apply_remote(vec![stored]).unwrap().applied, 0);
@@ -237,11 +237,11 @@ fn entries_wait_for_their_volume_record() {
         .partition(VolumeRecord::is_record);
     let report = b.apply_remote(files.clone()).unwrap();
     assert_eq!((report.applied, report.rejected), (0, 0));
-    assert!(b.namespace().get(&files[0].id).unwrap().is_none());
+    assert!(b.namespace().get(&files[0].key()).unwrap().is_none());
     b.apply_remote(records).unwrap();
     for f in &files {
         assert!(
-            b.namespace().get(&f.id).unwrap().is_some(),
+            b.namespace().get(&f.key()).unwrap().is_some(),
             "held entry stored"
         );
     }
@@ -457,4 +457,132 @@ fn a_removed_writer_made_reader_keeps_its_held_writes_and_no_later_ones() {
     let forged = back_dated_tombstone(&b.user, &held, Hlc(held.hlc.0 + 1));
     assert_eq!(a.apply_remote(vec![forged]).unwrap().rejected, 1);
     assert_eq!(read(&a, a.lookup(root, b"b.txt").unwrap().ino), b"by b");
+}
+
+/// An unsigned entry of an unknown volume with a payload of `payload` bytes (held entries are
+/// not checked before their record arrives).
+fn unknown_volume_entry(volume: u8, payload: usize) -> Entry {
+    Entry {
+        id: EntryId::random(),
+        volume: VolumeId([volume; 16]),
+        hlc: crate::util::hlc::Hlc(1),
+        author: UserId([1; 32]),
+        origin: 1,
+        deleted: false,
+        seen: vec![(1, crate::util::hlc::Hlc(1))],
+        chunks: vec![],
+        payload: vec![0; payload],
+        signature: [0; 64],
+    }
+}
+
+/// Held entries stay within a peer's share and the total, whoever sends them and however many;
+/// the oldest go first and every drop is counted; what stays is what was sent last.
+#[test]
+fn held_entries_are_bounded_per_peer_and_in_all() {
+    let net = Net::new();
+    let (a, _) = net.mount("a", 1);
+    let rogue = Some(libp2p::PeerId::random());
+    let mib = 1 << 20;
+    let sent: Vec<Entry> = (0..40).map(|_| unknown_volume_entry(7, mib)).collect();
+    for batch in sent.chunks(4) {
+        a.apply_from(rogue, batch.to_vec()).unwrap();
+    }
+    let s = a.held_status();
+    assert!(s.bytes as usize <= HELD_BYTES_PER_PEER, "{s:?}");
+    assert!(s.entries >= 6 && s.dropped == 40 - s.entries, "{s:?}");
+    let kept = a
+        .held
+        .lock()
+        .queue
+        .iter()
+        .map(|h| h.entry.id)
+        .collect::<Vec<_>>();
+    let newest: Vec<EntryId> = sent[40 - kept.len()..].iter().map(|e| e.id).collect();
+    assert_eq!(kept, newest, "the oldest are dropped");
+    // One entry over a peer's share is dropped alone.
+    a.apply_from(rogue, vec![unknown_volume_entry(7, HELD_BYTES_PER_PEER)])
+        .unwrap();
+    assert_eq!(a.held_status().dropped, s.dropped + 1);
+    // Many peers: the total holds.
+    for _ in 0..20 {
+        let peer = Some(libp2p::PeerId::random());
+        let batch: Vec<Entry> = (0..8)
+            .map(|_| unknown_volume_entry(8, mib - 4096))
+            .collect();
+        a.apply_from(peer, batch).unwrap();
+        assert!(a.held_status().bytes as usize <= HELD_BYTES);
+    }
+    let s = a.held_status();
+    assert!(s.bytes as usize > HELD_BYTES - 2 * mib, "{s:?}");
+    // Small entries: the count holds.
+    a.apply_from(
+        None,
+        (0..5000).map(|_| unknown_volume_entry(9, 10)).collect(),
+    )
+    .unwrap();
+    assert!(a.held_status().entries as usize <= MAX_HELD);
+}
+
+/// Entries from a peer whose names a local create refuses are refused, never stored or shown;
+/// the directory lists.
+#[test]
+fn peer_entries_with_invalid_names_are_refused() {
+    let net = Net::new();
+    let (a, _) = net.mount("a", 1);
+    let (b, _) = net.mount("b", 2);
+    write(&a, ROOT_INO, "good", b"x").unwrap();
+    exchange(&[&a, &b]);
+    let network = Volume::for_network(&NetworkKey([9; 32]));
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let sealer = EntrySealer {
+        volume: network.id,
+        payload_key: network.payload_key(),
+        signer: &signer,
+        origin: 77,
+    };
+    let bad: Vec<Entry> = [&b""[..], b".", b"..", &[b'a'; 256][..]]
+        .iter()
+        .map(|name| {
+            let meta = EntryMeta::new_empty(
+                network.root_id(),
+                name.to_vec(),
+                EntryKind::File,
+                0o644,
+                (0, 0),
+                Timestamp::now(),
+            );
+            sealer.seal(EntryId::random(), crate::util::hlc::Hlc(5), &[], &meta)
+        })
+        .collect();
+    let before = b.stats().rejected_entries;
+    let report = b.apply_remote(bad.clone()).unwrap();
+    assert_eq!((report.applied, report.rejected), (0, bad.len()));
+    assert_eq!(b.stats().rejected_entries, before + bad.len());
+    for e in &bad {
+        assert!(b.namespace().get(&e.key()).unwrap().is_none());
+    }
+    assert_eq!(names(&b, ROOT_INO), vec!["@home", "good"]);
+}
+
+/// Taking a volume's held entries gives back exactly those, and their bytes to their senders.
+#[test]
+fn held_entries_of_a_volume_are_taken_with_their_accounting() {
+    let mut held = Held::default();
+    let (p, q) = (
+        Some(libp2p::PeerId::random()),
+        Some(libp2p::PeerId::random()),
+    );
+    let a: Vec<Entry> = (0..3).map(|_| unknown_volume_entry(1, 1000)).collect();
+    let b: Vec<Entry> = (0..2).map(|_| unknown_volume_entry(2, 1000)).collect();
+    for (i, e) in a.iter().chain(&b).enumerate() {
+        held.push(e.clone(), if i % 2 == 0 { p } else { q });
+    }
+    assert_eq!(held.take(&VolumeId([1; 16])), a);
+    assert_eq!(held.status().entries, 2);
+    let left: usize = held.by_source.values().sum();
+    assert_eq!(left, held.bytes);
+    assert_eq!(held.bytes, b.iter().map(held_size).sum::<usize>());
+    assert_eq!(held.take(&VolumeId([2; 16])), b);
+    assert!(held.by_source.is_empty() && held.bytes == 0);
 }

@@ -223,7 +223,10 @@ fn rename_overwrites_and_directory_rename_rewrites_only_it_and_its_parents() {
     let b = c.mkdir(ROOT_INO, b"b", 0o755, ME).unwrap();
     let before_b = c
         .namespace
-        .get(&c.tree.read().get(b.ino).unwrap().id)
+        .get(&crate::namespace::EntryKey {
+            id: c.tree.read().get(b.ino).unwrap().id,
+            volume: c.volume_id(),
+        })
         .unwrap()
         .unwrap();
     c.rename(ROOT_INO, b"a", b.ino, b"moved", false).unwrap();
@@ -480,7 +483,11 @@ fn an_intermediate_version_makes_no_conflict_copy() {
     };
     let id = id_of(&p.a);
     overwrite(&p.a, "f", b"intermediate on A");
-    let intermediate = p.a.namespace().get(&id).unwrap().unwrap();
+    let key = crate::namespace::EntryKey {
+        id,
+        volume: p.a.volume_id(),
+    };
+    let intermediate = p.a.namespace().get(&key).unwrap().unwrap();
     overwrite(&p.a, "f", b"final on A");
     overwrite(&p.b, "f", b"written on B, later");
     // The intermediate version reaches B first: displaced, but not copied before it settles.

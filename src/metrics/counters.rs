@@ -275,7 +275,7 @@ impl Traffic {
 
 /// `/p2pfs/chunk/2`, both as client and as server.
 pub static CHUNK_TRAFFIC: Traffic = Traffic::new();
-/// `/p2pfs/sync/1`, both as initiator and as responder.
+/// `/p2pfs/sync/2`, both as initiator and as responder.
 pub static SYNC_TRAFFIC: Traffic = Traffic::new();
 
 // ---------------------------------------------------------------------------------------------

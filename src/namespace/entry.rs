@@ -38,6 +38,20 @@ pub enum EntryError {
     Decrypt(EntryId),
     #[error("entry {0}: payload is inconsistent: {1}")]
     Inconsistent(EntryId, &'static str),
+    #[error("entries {0} and {1} are not versions of one entry (their ids or volumes differ)")]
+    NotSameEntry(EntryKey, EntryKey),
+}
+
+/// Whether `name` may name an entry in a directory: what a local create accepts, and what
+/// every entry from a peer must carry too (the kernel fails a whole `readdir` with EIO on a
+/// name such as "" or "..").
+pub fn name_is_valid(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != b"."
+        && name != b".."
+        && !name.contains(&b'/')
+        && !name.contains(&0)
 }
 
 /// Random, permanent id of a file, directory or symlink (survives renames).
@@ -66,6 +80,44 @@ impl fmt::Debug for EntryId {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct VolumeId(#[serde(with = "fixed_bytes")] pub [u8; 16]);
+
+/// What names an entry everywhere it is stored or asked for: its id within its volume. Ids
+/// are chosen by writers, so an id alone names nothing: a member of one volume can sign an
+/// entry with the id of another volume's entry, and it must never touch that one. Ordered as
+/// its bytes (id, then volume), so the first byte is the id's (sync's digest buckets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EntryKey {
+    pub id: EntryId,
+    pub volume: VolumeId,
+}
+
+impl EntryKey {
+    pub const LEN: usize = 32;
+
+    /// `id || volume`: the store's key.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut k = [0u8; Self::LEN];
+        k[..16].copy_from_slice(&self.id.0);
+        k[16..].copy_from_slice(&self.volume.0);
+        k
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != Self::LEN {
+            return None;
+        }
+        Some(Self {
+            id: EntryId(b[..16].try_into().expect("16 bytes")),
+            volume: VolumeId(b[16..].try_into().expect("16 bytes")),
+        })
+    }
+}
+
+impl fmt::Display for EntryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in volume {}", self.id, self.volume)
+    }
+}
 
 impl fmt::Display for VolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -399,6 +451,14 @@ impl Entry {
         h[..16].try_into().expect("16 bytes")
     }
 
+    /// The entry this is a version of: its id in its volume.
+    pub fn key(&self) -> EntryKey {
+        EntryKey {
+            id: self.id,
+            volume: self.volume,
+        }
+    }
+
     pub fn version(&self) -> Version {
         Version {
             hlc: self.hlc,
@@ -524,17 +584,24 @@ pub struct Resolution<'a> {
     pub displaced: Option<&'a Entry>,
 }
 
-/// Resolves `incoming` against the state of its id. A version written on top of the other
+/// Resolves `incoming` against the state of its entry. A version written on top of the other
 /// replaces it. Concurrent versions (neither writer had seen the other's): a modify beats a
 /// delete; of two deletes or two modifies the later wins (last writer wins), and a losing
-/// modify is reported as displaced.
-pub fn resolve<'a>(current: Option<&'a Entry>, incoming: &'a Entry) -> Resolution<'a> {
+/// modify is reported as displaced. Two entries of different volumes (or ids) are never
+/// versions of one another, whatever their histories say: refused.
+pub fn resolve<'a>(
+    current: Option<&'a Entry>,
+    incoming: &'a Entry,
+) -> Result<Resolution<'a>, EntryError> {
     let Some(cur) = current else {
-        return Resolution {
+        return Ok(Resolution {
             keep: incoming,
             displaced: None,
-        };
+        });
     };
+    if cur.key() != incoming.key() {
+        return Err(EntryError::NotSameEntry(cur.key(), incoming.key()));
+    }
     let later = |a: &'a Entry, b: &'a Entry| if a.supersedes(b) { (a, b) } else { (b, a) };
     let (keep, displaced) = match (incoming.covers(cur), cur.covers(incoming)) {
         // Same history: a replay, or (only from a forged or corrupt writer) a twin.
@@ -551,12 +618,12 @@ pub fn resolve<'a>(current: Option<&'a Entry>, incoming: &'a Entry) -> Resolutio
             }
         },
     };
-    Resolution { keep, displaced }
+    Ok(Resolution { keep, displaced })
 }
 
-/// Merges `incoming` into the state of its id: returns the entry that should be kept.
-pub fn merge<'a>(current: Option<&'a Entry>, incoming: &'a Entry) -> &'a Entry {
-    resolve(current, incoming).keep
+/// Merges `incoming` into the state of its entry: returns the entry that should be kept.
+pub fn merge<'a>(current: Option<&'a Entry>, incoming: &'a Entry) -> Result<&'a Entry, EntryError> {
+    Ok(resolve(current, incoming)?.keep)
 }
 
 #[cfg(test)]
@@ -658,14 +725,14 @@ mod tests {
         let v0 = version(1, 10, &[], false);
         let v1 = version(2, 20, &v0.seen, false); // node 2 edits after seeing v0
         assert_eq!(
-            resolve(Some(&v0), &v1),
+            resolve(Some(&v0), &v1).unwrap(),
             Resolution {
                 keep: &v1,
                 displaced: None
             }
         );
         assert_eq!(
-            resolve(Some(&v1), &v0),
+            resolve(Some(&v1), &v0).unwrap(),
             Resolution {
                 keep: &v1,
                 displaced: None
@@ -676,14 +743,14 @@ mod tests {
         // is displaced (kept as a conflict copy by the caller), whichever arrives first.
         let v2 = version(1, 25, &v0.seen, false);
         assert_eq!(
-            resolve(Some(&v1), &v2),
+            resolve(Some(&v1), &v2).unwrap(),
             Resolution {
                 keep: &v2,
                 displaced: Some(&v1)
             }
         );
         assert_eq!(
-            resolve(Some(&v2), &v1),
+            resolve(Some(&v2), &v1).unwrap(),
             Resolution {
                 keep: &v2,
                 displaced: Some(&v1)
@@ -693,14 +760,14 @@ mod tests {
         // A delete concurrent with a modify loses even when it is later.
         let del = version(3, 99, &v0.seen, true);
         assert_eq!(
-            resolve(Some(&v1), &del),
+            resolve(Some(&v1), &del).unwrap(),
             Resolution {
                 keep: &v1,
                 displaced: None
             }
         );
         assert_eq!(
-            resolve(Some(&del), &v1),
+            resolve(Some(&del), &v1).unwrap(),
             Resolution {
                 keep: &v1,
                 displaced: None
@@ -708,10 +775,48 @@ mod tests {
         );
         // A delete of what the deleter saw wins.
         let del_seen = version(3, 30, &v1.seen, true);
-        assert_eq!(resolve(Some(&v1), &del_seen).keep, &del_seen);
-        assert_eq!(resolve(Some(&del_seen), &v1).keep, &del_seen);
+        assert_eq!(resolve(Some(&v1), &del_seen).unwrap().keep, &del_seen);
+        assert_eq!(resolve(Some(&del_seen), &v1).unwrap().keep, &del_seen);
         // Replays change nothing.
-        assert_eq!(resolve(Some(&v1), &v1.clone()).displaced, None);
+        assert_eq!(resolve(Some(&v1), &v1.clone()).unwrap().displaced, None);
+    }
+
+    /// Versions of entries of different volumes never meet, whatever their ids and histories:
+    /// a tombstone that claims another volume's entry id and has seen everything is refused.
+    #[test]
+    fn resolve_refuses_entries_of_another_volume() {
+        let victim = version(1, 10, &[], false);
+        let mut everything: Seen = (0..MAX_SEEN as u64).map(|o| (o, Hlc(u64::MAX))).collect();
+        everything.sort_unstable();
+        let mut hostile = version(2, u64::MAX, &everything, true);
+        hostile.volume = VolumeId([9; 16]);
+        assert!(hostile.covers(&victim));
+        assert_eq!(
+            resolve(Some(&victim), &hostile),
+            Err(EntryError::NotSameEntry(victim.key(), hostile.key()))
+        );
+        assert!(resolve(Some(&hostile), &victim).is_err());
+        let mut other_id = version(2, 20, &victim.seen, false);
+        other_id.id = EntryId([2; 16]);
+        assert!(merge(Some(&victim), &other_id).is_err());
+        // The same id in the same volume still resolves.
+        let later = version(2, 20, &victim.seen, true);
+        assert_eq!(resolve(Some(&victim), &later).unwrap().keep, &later);
+    }
+
+    #[test]
+    fn entry_keys_order_as_their_bytes() {
+        let a = EntryKey {
+            id: EntryId([1; 16]),
+            volume: VolumeId([9; 16]),
+        };
+        let b = EntryKey {
+            id: EntryId([2; 16]),
+            volume: VolumeId([0; 16]),
+        };
+        assert!(a < b && a.to_bytes() < b.to_bytes());
+        assert_eq!(EntryKey::from_bytes(&a.to_bytes()), Some(a));
+        assert_eq!(EntryKey::from_bytes(&a.id.0), None);
     }
 
     #[test]
@@ -775,7 +880,7 @@ mod tests {
                 }
                 Step::Receive(n, from) => {
                     if let Some(e) = state[from].clone() {
-                        state[n] = Some(merge(state[n].as_ref(), &e).clone());
+                        state[n] = Some(merge(state[n].as_ref(), &e).unwrap().clone());
                     }
                 }
             }
@@ -788,7 +893,7 @@ mod tests {
         let mut state: Option<Entry> = None;
         let mut displaced = Vec::new();
         for v in versions {
-            let r = resolve(state.as_ref(), v);
+            let r = resolve(state.as_ref(), v).unwrap();
             if let Some(d) = r.displaced {
                 displaced.push(d.clone());
             }

@@ -8,7 +8,7 @@ pub mod view;
 pub mod volume;
 
 pub use entry::{
-    Entry, EntryError, EntryId, EntryKind, EntryMeta, Seen, Timestamp, UserId, Version,
+    Entry, EntryError, EntryId, EntryKey, EntryKind, EntryMeta, Seen, Timestamp, UserId, Version,
     VersionHash, VolumeId,
 };
 pub use store::{Committed, NamespaceError, NamespaceStore, Purged};

@@ -6,10 +6,12 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::entry::{self, Entry, EntryError, EntryId};
+use super::entry::{self, Entry, EntryError, EntryKey};
 use crate::block::ChunkId;
 use crate::util::hlc::Hlc;
 
+/// Every table that names entries keys them by [`EntryKey`] (`id || volume`): an entry of one
+/// volume never replaces, displaces or blocks an entry of another, whatever id it claims.
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 /// Chunk id -> how many stored live entries reference it. Kept in the same transaction as
 /// `entries`, so garbage collection asks it instead of scanning the namespace.
@@ -19,15 +21,19 @@ const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("tombstones"
 /// Expired tombstones: gone from `entries` (so from digests and sync), kept here to refuse the
 /// versions they deleted should a node that was away bring one back, and to hand back to it.
 const FORGOTTEN: TableDefinition<&[u8], &[u8]> = TableDefinition::new("forgotten");
-/// Live versions that lost to a concurrent one, waiting to become conflict copies: key = id ||
-/// hlc || origin, value = arrival (ms since the epoch, 8 bytes LE) || the entry. They wait a
+/// Live versions that lost to a concurrent one, waiting to become conflict copies: key = entry
+/// key || hlc || origin, value = arrival (ms since the epoch, 8 bytes LE) || the entry. They wait a
 /// little because the version that lost may be an intermediate one (a truncate before a write,
 /// a checkpoint) whose own later version is still on its way: only the last of a line is kept.
 /// Their chunks count as referenced meanwhile.
 const DISPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("displaced");
+/// The store's layout version (`"layout"`): absent in stores written before entries were keyed
+/// by their volume (layout 1: keyed by id alone), which [`NamespaceStore::open`] migrates.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const LAYOUT: u64 = 2;
 
 fn displaced_key(e: &Entry) -> Vec<u8> {
-    let mut k = e.id.0.to_vec();
+    let mut k = e.key().to_bytes().to_vec();
     k.extend_from_slice(&e.hlc.0.to_be_bytes());
     k.extend_from_slice(&e.origin.to_be_bytes());
     k
@@ -67,6 +73,84 @@ pub enum NamespaceError {
     Db(#[from] redb::Error),
     #[error("namespace entry: {0}")]
     Entry(#[from] EntryError),
+    #[error(
+        "namespace store has layout {0}, newer than this version of p2pfs reads ({LAYOUT}): run the newer version"
+    )]
+    Layout(u64),
+}
+
+/// Re-keys a layout-1 store (entries keyed by id alone) by entry key, in the caller's
+/// transaction: every table that names entries is rewritten from the entries it holds. Chunk
+/// references do not change (the same entries reference the same chunks).
+fn migrate_to_volume_keys(txn: &redb::WriteTransaction) -> Result<(), NamespaceError> {
+    let mut moved = 0usize;
+    // ENTRIES and TOMBSTONES: the value is the entry (TOMBSTONES' key is ENTRIES' key).
+    let mut entries = txn.open_table(ENTRIES).map_err(db_err)?;
+    let mut index = txn.open_table(TOMBSTONES).map_err(db_err)?;
+    let old: Vec<(Vec<u8>, Vec<u8>)> = entries
+        .iter()
+        .map_err(db_err)?
+        .filter_map(|row| row.ok())
+        .filter(|(k, _)| k.value().len() != EntryKey::LEN)
+        .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+        .collect();
+    for (key, value) in old {
+        entries.remove(key.as_slice()).map_err(db_err)?;
+        let was_tombstone = index.remove(key.as_slice()).map_err(db_err)?.is_some();
+        match Entry::from_bytes(&value) {
+            Ok(e) if e.id.0[..] == key[..] => {
+                let new = e.key().to_bytes();
+                entries.insert(&new[..], value.as_slice()).map_err(db_err)?;
+                if was_tombstone || e.deleted {
+                    index.insert(&new[..], ()).map_err(db_err)?;
+                }
+                moved += 1;
+            }
+            // Kept out as `for_each_entry` would refuse it; peers resend good copies. Its
+            // chunk references stay (a leak of counts, never a chunk deleted in use).
+            _ => tracing::error!("undecodable stored entry dropped while re-keying the store"),
+        }
+    }
+    let stale: Vec<Vec<u8>> = index
+        .iter()
+        .map_err(db_err)?
+        .filter_map(|row| row.ok())
+        .map(|(k, _)| k.value().to_vec())
+        .filter(|k| k.len() != EntryKey::LEN)
+        .collect();
+    for key in stale {
+        index.remove(key.as_slice()).map_err(db_err)?;
+    }
+    // FORGOTTEN and DISPLACED: the value holds the entry (DISPLACED's after an 8-byte time).
+    for (def, skip) in [(FORGOTTEN, 0usize), (DISPLACED, 8)] {
+        let mut table = txn.open_table(def).map_err(db_err)?;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = table
+            .iter()
+            .map_err(db_err)?
+            .filter_map(|row| row.ok())
+            .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+            .collect();
+        for (key, value) in rows {
+            let Some(e) = value.get(skip..).and_then(|b| Entry::from_bytes(b).ok()) else {
+                continue;
+            };
+            let new = if skip == 0 {
+                e.key().to_bytes().to_vec()
+            } else {
+                displaced_key(&e)
+            };
+            if new != key {
+                table.remove(key.as_slice()).map_err(db_err)?;
+                table
+                    .insert(new.as_slice(), value.as_slice())
+                    .map_err(db_err)?;
+            }
+        }
+    }
+    if moved > 0 {
+        tracing::info!(entries = moved, "namespace store re-keyed by volume");
+    }
+    Ok(())
 }
 
 impl NamespaceError {
@@ -142,6 +226,18 @@ impl NamespaceStore {
         txn.open_table(TOMBSTONES).map_err(db_err)?;
         txn.open_table(FORGOTTEN).map_err(db_err)?;
         txn.open_table(DISPLACED).map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let layout = meta.get("layout").map_err(db_err)?.map(|v| v.value());
+            match layout {
+                Some(LAYOUT) => {}
+                None => {
+                    migrate_to_volume_keys(&txn)?;
+                    meta.insert("layout", LAYOUT).map_err(db_err)?;
+                }
+                Some(other) => return Err(NamespaceError::Layout(other)),
+            }
+        }
         txn.commit().map_err(db_err)?;
         Ok(Self {
             db: std::sync::Arc::new(db),
@@ -229,7 +325,7 @@ impl NamespaceStore {
             let mut index = txn.open_table(TOMBSTONES).map_err(db_err)?;
             let mut forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
             for t in tombstones.iter().filter(|t| t.deleted) {
-                let key = &t.id.0[..];
+                let key = &t.key().to_bytes()[..];
                 let (stored, stored_hash) = match entries.get(key).map_err(db_err)? {
                     Some(v) => (
                         Entry::from_bytes(v.value()).ok(),
@@ -296,7 +392,7 @@ impl NamespaceStore {
         for row in table.iter().map_err(db_err)? {
             let (key, value) = row.map_err(db_err)?;
             match Entry::from_bytes(value.value()) {
-                Ok(e) if e.id.0[..] == *key.value() => take(e),
+                Ok(e) if e.key().to_bytes()[..] == *key.value() => take(e),
                 Ok(e) => {
                     tracing::error!(entry = %e.id, "stored entry under the wrong key; skipped");
                     rejected += 1;
@@ -310,10 +406,10 @@ impl NamespaceStore {
         Ok(rejected)
     }
 
-    pub fn get(&self, id: &EntryId) -> Result<Option<Entry>, NamespaceError> {
+    pub fn get(&self, key: &EntryKey) -> Result<Option<Entry>, NamespaceError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(ENTRIES).map_err(db_err)?;
-        match table.get(&id.0[..]).map_err(db_err)? {
+        match table.get(&key.to_bytes()[..]).map_err(db_err)? {
             Some(v) => Ok(Some(Entry::from_bytes(v.value())?)),
             None => Ok(None),
         }
@@ -350,17 +446,18 @@ impl NamespaceStore {
         Ok(buckets)
     }
 
-    /// Entries of one digest bucket, in id order, starting after `after`, at most `limit`.
+    /// Entries of one digest bucket, in key order, starting after `after`, at most `limit`.
     pub fn bucket_entries(
         &self,
         bucket: u8,
-        after: Option<EntryId>,
+        after: Option<EntryKey>,
         limit: usize,
     ) -> Result<Vec<Entry>, NamespaceError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(ENTRIES).map_err(db_err)?;
+        let after = after.map(|a| a.to_bytes());
         let start = match after {
-            Some(id) => id.0.to_vec(),
+            Some(key) => key.to_vec(),
             None => vec![bucket],
         };
         let mut out = Vec::new();
@@ -370,7 +467,7 @@ impl NamespaceStore {
             if key.first() != Some(&bucket) {
                 break;
             }
-            if after.is_some_and(|a| key == a.0) {
+            if after.is_some_and(|a| key == a) {
                 continue;
             }
             if let Ok(e) = Entry::from_bytes(value.value()) {
@@ -407,7 +504,7 @@ impl NamespaceStore {
             let mut displaced = txn.open_table(DISPLACED).map_err(db_err)?;
             let forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
             for incoming in entries {
-                let key = &incoming.id.0[..];
+                let key = &incoming.key().to_bytes()[..];
                 let (current, current_hash) = match table.get(key).map_err(db_err)? {
                     Some(v) => (
                         Entry::from_bytes(v.value()).ok(),
@@ -423,7 +520,14 @@ impl NamespaceStore {
                     out.forgotten.push(t);
                     continue;
                 }
-                let resolution = entry::resolve(current.as_ref(), incoming);
+                let resolution = match entry::resolve(current.as_ref(), incoming) {
+                    Ok(r) => r,
+                    // Only a stored value under another entry's key (damage) gets here.
+                    Err(e) => {
+                        tracing::error!(error = %e, "stored entry does not match its key; incoming version refused");
+                        continue;
+                    }
+                };
                 if let Some(lost) = resolution.displaced {
                     let dkey = displaced_key(lost);
                     if displaced.get(dkey.as_slice()).map_err(db_err)?.is_none() {
@@ -523,7 +627,7 @@ impl NamespaceStore {
             let mut displaced = txn.open_table(DISPLACED).map_err(db_err)?;
             let mut forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
             for e in versions {
-                let key = &e.id.0[..];
+                let key = &e.key().to_bytes()[..];
                 let stored = entries
                     .get(key)
                     .map_err(db_err)?
@@ -571,6 +675,7 @@ impl NamespaceStore {
 mod purge_tests {
     use super::*;
     use crate::block::{ChunkKey, ChunkRef};
+    use crate::namespace::EntryId;
     use crate::namespace::entry::{EntryKind, EntryMeta, EntrySealer, Timestamp, VolumeId};
     use ed25519_dalek::SigningKey;
 
@@ -622,8 +727,8 @@ mod purge_tests {
         let purged = store.purge(&[over.clone(), a.clone(), stranger]).unwrap();
         assert_eq!(purged.current, vec![over.clone()]);
         assert_eq!(purged.released, vec![ChunkId([2; 32])]);
-        assert!(store.get(&id).unwrap().is_none());
-        assert_eq!(store.get(&other).unwrap(), Some(b.clone()));
+        assert!(store.get(&over.key()).unwrap().is_none());
+        assert_eq!(store.get(&b.key()).unwrap(), Some(b.clone()));
         assert!(store.displaced().unwrap().is_empty());
         assert_eq!(store.tombstones_len().unwrap(), 0);
         assert_eq!(store.digest().unwrap(), store.scan_digest().unwrap());
@@ -652,7 +757,9 @@ mod purge_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::namespace::entry::{EntryKind, EntryMeta, EntrySealer, Timestamp, VolumeId};
+    use crate::namespace::entry::{
+        EntryId, EntryKind, EntryMeta, EntrySealer, Timestamp, VolumeId,
+    };
     use crate::util::hlc::Hlc;
     use ed25519_dalek::SigningKey;
 
@@ -715,7 +822,7 @@ mod tests {
         let loaded = store.load_all().unwrap();
         assert_eq!(loaded.entries, vec![new.clone()]);
         assert_eq!(loaded.rejected, 0);
-        assert_eq!(store.get(&id).unwrap(), Some(new.clone()));
+        assert_eq!(store.get(&new.key()).unwrap(), Some(new.clone()));
         let digest = store.digest().unwrap();
         assert_ne!(digest[5], [0; 32]);
         assert_eq!(digest.iter().filter(|b| **b != [0; 32]).count(), 1);
@@ -723,7 +830,12 @@ mod tests {
             store.bucket_entries(5, None, 10).unwrap(),
             vec![new.clone()]
         );
-        assert!(store.bucket_entries(5, Some(id), 10).unwrap().is_empty());
+        assert!(
+            store
+                .bucket_entries(5, Some(new.key()), 10)
+                .unwrap()
+                .is_empty()
+        );
         assert!(store.bucket_entries(6, None, 10).unwrap().is_empty());
         assert_eq!(store.len().unwrap(), 1);
     }
@@ -788,7 +900,7 @@ mod tests {
         // Expiry takes it out of the namespace (and its digest).
         let digest = store.digest().unwrap();
         assert_eq!(store.forget(std::slice::from_ref(&b_dead)).unwrap(), 1);
-        assert_eq!(store.get(&b).unwrap(), None);
+        assert_eq!(store.get(&b_dead.key()).unwrap(), None);
         assert_eq!(store.tombstones_len().unwrap(), 0);
         assert_eq!(store.forgotten_len().unwrap(), 1);
         assert_ne!(store.digest().unwrap(), digest);
@@ -864,5 +976,134 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn other_volume(sk: &SigningKey, volume: u8) -> EntrySealer<'_> {
+        EntrySealer {
+            volume: VolumeId([volume; 16]),
+            payload_key: &[2; 32],
+            signer: sk,
+            origin: 9,
+        }
+    }
+
+    /// A tombstone of another volume that claims a stored entry's id, with a history that
+    /// covers everything, neither replaces nor displaces it, nor expires it, nor blocks its
+    /// later versions: it is another entry.
+    #[test]
+    fn entries_of_two_volumes_with_one_id_never_meet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NamespaceStore::open(&dir.path().join("ns.redb")).unwrap();
+        let (sk, rogue) = (
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[7; 32]),
+        );
+        let victim = sealer(&sk);
+        let id = EntryId([4; 16]);
+        let v1 = victim.seal(id, Hlc(10), &[], &file_meta(&[1]));
+        store.commit(std::slice::from_ref(&v1)).unwrap();
+        let everything: Vec<(u64, Hlc)> = (0..32).map(|o| (o, Hlc(u64::MAX - 1))).collect();
+        let hostile = other_volume(&rogue, 0xee).tombstone(id, Hlc(u64::MAX - 1), &everything);
+        assert!(hostile.covers(&v1));
+        let c = store.commit(std::slice::from_ref(&hostile)).unwrap();
+        assert_eq!(c.applied, vec![hostile.clone()], "stored as its own entry");
+        assert!(c.displaced.is_empty() && c.released.is_empty());
+        assert_eq!(store.get(&v1.key()).unwrap(), Some(v1.clone()));
+        assert_eq!(store.get(&hostile.key()).unwrap(), Some(hostile.clone()));
+        assert_eq!(store.referenced(&[ChunkId([1; 32])]).unwrap(), [true]);
+        // Expiring it forgets only itself.
+        assert_eq!(store.forget(std::slice::from_ref(&hostile)).unwrap(), 1);
+        assert_eq!(store.get(&v1.key()).unwrap(), Some(v1.clone()));
+        // A later version of the victim is not refused by the forgotten tombstone.
+        let v2 = victim.seal(id, Hlc(20), &v1.seen, &file_meta(&[2]));
+        let c = store.commit(std::slice::from_ref(&v2)).unwrap();
+        assert_eq!(c.applied, vec![v2.clone()]);
+        assert!(c.forgotten.is_empty());
+        // A concurrent live version in a third volume is no conflict of the victim's.
+        let twin = other_volume(&rogue, 0xdd).seal(id, Hlc(30), &[], &file_meta(&[3]));
+        let c = store.commit(std::slice::from_ref(&twin)).unwrap();
+        assert!(c.displaced.is_empty() && c.forgotten.is_empty());
+        assert_eq!(c.applied, vec![twin.clone()]);
+        let mut all = store.load_all().unwrap().entries;
+        all.sort_by_key(|e| e.key());
+        let mut want = vec![v2.clone(), twin.clone()];
+        want.sort_by_key(|e| e.key());
+        assert_eq!(all, want);
+        // Both are in the same digest bucket, and pages go through both.
+        let page = store.bucket_entries(4, None, 1).unwrap();
+        assert_eq!(page.len(), 1);
+        let rest = store.bucket_entries(4, Some(page[0].key()), 10).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_ne!(rest[0].key(), page[0].key());
+        assert_eq!(store.digest().unwrap(), store.scan_digest().unwrap());
+    }
+
+    /// A store written before entries were keyed by volume (ids alone as keys, no layout) is
+    /// re-keyed at open: every entry, tombstone index row, expired tombstone and displaced
+    /// version is found under its new key, and nothing else changes.
+    #[test]
+    fn opening_a_layout_one_store_rekeys_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns.redb");
+        let sk = SigningKey::from_bytes(&[1; 32]);
+        let s = sealer(&sk);
+        let live = s.seal(EntryId([1; 16]), Hlc(10), &[], &file_meta(&[1]));
+        let dead = s.tombstone(EntryId([2; 16]), Hlc(11), &[]);
+        let forgotten = s.tombstone(EntryId([3; 16]), Hlc(12), &[]);
+        let lost = s.seal(EntryId([1; 16]), Hlc(9), &[], &file_meta(&[5]));
+        {
+            // The old layout, written as the old code did.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut entries = txn.open_table(ENTRIES).unwrap();
+                let mut index = txn.open_table(TOMBSTONES).unwrap();
+                let mut refs = txn.open_table(CHUNK_REFS).unwrap();
+                let mut gone = txn.open_table(FORGOTTEN).unwrap();
+                let mut displaced = txn.open_table(DISPLACED).unwrap();
+                for e in [&live, &dead] {
+                    entries
+                        .insert(&e.id.0[..], e.to_bytes().as_slice())
+                        .unwrap();
+                }
+                index.insert(&dead.id.0[..], ()).unwrap();
+                refs.insert(&[1u8; 32][..], 1).unwrap();
+                refs.insert(&[5u8; 32][..], 1).unwrap();
+                gone.insert(&forgotten.id.0[..], forgotten.to_bytes().as_slice())
+                    .unwrap();
+                let mut dkey = lost.id.0.to_vec();
+                dkey.extend_from_slice(&lost.hlc.0.to_be_bytes());
+                dkey.extend_from_slice(&lost.origin.to_be_bytes());
+                let mut value = 77u64.to_le_bytes().to_vec();
+                value.extend_from_slice(&lost.to_bytes());
+                displaced.insert(dkey.as_slice(), value.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = NamespaceStore::open(&path).unwrap();
+        let loaded = store.load_all().unwrap();
+        assert_eq!(loaded.rejected, 0);
+        assert_eq!(loaded.entries.len(), 2);
+        assert_eq!(store.get(&live.key()).unwrap(), Some(live.clone()));
+        assert_eq!(store.get(&dead.key()).unwrap(), Some(dead.clone()));
+        assert_eq!(store.tombstones(Hlc(100)).unwrap(), vec![dead.clone()]);
+        assert_eq!(store.tombstones_len().unwrap(), 1);
+        assert_eq!(store.forgotten_len().unwrap(), 1);
+        assert_eq!(store.displaced().unwrap(), vec![(77, lost.clone())]);
+        // The expired tombstone still refuses what it deleted.
+        let deleted = s.seal(EntryId([3; 16]), Hlc(1), &[], &file_meta(&[9]));
+        let c = store.commit(&[deleted]).unwrap();
+        assert_eq!(c.forgotten, vec![forgotten.clone()]);
+        // Settling the displaced version releases its chunk, as before.
+        assert_eq!(
+            store.settle(std::slice::from_ref(&lost)).unwrap(),
+            vec![ChunkId([5; 32])]
+        );
+        assert_eq!(store.digest().unwrap(), store.scan_digest().unwrap());
+        drop(store);
+        // Opening again changes nothing.
+        let store = NamespaceStore::open(&path).unwrap();
+        assert_eq!(store.len().unwrap(), 2);
+        assert_eq!(store.get(&live.key()).unwrap(), Some(live));
     }
 }

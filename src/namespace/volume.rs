@@ -20,8 +20,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::entry::{Entry, EntryError, EntryMeta, EntrySealer, VersionHash};
-use super::{EntryId, UserId, VolumeId};
+use super::entry::{Entry, EntryError, EntryMeta, EntrySealer, VersionHash, name_is_valid};
+use super::{EntryId, EntryKey, UserId, VolumeId};
 use crate::block::ChunkSecret;
 use crate::identity::UserIdentity;
 use crate::util::fixed_bytes;
@@ -243,6 +243,14 @@ impl VolumeRecord {
     pub fn entry_id(volume: &VolumeId) -> EntryId {
         let h = blake3::derive_key("p2pfs volume record v1", &volume.0);
         EntryId(h[..16].try_into().expect("16 bytes"))
+    }
+
+    /// Where a volume's record is stored.
+    pub fn entry_key(volume: &VolumeId) -> EntryKey {
+        EntryKey {
+            id: Self::entry_id(volume),
+            volume: *volume,
+        }
     }
 
     /// Whether `entry` is in the place of its volume's record (valid or not).
@@ -471,6 +479,12 @@ impl Volume {
         let mut last = EntryError::Decrypt(entry.id);
         for key in self.payload_keys.iter().rev() {
             match entry.open(key) {
+                // The name a local create would refuse ("", ".", ".."...) is refused from
+                // anyone: the kernel fails a whole directory listing on one such name. The
+                // root's name is never shown (it is the volume's directory).
+                Ok(meta) if entry.id != self.root_id() && !name_is_valid(&meta.name) => {
+                    return Err(EntryError::Inconsistent(entry.id, "invalid name"));
+                }
                 Ok(meta) => return Ok(meta),
                 Err(e @ EntryError::Decrypt(_)) => last = e,
                 Err(e) => return Err(e),

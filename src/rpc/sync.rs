@@ -1,7 +1,7 @@
-//! `/p2pfs/sync/1`: namespace anti-entropy. The initiator sends a digest of its namespace (256
+//! `/p2pfs/sync/2`: namespace anti-entropy. The initiator sends a digest of its namespace (256
 //! buckets by the first byte of entry ids, each the XOR of its entries' hashes); the responder
 //! names the buckets that differ; for each, the initiator pulls the responder's entries (in
-//! pages) and pushes its own. Both sides merge with last-writer-wins, so one session leaves
+//! pages, in entry-key order: an entry is named by its id and its volume) and pushes its own. Both sides merge with last-writer-wins, so one session leaves
 //! both with the union. Gossip spreads new entries fast; this brings back whatever gossip missed
 //! (a node that was away, a partition, a message dropped).
 
@@ -15,14 +15,22 @@ use serde::{Deserialize, Serialize};
 use super::frame::{self, FrameError, read_frame, write_frame};
 use crate::fs::{Mount, RemoteApply};
 use crate::metrics::{Counted, SYNC_TRAFFIC};
-use crate::namespace::{Entry, EntryId};
+use crate::namespace::entry::MAX_ENCODED_ENTRY;
+use crate::namespace::{Entry, EntryKey};
 use crate::net::guard::{Offence, PeerGuard, StreamKind};
 
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/sync/1");
-pub const MAX_FRAME: usize = 16 << 20;
-/// Entries per page, and the byte budget of a page (entries can be large).
+/// Version 2: pages and pulls name entries by [`EntryKey`] (version 1 named them by id alone).
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/sync/2");
+/// Entries per page.
 const PAGE_ENTRIES: usize = 512;
-const PAGE_BYTES: usize = 8 << 20;
+/// The encoded entries of a page (a pull's answer, a push) add up to at most this, or the page
+/// is one entry alone; an entry is at most [`MAX_ENCODED_ENTRY`]. So a page of entries is at
+/// most `MAX_ENCODED_ENTRY` bytes plus its frame's few bytes of CBOR around them.
+const PAGE_BYTES: usize = MAX_ENCODED_ENTRY;
+/// Room for the CBOR around a page's entries (the message's tags and lengths, `more`).
+const FRAME_OVERHEAD: usize = 4 << 10;
+/// The cap on a frame either way: one full page. A larger frame is an offence.
+pub const MAX_FRAME: usize = PAGE_BYTES + FRAME_OVERHEAD;
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// Simultaneous sync sessions served.
 const MAX_SESSIONS: usize = 8;
@@ -33,7 +41,7 @@ pub enum SyncRequest {
     Digest(#[serde(with = "serde_bytes")] Vec<u8>),
     Pull {
         bucket: u8,
-        after: Option<EntryId>,
+        after: Option<EntryKey>,
     },
     Push(Vec<Entry>),
     /// Tombstones every member has seen: store, then forget them.
@@ -93,7 +101,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(SyncError::Local)
 }
 
-fn page(core: &Mount, bucket: u8, after: Option<EntryId>) -> Result<(Vec<Entry>, bool), String> {
+/// The entries of `bucket` after `after` that fit one page ([`PAGE_BYTES`]), and whether more
+/// follow.
+fn page(core: &Mount, bucket: u8, after: Option<EntryKey>) -> Result<(Vec<Entry>, bool), String> {
     let entries = core
         .namespace()
         .bucket_entries(bucket, after, PAGE_ENTRIES)
@@ -101,7 +111,8 @@ fn page(core: &Mount, bucket: u8, after: Option<EntryId>) -> Result<(Vec<Entry>,
     let mut out = Vec::new();
     let mut bytes = 0;
     for e in entries {
-        bytes += e.payload.len() + e.chunks.len() * 34 + 256;
+        // The exact encoded size (an entry encodes the same alone and in a page).
+        bytes += e.to_bytes().len();
         if bytes > PAGE_BYTES && !out.is_empty() {
             return Ok((out, true));
         }
@@ -175,12 +186,13 @@ pub async fn sync_with(
                 };
             if entries
                 .iter()
-                .any(|e| e.id.0[0] != bucket || after.is_some_and(|a| e.id <= a))
+                .any(|e| e.id.0[0] != bucket || after.is_some_and(|a| e.key() <= a))
+                || !entries.windows(2).all(|w| w[0].key() < w[1].key())
             {
                 PeerGuard::current().offence(peer, Offence::Malformed, "sync page out of order");
                 return Err(SyncError::Unexpected);
             }
-            after = entries.last().map(|e| e.id);
+            after = entries.last().map(|e| e.key());
             let c = core.clone();
             let (applied, forged) = blocking(move || apply_from_peer(&c, peer, entries)).await?;
             report_forged(peer, forged);
@@ -214,7 +226,7 @@ pub async fn sync_with(
             if entries.is_empty() {
                 break;
             }
-            after = entries.last().map(|e| e.id);
+            after = entries.last().map(|e| e.key());
             report.pushed += entries.len();
             match call(&mut stream, peer, &SyncRequest::Push(entries)).await? {
                 SyncResponse::Applied { forgotten, .. } if !forgotten.is_empty() => {
@@ -269,7 +281,9 @@ pub fn apply_from_peer(
     entries: Vec<Entry>,
 ) -> Result<(RemoteApply, usize), String> {
     let sent = entries.clone();
-    let report = core.apply_remote(entries).map_err(|e| e.to_string())?;
+    let report = core
+        .apply_from(Some(peer), entries)
+        .map_err(|e| e.to_string())?;
     let forged = if report.rejected > 0 {
         count_forged(&sent)
     } else {
