@@ -210,6 +210,24 @@ impl Node {
     /// unmounts) or until the mount is taken away (`umount`).
     pub fn run(self, mountpoint: &Path) -> Result<(), NodeError> {
         prepare_mountpoint(mountpoint)?;
+        // Connections take a descriptor each: the limits are sized to fit under the open-file
+        // limit with a reserve for the node's own files (`net::limits`).
+        let open_files = match crate::net::limits::raise_open_file_limit() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+                1024
+            }
+        };
+        let admission = crate::net::limits::AdmissionLimits::for_open_files(open_files);
+        tracing::info!(
+            open_files,
+            pending_incoming = admission.pending_incoming,
+            pending_per_ip = admission.pending_per_ip,
+            established = admission.established,
+            established_per_ip = admission.established_per_ip,
+            "open-file limit and connection limits"
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("p2pfs-net")
@@ -238,6 +256,7 @@ impl Node {
             bootstrap: self.config.bootstrap_addrs(),
             mdns: n.mdns,
             max_queued_gossip: crate::net::MAX_QUEUED_GOSSIP,
+            limits: admission,
         })?;
         let cluster = Cluster::new(
             net.clone(),
