@@ -23,7 +23,8 @@ use crate::repair::{Repair, RepairConfig};
 use crate::util::fsutil::{create_private_dir, write_new};
 
 pub const NAMESPACE_FILE: &str = "namespace.redb";
-/// Longest a graceful leave spends handing data off before it exits anyway.
+/// Longest a graceful leave spends handing data off before it exits anyway (well within the
+/// default `network.leave_timeout_secs`, after which the others count a leaving node dead).
 const HANDOFF_LIMIT: Duration = Duration::from_secs(45);
 pub const CHUNKS_DIR: &str = "chunks";
 
@@ -267,7 +268,8 @@ impl Node {
                     announce_every: Duration::from_millis(n.announce_interval_ms),
                     suspect_after: Duration::from_secs(n.suspect_after_secs),
                     dead_after: Duration::from_secs(n.dead_after_secs),
-                    ..LivenessConfig::default()
+                    forget_after: Duration::from_secs(n.forget_after_secs),
+                    leave_timeout: Duration::from_secs(n.leave_timeout_secs),
                 },
                 sync_every: Duration::from_secs(n.sync_interval_secs),
                 capacity: self.capacity(),
@@ -308,7 +310,10 @@ impl Node {
                 path: self.data_dir.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-        runtime.spawn(crate::rpc::chunk::serve(chunk_streams, self.chunks.clone()));
+        runtime.spawn(crate::rpc::chunk::serve(
+            chunk_streams,
+            crate::rpc::chunk::ChunkServer::new(self.chunks.clone(), cluster.router.clone()),
+        ));
         runtime.spawn(crate::rpc::sync::serve(sync_streams, core.clone()));
         runtime.spawn(cluster.clone().run(core.clone(), net_events, publish_rx));
         let repair = Repair::new(

@@ -126,8 +126,9 @@ pub enum Refusal {
     EstablishedPerAddress,
     /// A chunk `Put` to a node that neither owns the chunk nor is being handed it.
     NotOwner,
-    /// A `Sync` (flush to disk) request past its peer's rate.
-    SyncRate,
+    /// A `Sync` (flush to disk) request not given a flush of its own: it shared one already
+    /// due, or nothing the peer stored was left to flush (`rpc::chunk::Flusher`).
+    SyncShared,
 }
 
 impl Refusal {
@@ -137,7 +138,7 @@ impl Refusal {
         Refusal::EstablishedConnections,
         Refusal::EstablishedPerAddress,
         Refusal::NotOwner,
-        Refusal::SyncRate,
+        Refusal::SyncShared,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -147,7 +148,7 @@ impl Refusal {
             Refusal::EstablishedConnections => "established_connections",
             Refusal::EstablishedPerAddress => "established_per_address",
             Refusal::NotOwner => "not_owner",
-            Refusal::SyncRate => "sync_rate",
+            Refusal::SyncShared => "sync_shared",
         }
     }
 
@@ -416,13 +417,23 @@ impl PeerGuard {
             let since = count - state.refusal_logged[i].map_or(0, |(_, n)| n);
             state.refusal_logged[i] = Some((now, count));
             drop(state);
-            tracing::warn!(
-                refusal = kind.as_str(),
-                detail,
-                since_last_log = since,
-                total = count,
-                "refused"
-            );
+            if kind == Refusal::SyncShared {
+                // Honest writers share flushes all the time: not worth a warning.
+                tracing::debug!(
+                    refusal = kind.as_str(),
+                    detail,
+                    total = count,
+                    "sync shared"
+                );
+            } else {
+                tracing::warn!(
+                    refusal = kind.as_str(),
+                    detail,
+                    since_last_log = since,
+                    total = count,
+                    "refused"
+                );
+            }
         }
     }
 
