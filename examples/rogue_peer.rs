@@ -28,12 +28,19 @@
 //! announces placement rule 1 (an older version, with no capacity) once a second for
 //! `--duration-secs`.
 //!
+//! Member attacks on bounded costs (`rogue/limits.rs`): `junk-chunks` (`put`) puts valid chunks
+//! the node does not own; `leaving-forever` (`announce`) announces `Leaving` once a second for
+//! `--duration-secs`.
+//!
 //! Every phase uses a fresh identity unless `--seed` gives one for all (to show that a peer
 //! that offends again and again is blocked); `--rounds` repeats each phase on new connections.
 //!
 //! `tests/hostile.rs` compiles this file in as a module and runs it as a child process.
 
 #![allow(dead_code)]
+
+#[path = "rogue/limits.rs"]
+pub mod limits;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -73,6 +80,10 @@ pub enum Attack {
     ForgedEntry,
     Flood,
     OldRule,
+    /// Valid chunks the node does not own, `Put` to it (`put`).
+    JunkChunks,
+    /// A member that announces `Leaving` for `--duration-secs` (`announce`).
+    LeavingForever,
 }
 
 impl Attack {
@@ -85,6 +96,8 @@ impl Attack {
             Attack::ForgedEntry => &["sync", "gossip"],
             Attack::Flood => &["streams", "gossip"],
             Attack::OldRule => &["announce"],
+            Attack::JunkChunks => &["put"],
+            Attack::LeavingForever => &["announce"],
         }
     }
 
@@ -231,6 +244,15 @@ async fn attack(args: Args) -> Result<(), String> {
             }
             continue;
         }
+        if matches!(args.attack, Attack::JunkChunks | Attack::LeavingForever) {
+            if rogue.connect(phase, 1).await {
+                match args.attack {
+                    Attack::JunkChunks => limits::junk_chunks(rogue).await,
+                    _ => limits::announce_leaving_forever(rogue, &args).await,
+                }
+            }
+            continue;
+        }
         for round in 1..=args.rounds {
             if !rogue.connect(phase, round).await {
                 continue;
@@ -247,7 +269,9 @@ async fn attack(args: Args) -> Result<(), String> {
                 Attack::Truncated => truncated(&ctx).await,
                 Attack::BadChunk => bad_chunk(&ctx).await,
                 Attack::ForgedEntry => forged(&ctx).await,
-                Attack::Flood | Attack::OldRule => unreachable!("handled above"),
+                Attack::Flood | Attack::OldRule | Attack::JunkChunks | Attack::LeavingForever => {
+                    unreachable!("handled above")
+                }
             }
             rogue
                 .report_disconnect(phase, round, Duration::from_secs(args.wait_secs))

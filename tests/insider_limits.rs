@@ -42,14 +42,13 @@ fn rogue_peer_process() {
 }
 
 /// A running rogue member: its JSON lines as they come.
-#[allow(dead_code)]
 struct Rogue {
-    child: ChildGuard,
+    /// Killed (and reaped) on drop.
+    _child: ChildGuard,
     events: Arc<Mutex<Vec<Value>>>,
     stderr: PathBuf,
 }
 
-#[allow(dead_code)]
 impl Rogue {
     /// Starts the rogue against `c.nodes[target]` with more arguments.
     fn spawn(c: &Cluster, target: usize, args: &[&str]) -> Rogue {
@@ -101,7 +100,7 @@ impl Rogue {
             }
         });
         Rogue {
-            child: ChildGuard(Some(child)),
+            _child: ChildGuard(Some(child)),
             events,
             stderr,
         }
@@ -308,4 +307,167 @@ fn stalled_connections_cannot_exhaust_a_nodes_file_descriptors() {
         "the attacker kept {most} connections open at most: the attack did not happen"
     );
     assert!(c.nodes[0].is_running(), "the attacked node stopped");
+}
+
+// ---------------------------------------------------------------------------------------------
+// members
+
+/// `n` nodes with `opts`, each configured by `configure` before it starts; formed.
+fn cluster_with(n: usize, opts: ClusterOpts, configure: impl Fn(&Node)) -> Cluster {
+    let mut c = Cluster::empty(opts);
+    for i in 0..n {
+        let node = c.init_node();
+        configure(&node);
+        c.nodes.push(node);
+        let boot = (i > 0).then(|| c.nodes[0].bootstrap_addr());
+        c.start_node(i, boot.as_deref());
+    }
+    c.wait_formed();
+    c
+}
+
+/// A member puts 200 valid chunks (their ids are their hashes) to one node of five, R = 1: the
+/// node stores only those it owns or is next in rank for (2R: about two in five), refuses the
+/// rest with a clear reason, counts the refusals, and its chunk store grows by exactly what it
+/// said it stored. It keeps serving honest writes.
+#[test]
+fn junk_chunks_from_a_member_are_refused_counted_and_not_stored() {
+    let c = Cluster::start(5, 1);
+    let before = c.nodes[0].chunk_ids();
+    let rogue = Rogue::spawn(&c, 0, &["--attack", "junk-chunks"]);
+    let junk = rogue.wait_event("junk", Duration::from_secs(120));
+    let sent = rogue::limits::JUNK_CHUNKS as u64;
+    assert_eq!(junk["sent"], sent, "every put answered: {junk}");
+    let stored = junk["stored"].as_u64().unwrap();
+    let refused = junk["refused"].as_u64().unwrap();
+    assert_eq!(
+        junk["reasons"],
+        serde_json::json!({ p2pfs::rpc::chunk::NOT_OWNER: refused }),
+        "every refusal says why: {junk}"
+    );
+    // An owner-or-next node for about 2 in 5 chunks: 80 expected; 120 is six deviations off.
+    assert!(
+        refused > 0 && stored <= sent * 3 / 5,
+        "the node took {stored} of {sent} chunks it was not asked to hold: {junk}"
+    );
+    // Stored exactly what it said, nothing it refused.
+    let after = c.nodes[0].chunk_ids();
+    let new: std::collections::BTreeSet<String> = after.difference(&before).cloned().collect();
+    let said: std::collections::BTreeSet<String> = junk["stored_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        new, said,
+        "the chunk store grew by what the node accepted only"
+    );
+    let counted = c.nodes[0].status()["hostile"]["refused"]["not_owner"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        counted >= refused,
+        "refusals counted: {counted} < {refused}"
+    );
+    // Honest writes still land (owners take their chunks) and read back elsewhere.
+    let data = random_bytes(3, 2 * MIB);
+    write_and_close(&c.nodes[1].p("honest.bin"), &data).expect("an honest write");
+    if let Err(e) = wait_for_file(&c.nodes[0].p("honest.bin"), &data, SPREAD_TIMEOUT) {
+        panic!("{e}{}", c.report());
+    }
+}
+
+/// Garbage collection's bounds in this test: a leave times out after 8 s, and a member down
+/// for 20 s no longer holds collection back; a chunk is collected 5 s after it is unreferenced.
+const LEAVE_TIMEOUT_SECS: u64 = 8;
+const FORGET_AFTER_SECS: u64 = 20;
+const GC_GRACE_SECS: u64 = 5;
+
+/// A member announces `Leaving` once a second and never leaves. It is dead for every node
+/// once the leave timeout passes, and a deleted file's chunks are collected on every node
+/// within the stated bound: `forget_after` after the member went down, plus the grace period
+/// and a pass (here 20 + 5 + 3 s; the test allows 90 s).
+#[test]
+fn leaving_forever_does_not_hold_back_deletion() {
+    let mut opts = ClusterOpts::replicas(2);
+    opts.extra_args = vec!["--gc-grace".into(), GC_GRACE_SECS.to_string()];
+    let c = cluster_with(2, opts, |n| {
+        n.set_config("network", "dead_after_secs", "10");
+        n.set_config(
+            "network",
+            "leave_timeout_secs",
+            &LEAVE_TIMEOUT_SECS.to_string(),
+        );
+        n.set_config(
+            "network",
+            "forget_after_secs",
+            &FORGET_AFTER_SECS.to_string(),
+        );
+    });
+    let data = random_bytes(4, MIB);
+    write_and_close(&c.nodes[0].p("doomed.bin"), &data).unwrap();
+    if let Err(e) = wait_for_file(&c.nodes[1].p("doomed.bin"), &data, SPREAD_TIMEOUT) {
+        panic!("{e}{}", c.report());
+    }
+    let chunks: Vec<String> = c.nodes[0].where_chunk_ids("doomed.bin").unwrap();
+    assert!(!chunks.is_empty());
+    let held = |i: usize| {
+        let ids = c.nodes[i].chunk_ids();
+        chunks.iter().filter(|id| ids.contains(*id)).count()
+    };
+    assert!(
+        wait_until(SPREAD_TIMEOUT, || held(0) == chunks.len()
+            && held(1) == chunks.len()),
+        "both nodes hold every chunk (R = 2){}",
+        c.report()
+    );
+
+    let rogue = Rogue::spawn(
+        &c,
+        0,
+        &["--attack", "leaving-forever", "--duration-secs", "600"],
+    );
+    let start = rogue.wait_event("start", Duration::from_secs(30));
+    let rogue_id = start["peer_id"].as_str().unwrap().to_string();
+    rogue.wait_event("announcing", Duration::from_secs(30));
+    assert!(
+        wait_until(SPREAD_TIMEOUT, || (0..2)
+            .all(
+                |i| c.nodes[i].peer_state(&rogue_id).as_deref() == Some("leaving")
+            )),
+        "both nodes see the rogue leaving{}",
+        c.report()
+    );
+    let went_down = std::time::Instant::now();
+    fs::remove_file(c.nodes[0].p("doomed.bin")).unwrap();
+
+    // Its leave times out while it keeps announcing: dead everywhere.
+    assert!(
+        wait_until(Duration::from_secs(60), || (0..2)
+            .all(
+                |i| c.nodes[i].peer_state(&rogue_id).as_deref() == Some("dead")
+            )),
+        "a leave that does not finish ends in dead{}",
+        c.report()
+    );
+    // The deleted file's chunks leave every node within the bound.
+    let bound = Duration::from_secs(FORGET_AFTER_SECS + GC_GRACE_SECS + 3);
+    let collected = wait_until(Duration::from_secs(90), || held(0) == 0 && held(1) == 0);
+    assert!(
+        collected,
+        "chunks of a deleted file still held after {:?} (bound {bound:?}): node 1 {}, node 2 {}{}",
+        went_down.elapsed(),
+        held(0),
+        held(1),
+        c.report()
+    );
+    eprintln!(
+        "collected {:?} after the rogue went down (bound {bound:?})",
+        went_down.elapsed()
+    );
+    assert!(
+        rogue.events().iter().all(|e| e["event"] != "announced"),
+        "the rogue was still announcing Leaving all along"
+    );
 }
