@@ -328,8 +328,8 @@ fn cluster_with(n: usize, opts: ClusterOpts, configure: impl Fn(&Node)) -> Clust
 
 /// A member puts 200 valid chunks (their ids are their hashes) to one node of five, R = 1: the
 /// node stores only those it owns or is next in rank for (2R: about two in five), refuses the
-/// rest with a clear reason, counts the refusals, and its chunk store grows by exactly what it
-/// said it stored. It keeps serving honest writes.
+/// rest with a clear reason, counts the refusals, and its chunk store grows by no more than
+/// what it said it stored. It keeps serving honest writes.
 #[test]
 fn junk_chunks_from_a_member_are_refused_counted_and_not_stored() {
     let c = Cluster::start(5, 1);
@@ -363,9 +363,11 @@ fn junk_chunks_from_a_member_are_refused_counted_and_not_stored() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(
-        new, said,
-        "the chunk store grew by what the node accepted only"
+    // (Repair may already have moved some it took as next in rank on to their owner.)
+    let unsaid: Vec<&String> = new.difference(&said).collect();
+    assert!(
+        unsaid.is_empty(),
+        "the chunk store grew by what the node accepted only; also stored: {unsaid:?}"
     );
     let counted = c.nodes[0].status()["hostile"]["refused"]["not_owner"]
         .as_u64()
