@@ -346,7 +346,7 @@ fn junk_chunks_from_a_member_are_refused_counted_and_not_stored() {
     let refused = junk["refused"].as_u64().unwrap();
     assert_eq!(
         junk["reasons"],
-        serde_json::json!({ p2pfs::rpc::chunk::NOT_OWNER: refused }),
+        serde_json::json!({ "not an owner of this chunk": refused }),
         "every refusal says why: {summary}"
     );
     // An owner-or-next node for about 2 in 5 chunks: 80 expected; 120 is six deviations off.
