@@ -263,8 +263,9 @@ struct FlushState {
     needs: HashMap<PeerId, u64>,
 }
 
-/// Peers whose flush needs are remembered at most; past it, the met ones are dropped (an
-/// unknown peer's request is answered with a flush, never wrongly at once).
+/// Peers whose flush needs are remembered at most; past it, the met ones are dropped, or all
+/// if that is not enough (an unknown peer's request is answered with a flush, never wrongly
+/// at once).
 const MAX_FLUSH_PEERS: usize = 4096;
 
 impl Flusher {
@@ -284,6 +285,10 @@ impl Flusher {
         let mut state = self.state.lock();
         if state.needs.len() >= MAX_FLUSH_PEERS && !state.needs.contains_key(&peer) {
             state.needs.retain(|_, need| *need > completed);
+            if state.needs.len() >= MAX_FLUSH_PEERS {
+                // Safe to forget: a peer not remembered is given a flush.
+                state.needs.clear();
+            }
         }
         let need = state.started + 1;
         state.needs.insert(peer, need);
