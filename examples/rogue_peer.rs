@@ -36,6 +36,9 @@
 //!
 //! `fake-holder` (`hold`, `examples/rogue/fake_holder.rs`): a member that claims a huge
 //! capacity (`--claim-capacity`) and to hold every chunk, and stores nothing.
+//! Member attacks on bounded costs (`rogue/limits.rs`): `junk-chunks` (`put`) puts valid chunks
+//! the node does not own; `leaving-forever` (`announce`) announces `Leaving` once a second for
+//! `--duration-secs`.
 //!
 //! Every phase uses a fresh identity unless `--seed` gives one for all (to show that a peer
 //! that offends again and again is blocked); `--rounds` repeats each phase on new connections.
@@ -44,6 +47,8 @@
 
 #![allow(dead_code)]
 
+#[path = "rogue/limits.rs"]
+pub mod limits;
 #[path = "rogue/namespace.rs"]
 pub mod namespace;
 
@@ -96,6 +101,10 @@ pub enum Attack {
     CrossVolume,
     HeldEntries,
     PeerNames,
+    /// Valid chunks the node does not own, `Put` to it (`put`).
+    JunkChunks,
+    /// A member that announces `Leaving` for `--duration-secs` (`announce`).
+    LeavingForever,
 }
 
 impl Attack {
@@ -113,6 +122,8 @@ impl Attack {
             Attack::CrossVolume => &["sync", "gossip", "expire"],
             Attack::HeldEntries => &["sync"],
             Attack::PeerNames => &["sync", "gossip"],
+            Attack::JunkChunks => &["put"],
+            Attack::LeavingForever => &["announce"],
         }
     }
 
@@ -275,6 +286,15 @@ async fn attack(args: Args) -> Result<(), String> {
             }
             continue;
         }
+        if matches!(args.attack, Attack::JunkChunks | Attack::LeavingForever) {
+            if rogue.connect(phase, 1).await {
+                match args.attack {
+                    Attack::JunkChunks => limits::junk_chunks(rogue).await,
+                    _ => limits::announce_leaving_forever(rogue, &args).await,
+                }
+            }
+            continue;
+        }
         for round in 1..=args.rounds {
             if !rogue.connect(phase, round).await {
                 continue;
@@ -295,7 +315,11 @@ async fn attack(args: Args) -> Result<(), String> {
                 Attack::HeldEntries => namespace::held_entries(&ctx).await,
                 Attack::PeerNames => namespace::peer_names(&ctx).await,
                 Attack::RemovedWriter => removed_writer::removed_writer(&ctx, &args).await,
-                Attack::Flood | Attack::OldRule | Attack::FakeHolder => {
+                Attack::Flood
+                | Attack::OldRule
+                | Attack::FakeHolder
+                | Attack::JunkChunks
+                | Attack::LeavingForever => {
                     unreachable!("handled above")
                 }
             }

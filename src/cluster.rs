@@ -111,6 +111,28 @@ impl Answers {
 /// Pauses before asking the peers for a chunk again when some could not be reached.
 const FETCH_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
 
+/// A node takes a chunk put to it when fewer than this many times R alive peers rank above it
+/// (see [`ChunkRouter::takes_put`]).
+pub const PUT_RANKS_PER_REPLICA: usize = 2;
+
+/// The rule of [`ChunkRouter::takes_put`]: fewer than `limit` peers that are `alive` and not
+/// `from` rank above `local` in `ranked`.
+fn takes_by_rank(
+    ranked: &[PeerId],
+    local: &PeerId,
+    from: &PeerId,
+    limit: usize,
+    alive: impl Fn(&PeerId) -> bool,
+) -> bool {
+    ranked
+        .iter()
+        .take_while(|p| *p != local)
+        .filter(|p| *p != from && alive(p))
+        .take(limit)
+        .count()
+        < limit
+}
+
 /// A Placement and the candidates (peer, capacity) it was built from.
 type PlacementFrom = (Vec<(PeerId, u64)>, Arc<Placement>);
 
@@ -178,6 +200,33 @@ impl ChunkRouter {
 
     pub fn replicas(&self) -> usize {
         self.replicas
+    }
+
+    /// Whether this node takes a chunk `from` puts: it holds it already, or it is among the
+    /// first [`PUT_RANKS_PER_REPLICA`] × R in rank for the chunk in its own view, counting
+    /// above it only the peers that are alive here and are not `from`. The slack covers a
+    /// writer that fell back past owners that failed (they turn suspect here within seconds,
+    /// and stop counting), a leaving node handing its copies to the next in rank (it does not
+    /// count), repair pushes to owners by a view that differs by a few members, and readers
+    /// (capacity 0, ranked last) in a network of at most that many holders. A node whose view
+    /// lacks members (one just joined) ranks itself higher, never lower, so it refuses less.
+    pub fn takes_put(&self, from: &PeerId, id: &ChunkId) -> bool {
+        if self.store.contains(id) {
+            return true;
+        }
+        let ranked = self.placement().ranked(id);
+        let membership = self.membership.read();
+        takes_by_rank(
+            &ranked,
+            &self.local,
+            from,
+            PUT_RANKS_PER_REPLICA * self.replicas,
+            |p| {
+                membership
+                    .get(p)
+                    .is_some_and(|m| m.state == crate::membership::PeerState::Alive)
+            },
+        )
     }
 
     /// Bytes this node offers for chunks (its placement weight).
@@ -293,6 +342,12 @@ impl ChunkRouter {
                 )
             })
         }
+    }
+}
+
+impl crate::rpc::chunk::PutPolicy for ChunkRouter {
+    fn takes(&self, from: &PeerId, id: &ChunkId) -> bool {
+        self.takes_put(from, id)
     }
 }
 
@@ -786,6 +841,29 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_put_is_taken_within_twice_r_alive_peers_above_not_counting_the_sender() {
+        let ranked: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
+        let all_alive = |_: &PeerId| true;
+        let outsider = PeerId::random();
+        // R = 2: the first four in rank take it, the fifth does not.
+        assert!(takes_by_rank(&ranked, &ranked[3], &outsider, 4, all_alive));
+        assert!(!takes_by_rank(&ranked, &ranked[4], &outsider, 4, all_alive));
+        // The sender ranked above does not count (a leaving node handing its copy on).
+        assert!(takes_by_rank(&ranked, &ranked[4], &ranked[0], 4, all_alive));
+        // Peers above that are not alive here (owners a writer fell back past) do not count.
+        let down = [ranked[0], ranked[1], ranked[2]];
+        assert!(takes_by_rank(&ranked, &ranked[6], &outsider, 4, |p| {
+            !down.contains(p)
+        }));
+        assert!(!takes_by_rank(&ranked, &ranked[7], &outsider, 4, |p| {
+            !down.contains(p)
+        }));
+        // A node not in the ranking at all (it holds no capacity and the ranking was cut)
+        // counts every alive peer above it.
+        assert!(!takes_by_rank(&ranked, &outsider, &ranked[0], 4, all_alive));
+    }
 
     #[test]
     fn answers_are_paced_and_requests_within_the_pace_get_one_at_its_end() {

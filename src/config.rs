@@ -64,6 +64,16 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     ),
     (
         "network",
+        "leave_timeout_secs",
+        "A member still leaving this long after it announced it is dead (it no longer holds back garbage collection or placement).",
+    ),
+    (
+        "network",
+        "forget_after_secs",
+        "Dead and left members are dropped from the view after this much silence; a member down (suspect, dead, leaving) holds back garbage collection at most this long.",
+    ),
+    (
+        "network",
         "announce_interval_ms",
         "How often this node announces itself, in milliseconds; past 16 nodes, every nodes/8 seconds (flat traffic per node).",
     ),
@@ -192,6 +202,11 @@ pub struct NetworkConfig {
     pub suspect_after_secs: u64,
     /// Silence after which a peer is dead (its data is re-replicated).
     pub dead_after_secs: u64,
+    /// A member still leaving this long after it announced it is dead.
+    pub leave_timeout_secs: u64,
+    /// Dead and left members are forgotten after this much silence; a member that is down
+    /// holds back garbage collection at most this long.
+    pub forget_after_secs: u64,
     /// How often this node announces itself.
     pub announce_interval_ms: u64,
     /// How often this node runs anti-entropy with a random peer.
@@ -285,6 +300,8 @@ impl Default for NetworkConfig {
             replicas: 3,
             suspect_after_secs: 6,
             dead_after_secs: 60,
+            leave_timeout_secs: 120,
+            forget_after_secs: 3600,
             announce_interval_ms: 2000,
             sync_interval_secs: 10,
             repair_interval_secs: 60,
@@ -412,6 +429,12 @@ impl Config {
         if n.suspect_after_secs == 0 || n.dead_after_secs < n.suspect_after_secs {
             return Err(
                 "network.dead_after_secs must be at least network.suspect_after_secs (> 0)".into(),
+            );
+        }
+        if n.leave_timeout_secs == 0 || n.forget_after_secs < n.dead_after_secs {
+            return Err(
+                "network.leave_timeout_secs must be > 0 and forget_after_secs at least dead_after_secs"
+                    .into(),
             );
         }
         if n.announce_interval_ms < 100 || n.sync_interval_secs == 0 || n.repair_interval_secs == 0

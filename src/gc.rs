@@ -15,7 +15,9 @@
 //!
 //! Nothing is deleted and nothing expires while some member is suspect, dead or leaving: the
 //! unreachable side of a partition may still write versions that reference those chunks or
-//! revive a deleted file with a concurrent modify.
+//! revive a deleted file with a concurrent modify. That wait is bounded, so no member can hold
+//! deletion back forever: a leave lasts at most `leave_timeout` (then the member is dead,
+//! whatever it keeps announcing), and a member down for `forget_after` no longer counts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -126,12 +128,13 @@ impl Gc {
         }
     }
 
-    /// Whether every member in the view is alive (members that left gracefully do not count).
+    /// Whether no member holds collection back: every member in the view is alive, left
+    /// gracefully, or has been down (suspect, dead, leaving) for `forget_after` already
+    /// ([`Membership::holds_back_gc`]).
     fn healthy(&self) -> bool {
-        self.membership
-            .read()
-            .members()
-            .all(|m| matches!(m.state, PeerState::Alive | PeerState::Left))
+        let now = Instant::now();
+        let view = self.membership.read();
+        view.members().all(|m| !view.holds_back_gc(m, now))
     }
 
     pub async fn pass(&self) -> GcReport {

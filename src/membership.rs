@@ -129,6 +129,11 @@ pub struct Member {
     pub knows: u32,
     /// Its placement rule ([`Announcement::placement_rule`]).
     pub placement_rule: u8,
+    /// When it first announced the leave it is in (kept once the leave timed out, so a
+    /// member that keeps announcing `Leaving` stays dead; cleared by an `Alive` announcement).
+    pub leave_started: Option<Instant>,
+    /// Since when it has not been alive (suspect, dead or leaving); `None` while alive.
+    pub down_since: Option<Instant>,
 }
 
 /// Announcements the whole network sends per second, at most, once it is large: every node
@@ -153,8 +158,13 @@ pub struct LivenessConfig {
     /// Suspect becomes dead (and leaving becomes left) after this much silence. Long enough
     /// that a reboot does not trigger repair.
     pub dead_after: Duration,
-    /// Dead and left members are dropped from the view after this much silence.
+    /// Dead and left members are dropped from the view after this much silence; a member
+    /// that is not alive holds back garbage collection for at most this long
+    /// ([`Membership::holds_back_gc`]).
     pub forget_after: Duration,
+    /// A member still leaving this long after it announced it (its handoff never finished, or
+    /// it keeps announcing `Leaving`) is dead.
+    pub leave_timeout: Duration,
 }
 
 impl Default for LivenessConfig {
@@ -164,6 +174,7 @@ impl Default for LivenessConfig {
             suspect_after: Duration::from_secs(6),
             dead_after: Duration::from_secs(60),
             forget_after: Duration::from_secs(60 * 60),
+            leave_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -222,7 +233,24 @@ impl Membership {
         {
             return Ok(Vec::new());
         }
-        let to = PeerState::from(a.state);
+        let old = self.members.get(&peer);
+        let mut to = PeerState::from(a.state);
+        // A leave lasts from its first announcement; an `Alive` one starts a new life.
+        let leave_started = match to {
+            PeerState::Alive => None,
+            PeerState::Leaving => old.and_then(|o| o.leave_started).or(Some(now)),
+            _ => old.and_then(|o| o.leave_started),
+        };
+        if to == PeerState::Leaving
+            && leave_started
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.config.leave_timeout)
+        {
+            to = PeerState::Dead;
+        }
+        let down_since = match to {
+            PeerState::Alive => None,
+            _ => old.and_then(|o| o.down_since).or(Some(now)),
+        };
         let member = Member {
             peer,
             addrs: parse_addrs(&a.addrs),
@@ -234,6 +262,8 @@ impl Membership {
             seq: a.seq,
             knows: a.knows,
             placement_rule: a.placement_rule,
+            leave_started,
+            down_since,
         };
         let rule_was = self.members.get(&peer).map(|m| m.placement_rule);
         if a.placement_rule != crate::placement::RULE && rule_was != Some(a.placement_rule) {
@@ -271,9 +301,12 @@ impl Membership {
         };
         member.last_seen = member.last_seen.max(now);
         match member.state {
+            // Its leave timed out: it stays dead until it announces itself alive.
+            PeerState::Dead if member.leave_started.is_some() => Vec::new(),
             PeerState::Suspect | PeerState::Dead => {
                 let from = member.state;
                 member.state = PeerState::Alive;
+                member.down_since = None;
                 vec![MembershipEvent::StateChanged {
                     peer: *peer,
                     from,
@@ -292,6 +325,19 @@ impl Membership {
         let mut events = Vec::new();
         self.members.retain(|&peer, member| {
             let silence = now.saturating_duration_since(member.last_seen);
+            if member.state == PeerState::Leaving
+                && member
+                    .leave_started
+                    .is_some_and(|t| now.saturating_duration_since(t) >= config.leave_timeout)
+            {
+                tracing::warn!(%peer, secs = config.leave_timeout.as_secs(), "a member did not finish leaving in time: counted as dead");
+                events.push(MembershipEvent::StateChanged {
+                    peer,
+                    from: member.state,
+                    to: PeerState::Dead,
+                });
+                member.state = PeerState::Dead;
+            }
             while let Some(to) = after_silence(member.state, silence, &config) {
                 events.push(MembershipEvent::StateChanged {
                     peer,
@@ -299,6 +345,8 @@ impl Membership {
                     to,
                 });
                 member.state = to;
+                // Down since its last sign of life.
+                member.down_since = member.down_since.or(Some(member.last_seen));
             }
             let forget = matches!(member.state, PeerState::Dead | PeerState::Left)
                 && silence >= config.forget_after;
@@ -312,6 +360,15 @@ impl Membership {
 
     pub fn get(&self, peer: &PeerId) -> Option<&Member> {
         self.members.get(peer)
+    }
+
+    /// Whether `m` holds back garbage collection at `now`: it is suspect, dead or leaving
+    /// (it may still write, or bring back what was deleted), and has been for less than
+    /// `forget_after`. Past that it counts as gone, as if forgotten, whatever it announces.
+    pub fn holds_back_gc(&self, m: &Member, now: Instant) -> bool {
+        !matches!(m.state, PeerState::Alive | PeerState::Left)
+            && m.down_since
+                .is_none_or(|t| now.saturating_duration_since(t) < self.config.forget_after)
     }
 
     /// Every member in the view, by peer id.
@@ -383,6 +440,7 @@ impl Membership {
                 .max(period * DEAD_PERIODS)
                 .max(suspect_after),
             forget_after: self.config.forget_after,
+            leave_timeout: self.config.leave_timeout,
         }
     }
 }
@@ -737,6 +795,52 @@ mod tests {
             vec![changed(b, PeerState::Leaving, PeerState::Left)]
         );
         assert_eq!(view.live_count(), 0);
+    }
+
+    #[test]
+    fn a_member_leaving_forever_is_dead_after_the_leave_timeout_and_stops_holding_back_gc() {
+        let (mut view, t0) = (view(), Instant::now());
+        let config = LivenessConfig::default();
+        let p = peer(1);
+        view.apply(&announcement(p, 1, AnnouncedState::Leaving), t0)
+            .unwrap();
+        let holds = |view: &Membership, t| view.holds_back_gc(view.get(&p).unwrap(), t);
+        assert!(holds(&view, t0));
+        // It keeps announcing `Leaving`, so silence never ends the leave.
+        let mut seq = 2;
+        let mut t = t0;
+        while t + 10 * SECOND < t0 + config.leave_timeout {
+            t += 10 * SECOND;
+            assert_eq!(
+                view.apply(&announcement(p, seq, AnnouncedState::Leaving), t),
+                Ok(vec![])
+            );
+            seq += 1;
+            assert_eq!(view.tick(t), vec![]);
+        }
+        assert_eq!(
+            view.tick(t0 + config.leave_timeout),
+            vec![changed(p, PeerState::Leaving, PeerState::Dead)]
+        );
+        // Still announcing `Leaving`, or any other sign of life: it stays dead.
+        let later = t0 + config.leave_timeout + SECOND;
+        assert_eq!(
+            view.apply(&announcement(p, seq, AnnouncedState::Leaving), later),
+            Ok(vec![])
+        );
+        assert_eq!(view.heard_from(&p, later), vec![]);
+        assert_eq!(view.get(&p).unwrap().state, PeerState::Dead);
+        assert_eq!(view.live_count(), 0);
+        // It holds back garbage collection until it has been down for forget_after, however
+        // often it announces.
+        assert!(holds(&view, t0 + config.forget_after - MILLI));
+        assert!(!holds(&view, t0 + config.forget_after));
+        // Alive again is a new life.
+        assert_eq!(
+            view.apply(&announcement(p, seq + 1, AnnouncedState::Alive), later),
+            Ok(vec![changed(p, PeerState::Dead, PeerState::Alive)])
+        );
+        assert!(!holds(&view, later));
     }
 
     #[test]

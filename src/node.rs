@@ -23,7 +23,8 @@ use crate::repair::{Repair, RepairConfig};
 use crate::util::fsutil::{create_private_dir, write_new};
 
 pub const NAMESPACE_FILE: &str = "namespace.redb";
-/// Longest a graceful leave spends handing data off before it exits anyway.
+/// Longest a graceful leave spends handing data off before it exits anyway (well within the
+/// default `network.leave_timeout_secs`, after which the others count a leaving node dead).
 const HANDOFF_LIMIT: Duration = Duration::from_secs(45);
 pub const CHUNKS_DIR: &str = "chunks";
 
@@ -210,6 +211,24 @@ impl Node {
     /// unmounts) or until the mount is taken away (`umount`).
     pub fn run(self, mountpoint: &Path) -> Result<(), NodeError> {
         prepare_mountpoint(mountpoint)?;
+        // Connections take a descriptor each: the limits are sized to fit under the open-file
+        // limit with a reserve for the node's own files (`net::limits`).
+        let open_files = match crate::net::limits::raise_open_file_limit() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+                1024
+            }
+        };
+        let admission = crate::net::limits::AdmissionLimits::for_open_files(open_files);
+        tracing::info!(
+            open_files,
+            pending_incoming = admission.pending_incoming,
+            pending_per_ip = admission.pending_per_ip,
+            established = admission.established,
+            established_per_ip = admission.established_per_ip,
+            "open-file limit and connection limits"
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("p2pfs-net")
@@ -238,6 +257,7 @@ impl Node {
             bootstrap: self.config.bootstrap_addrs(),
             mdns: n.mdns,
             max_queued_gossip: crate::net::MAX_QUEUED_GOSSIP,
+            limits: admission,
         })?;
         let cluster = Cluster::new(
             net.clone(),
@@ -248,7 +268,8 @@ impl Node {
                     announce_every: Duration::from_millis(n.announce_interval_ms),
                     suspect_after: Duration::from_secs(n.suspect_after_secs),
                     dead_after: Duration::from_secs(n.dead_after_secs),
-                    ..LivenessConfig::default()
+                    forget_after: Duration::from_secs(n.forget_after_secs),
+                    leave_timeout: Duration::from_secs(n.leave_timeout_secs),
                 },
                 sync_every: Duration::from_secs(n.sync_interval_secs),
                 capacity: self.capacity(),
@@ -289,7 +310,10 @@ impl Node {
                 path: self.data_dir.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-        runtime.spawn(crate::rpc::chunk::serve(chunk_streams, self.chunks.clone()));
+        runtime.spawn(crate::rpc::chunk::serve(
+            chunk_streams,
+            crate::rpc::chunk::ChunkServer::new(self.chunks.clone(), cluster.router.clone()),
+        ));
         runtime.spawn(crate::rpc::sync::serve(sync_streams, core.clone()));
         runtime.spawn(cluster.clone().run(core.clone(), net_events, publish_rx));
         let repair = Repair::new(

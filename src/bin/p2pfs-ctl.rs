@@ -178,6 +178,16 @@ fn print_status(s: &Status) {
             println!("    blocked {} for {} s more", b.peer_id, b.secs_left);
         }
     }
+    // Shared flushes are routine; the other refusals are worth a line.
+    let refused: Vec<String> = h
+        .refused
+        .iter()
+        .filter(|(k, n)| **n > 0 && k.as_str() != "sync_shared")
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    if !refused.is_empty() {
+        println!("  refused:     {}", refused.join(", "));
+    }
     if s.rejected_entries > 0 {
         println!(
             "  rejected:    {} namespace entries refused (bad signature or author)",

@@ -118,6 +118,56 @@ impl Offence {
     }
 }
 
+/// What a node refused to do for a peer without it being an offence: over a connection limit
+/// (`net::limits`), a chunk it does not own, a flush asked for too often. Counted by kind
+/// (`status` `hostile.refused`) and logged at `warn` at most every [`REFUSAL_LOG_EVERY`] per
+/// kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// An incoming connection while the most allowed are in their handshake.
+    PendingConnections,
+    /// An incoming connection from an address with its share of handshakes in progress.
+    PendingPerAddress,
+    /// A connection past the total of established connections.
+    EstablishedConnections,
+    /// A connection past an address's share of established connections.
+    EstablishedPerAddress,
+    /// A chunk `Put` to a node that neither owns the chunk nor is being handed it.
+    NotOwner,
+    /// A `Sync` (flush to disk) request not given a flush of its own: it shared one already
+    /// due, or nothing the peer stored was left to flush (`rpc::chunk::Flusher`).
+    SyncShared,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 6] = [
+        Refusal::PendingConnections,
+        Refusal::PendingPerAddress,
+        Refusal::EstablishedConnections,
+        Refusal::EstablishedPerAddress,
+        Refusal::NotOwner,
+        Refusal::SyncShared,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PendingConnections => "pending_connections",
+            Refusal::PendingPerAddress => "pending_per_address",
+            Refusal::EstablishedConnections => "established_connections",
+            Refusal::EstablishedPerAddress => "established_per_address",
+            Refusal::NotOwner => "not_owner",
+            Refusal::SyncShared => "sync_shared",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A kind of refusal is logged at `warn` at most this often (with the count since).
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// The inbound stream kinds that are limited per peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamKind {
@@ -151,6 +201,10 @@ pub struct HostileStatus {
     pub blocks: u64,
     /// Peers blocked now.
     pub blocked: Vec<BlockedPeer>,
+    /// Refusals since start, by kind (every kind listed): connections over the admission
+    /// limits, chunks not owned, flushes over their rate.
+    #[serde(default)]
+    pub refused: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +253,9 @@ struct State {
     blocks: u64,
     /// Peers the event loop is to disconnect.
     pending: Vec<PeerId>,
+    refused: [u64; Refusal::ALL.len()],
+    /// Per kind of refusal: when it was last logged, and the count then.
+    refusal_logged: [Option<(Instant, u64)>; Refusal::ALL.len()],
 }
 
 impl State {
@@ -363,6 +420,39 @@ impl PeerGuard {
         }
     }
 
+    /// Counts a refusal (see [`Refusal`]); `detail` names whom or what was refused.
+    pub fn refused(&self, kind: Refusal, detail: &str) {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let i = kind.index();
+        state.refused[i] += 1;
+        let count = state.refused[i];
+        let due =
+            state.refusal_logged[i].is_none_or(|(t, _)| now.duration_since(t) >= REFUSAL_LOG_EVERY);
+        if due {
+            let since = count - state.refusal_logged[i].map_or(0, |(_, n)| n);
+            state.refusal_logged[i] = Some((now, count));
+            drop(state);
+            if kind == Refusal::SyncShared {
+                // Honest writers share flushes all the time: not worth a warning.
+                tracing::debug!(
+                    refusal = kind.as_str(),
+                    detail,
+                    total = count,
+                    "sync shared"
+                );
+            } else {
+                tracing::warn!(
+                    refusal = kind.as_str(),
+                    detail,
+                    since_last_log = since,
+                    total = count,
+                    "refused"
+                );
+            }
+        }
+    }
+
     /// An inbound stream of `kind` from `peer` may be served: `None` when the peer is blocked
     /// or already at its limit (a flood offence); the caller drops the stream, which resets it.
     pub fn admit_stream(self: &Arc<Self>, peer: PeerId, kind: StreamKind) -> Option<StreamPermit> {
@@ -498,6 +588,10 @@ impl PeerGuard {
                         secs_left: until.duration_since(now).as_secs(),
                     })
                 })
+                .collect(),
+            refused: Refusal::ALL
+                .iter()
+                .map(|k| (k.as_str().to_string(), state.refused[k.index()]))
                 .collect(),
         }
     }

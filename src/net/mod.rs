@@ -13,6 +13,7 @@
 //! blocked.
 
 pub mod guard;
+pub mod limits;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -70,6 +71,8 @@ pub struct NetConfig {
     pub mdns: bool,
     /// Gossip messages waiting for the program at most ([`MAX_QUEUED_GOSSIP`]).
     pub max_queued_gossip: usize,
+    /// Connection limits before admission ([`limits`]).
+    pub limits: limits::AdmissionLimits,
 }
 
 pub enum NetEvent {
@@ -225,7 +228,9 @@ impl NetHandle {
 /// exactly as a node does.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
-    /// First: a blocked peer's connection is denied before any other protocol sees it.
+    /// First: a connection over the admission limits is closed at `accept`.
+    pub limits: limits::ConnectionLimits,
+    /// Then a blocked peer's connection is denied before any other protocol sees it.
     pub blocklist: Blocklist,
     pub gossipsub: gossipsub::Behaviour,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
@@ -276,23 +281,46 @@ fn yamux_config() -> yamux::Config {
 }
 
 /// The swarm of a node of the network of `network_key`: TCP, Noise with the admission
-/// prologue, Yamux, and [`Behaviour`]; blocked peers per `guard`. Not listening, not subscribed.
+/// prologue, Yamux, and [`Behaviour`]; blocked peers per `guard`, the default admission limits.
+/// Not listening, not subscribed.
 pub fn build_swarm(
     keypair: libp2p::identity::Keypair,
     network_key: &NetworkKey,
     mdns_enabled: bool,
     guard: Arc<PeerGuard>,
 ) -> Result<Swarm<Behaviour>, NetError> {
+    build_swarm_limited(
+        keypair,
+        network_key,
+        mdns_enabled,
+        guard,
+        limits::AdmissionLimits::default(),
+    )
+}
+
+/// [`build_swarm`] with the given admission limits. The handshakes (TCP, Noise, Yamux) must
+/// finish within [`limits::HANDSHAKE_TIMEOUT`].
+pub fn build_swarm_limited(
+    keypair: libp2p::identity::Keypair,
+    network_key: &NetworkKey,
+    mdns_enabled: bool,
+    guard: Arc<PeerGuard>,
+    admission: limits::AdmissionLimits,
+) -> Result<Swarm<Behaviour>, NetError> {
+    use libp2p::Transport;
     let prologue = admission_prologue(network_key);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            move |kp: &libp2p::identity::Keypair| {
-                noise::Config::new(kp).map(|c| c.with_prologue(prologue.clone()))
-            },
-            yamux_config,
-        )
+        .with_other_transport(|kp: &libp2p::identity::Keypair| {
+            let noise = noise::Config::new(kp)?.with_prologue(prologue.clone());
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux_config())
+                    .timeout(limits::HANDSHAKE_TIMEOUT),
+            )
+        })
         .map_err(|e| NetError::Build(e.to_string()))?
         .with_behaviour(|kp| {
             let peer = kp.public().to_peer_id();
@@ -333,6 +361,7 @@ pub fn build_swarm(
                 kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
             Ok(Behaviour {
+                limits: limits::ConnectionLimits::new(admission, guard.clone()),
                 blocklist: Blocklist::new(guard),
                 gossipsub,
                 mdns: Toggle::from(mdns),
@@ -363,11 +392,12 @@ pub fn build_swarm(
 pub fn start(config: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
     let guard = PeerGuard::new();
     guard.install();
-    let mut swarm = build_swarm(
+    let mut swarm = build_swarm_limited(
         config.keypair.clone(),
         &config.network_key,
         config.mdns,
         guard.clone(),
+        config.limits,
     )?;
 
     for t in [Topic::Membership, Topic::Namespace] {
@@ -707,6 +737,7 @@ mod tests {
             bootstrap,
             mdns: false,
             max_queued_gossip: queue,
+            limits: limits::AdmissionLimits::default(),
         })
         .unwrap()
     }

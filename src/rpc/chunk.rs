@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::frame::{self, FrameError, read_frame_with_body, write_frame_with_body};
 use crate::block::{ChunkId, ChunkStore, StoreError, chunk};
 use crate::metrics::{CHUNK_TRAFFIC, Counted};
-use crate::net::guard::{self, Offence, PeerGuard, StreamKind};
+use crate::net::guard::{self, Offence, PeerGuard, Refusal, StreamKind};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/chunk/2");
 /// Largest body: a 16 MiB chunk (the largest configurable) plus its codec overhead.
@@ -279,8 +279,160 @@ impl ChunkClient {
     }
 }
 
+/// Whether this node takes a chunk a peer `Put`s: one it owns or is being handed (see
+/// `cluster::ChunkRouter::takes_put`). A refused `Put` is answered `Refused` with
+/// [`NOT_OWNER`] and counted; the writer then tries the next node in rank.
+pub trait PutPolicy: Send + Sync {
+    fn takes(&self, from: &PeerId, id: &ChunkId) -> bool;
+}
+
+/// Takes every chunk (a node alone, and tests).
+pub struct TakeAll;
+
+impl PutPolicy for TakeAll {
+    fn takes(&self, _: &PeerId, _: &ChunkId) -> bool {
+        true
+    }
+}
+
+/// The refusal of a chunk this node neither owns nor is being handed.
+pub const NOT_OWNER: &str = "not an owner of this chunk";
+
+/// Flushes the store to disk for `Sync` requests, as a group commit: one flush (`syncfs`) at a
+/// time for the whole node, every request that arrives while one runs shares the next one, and
+/// a peer none of whose chunks arrived since the last flush started is answered at once. So
+/// peers cannot make a node flush more often than back to back, nor more often than they
+/// store chunks (each `Put` passes the [`PutPolicy`]).
+pub struct Flusher {
+    store: Arc<ChunkStore>,
+    state: Mutex<FlushState>,
+    /// The last flush completed: its number and result.
+    done: tokio::sync::watch::Sender<(u64, Result<(), String>)>,
+    flushes: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// Flushes started (the running one, if any, is number `started`).
+    started: u64,
+    running: bool,
+    /// Per peer: the first flush that covers every chunk it stored (one started after it).
+    needs: HashMap<PeerId, u64>,
+}
+
+/// Peers whose flush needs are remembered at most; past it, the met ones are dropped, or all
+/// if that is not enough (an unknown peer's request is answered with a flush, never wrongly
+/// at once).
+const MAX_FLUSH_PEERS: usize = 4096;
+
+impl Flusher {
+    pub fn new(store: Arc<ChunkStore>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            state: Mutex::new(FlushState::default()),
+            done: tokio::sync::watch::channel((0, Ok(()))).0,
+            flushes: Default::default(),
+        })
+    }
+
+    /// `peer` stored a chunk (or was told it is stored): its next `Sync` needs a flush that
+    /// starts after now.
+    pub fn stored(&self, peer: PeerId) {
+        let completed = self.done.borrow().0;
+        let mut state = self.state.lock();
+        if state.needs.len() >= MAX_FLUSH_PEERS && !state.needs.contains_key(&peer) {
+            state.needs.retain(|_, need| *need > completed);
+            if state.needs.len() >= MAX_FLUSH_PEERS {
+                // Safe to forget: a peer not remembered is given a flush.
+                state.needs.clear();
+            }
+        }
+        let need = state.started + 1;
+        state.needs.insert(peer, need);
+    }
+
+    /// Flushes what `peer` stored: returns once a flush that started after its last stored
+    /// chunk completed. The second value is whether this request got away without a flush of
+    /// its own (shared one, or needed none).
+    pub async fn flush_for(self: &Arc<Self>, peer: PeerId) -> (Result<(), String>, bool) {
+        let mut done = self.done.subscribe();
+        let need = {
+            let mut state = self.state.lock();
+            match state.needs.get(&peer).copied() {
+                Some(need) => need,
+                // Unknown (never stored here, or forgotten): flush to be sure.
+                None => {
+                    let need = state.started + 1;
+                    state.needs.insert(peer, need);
+                    need
+                }
+            }
+        };
+        let mut shared = true;
+        loop {
+            {
+                let (completed, result) = &*done.borrow_and_update();
+                if *completed >= need {
+                    return (result.clone(), shared);
+                }
+            }
+            let number = {
+                let mut state = self.state.lock();
+                if state.running {
+                    None
+                } else {
+                    state.running = true;
+                    state.started += 1;
+                    Some(state.started)
+                }
+            };
+            if let Some(number) = number {
+                shared = false;
+                // Its own task: a requester that goes away does not leave the flush unfinished.
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let store = this.store.clone();
+                    let result = match tokio::task::spawn_blocking(move || store.sync()).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err("internal error".to_string()),
+                    };
+                    this.flushes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    this.state.lock().running = false;
+                    let _previous = this.done.send_replace((number, result));
+                });
+            }
+            if done.changed().await.is_err() {
+                return (Err("internal error".into()), shared);
+            }
+        }
+    }
+
+    /// Flushes done since start.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// What the chunk server answers from: the store, which chunks it takes, and its flusher.
+pub struct ChunkServer {
+    pub store: Arc<ChunkStore>,
+    pub policy: Arc<dyn PutPolicy>,
+    pub flusher: Arc<Flusher>,
+}
+
+impl ChunkServer {
+    pub fn new(store: Arc<ChunkStore>, policy: Arc<dyn PutPolicy>) -> Arc<Self> {
+        Arc::new(Self {
+            flusher: Flusher::new(store.clone()),
+            store,
+            policy,
+        })
+    }
+}
+
 /// Server side: accepts streams and answers from the local chunk store.
-pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, store: Arc<ChunkStore>) {
+pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, server: Arc<ChunkServer>) {
     let guard = PeerGuard::current();
     while let Some((peer, stream)) = incoming.next().await {
         // Over its limit (or blocked), a peer's stream is dropped at once: a reset.
@@ -288,10 +440,10 @@ pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, store: Arc<Chun
             tracing::debug!(%peer, "chunk stream refused (peer over its limit, or blocked)");
             continue;
         };
-        let store = store.clone();
+        let server = server.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_stream(peer, stream, store).await {
+            if let Err(e) = serve_stream(peer, stream, server).await {
                 tracing::debug!(%peer, error = %e, "chunk stream ended");
             }
         });
@@ -301,7 +453,7 @@ pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, store: Arc<Chun
 async fn serve_stream(
     peer: PeerId,
     stream: Stream,
-    store: Arc<ChunkStore>,
+    server: Arc<ChunkServer>,
 ) -> Result<(), ChunkRpcError> {
     let mut stream = Counted::new(stream, &CHUNK_TRAFFIC);
     loop {
@@ -316,7 +468,7 @@ async fn serve_stream(
                 return Err(e.into());
             }
         };
-        let (response, data, offence) = answer(&peer, request, body, &store).await;
+        let (response, data, offence) = answer(&peer, request, body, &server).await;
         let write = write_frame_with_body(&mut stream, &response, &data, MAX_BODY);
         let written = tokio::time::timeout(REQUEST_TIMEOUT, write)
             .await
@@ -335,9 +487,9 @@ async fn answer(
     peer: &PeerId,
     request: ChunkRequest,
     data: Vec<u8>,
-    store: &Arc<ChunkStore>,
+    server: &ChunkServer,
 ) -> (ChunkResponse, Vec<u8>, Option<(Offence, &'static str)>) {
-    let store = store.clone();
+    let store = server.store.clone();
     let mut offence = None;
     let response = match request {
         ChunkRequest::Put { id, nonce } => {
@@ -345,10 +497,16 @@ async fn answer(
                 tracing::debug!(%peer, chunk = %id, "peer sent chunk bytes that do not match their id; refused");
                 offence = Some((Offence::BadChunk, "chunk put"));
                 ChunkResponse::Refused("bytes do not match the chunk id".into())
+            } else if !server.policy.takes(peer, &id) {
+                PeerGuard::current().refused(Refusal::NotOwner, &peer.to_string());
+                ChunkResponse::Refused(NOT_OWNER.into())
             } else {
                 let proof = crate::audit::proof(&nonce, &data);
                 match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
-                    Ok(Ok(_)) => ChunkResponse::StoredProof(proof),
+                    Ok(Ok(_)) => {
+                        server.flusher.stored(*peer);
+                        ChunkResponse::StoredProof(proof)
+                    }
                     Ok(Err(e)) if e.is_no_space() => ChunkResponse::Refused(NO_SPACE.into()),
                     Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
                     Err(_) => ChunkResponse::Refused("internal error".into()),
@@ -362,11 +520,16 @@ async fn answer(
             Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
             Err(_) => ChunkResponse::Refused("internal error".into()),
         },
-        ChunkRequest::Sync => match tokio::task::spawn_blocking(move || store.sync()).await {
-            Ok(Ok(())) => ChunkResponse::Stored,
-            Ok(Err(e)) => ChunkResponse::Refused(e.to_string()),
-            Err(_) => ChunkResponse::Refused("internal error".into()),
-        },
+        ChunkRequest::Sync => {
+            let (result, shared) = server.flusher.flush_for(*peer).await;
+            if shared {
+                PeerGuard::current().refused(Refusal::SyncShared, &peer.to_string());
+            }
+            match result {
+                Ok(()) => ChunkResponse::Stored,
+                Err(e) => ChunkResponse::Refused(e),
+            }
+        }
         ChunkRequest::Have { ids } if ids.len() > MAX_HAVE_BATCH => {
             offence = Some((Offence::Malformed, "oversized have batch"));
             ChunkResponse::Refused(format!("at most {MAX_HAVE_BATCH} ids per request"))
@@ -508,7 +671,9 @@ mod sync_tests {
         let id = ChunkId::of(&data);
         store.put(&id, &data).unwrap();
         let peer = PeerId::random();
-        let (response, body, offence) = answer(&peer, ChunkRequest::Sync, Vec::new(), &store).await;
+        let server = ChunkServer::new(store.clone(), Arc::new(TakeAll));
+        let (response, body, offence) =
+            answer(&peer, ChunkRequest::Sync, Vec::new(), &server).await;
         assert!(matches!(response, ChunkResponse::Stored), "{response:?}");
         assert!(body.is_empty() && offence.is_none());
         assert_eq!(store.get(&id).unwrap(), data);
@@ -525,12 +690,18 @@ mod proof_tests {
     async fn a_put_is_answered_with_a_proof_over_the_bytes_under_its_nonce() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
+        let server = ChunkServer::new(store.clone(), Arc::new(TakeAll));
         let data = b"\x01a chunk's ciphertext".to_vec();
         let id = ChunkId::of(&data);
         let nonce = fresh_nonce();
         let peer = PeerId::random();
-        let (response, _, offence) =
-            answer(&peer, ChunkRequest::Put { id, nonce }, data.clone(), &store).await;
+        let (response, _, offence) = answer(
+            &peer,
+            ChunkRequest::Put { id, nonce },
+            data.clone(),
+            &server,
+        )
+        .await;
         assert!(offence.is_none());
         match response {
             ChunkResponse::StoredProof(p) => {
@@ -546,6 +717,7 @@ mod proof_tests {
     async fn prove_answers_a_proof_per_held_chunk_and_none_for_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
+        let server = ChunkServer::new(store.clone(), Arc::new(TakeAll));
         let data = b"\x01stored ciphertext".to_vec();
         let id = ChunkId::of(&data);
         store.put(&id, &data).unwrap();
@@ -556,7 +728,7 @@ mod proof_tests {
             nonce,
             ids: vec![id, absent],
         };
-        let (response, _, offence) = answer(&peer, request, Vec::new(), &store).await;
+        let (response, _, offence) = answer(&peer, request, Vec::new(), &server).await;
         assert!(offence.is_none());
         let ChunkResponse::Proofs(proofs) = response else {
             panic!("{response:?}");
@@ -569,7 +741,7 @@ mod proof_tests {
             nonce,
             ids: vec![id; MAX_PROVE_BATCH + 1],
         };
-        let (response, _, offence) = answer(&peer, request, Vec::new(), &store).await;
+        let (response, _, offence) = answer(&peer, request, Vec::new(), &server).await;
         assert!(
             matches!(response, ChunkResponse::Refused(_)),
             "{response:?}"
@@ -614,5 +786,83 @@ mod proof_tests {
         let proofs = ChunkResponse::Proofs(vec![Some([0xff; 32]); MAX_PROVE_BATCH]);
         ciborium::into_writer(&proofs, &mut bytes).unwrap();
         assert!(bytes.len() <= MAX_HEADER, "{} bytes", bytes.len());
+    }
+}
+
+#[cfg(test)]
+mod flusher_tests {
+    use super::*;
+    use libp2p::futures::future::join_all;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sync_requests_share_flushes_and_a_peer_with_nothing_stored_gets_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
+        let flusher = Flusher::new(store);
+        let (p, q) = (PeerId::random(), PeerId::random());
+        flusher.stored(p);
+        // Fifty requests at once from two peers: one flush running at a time, every request
+        // arriving meanwhile shares the next one.
+        let results = join_all((0..50).map(|i| {
+            let f = flusher.clone();
+            async move { f.flush_for(if i % 2 == 0 { p } else { q }).await }
+        }))
+        .await;
+        assert!(results.iter().all(|(r, _)| r.is_ok()));
+        let flushes = flusher.flushes();
+        assert!(
+            (1..=2).contains(&flushes),
+            "{flushes} flushes for 50 requests"
+        );
+        assert_eq!(
+            results.iter().filter(|(_, shared)| !shared).count() as u64,
+            flushes
+        );
+        // Nothing stored since: answered at once, no flush.
+        let (r, shared) = flusher.flush_for(p).await;
+        assert!(r.is_ok() && shared);
+        assert_eq!(flusher.flushes(), flushes);
+        // A chunk stored after the last flush started needs a new one.
+        flusher.stored(q);
+        let (r, shared) = flusher.flush_for(q).await;
+        assert!(r.is_ok() && !shared);
+        assert_eq!(flusher.flushes(), flushes + 1);
+    }
+
+    #[tokio::test]
+    async fn a_put_the_policy_refuses_is_refused_counted_and_not_stored() {
+        struct TakeNone;
+        impl PutPolicy for TakeNone {
+            fn takes(&self, _: &PeerId, _: &ChunkId) -> bool {
+                false
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
+        let server = ChunkServer::new(store.clone(), Arc::new(TakeNone));
+        let data = b"\x01junk".to_vec();
+        let id = ChunkId::of(&data);
+        let peer = PeerId::random();
+        let before = PeerGuard::current().status().refused["not_owner"];
+        let (response, _, offence) = answer(
+            &peer,
+            ChunkRequest::Put {
+                id,
+                nonce: crate::audit::fresh_nonce(),
+            },
+            data,
+            &server,
+        )
+        .await;
+        assert!(
+            matches!(&response, ChunkResponse::Refused(why) if why == NOT_OWNER),
+            "{response:?}"
+        );
+        assert!(
+            offence.is_none(),
+            "not an offence: an honest view may differ"
+        );
+        assert!(!store.contains(&id));
+        assert!(PeerGuard::current().status().refused["not_owner"] > before);
     }
 }
