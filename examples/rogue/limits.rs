@@ -41,7 +41,7 @@ pub(super) async fn junk_chunks(rogue: &Rogue) {
                 .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(Duration::from_secs(10), exchange).await {
-            Ok(Ok(Some((ChunkResponse::Stored, _)))) => {
+            Ok(Ok(Some((ChunkResponse::Stored | ChunkResponse::StoredProof(_), _)))) => {
                 stored += 1;
                 stored_ids.push(id.to_hex());
             }
