@@ -347,21 +347,14 @@ impl Mount {
         // pass for every volume with a removal. The trees above already left them out.
         {
             let registry = mount.registry.read();
-            let refused: Vec<Entry> = mount.namespace.versions_where(|e| {
-                !VolumeRecord::is_record(e)
-                    && registry
-                        .get(&e.volume)
-                        .is_some_and(|r| r.has_removals() && !r.can_write(e))
-            })?;
-            if !refused.is_empty() {
-                let purged = mount.namespace.purge(&refused)?;
-                for id in purged.released {
-                    mount.template.cache.remove(&id);
-                }
-                tracing::warn!(
-                    dropped = refused.len(),
-                    "stored versions by removed writers that their removal did not keep: dropped"
-                );
+            if registry.values().any(VolumeRecord::has_removals) {
+                super::purge_refused_versions(
+                    &mount.namespace,
+                    &mount.template.cache,
+                    &mount.rejected,
+                    |v| registry.get(v).is_some_and(VolumeRecord::has_removals),
+                    |e| registry.get(&e.volume).is_some_and(|r| !r.can_write(e)),
+                )?;
             }
         }
         let personal = Volume::personal(&mount.user);
@@ -428,6 +421,14 @@ impl Mount {
             }
         };
         let opened = Volume::from_record(&record, &self.user);
+        // Stored versions need a new look only when the removals changed: taking the same
+        // record again (any member can send one) costs no scan.
+        let removals_changed = record.has_removals()
+            && self
+                .registry
+                .read()
+                .get(&entry.volume)
+                .is_none_or(|old| old.revoked != record.revoked || old.kept != record.kept);
         self.registry.write().insert(entry.volume, record);
         let known = self
             .slots
@@ -475,7 +476,9 @@ impl Mount {
         }
         // Versions stored before a removal in this record reached this node that it does not
         // keep.
-        self.purge_refused(&entry.volume)?;
+        if removals_changed {
+            self.purge_refused(&entry.volume)?;
+        }
         // Entries that waited for this record.
         let waiting = self.held.lock().take(&entry.volume);
         if !waiting.is_empty() {
@@ -496,20 +499,14 @@ impl Mount {
         if !record.has_removals() {
             return Ok(0);
         }
-        let refused = self.namespace.versions_where(|e| {
-            e.volume == *volume && !VolumeRecord::is_record(e) && !record.can_write(e)
-        })?;
-        if refused.is_empty() {
-            return Ok(0);
-        }
-        let purged = self.namespace.purge(&refused)?;
-        for id in purged.released {
-            self.template.cache.remove(&id);
-        }
-        tracing::warn!(volume = %volume, dropped = refused.len(), "stored versions by a removed writer that its removal did not keep: dropped");
-        self.rejected
-            .fetch_add(refused.len() as u64, Ordering::Relaxed);
-        Ok(refused.len())
+        let (dropped, _) = super::purge_refused_versions(
+            &self.namespace,
+            &self.template.cache,
+            &self.rejected,
+            |v| v == volume,
+            |e| !record.can_write(e),
+        )?;
+        Ok(dropped)
     }
 
     /// The versions of `user` in `volume` this node holds (what a removal of theirs keeps).
