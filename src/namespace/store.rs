@@ -574,6 +574,17 @@ impl NamespaceStore {
     }
 }
 
+/// Where a stored version is kept ([`NamespaceStore::placed_versions_in_where`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StoredAs {
+    /// The current state of its id.
+    Current,
+    /// Lost to a concurrent version, waiting to become a conflict copy.
+    Displaced,
+    /// A tombstone past its retention, kept to refuse the versions it deleted.
+    Expired,
+}
+
 /// What [`NamespaceStore::purge`] removed.
 #[derive(Debug, Default)]
 pub struct Purged {
@@ -600,6 +611,20 @@ impl NamespaceStore {
         in_volume: impl Fn(&VolumeId) -> bool,
         wanted: impl Fn(&Entry) -> bool,
     ) -> Result<Vec<Entry>, NamespaceError> {
+        Ok(self
+            .placed_versions_in_where(in_volume, wanted)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// As [`versions_in_where`](Self::versions_in_where), each with where it is stored, in
+    /// that order: current states, then displaced versions, then expired tombstones.
+    pub fn placed_versions_in_where(
+        &self,
+        in_volume: impl Fn(&VolumeId) -> bool,
+        wanted: impl Fn(&Entry) -> bool,
+    ) -> Result<Vec<(StoredAs, Entry)>, NamespaceError> {
         self.version_scans
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Every table's key starts with an `EntryKey` (`id || volume`).
@@ -619,7 +644,7 @@ impl NamespaceStore {
                 && e.key().to_bytes()[..] == *k.value()
                 && wanted(&e)
             {
-                out.push(e);
+                out.push((StoredAs::Current, e));
             }
         }
         let displaced = txn.open_table(DISPLACED).map_err(db_err)?;
@@ -631,7 +656,7 @@ impl NamespaceStore {
                 && let Ok(e) = Entry::from_bytes(&v[8..])
                 && wanted(&e)
             {
-                out.push(e);
+                out.push((StoredAs::Displaced, e));
             }
         }
         let forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
@@ -641,7 +666,7 @@ impl NamespaceStore {
                 && let Ok(e) = Entry::from_bytes(v.value())
                 && wanted(&e)
             {
-                out.push(e);
+                out.push((StoredAs::Expired, e));
             }
         }
         Ok(out)
