@@ -38,7 +38,7 @@
 //! capacity (`--claim-capacity`) and to hold every chunk, and stores nothing.
 //! Member attacks on bounded costs (`rogue/limits.rs`): `junk-chunks` (`put`) puts valid chunks
 //! the node does not own; `leaving-forever` (`announce`) announces `Leaving` once a second for
-//! `--duration-secs`.
+//! `--duration-secs` (with `--flap-secs N`, one `Alive` every N seconds in between).
 //!
 //! Every phase uses a fresh identity unless `--seed` gives one for all (to show that a peer
 //! that offends again and again is blocked); `--rounds` repeats each phase on new connections.
@@ -163,6 +163,10 @@ pub struct Args {
     /// `old-rule`: how long to keep announcing.
     #[arg(long, default_value_t = 8)]
     pub duration_secs: u64,
+    /// `leaving-forever`: every this many seconds, announce `Alive` once between two
+    /// `Leaving` announcements (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub flap_secs: u64,
     /// `removed-writer`: the removed writer's user key file (`user.key` in its data dir).
     #[arg(long)]
     pub user_key: Option<PathBuf>,

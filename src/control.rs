@@ -1109,14 +1109,14 @@ fn volume_command(mount: &Mount, request: Request) -> Reply {
         }),
         Request::VolumeUnshare { name, with } => {
             crate::namespace::volume::parse_user_id(&with).and_then(|id| {
-                mount.unshare(&name, &id).map(|was| {
-                    if was {
-                        format!(
-                            "removed {id} from {name:?}; a new key protects what is written from now on"
-                        )
-                    } else {
-                        format!("{id} was not a member of {name:?}; nothing changed")
-                    }
+                mount.unshare(&name, &id).map(|removed| match removed {
+                    Some(0) => format!(
+                        "removed {id} from {name:?}; a new key protects what is written from now on"
+                    ),
+                    Some(left_out) => format!(
+                        "removed {id} from {name:?}; a new key protects what is written from now on; {left_out} of their versions did not fit the volume record and are refused from now on (files they deleted may come back)"
+                    ),
+                    None => format!("{id} was not a member of {name:?}; nothing changed"),
                 })
             })
         }

@@ -130,10 +130,30 @@ pub struct Member {
     /// Its placement rule ([`Announcement::placement_rule`]).
     pub placement_rule: u8,
     /// When it first announced the leave it is in (kept once the leave timed out, so a
-    /// member that keeps announcing `Leaving` stays dead; cleared by an `Alive` announcement).
+    /// member that keeps announcing `Leaving` stays dead; cleared once it has stayed alive for
+    /// the dead-after time, see [`Member::alive_since`]).
     pub leave_started: Option<Instant>,
-    /// Since when it has not been alive (suspect, dead or leaving); `None` while alive.
+    /// Since when it has not been alive (suspect, dead or leaving); `None` once it has stayed
+    /// alive for the dead-after time. Short alive spells do not clear it, so a member flapping
+    /// between `Leaving` and `Alive` cannot restart the clock of
+    /// [`Membership::holds_back_gc`] or of the leave timeout.
     pub down_since: Option<Instant>,
+    /// Since when it has been alive without a break; `None` while it is not alive.
+    pub alive_since: Option<Instant>,
+}
+
+impl Member {
+    /// Forgets its last down spell (leave, silence) once it has been alive without a break
+    /// for `stable`: a node back for good starts a new life, a flapping one does not.
+    fn settle(&mut self, now: Instant, stable: Duration) {
+        if self
+            .alive_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= stable)
+        {
+            self.leave_started = None;
+            self.down_since = None;
+        }
+    }
 }
 
 /// Announcements the whole network sends per second, at most, once it is large: every node
@@ -233,11 +253,12 @@ impl Membership {
         {
             return Ok(Vec::new());
         }
+        let stable = self.effective_liveness().dead_after;
         let old = self.members.get(&peer);
         let mut to = PeerState::from(a.state);
-        // A leave lasts from its first announcement; an `Alive` one starts a new life.
+        // A leave lasts from its first announcement, through short alive spells: only a member
+        // alive without a break for `stable` starts a new life (`Member::settle`).
         let leave_started = match to {
-            PeerState::Alive => None,
             PeerState::Leaving => old.and_then(|o| o.leave_started).or(Some(now)),
             _ => old.and_then(|o| o.leave_started),
         };
@@ -248,10 +269,17 @@ impl Membership {
             to = PeerState::Dead;
         }
         let down_since = match to {
-            PeerState::Alive => None,
+            PeerState::Alive => old.and_then(|o| o.down_since),
             _ => old.and_then(|o| o.down_since).or(Some(now)),
         };
-        let member = Member {
+        let alive_since = match to {
+            PeerState::Alive => old
+                .filter(|o| o.state == PeerState::Alive)
+                .and_then(|o| o.alive_since)
+                .or(Some(now)),
+            _ => None,
+        };
+        let mut member = Member {
             peer,
             addrs: parse_addrs(&a.addrs),
             capacity: a.capacity,
@@ -264,7 +292,9 @@ impl Membership {
             placement_rule: a.placement_rule,
             leave_started,
             down_since,
+            alive_since,
         };
+        member.settle(now, stable);
         let rule_was = self.members.get(&peer).map(|m| m.placement_rule);
         if a.placement_rule != crate::placement::RULE && rule_was != Some(a.placement_rule) {
             // Owners computed by another rule differ from ours: copies would be pushed to
@@ -306,7 +336,7 @@ impl Membership {
             PeerState::Suspect | PeerState::Dead => {
                 let from = member.state;
                 member.state = PeerState::Alive;
-                member.down_since = None;
+                member.alive_since = Some(now);
                 vec![MembershipEvent::StateChanged {
                     peer: *peer,
                     from,
@@ -337,6 +367,7 @@ impl Membership {
                     to: PeerState::Dead,
                 });
                 member.state = PeerState::Dead;
+                member.alive_since = None;
             }
             while let Some(to) = after_silence(member.state, silence, &config) {
                 events.push(MembershipEvent::StateChanged {
@@ -345,8 +376,12 @@ impl Membership {
                     to,
                 });
                 member.state = to;
+                member.alive_since = None;
                 // Down since its last sign of life.
                 member.down_since = member.down_since.or(Some(member.last_seen));
+            }
+            if member.state == PeerState::Alive {
+                member.settle(now, config.dead_after);
             }
             let forget = matches!(member.state, PeerState::Dead | PeerState::Left)
                 && silence >= config.forget_after;
@@ -364,7 +399,8 @@ impl Membership {
 
     /// Whether `m` holds back garbage collection at `now`: it is suspect, dead or leaving
     /// (it may still write, or bring back what was deleted), and has been for less than
-    /// `forget_after`. Past that it counts as gone, as if forgotten, whatever it announces.
+    /// `forget_after`, counted through short alive spells ([`Member::down_since`]). Past that
+    /// it counts as gone, as if forgotten, whatever it announces.
     pub fn holds_back_gc(&self, m: &Member, now: Instant) -> bool {
         !matches!(m.state, PeerState::Alive | PeerState::Left)
             && m.down_since
@@ -841,6 +877,65 @@ mod tests {
             Ok(vec![changed(p, PeerState::Dead, PeerState::Alive)])
         );
         assert!(!holds(&view, later));
+    }
+
+    #[test]
+    fn a_member_flapping_between_leaving_and_alive_stops_holding_back_gc() {
+        let (mut view, t0) = (view(), Instant::now());
+        let config = LivenessConfig::default();
+        let p = peer(1);
+        let holds = |view: &Membership, t| view.holds_back_gc(view.get(&p).unwrap(), t);
+        // Leaving for just under the leave timeout, one `Alive` announcement, and again.
+        let mut seq = 0;
+        let mut t = t0;
+        let mut leave_began = t0;
+        let mut held_at_end = None;
+        while t < t0 + config.forget_after + config.leave_timeout {
+            seq += 1;
+            let state = if t.saturating_duration_since(leave_began) >= config.leave_timeout - SECOND
+            {
+                leave_began = t + 2 * SECOND;
+                AnnouncedState::Alive
+            } else {
+                AnnouncedState::Leaving
+            };
+            view.apply(&announcement(p, seq, state), t).unwrap();
+            view.tick(t);
+            if state == AnnouncedState::Leaving {
+                let m = view.get(&p).unwrap();
+                // Its first leave timed out; later ones do not start over.
+                if t >= t0 + config.leave_timeout {
+                    assert_eq!(m.state, PeerState::Dead, "at {:?}", t - t0);
+                }
+                if t >= t0 + config.forget_after {
+                    held_at_end = Some(holds(&view, t));
+                }
+            }
+            t += 2 * SECOND;
+        }
+        assert_eq!(
+            held_at_end,
+            Some(false),
+            "flapping held back GC past forget_after"
+        );
+        // Back for good: alive without a break for the dead-after time is a new life.
+        let settled = t + config.dead_after;
+        while t <= settled {
+            seq += 1;
+            view.apply(&announcement(p, seq, AnnouncedState::Alive), t)
+                .unwrap();
+            if t < settled {
+                assert!(view.get(&p).unwrap().down_since.is_some());
+            }
+            view.tick(t);
+            t += 2 * SECOND;
+        }
+        let m = view.get(&p).unwrap();
+        assert_eq!((m.down_since, m.leave_started), (None, None));
+        view.apply(&announcement(p, seq + 1, AnnouncedState::Leaving), settled)
+            .unwrap();
+        assert_eq!(view.get(&p).unwrap().state, PeerState::Leaving);
+        assert!(holds(&view, settled + SECOND));
     }
 
     #[test]

@@ -396,6 +396,18 @@ const GC_GRACE_SECS: u64 = 5;
 /// and a pass (here 20 + 5 + 3 s; the test allows 90 s).
 #[test]
 fn leaving_forever_does_not_hold_back_deletion() {
+    leaving_forever(0);
+}
+
+/// As above, but every 6 s (under the 8 s leave timeout) the member announces `Alive` once
+/// between two `Leaving` announcements: its leave and its time down are not restarted by it,
+/// so it is dead after the leave timeout and collection waits no longer.
+#[test]
+fn leaving_forever_flapping_does_not_hold_back_deletion() {
+    leaving_forever(6);
+}
+
+fn leaving_forever(flap_secs: u64) {
     let mut opts = ClusterOpts::replicas(2);
     opts.extra_args = vec!["--gc-grace".into(), GC_GRACE_SECS.to_string()];
     let c = cluster_with(2, opts, |n| {
@@ -429,10 +441,18 @@ fn leaving_forever_does_not_hold_back_deletion() {
         c.report()
     );
 
+    let flap_secs = flap_secs.to_string();
     let rogue = Rogue::spawn(
         &c,
         0,
-        &["--attack", "leaving-forever", "--duration-secs", "600"],
+        &[
+            "--attack",
+            "leaving-forever",
+            "--duration-secs",
+            "600",
+            "--flap-secs",
+            &flap_secs,
+        ],
     );
     let start = rogue.wait_event("start", Duration::from_secs(30));
     let rogue_id = start["peer_id"].as_str().unwrap().to_string();

@@ -66,33 +66,55 @@ pub(super) async fn junk_chunks(rogue: &Rogue) {
 }
 
 /// Announces itself `Leaving` (with a large capacity) once a second for `--duration-secs`:
-/// a member whose leave never ends.
+/// a member whose leave never ends. With `--flap-secs N`, every N seconds it announces `Alive`
+/// and, a moment later, `Leaving` again: a member trying to restart its leave timeout and the
+/// time it holds back garbage collection, while hardly ever looking alive to a GC pass.
 pub(super) async fn announce_leaving_forever(rogue: &Rogue, args: &Args) {
     let subscribed = rogue.wait_subscribed(Topic::Membership).await;
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let first_seq = now_ms();
     let mut sent = 0u64;
+    let mut flaps = 0u64;
+    let mut last_flap = Instant::now();
     while Instant::now() < deadline {
-        let a = p2pfs::membership::Announcement {
-            peer: rogue.id.to_bytes(),
-            addrs: Vec::new(),
-            capacity: 1 << 40,
-            free: 1 << 40,
-            version: env!("CARGO_PKG_VERSION").into(),
-            state: p2pfs::membership::AnnouncedState::Leaving,
-            seq: first_seq + sent,
-            knows: 0,
-            placement_rule: p2pfs::placement::RULE,
-        };
-        let mut bytes = Vec::new();
-        ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");
-        let ok = rogue.publish(Topic::Membership, bytes).await.is_ok();
-        if sent == 0 {
-            emit(json!({"event": "announcing", "phase": "announce", "ok": ok,
-                "node_subscribed": subscribed}));
+        let flap = args.flap_secs > 0 && last_flap.elapsed() >= Duration::from_secs(args.flap_secs);
+        if flap {
+            last_flap = Instant::now();
         }
-        sent += 1;
+        let states: &[p2pfs::membership::AnnouncedState] = if flap {
+            &[
+                p2pfs::membership::AnnouncedState::Alive,
+                p2pfs::membership::AnnouncedState::Leaving,
+            ]
+        } else {
+            &[p2pfs::membership::AnnouncedState::Leaving]
+        };
+        for (i, state) in states.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let a = p2pfs::membership::Announcement {
+                peer: rogue.id.to_bytes(),
+                addrs: Vec::new(),
+                capacity: 1 << 40,
+                free: 1 << 40,
+                version: env!("CARGO_PKG_VERSION").into(),
+                state: *state,
+                seq: first_seq + sent,
+                knows: 0,
+                placement_rule: p2pfs::placement::RULE,
+            };
+            let mut bytes = Vec::new();
+            ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");
+            let ok = rogue.publish(Topic::Membership, bytes).await.is_ok();
+            if sent == 0 {
+                emit(json!({"event": "announcing", "phase": "announce", "ok": ok,
+                    "node_subscribed": subscribed}));
+            }
+            sent += 1;
+        }
+        flaps += u64::from(flap);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    emit(json!({"event": "announced", "phase": "announce", "count": sent}));
+    emit(json!({"event": "announced", "phase": "announce", "count": sent, "flaps": flaps}));
 }

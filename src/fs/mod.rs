@@ -411,24 +411,18 @@ impl FsCore {
         if volume.revoked.is_empty() {
             return Ok(0);
         }
-        let refused = self.namespace.versions_where(|e| {
-            e.volume == volume.id && !VolumeRecord::is_record(e) && !volume.can_write(e)
-        })?;
-        if refused.is_empty() {
-            return Ok(0);
+        let (dropped, purged) = purge_refused_versions(
+            &self.namespace,
+            &self.io.cache,
+            &self.rejected,
+            |v| *v == volume.id,
+            |e| !volume.can_write(e),
+        )?;
+        let mut tree = self.tree.write();
+        for e in &purged.current {
+            tree.remove(&e.id);
         }
-        let purged = self.namespace.purge(&refused)?;
-        self.evict(&purged.released);
-        {
-            let mut tree = self.tree.write();
-            for e in &purged.current {
-                tree.remove(&e.id);
-            }
-        }
-        tracing::warn!(volume = %volume.id, dropped = refused.len(), "stored versions by a removed writer that its removal did not keep: dropped");
-        self.rejected
-            .fetch_add(refused.len() as u64, Ordering::Relaxed);
-        Ok(refused.len())
+        Ok(dropped)
     }
 
     pub fn volume_id(&self) -> VolumeId {
@@ -1355,6 +1349,38 @@ impl FsCore {
         }
         self.pool.shutdown();
     }
+}
+
+/// Drops the stored versions (current, displaced or expired) of the volumes `in_volume` picks
+/// that `refused` picks (volume records are never dropped): after a removal, the removed
+/// writer's versions that it did not keep. Evicts the chunks no stored entry references any
+/// more from `cache`, logs, and counts the dropped versions in `rejected`. One scan of the
+/// store, skipping other volumes' rows undecoded.
+pub(crate) fn purge_refused_versions(
+    namespace: &NamespaceStore,
+    cache: &ChunkCache,
+    rejected: &AtomicU64,
+    in_volume: impl Fn(&VolumeId) -> bool,
+    refused: impl Fn(&Entry) -> bool,
+) -> FsResult<(usize, crate::namespace::Purged)> {
+    let versions =
+        namespace.versions_in_where(in_volume, |e| !VolumeRecord::is_record(e) && refused(e))?;
+    if versions.is_empty() {
+        return Ok((0, Default::default()));
+    }
+    let purged = namespace.purge(&versions)?;
+    for id in &purged.released {
+        cache.remove(id);
+    }
+    let volumes: std::collections::BTreeSet<String> =
+        versions.iter().map(|e| e.volume.to_string()).collect();
+    tracing::warn!(
+        ?volumes,
+        dropped = versions.len(),
+        "stored versions by a removed writer that its removal did not keep: dropped"
+    );
+    rejected.fetch_add(versions.len() as u64, Ordering::Relaxed);
+    Ok((versions.len(), purged))
 }
 
 #[cfg(test)]

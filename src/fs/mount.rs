@@ -347,21 +347,14 @@ impl Mount {
         // pass for every volume with a removal. The trees above already left them out.
         {
             let registry = mount.registry.read();
-            let refused: Vec<Entry> = mount.namespace.versions_where(|e| {
-                !VolumeRecord::is_record(e)
-                    && registry
-                        .get(&e.volume)
-                        .is_some_and(|r| r.has_removals() && !r.can_write(e))
-            })?;
-            if !refused.is_empty() {
-                let purged = mount.namespace.purge(&refused)?;
-                for id in purged.released {
-                    mount.template.cache.remove(&id);
-                }
-                tracing::warn!(
-                    dropped = refused.len(),
-                    "stored versions by removed writers that their removal did not keep: dropped"
-                );
+            if registry.values().any(VolumeRecord::has_removals) {
+                super::purge_refused_versions(
+                    &mount.namespace,
+                    &mount.template.cache,
+                    &mount.rejected,
+                    |v| registry.get(v).is_some_and(VolumeRecord::has_removals),
+                    |e| registry.get(&e.volume).is_some_and(|r| !r.can_write(e)),
+                )?;
             }
         }
         let personal = Volume::personal(&mount.user);
@@ -428,6 +421,14 @@ impl Mount {
             }
         };
         let opened = Volume::from_record(&record, &self.user);
+        // Stored versions need a new look only when the removals changed: taking the same
+        // record again (any member can send one) costs no scan.
+        let removals_changed = record.has_removals()
+            && self
+                .registry
+                .read()
+                .get(&entry.volume)
+                .is_none_or(|old| old.revoked != record.revoked || old.kept != record.kept);
         self.registry.write().insert(entry.volume, record);
         let known = self
             .slots
@@ -475,7 +476,9 @@ impl Mount {
         }
         // Versions stored before a removal in this record reached this node that it does not
         // keep.
-        self.purge_refused(&entry.volume)?;
+        if removals_changed {
+            self.purge_refused(&entry.volume)?;
+        }
         // Entries that waited for this record.
         let waiting = self.held.lock().take(&entry.volume);
         if !waiting.is_empty() {
@@ -496,37 +499,40 @@ impl Mount {
         if !record.has_removals() {
             return Ok(0);
         }
-        let refused = self.namespace.versions_where(|e| {
-            e.volume == *volume && !VolumeRecord::is_record(e) && !record.can_write(e)
-        })?;
-        if refused.is_empty() {
-            return Ok(0);
-        }
-        let purged = self.namespace.purge(&refused)?;
-        for id in purged.released {
-            self.template.cache.remove(&id);
-        }
-        tracing::warn!(volume = %volume, dropped = refused.len(), "stored versions by a removed writer that its removal did not keep: dropped");
-        self.rejected
-            .fetch_add(refused.len() as u64, Ordering::Relaxed);
-        Ok(refused.len())
+        let (dropped, _) = super::purge_refused_versions(
+            &self.namespace,
+            &self.template.cache,
+            &self.rejected,
+            |v| v == volume,
+            |e| !record.can_write(e),
+        )?;
+        Ok(dropped)
     }
 
-    /// The versions of `user` in `volume` this node holds (what a removal of theirs keeps).
+    /// The versions of `user` in `volume` this node holds (what a removal of theirs keeps), in
+    /// the order a removal keeps them when they do not all fit its record
+    /// ([`Volume::revoke`]): current live versions first (the files they wrote stay), then
+    /// current tombstones, then displaced versions, then expired tombstones. A tombstone left
+    /// out is refused, so the file it deleted comes back: what is lost is never data.
     fn held_versions(
         &self,
         volume: &VolumeId,
         user: &UserId,
     ) -> Result<Vec<crate::namespace::VersionHash>, VolumeError> {
-        Ok(self
+        use crate::namespace::StoredAs;
+        let mut versions = self
             .namespace
-            .versions_where(|e| {
-                e.volume == *volume && e.author == *user && !VolumeRecord::is_record(e)
-            })
-            .map_err(|e| VolumeError::Record(e.to_string()))?
-            .iter()
-            .map(Entry::version_hash)
-            .collect())
+            .placed_versions_in_where(
+                |v| v == volume,
+                |e| e.author == *user && !VolumeRecord::is_record(e),
+            )
+            .map_err(|e| VolumeError::Record(e.to_string()))?;
+        versions.sort_by_key(|(place, e)| match place {
+            StoredAs::Current => u8::from(e.deleted),
+            StoredAs::Displaced => 2,
+            StoredAs::Expired => 3,
+        });
+        Ok(versions.iter().map(|(_, e)| e.version_hash()).collect())
     }
 
     /// The core serving `slot`, if it is visible.
@@ -1247,7 +1253,8 @@ impl Mount {
         let (mut volume, base) = self.owned(name)?;
         if read_only && volume.writers.contains(&user.id) {
             let held = self.held_versions(&volume.id, &user.id)?;
-            volume.revoke(&user.id, self.clock.now(), held)?;
+            let left_out = volume.revoke(&user.id, self.clock.now(), held)?;
+            warn_left_out(&volume, &user.id, left_out);
         }
         volume.share(user, read_only)?;
         self.publish_record(&volume, &base)
@@ -1255,17 +1262,26 @@ impl Mount {
     }
 
     /// Removes `user` from a volume of this user's; a new key encrypts what is written from now
-    /// on. Returns whether they were a member.
-    pub fn unshare(&self, name: &str, user: &UserId) -> Result<bool, VolumeError> {
+    /// on. Returns `None` when they were not a member, else how many of their versions did not
+    /// fit the record and are refused from now on ([`Volume::revoke`]).
+    pub fn unshare(&self, name: &str, user: &UserId) -> Result<Option<usize>, VolumeError> {
         let _g = self.records.lock();
         let (mut volume, base) = self.owned(name)?;
         let held = self.held_versions(&volume.id, user)?;
-        if !volume.unshare(user, self.clock.now(), held)? {
-            return Ok(false);
-        }
+        let Some(left_out) = volume.unshare(user, self.clock.now(), held)? else {
+            return Ok(None);
+        };
+        warn_left_out(&volume, user, left_out);
         self.publish_record(&volume, &base)
             .map_err(|e| VolumeError::Record(e.to_string()))?;
-        Ok(true)
+        Ok(Some(left_out))
+    }
+}
+
+/// Says when a removal could not keep every version of the removed writer.
+fn warn_left_out(volume: &Volume, user: &UserId, left_out: usize) {
+    if left_out > 0 {
+        tracing::warn!(volume = %volume.id, %user, left_out, "removed writer has more versions than the volume record can keep: those kept last (expired, displaced, then tombstones) are refused from now on");
     }
 }
 

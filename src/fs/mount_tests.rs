@@ -148,7 +148,7 @@ fn sharing_gives_access_read_only_blocks_writes_and_unshare_takes_it_away() {
     let from_b = a.lookup(vol(&a, "@team").unwrap(), b"from-b.txt").unwrap();
     assert_eq!(read(&a, from_b.ino), b"hello from b");
 
-    assert!(a.unshare("team", &b_key.id).unwrap());
+    assert_eq!(a.unshare("team", &b_key.id).unwrap(), Some(0));
     let a_root = vol(&a, "@team").unwrap();
     write(&a, a_root, "after.txt", b"written after the removal").unwrap();
     exchange(&[&a, &b, &c]);
@@ -362,7 +362,7 @@ fn a_removed_writers_back_dated_versions_are_refused_and_ones_stored_before_are_
     assert_eq!(d.apply_remote(forged.clone()).unwrap().applied, 2);
     assert!(names(&c, vol(&c, "@team").unwrap()).is_empty());
 
-    assert!(a.unshare("team", &b_key.id).unwrap());
+    assert_eq!(a.unshare("team", &b_key.id).unwrap(), Some(0));
     // The owner refuses them now, whatever clock they claim, and so a modify B seals with the
     // key it still has (a rename of the owner's file over a history covering everything).
     let old_volume = volume_of(&b, &team.id);
@@ -585,4 +585,79 @@ fn held_entries_of_a_volume_are_taken_with_their_accounting() {
     assert_eq!(held.bytes, b.iter().map(held_size).sum::<usize>());
     assert_eq!(held.take(&VolumeId([2; 16])), b);
     assert!(held.by_source.is_empty() && held.bytes == 0);
+}
+
+#[test]
+fn a_record_whose_removals_did_not_change_costs_no_scan() {
+    let net = Net::new();
+    let (a, _) = net.mount("a", 1);
+    let (b, b_key) = net.mount("b", 2);
+    let (c, c_key) = net.mount("c", 3);
+    let (_e, e_key) = net.mount("e", 5);
+    let team = a.create_volume("team").unwrap();
+    a.share("team", &b_key, false).unwrap();
+    a.share("team", &c_key, true).unwrap();
+    exchange(&[&a, &b, &c]);
+    write(&b, vol(&b, "@team").unwrap(), "b.txt", b"the writer's").unwrap();
+    exchange(&[&a, &b, &c]);
+    assert_eq!(a.unshare("team", &b_key.id).unwrap(), Some(0));
+    let before = c.namespace().version_scans();
+    exchange(&[&a, &c]);
+    let after_removal = c.namespace().version_scans();
+    assert!(after_removal > before, "a new removal is looked for");
+    // The same record taken again (sent again by any member), and a newer one that changes
+    // only the members: no scan of the store.
+    let record = c
+        .namespace()
+        .load_all()
+        .unwrap()
+        .entries
+        .into_iter()
+        .find(|e| VolumeRecord::is_record(e) && e.volume.to_string() == team.id)
+        .unwrap();
+    c.take_record(&record).unwrap();
+    c.take_record(&record).unwrap();
+    a.share("team", &e_key, true).unwrap();
+    exchange(&[&a, &c]);
+    assert_eq!(volume_of(&c, &team.id).members.len(), 3);
+    assert_eq!(c.namespace().version_scans(), after_removal);
+    // The removal still holds there: B's write was kept.
+    let root = vol(&c, "@team").unwrap();
+    assert_eq!(names(&c, root), vec!["b.txt"]);
+}
+
+#[test]
+fn a_removal_keeps_live_versions_before_tombstones() {
+    let net = Net::new();
+    let (a, _) = net.mount("a", 1);
+    let (b, b_key) = net.mount("b", 2);
+    let team = a.create_volume("team").unwrap();
+    a.share("team", &b_key, false).unwrap();
+    exchange(&[&a, &b]);
+    let root = vol(&b, "@team").unwrap();
+    for i in 0..6 {
+        write(&b, root, &format!("gone{i}"), b"deleted").unwrap();
+        b.unlink(root, format!("gone{i}").as_bytes()).unwrap();
+        write(&b, root, &format!("kept{i}"), b"live").unwrap();
+    }
+    exchange(&[&a, &b]);
+    let id = volume_of(&a, &team.id).id;
+    let deleted: HashMap<_, _> = a
+        .namespace()
+        .load_all()
+        .unwrap()
+        .entries
+        .iter()
+        .filter(|e| e.volume == id && e.author == b_key.id)
+        .map(|e| (e.version_hash(), e.deleted))
+        .collect();
+    let held: Vec<bool> = a
+        .held_versions(&id, &b_key.id)
+        .unwrap()
+        .iter()
+        .map(|h| deleted[h])
+        .collect();
+    // Every live version first, then every tombstone.
+    assert_eq!(held.iter().filter(|d| **d).count(), 6);
+    assert!(held.is_sorted(), "{held:?}");
 }

@@ -11,5 +11,5 @@ pub use entry::{
     Entry, EntryError, EntryId, EntryKey, EntryKind, EntryMeta, Seen, Timestamp, UserId, Version,
     VersionHash, VolumeId,
 };
-pub use store::{Committed, NamespaceError, NamespaceStore, Purged};
+pub use store::{Committed, NamespaceError, NamespaceStore, Purged, StoredAs};
 pub use volume::Volume;

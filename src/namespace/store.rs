@@ -6,7 +6,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::entry::{self, Entry, EntryError, EntryKey};
+use super::entry::{self, Entry, EntryError, EntryKey, VolumeId};
 use crate::block::ChunkId;
 use crate::util::hlc::Hlc;
 
@@ -191,6 +191,8 @@ pub struct NamespaceStore {
     /// round, every 10 s, on both ends). Writers hold the lock across their transaction, so the
     /// first scan never races a commit.
     digest: std::sync::Arc<parking_lot::Mutex<Option<Digest>>>,
+    /// Scans made by [`NamespaceStore::versions_in_where`] (status and tests).
+    version_scans: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What a commit changed.
@@ -242,6 +244,7 @@ impl NamespaceStore {
         Ok(Self {
             db: std::sync::Arc::new(db),
             digest: Default::default(),
+            version_scans: Default::default(),
         })
     }
 
@@ -571,6 +574,17 @@ impl NamespaceStore {
     }
 }
 
+/// Where a stored version is kept ([`NamespaceStore::placed_versions_in_where`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StoredAs {
+    /// The current state of its id.
+    Current,
+    /// Lost to a concurrent version, waiting to become a conflict copy.
+    Displaced,
+    /// A tombstone past its retention, kept to refuse the versions it deleted.
+    Expired,
+}
+
 /// What [`NamespaceStore::purge`] removed.
 #[derive(Debug, Default)]
 pub struct Purged {
@@ -587,29 +601,82 @@ impl NamespaceStore {
         &self,
         wanted: impl Fn(&Entry) -> bool,
     ) -> Result<Vec<Entry>, NamespaceError> {
-        let mut out = Vec::new();
-        self.for_each_entry(|e| {
-            if wanted(&e) {
-                out.push(e)
-            }
-        })?;
-        out.extend(
-            self.displaced()?
-                .into_iter()
-                .map(|(_, e)| e)
-                .filter(|e| wanted(e)),
-        );
+        self.versions_in_where(|_| true, wanted)
+    }
+
+    /// As [`versions_where`](Self::versions_where), over the volumes `in_volume` picks: rows
+    /// of other volumes are skipped by their key's volume part, never decoded.
+    pub fn versions_in_where(
+        &self,
+        in_volume: impl Fn(&VolumeId) -> bool,
+        wanted: impl Fn(&Entry) -> bool,
+    ) -> Result<Vec<Entry>, NamespaceError> {
+        Ok(self
+            .placed_versions_in_where(in_volume, wanted)?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// As [`versions_in_where`](Self::versions_in_where), each with where it is stored, in
+    /// that order: current states, then displaced versions, then expired tombstones.
+    pub fn placed_versions_in_where(
+        &self,
+        in_volume: impl Fn(&VolumeId) -> bool,
+        wanted: impl Fn(&Entry) -> bool,
+    ) -> Result<Vec<(StoredAs, Entry)>, NamespaceError> {
+        self.version_scans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Every table's key starts with an `EntryKey` (`id || volume`).
+        let picked = |key: &[u8]| {
+            key.get(16..EntryKey::LEN)
+                .is_some_and(|v| in_volume(&VolumeId(v.try_into().expect("16 bytes"))))
+        };
         let txn = self.db.begin_read().map_err(db_err)?;
-        let forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
-        for row in forgotten.iter().map_err(db_err)? {
-            let (_, v) = row.map_err(db_err)?;
+        let mut out = Vec::new();
+        let entries = txn.open_table(ENTRIES).map_err(db_err)?;
+        for row in entries.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            if !picked(k.value()) {
+                continue;
+            }
             if let Ok(e) = Entry::from_bytes(v.value())
+                && e.key().to_bytes()[..] == *k.value()
                 && wanted(&e)
             {
-                out.push(e);
+                out.push((StoredAs::Current, e));
+            }
+        }
+        let displaced = txn.open_table(DISPLACED).map_err(db_err)?;
+        for row in displaced.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let v = v.value();
+            if picked(k.value())
+                && v.len() > 8
+                && let Ok(e) = Entry::from_bytes(&v[8..])
+                && wanted(&e)
+            {
+                out.push((StoredAs::Displaced, e));
+            }
+        }
+        let forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
+        for row in forgotten.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            if picked(k.value())
+                && let Ok(e) = Entry::from_bytes(v.value())
+                && wanted(&e)
+            {
+                out.push((StoredAs::Expired, e));
             }
         }
         Ok(out)
+    }
+
+    /// How many scans [`versions_in_where`](Self::versions_in_where) has made since this store
+    /// was opened (each reads the whole store's keys).
+    pub fn version_scans(&self) -> u64 {
+        self.version_scans
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Removes exactly these versions wherever they are stored (current state, displaced,

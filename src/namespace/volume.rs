@@ -534,30 +534,20 @@ impl Volume {
     /// Takes away `user`'s right to write (they stay a member if they are one): of their
     /// versions, only those in `held` stay valid on every node that gets the new record, the
     /// versions of theirs the owner's node holds now. Ones it has not received yet (in flight)
-    /// are refused from then on, whatever clock they carry. Refused when the record would list
-    /// more than [`MAX_KEPT_VERSIONS`] kept versions or [`MAX_MEMBERS`] removed writers: the
-    /// removal then changes nothing.
+    /// are refused from then on, whatever clock they carry. The record lists at most
+    /// [`MAX_KEPT_VERSIONS`] kept versions in all: `held` comes in priority order (the owner's
+    /// node lists current live versions, then current tombstones, displaced, expired), and
+    /// those past the room left are refused from then on too, so a writer who
+    /// made too many versions can still be removed. Returns how many were left out. Refused
+    /// only past [`MAX_MEMBERS`] removed writers: the removal then changes nothing.
     pub fn revoke(
         &mut self,
         user: &UserId,
         now: Hlc,
-        held: Vec<VersionHash>,
-    ) -> Result<(), VolumeError> {
+        mut held: Vec<VersionHash>,
+    ) -> Result<usize, VolumeError> {
         if !self.writers.contains(user) {
-            return Ok(());
-        }
-        let kept = KeptVersions::new(*user, held);
-        let others: usize = self
-            .kept
-            .iter()
-            .filter(|k| k.user != *user)
-            .map(KeptVersions::len)
-            .sum();
-        if others + kept.len() > MAX_KEPT_VERSIONS {
-            return Err(VolumeError::NotAllowed(format!(
-                "cannot remove this writer: the volume record would list {} versions of removed writers, more than the {MAX_KEPT_VERSIONS} it can hold; create a new volume, copy the files to keep into it and stop using this one",
-                others + kept.len()
-            )));
+            return Ok(0);
         }
         let removed_before = self.revoked.iter().any(|(u, _)| u == user);
         if !removed_before && self.revoked.len() >= MAX_MEMBERS {
@@ -565,44 +555,54 @@ impl Volume {
                 "a volume has at most {MAX_MEMBERS} removed writers; create a new volume"
             )));
         }
+        let others: usize = self
+            .kept
+            .iter()
+            .filter(|k| k.user != *user)
+            .map(KeptVersions::len)
+            .sum();
+        let room = MAX_KEPT_VERSIONS.saturating_sub(others);
+        let left_out = held.len().saturating_sub(room);
+        held.truncate(room);
         self.writers.retain(|w| w != user);
         self.revoked.retain(|(u, _)| u != user);
         self.revoked.push((*user, now));
         self.kept.retain(|k| k.user != *user);
-        self.kept.push(kept);
-        Ok(())
+        self.kept.push(KeptVersions::new(*user, held));
+        Ok(left_out)
     }
 
     /// Removes `user`: no longer a member; of their versions only `held` (those the owner's
-    /// node holds now, see [`revoke`](Self::revoke)) stay valid, and a new key encrypts
-    /// everything written from now on. Returns whether they were a member.
+    /// node holds now, in priority order, see [`revoke`](Self::revoke)) stay valid, and a new
+    /// key encrypts everything written from now on. Returns `None` when they were not a
+    /// member, else how many of their versions did not fit the record and are refused.
     pub fn unshare(
         &mut self,
         user: &UserId,
         now: Hlc,
         held: Vec<VersionHash>,
-    ) -> Result<bool, VolumeError> {
+    ) -> Result<Option<usize>, VolumeError> {
         if *user == self.owner {
             return Err(VolumeError::NotAllowed(
                 "the owner cannot be removed from their volume".into(),
             ));
         }
         if !self.members.iter().any(|m| m.user == *user) {
-            return Ok(false);
+            return Ok(None);
         }
         if self.keys.len() >= MAX_KEYS {
             return Err(VolumeError::NotAllowed(format!(
                 "a volume has at most {MAX_KEYS} keys; create a new volume"
             )));
         }
-        self.revoke(user, now, held)?;
+        let left_out = self.revoke(user, now, held)?;
         self.members.retain(|m| m.user != *user);
         let mut key = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(&mut key[..]);
         let mut keys = std::mem::take(&mut self.keys);
         keys.push(key);
         self.set_keys(keys);
-        Ok(true)
+        Ok(Some(left_out))
     }
 
     /// The record describing this volume, its secrets sealed to every member.
@@ -801,6 +801,7 @@ mod tests {
         assert!(
             v.unshare(&friend.user_id(), Hlc(200), vec![before.version_hash()])
                 .unwrap()
+                == Some(0)
         );
         assert_ne!(*v.payload_key(), old_key);
         assert_eq!(v.key_count(), 2);
@@ -826,7 +827,10 @@ mod tests {
         assert_eq!(again.key_count(), 2);
         assert_eq!(again.open_entry(&before).unwrap().name, b"f");
         assert!(again.can_write(&before) && !again.can_write(&in_flight));
-        assert!(!v.unshare(&friend.user_id(), Hlc(300), Vec::new()).unwrap());
+        assert_eq!(
+            v.unshare(&friend.user_id(), Hlc(300), Vec::new()).unwrap(),
+            None
+        );
         assert!(v.unshare(&owner.user_id(), Hlc(300), Vec::new()).is_err());
         // Added back as a writer: the current writers' rule, whatever was kept before.
         v.share(&UserKey::of(&friend), false).unwrap();
@@ -923,13 +927,29 @@ mod tests {
         assert!(entry.to_bytes().len() <= crate::namespace::entry::MAX_ENCODED_ENTRY);
         let record = VolumeRecord::from_entry(&entry).unwrap();
         assert_eq!(record.kept[0].len(), MAX_KEPT_VERSIONS - 5);
-        // Past it, the removal is refused and changes nothing.
-        let err = v
-            .unshare(&other.user_id(), Hlc(12), hashes(6, 2))
-            .unwrap_err();
-        assert!(err.to_string().contains("more than the"), "{err}");
-        assert_eq!(v.role(&other.user_id()), Some(Role::Writer));
-        assert_eq!(v.key_count(), 2);
+        // Past it, the removal still happens: the first versions in priority order that fit
+        // are kept, the rest are refused from then on.
+        let others = hashes(6, 2);
+        assert_eq!(
+            v.unshare(&other.user_id(), Hlc(12), others.clone())
+                .unwrap(),
+            Some(1)
+        );
+        assert_eq!(v.role(&other.user_id()), None);
+        assert_eq!(v.key_count(), 3);
+        let entry = v.record_entry(&owner.signing, 7, Hlc(13), &[]).unwrap();
+        let record = VolumeRecord::from_entry(&entry).unwrap();
+        assert_eq!(
+            record.kept.iter().map(KeptVersions::len).sum::<usize>(),
+            MAX_KEPT_VERSIONS
+        );
+        let kept = record
+            .kept
+            .iter()
+            .find(|k| k.user == other.user_id())
+            .unwrap();
+        assert!(others[..5].iter().all(|h| kept.contains(h)));
+        assert!(!kept.contains(&others[5]));
         // A list that is not sorted, or names a user who was not removed, is refused.
         for bad in [
             KeptVersions {
@@ -940,7 +960,7 @@ mod tests {
                 user: friend.user_id(),
                 versions: vec![1; 17],
             },
-            KeptVersions::new(other.user_id(), hashes(1, 3)),
+            KeptVersions::new(owner.user_id(), hashes(1, 3)),
         ] {
             let mut forged = v.record().unwrap();
             forged.kept = vec![bad];
