@@ -327,6 +327,7 @@ impl Node {
         );
         runtime.spawn(repair.clone().run());
         runtime.spawn(repair.clone().run_scrub());
+        crate::rpc::chunk::set_prove_rate(n.prove_rate_mb * 1_000_000);
         let audit = crate::audit::Audit::new(
             cluster.router.clone(),
             crate::audit::AuditConfig {

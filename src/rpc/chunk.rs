@@ -33,9 +33,10 @@ pub const MAX_HAVE_BATCH: usize = 4096;
 const HAVE_PER_FRAME: usize = 1024;
 /// Most ids in one `Prove` request: each is a chunk read and hashed by the answering node.
 pub const MAX_PROVE_BATCH: usize = 64;
-/// Bytes one peer may have this node read and hash for its proofs, per second: a peer cannot
-/// turn challenges into a disk-read flood.
-const PROVE_BYTES_PER_SEC: f64 = 16.0 * 1024.0 * 1024.0;
+/// Bytes one peer may have this node read and hash for its proofs, per second, unless
+/// configured (`network.prove_rate_mb`, [`set_prove_rate`]): a peer cannot turn challenges
+/// into a disk-read flood.
+const PROVE_BYTES_PER_SEC: u64 = 16_000_000;
 /// Chunk bytes one `Prove` may make this node read; a request that needs more is refused
 /// (challengers split their batches by size too, [`crate::audit::challenge`]).
 pub const MAX_PROVE_BYTES: usize = 32 << 20;
@@ -562,14 +563,29 @@ struct ProveBudget {
     next: Mutex<HashMap<PeerId, tokio::time::Instant>>,
     /// Proofs computed at once, over all peers: one disk's worth of reading.
     running: tokio::sync::Semaphore,
+    /// Each peer's share, in bytes per second.
+    bytes_per_sec: std::sync::atomic::AtomicU64,
 }
 
-static PROVE_BUDGET: std::sync::LazyLock<ProveBudget> = std::sync::LazyLock::new(|| ProveBudget {
-    next: Mutex::new(HashMap::new()),
-    running: tokio::sync::Semaphore::new(2),
-});
+static PROVE_BUDGET: std::sync::LazyLock<ProveBudget> =
+    std::sync::LazyLock::new(|| ProveBudget::new(PROVE_BYTES_PER_SEC));
+
+/// Sets the bytes per second each peer may have this node read for its proofs.
+pub fn set_prove_rate(bytes_per_sec: u64) {
+    PROVE_BUDGET
+        .bytes_per_sec
+        .store(bytes_per_sec.max(1), std::sync::atomic::Ordering::Relaxed);
+}
 
 impl ProveBudget {
+    fn new(bytes_per_sec: u64) -> Self {
+        ProveBudget {
+            next: Mutex::new(HashMap::new()),
+            running: tokio::sync::Semaphore::new(2),
+            bytes_per_sec: bytes_per_sec.into(),
+        }
+    }
+
     /// Reserves `bytes` of `peer`'s budget before they are read, so requests from one peer
     /// running at once are all charged (charging after the read let parallel streams pass one
     /// check each). Returns how long to wait before reading, or `None` (nothing reserved) when
@@ -585,7 +601,7 @@ impl ProveBudget {
         if wait > PROVE_MAX_WAIT {
             return None;
         }
-        next.insert(*peer, free_at + Self::cost(bytes));
+        next.insert(*peer, free_at + self.cost(bytes));
         Some(wait)
     }
 
@@ -596,14 +612,17 @@ impl ProveBudget {
         let mut next = self.next.lock();
         let at = next.entry(*peer).or_insert(now);
         if read >= reserved {
-            *at = (*at).max(now) + Self::cost(read - reserved);
+            *at = (*at).max(now) + self.cost(read - reserved);
         } else {
-            *at = (*at - Self::cost(reserved - read)).max(now);
+            *at = (*at - self.cost(reserved - read)).max(now);
         }
     }
 
-    fn cost(bytes: usize) -> Duration {
-        Duration::from_secs_f64(bytes as f64 / PROVE_BYTES_PER_SEC)
+    fn cost(&self, bytes: usize) -> Duration {
+        let rate = self
+            .bytes_per_sec
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_secs_f64(bytes as f64 / rate as f64)
     }
 }
 
@@ -786,10 +805,7 @@ mod proof_tests {
 
     #[tokio::test]
     async fn proof_work_is_reserved_before_reading_so_parallel_requests_are_all_charged() {
-        let budget = ProveBudget {
-            next: Mutex::new(HashMap::new()),
-            running: tokio::sync::Semaphore::new(2),
-        };
+        let budget = ProveBudget::new(16 << 20);
         let (greedy, other) = (PeerId::random(), PeerId::random());
         let about = |wait: Option<Duration>, secs: u64| {
             wait.is_some_and(|w| {
