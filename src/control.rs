@@ -1458,3 +1458,19 @@ mod tests {
         assert!(t0.elapsed() >= LEAVE_REPORT_GRACE);
     }
 }
+
+#[cfg(test)]
+mod vouch_tests {
+    use super::all_vouched;
+
+    #[test]
+    fn a_proof_counts_without_the_bytes_only_when_another_claimant_gave_the_same() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert!(all_vouched(&[a, a]));
+        assert!(all_vouched(&[a, a, b, b]));
+        // A lone claimant, or one whose answer nobody else gave, is checked against the bytes.
+        assert!(!all_vouched(&[a]));
+        assert!(!all_vouched(&[a, a, b]));
+        assert!(!all_vouched(&[a, b]));
+    }
+}
