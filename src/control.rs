@@ -479,7 +479,7 @@ impl StatusSource {
     /// few at once. A claimant that did not answer (busy, timed out) is unverified, not absent.
     async fn holders(&self, ids: &[crate::block::ChunkId]) -> Vec<ChunkHolders> {
         use crate::audit::{Possession, fresh_nonce, holder_failed, verify};
-        use crate::rpc::chunk::{MAX_HAVE_BATCH, MAX_PROVE_BATCH};
+        use crate::rpc::chunk::{MAX_BODY, MAX_HAVE_BATCH, MAX_PROVE_BATCH, MAX_PROVE_BYTES};
         use libp2p::futures::{StreamExt, future::join_all};
         use std::collections::HashMap;
         // Chunks challenged at a time (one `Prove` per peer): 16 default-size chunks are half a
@@ -532,23 +532,45 @@ impl StatusSource {
                 continue;
             }
             let nonce = fresh_nonce();
-            // answers[p][id]: Some(Some(proof)), Some(None) for "not held"; absent if the
-            // peer did not answer.
-            let answers: Vec<Option<HashMap<crate::block::ChunkId, Option<[u8; 32]>>>> =
+            let mut bytes = crate::audit::read_local(&self.chunks, group.to_vec()).await;
+            // A `Prove` may make its answerer read at most MAX_PROVE_BYTES before its last
+            // chunk: requests are split by size, a chunk not held here counted at the largest.
+            let sizes: HashMap<crate::block::ChunkId, usize> =
+                bytes.iter().map(|(id, b)| (*id, b.len())).collect();
+            let size = |id: &crate::block::ChunkId| sizes.get(id).copied().unwrap_or(MAX_BODY);
+            // answers[p][id]: Some(proof), or None for "not held"; absent if the peer did not
+            // answer.
+            let answers: Vec<HashMap<crate::block::ChunkId, Option<[u8; 32]>>> =
                 join_all(peers.iter().zip(&asked).map(|(peer, ids)| async move {
-                    if ids.is_empty() {
-                        return Some(HashMap::new());
-                    }
-                    match router.client().prove(*peer, nonce, ids.clone()).await {
-                        Ok(proofs) => Some(ids.iter().copied().zip(proofs).collect()),
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "proof request not answered");
-                            None
+                    let mut requests: Vec<Vec<crate::block::ChunkId>> = Vec::new();
+                    let mut before_last = 0;
+                    for id in ids {
+                        match requests.last_mut() {
+                            Some(r)
+                                if before_last + size(r.last().expect("not empty"))
+                                    < MAX_PROVE_BYTES =>
+                            {
+                                before_last += size(r.last().expect("not empty"));
+                                r.push(*id);
+                            }
+                            _ => {
+                                requests.push(vec![*id]);
+                                before_last = 0;
+                            }
                         }
                     }
+                    let mut answered = HashMap::new();
+                    for ids in requests {
+                        match router.client().prove(*peer, nonce, ids.clone()).await {
+                            Ok(proofs) => answered.extend(ids.into_iter().zip(proofs)),
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "proof request not answered")
+                            }
+                        }
+                    }
+                    answered
                 }))
                 .await;
-            let mut bytes = crate::audit::read_local(&self.chunks, group.to_vec()).await;
             // Chunks not held here that no two claimants proved alike: fetched to check.
             let to_fetch: Vec<crate::block::ChunkId> = group
                 .iter()
@@ -559,7 +581,7 @@ impl StatusSource {
                         .iter()
                         .enumerate()
                         .filter(|(p, _)| claimed(*p, at + j))
-                        .filter_map(|(_, a)| a.as_ref()?.get(id).copied().flatten())
+                        .filter_map(|(_, a)| a.get(id).copied().flatten())
                         .collect();
                     !given.is_empty() && !all_vouched(&given)
                 })
@@ -580,13 +602,13 @@ impl StatusSource {
                     .iter()
                     .enumerate()
                     .filter(|(p, _)| claimed(*p, at + j))
-                    .filter_map(|(_, a)| a.as_ref()?.get(id).copied().flatten())
+                    .filter_map(|(_, a)| a.get(id).copied().flatten())
                     .collect();
                 for (p, peer) in peers.iter().enumerate() {
                     if !claimed(p, at + j) {
                         continue;
                     }
-                    let verdict = match answers[p].as_ref().map(|a| a.get(id).copied().flatten()) {
+                    let verdict = match answers[p].get(id).copied() {
                         None => Possession::Unknown,
                         Some(None) => Possession::Missing,
                         Some(Some(proof)) => match bytes.get(id) {
