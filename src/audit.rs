@@ -212,6 +212,43 @@ pub async fn challenge_from_store(
     out
 }
 
+/// Claimed chunks a graceful leave challenges per new owner before trusting its other claims.
+pub const HANDOFF_SAMPLE: usize = 32;
+
+/// Checks each peer's claims by a random sample: up to [`HANDOFF_SAMPLE`] of the chunks it
+/// claims, challenged with bytes from the local store, peers in parallel. A peer whose sampled
+/// proofs all pass is trusted for all its claims (returned `true`); one that fails or misses
+/// any, or does not answer, is not (a wrong proof is [`holder_failed`]). A holder that dropped
+/// a fraction `f` of what it claims passes with probability `(1-f)^32`; the background audit
+/// keeps checking. For a leave, which has a deadline; decisions that drop copies use full
+/// proofs ([`challenge_from_store`]).
+pub async fn sample_claims(
+    router: &ChunkRouter,
+    claims: HashMap<PeerId, Vec<ChunkId>>,
+    what: &'static str,
+) -> HashMap<PeerId, bool> {
+    let checks = claims.into_iter().map(|(peer, ids)| async move {
+        let sample: Vec<ChunkId> = ids
+            .choose_multiple(&mut rand::thread_rng(), HANDOFF_SAMPLE)
+            .copied()
+            .collect();
+        let bytes = read_local(router.store(), sample.clone()).await;
+        let results = challenge(router.client(), peer, &sample, &bytes).await;
+        let mut trusted = !results.is_empty();
+        for (id, verdict) in results {
+            if verdict == Possession::Failed {
+                holder_failed(router, peer, &id, what);
+            }
+            trusted &= verdict == Possession::Proven;
+        }
+        (peer, trusted)
+    });
+    libp2p::futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .collect()
+}
+
 pub struct AuditConfig {
     /// Time between audit rounds.
     pub interval: Duration,

@@ -98,6 +98,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Time between audit rounds: each challenges the other owners of 16 chunks this node\nholds to prove they hold the bytes (a holder that fails counts as holding nothing).",
     ),
     (
+        "network",
+        "prove_rate_mb",
+        "Chunk bytes each peer may have this node read and hash for its proof requests, in MB/s\n(10^6 bytes); a request that would wait over 5 s for its peer's share is refused as busy.",
+    ),
+    (
         "storage",
         "chunk_size",
         "Size of a file chunk in bytes (4096 to 16777216; a file's last chunk is shorter).",
@@ -217,6 +222,8 @@ pub struct NetworkConfig {
     pub repair_rate_mb: u64,
     /// Time between audit rounds (each challenges the other owners of a few held chunks).
     pub audit_interval_secs: u64,
+    /// Chunk bytes each peer may have this node read for its proofs, in MB/s (10^6 bytes).
+    pub prove_rate_mb: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -307,6 +314,7 @@ impl Default for NetworkConfig {
             repair_interval_secs: 60,
             repair_rate_mb: 100,
             audit_interval_secs: 10,
+            prove_rate_mb: 16,
         }
     }
 }
@@ -442,6 +450,9 @@ impl Config {
             return Err(
                 "network.announce_interval_ms must be >= 100 and sync_interval_secs > 0".into(),
             );
+        }
+        if n.prove_rate_mb == 0 {
+            return Err("network.prove_rate_mb must be > 0".into());
         }
         if n.audit_interval_secs == 0 {
             return Err("network.audit_interval_secs must be > 0".into());

@@ -204,8 +204,28 @@ pub struct HealthStatus {
     pub short_chunks: u64,
     /// Chunks found on no live node at all.
     pub missing_chunks: u64,
+    /// Short chunks whose shortfall is only claims that could not be checked now (holders busy
+    /// or not answering): proven copies plus unverified claims reach R. Not in `files`.
+    #[serde(default)]
+    pub unverified_chunks: u64,
     /// Files with a short chunk (paths as in the mount).
     pub files: Vec<String>,
+}
+
+/// Who holds one chunk, as `where` and `health` found it.
+#[derive(Debug, Clone, Default)]
+struct ChunkHolders {
+    /// Nodes that proved they hold it (this one, if it does).
+    proven: Vec<String>,
+    /// Peers that claim it but could not be checked now (busy, no answer).
+    unverified: Vec<String>,
+}
+
+/// Whether every proof in `given` is vouched for by another claimant's equal proof.
+fn all_vouched(given: &[[u8; 32]]) -> bool {
+    given
+        .iter()
+        .all(|p| given.iter().filter(|q| *q == p).count() >= 2)
 }
 
 /// One chunk of a file: its owners by placement and the peers that confirmed holding it.
@@ -217,6 +237,10 @@ pub struct ChunkLocation {
     /// Copies found (`holders.len()`), to compare with R.
     #[serde(default)]
     pub copies: u64,
+    /// Peers that claim the chunk but could not be checked now (busy, no answer): not counted
+    /// in `copies`, not known to lack it either.
+    #[serde(default)]
+    pub unverified: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,6 +280,17 @@ pub struct ReplicationStatus {
     /// (`audit`).
     #[serde(default)]
     pub failed_holders: Vec<String>,
+    /// The background audit since start (`audit`).
+    #[serde(default)]
+    pub audit: AuditStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuditStatus {
+    /// Copies challenged at their holders.
+    pub checked: u64,
+    /// Challenges a holder failed (a wrong proof, or "not found" for a chunk it claimed).
+    pub failed: u64,
 }
 
 /// The result of a graceful leave's handoff, as `p2pfs-ctl leave` shows it.
@@ -365,6 +400,7 @@ pub struct StatusSource {
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
     pub repair: Arc<Repair>,
+    pub audit: Arc<crate::audit::Audit>,
     pub gc: Arc<crate::gc::Gc>,
     /// Signalled by a `leave` request (the node then leaves as on SIGTERM); carries the
     /// handoff's result back.
@@ -434,18 +470,30 @@ impl StatusSource {
 
     /// Which nodes hold each of `ids`: this one by its store, live peers by proving it. A
     /// peer's "have" only picks what to challenge; it counts once it answered a proof over the
-    /// bytes under a fresh nonce (checked against this node's copy, or one fetched and
-    /// verified against the chunk id), so `where` and `health` never count a claimed copy.
-    async fn holders(&self, ids: &[crate::block::ChunkId]) -> Vec<Vec<String>> {
-        use crate::rpc::chunk::MAX_HAVE_BATCH;
-        // Chunks checked at a time: their bytes are held in memory meanwhile.
+    /// bytes under a fresh nonce, so `where` and `health` never count a bare claim. All
+    /// claimants of a chunk get the same nonce, all peers at once. A chunk held here is checked
+    /// against this copy; for one not held here, equal proofs from two or more claimants count
+    /// as proven without the bytes (colluding holders could share one copy and answer for it;
+    /// the audit and repair check each holder against their own copy). A chunk with a single
+    /// claimant, or disagreeing answers, is fetched (verified against its id) and checked, a
+    /// few at once. A claimant that did not answer (busy, timed out) is unverified, not absent.
+    async fn holders(&self, ids: &[crate::block::ChunkId]) -> Vec<ChunkHolders> {
+        use crate::audit::{Possession, fresh_nonce, holder_failed, verify};
+        use crate::rpc::chunk::{MAX_BODY, MAX_HAVE_BATCH, MAX_PROVE_BATCH, MAX_PROVE_BYTES};
+        use libp2p::futures::{StreamExt, future::join_all};
+        use std::collections::HashMap;
+        // Chunks challenged at a time (one `Prove` per peer): 16 default-size chunks are half a
+        // request's byte bound and a second of a peer's proof budget.
         const GROUP: usize = 16;
+        // Chunks fetched at once to check a lone claimant.
+        const FETCHES: usize = 4;
+        const _: () = assert!(GROUP <= MAX_PROVE_BATCH);
         let router = &self.cluster.router;
         let local = self.cluster.net.local;
-        let mut holders: Vec<Vec<String>> = vec![Vec::new(); ids.len()];
+        let mut out: Vec<ChunkHolders> = vec![ChunkHolders::default(); ids.len()];
         for (i, id) in ids.iter().enumerate() {
             if self.chunks.contains(id) {
-                holders[i].push(local.to_string());
+                out[i].proven.push(local.to_string());
             }
         }
         let peers: Vec<_> = self
@@ -456,8 +504,9 @@ impl StatusSource {
             .into_iter()
             .map(|(p, _)| p)
             .collect();
-        let mut claims: Vec<Vec<bool>> = Vec::with_capacity(peers.len());
-        for peer in &peers {
+        // Each peer's claims, asked of all peers at once; a peer that does not answer claims
+        // nothing (it is not counted, and not blamed).
+        let claims: Vec<Vec<bool>> = join_all(peers.iter().map(|peer| async move {
             let mut bits = Vec::with_capacity(ids.len());
             for batch in ids.chunks(MAX_HAVE_BATCH) {
                 match router.client().have(*peer, batch.to_vec()).await {
@@ -465,46 +514,123 @@ impl StatusSource {
                     Err(_) => bits.extend(std::iter::repeat_n(false, batch.len())),
                 }
             }
-            claims.push(bits);
-        }
+            bits
+        }))
+        .await;
+        let claimed = |p: usize, i: usize| claims[p].get(i).copied().unwrap_or(false);
         for (g, group) in ids.chunks(GROUP).enumerate() {
             let at = g * GROUP;
-            let claimed = |p: usize, j: usize| claims[p].get(at + j).copied().unwrap_or(false);
-            if !(0..peers.len()).any(|p| (0..group.len()).any(|j| claimed(p, j))) {
+            let asked: Vec<Vec<crate::block::ChunkId>> = (0..peers.len())
+                .map(|p| {
+                    (0..group.len())
+                        .filter(|j| claimed(p, at + j))
+                        .map(|j| group[j])
+                        .collect()
+                })
+                .collect();
+            if asked.iter().all(Vec::is_empty) {
                 continue;
             }
+            let nonce = fresh_nonce();
             let mut bytes = crate::audit::read_local(&self.chunks, group.to_vec()).await;
+            // A `Prove` may make its answerer read at most MAX_PROVE_BYTES before its last
+            // chunk: requests are split by size, a chunk not held here counted at the largest.
+            let sizes: HashMap<crate::block::ChunkId, usize> =
+                bytes.iter().map(|(id, b)| (*id, b.len())).collect();
+            let size = |id: &crate::block::ChunkId| sizes.get(id).copied().unwrap_or(MAX_BODY);
+            // answers[p][id]: Some(proof), or None for "not held"; absent if the peer did not
+            // answer.
+            let answers: Vec<HashMap<crate::block::ChunkId, Option<[u8; 32]>>> =
+                join_all(peers.iter().zip(&asked).map(|(peer, ids)| async move {
+                    let mut requests: Vec<Vec<crate::block::ChunkId>> = Vec::new();
+                    let mut before_last = 0;
+                    for id in ids {
+                        match requests.last_mut() {
+                            Some(r)
+                                if before_last + size(r.last().expect("not empty"))
+                                    < MAX_PROVE_BYTES =>
+                            {
+                                before_last += size(r.last().expect("not empty"));
+                                r.push(*id);
+                            }
+                            _ => {
+                                requests.push(vec![*id]);
+                                before_last = 0;
+                            }
+                        }
+                    }
+                    let mut answered = HashMap::new();
+                    for ids in requests {
+                        match router.client().prove(*peer, nonce, ids.clone()).await {
+                            Ok(proofs) => answered.extend(ids.into_iter().zip(proofs)),
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "proof request not answered")
+                            }
+                        }
+                    }
+                    answered
+                }))
+                .await;
+            // Chunks not held here that no two claimants proved alike: fetched to check.
+            let to_fetch: Vec<crate::block::ChunkId> = group
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| !bytes.contains_key(id))
+                .filter(|(j, id)| {
+                    let given: Vec<[u8; 32]> = answers
+                        .iter()
+                        .enumerate()
+                        .filter(|(p, _)| claimed(*p, at + j))
+                        .filter_map(|(_, a)| a.get(id).copied().flatten())
+                        .collect();
+                    !given.is_empty() && !all_vouched(&given)
+                })
+                .map(|(_, id)| *id)
+                .collect();
+            let fetched: Vec<_> = libp2p::futures::stream::iter(to_fetch)
+                .map(|id| async move { (id, router.fetch_async(&id).await) })
+                .buffer_unordered(FETCHES)
+                .collect()
+                .await;
+            bytes.extend(
+                fetched
+                    .into_iter()
+                    .filter_map(|(id, b)| b.ok().map(|b| (id, b))),
+            );
             for (j, id) in group.iter().enumerate() {
-                if !bytes.contains_key(id)
-                    && (0..peers.len()).any(|p| claimed(p, j))
-                    && let Ok(b) = router.fetch_async(id).await
-                {
-                    bytes.insert(*id, b);
-                }
-            }
-            for (p, peer) in peers.iter().enumerate() {
-                let asked: Vec<_> = (0..group.len())
-                    .filter(|j| claimed(p, *j))
-                    .map(|j| group[j])
+                let given: Vec<[u8; 32]> = answers
+                    .iter()
+                    .enumerate()
+                    .filter(|(p, _)| claimed(*p, at + j))
+                    .filter_map(|(_, a)| a.get(id).copied().flatten())
                     .collect();
-                if asked.is_empty() {
-                    continue;
-                }
-                let results = crate::audit::challenge(router.client(), *peer, &asked, &bytes).await;
-                for (j, id) in group.iter().enumerate() {
-                    match results.get(id) {
-                        Some(crate::audit::Possession::Proven) => {
-                            holders[at + j].push(peer.to_string())
-                        }
-                        Some(crate::audit::Possession::Failed) => {
-                            crate::audit::holder_failed(router, *peer, id, "where")
-                        }
-                        _ => {}
+                for (p, peer) in peers.iter().enumerate() {
+                    if !claimed(p, at + j) {
+                        continue;
+                    }
+                    let verdict = match answers[p].get(id).copied() {
+                        None => Possession::Unknown,
+                        Some(None) => Possession::Missing,
+                        Some(Some(proof)) => match bytes.get(id) {
+                            Some(b) if verify(&nonce, b, &proof) => Possession::Proven,
+                            Some(_) => Possession::Failed,
+                            None if given.iter().filter(|g| **g == proof).count() >= 2 => {
+                                Possession::Proven
+                            }
+                            // Not held here and not fetchable: cannot be checked now.
+                            None => Possession::Unknown,
+                        },
+                    };
+                    match verdict {
+                        Possession::Proven => out[at + j].proven.push(peer.to_string()),
+                        Possession::Failed => holder_failed(router, *peer, id, "where"),
+                        Possession::Unknown => out[at + j].unverified.push(peer.to_string()),
+                        Possession::Missing => {}
                     }
                 }
             }
         }
-        holders
+        out
     }
 
     /// (R, live nodes holding chunks, copies a chunk can have now: the lesser of the two).
@@ -534,15 +660,19 @@ impl StatusSource {
         // Counted against R, not against the nodes there are: with fewer live holders than R
         // every chunk is short, however many of them hold it.
         let (replicas, holding, copies) = self.copies_possible();
-        let short: std::collections::HashSet<crate::block::ChunkId> = ids
+        let r = replicas as usize;
+        // Short: fewer than R proven copies. Of those, a chunk that unverified claims would
+        // bring to R is only unverified (the holders were busy); the rest are short for sure.
+        let short = holders.iter().filter(|h| h.proven.len() < r).count();
+        let short_for_sure: std::collections::HashSet<crate::block::ChunkId> = ids
             .iter()
             .zip(&holders)
-            .filter(|(_, h)| h.len() < replicas as usize)
+            .filter(|(_, h)| h.proven.len() + h.unverified.len() < r)
             .map(|(id, _)| *id)
             .collect();
         let mut files: Vec<String> = by_file
             .into_iter()
-            .filter(|(_, ids)| ids.iter().any(|id| short.contains(id)))
+            .filter(|(_, ids)| ids.iter().any(|id| short_for_sure.contains(id)))
             .map(|(path, _)| path)
             .collect();
         files.sort();
@@ -552,8 +682,12 @@ impl StatusSource {
             copies,
             holding_nodes: holding,
             chunks: ids.len() as u64,
-            short_chunks: short.len() as u64,
-            missing_chunks: holders.iter().filter(|h| h.is_empty()).count() as u64,
+            short_chunks: short as u64,
+            missing_chunks: holders
+                .iter()
+                .filter(|h| h.proven.is_empty() && h.unverified.is_empty())
+                .count() as u64,
+            unverified_chunks: (short - short_for_sure.len()) as u64,
             files,
         })
     }
@@ -806,15 +940,16 @@ impl StatusSource {
         let chunks = ids
             .iter()
             .zip(holders)
-            .map(|(id, holders)| ChunkLocation {
+            .map(|(id, found)| ChunkLocation {
                 id: id.to_string(),
                 owners: placement
                     .owners(id, router.replicas())
                     .iter()
                     .map(|p| p.to_string())
                     .collect(),
-                copies: holders.len() as u64,
-                holders,
+                copies: found.proven.len() as u64,
+                holders: found.proven,
+                unverified: found.unverified,
             })
             .collect();
         Reply::Where {
@@ -887,6 +1022,10 @@ impl StatusSource {
                         .into_iter()
                         .map(|(p, _)| p.to_string())
                         .collect(),
+                    audit: AuditStatus {
+                        checked: self.audit.checked(),
+                        failed: self.audit.failed(),
+                    },
                 }
             },
             cache: CacheStatus {
@@ -1339,5 +1478,21 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         signal.finish(LeaveReport::default()).await;
         assert!(t0.elapsed() >= LEAVE_REPORT_GRACE);
+    }
+}
+
+#[cfg(test)]
+mod vouch_tests {
+    use super::all_vouched;
+
+    #[test]
+    fn a_proof_counts_without_the_bytes_only_when_another_claimant_gave_the_same() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert!(all_vouched(&[a, a]));
+        assert!(all_vouched(&[a, a, b, b]));
+        // A lone claimant, or one whose answer nobody else gave, is checked against the bytes.
+        assert!(!all_vouched(&[a]));
+        assert!(!all_vouched(&[a, a, b]));
+        assert!(!all_vouched(&[a, b]));
     }
 }

@@ -327,16 +327,15 @@ impl Node {
         );
         runtime.spawn(repair.clone().run());
         runtime.spawn(repair.clone().run_scrub());
-        runtime.spawn(
-            crate::audit::Audit::new(
-                cluster.router.clone(),
-                crate::audit::AuditConfig {
-                    interval: Duration::from_secs(n.audit_interval_secs),
-                    chunks_per_round: crate::audit::AUDIT_CHUNKS_PER_ROUND,
-                },
-            )
-            .run(),
+        crate::rpc::chunk::set_prove_rate(n.prove_rate_mb * 1_000_000);
+        let audit = crate::audit::Audit::new(
+            cluster.router.clone(),
+            crate::audit::AuditConfig {
+                interval: Duration::from_secs(n.audit_interval_secs),
+                chunks_per_round: crate::audit::AUDIT_CHUNKS_PER_ROUND,
+            },
         );
+        let audit_worker = runtime.spawn(audit.clone().run());
         let gc = crate::gc::Gc::new(
             cluster.router.clone(),
             core.clone(),
@@ -368,6 +367,7 @@ impl Node {
                 chunks: self.chunks.clone(),
                 cluster: cluster.clone(),
                 repair: repair.clone(),
+                audit: audit.clone(),
                 gc: gc.clone(),
                 leave: leave_requested.clone(),
                 network_fingerprint: self.network_key.fingerprint(),
@@ -439,6 +439,8 @@ impl Node {
         // Graceful leave: say so, hand off what the others will need, say we left.
         runtime.block_on(async {
             cluster.set_state(AnnouncedState::Leaving).await;
+            // The handoff needs the owners' proof budgets for itself.
+            audit_worker.abort();
             // Bounded, so a stop never hangs on unreachable peers (systemd allows 60 s).
             let mut report = control::LeaveReport {
                 replicas: cluster.router.replicas() as u32,

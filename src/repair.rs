@@ -269,30 +269,46 @@ impl Repair {
             .collect();
         let chunks = plans.len();
         let orphaned = plans.iter().filter(|(_, owners)| owners.is_empty()).count();
-        // This node's copies are about to go: a claim counts only once proven.
+        // This node's copies are about to go: a claim counts only once proven, but the leave
+        // has a deadline. Copies no owner claims are pushed at once; meanwhile each claiming
+        // owner is checked by a sample, all owners in parallel (see `audit::sample_claims`),
+        // and the claims of one that fails the sample are pushed after.
         let claimed = self.holdings(asks).await;
-        let mut challenges: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
-        for ((peer, id), has) in claimed {
-            if has {
-                challenges.entry(peer).or_default().push(id);
+        let mut claims: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
+        for ((peer, id), has) in &claimed {
+            if *has {
+                claims.entry(*peer).or_default().push(*id);
             }
         }
-        let proven = crate::audit::challenge_from_store(&self.router, challenges, "handoff").await;
-        let pushes = plans
+        let claims_of = |o: &PeerId, id: &ChunkId| claimed.get(&(*o, *id)) == Some(&true);
+        let unclaimed: Vec<(ChunkId, Vec<PeerId>)> = plans
+            .iter()
+            .map(|(id, owners)| {
+                let missing = owners.iter().filter(|o| !claims_of(o, id)).copied();
+                (*id, missing.collect())
+            })
+            .collect();
+        let (first, trusted) = tokio::join!(
+            self.push_all(unclaimed),
+            crate::audit::sample_claims(&self.router, claims, "handoff")
+        );
+        let distrusted: Vec<(ChunkId, Vec<PeerId>)> = plans
             .into_iter()
             .map(|(id, owners)| {
                 let missing = owners
                     .into_iter()
-                    .filter(|o| proven.get(&(*o, id)) != Some(&Possession::Proven))
+                    .filter(|o| claims_of(o, &id) && trusted.get(o) != Some(&true))
                     .collect();
                 (id, missing)
             })
             .collect();
-        let pushed = self.push_all(pushes).await;
+        let then = self.push_all(distrusted).await;
         PassReport {
             chunks,
-            under_replicated: pushed.under_replicated + orphaned,
-            ..pushed
+            pushed: first.pushed + then.pushed,
+            under_replicated: (first.under_replicated + then.under_replicated + orphaned)
+                .min(chunks),
+            ..first
         }
     }
 

@@ -634,22 +634,31 @@ fn dead_node_is_repaired_and_a_rejoin_rebalances_to_exactly_r() {
 
 /// Graceful leave (`p2pfs-ctl leave`, same path as SIGTERM): the node hands its chunks off
 /// before it exits 0, and the others show it `left` at once, without waiting for --dead-after.
+/// Proof work is paced at 1 MB/s per asker, and the leaver holds ~27 MiB that two survivors
+/// each claim: proving every claim one owner after another would take ~55 s, over the 45 s
+/// the handoff has, so this also shows claims are checked by a sample, owners in parallel.
 #[test]
 fn graceful_leave_hands_off_and_shows_left() {
     let chunk = 65_536;
-    let mut c = Cluster::start_opts(
-        4,
-        ClusterOpts {
-            chunk_size: Some(chunk),
-            ..ClusterOpts::replicas(3)
-        },
-    );
-    let data = random_bytes(11, 2 * MIB);
+    let mut c = Cluster::empty(ClusterOpts {
+        chunk_size: Some(chunk),
+        ..ClusterOpts::replicas(3)
+    });
+    for i in 0..4 {
+        let node = c.init_node();
+        node.set_config("network", "prove_rate_mb", "1");
+        c.nodes.push(node);
+        let boot = (i > 0).then(|| c.nodes[0].bootstrap_addr());
+        c.start_node(i, boot.as_deref());
+    }
+    c.wait_formed();
+    let data = random_bytes(11, 36 * MIB);
     write_and_close(&c.nodes[0].p("leave.bin"), &data).unwrap();
     let n_chunks = data.len().div_ceil(chunk);
     assert!(misplaced(&chunk_holders(&c), 3).is_empty());
     let leaver = c.nodes[3].peer_id();
-    assert!(!c.nodes[3].chunk_ids().is_empty());
+    let held = c.nodes[3].chunk_ids().len();
+    assert!(held > 0);
 
     let out = run_cmd(
         Command::new(ctl_bin())
@@ -659,6 +668,11 @@ fn graceful_leave_hands_off_and_shows_left() {
         CMD_TIMEOUT,
     );
     assert!(out.status.success(), "{}", out_text(&out));
+    assert!(
+        out_text(&out).contains(&format!("handed off {held} of {held} chunks")),
+        "{}",
+        out_text(&out)
+    );
     assert!(
         wait_until(Duration::from_secs(30), || !c.nodes[3].is_running()),
         "the node did not exit after leave; log:\n{}",

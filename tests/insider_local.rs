@@ -384,3 +384,63 @@ fn ctl_ls_escapes_names_and_json_round_trips_non_utf8_names_to_get() {
     assert!(Path::new(&got).exists());
     n.stop();
 }
+
+/// A holder over its proof budget refuses as busy: `health` and `where` show its claims as
+/// unverified, not absent, and `health` does not exit 5 for that alone. Proof work is paced at
+/// 1 MB/s per asker, so after a 16-chunk group of 1 MiB chunks a peer refuses the next group.
+#[test]
+fn busy_holders_are_unverified_not_degraded_health() {
+    let mut c = Cluster::empty(ClusterOpts::replicas(3));
+    for i in 0..3 {
+        let node = c.init_node();
+        node.set_config("network", "prove_rate_mb", "1");
+        c.nodes.push(node);
+        let boot = (i > 0).then(|| c.nodes[0].bootstrap_addr());
+        c.start_node(i, boot.as_deref());
+    }
+    c.wait_formed();
+    let n = &c.nodes[0];
+    write_and_close(&n.p("big.bin"), &random_bytes(7, 20 * MIB)).unwrap();
+    let chunks = n.chunk_ids().len();
+    assert!(chunks >= 20, "{chunks}");
+    assert!(
+        wait_until(Duration::from_secs(60), || c
+            .nodes
+            .iter()
+            .all(|m| m.chunk_ids().len() == chunks)),
+        "not every node holds every chunk"
+    );
+
+    let out = n.ctl(&["health", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "busy holders are not missing copies: {}",
+        out_text(&out)
+    );
+    let h = json(&out);
+    assert!(
+        h["unverified_chunks"].as_u64().unwrap() > 0,
+        "some claims refused as busy: {h}"
+    );
+    assert_eq!(h["short_chunks"], h["unverified_chunks"], "{h}");
+    assert_eq!(h["missing_chunks"], 0, "{h}");
+    assert_eq!(h["files"].as_array().unwrap().len(), 0, "{h}");
+
+    let w = json(&n.ctl(&["where", "big.bin", "--json"]));
+    let located = w["chunks"].as_array().unwrap();
+    assert!(
+        located
+            .iter()
+            .any(|l| !l["unverified"].as_array().unwrap().is_empty()),
+        "{w}"
+    );
+    for l in located {
+        let found =
+            l["holders"].as_array().unwrap().len() + l["unverified"].as_array().unwrap().len();
+        assert_eq!(
+            found, 3,
+            "every copy proved or unverified, none absent: {l}"
+        );
+    }
+}

@@ -328,6 +328,16 @@ fn fake_holder_is_caught_and_no_copy_is_dropped_on_its_word() {
         "no audit round caught a rogue{}",
         c.report()
     );
+    // And its counters say so in status.
+    assert!(
+        c.nodes.iter().any(|n| {
+            let a = &n.status()["replication"]["audit"];
+            a["failed"].as_u64().unwrap_or(0) > 0
+                && a["checked"].as_u64().unwrap_or(0) >= a["failed"].as_u64().unwrap_or(0)
+        }),
+        "no node's status counts the audit's failures{}",
+        c.report()
+    );
     let text = c
         .nodes
         .iter()

@@ -13,7 +13,8 @@ use p2pfs::cli::ctl::{Cli, Command, VolumeCommand};
 const EXIT_ERROR: u8 = 1;
 const EXIT_NOT_RUNNING: u8 = 3;
 const EXIT_IO: u8 = 4;
-/// `health` found chunks short of R copies (or fewer live nodes hold chunks than R).
+/// `health` found chunks short of R copies even counting claims it could not check now (or
+/// fewer live nodes hold chunks than R).
 const EXIT_UNHEALTHY: u8 = 5;
 /// `leave` could not hand every chunk off.
 const EXIT_LEAVE_SHORT: u8 = 6;
@@ -527,8 +528,13 @@ fn main() -> ExitCode {
                 for c in &chunks {
                     let n = c.holders.len();
                     println!(
-                        "  {}  {n} of {replicas} copies{}  owners {}",
+                        "  {}  {n} of {replicas} copies{}{}  owners {}",
                         &c.id[..16],
+                        if c.unverified.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (+{} unverified)", c.unverified.len())
+                        },
                         if n < replicas as usize {
                             " (degraded)"
                         } else {
@@ -539,6 +545,8 @@ fn main() -> ExitCode {
                     for o in &c.owners {
                         let mark = if c.holders.contains(o) {
                             "holds"
+                        } else if c.unverified.contains(o) {
+                            "unverified (busy or no answer)"
                         } else {
                             "MISSING"
                         };
@@ -706,15 +714,19 @@ fn main() -> ExitCode {
                     );
                 } else {
                     println!(
-                        "{} of {} chunks short of {} copies ({} on no live node); files affected:",
-                        h.short_chunks, h.chunks, h.replicas, h.missing_chunks
+                        "{} of {} chunks short of {} proven copies ({} on no live node, {} unverified: their holders were busy or did not answer; run again)",
+                        h.short_chunks, h.chunks, h.replicas, h.missing_chunks, h.unverified_chunks
                     );
+                    if !h.files.is_empty() {
+                        println!("files affected:");
+                    }
                     for f in &h.files {
                         println!("  {}", p2pfs::cli::ctl::escape_name(f.as_bytes()));
                     }
                 }
             }
-            if h.short_chunks == 0 && h.files.is_empty() {
+            // Unhealthy: a chunk short even counting claims that could not be checked now.
+            if h.short_chunks <= h.unverified_chunks && h.files.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_UNHEALTHY)

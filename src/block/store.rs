@@ -158,6 +158,11 @@ impl ChunkStore {
         }
     }
 
+    /// The chunk's size on disk, if it is stored (not read, not verified).
+    pub fn size_of(&self, id: &ChunkId) -> Option<u64> {
+        fs::metadata(self.path_of(id)).map(|m| m.len()).ok()
+    }
+
     /// When the chunk was last written (or written again), if it is stored.
     pub fn modified(&self, id: &ChunkId) -> Option<std::time::SystemTime> {
         fs::metadata(self.path_of(id))

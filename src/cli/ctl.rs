@@ -14,7 +14,7 @@ Exit codes:
   2  bad usage
   3  no node is running for the data dir
   4  the control socket failed or spoke nonsense
-  5  health: chunks have fewer than R copies (degraded: fewer live nodes hold chunks than R)
+  5  health: chunks have fewer than R copies, counting claims it could not check now (degraded: fewer live nodes hold chunks than R)
   6  leave: some chunks could not be handed off (their copies left with the node)";
 
 #[derive(Parser)]

@@ -33,14 +33,18 @@ pub const MAX_HAVE_BATCH: usize = 4096;
 const HAVE_PER_FRAME: usize = 1024;
 /// Most ids in one `Prove` request: each is a chunk read and hashed by the answering node.
 pub const MAX_PROVE_BATCH: usize = 64;
-/// Bytes one peer may have this node read and hash for its proofs, per second: a peer cannot
-/// turn challenges into a disk-read flood.
-const PROVE_BYTES_PER_SEC: f64 = 16.0 * 1024.0 * 1024.0;
+/// Bytes one peer may have this node read and hash for its proofs, per second, unless
+/// configured (`network.prove_rate_mb`, [`set_prove_rate`]): a peer cannot turn challenges
+/// into a disk-read flood.
+const PROVE_BYTES_PER_SEC: u64 = 16_000_000;
 /// Chunk bytes one `Prove` may make this node read; a request that needs more is refused
 /// (challengers split their batches by size too, [`crate::audit::challenge`]).
 pub const MAX_PROVE_BYTES: usize = 32 << 20;
 /// A `Prove` that would have to wait longer than this for its peer's budget is refused.
 const PROVE_MAX_WAIT: Duration = Duration::from_secs(5);
+/// How a refusal for being over a rate starts: the peer may hold the chunks (a caller counts
+/// such an answer as unverified, not as absent).
+pub const BUSY: &str = "busy";
 /// The refusal a peer sends when its disk is full.
 pub const NO_SPACE: &str = "no space left";
 /// Streams one peer may have open on us at once; more are reset. Clients pool as many.
@@ -559,37 +563,73 @@ struct ProveBudget {
     next: Mutex<HashMap<PeerId, tokio::time::Instant>>,
     /// Proofs computed at once, over all peers: one disk's worth of reading.
     running: tokio::sync::Semaphore,
+    /// Each peer's share, in bytes per second.
+    bytes_per_sec: std::sync::atomic::AtomicU64,
 }
 
-static PROVE_BUDGET: std::sync::LazyLock<ProveBudget> = std::sync::LazyLock::new(|| ProveBudget {
-    next: Mutex::new(HashMap::new()),
-    running: tokio::sync::Semaphore::new(2),
-});
+static PROVE_BUDGET: std::sync::LazyLock<ProveBudget> =
+    std::sync::LazyLock::new(|| ProveBudget::new(PROVE_BYTES_PER_SEC));
+
+/// Sets the bytes per second each peer may have this node read for its proofs.
+pub fn set_prove_rate(bytes_per_sec: u64) {
+    PROVE_BUDGET
+        .bytes_per_sec
+        .store(bytes_per_sec.max(1), std::sync::atomic::Ordering::Relaxed);
+}
 
 impl ProveBudget {
-    /// How long `peer` must wait before its next proof work (zero when within its budget).
-    fn wait(&self, peer: &PeerId) -> Duration {
+    fn new(bytes_per_sec: u64) -> Self {
+        ProveBudget {
+            next: Mutex::new(HashMap::new()),
+            running: tokio::sync::Semaphore::new(2),
+            bytes_per_sec: bytes_per_sec.into(),
+        }
+    }
+
+    /// Reserves `bytes` of `peer`'s budget before they are read, so requests from one peer
+    /// running at once are all charged (charging after the read let parallel streams pass one
+    /// check each). Returns how long to wait before reading, or `None` (nothing reserved) when
+    /// that would be over [`PROVE_MAX_WAIT`].
+    fn reserve(&self, peer: &PeerId, bytes: usize) -> Option<Duration> {
         let now = tokio::time::Instant::now();
         let mut next = self.next.lock();
         if next.len() > 1024 {
             next.retain(|_, t| *t > now);
         }
-        next.get(peer)
-            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+        let free_at = next.get(peer).map_or(now, |t| (*t).max(now));
+        let wait = free_at - now;
+        if wait > PROVE_MAX_WAIT {
+            return None;
+        }
+        next.insert(*peer, free_at + self.cost(bytes));
+        Some(wait)
     }
 
-    /// Charges `bytes` read for `peer`.
-    fn charge(&self, peer: &PeerId, bytes: usize) {
+    /// Settles a reservation of `reserved` bytes of which `read` were read: the rest is given
+    /// back (or the excess charged).
+    fn settle(&self, peer: &PeerId, reserved: usize, read: usize) {
         let now = tokio::time::Instant::now();
         let mut next = self.next.lock();
         let at = next.entry(*peer).or_insert(now);
-        *at = (*at).max(now) + Duration::from_secs_f64(bytes as f64 / PROVE_BYTES_PER_SEC);
+        if read >= reserved {
+            *at = (*at).max(now) + self.cost(read - reserved);
+        } else {
+            *at = (*at - self.cost(reserved - read)).max(now);
+        }
+    }
+
+    fn cost(&self, bytes: usize) -> Duration {
+        let rate = self
+            .bytes_per_sec
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Duration::from_secs_f64(bytes as f64 / rate as f64)
     }
 }
 
 /// Answers a `Prove`: each chunk read from the store (verified against its id, as every read
 /// is) and hashed under the nonce; `None` for one not held (or found corrupt). Paced per peer
-/// ([`PROVE_BYTES_PER_SEC`]); a request that would wait over [`PROVE_MAX_WAIT`] is refused.
+/// ([`PROVE_BYTES_PER_SEC`], reserved by the chunks' sizes on disk before reading); a request
+/// that would wait over [`PROVE_MAX_WAIT`] is refused.
 async fn prove(
     peer: &PeerId,
     nonce: [u8; 32],
@@ -597,14 +637,25 @@ async fn prove(
     store: Arc<ChunkStore>,
 ) -> ChunkResponse {
     let budget = &*PROVE_BUDGET;
-    let wait = budget.wait(peer);
-    if wait > PROVE_MAX_WAIT {
+    let sizes = {
+        let (store, ids) = (store.clone(), ids.clone());
+        tokio::task::spawn_blocking(move || {
+            ids.iter()
+                .map(|id| store.size_of(id).unwrap_or(0) as usize)
+                .sum::<usize>()
+        })
+        .await
+        .unwrap_or(0)
+    };
+    let reserved = sizes.min(MAX_PROVE_BYTES);
+    let Some(wait) = budget.reserve(peer, reserved) else {
         tracing::debug!(%peer, "proof requests over the peer's rate; refused");
         PeerGuard::current().offence(*peer, Offence::Flood, "prove rate");
-        return ChunkResponse::Refused("busy: proof rate limit".into());
-    }
+        return ChunkResponse::Refused(format!("{BUSY}: proof rate limit"));
+    };
     tokio::time::sleep(wait).await;
     let Ok(_running) = budget.running.acquire().await else {
+        budget.settle(peer, reserved, 0);
         return ChunkResponse::Refused("internal error".into());
     };
     let answered = tokio::task::spawn_blocking(move || {
@@ -624,7 +675,7 @@ async fn prove(
     .await;
     match answered {
         Ok((proofs, read)) => {
-            budget.charge(peer, read);
+            budget.settle(peer, reserved, read);
             match proofs {
                 Some(proofs) => ChunkResponse::Proofs(proofs),
                 None => {
@@ -636,7 +687,10 @@ async fn prove(
                 }
             }
         }
-        Err(_) => ChunkResponse::Refused("internal error".into()),
+        Err(_) => {
+            budget.settle(peer, reserved, 0);
+            ChunkResponse::Refused("internal error".into())
+        }
     }
 }
 
@@ -750,26 +804,36 @@ mod proof_tests {
     }
 
     #[tokio::test]
-    async fn proof_work_is_paced_per_peer() {
-        let budget = ProveBudget {
-            next: Mutex::new(HashMap::new()),
-            running: tokio::sync::Semaphore::new(2),
-        };
+    async fn proof_work_is_reserved_before_reading_so_parallel_requests_are_all_charged() {
+        let budget = ProveBudget::new(16 << 20);
         let (greedy, other) = (PeerId::random(), PeerId::random());
-        assert_eq!(budget.wait(&greedy), Duration::ZERO);
-        // 64 MiB read for one peer: it waits ~4 s more; another peer does not.
-        budget.charge(&greedy, 64 << 20);
-        let wait = budget.wait(&greedy);
-        assert!(
-            wait > Duration::from_secs(3) && wait <= Duration::from_secs(4),
-            "{wait:?}"
+        let about = |wait: Option<Duration>, secs: u64| {
+            wait.is_some_and(|w| {
+                w <= Duration::from_secs(secs)
+                    && w + Duration::from_millis(500) > Duration::from_secs(secs)
+            })
+        };
+        // 32 MiB is 2 s of a peer's budget: requests taken at once, none read yet, wait
+        // 0, 2, 4 s; the fourth would wait 6 s, over the 5 s cap, and is refused.
+        let waits: Vec<_> = (0..4)
+            .map(|_| budget.reserve(&greedy, MAX_PROVE_BYTES))
+            .collect();
+        assert_eq!(waits[0], Some(Duration::ZERO));
+        assert!(about(waits[1], 2) && about(waits[2], 4), "{waits:?}");
+        assert_eq!(waits[3], None, "over the cap: refused, nothing reserved");
+        // Another peer's budget is its own.
+        assert_eq!(
+            budget.reserve(&other, MAX_PROVE_BYTES),
+            Some(Duration::ZERO)
         );
-        assert_eq!(budget.wait(&other), Duration::ZERO);
-        budget.charge(&greedy, 64 << 20);
-        assert!(
-            budget.wait(&greedy) > PROVE_MAX_WAIT,
-            "the next request is refused"
-        );
+        // Unread bytes are given back: three requests that found nothing free the budget.
+        for _ in 0..3 {
+            budget.settle(&greedy, MAX_PROVE_BYTES, 0);
+        }
+        assert_eq!(budget.reserve(&greedy, 0), Some(Duration::ZERO));
+        // Bytes read past the reservation are charged.
+        budget.settle(&greedy, 0, 64 << 20);
+        assert!(about(budget.reserve(&greedy, 0), 4));
     }
 
     #[test]
