@@ -15,118 +15,17 @@ mod common;
 mod rogue;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use common::rogue::*;
 use common::*;
-use serde_json::Value;
 
-const ROGUE_ARGS_ENV: &str = "P2PFS_ROGUE_ARGS";
-
-/// Not a test: the rogue peer, when started by the tests below (they set the environment).
-#[test]
-#[ignore = "the rogue peer process the tests start"]
-fn rogue_peer_process() {
-    if let Ok(args) = std::env::var(ROGUE_ARGS_ENV) {
-        let args: Vec<String> = serde_json::from_str(&args).expect("rogue arguments");
-        std::process::exit(rogue::run(args));
-    }
-}
-
-/// A running rogue member: its JSON lines as they come.
-struct Rogue {
-    /// Killed (and reaped) on drop.
-    _child: ChildGuard,
-    events: Arc<Mutex<Vec<Value>>>,
-    stderr: PathBuf,
-}
-
-impl Rogue {
-    /// Starts the rogue against `c.nodes[target]` with more arguments.
-    fn spawn(c: &Cluster, target: usize, args: &[&str]) -> Rogue {
-        let mut all = vec![
-            "--network-key".to_string(),
-            c.key.display().to_string(),
-            "--target".to_string(),
-            c.nodes[target].bootstrap_addr(),
-        ];
-        all.extend(args.iter().map(|s| s.to_string()));
-        static SPAWNED: AtomicU32 = AtomicU32::new(0);
-        let stderr = c.nodes[target].scratch().join(format!(
-            "rogue-{}.stderr",
-            SPAWNED.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-        cmd.args([
-            "rogue_peer_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROGUE_ARGS_ENV, serde_json::to_string(&all).unwrap())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&stderr).unwrap());
-        // SAFETY: prctl in the child before exec; it dies with the test.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn the rogue");
-        let out = child.stdout.take().unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let Some(start) = line.find('{') else {
-                    continue;
-                };
-                if let Ok(v) = serde_json::from_str::<Value>(line[start..].trim()) {
-                    eprintln!("rogue: {v}");
-                    sink.lock().unwrap().push(v);
-                }
-            }
-        });
-        Rogue {
-            _child: ChildGuard(Some(child)),
-            events,
-            stderr,
-        }
-    }
-
-    fn events(&self) -> Vec<Value> {
-        self.events.lock().unwrap().clone()
-    }
-
-    /// Waits for an event named `name`; panics after `limit`.
-    #[track_caller]
-    fn wait_event(&self, name: &str, limit: Duration) -> Value {
-        let mut found = None;
-        let ok = wait_until(limit, || {
-            found = self.events().into_iter().find(|e| e["event"] == name);
-            found.is_some()
-        });
-        assert!(
-            ok,
-            "the rogue printed no {name} within {limit:?}: {:?}\nstderr: {}",
-            self.events(),
-            fs::read_to_string(&self.stderr).unwrap_or_default()
-        );
-        found.unwrap()
-    }
-}
+crate::rogue_peer_process!();
 
 // ---------------------------------------------------------------------------------------------
 // stalled connections

@@ -17,93 +17,23 @@ mod common;
 mod rogue;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::rogue::*;
 use common::*;
 use serde_json::Value;
 
-const ROGUE_ARGS_ENV: &str = "P2PFS_ROGUE_ARGS";
 const ROGUE_LIMIT: Duration = Duration::from_secs(240);
 
-/// Not a test: the rogue peer, when started by the tests below (they set the environment).
-#[test]
-#[ignore = "the rogue peer process the namespace attack tests start"]
-fn rogue_peer_process() {
-    if let Ok(args) = std::env::var(ROGUE_ARGS_ENV) {
-        let args: Vec<String> = serde_json::from_str(&args).expect("rogue arguments");
-        std::process::exit(rogue::run(args));
-    }
-}
+crate::rogue_peer_process!();
 
 /// Runs the rogue against `c.nodes[target]` to its end; returns the JSON lines it printed.
 fn run_rogue(c: &Cluster, target: usize, args: &[&str]) -> Vec<Value> {
-    let mut all = vec![
-        "--network-key".to_string(),
-        c.key.display().to_string(),
-        "--target".to_string(),
-        c.nodes[target].bootstrap_addr(),
-        "--wait-secs".to_string(),
-        "1".to_string(),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let stderr = c.nodes[target].scratch().join(format!(
-        "rogue-{}.stderr",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args([
-        "rogue_peer_process",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(ROGUE_ARGS_ENV, serde_json::to_string(&all).unwrap())
-    .env_remove("RUST_LOG")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(fs::File::create(&stderr).unwrap());
-    // SAFETY: prctl in the child before exec; it dies with the test.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = ChildGuard(Some(cmd.spawn().expect("spawn the rogue")));
-    let out = child.0.as_mut().unwrap().stdout.take().unwrap();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = events.clone();
-    let reader = thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let Some(start) = line.find('{') else {
-                continue;
-            };
-            if let Ok(v) = serde_json::from_str::<Value>(line[start..].trim()) {
-                eprintln!("rogue: {v}");
-                sink.lock().unwrap().push(v);
-            }
-        }
-    });
-    let status = child.wait_timeout(ROGUE_LIMIT);
-    if status.is_some() {
-        let _ = reader.join();
-    }
-    let events = events.lock().unwrap().clone();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the rogue did not finish cleanly ({status:?}): {events:?}\nstderr: {}",
-        fs::read_to_string(&stderr).unwrap_or_default()
-    );
-    events
+    let mut all = vec!["--wait-secs", "1"];
+    all.extend_from_slice(args);
+    Rogue::run(c, target, &all, ROGUE_LIMIT).events
 }
 
 fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {

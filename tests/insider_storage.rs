@@ -14,152 +14,36 @@ mod rogue;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::rogue::*;
 use common::*;
 use serde_json::Value;
 
-const ROGUE_ARGS_ENV: &str = "P2PFS_ROGUE_ARGS";
 /// What an honest node offers; the rogues claim a thousand times as much.
 const HONEST_CAPACITY: u64 = 1 << 30;
 const ROGUE_CLAIM: u64 = 1000 << 30;
 
-/// Not a test: the rogue peer, when started by the tests below (they set the environment).
-#[test]
-#[ignore = "the rogue peer process the tests start"]
-fn rogue_peer_process() {
-    if let Ok(args) = std::env::var(ROGUE_ARGS_ENV) {
-        let args: Vec<String> = serde_json::from_str(&args).expect("rogue arguments");
-        std::process::exit(rogue::run(args));
-    }
-}
-
-/// A running rogue process and the JSON lines it printed.
-struct Rogue {
-    child: ChildGuard,
-    events: Arc<Mutex<Vec<Value>>>,
-    stderr: PathBuf,
-}
+crate::rogue_peer_process!();
 
 impl Rogue {
     /// A `fake-holder` joining through `c.nodes[target]`, claiming `capacity` bytes, with
     /// more arguments.
     fn fake_holder(c: &Cluster, target: usize, capacity: u64, more: &[&str]) -> Rogue {
+        let capacity = capacity.to_string();
         let mut args = vec![
-            "--network-key".to_string(),
-            c.key.display().to_string(),
-            "--target".to_string(),
-            c.nodes[target].bootstrap_addr(),
-            "--attack".to_string(),
-            "fake-holder".to_string(),
-            "--duration-secs".to_string(),
-            "3600".to_string(),
-            "--claim-capacity".to_string(),
-            capacity.to_string(),
+            "--attack",
+            "fake-holder",
+            "--duration-secs",
+            "3600",
+            "--claim-capacity",
+            &capacity,
         ];
-        args.extend(more.iter().map(|s| s.to_string()));
-        let stderr = c.nodes[target].scratch().join(format!(
-            "fake-holder-{}.stderr",
-            Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ rand_nanos()
-        ));
-        let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-        cmd.args([
-            "rogue_peer_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROGUE_ARGS_ENV, serde_json::to_string(&args).unwrap())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&stderr).unwrap());
-        // SAFETY: prctl in the child before exec; it dies with the test.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn the rogue");
-        let out = child.stdout.take().unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let Some(start) = line.find('{') else {
-                    continue;
-                };
-                if let Ok(v) = serde_json::from_str::<Value>(line[start..].trim()) {
-                    if v["event"] != "put" {
-                        eprintln!("rogue: {v}");
-                    }
-                    sink.lock().unwrap().push(v);
-                }
-            }
-        });
-        Rogue {
-            child: ChildGuard(Some(child)),
-            events,
-            stderr,
-        }
+        args.extend_from_slice(more);
+        // Not every chunk it is sent on stderr.
+        Rogue::spawn_quiet(c, target, &args, &["put"])
     }
-
-    fn events(&self) -> Vec<Value> {
-        self.events.lock().unwrap().clone()
-    }
-
-    /// Its peer id, once it announces itself (panics after `limit`).
-    #[track_caller]
-    fn wait_announcing(&self, limit: Duration) -> String {
-        let mut id = None;
-        let ok = wait_until(limit, || {
-            id = self
-                .events()
-                .into_iter()
-                .find(|e| e["event"] == "announcing")
-                .and_then(|e| e["peer_id"].as_str().map(str::to_string));
-            id.is_some()
-        });
-        assert!(
-            ok,
-            "the rogue did not announce itself within {limit:?}: {:?}\nstderr: {}",
-            self.events(),
-            fs::read_to_string(&self.stderr).unwrap_or_default()
-        );
-        id.unwrap()
-    }
-
-    /// The chunk ids it was sent a `Put` for.
-    fn put_ids(&self) -> BTreeSet<String> {
-        self.events()
-            .into_iter()
-            .filter(|e| e["event"] == "put")
-            .filter_map(|e| e["chunk"].as_str().map(str::to_string))
-            .collect()
-    }
-
-    fn kill(&mut self) {
-        // SAFETY: a signal to our own child, by pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGKILL);
-        }
-        let _ = self.child.wait_timeout(Duration::from_secs(10));
-    }
-}
-
-fn rand_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 /// `n` honest nodes offering [`HONEST_CAPACITY`] each, repair every 2 s, formed.

@@ -11,55 +11,20 @@ mod common;
 mod rogue;
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::rogue::*;
 use common::*;
 use serde_json::Value;
 
-const ROGUE_ARGS_ENV: &str = "P2PFS_ROGUE_ARGS";
-
-/// Not a test: the rogue peer, when started by the tests below (they set the environment).
-#[test]
-#[ignore = "the rogue peer process the tests start"]
-fn rogue_peer_process() {
-    if let Ok(args) = std::env::var(ROGUE_ARGS_ENV) {
-        let args: Vec<String> = serde_json::from_str(&args).expect("rogue arguments");
-        std::process::exit(rogue::run(args));
-    }
-}
+crate::rogue_peer_process!();
 
 /// Runs the rogue against `c.nodes[target]` to its end and returns the JSON lines it printed.
 fn run_rogue(c: &Cluster, target: usize, args: &[&str]) -> Vec<Value> {
-    let mut all = vec![
-        "--network-key".to_string(),
-        c.key.display().to_string(),
-        "--target".to_string(),
-        c.nodes[target].bootstrap_addr(),
-        "--wait-secs".to_string(),
-        "1".to_string(),
-    ];
-    all.extend(args.iter().map(|s| s.to_string()));
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-    cmd.args([
-        "rogue_peer_process",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(ROGUE_ARGS_ENV, serde_json::to_string(&all).unwrap())
-    .env_remove("RUST_LOG")
-    .stdin(Stdio::null());
-    let out = run_cmd(&mut cmd, Duration::from_secs(120));
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l[l.find('{')?..].trim()).ok())
-        .collect();
-    for e in &events {
-        eprintln!("rogue: {e}");
-    }
-    assert!(out.status.success(), "the rogue failed: {}", out_text(&out));
+    let mut all = vec!["--wait-secs", "1"];
+    all.extend_from_slice(args);
+    let events = Rogue::run(c, target, &all, Duration::from_secs(120)).events;
     assert!(
         !events.iter().any(|e| e["event"] == "error"),
         "the rogue reported an error: {events:?}"

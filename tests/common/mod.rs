@@ -24,6 +24,7 @@
 #![allow(dead_code)]
 
 pub mod netlab;
+pub mod rogue;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
