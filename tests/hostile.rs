@@ -288,16 +288,6 @@ fn repeat_offender_is_blocked() {
     s.assert_still_serving("blocked");
 }
 
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn flood_is_throttled_and_legitimate_peers_are_still_served() {
     let s = setup();

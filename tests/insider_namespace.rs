@@ -17,7 +17,6 @@ mod common;
 mod rogue;
 
 use std::fs;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -38,21 +37,6 @@ fn run_rogue(c: &Cluster, target: usize, args: &[&str]) -> Vec<Value> {
 
 fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == name).collect()
-}
-
-/// What `p2pfs user show` prints as this node's user's public key.
-fn public_key(node: &Node) -> String {
-    let out = run_cmd(
-        Command::new(bin())
-            .args(["user", "show", "--data-dir"])
-            .arg(&node.dir),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{}", out_text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("public key:").map(|k| k.trim().to_string()))
-        .expect("user show prints a public key")
 }
 
 fn status_u64(n: &Node, path: &[&str]) -> u64 {
@@ -153,16 +137,6 @@ fn cross_volume_tombstones_touch_no_other_volume() {
     // The rogue's tombstones live in the network volume, where they delete nothing.
     assert_eq!(list(&c.nodes[0].mnt).unwrap(), root_before);
     assert_eq!(list(&c.nodes[1].mnt).unwrap(), root_before);
-}
-
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]

@@ -11,7 +11,6 @@ mod common;
 mod rogue;
 
 use std::fs;
-use std::process::Command;
 use std::time::Duration;
 
 use common::rogue::*;
@@ -30,21 +29,6 @@ fn run_rogue(c: &Cluster, target: usize, args: &[&str]) -> Vec<Value> {
         "the rogue reported an error: {events:?}"
     );
     events
-}
-
-/// What `p2pfs user show` prints as this node's user's public key.
-fn public_key(node: &Node) -> String {
-    let out = run_cmd(
-        Command::new(bin())
-            .args(["user", "show", "--data-dir"])
-            .arg(&node.dir),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{}", out_text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("public key:").map(|k| k.trim().to_string()))
-        .expect("user show prints a public key")
 }
 
 /// The `volume list --json` line of the volume named `name`.

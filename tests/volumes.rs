@@ -11,21 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// What `p2pfs user show` prints as this node's user's public key.
-fn public_key(node: &Node) -> String {
-    let out = run_cmd(
-        Command::new(bin())
-            .args(["user", "show", "--data-dir"])
-            .arg(&node.dir),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{}", out_text(&out));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("public key:").map(|k| k.trim().to_string()))
-        .expect("user show prints a public key")
-}
-
 fn volume_names(node: &Node) -> Vec<String> {
     let out = node.ctl_ok(&["volume", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

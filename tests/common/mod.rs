@@ -1537,3 +1537,28 @@ pub fn wait_for_file(path: &Path, want: &[u8], timeout: Duration) -> Result<(), 
     }
     Ok(())
 }
+
+/// What `p2pfs user show` prints as this node's user's public key.
+pub fn public_key(node: &Node) -> String {
+    let out = run_cmd(
+        Command::new(bin())
+            .args(["user", "show", "--data-dir"])
+            .arg(&node.dir),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", out_text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public key:").map(|k| k.trim().to_string()))
+        .expect("user show prints a public key")
+}
+
+/// VmRSS of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
