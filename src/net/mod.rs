@@ -634,7 +634,7 @@ impl EventLoop {
                 if self.dial_failures_reported.insert(why.clone()) {
                     tracing::warn!(
                         error = %why,
-                        "cannot connect to a bootstrap address (a peer with a different network key fails the handshake); retrying every 5 s"
+                        "cannot connect to a bootstrap address (a peer with a different network key fails the handshake; a busy one closes connections over its limits); retrying every 5 s"
                     );
                 }
             }
