@@ -571,18 +571,22 @@ impl StatusSource {
                     answered
                 }))
                 .await;
+            // The proofs the claimants of the group's `j`th chunk gave.
+            let given_for = |j: usize, id: &crate::block::ChunkId| -> Vec<[u8; 32]> {
+                answers
+                    .iter()
+                    .enumerate()
+                    .filter(|(p, _)| claimed(*p, at + j))
+                    .filter_map(|(_, a)| a.get(id).copied().flatten())
+                    .collect()
+            };
             // Chunks not held here that no two claimants proved alike: fetched to check.
             let to_fetch: Vec<crate::block::ChunkId> = group
                 .iter()
                 .enumerate()
                 .filter(|(_, id)| !bytes.contains_key(id))
                 .filter(|(j, id)| {
-                    let given: Vec<[u8; 32]> = answers
-                        .iter()
-                        .enumerate()
-                        .filter(|(p, _)| claimed(*p, at + j))
-                        .filter_map(|(_, a)| a.get(id).copied().flatten())
-                        .collect();
+                    let given = given_for(*j, id);
                     !given.is_empty() && !all_vouched(&given)
                 })
                 .map(|(_, id)| *id)
@@ -598,12 +602,7 @@ impl StatusSource {
                     .filter_map(|(id, b)| b.ok().map(|b| (id, b))),
             );
             for (j, id) in group.iter().enumerate() {
-                let given: Vec<[u8; 32]> = answers
-                    .iter()
-                    .enumerate()
-                    .filter(|(p, _)| claimed(*p, at + j))
-                    .filter_map(|(_, a)| a.get(id).copied().flatten())
-                    .collect();
+                let given = given_for(j, id);
                 for (p, peer) in peers.iter().enumerate() {
                     if !claimed(p, at + j) {
                         continue;
