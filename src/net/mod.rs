@@ -547,6 +547,13 @@ impl EventLoop {
             .report_message_validation_result(&id.0.id, &id.0.propagation, acceptance);
     }
 
+    /// Whether `peer` is named by one of the bootstrap addresses (`.../p2p/PEER`).
+    fn is_bootstrap_peer(&self, peer: &PeerId) -> bool {
+        self.bootstrap.iter().any(
+            |a| matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(p)) if p == *peer),
+        )
+    }
+
     fn dial_bootstrap(&mut self) {
         for addr in self.bootstrap.clone() {
             if let Err(e) = self.swarm.dial(addr.clone()) {
@@ -623,13 +630,11 @@ impl EventLoop {
                     self.emit(NetEvent::Disconnected(peer_id));
                 }
             }
-            SwarmEvent::OutgoingConnectionError {
-                peer_id: None,
-                error,
-                ..
-            } => {
-                // A bootstrap address (dialed without a peer id): say once why it fails, so a
-                // wrong network key or address is visible without debug logs.
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. }
+                if peer_id.is_none_or(|p| self.is_bootstrap_peer(&p)) =>
+            {
+                // A bootstrap address (with or without its peer id): say once why it fails, so
+                // a wrong network key or address is visible without debug logs.
                 let why = error.to_string();
                 if self.dial_failures_reported.insert(why.clone()) {
                     tracing::warn!(
