@@ -554,20 +554,14 @@ fn forged_entries(key: &NetworkKey, tag: &str) -> (Vec<Entry>, Vec<String>) {
     for variant in ["badsig", "notwriter"] {
         let name = format!("forged-{variant}-{tag}.txt");
         let now = Timestamp::now();
-        let meta = EntryMeta {
-            parent: volume.root_id(),
-            name: name.clone().into_bytes(),
-            kind: EntryKind::File,
-            size: 0,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            blocks: Vec::new(),
-            symlink_target: Vec::new(),
-        };
+        let meta = EntryMeta::new_empty(
+            volume.root_id(),
+            name.clone().into_bytes(),
+            EntryKind::File,
+            0o644,
+            (0, 0),
+            now,
+        );
         let mut e = sealer.seal(EntryId::random(), Hlc(now_ms() << 16), &[], &meta);
         if variant == "badsig" {
             e.signature[0] ^= 0x55;

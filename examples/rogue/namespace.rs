@@ -184,20 +184,14 @@ pub(super) async fn peer_names(ctx: &Ctx<'_>) {
         .enumerate()
         .map(|(i, name)| {
             let now = Timestamp::now();
-            let meta = EntryMeta {
-                parent: network.root_id(),
-                name: name.to_vec(),
-                kind: EntryKind::File,
-                size: 0,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                atime: now,
-                mtime: now,
-                ctime: now,
-                blocks: Vec::new(),
-                symlink_target: Vec::new(),
-            };
+            let meta = EntryMeta::new_empty(
+                network.root_id(),
+                name.to_vec(),
+                EntryKind::File,
+                0o644,
+                (0, 0),
+                now,
+            );
             sealer.seal(EntryId::random(), Hlc(hlc + i as u64), &[], &meta)
         })
         .collect();

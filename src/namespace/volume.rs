@@ -718,20 +718,14 @@ mod tests {
     use crate::namespace::entry::{EntryKind, Timestamp};
 
     fn meta(name: &[u8]) -> EntryMeta {
-        EntryMeta {
-            parent: EntryId([0; 16]),
-            name: name.to_vec(),
-            kind: EntryKind::File,
-            size: 0,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            atime: Timestamp::default(),
-            mtime: Timestamp::default(),
-            ctime: Timestamp::default(),
-            blocks: vec![],
-            symlink_target: vec![],
-        }
+        EntryMeta::new_empty(
+            EntryId([0; 16]),
+            name.to_vec(),
+            EntryKind::File,
+            0o644,
+            (0, 0),
+            Timestamp::default(),
+        )
     }
 
     fn sealed_by(volume: &Volume, user: &UserIdentity, hlc: u64) -> Entry {
