@@ -16,13 +16,11 @@
 //!
 //! [`http`] is the small HTTP/1.1 responder it is served with.
 
-mod counters;
 pub mod http;
 
-pub use counters::{
-    CHUNK_TRAFFIC, Counted, FUSE, FuseMetrics, FuseOp, GOSSIP, GOSSIP_TOPICS, GossipCounters,
-    LatencyHistogram, OpTimer, SYNC_TRAFFIC, Traffic, fuse_op, fuse_read, fuse_written,
-};
+use crate::fuse::counters::{FUSE, FuseOp};
+use crate::net::counters::{GOSSIP, GOSSIP_TOPICS};
+use crate::rpc::counters::{CHUNK_TRAFFIC, SYNC_TRAFFIC};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -38,10 +36,10 @@ use prometheus_client::registry::Registry;
 use crate::block::ChunkStore;
 use crate::block::cache::CacheStats;
 use crate::cluster::Cluster;
-use crate::config::MetricsConfig;
+use crate::cluster::gc::Gc;
+use crate::cluster::repair::Repair;
 use crate::fs::Mount;
-use crate::gc::Gc;
-use crate::repair::Repair;
+use crate::node::config::MetricsConfig;
 
 /// The content type of a scrape: OpenMetrics text, which is what the encoder writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -472,7 +470,7 @@ pub async fn serve(listener: std::net::TcpListener, source: Arc<Source>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics at http://{addr}/metrics");
     }
-    counters::FUSE_TIMING.store(true, Ordering::Relaxed);
+    crate::fuse::counters::enable_timing();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {

@@ -28,8 +28,8 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::block::ChunkId;
 use crate::cluster::ChunkRouter;
+use crate::cluster::membership::{Membership, PeerState};
 use crate::fs::Mount;
-use crate::membership::{Membership, PeerState};
 use crate::namespace::Entry;
 use crate::rpc::sync;
 use crate::util::hlc::Hlc;
