@@ -305,7 +305,7 @@ node_start() {
     node_spawn "$i"
     node_wait_up "$i"
     ((i > 1)) || CLUSTER_BOOTSTRAP=$NODE_ADDR
-    log "p2pfs $CLUSTER_NAME $i (pid ${NODE_PID[i]}) mounted, listens on $NODE_ADDR ${NODE_EXTRA[i]}"
+    log "p2pfs $CLUSTER_NAME $i (pid ${NODE_PID[i]}) mounted, listens on $NODE_ADDR${NODE_EXTRA[i]:+ (${NODE_EXTRA[i]})}"
 }
 
 # The nodes do not all see each other in time: what each sees, then the caller's hook.
@@ -388,7 +388,7 @@ cluster_start() {
     fi
     for ((i = 2; i <= CLUSTER_N; i++)); do
         node_wait_up "$i"
-        log "p2pfs $CLUSTER_NAME $i (pid ${NODE_PID[i]}) mounted, listens on $NODE_ADDR ${NODE_EXTRA[i]}"
+        log "p2pfs $CLUSTER_NAME $i (pid ${NODE_PID[i]}) mounted, listens on $NODE_ADDR${NODE_EXTRA[i]:+ (${NODE_EXTRA[i]})}"
     done
     cluster_wait_alive
 }
