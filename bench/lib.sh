@@ -22,6 +22,10 @@ WORK=$BENCH_DIR/work
 P2PFS_LISTEN=/ip4/127.0.0.1/tcp/0
 P2PFS_NO_MDNS=--no-mdns
 
+# A command that fails unexpectedly names itself and its line (the scripts run with set -E, so
+# this holds inside functions too).
+trap 'echo "[$LOG_TAG] ERROR: command failed with status $? at line $LINENO: $BASH_COMMAND" >&2' ERR
+
 log() { printf '[%s %s] %s\n' "$LOG_TAG" "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
     log "ERROR: $*"
@@ -219,6 +223,9 @@ CLUSTER_T0="" CLUSTER_T_NODE1="" CLUSTER_T_SPAWNED=""
 
 # node_status_py I PYTHON — p2pfs_status of node I.
 node_status_py() { p2pfs_status "${NODE_DATA[$1]}" "$2"; }
+
+# node_replication I FIELD — replication.FIELD of node I's status (chunks_stored, ...).
+node_replication() { node_status_py "$1" "print(s['replication']['$2'])"; }
 
 node_alive_peers() {
     node_status_py "$1" 'print(sum(1 for p in s["peers"] if p["state"] == "alive"))' || echo -1
