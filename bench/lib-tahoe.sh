@@ -6,7 +6,7 @@
 #   TAHOE_GRID     a directory for the grid's nodes (wiped by tahoe_create_grid)
 #   TAHOE_LOGS     where the nodes' logs go (kept by the caller)
 #   TAHOE_TIMEOUT  seconds to wait for a node or the grid (default 60)
-# and defines log, die, show_log_tail, is_running, now and calc.
+# and sources bench/lib.sh first (log, die, show_log_tail, is_running, stop_pid, now, calc).
 # Optional hooks, called when defined: tahoe_hook_started NAME PID DIR and
 # tahoe_hook_stopped NAME (bench/run records pids for its stale-run cleanup).
 #
@@ -125,22 +125,7 @@ tahoe_start_node() {
 tahoe_stop_node() {
     local name=$1 sig=${2:-TERM} pid=${TAHOE_NODE_PID[$1]:-}
     [[ -n $pid ]] || return 0
-    # (stderr of the block is dropped: bash reports a job killed by a signal there)
-    local escalated=0
-    {
-        if is_running "$pid"; then
-            kill "-$sig" "$pid" || true
-            local deadline=$((SECONDS + TAHOE_STOP_TIMEOUT))
-            while is_running "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-            if is_running "$pid"; then
-                kill -KILL "$pid" || true
-                while is_running "$pid"; do sleep 0.1; done
-                escalated=1
-            fi
-        fi
-        wait "$pid" || true
-    } 2>/dev/null
-    if ((escalated)); then
+    if ! stop_pid "$pid" "$sig" "$TAHOE_STOP_TIMEOUT"; then
         log "tahoe: $name (pid $pid) did not stop within ${TAHOE_STOP_TIMEOUT}s of SIG$sig; killed it with SIGKILL"
     fi
     unset 'TAHOE_NODE_PID[$name]'

@@ -2,10 +2,13 @@
 """bench/namespace's table: results.tsv (N, key, value) -> one row per figure, one column per
 N, then per-entry figures where they mean something, and the ratio of the largest N to the
 smallest (a flat figure has ratio ~1; a per-entry cost that stays flat has its total grow
-with N). Standard library only."""
+with N). Standard library only; what it shares with the other benches is in
+bench/p2pfs_bench.py."""
 
 import sys
 from collections import defaultdict
+
+from p2pfs_bench import fmt3, md_table, records
 
 # key -> (label, unit, per-entry scale: multiply value/N by this, per-entry unit) or no scale.
 ROWS = [
@@ -57,19 +60,12 @@ ROWS = [
 
 
 def fmt(v):
-    if v is None:
-        return "-"
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
+    return fmt3(v, grouping=True)
 
 
 def main(path):
     data = defaultdict(dict)
-    for line in open(path):
-        parts = line.rstrip("\n").split("\t")
+    for parts in records(path):
         if len(parts) == 3:
             try:
                 data[int(parts[0])][parts[1]] = float(parts[2])
@@ -83,8 +79,7 @@ def main(path):
     head += [f"per entry, N={n:,}" for n in sizes]
     if len(sizes) > 1:
         head.append(f"ratio {sizes[-1] // sizes[0]}x N")
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
+    rows = []
     for key, label, unit, per in ROWS:
         vals = [data[n].get(key) for n in sizes]
         if all(v is None for v in vals):
@@ -99,7 +94,8 @@ def main(path):
         if len(sizes) > 1:
             a, b = vals[0], vals[-1]
             row.append(f"{b / a:.2f}" if a and b is not None else "-")
-        print("| " + " | ".join(row) + " |")
+        rows.append(row)
+    print(md_table(head, rows))
 
 
 if __name__ == "__main__":

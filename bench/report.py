@@ -5,9 +5,12 @@ Reads the results file bench/run writes (tab-separated: `result SYS.ROW VALUE`,
 `qual SYS.ROW TEXT`, `detail N TEXT`, `skipped TEXT`, `meta KEY VALUE`), prints
 the ratio table on stdout and, with `--md FILE`, replaces the generated section
 of FILE (between the BEGIN/END markers; the file is created if missing).
-Standard library only.
+Standard library only; what it shares with the other benches is in bench/p2pfs_bench.py.
 """
 import sys
+
+from p2pfs_bench import (binary_lines, fmt3, load_line, machine_line, md_table, read_text,
+                         records, write_section)
 
 BEGIN = "<!-- BEGIN bench/run: generated, replaced by every run -->"
 END = "<!-- END bench/run -->"
@@ -67,29 +70,19 @@ ROWS = [
 
 def load(path):
     res, qual, details, skipped, meta = {}, {}, [], [], {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split("\t", 2)
-            kind = parts[0]
-            if kind == "result":
-                res[parts[1]] = float(parts[2])
-            elif kind == "qual":
-                qual[parts[1]] = parts[2]
-            elif kind == "detail":
-                details.append((int(parts[1]), parts[2]))
-            elif kind == "skipped":
-                skipped.append(parts[1])
-            elif kind == "meta":
-                meta[parts[1]] = parts[2]
+    for parts in records(path):
+        kind = parts[0]
+        if kind == "result":
+            res[parts[1]] = float(parts[2])
+        elif kind == "qual":
+            qual[parts[1]] = parts[2]
+        elif kind == "detail":
+            details.append((int(parts[1]), parts[2]))
+        elif kind == "skipped":
+            skipped.append(parts[1])
+        elif kind == "meta":
+            meta[parts[1]] = parts[2]
     return res, qual, [d for _, d in sorted(details)], skipped, meta
-
-
-def fmt(v):
-    if v >= 100:
-        return f"{v:.0f}"
-    if v >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
 
 
 def table(res, qual):
@@ -104,7 +97,7 @@ def table(res, qual):
                 cells[sys_] = "n/a"
             else:
                 q = qual.get(f"{sys_}.{rid}")
-                cells[sys_] = fmt(v) + (f" ({q})" if q else "")
+                cells[sys_] = fmt3(v) + (f" ({q})" if q else "")
         p = res.get(f"p2pfs.{rid}")
         ratios, targets, verdicts = {}, [], []
         for other, tgt in (("fuser", t_fuser), ("tahoe", t_tahoe)):
@@ -122,27 +115,16 @@ def table(res, qual):
             verdicts = [verdicts[0].split(": ")[-1]]
         rows.append([label, unit, cells["fuser"], cells["p2pfs"], cells["tahoe"], ratios["fuser"],
                      ratios["tahoe"], "; ".join(targets) or "none (report only)", "; ".join(verdicts)])
-    widths = [max(len(r[i]) for r in [hdr] + rows) for i in range(len(hdr))]
-
-    def line(r):
-        return "| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(r)) + " |"
-
-    out = [line(hdr), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
+    return md_table(hdr, rows, aligned=True)
 
 
 def header_lines(meta):
     wall = int(meta.get("wall", "0"))
     return [
         f"- Date: {meta.get('date')}; wall time of the run: {wall // 60} min {wall % 60} s",
-        f"- Machine: {meta.get('cores')} cores ({meta.get('cpu')}), {meta.get('memory')} RAM, "
-        f"kernel {meta.get('kernel')}, bench/work on {meta.get('disk')}",
-        f"- Load average (1, 5, 15 min): {meta.get('load_before')} before, "
-        f"{meta.get('load_after')} after (the figures are noisy unless the machine is idle)",
-        f"- p2pfs: {meta.get('p2pfs')}",
-        f"- Command: `{meta.get('command')}` (as root, from the repository root)",
-    ]
+        machine_line(meta),
+        load_line(meta, " (the figures are noisy unless the machine is idle)"),
+    ] + binary_lines(meta)
 
 
 def legend(meta):
@@ -200,26 +182,16 @@ def main():
                  f"127.0.0.1 only (p2pfs with `--no-mdns`). Each workload runs once.",
                  END]
         text = "\n".join(sect) + "\n"
-        try:
-            with open(md, encoding="utf-8") as f:
-                old = f.read()
-        except FileNotFoundError:
-            old = ("# Benchmarks\n\nFigures measured by `bench/run` (see bench/README.md for the "
-                   "workloads, knobs and how long a run takes). The section between the markers "
-                   "below is rewritten by every run; text outside it is kept.\n\n"
-                   "On a VM, `drop_caches` inside the VM does not reach the host's cache: a "
-                   "\"cold\" read of a file that was just written can be served at memory speed "
-                   "from below the VM. That flatters fuser simple's cold read most (one plain file "
-                   "on ext4); p2pfs's reader has no local copy and fetches every chunk from the "
-                   "holders over loopback.\n\n")
-        if BEGIN in old and END in old:
-            pre = old[:old.index(BEGIN)]
-            post = old[old.index(END) + len(END):].lstrip("\n")
-            new = pre + text + (("\n" + post) if post else "")
-        else:
-            new = old.rstrip("\n") + "\n\n" + text
-        with open(md, "w", encoding="utf-8") as f:
-            f.write(new)
+        old = read_text(md, (
+            "# Benchmarks\n\nFigures measured by `bench/run` (see bench/README.md for the "
+            "workloads, knobs and how long a run takes). The section between the markers "
+            "below is rewritten by every run; text outside it is kept.\n\n"
+            "On a VM, `drop_caches` inside the VM does not reach the host's cache: a "
+            "\"cold\" read of a file that was just written can be served at memory speed "
+            "from below the VM. That flatters fuser simple's cold read most (one plain file "
+            "on ext4); p2pfs's reader has no local copy and fetches every chunk from the "
+            "holders over loopback.\n\n"))
+        write_section(md, old, BEGIN, END, text)
 
 
 if __name__ == "__main__":

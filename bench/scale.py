@@ -17,7 +17,7 @@ tab-separated file given by --results; `report` reads that file back):
   logs DIR...                     WARN/ERROR/panic lines of the node logs, grouped
   report RESULTS [--md FILE]      print the table; with --md, replace the bench/scale section of FILE
 
-Standard library only.
+Standard library only; what it shares with the other benches is in bench/p2pfs_bench.py.
 """
 import argparse
 import concurrent.futures
@@ -29,22 +29,19 @@ import re
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
+
+from p2pfs_bench import (CLK_TCK, alive_count, binary_lines, is_running, load_line, machine_line,
+                         make_log, md_table, mounted_paths, proc_cpu_ticks, proc_status_kib,
+                         read_text, records, scrape, section, status, write_section)
 
 BEGIN = "<!-- BEGIN bench/scale -->"
 END = "<!-- END bench/scale -->"
 MIB = 1 << 20
 
 
-def log(msg):
-    print(f"[scale {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def die(msg, code=1):
-    log(f"ERROR: {msg}")
-    sys.exit(code)
+log, die = make_log("scale")
 
 
 class Results:
@@ -76,40 +73,8 @@ def put_summary(res, key, vals):
 
 
 # ---------------------------------------------------------------------------
-# Processes, mounts, status
+# Status polls
 # ---------------------------------------------------------------------------
-def is_running(pid):
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            st = f.read()
-    except OSError:
-        return False
-    return st.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def unescape_mount(s):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
-
-
-def mounted_paths():
-    with open("/proc/mounts", encoding="utf-8") as f:
-        return {unescape_mount(line.split()[1]) for line in f}
-
-
-def status(ctl, data_dir, timeout=10):
-    try:
-        p = subprocess.run([ctl, "--data-dir", data_dir, "status", "--json"],
-                           capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return None
-    if p.returncode != 0:
-        return None
-    try:
-        return json.loads(p.stdout)
-    except ValueError:
-        return None
-
-
 POOL = concurrent.futures.ThreadPoolExecutor(max_workers=8)
 
 
@@ -121,10 +86,6 @@ def statuses(ctl, nodes, timeout=5):
         s = status(ctl, node["data"], timeout)
         return node, s, time.time()
     return list(POOL.map(one, nodes))
-
-
-def alive_count(s):
-    return sum(1 for p in s["peers"] if p["state"] == "alive")
 
 
 def parse_nodes(specs):
@@ -287,24 +248,8 @@ def cmd_wait_files(a):
 # ---------------------------------------------------------------------------
 # idle: CPU, RSS, TCP traffic per node over a quiet window
 # ---------------------------------------------------------------------------
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SS_NUM = {k: re.compile(rf"\b{k}:(\d+)") for k in
           ("bytes_sent", "bytes_received", "data_segs_out", "data_segs_in")}
-
-
-def proc_cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state): utime is field 14, stime field 15
-    return int(fields[11]) + int(fields[12])
-
-
-def proc_status_kib(pid, key):
-    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def tcp_sockets():
@@ -333,24 +278,6 @@ def tcp_sockets():
 
 def port_of(addr):
     return int(addr.rsplit(":", 1)[1])
-
-
-def scrape(port):
-    import urllib.request  # (here: the poll of a starting cluster should start fast)
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    vals = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, v = line.rpartition(" ")
-            try:
-                vals[name] = float(v)
-            except ValueError:
-                pass
-    return vals
 
 
 def sync_bytes(m):
@@ -693,15 +620,13 @@ def cmd_logtimes(a):
 # ---------------------------------------------------------------------------
 def load(path):
     r, meta, details = {}, {}, []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split("\t", 2)
-            if parts[0] == "result":
-                r[parts[1]] = parts[2]
-            elif parts[0] == "meta":
-                meta[parts[1]] = parts[2]
-            elif parts[0] == "detail":
-                details.append(parts[1])
+    for parts in records(path):
+        if parts[0] == "result":
+            r[parts[1]] = parts[2]
+        elif parts[0] == "meta":
+            meta[parts[1]] = parts[2]
+        elif parts[0] == "detail":
+            details.append(parts[1])
     return r, meta, details
 
 
@@ -774,11 +699,8 @@ def rows(r, meta):
 
 
 def table(rws):
-    head = ["measurement", "value", "unit"]
-    lines = ["| " + " | ".join(head) + " |", "| --- | ---: | --- |"]
-    for m, v, u in rws:
-        lines.append(f"| {m} | {v} | {u} |")
-    return "\n".join(lines)
+    return md_table(["measurement", "value", "unit"], [list(r) for r in rws],
+                    sep="| --- | ---: | --- |")
 
 
 def header_lines(meta):
@@ -788,12 +710,9 @@ def header_lines(meta):
         f"- Date: {meta.get('date')}; wall time: {meta.get('wall')} s; nodes: {meta.get('nodes')} "
         f"(every node has a FUSE mount: `p2pfs run` requires `--mount`; the measurements use nodes "
         f"1, {meta.get('mid_node')} and {meta.get('far_node')})",
-        f"- Machine: {meta.get('cores')} cores ({meta.get('cpu')}), {meta.get('memory')} RAM, "
-        f"kernel {meta.get('kernel')}",
-        f"- Load average (1, 5, 15 min): {meta.get('load_before')} before, {meta.get('load_after')} after",
-        f"- p2pfs: {meta.get('p2pfs')}",
-        f"- Command: `{meta.get('command')}` (as root, from the repository root)",
-    ]
+        machine_line(meta),
+        load_line(meta),
+    ] + binary_lines(meta)
 
 
 NOTES = [
@@ -850,15 +769,11 @@ def cmd_report(a):
     if details:
         block += ["Details:", ""] + [f"- {d}" for d in details] + [""]
     block.append(f"<!-- /scale N={n} -->")
-    try:
-        with open(a.md, encoding="utf-8") as fh:
-            old = fh.read()
-    except FileNotFoundError:
-        old = "# Benchmarks\n"
+    old = read_text(a.md, "# Benchmarks\n")
     # The section keeps the latest run of each node count (e.g. the CI size and the full one).
     blocks = {}
-    if BEGIN in old and END in old:
-        inner = old[old.index(BEGIN):old.index(END)]
+    inner = section(old, BEGIN, END)
+    if inner is not None:
         for m in re.finditer(r"<!-- scale N=(\d+) -->.*?<!-- /scale N=\1 -->", inner, re.S):
             blocks[int(m.group(1))] = m.group(0)
     blocks[int(n)] = "\n".join(block)
@@ -868,15 +783,7 @@ def cmd_report(a):
     for k in sorted(blocks):
         sect += [blocks[k], ""]
     sect += ["How it is measured:", ""] + [f"- {x}" for x in NOTES] + [END]
-    text = "\n".join(sect) + "\n"
-    if BEGIN in old and END in old:
-        pre = old[:old.index(BEGIN)]
-        post = old[old.index(END) + len(END):].lstrip("\n")
-        new = pre + text + (("\n" + post) if post else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    with open(a.md, "w", encoding="utf-8") as fh:
-        fh.write(new)
+    write_section(a.md, old, BEGIN, END, "\n".join(sect) + "\n")
     print(f"\n(written to {a.md})")
 
 
