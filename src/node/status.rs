@@ -106,7 +106,7 @@ impl StatusReader {
     }
 
     /// (R, live nodes holding chunks, copies a chunk can have now: the lesser of the two).
-    pub fn copies_possible(&self) -> (u32, u64, u32) {
+    fn copies_possible(&self) -> (u32, u64, u32) {
         let replicas = self.cluster.router.replicas() as u32;
         let holding = self.cluster.router.placement().holders() as u64;
         (
