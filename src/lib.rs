@@ -5,8 +5,9 @@
 //! otherwise). Top to bottom:
 //!
 //! - [`cli`]: the command lines of both binaries, as clap definitions.
-//! - [`node`]: process life (load a data dir, start, serve, stop), settings, the control
-//!   socket (protocol, server, client) and the metrics export.
+//! - [`node`]: process life (load a data dir, start, serve, stop), settings, the status
+//!   snapshot, the control socket (protocol, server, client) and the metrics export, which
+//!   both encode that snapshot.
 //! - [`fuse`]: thin adapter from kernel requests to [`fs::Mount`] calls, and what it counts.
 //! - [`cluster`]: what turns one node into a network: membership, placement, the chunk router,
 //!   gossip and anti-entropy scheduling, repair, garbage collection, the audit.

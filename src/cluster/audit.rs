@@ -237,6 +237,8 @@ pub struct Audit {
     queue: Mutex<Vec<ChunkId>>,
     checked: AtomicU64,
     failed: AtomicU64,
+    /// Rounds completed since start, an empty store's included (tests wait on it).
+    passes: AtomicU64,
 }
 
 impl Audit {
@@ -247,6 +249,7 @@ impl Audit {
             queue: Mutex::new(Vec::new()),
             checked: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            passes: AtomicU64::new(0),
         })
     }
 
@@ -258,6 +261,11 @@ impl Audit {
     /// Challenges failed since start.
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Rounds completed since start.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     /// Audits forever, one round per interval.
@@ -294,6 +302,7 @@ impl Audit {
     pub async fn round(&self) -> (u64, u64) {
         let ids = self.next_chunks().await;
         if ids.is_empty() {
+            self.passes.fetch_add(1, Ordering::Relaxed);
             return (0, 0);
         }
         let placement = self.router.placement();
@@ -332,6 +341,7 @@ impl Audit {
         }
         self.checked.fetch_add(checked, Ordering::Relaxed);
         self.failed.fetch_add(failed, Ordering::Relaxed);
+        self.passes.fetch_add(1, Ordering::Relaxed);
         if failed > 0 {
             tracing::warn!(
                 checked,

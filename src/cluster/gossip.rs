@@ -115,6 +115,8 @@ pub struct Cluster {
     state: parking_lot::Mutex<AnnouncedState>,
     /// Peers this node runs an anti-entropy session with now (see `spawn_sync`).
     syncing: Arc<parking_lot::Mutex<std::collections::HashSet<PeerId>>>,
+    /// Anti-entropy sessions this node started that completed, since start (tests wait on it).
+    syncs: Arc<AtomicU64>,
 }
 
 impl Cluster {
@@ -146,7 +148,13 @@ impl Cluster {
             seq: AtomicU64::new(seq),
             state: parking_lot::Mutex::new(AnnouncedState::Alive),
             syncing: Default::default(),
+            syncs: Default::default(),
         })
+    }
+
+    /// Anti-entropy sessions this node started that completed, since start.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Changes what this node announces (alive, leaving, left) and announces it now.
@@ -229,10 +237,14 @@ impl Cluster {
             }
         }
         let running = Running(self.syncing.clone(), peer);
-        let (control, core) = (self.net.control.clone(), core.clone());
+        let (control, core, syncs) = (self.net.control.clone(), core.clone(), self.syncs.clone());
         tokio::spawn(async move {
             let _running = running;
-            match sync::sync_with(&control, peer, core).await {
+            let session = sync::sync_with(&control, peer, core).await;
+            if session.is_ok() {
+                syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            match session {
                 Ok(r) if r.buckets > 0 => {
                     tracing::debug!(%peer, buckets = r.buckets, pulled = r.pulled.applied, pushed = r.pushed, "anti-entropy")
                 }

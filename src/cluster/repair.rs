@@ -101,6 +101,8 @@ pub struct Repair {
     /// Copies pushed, and their bytes, since start (metrics: the repair rate).
     pushed_copies: AtomicU64,
     pushed_bytes: AtomicU64,
+    /// Passes completed since start (tests wait on it).
+    passes: AtomicU64,
 }
 
 impl Repair {
@@ -117,6 +119,7 @@ impl Repair {
             under_replicated: AtomicU64::new(0),
             pushed_copies: AtomicU64::new(0),
             pushed_bytes: AtomicU64::new(0),
+            passes: AtomicU64::new(0),
         })
     }
 
@@ -138,6 +141,11 @@ impl Repair {
     /// Bytes of the chunk copies pushed since start.
     pub fn pushed_bytes(&self) -> u64 {
         self.pushed_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Repair passes completed since start.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     pub async fn run(self: Arc<Self>) {
@@ -472,6 +480,7 @@ impl Repair {
         }
         self.under_replicated
             .store(report.under_replicated as u64, Ordering::Relaxed);
+        self.passes.fetch_add(1, Ordering::Relaxed);
         report
     }
 }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod control;
 pub mod metrics;
+pub mod status;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -350,17 +351,18 @@ impl Node {
             },
         );
         runtime.spawn(gc.clone().run());
+        let status = crate::node::status::StatusReader::new(
+            core.clone(),
+            self.chunks.clone(),
+            cluster.clone(),
+            repair.clone(),
+            audit.clone(),
+            gc.clone(),
+            self.network_key.fingerprint(),
+            std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+        );
         if let Some(listener) = metrics_listener {
-            runtime.spawn(crate::node::metrics::serve(
-                listener,
-                crate::node::metrics::Source::new(
-                    core.clone(),
-                    self.chunks.clone(),
-                    cluster.clone(),
-                    repair.clone(),
-                    gc.clone(),
-                ),
-            ));
+            runtime.spawn(crate::node::metrics::serve(listener, status.clone()));
         }
         runtime.spawn(settle_conflicts(core.clone()));
         let leave_requested = control::LeaveSignal::new();
@@ -371,11 +373,9 @@ impl Node {
                 chunks: self.chunks.clone(),
                 cluster: cluster.clone(),
                 repair: repair.clone(),
-                audit: audit.clone(),
-                gc: gc.clone(),
                 leave: leave_requested.clone(),
-                network_fingerprint: self.network_key.fingerprint(),
-                mount: std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+                mount: status.mount_point.clone(),
+                status,
             }),
         ));
 

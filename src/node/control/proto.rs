@@ -100,7 +100,7 @@ pub enum Reply {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
     pub peer_id: String,
@@ -128,6 +128,23 @@ pub struct Status {
     #[serde(default)]
     pub hostile: crate::net::guard::HostileStatus,
     // ---- end hostile peers ----
+    /// Passes of the background workers completed since start.
+    #[serde(default)]
+    pub passes: PassesStatus,
+}
+
+/// Completed passes since start, by worker: tests (and operators) wait for "two more passes"
+/// instead of guessing how long one takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassesStatus {
+    /// Repair passes over every chunk held here.
+    pub repair: u64,
+    /// Garbage collection passes.
+    pub gc: u64,
+    /// Audit rounds (an empty store's included).
+    pub audit: u64,
+    /// Anti-entropy sessions this node started that completed (with any peer).
+    pub sync: u64,
 }
 
 /// One entry of `ls`.
@@ -213,7 +230,7 @@ pub struct ChunkLocation {
     pub unverified: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub peer_id: String,
     pub addrs: Vec<String>,
@@ -229,7 +246,7 @@ pub struct PeerStatus {
     pub placement_rule: u8,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReplicationStatus {
     /// R: the copies every chunk should have.
     pub factor: u32,
@@ -284,7 +301,7 @@ pub struct LeaveReport {
 }
 
 /// Garbage collection of deleted and overwritten data.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GcStatus {
     pub grace_secs: u64,
     /// Stored chunks no live entry references, at the last pass (collected after the grace
@@ -298,10 +315,44 @@ pub struct GcStatus {
     pub expired_tombstones: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CacheStatus {
     pub bytes: u64,
     pub capacity: u64,
     pub hits: u64,
     pub misses: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `passes` comes last in the `status` reply, so the fields before it keep their bytes, at
+    /// the paths tests wait on; a reply from a node without it still reads.
+    #[test]
+    fn status_passes_are_appended_and_optional() {
+        let status = Status {
+            passes: PassesStatus {
+                repair: 1,
+                gc: 2,
+                audit: 3,
+                sync: 4,
+            },
+            ..Status::default()
+        };
+        let text = serde_json::to_string(&Reply::Status(Box::new(status))).unwrap();
+        assert!(
+            text.ends_with(r#","passes":{"repair":1,"gc":2,"audit":3,"sync":4}}"#),
+            "{text}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for (kind, n) in [("repair", 1), ("gc", 2), ("audit", 3), ("sync", 4)] {
+            assert_eq!(value["passes"][kind], n, "{text}");
+        }
+        let without = text.replace(r#","passes":{"repair":1,"gc":2,"audit":3,"sync":4}"#, "");
+        let Reply::Status(old) = serde_json::from_str(&without).unwrap() else {
+            panic!("not a status: {without}");
+        };
+        assert_eq!(old.passes, PassesStatus::default());
+    }
 }

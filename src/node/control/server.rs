@@ -87,13 +87,12 @@ pub struct StatusSource {
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
     pub repair: Arc<Repair>,
-    pub audit: Arc<crate::cluster::audit::Audit>,
-    pub gc: Arc<crate::cluster::gc::Gc>,
     /// Signalled by a `leave` request (the node then leaves as on SIGTERM); carries the
     /// handoff's result back.
     pub leave: Arc<LeaveSignal>,
-    pub network_fingerprint: String,
     pub mount: PathBuf,
+    /// The `status` reply, read by the same code as the metrics scrape.
+    pub status: Arc<crate::node::status::StatusReader>,
 }
 
 /// Bytes moved per piece by put and get.
@@ -645,110 +644,6 @@ impl StatusSource {
             chunks,
         }
     }
-
-    async fn status(&self) -> Status {
-        let stats = self.core.stats();
-        let chunks = self.chunks.clone();
-        let stored = tokio::task::spawn_blocking(move || chunks.list().unwrap_or_default())
-            .await
-            .unwrap_or_default();
-        let net = &self.cluster.net;
-        let connected = net.connected();
-        let now = std::time::Instant::now();
-        let peers = self
-            .cluster
-            .membership
-            .read()
-            .members()
-            .map(|m| PeerStatus {
-                peer_id: m.peer.to_string(),
-                addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
-                state: m.state.as_str().to_string(),
-                last_seen_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
-                capacity: m.capacity,
-                free_bytes: m.free,
-                version: m.version.clone(),
-                placement_rule: m.placement_rule,
-            })
-            .collect();
-        Status {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            peer_id: net.local.to_string(),
-            network_fingerprint: self.network_fingerprint.clone(),
-            placement_rule: crate::cluster::placement::RULE,
-            listen_addrs: net.listen_addrs().iter().map(|a| a.to_string()).collect(),
-            network: if connected.is_empty() {
-                "isolated"
-            } else {
-                "connected"
-            }
-            .into(),
-            peers,
-            mount: self.mount.display().to_string(),
-            replication: {
-                let (factor, holding_nodes, copies) = self.copies_possible();
-                // Fewer live holders than R: no chunk stored here can have its R copies.
-                let degraded = if copies < factor {
-                    stored.len() as u64
-                } else {
-                    0
-                };
-                ReplicationStatus {
-                    factor,
-                    copies,
-                    holding_nodes,
-                    chunks_stored: stored.len() as u64,
-                    bytes_stored: stored.iter().map(|(_, n)| n).sum(),
-                    under_replicated: self.repair.under_replicated().max(degraded),
-                    repair_queue: self.repair.queue(),
-                    failed_holders: self
-                        .cluster
-                        .router
-                        .failed_holders()
-                        .list()
-                        .into_iter()
-                        .map(|(p, _)| p.to_string())
-                        .collect(),
-                    audit: AuditStatus {
-                        checked: self.audit.checked(),
-                        failed: self.audit.failed(),
-                    },
-                }
-            },
-            cache: CacheStatus {
-                bytes: stats.cache.bytes,
-                capacity: stats.cache.capacity,
-                hits: stats.cache.hits,
-                misses: stats.cache.misses,
-            },
-            gc: {
-                let last = self.gc.last();
-                let core = self.core.clone();
-                let (tombstones, forgotten) = tokio::task::spawn_blocking(move || {
-                    let ns = core.namespace();
-                    (
-                        ns.tombstones_len().unwrap_or(0),
-                        ns.forgotten_len().unwrap_or(0),
-                    )
-                })
-                .await
-                .unwrap_or((0, 0));
-                GcStatus {
-                    grace_secs: self.gc.grace().as_secs(),
-                    unreferenced_chunks: last.unreferenced as u64,
-                    collecting: last.healthy,
-                    deleted_chunks: self.gc.deleted_chunks(),
-                    tombstones,
-                    expired_tombstones: forgotten,
-                }
-            },
-            files: stats.entries as u64,
-            rejected_entries: stats.rejected_entries as u64,
-            held_entries: self.core.held_status(),
-            // Hostile peers.
-            hostile: self.cluster.net.guard.status(),
-        }
-    }
 }
 
 /// The attributes of `path` (relative to the mount's root, `/`-separated, any bytes but NUL in
@@ -854,7 +749,7 @@ async fn handle(
     let mut reader = BufReader::new(read);
     while let Some(line) = read_request(&mut reader).await? {
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Status) => Reply::Status(Box::new(source.status().await)),
+            Ok(Request::Status) => Reply::Status(Box::new(source.status.status().await)),
             Ok(Request::Leave) => {
                 source.leave_and_report(&mut write).await?;
                 continue;
