@@ -441,6 +441,14 @@ fn wrong_network_key_is_refused() {
         panic!("node 2: {e}{}", report_b(&b));
     }
 
+    // barrier: node B has dialed node 1 and failed (the handshake needs the same key).
+    assert!(
+        wait_until(SPREAD_TIMEOUT, || b.count_log_lines(
+            |l| l.contains("cannot connect to a bootstrap address")
+        ) > 0),
+        "node B never tried its bootstrap address{}",
+        report_b(&b)
+    );
     // For 12 s (longer than the 10 s anti-entropy period) node B stays out.
     let deadline = Instant::now() + Duration::from_secs(12);
     let mut checks = 0;
@@ -956,6 +964,8 @@ fn node_restarted_with_stale_data_converges_and_deletions_stick() {
     );
     eprintln!("the restarted node converged in {:?}", t.elapsed());
 
+    // barrier: node 4 caught up on what it missed while dead, which only anti-entropy brings;
+    // a session merges both ways, so node 4 offered its stale entries to a peer in it.
     // Several anti-entropy rounds later nothing stale has come back, on any node.
     let until = Instant::now() + Duration::from_secs(4 * sync_secs + 2);
     let mut rounds = 0;

@@ -501,7 +501,26 @@ fn a_peer_on_another_placement_rule_holds_back_dropping_surplus_copies() {
         c.report()
     );
     // A few more passes: nothing dropped, and the nodes say why.
-    std::thread::sleep(Duration::from_secs(6));
+    // barrier: two more repair passes that kept surplus copies, on each of nodes 1 and 2 that
+    // keeps any (a node without surplus has nothing to drop).
+    let kept_passes = |n: &Node| {
+        n.count_log_lines(|l| {
+            log_field(l, "kept_for_peers_on_another_rule").is_some_and(|v| v != "0")
+        })
+    };
+    let kept_before: Vec<usize> = c.nodes[..2].iter().map(kept_passes).collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let grew: Vec<bool> = c.nodes[..2]
+                .iter()
+                .zip(&kept_before)
+                .map(|(n, &k)| kept_passes(n) >= k + 2)
+                .collect();
+            grew.iter().any(|&g| g) && grew.iter().zip(&kept_before).all(|(&g, &k)| g || k == 0)
+        }),
+        "no two more repair passes kept surplus copies (before: {kept_before:?}){}",
+        c.report()
+    );
     for n in &c.nodes[..2] {
         assert_eq!(
             n.chunk_ids().len(),

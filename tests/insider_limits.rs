@@ -18,7 +18,7 @@ use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -85,8 +85,14 @@ fn closed(s: &TcpStream) -> bool {
 }
 
 /// Keeps [`STALLED`] silent connections open to `dst` from `sources` (round robin), replacing
-/// those the node closes, once a second, until `stop`. Returns the most it had open at once.
-fn stall(dst: SocketAddrV4, sources: Vec<Ipv4Addr>, stop: Arc<AtomicBool>) -> usize {
+/// those the node closes, once a second, until `stop`. Returns the most it had open at once,
+/// which it also publishes in `most_open` after every round.
+fn stall(
+    dst: SocketAddrV4,
+    sources: Vec<Ipv4Addr>,
+    stop: Arc<AtomicBool>,
+    most_open: Arc<AtomicUsize>,
+) -> usize {
     let mut open: Vec<TcpStream> = Vec::new();
     let mut most = 0;
     let mut i = 0usize;
@@ -101,6 +107,7 @@ fn stall(dst: SocketAddrV4, sources: Vec<Ipv4Addr>, stop: Arc<AtomicBool>) -> us
             i += 1;
         }
         most = most.max(open.len());
+        most_open.store(most, Ordering::Relaxed);
         thread::sleep(Duration::from_secs(1));
     }
     most
@@ -134,13 +141,15 @@ fn stalled_connections_cannot_exhaust_a_nodes_file_descriptors() {
     let port = tcp_port(&c.nodes[0].listen_addr());
     let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let stop = Arc::new(AtomicBool::new(false));
+    let most_open = Arc::new(AtomicUsize::new(0));
     let attacker = {
-        let stop = stop.clone();
+        let (stop, most_open) = (stop.clone(), most_open.clone());
         thread::spawn(move || {
             stall(
                 target,
                 vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)],
                 stop,
+                most_open,
             )
         })
     };
@@ -154,8 +163,16 @@ fn stalled_connections_cannot_exhaust_a_nodes_file_descriptors() {
         }
     }
     let _stop = StopOnDrop(stop_attack);
-    // Let the attack fill what it can (a few rounds of replacing closed connections).
-    thread::sleep(Duration::from_secs(5));
+    // barrier: the attack holds half its connections (what the end of the test requires it
+    // reached), so what follows runs under it.
+    assert!(
+        wait_until(Duration::from_secs(90), || most_open
+            .load(Ordering::Relaxed)
+            >= STALLED / 2),
+        "the attacker never held {} connections (at most {})",
+        STALLED / 2,
+        most_open.load(Ordering::Relaxed)
+    );
 
     // The control socket answers and the node runs.
     let status = c.nodes[0]

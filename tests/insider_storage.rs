@@ -181,6 +181,18 @@ fn fake_holder_is_caught_and_no_copy_is_dropped_on_its_word() {
         );
     }
 
+    // barrier: an honest node's repair pass has met copies the rogues claim and kept them
+    // unproven (`kept_unproven` in its log line): dropping on their word was on the table.
+    let kept_unproven =
+        |n: &Node| n.count_log_lines(|l| log_field(l, "kept_unproven").is_some_and(|v| v != "0"));
+    assert!(
+        wait_until(Duration::from_secs(60), || c
+            .nodes
+            .iter()
+            .any(|n| kept_unproven(n) > 0)),
+        "no repair pass met a copy the rogues claim{}",
+        c.report()
+    );
     // Repair passes run every 2 s: for 20 s, no honest copy of either file goes.
     let watch_until = Instant::now() + Duration::from_secs(20);
     while Instant::now() < watch_until {

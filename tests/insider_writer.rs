@@ -150,6 +150,17 @@ fn removed_writer_back_dated_tombstones_are_refused_everywhere() {
         })
         .collect();
 
+    assert_eq!(made.len(), 3, "{events:?}");
+    // barrier: both targets have judged the tombstones (their refusals are counted).
+    let judged = || {
+        let now: Vec<u64> = c.nodes.iter().map(rejected).collect();
+        now[0] >= before[0] + made[2] && now[2] >= before[2] + made[0]
+    };
+    assert!(
+        wait_until(SPREAD_TIMEOUT, judged),
+        "the tombstones were not judged: {before:?} -> {:?}, made {made:?}",
+        c.nodes.iter().map(rejected).collect::<Vec<_>>()
+    );
     // Nothing is deleted on any node, while anti-entropy and gossip run (a window: a deletion
     // that got in shows on the reader at once, and on the owner within a sync round).
     let watch = Duration::from_secs(20);
@@ -170,7 +181,6 @@ fn removed_writer_back_dated_tombstones_are_refused_everywhere() {
             "a conflict copy: {names:?}"
         );
     }
-    assert_eq!(made.len(), 3, "{events:?}");
     // The volume's root, its directory and its three files.
     assert!(made.iter().all(|&n| n >= 5), "{made:?}");
     // Every push was refused whole, and counted.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
+use super::data::write_and_close;
 use super::node::Node;
 use super::process::wait_until;
 
@@ -259,6 +260,42 @@ impl Drop for Cluster {
         // Every node is SIGKILLed and unmounted by its own drop.
         self.nodes.clear();
     }
+}
+
+/// A positive barrier for "X did not reach node N": writes `name` through `from`'s mount and
+/// waits until it reads back on every node of `to`. What `from` wrote before has then had its
+/// chance to reach them too, so its absence there means something.
+#[track_caller]
+pub fn wait_later_file(from: &Node, to: &[&Node], name: &str) {
+    let data = format!("written on {} after what is checked\n", from.dir.display()).into_bytes();
+    write_and_close(&from.p(name), &data).unwrap_or_else(|e| panic!("writing {name}: {e}"));
+    for n in to {
+        if let Err(e) = wait_for_file(&n.p(name), &data, SPREAD_TIMEOUT) {
+            panic!(
+                "barrier: {e}\nlog of {}:\n{}",
+                n.dir.display(),
+                n.log_text()
+            );
+        }
+    }
+}
+
+/// A positive barrier for "nothing crossed the cut": waits until `node` lists `peer` as
+/// suspect or dead, that is, has heard nothing from it for its suspect period (6 s by
+/// default). Through a cut that leaks, the peer stays alive and this fails.
+#[track_caller]
+pub fn wait_unheard(node: &Node, peer: &str) {
+    let timeout = Duration::from_secs(60);
+    let ok = wait_until(timeout, || {
+        matches!(node.peer_state(peer).as_deref(), Some("suspect" | "dead"))
+    });
+    assert!(
+        ok,
+        "barrier: {} still hears {peer} after {timeout:?} (peers {:?}); log:\n{}",
+        node.dir.display(),
+        node.try_status().map(|s| status_peers(&s)),
+        node.log_text()
+    );
 }
 
 /// Polls until `path` is a regular file of `want.len()` bytes, then reads it

@@ -386,6 +386,16 @@ impl Node {
         s
     }
 
+    /// How many lines of the whole stderr log (every start, not cut like
+    /// [`log_text`](Self::log_text)) `f` accepts. Log lines are a barrier where no counter
+    /// says what happened (e.g. a repair pass that kept copies).
+    pub fn count_log_lines(&self, f: impl Fn(&str) -> bool) -> usize {
+        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default())
+            .lines()
+            .filter(|l| f(l))
+            .count()
+    }
+
     /// Runs `sh -c script` with the mountpoint as cwd, with a timeout.
     pub fn sh(&self, script: &str) -> Output {
         run_cmd(
@@ -740,6 +750,13 @@ pub fn chunk_ids_in(chunks: &Path) -> std::collections::BTreeSet<String> {
         }
     }
     out
+}
+
+/// The value of the field `key` in a log line (`key=value`, up to the next space), if the
+/// line has it.
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..].split(' ').next()
 }
 
 /// What `p2pfs user show` prints as this node's user's public key.
