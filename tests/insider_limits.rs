@@ -84,14 +84,21 @@ fn closed(s: &TcpStream) -> bool {
     }
 }
 
+/// How far [`stall`] got: the most connections it held at once, and its rounds so far.
+#[derive(Default)]
+struct StallProgress {
+    most_open: AtomicUsize,
+    rounds: AtomicUsize,
+}
+
 /// Keeps [`STALLED`] silent connections open to `dst` from `sources` (round robin), replacing
 /// those the node closes, once a second, until `stop`. Returns the most it had open at once,
-/// which it also publishes in `most_open` after every round.
+/// which it also publishes in `progress` after every round.
 fn stall(
     dst: SocketAddrV4,
     sources: Vec<Ipv4Addr>,
     stop: Arc<AtomicBool>,
-    most_open: Arc<AtomicUsize>,
+    progress: Arc<StallProgress>,
 ) -> usize {
     let mut open: Vec<TcpStream> = Vec::new();
     let mut most = 0;
@@ -107,7 +114,8 @@ fn stall(
             i += 1;
         }
         most = most.max(open.len());
-        most_open.store(most, Ordering::Relaxed);
+        progress.most_open.store(most, Ordering::Relaxed);
+        progress.rounds.fetch_add(1, Ordering::Relaxed);
         thread::sleep(Duration::from_secs(1));
     }
     most
@@ -141,15 +149,15 @@ fn stalled_connections_cannot_exhaust_a_nodes_file_descriptors() {
     let port = tcp_port(&c.nodes[0].listen_addr());
     let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let stop = Arc::new(AtomicBool::new(false));
-    let most_open = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(StallProgress::default());
     let attacker = {
-        let (stop, most_open) = (stop.clone(), most_open.clone());
+        let (stop, progress) = (stop.clone(), progress.clone());
         thread::spawn(move || {
             stall(
                 target,
                 vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)],
                 stop,
-                most_open,
+                progress,
             )
         })
     };
@@ -163,15 +171,19 @@ fn stalled_connections_cannot_exhaust_a_nodes_file_descriptors() {
         }
     }
     let _stop = StopOnDrop(stop_attack);
-    // barrier: the attack holds half its connections (what the end of the test requires it
-    // reached), so what follows runs under it.
+    // barrier: the attack has held half its connections (what the end of the test requires it
+    // reached) and had five rounds of replacing those the node closed, so what follows runs
+    // under it.
+    let (most, rounds) = (
+        || progress.most_open.load(Ordering::Relaxed),
+        || progress.rounds.load(Ordering::Relaxed),
+    );
     assert!(
-        wait_until(Duration::from_secs(90), || most_open
-            .load(Ordering::Relaxed)
-            >= STALLED / 2),
-        "the attacker never held {} connections (at most {})",
-        STALLED / 2,
-        most_open.load(Ordering::Relaxed)
+        wait_until(Duration::from_secs(90), || most() >= STALLED / 2
+            && rounds() >= 5),
+        "the attacker held at most {} connections in {} rounds",
+        most(),
+        rounds()
     );
 
     // The control socket answers and the node runs.
