@@ -37,10 +37,11 @@ fn stores(c: &Cluster) -> Vec<BTreeSet<String>> {
     c.nodes.iter().map(|n| n.chunk_ids()).collect()
 }
 
-/// A positive barrier for "GC did not collect X": a decoy file (its own content, seeded by
-/// `seed`) is written, reaches every node's store, is deleted, and waits until its chunks
-/// have left every store. Each node has then run a collection pass more than a grace period
-/// after this call, which would have collected any chunk unreferenced since before it.
+/// A positive barrier for "GC did not collect X": writes a decoy file (its own content,
+/// seeded by `seed`), waits until every node stores its chunks, deletes it, and waits until
+/// its chunks have left every store. Each node has then run a collection pass more than a
+/// grace period after this call, which would have collected any chunk unreferenced since
+/// before it.
 #[track_caller]
 fn wait_collection_pass(c: &Cluster, seed: u64) {
     let name = format!("decoy-{seed}.bin");

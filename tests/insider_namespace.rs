@@ -114,12 +114,11 @@ fn cross_volume_tombstones_touch_no_other_volume() {
         .unwrap()
         .into_iter()
         .collect();
-    let held = |n: &Node| n.chunk_ids();
     assert!(
         wait_until(SPREAD_TIMEOUT, || c
             .nodes
             .iter()
-            .all(|n| decoy_ids.is_subset(&held(n)))),
+            .all(|n| decoy_ids.is_subset(&n.chunk_ids()))),
         "barrier: the decoy's chunks did not reach both nodes{}",
         c.report()
     );
@@ -128,7 +127,7 @@ fn cross_volume_tombstones_touch_no_other_volume() {
         wait_until(Duration::from_secs(60), || c
             .nodes
             .iter()
-            .all(|n| decoy_ids.is_disjoint(&held(n)))),
+            .all(|n| decoy_ids.is_disjoint(&n.chunk_ids()))),
         "barrier: the decoy's chunks were not collected{}",
         c.report()
     );
