@@ -7,7 +7,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::data::write_and_close;
-use super::node::Node;
+use super::node::{Node, status_peers};
 use super::process::wait_until;
 
 /// How long a cluster may take to form (every node sees every other alive).
@@ -30,23 +30,6 @@ pub fn loopback_args(replicas: u32, extra: &[String]) -> Vec<String> {
     .collect();
     v.extend(extra.iter().cloned());
     v
-}
-
-/// Peers of a status, as (peer_id, state).
-pub fn status_peers(status: &serde_json::Value) -> Vec<(String, String)> {
-    status["peers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    (
-                        p["peer_id"].as_str().unwrap_or("?").to_string(),
-                        p["state"].as_str().unwrap_or("?").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Every peer id but the `i`th, sorted (what node `i` should list as its peers).

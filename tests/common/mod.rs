@@ -25,7 +25,9 @@
 //! (nodes of one network, status helpers), [`mounts`] (the mount table), [`process`]
 //! (commands, child processes, polling), [`data`] (test data, comparisons, config edits),
 //! [`netlab`] (network namespaces) and [`rogue`] (the rogue peer process). Everything is
-//! re-exported here, so a test says `use common::*`.
+//! re-exported here, so a test says `use common::*`. Within the harness, uses run one way:
+//! `process` and `data` at the bottom, then `mounts`, `node`, `cluster`, and `netlab` and
+//! `rogue` on top.
 
 #![allow(dead_code)]
 

@@ -13,10 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::cluster::status_peers;
 use super::data::edit_toml;
 use super::mounts::{is_mounted, mount_fstype, mounts_below, unmount};
-use super::process::{out_text, run_cmd, try_run_cmd, wait_until};
+use super::process::{CMD_TIMEOUT, out_text, run_cmd, try_run_cmd, wait_until};
 
 /// The binary under test. `P2PFS_TEST_BIN` may point elsewhere (only
 /// useful to try the harness against a stand-in).
@@ -28,8 +27,6 @@ pub fn bin() -> String {
 /// process to exit.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Default timeout for shell commands run through the mount.
-pub const CMD_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// What `Node::start` passes after `run --data-dir DIR --mount MNT` unless
 /// told otherwise: alone, on loopback only (tests never send traffic beyond
@@ -721,6 +718,23 @@ impl Node {
             .find(|(p, _)| p == peer_id)
             .map(|(_, st)| st)
     }
+}
+
+/// Peers of a status, as (peer_id, state).
+pub fn status_peers(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p["peer_id"].as_str().unwrap_or("?").to_string(),
+                        p["state"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Chunk ids stored below a `chunks` dir: files named by 64 hex digits in

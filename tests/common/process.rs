@@ -7,7 +7,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::node::CMD_TIMEOUT;
+/// Default timeout for shell commands (e.g. run through a mount).
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A child process killed (SIGKILL) and reaped on drop.
 pub struct ChildGuard(pub Option<Child>);
