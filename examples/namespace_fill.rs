@@ -30,11 +30,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use p2pfs::block::ChunkStore;
-use p2pfs::config::Config;
 use p2pfs::fs::{Mount, MountParts};
 use p2pfs::identity::{NODE_KEY_FILE, NetworkKey, NodeIdentity, USER_KEY_FILE, UserIdentity};
 use p2pfs::namespace::entry::EntrySealer;
 use p2pfs::namespace::{Entry, EntryId, EntryKind, EntryMeta, NamespaceStore, Timestamp, Volume};
+use p2pfs::node::config::Config;
 use p2pfs::node::{CHUNKS_DIR, NAMESPACE_FILE};
 use p2pfs::util::hlc::HlcClock;
 

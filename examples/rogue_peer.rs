@@ -708,13 +708,13 @@ async fn announce_old_rule(rogue: &Rogue, args: &Args) {
     let first_seq = now_ms();
     let mut sent = 0u64;
     while Instant::now() < deadline {
-        let a = p2pfs::membership::Announcement {
+        let a = p2pfs::cluster::membership::Announcement {
             peer: rogue.id.to_bytes(),
             addrs: Vec::new(),
             capacity: 0,
             free: 0,
             version: "0.0.1-rule1".into(),
-            state: p2pfs::membership::AnnouncedState::Alive,
+            state: p2pfs::cluster::membership::AnnouncedState::Alive,
             seq: first_seq + sent,
             knows: 0,
             placement_rule: 1,

@@ -147,7 +147,7 @@ fn p2pfs_sections() -> Roff {
         &mut r,
         "P2PFS_LOG",
         "What the node logs to standard error, as a tracing filter (default \
-         info,fuser=error,libp2p_kad=error), e.g. debug or p2pfs::repair=debug.",
+         info,fuser=error,libp2p_kad=error), e.g. debug or p2pfs::cluster::repair=debug.",
     );
     r.control("SH", ["FILES"]);
     item(

@@ -17,10 +17,10 @@ use serde::de::DeserializeOwned;
 
 use crate::block::chunk::{self as codec, FORMAT_AES256_GCM, FORMAT_CHACHA20_POLY1305};
 use crate::block::{ChunkId, ChunkKey, ChunkRef, ChunkSecret};
-use crate::cluster::{self, NamespaceGossip};
-use crate::membership::{
+use crate::cluster::membership::{
     self, Announcement, LivenessConfig, MAX_ADDRS, MAX_VERSION_CHARS, Membership,
 };
+use crate::cluster::{self, NamespaceGossip};
 use crate::namespace::entry::{self, MAX_ENCODED_ENTRY};
 use crate::namespace::{Entry, EntryId, EntryMeta, UserId, VolumeId};
 use crate::rpc::chunk::{ChunkRequest, ChunkResponse, MAX_BODY};
@@ -47,18 +47,18 @@ pub fn frame(data: &[u8]) {
         // What a node computes from a request before its store is involved.
         if let ChunkRequest::Put { id, nonce } = request {
             let _ = codec::verify(&id, body);
-            let _ = crate::audit::proof(&nonce, body);
+            let _ = crate::block::proof::proof(&nonce, body);
         }
     });
     frames_with_body::<ChunkResponse>(data, |response, body| match response {
         ChunkResponse::Data => ciphertext(body),
         // What a writer and a challenger check a proof against.
         ChunkResponse::StoredProof(p) => {
-            let _ = crate::audit::verify(&[0; 32], body, &p);
+            let _ = crate::block::proof::verify(&[0; 32], body, &p);
         }
         ChunkResponse::Proofs(proofs) => {
             for p in proofs.iter().flatten() {
-                let _ = crate::audit::verify(&[0; 32], body, p);
+                let _ = crate::block::proof::verify(&[0; 32], body, p);
             }
         }
         _ => {}

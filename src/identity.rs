@@ -2,6 +2,7 @@
 //! (its libp2p peer id) and the user identity (age X25519 to decrypt volume keys, ed25519 to
 //! sign namespace entries).
 
+use std::fmt;
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,6 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::namespace::UserId;
 use crate::util::fsutil::write_new;
 
 pub const NODE_KEY_FILE: &str = "node.key";
@@ -444,5 +444,21 @@ mod tests {
             NetworkKey::load(&bad),
             Err(IdentityError::Invalid { .. })
         ));
+    }
+}
+
+/// A user, named by their ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserId(#[serde(with = "crate::util::fixed_bytes")] pub [u8; 32]);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({})", hex::encode(&self.0[..6]))
     }
 }

@@ -40,7 +40,7 @@ use libp2p::PeerId;
 use rand::{Rng, SeedableRng};
 
 use crate::block::ChunkId;
-use crate::placement::{self, Candidate, Placement};
+use crate::cluster::placement::{self, Candidate, Placement};
 
 /// Which members are candidates for a chunk, and their weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

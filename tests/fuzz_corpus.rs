@@ -14,8 +14,8 @@ use libp2p::futures::io::Cursor;
 use p2pfs::block::chunk::{FORMAT_AES256_GCM, FORMAT_CHACHA20_POLY1305};
 use p2pfs::block::{ChunkId, ChunkKey, ChunkRef, ChunkSecret};
 use p2pfs::cluster::NamespaceGossip;
+use p2pfs::cluster::membership::{AnnouncedState, Announcement};
 use p2pfs::fuzzing;
-use p2pfs::membership::{AnnouncedState, Announcement};
 use p2pfs::namespace::entry::{EntrySealer, descend};
 use p2pfs::namespace::{Entry, EntryId, EntryKey, EntryKind, EntryMeta, Timestamp, UserId};
 use p2pfs::rpc::chunk::{ChunkRequest, ChunkResponse, MAX_BODY};
@@ -426,7 +426,7 @@ fn announcement(state: AnnouncedState) -> Announcement {
         state,
         seq: 1_700_000_000_000,
         knows: 3,
-        placement_rule: p2pfs::placement::RULE,
+        placement_rule: p2pfs::cluster::placement::RULE,
     }
 }
 

@@ -258,6 +258,52 @@ fn the_endpoint_counts_fuse_io_storage_and_peers() {
     node.stop();
 }
 
+/// `status.passes.<kind>` as a number.
+fn passes(status: &serde_json::Value, kind: &str) -> u64 {
+    status["passes"][kind]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no passes.{kind} in status: {status}"))
+}
+
+#[test]
+fn status_and_scrape_count_worker_passes() {
+    let mut node = Node::init();
+    node.set_config("network", "repair_interval_secs", "1");
+    node.set_config("network", "audit_interval_secs", "1");
+    // A collection pass every half grace period, 1 s at least.
+    node.set_config("storage", "gc_grace_secs", "2");
+    let addr = format!("127.0.0.1:{}", free_port());
+    node.start_args(&run_args_with(&["--metrics", &addr]));
+    let first = node.status();
+    // Two more passes of each worker, as a test waiting on them would.
+    let mut now = first.clone();
+    let advanced = wait_until(Duration::from_secs(60), || {
+        now = node.status();
+        ["repair", "gc", "audit"]
+            .iter()
+            .all(|kind| passes(&now, kind) >= passes(&first, kind) + 2)
+    });
+    assert!(
+        advanced,
+        "before: {first}
+now: {now}"
+    );
+    // The scrape encodes the same counters: read between two statuses, it lies between them.
+    let scraped = scrape(&addr);
+    let after = node.status();
+    for kind in ["repair", "gc", "audit", "sync"] {
+        let metric = scraped.get(&format!("p2pfs_{kind}_passes_total")) as u64;
+        assert!(
+            (passes(&now, kind)..=passes(&after, kind)).contains(&metric),
+            "{kind}: {metric} not between {now} and {after}:\n{}",
+            scraped.text
+        );
+    }
+    // Alone, no anti-entropy session runs.
+    assert_eq!(passes(&after, "sync"), 0, "{after}");
+    node.stop();
+}
+
 #[test]
 fn without_the_flag_there_is_no_listener() {
     let mut node = Node::init();
@@ -373,4 +419,17 @@ fn rpc_bytes_and_peers_move_between_two_nodes() {
             .all(|s| sync(s, "in") > 0.0 && sync(s, "out") > 0.0)
     });
     assert!(synced, "node 0:\n{}\nnode 1:\n{}", a.text, b.text);
+    // Completed sessions are counted as passes, in the scrape and in status.
+    let counted = wait_until(Duration::from_secs(40), || {
+        a = scrape(&addrs[0]);
+        b = scrape(&addrs[1]);
+        [&a, &b]
+            .iter()
+            .all(|s| s.get("p2pfs_sync_passes_total") >= 1.0)
+    });
+    assert!(counted, "node 0:\n{}\nnode 1:\n{}", a.text, b.text);
+    for node in &c.nodes {
+        let status = node.status();
+        assert!(passes(&status, "sync") >= 1, "{status}");
+    }
 }

@@ -90,16 +90,16 @@ pub async fn run(args: &Args, key: &NetworkKey, target: PeerId) -> Result<(), St
                     continue;
                 }
                 seq += 1;
-                let a = p2pfs::membership::Announcement {
+                let a = p2pfs::cluster::membership::Announcement {
                     peer: id.to_bytes(),
                     addrs: addrs.iter().map(|a| format!("{a}/p2p/{id}")).collect(),
                     capacity: args.claim_capacity,
                     free: args.claim_capacity,
                     version: env!("CARGO_PKG_VERSION").into(),
-                    state: p2pfs::membership::AnnouncedState::Alive,
+                    state: p2pfs::cluster::membership::AnnouncedState::Alive,
                     seq,
                     knows: u32::MAX,
-                    placement_rule: p2pfs::placement::RULE,
+                    placement_rule: p2pfs::cluster::placement::RULE,
                 };
                 let mut bytes = Vec::new();
                 ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");
@@ -148,7 +148,7 @@ async fn answer(
                 let _ = seen.send(id.to_string());
                 match kept {
                     Some(kept) => {
-                        let proof = p2pfs::audit::proof(&nonce, &body);
+                        let proof = p2pfs::block::proof::proof(&nonce, &body);
                         kept.lock().insert(id, body);
                         ChunkResponse::StoredProof(proof)
                     }
@@ -163,7 +163,7 @@ async fn answer(
                 let kept = kept.lock();
                 ChunkResponse::Proofs(
                     ids.iter()
-                        .map(|id| kept.get(id).map(|b| p2pfs::audit::proof(&nonce, b)))
+                        .map(|id| kept.get(id).map(|b| p2pfs::block::proof::proof(&nonce, b)))
                         .collect(),
                 )
             }

@@ -29,7 +29,7 @@ pub(super) async fn junk_chunks(rogue: &Rogue) {
                 &mut stream,
                 &ChunkRequest::Put {
                     id,
-                    nonce: p2pfs::audit::fresh_nonce(),
+                    nonce: p2pfs::block::proof::fresh_nonce(),
                 },
                 &body,
                 MAX_BODY,
@@ -81,19 +81,19 @@ pub(super) async fn announce_leaving_forever(rogue: &Rogue, args: &Args) {
         if flap {
             last_flap = Instant::now();
         }
-        let states: &[p2pfs::membership::AnnouncedState] = if flap {
+        let states: &[p2pfs::cluster::membership::AnnouncedState] = if flap {
             &[
-                p2pfs::membership::AnnouncedState::Alive,
-                p2pfs::membership::AnnouncedState::Leaving,
+                p2pfs::cluster::membership::AnnouncedState::Alive,
+                p2pfs::cluster::membership::AnnouncedState::Leaving,
             ]
         } else {
-            &[p2pfs::membership::AnnouncedState::Leaving]
+            &[p2pfs::cluster::membership::AnnouncedState::Leaving]
         };
         for (i, state) in states.iter().enumerate() {
             if i > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let a = p2pfs::membership::Announcement {
+            let a = p2pfs::cluster::membership::Announcement {
                 peer: rogue.id.to_bytes(),
                 addrs: Vec::new(),
                 capacity: 1 << 40,
@@ -102,7 +102,7 @@ pub(super) async fn announce_leaving_forever(rogue: &Rogue, args: &Args) {
                 state: *state,
                 seq: first_seq + sent,
                 knows: 0,
-                placement_rule: p2pfs::placement::RULE,
+                placement_rule: p2pfs::cluster::placement::RULE,
             };
             let mut bytes = Vec::new();
             ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");

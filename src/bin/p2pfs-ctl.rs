@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use p2pfs::control::{self, ControlError, Reply, Request, Status};
 use p2pfs::namespace::volume::Role;
+use p2pfs::node::control::{self, ControlError, Reply, Request, Status};
 
 // The command line (flags, subcommands, help texts) is defined in src/cli/ctl.rs.
 use p2pfs::cli::ctl::{Cli, Command, VolumeCommand};
@@ -37,7 +37,7 @@ fn invite(
     status: &Status,
     expires: Option<u64>,
 ) -> Result<String, String> {
-    let config = p2pfs::config::Config::load(data_dir).map_err(|e| e.to_string())?;
+    let config = p2pfs::node::config::Config::load(data_dir).map_err(|e| e.to_string())?;
     let key = p2pfs::identity::NetworkKey::load(&config.network_key_path(data_dir))
         .map_err(|e| e.to_string())?;
     if status.listen_addrs.is_empty() {

@@ -102,10 +102,10 @@ fn main() -> Result<()> {
         } => {
             let data_dir = data_dir.or_else(p2pfs::util::paths::default_data_dir);
             let mut config = match &data_dir {
-                Some(d) if node::is_initialized(d) => p2pfs::config::Config::load(d)?,
+                Some(d) if node::is_initialized(d) => p2pfs::node::config::Config::load(d)?,
                 _ => {
                     eprintln!("(no node in the data dir: showing the defaults)");
-                    p2pfs::config::Config::default()
+                    p2pfs::node::config::Config::default()
                 }
             };
             net.apply(&mut config);

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod chunk;
+pub mod proof;
 pub mod store;
 
 pub use cache::ChunkCache;

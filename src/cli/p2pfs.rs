@@ -147,7 +147,7 @@ pub struct NetFlags {
 
 impl NetFlags {
     /// Writes the given flags over `config` (as `run`, `mount` and `config show` use it).
-    pub fn apply(self, config: &mut crate::config::Config) {
+    pub fn apply(self, config: &mut crate::node::config::Config) {
         let n = &mut config.network;
         if !self.listen.is_empty() {
             n.listen = self.listen.iter().map(ToString::to_string).collect();

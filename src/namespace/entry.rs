@@ -16,6 +16,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{ChunkId, ChunkRef};
+pub use crate::identity::UserId;
 use crate::util::fixed_bytes;
 use crate::util::hlc::Hlc;
 
@@ -122,22 +123,6 @@ impl fmt::Display for EntryKey {
 impl fmt::Display for VolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))
-    }
-}
-
-/// A user, named by their ed25519 public key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct UserId(#[serde(with = "fixed_bytes")] pub [u8; 32]);
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({})", hex::encode(&self.0[..6]))
     }
 }
 

@@ -80,7 +80,7 @@ pub enum Offence {
     InvalidGossip,
     /// More streams or gossip than the per-peer limits allow.
     Flood,
-    /// A holder that could not prove it holds a chunk it claimed (`crate::audit`). Counted,
+    /// A holder that could not prove it holds a chunk it claimed (`crate::cluster::audit`). Counted,
     /// not disconnected: what it could break is others trusting its claims, and those no
     /// longer count; the copies it should hold are placed elsewhere and repair keeps pushing
     /// them to it. An honest node can fail too (a chunk lost in a crash before it reached the

@@ -12,6 +12,7 @@
 //! peers [`guard::PeerGuard`] finds guilty of offences are disconnected and, when they repeat,
 //! blocked.
 
+pub mod counters;
 pub mod guard;
 pub mod limits;
 
@@ -54,7 +55,7 @@ pub enum Topic {
 }
 
 impl Topic {
-    /// Index of the topic's label in [`crate::metrics::GOSSIP_TOPICS`].
+    /// Index of the topic's label in [`crate::net::counters::GOSSIP_TOPICS`].
     fn index(self) -> usize {
         match self {
             Topic::Membership => 0,
@@ -568,7 +569,7 @@ impl EventLoop {
                 let topic = topic(&self.network_key, t);
                 let len = data.len();
                 match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
-                    Ok(_) => crate::metrics::GOSSIP.published(t.index(), len),
+                    Ok(_) => crate::net::counters::GOSSIP.published(t.index(), len),
                     // No subscribed peer yet (alone, or just starting): anti-entropy covers it.
                     Err(e) => tracing::debug!(?t, error = %e, "gossip publish"),
                 }
@@ -689,9 +690,9 @@ impl EventLoop {
                     self.report(id, gossipsub::MessageAcceptance::Ignore);
                     return;
                 };
-                crate::metrics::GOSSIP.received(t.index(), message.data.len());
+                crate::net::counters::GOSSIP.received(t.index(), message.data.len());
                 if !self.guard.allow_gossip(from) {
-                    crate::metrics::GOSSIP.dropped();
+                    crate::net::counters::GOSSIP.dropped();
                     self.report(id, gossipsub::MessageAcceptance::Ignore);
                     return;
                 }
@@ -699,7 +700,7 @@ impl EventLoop {
                 // never waits for the program.
                 if self.queued_gossip.load(Ordering::Relaxed) >= self.max_queued_gossip {
                     tracing::debug!(%from, "gossip queue full; a message dropped");
-                    crate::metrics::GOSSIP.dropped();
+                    crate::net::counters::GOSSIP.dropped();
                     self.report(id, gossipsub::MessageAcceptance::Ignore);
                     return;
                 }

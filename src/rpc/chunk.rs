@@ -4,7 +4,7 @@
 //!
 //! The receiver of a `Put` verifies blake3 before storing; the receiver of `Data` verifies it
 //! before using it. A `Put` carries a nonce and is answered with a proof over the bytes under
-//! it, and `Prove` asks a holder for such proofs of chunks it stores ([`crate::audit`]): a
+//! it, and `Prove` asks a holder for such proofs of chunks it stores ([`crate::cluster::audit`]): a
 //! holder's bare "stored" or "have" never counts as a copy. Frames are capped, every request has a timeout, and a peer may hold only a
 //! bounded number of streams on us at once. Protocol violations are reported to the node's
 //! [`PeerGuard`] (which disconnects the peer).
@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::{self, FrameError, read_frame_with_body, write_frame_with_body};
 use crate::block::{ChunkId, ChunkStore, StoreError, chunk};
-use crate::metrics::{CHUNK_TRAFFIC, Counted};
 use crate::net::guard::{self, Offence, PeerGuard, Refusal, StreamKind};
+use crate::rpc::counters::{CHUNK_TRAFFIC, Counted};
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/chunk/2");
 /// Largest body: a 16 MiB chunk (the largest configurable) plus its codec overhead.
@@ -38,7 +38,7 @@ pub const MAX_PROVE_BATCH: usize = 64;
 /// into a disk-read flood.
 const PROVE_BYTES_PER_SEC: u64 = 16_000_000;
 /// Chunk bytes one `Prove` may make this node read; a request that needs more is refused
-/// (challengers split their batches by size too, [`crate::audit::challenge`]).
+/// (challengers split their batches by size too, [`crate::cluster::audit::challenge`]).
 pub const MAX_PROVE_BYTES: usize = 32 << 20;
 /// A `Prove` that would have to wait longer than this for its peer's budget is refused.
 const PROVE_MAX_WAIT: Duration = Duration::from_secs(5);
@@ -63,7 +63,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A request; a `Put`'s chunk bytes travel as the frame's body.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ChunkRequest {
-    /// Store a chunk, and prove it with [`crate::audit::proof`] under `nonce`.
+    /// Store a chunk, and prove it with [`crate::block::proof::proof`] under `nonce`.
     Put {
         id: ChunkId,
         nonce: [u8; 32],
@@ -205,13 +205,15 @@ impl ChunkClient {
 
     /// Stores a copy on `peer`; `Ok` only when its answer proves it handled these bytes.
     pub async fn put(&self, peer: PeerId, id: ChunkId, data: &[u8]) -> Result<(), ChunkRpcError> {
-        let nonce = crate::audit::fresh_nonce();
+        let nonce = crate::block::proof::fresh_nonce();
         match self
             .call(peer, &ChunkRequest::Put { id, nonce }, data)
             .await?
             .0
         {
-            ChunkResponse::StoredProof(p) if crate::audit::verify(&nonce, data, &p) => Ok(()),
+            ChunkResponse::StoredProof(p) if crate::block::proof::verify(&nonce, data, &p) => {
+                Ok(())
+            }
             ChunkResponse::StoredProof(_) | ChunkResponse::Stored => {
                 PeerGuard::current().offence(peer, Offence::FailedProof, "chunk put");
                 Err(ChunkRpcError::BadProof(peer, id))
@@ -249,7 +251,7 @@ impl ChunkClient {
 
     /// Asks `peer` for proofs of holding `ids` (at most [`MAX_PROVE_BATCH`]) under `nonce`:
     /// one per id, `None` where it says it does not hold the chunk. Checking them is the
-    /// caller's ([`crate::audit::challenge`]).
+    /// caller's ([`crate::cluster::audit::challenge`]).
     pub async fn prove(
         &self,
         peer: PeerId,
@@ -505,7 +507,7 @@ async fn answer(
                 PeerGuard::current().refused(Refusal::NotOwner, &peer.to_string());
                 ChunkResponse::Refused(NOT_OWNER.into())
             } else {
-                let proof = crate::audit::proof(&nonce, &data);
+                let proof = crate::block::proof::proof(&nonce, &data);
                 match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
                     Ok(Ok(_)) => {
                         server.flusher.stored(*peer);
@@ -667,7 +669,7 @@ async fn prove(
             }
             proofs.push(store.get(id).ok().map(|bytes| {
                 read += bytes.len();
-                crate::audit::proof(&nonce, &bytes)
+                crate::block::proof::proof(&nonce, &bytes)
             }));
         }
         (Some(proofs), read)
@@ -737,7 +739,7 @@ mod sync_tests {
 #[cfg(test)]
 mod proof_tests {
     use super::*;
-    use crate::audit::{fresh_nonce, verify};
+    use crate::block::proof::{fresh_nonce, verify};
     use crate::rpc::frame::MAX_HEADER;
 
     #[tokio::test]
@@ -912,7 +914,7 @@ mod flusher_tests {
             &peer,
             ChunkRequest::Put {
                 id,
-                nonce: crate::audit::fresh_nonce(),
+                nonce: crate::block::proof::fresh_nonce(),
             },
             data,
             &server,

@@ -2,5 +2,6 @@
 //! limits ([`frame`]) and the chunk transfer protocol ([`chunk`]).
 
 pub mod chunk;
+pub mod counters;
 pub mod frame;
 pub mod sync;

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::{self, FrameError, read_frame, write_frame};
 use crate::fs::{Mount, RemoteApply};
-use crate::metrics::{Counted, SYNC_TRAFFIC};
 use crate::namespace::entry::MAX_ENCODED_ENTRY;
 use crate::namespace::{Entry, EntryKey};
 use crate::net::guard::{Offence, PeerGuard, StreamKind};
+use crate::rpc::counters::{Counted, SYNC_TRAFFIC};
 
 /// Version 2: pages and pulls name entries by [`EntryKey`] (version 1 named them by id alone).
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/sync/2");

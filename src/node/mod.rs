@@ -1,26 +1,31 @@
 //! A node's life: `init` lays out a data dir with keys and defaults; `run` loads it, mounts
 //! the volume and serves until told to stop.
 
+pub mod config;
+pub mod control;
+pub mod metrics;
+pub mod status;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::block::ChunkStore;
+use crate::cluster::membership::{AnnouncedState, LivenessConfig};
+use crate::cluster::repair::{Repair, RepairConfig};
 use crate::cluster::{Cluster, ClusterConfig};
-use crate::config::{CONFIG_FILE, Config, ConfigError};
-use crate::control::{self, ControlError};
 use crate::fs::{FsError, Mount, MountParts};
 use crate::fuse::FuseAdapter;
 use crate::identity::{
     IdentityError, Invite, NODE_KEY_FILE, NetworkKey, NodeIdentity, USER_KEY_FILE, UserIdentity,
 };
-use crate::membership::{AnnouncedState, LivenessConfig};
 use crate::namespace::volume::VolumeError;
 use crate::namespace::{NamespaceError, NamespaceStore, Volume};
 use crate::net::NetError;
-use crate::repair::{Repair, RepairConfig};
+use crate::node::config::{CONFIG_FILE, Config, ConfigError};
 use crate::util::fsutil::{create_private_dir, write_new};
+use control::ControlError;
 
 pub const NAMESPACE_FILE: &str = "namespace.redb";
 /// Longest a graceful leave spends handing data off before it exits anyway (well within the
@@ -247,7 +252,7 @@ impl Node {
         };
         let control_listener = control::bind(&self.data_dir)?;
         let metrics_listener =
-            crate::metrics::bind(&self.config.metrics).map_err(NodeError::Metrics)?;
+            crate::node::metrics::bind(&self.config.metrics).map_err(NodeError::Metrics)?;
 
         let n = &self.config.network;
         let (net, net_events) = crate::net::start(crate::net::NetConfig {
@@ -328,35 +333,36 @@ impl Node {
         runtime.spawn(repair.clone().run());
         runtime.spawn(repair.clone().run_scrub());
         crate::rpc::chunk::set_prove_rate(n.prove_rate_mb * 1_000_000);
-        let audit = crate::audit::Audit::new(
+        let audit = crate::cluster::audit::Audit::new(
             cluster.router.clone(),
-            crate::audit::AuditConfig {
+            crate::cluster::audit::AuditConfig {
                 interval: Duration::from_secs(n.audit_interval_secs),
-                chunks_per_round: crate::audit::AUDIT_CHUNKS_PER_ROUND,
+                chunks_per_round: crate::cluster::audit::AUDIT_CHUNKS_PER_ROUND,
             },
         );
         let audit_worker = runtime.spawn(audit.clone().run());
-        let gc = crate::gc::Gc::new(
+        let gc = crate::cluster::gc::Gc::new(
             cluster.router.clone(),
             core.clone(),
             cluster.membership.clone(),
             net.control.clone(),
-            crate::gc::GcConfig {
+            crate::cluster::gc::GcConfig {
                 grace: Duration::from_secs(self.config.storage.gc_grace_secs),
             },
         );
         runtime.spawn(gc.clone().run());
+        let status = crate::node::status::StatusReader::new(
+            core.clone(),
+            self.chunks.clone(),
+            cluster.clone(),
+            repair.clone(),
+            audit.clone(),
+            gc.clone(),
+            self.network_key.fingerprint(),
+            std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+        );
         if let Some(listener) = metrics_listener {
-            runtime.spawn(crate::metrics::serve(
-                listener,
-                crate::metrics::Source::new(
-                    core.clone(),
-                    self.chunks.clone(),
-                    cluster.clone(),
-                    repair.clone(),
-                    gc.clone(),
-                ),
-            ));
+            runtime.spawn(crate::node::metrics::serve(listener, status.clone()));
         }
         runtime.spawn(settle_conflicts(core.clone()));
         let leave_requested = control::LeaveSignal::new();
@@ -367,11 +373,9 @@ impl Node {
                 chunks: self.chunks.clone(),
                 cluster: cluster.clone(),
                 repair: repair.clone(),
-                audit: audit.clone(),
-                gc: gc.clone(),
                 leave: leave_requested.clone(),
-                network_fingerprint: self.network_key.fingerprint(),
-                mount: std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+                mount: status.mount_point.clone(),
+                status,
             }),
         ));
 

@@ -1,216 +1,21 @@
-//! The control socket: `p2pfs-ctl` talks to a running node over a Unix socket in the data dir
-//! (mode 0600; connections from other users are refused). One JSON request per line, one JSON
-//! reply per line. The `status` reply is a documented, stable contract (see ARCHITECTURE.md).
+//! The node's side of the control socket: binds it (0600, other users refused), reads requests
+//! and answers them from the node's parts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::proto::*;
+use super::{ControlError, SOCKET_FILE};
 use crate::block::ChunkStore;
 use crate::cluster::Cluster;
+use crate::cluster::repair::Repair;
 use crate::fs::Mount;
-use crate::repair::Repair;
 
-pub const SOCKET_FILE: &str = "control.sock";
 /// A request line longer than this is refused (and the connection closed).
 const MAX_REQUEST: usize = 64 * 1024;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Request {
-    Status,
-    /// Leave the network gracefully: hand off data, then unmount and exit.
-    Leave,
-    /// Where the chunks of a file are: owners by placement, holders by asking.
-    Where {
-        path: String,
-    },
-    /// Volumes this node's user is a member of.
-    VolumeList,
-    VolumeCreate {
-        name: String,
-    },
-    /// Share a volume of this user's with another user (`USER_ID:RECIPIENT`).
-    VolumeShare {
-        name: String,
-        with: String,
-        read_only: bool,
-    },
-    /// Remove a user from a volume of this user's; a new key protects later writes.
-    VolumeUnshare {
-        name: String,
-        with: String,
-    },
-    /// The entries of a directory (or the file) at `path`, relative to the mount's root.
-    Ls {
-        path: String,
-    },
-    /// Store a file at `path`: `size` raw bytes follow the request line. Written to a
-    /// temporary name and renamed over `path` once complete, so an interrupted upload leaves
-    /// the old file (or none).
-    Put {
-        path: String,
-        size: u64,
-        mode: u32,
-    },
-    /// Read the file at `path`: the reply line `Data {size}` is followed by `size` raw bytes.
-    Get {
-        path: String,
-        /// The path's bytes in hex when it is not UTF-8 (then `path` is only for messages).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        path_bytes: Option<String>,
-    },
-    /// Remove a file, symlink or empty directory (any directory when `recursive`).
-    Rm {
-        path: String,
-        recursive: bool,
-    },
-    /// Capacity and use of the network.
-    Df,
-    /// Files with chunks on fewer than R live nodes, by asking every live peer.
-    Health,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum Reply {
-    Status(Box<Status>),
-    /// The node starts leaving; `LeaveProgress` lines follow while it hands its data off, then
-    /// `Left` with the result, sent before it exits.
-    Leaving,
-    LeaveProgress {
-        /// Copies still to push in the handoff (0 while it asks who holds what).
-        copies_to_push: u64,
-    },
-    Left(LeaveReport),
-    Where {
-        path: String,
-        /// R: the copies every chunk should have.
-        #[serde(default)]
-        replicas: u32,
-        chunks: Vec<ChunkLocation>,
-    },
-    Volumes {
-        volumes: Vec<crate::fs::VolumeInfo>,
-    },
-    /// A volume command took effect.
-    Done {
-        message: String,
-    },
-    Listing {
-        entries: Vec<ListEntry>,
-    },
-    /// `size` raw bytes follow this reply line.
-    Data {
-        size: u64,
-    },
-    Df(DfStatus),
-    Health(HealthStatus),
-    Error {
-        message: String,
-    },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    pub version: String,
-    pub peer_id: String,
-    pub network_fingerprint: String,
-    /// The placement rule this node computes owners by (`placement::RULE`). Peers on another
-    /// (`PeerStatus::placement_rule`) disagree on owners: every node should run one version.
-    #[serde(default)]
-    pub placement_rule: u8,
-    pub listen_addrs: Vec<String>,
-    /// `connected` when at least one peer is connected, else `isolated`.
-    pub network: String,
-    pub peers: Vec<PeerStatus>,
-    pub mount: String,
-    pub replication: ReplicationStatus,
-    pub cache: CacheStatus,
-    pub gc: GcStatus,
-    /// Files, directories and symlinks in every mounted volume (their roots excluded).
-    pub files: u64,
-    pub rejected_entries: u64,
-    /// Entries of volumes whose record has not arrived, held unverified (bounded per peer and
-    /// in all), and how many were dropped over the bounds.
-    #[serde(default)]
-    pub held_entries: crate::fs::HeldStatus,
-    // ---- Hostile peers (`net::guard`): offences by kind, disconnections, blocks. ----
-    #[serde(default)]
-    pub hostile: crate::net::guard::HostileStatus,
-    // ---- end hostile peers ----
-}
-
-/// One entry of `ls`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ListEntry {
-    /// The name, exact when it is UTF-8; otherwise with U+FFFD for the bytes that are not, and
-    /// the exact bytes in `name_bytes`. Names come from peers: may hold control characters.
-    pub name: String,
-    /// The name's bytes in lowercase hex, only when the name is not UTF-8.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name_bytes: Option<String>,
-    /// `file`, `dir` or `symlink`.
-    pub kind: String,
-    pub size: u64,
-    pub mode: u32,
-    /// Seconds since the Unix epoch.
-    pub mtime: i64,
-}
-
-/// Capacity and use of the network, from every live node's announcement and this node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DfStatus {
-    /// Live nodes (alive or suspect), this one included.
-    pub nodes: u64,
-    pub replicas: u32,
-    /// Copies a chunk written now gets: R, or fewer when fewer live nodes hold chunks
-    /// (degraded).
-    #[serde(default)]
-    pub copies: u32,
-    /// Live nodes that hold chunks (reader nodes do not), this one included if it does.
-    #[serde(default)]
-    pub holding_nodes: u64,
-    /// Bytes offered for chunks, summed over live nodes.
-    pub capacity_bytes: u64,
-    /// Free bytes on their disks, summed.
-    pub free_bytes: u64,
-    /// Bytes of chunks stored on this node.
-    pub stored_here_bytes: u64,
-    /// Roughly how many more bytes of files fit: free space over the copies that can be made
-    /// (`copies`).
-    pub usable_bytes: u64,
-}
-
-/// Replication health of the files this node can see.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HealthStatus {
-    pub replicas: u32,
-    /// Live nodes asked (this one included).
-    pub nodes: u64,
-    /// Copies a chunk can have now: R, or fewer when fewer live nodes hold chunks (degraded:
-    /// every chunk is then short).
-    #[serde(default)]
-    pub copies: u32,
-    /// Live nodes that hold chunks, this one included if it does.
-    #[serde(default)]
-    pub holding_nodes: u64,
-    /// Distinct chunks of visible files.
-    pub chunks: u64,
-    /// Chunks found on fewer than R nodes.
-    pub short_chunks: u64,
-    /// Chunks found on no live node at all.
-    pub missing_chunks: u64,
-    /// Short chunks whose shortfall is only claims that could not be checked now (holders busy
-    /// or not answering): proven copies plus unverified claims reach R. Not in `files`.
-    #[serde(default)]
-    pub unverified_chunks: u64,
-    /// Files with a short chunk (paths as in the mount).
-    pub files: Vec<String>,
-}
 
 /// Who holds one chunk, as `where` and `health` found it.
 #[derive(Debug, Clone, Default)]
@@ -226,91 +31,6 @@ fn all_vouched(given: &[[u8; 32]]) -> bool {
     given
         .iter()
         .all(|p| given.iter().filter(|q| *q == p).count() >= 2)
-}
-
-/// One chunk of a file: its owners by placement and the peers that confirmed holding it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChunkLocation {
-    pub id: String,
-    pub owners: Vec<String>,
-    pub holders: Vec<String>,
-    /// Copies found (`holders.len()`), to compare with R.
-    #[serde(default)]
-    pub copies: u64,
-    /// Peers that claim the chunk but could not be checked now (busy, no answer): not counted
-    /// in `copies`, not known to lack it either.
-    #[serde(default)]
-    pub unverified: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PeerStatus {
-    pub peer_id: String,
-    pub addrs: Vec<String>,
-    pub state: String,
-    pub last_seen_ms: u64,
-    /// Bytes the peer offers (its placement weight) and has free.
-    pub capacity: u64,
-    pub free_bytes: u64,
-    pub version: String,
-    /// The placement rule the peer announced (this node's is `placement::RULE`); 1 for
-    /// versions that did not announce one.
-    #[serde(default)]
-    pub placement_rule: u8,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReplicationStatus {
-    /// R: the copies every chunk should have.
-    pub factor: u32,
-    /// Copies a chunk can have now: `factor`, or fewer when fewer live nodes hold chunks
-    /// (degraded).
-    #[serde(default)]
-    pub copies: u32,
-    /// Live nodes that hold chunks, this one included if it does.
-    #[serde(default)]
-    pub holding_nodes: u64,
-    pub chunks_stored: u64,
-    pub bytes_stored: u64,
-    /// Chunks stored here that lack copies: all of them while degraded (`copies < factor`),
-    /// else those the last repair pass could not place on every owner.
-    pub under_replicated: u64,
-    pub repair_queue: u64,
-    /// Peers that failed to prove they hold a chunk, recently: their claims do not count here
-    /// (`audit`).
-    #[serde(default)]
-    pub failed_holders: Vec<String>,
-    /// The background audit since start (`audit`).
-    #[serde(default)]
-    pub audit: AuditStatus,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct AuditStatus {
-    /// Copies challenged at their holders.
-    pub checked: u64,
-    /// Challenges a holder failed (a wrong proof, or "not found" for a chunk it claimed).
-    pub failed: u64,
-}
-
-/// The result of a graceful leave's handoff, as `p2pfs-ctl leave` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaveReport {
-    /// Chunks this node held.
-    pub chunks: u64,
-    /// Chunks on every owner that remains when this node is gone.
-    pub handed_off: u64,
-    /// Chunks that are not: a push failed, the chunk could not be read, or no other live node
-    /// holds chunks (its copies leave with this node).
-    pub short: u64,
-    /// Copies pushed by the handoff.
-    pub copies_pushed: u64,
-    /// Live nodes holding chunks without this one, and R.
-    pub holders_left: u64,
-    pub replicas: u32,
-    /// False when the handoff hit its time limit: `short` then counts every chunk not known to
-    /// be handed off.
-    pub finished: bool,
 }
 
 /// Between a node's leave and the `p2pfs-ctl leave` connections waiting for its result.
@@ -361,52 +81,18 @@ impl Drop for LeaveWaiter<'_> {
     }
 }
 
-/// Garbage collection of deleted and overwritten data.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GcStatus {
-    pub grace_secs: u64,
-    /// Stored chunks no live entry references, at the last pass (collected after the grace
-    /// period, while every member is alive).
-    pub unreferenced_chunks: u64,
-    /// Whether the last pass could collect (no member suspect, dead or leaving).
-    pub collecting: bool,
-    pub deleted_chunks: u64,
-    /// Tombstones in the namespace, and expired ones kept to refuse stale versions.
-    pub tombstones: u64,
-    pub expired_tombstones: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CacheStatus {
-    pub bytes: u64,
-    pub capacity: u64,
-    pub hits: u64,
-    pub misses: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("no p2pfs node is running for {0} (no control socket answers there)")]
-    NotRunning(PathBuf),
-    #[error("control socket: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("control protocol: {0}")]
-    Protocol(String),
-}
-
 /// What the server reports from: the node's parts.
 pub struct StatusSource {
     pub core: Arc<Mount>,
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
     pub repair: Arc<Repair>,
-    pub audit: Arc<crate::audit::Audit>,
-    pub gc: Arc<crate::gc::Gc>,
     /// Signalled by a `leave` request (the node then leaves as on SIGTERM); carries the
     /// handoff's result back.
     pub leave: Arc<LeaveSignal>,
-    pub network_fingerprint: String,
     pub mount: PathBuf,
+    /// The `status` reply, read by the same code as the metrics scrape.
+    pub status: Arc<crate::node::status::StatusReader>,
 }
 
 /// Bytes moved per piece by put and get.
@@ -478,7 +164,8 @@ impl StatusSource {
     /// claimant, or disagreeing answers, is fetched (verified against its id) and checked, a
     /// few at once. A claimant that did not answer (busy, timed out) is unverified, not absent.
     async fn holders(&self, ids: &[crate::block::ChunkId]) -> Vec<ChunkHolders> {
-        use crate::audit::{Possession, fresh_nonce, holder_failed, verify};
+        use crate::block::proof::{fresh_nonce, verify};
+        use crate::cluster::audit::{Possession, holder_failed};
         use crate::rpc::chunk::{MAX_BODY, MAX_HAVE_BATCH, MAX_PROVE_BATCH, MAX_PROVE_BYTES};
         use libp2p::futures::{StreamExt, future::join_all};
         use std::collections::HashMap;
@@ -532,7 +219,7 @@ impl StatusSource {
                 continue;
             }
             let nonce = fresh_nonce();
-            let mut bytes = crate::audit::read_local(&self.chunks, group.to_vec()).await;
+            let mut bytes = crate::cluster::audit::read_local(&self.chunks, group.to_vec()).await;
             // A `Prove` may make its answerer read at most MAX_PROVE_BYTES before its last
             // chunk: requests are split by size, a chunk not held here counted at the largest.
             let sizes: HashMap<crate::block::ChunkId, usize> =
@@ -957,110 +644,6 @@ impl StatusSource {
             chunks,
         }
     }
-
-    async fn status(&self) -> Status {
-        let stats = self.core.stats();
-        let chunks = self.chunks.clone();
-        let stored = tokio::task::spawn_blocking(move || chunks.list().unwrap_or_default())
-            .await
-            .unwrap_or_default();
-        let net = &self.cluster.net;
-        let connected = net.connected();
-        let now = std::time::Instant::now();
-        let peers = self
-            .cluster
-            .membership
-            .read()
-            .members()
-            .map(|m| PeerStatus {
-                peer_id: m.peer.to_string(),
-                addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
-                state: m.state.as_str().to_string(),
-                last_seen_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
-                capacity: m.capacity,
-                free_bytes: m.free,
-                version: m.version.clone(),
-                placement_rule: m.placement_rule,
-            })
-            .collect();
-        Status {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            peer_id: net.local.to_string(),
-            network_fingerprint: self.network_fingerprint.clone(),
-            placement_rule: crate::placement::RULE,
-            listen_addrs: net.listen_addrs().iter().map(|a| a.to_string()).collect(),
-            network: if connected.is_empty() {
-                "isolated"
-            } else {
-                "connected"
-            }
-            .into(),
-            peers,
-            mount: self.mount.display().to_string(),
-            replication: {
-                let (factor, holding_nodes, copies) = self.copies_possible();
-                // Fewer live holders than R: no chunk stored here can have its R copies.
-                let degraded = if copies < factor {
-                    stored.len() as u64
-                } else {
-                    0
-                };
-                ReplicationStatus {
-                    factor,
-                    copies,
-                    holding_nodes,
-                    chunks_stored: stored.len() as u64,
-                    bytes_stored: stored.iter().map(|(_, n)| n).sum(),
-                    under_replicated: self.repair.under_replicated().max(degraded),
-                    repair_queue: self.repair.queue(),
-                    failed_holders: self
-                        .cluster
-                        .router
-                        .failed_holders()
-                        .list()
-                        .into_iter()
-                        .map(|(p, _)| p.to_string())
-                        .collect(),
-                    audit: AuditStatus {
-                        checked: self.audit.checked(),
-                        failed: self.audit.failed(),
-                    },
-                }
-            },
-            cache: CacheStatus {
-                bytes: stats.cache.bytes,
-                capacity: stats.cache.capacity,
-                hits: stats.cache.hits,
-                misses: stats.cache.misses,
-            },
-            gc: {
-                let last = self.gc.last();
-                let core = self.core.clone();
-                let (tombstones, forgotten) = tokio::task::spawn_blocking(move || {
-                    let ns = core.namespace();
-                    (
-                        ns.tombstones_len().unwrap_or(0),
-                        ns.forgotten_len().unwrap_or(0),
-                    )
-                })
-                .await
-                .unwrap_or((0, 0));
-                GcStatus {
-                    grace_secs: self.gc.grace().as_secs(),
-                    unreferenced_chunks: last.unreferenced as u64,
-                    collecting: last.healthy,
-                    deleted_chunks: self.gc.deleted_chunks(),
-                    tombstones,
-                    expired_tombstones: forgotten,
-                }
-            },
-            files: stats.entries as u64,
-            rejected_entries: stats.rejected_entries as u64,
-            held_entries: self.core.held_status(),
-            // Hostile peers.
-            hostile: self.cluster.net.guard.status(),
-        }
-    }
 }
 
 /// The attributes of `path` (relative to the mount's root, `/`-separated, any bytes but NUL in
@@ -1166,7 +749,7 @@ async fn handle(
     let mut reader = BufReader::new(read);
     while let Some(line) = read_request(&mut reader).await? {
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Status) => Reply::Status(Box::new(source.status().await)),
+            Ok(Request::Status) => Reply::Status(Box::new(source.status.status().await)),
             Ok(Request::Leave) => {
                 source.leave_and_report(&mut write).await?;
                 continue;
@@ -1265,167 +848,6 @@ fn volume_command(mount: &Mount, request: Request) -> Reply {
         Err(e) => Reply::Error {
             message: e.to_string(),
         },
-    }
-}
-
-fn connect(
-    data_dir: &Path,
-    timeout: std::time::Duration,
-) -> Result<std::os::unix::net::UnixStream, ControlError> {
-    let path = data_dir.join(SOCKET_FILE);
-    let stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            ControlError::NotRunning(data_dir.to_path_buf())
-        }
-        _ => ControlError::Io(e),
-    })?;
-    stream.set_read_timeout(Some(timeout))?;
-    Ok(stream)
-}
-
-fn write_request(w: &mut impl std::io::Write, request: &Request) -> Result<(), ControlError> {
-    let mut line =
-        serde_json::to_vec(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
-    line.push(b'\n');
-    w.write_all(&line)?;
-    Ok(())
-}
-
-fn read_reply(r: &mut impl std::io::BufRead) -> Result<Reply, ControlError> {
-    let mut reply = String::new();
-    if r.read_line(&mut reply)? == 0 {
-        return Err(ControlError::Protocol(
-            "the node closed the connection".into(),
-        ));
-    }
-    serde_json::from_str(&reply).map_err(|e| ControlError::Protocol(format!("bad reply: {e}")))
-}
-
-/// Client side: one request, one reply.
-pub fn call(data_dir: &Path, request: &Request) -> Result<Reply, ControlError> {
-    call_within(data_dir, request, std::time::Duration::from_secs(30))
-}
-
-/// As [`call`], waiting up to `timeout` for the reply (a health census asks every peer).
-pub fn call_within(
-    data_dir: &Path,
-    request: &Request,
-    timeout: std::time::Duration,
-) -> Result<Reply, ControlError> {
-    let mut stream = connect(data_dir, timeout)?;
-    write_request(&mut stream, request)?;
-    read_reply(&mut std::io::BufReader::new(stream))
-}
-
-/// How long a transfer may stall before the client gives up.
-const TRANSFER_STALL: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// Client side of `put`: sends `size` bytes from `data` (reporting progress), returns the
-/// node's reply.
-pub fn put(
-    data_dir: &Path,
-    path: &str,
-    mode: u32,
-    size: u64,
-    data: &mut impl std::io::Read,
-    mut progress: impl FnMut(u64),
-) -> Result<Reply, ControlError> {
-    let mut stream = connect(data_dir, TRANSFER_STALL)?;
-    write_request(
-        &mut stream,
-        &Request::Put {
-            path: path.to_string(),
-            size,
-            mode,
-        },
-    )?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut sent = 0u64;
-    while sent < size {
-        let want = (size - sent).min(buf.len() as u64) as usize;
-        let n = data.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(ControlError::Protocol(format!(
-                "the local file ended after {sent} of {size} bytes (changed while sending?)"
-            )));
-        }
-        std::io::Write::write_all(&mut stream, &buf[..n])?;
-        sent += n as u64;
-        progress(sent);
-    }
-    read_reply(&mut std::io::BufReader::new(stream))
-}
-
-/// Client side of `get`: writes the file's bytes to `out` (reporting progress with the total);
-/// returns the size, or the node's error message.
-/// `path` may be any bytes (names from peers need not be UTF-8).
-pub fn get(
-    data_dir: &Path,
-    path: &[u8],
-    out: &mut impl std::io::Write,
-    mut progress: impl FnMut(u64, u64),
-) -> Result<Result<u64, String>, ControlError> {
-    use std::io::Read;
-    let mut stream = connect(data_dir, TRANSFER_STALL)?;
-    write_request(
-        &mut stream,
-        &Request::Get {
-            path: String::from_utf8_lossy(path).into_owned(),
-            path_bytes: std::str::from_utf8(path)
-                .is_err()
-                .then(|| hex::encode(path)),
-        },
-    )?;
-    let mut reader = std::io::BufReader::new(stream);
-    let size = match read_reply(&mut reader)? {
-        Reply::Data { size } => size,
-        Reply::Error { message } => return Ok(Err(message)),
-        other => {
-            return Err(ControlError::Protocol(format!(
-                "unexpected reply {other:?}"
-            )));
-        }
-    };
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut got = 0u64;
-    while got < size {
-        let want = (size - got).min(buf.len() as u64) as usize;
-        let n = reader.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(ControlError::Protocol(format!(
-                "the transfer stopped after {got} of {size} bytes (see the node's log)"
-            )));
-        }
-        out.write_all(&buf[..n])?;
-        got += n as u64;
-        progress(got, size);
-    }
-    out.flush()?;
-    Ok(Ok(size))
-}
-
-/// Client side of `leave`: asks the node to leave and waits for the result of its handoff,
-/// reporting the copies still to push as they go. The node's error message, if it refused.
-pub fn leave(
-    data_dir: &Path,
-    mut progress: impl FnMut(u64),
-) -> Result<Result<LeaveReport, String>, ControlError> {
-    // Progress lines come every 250 ms while the node works; silence this long means it is gone.
-    let mut stream = connect(data_dir, std::time::Duration::from_secs(60))?;
-    write_request(&mut stream, &Request::Leave)?;
-    let mut reader = std::io::BufReader::new(stream);
-    loop {
-        match read_reply(&mut reader)? {
-            Reply::Leaving => {}
-            Reply::LeaveProgress { copies_to_push } => progress(copies_to_push),
-            Reply::Left(report) => return Ok(Ok(report)),
-            Reply::Error { message } => return Ok(Err(message)),
-            other => {
-                return Err(ControlError::Protocol(format!(
-                    "unexpected reply {other:?}"
-                )));
-            }
-        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! Passes run periodically and whenever membership changes; pushes are rate-limited.
 //!
 //! A "have" is a hint, never enough to drop a copy: before dropping, the node challenges every
-//! owner with a fresh nonce to prove it holds the bytes ([`crate::audit`]), and keeps its copy
+//! owner with a fresh nonce to prove it holds the bytes ([`crate::cluster::audit`]), and keeps its copy
 //! unless all of them do (a graceful leave checks the same way before it counts a copy handed
 //! off). An owner that failed a proof recently counts as holding nothing here, and the next
 //! node in rank takes its place as a target for this node's copies.
@@ -25,9 +25,9 @@ use std::time::Duration;
 use libp2p::PeerId;
 use tokio::sync::Notify;
 
-use crate::audit::Possession;
 use crate::block::{ChunkId, ChunkStore};
 use crate::cluster::ChunkRouter;
+use crate::cluster::audit::Possession;
 use crate::rpc::chunk::{ChunkClient, MAX_HAVE_BATCH};
 
 /// Chunk pushes a repair pass keeps in flight.
@@ -101,6 +101,8 @@ pub struct Repair {
     /// Copies pushed, and their bytes, since start (metrics: the repair rate).
     pushed_copies: AtomicU64,
     pushed_bytes: AtomicU64,
+    /// Passes completed since start (tests wait on it).
+    passes: AtomicU64,
 }
 
 impl Repair {
@@ -117,6 +119,7 @@ impl Repair {
             under_replicated: AtomicU64::new(0),
             pushed_copies: AtomicU64::new(0),
             pushed_bytes: AtomicU64::new(0),
+            passes: AtomicU64::new(0),
         })
     }
 
@@ -138,6 +141,11 @@ impl Repair {
     /// Bytes of the chunk copies pushed since start.
     pub fn pushed_bytes(&self) -> u64 {
         self.pushed_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Repair passes completed since start.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     pub async fn run(self: Arc<Self>) {
@@ -290,7 +298,7 @@ impl Repair {
             .collect();
         let (first, trusted) = tokio::join!(
             self.push_all(unclaimed),
-            crate::audit::sample_claims(&self.router, claims, "handoff")
+            crate::cluster::audit::sample_claims(&self.router, claims, "handoff")
         );
         let distrusted: Vec<(ChunkId, Vec<PeerId>)> = plans
             .into_iter()
@@ -453,7 +461,8 @@ impl Repair {
                 challenges.entry(*o).or_default().push(*id);
             }
         }
-        let proven = crate::audit::challenge_from_store(&self.router, challenges, "repair").await;
+        let proven =
+            crate::cluster::audit::challenge_from_store(&self.router, challenges, "repair").await;
         let (drops, unproven): (Vec<_>, Vec<_>) = drops.into_iter().partition(|(id, owners)| {
             owners
                 .iter()
@@ -471,6 +480,7 @@ impl Repair {
         }
         self.under_replicated
             .store(report.under_replicated as u64, Ordering::Relaxed);
+        self.passes.fetch_add(1, Ordering::Relaxed);
         report
     }
 }
@@ -478,10 +488,10 @@ impl Repair {
 /// The owners this node places `id`'s copies on: its R owners, except that one caught not
 /// holding what it claims (`failed`) is replaced by the next in rank.
 fn target_owners(
-    placement: &crate::placement::Placement,
+    placement: &crate::cluster::placement::Placement,
     id: &ChunkId,
     r: usize,
-    failed: &crate::audit::FailedHolders,
+    failed: &crate::cluster::audit::FailedHolders,
 ) -> Vec<PeerId> {
     let owners = placement.owners(id, r);
     if !owners.iter().any(|o| failed.contains(o)) {
@@ -501,14 +511,14 @@ mod tests {
 
     #[test]
     fn a_failed_owner_is_replaced_by_the_next_in_rank() {
-        use crate::placement::{Candidate, Placement};
+        use crate::cluster::placement::{Candidate, Placement};
         let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
         let placement = Placement::new(peers.iter().map(|&peer| Candidate {
             peer,
             capacity: 100,
         }));
         let id = ChunkId([9; 32]);
-        let failed = crate::audit::FailedHolders::default();
+        let failed = crate::cluster::audit::FailedHolders::default();
         let owners = target_owners(&placement, &id, 3, &failed);
         assert_eq!(owners, placement.owners(&id, 3));
         failed.failed(owners[0]);
@@ -519,7 +529,7 @@ mod tests {
             vec![ranked[1], ranked[3], ranked[4]]
         );
         // A failed peer that owns nothing here changes nothing.
-        let other = crate::audit::FailedHolders::default();
+        let other = crate::cluster::audit::FailedHolders::default();
         other.failed(PeerId::random());
         assert_eq!(target_owners(&placement, &id, 3, &other), owners);
     }

@@ -10,38 +10,31 @@
 //!   while an endpoint is serving: no lock on the request path), bytes in and out on the chunk
 //!   and sync protocols (counted by [`Counted`], the stream wrapper the rpc layer reads and
 //!   writes frames and bodies through).
-//! - Read from their source when scraped ([`Source`]): peers by state, chunks stored, repair,
-//!   cache, garbage collection, namespace and hostile-peer counters: the same values
-//!   `p2pfs-ctl status` shows, never kept twice.
+//! - Read from the node's parts when scraped: peers by state, chunks stored, repair, cache,
+//!   garbage collection, passes, namespace and hostile-peer counters: the snapshot
+//!   [`StatusReader`] gathers, the same one `p2pfs-ctl status` encodes.
 //!
 //! [`http`] is the small HTTP/1.1 responder it is served with.
 
-mod counters;
 pub mod http;
 
-pub use counters::{
-    CHUNK_TRAFFIC, Counted, FUSE, FuseMetrics, FuseOp, GOSSIP, GOSSIP_TOPICS, GossipCounters,
-    LatencyHistogram, OpTimer, SYNC_TRAFFIC, Traffic, fuse_op, fuse_read, fuse_written,
-};
+use crate::fuse::counters::{FUSE, FuseOp};
+use crate::net::counters::{GOSSIP, GOSSIP_TOPICS};
+use crate::rpc::counters::{CHUNK_TRAFFIC, SYNC_TRAFFIC};
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::block::ChunkStore;
-use crate::block::cache::CacheStats;
-use crate::cluster::Cluster;
-use crate::config::MetricsConfig;
-use crate::fs::Mount;
-use crate::gc::Gc;
-use crate::repair::Repair;
+use crate::node::config::MetricsConfig;
+use crate::node::status::{Recount, Snapshot, StatusReader};
 
 /// The content type of a scrape: OpenMetrics text, which is what the encoder writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -51,110 +44,16 @@ const MAX_CONNECTIONS: usize = 4;
 // ---------------------------------------------------------------------------------------------
 // Values read at scrape time
 
-/// The chunk store is listed (a walk of its directories) at most this often, or, for a large
-/// store, at most every [`RECOUNT_FACTOR`] times as long as the last listing took: a scrape
-/// never keeps a disk busy.
-const RECOUNT_MIN: Duration = Duration::from_secs(5);
-const RECOUNT_FACTOR: u32 = 20;
-
-#[derive(Default)]
-struct StoredCount {
-    at: Option<Instant>,
-    took: Duration,
-    chunks: u64,
-    bytes: u64,
-}
-
-/// What a scrape reads: the node's parts, as `p2pfs-ctl status` does.
-pub struct Source {
-    core: Arc<Mount>,
-    chunks: Arc<ChunkStore>,
-    cluster: Arc<Cluster>,
-    repair: Arc<Repair>,
-    gc: Arc<Gc>,
-    /// The last listing of the chunk store; its lock also makes scrapes take turns.
-    stored: tokio::sync::Mutex<StoredCount>,
-}
-
-impl Source {
-    pub fn new(
-        core: Arc<Mount>,
-        chunks: Arc<ChunkStore>,
-        cluster: Arc<Cluster>,
-        repair: Arc<Repair>,
-        gc: Arc<Gc>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            core,
-            chunks,
-            cluster,
-            repair,
-            gc,
-            stored: tokio::sync::Mutex::new(StoredCount::default()),
-        })
-    }
-
-    /// Renders every metric, in the OpenMetrics text format.
-    pub async fn render(&self) -> String {
-        encode(self.snapshot().await)
-    }
-
-    async fn snapshot(&self) -> Snapshot {
-        let mut stored = self.stored.lock().await;
-        let fresh = stored
-            .at
-            .is_some_and(|at| at.elapsed() < RECOUNT_MIN.max(stored.took * RECOUNT_FACTOR));
-        if !fresh {
-            let start = Instant::now();
-            let chunks = self.chunks.clone();
-            if let Ok(Ok(list)) = tokio::task::spawn_blocking(move || chunks.list()).await {
-                stored.chunks = list.len() as u64;
-                stored.bytes = list.iter().map(|(_, n)| n).sum();
-                stored.at = Some(Instant::now());
-                stored.took = start.elapsed();
-            }
-        }
-        let net = &self.cluster.net;
-        let connected = Some(net.connected_count() as u64);
-        let mut peers = PEER_STATES.map(|s| (s, 0u64));
-        for m in self.cluster.membership.read().members() {
-            if let Some(slot) = peers.iter_mut().find(|(s, _)| *s == m.state.as_str()) {
-                slot.1 += 1;
-            }
-        }
-        let stats = self.core.stats();
-        let hostile = net.guard.status();
-        let gc = self.gc.last();
-        let router = &self.cluster.router;
-        Snapshot {
-            peer_id: net.local.to_string(),
-            peers,
-            connected,
-            chunks_stored: stored.chunks,
-            bytes_stored: stored.bytes,
-            replicas: router.replicas() as u64,
-            written_under_replicated: router.written_under_replicated(),
-            repair_queue: self.repair.queue(),
-            under_replicated: self.repair.under_replicated(),
-            repair_pushed_bytes: self.repair.pushed_bytes(),
-            repair_pushed_copies: self.repair.pushed_copies(),
-            cache: stats.cache,
-            entries: stats.entries as u64,
-            open_files: stats.open_files as u64,
-            rejected_entries: stats.rejected_entries as u64,
-            gc_unreferenced: gc.unreferenced as u64,
-            gc_deleted: self.gc.deleted_chunks(),
-            offences: hostile.offences.into_iter().collect(),
-            disconnects: hostile.disconnects,
-            blocked: hostile.blocked.len() as u64,
-        }
-    }
+/// Renders every metric, in the OpenMetrics text format: the node's status (the store's count
+/// recounted at most every few seconds) and the process-wide counters.
+pub async fn render(status: &StatusReader) -> String {
+    encode(status.snapshot(Recount::Throttled).await)
 }
 
 /// The text of a scrape: `snapshot` and the process-wide counters.
 fn encode(snapshot: Snapshot) -> String {
     let mut registry = Registry::with_prefix("p2pfs");
-    registry.register_collector(Box::new(snapshot));
+    registry.register_collector(Box::new(Scrape(snapshot)));
     let mut out = String::with_capacity(48 * 1024);
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::warn!(error = %e, "metrics: cannot encode");
@@ -164,30 +63,9 @@ fn encode(snapshot: Snapshot) -> String {
 
 const PEER_STATES: [&str; 5] = ["alive", "suspect", "dead", "leaving", "left"];
 
-/// The values read at one scrape, encoded with the process-wide counters.
-#[derive(Debug, Default)]
-struct Snapshot {
-    peer_id: String,
-    peers: [(&'static str, u64); 5],
-    connected: Option<u64>,
-    chunks_stored: u64,
-    bytes_stored: u64,
-    replicas: u64,
-    written_under_replicated: u64,
-    repair_queue: u64,
-    under_replicated: u64,
-    repair_pushed_bytes: u64,
-    repair_pushed_copies: u64,
-    cache: CacheStats,
-    entries: u64,
-    open_files: u64,
-    rejected_entries: u64,
-    gc_unreferenced: u64,
-    gc_deleted: u64,
-    offences: Vec<(String, u64)>,
-    disconnects: u64,
-    blocked: u64,
-}
+/// The status read at one scrape, encoded with the process-wide counters.
+#[derive(Debug)]
+struct Scrape(Snapshot);
 
 fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
     e.encode_descriptor(name, help, None, MetricType::Gauge)?
@@ -200,12 +78,17 @@ fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Re
         .encode_counter::<NoLabelSet, _, u64>(&v, None)
 }
 
-impl Collector for Snapshot {
+impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let e = &mut e;
+        let (snapshot, status) = (&self.0, &self.0.status);
+        let peers = PEER_STATES.map(|state| {
+            let n = status.peers.iter().filter(|p| p.state == state).count();
+            (state, n as u64)
+        });
         {
             let labels = [
-                ("peer_id", self.peer_id.as_str()),
+                ("peer_id", status.peer_id.as_str()),
                 ("version", env!("CARGO_PKG_VERSION")),
             ];
             e.encode_descriptor(
@@ -224,61 +107,64 @@ impl Collector for Snapshot {
                 None,
                 MetricType::Gauge,
             )?;
-            for (state, n) in &self.peers {
+            for (state, n) in &peers {
                 let labels = [("state", *state)];
                 m.encode_family(&labels)?.encode_gauge(n)?;
             }
         }
-        if let Some(n) = self.connected {
-            gauge(e, "peers_connected", "Peers with an open connection.", n)?;
-        }
+        gauge(
+            e,
+            "peers_connected",
+            "Peers with an open connection.",
+            snapshot.connected,
+        )?;
         gauge(
             e,
             "chunks_stored",
             "Chunks in this node's store (recounted at most every 5 s).",
-            self.chunks_stored,
+            status.replication.chunks_stored,
         )?;
         gauge(
             e,
             "stored_bytes",
             "Bytes of chunk ciphertext in this node's store (recounted at most every 5 s).",
-            self.bytes_stored,
+            status.replication.bytes_stored,
         )?;
         gauge(
             e,
             "replication_factor",
             "Copies kept of every chunk (R).",
-            self.replicas,
+            u64::from(status.replication.factor),
         )?;
         gauge(
             e,
             "repair_queue",
             "Copies the running repair pass still has to push.",
-            self.repair_queue,
+            status.replication.repair_queue,
         )?;
         gauge(
             e,
             "under_replicated_chunks",
             "Chunks the last repair pass could not bring to R copies.",
-            self.under_replicated,
+            snapshot.last_pass_under_replicated,
         )?;
         counter(
             e,
             "repair_pushed_bytes",
             "Bytes of chunks pushed to other nodes by repair and handoff (rate() is the repair rate).",
-            self.repair_pushed_bytes,
+            snapshot.repair_pushed_bytes,
         )?;
         counter(
             e,
             "repair_pushed_chunks",
             "Chunk copies pushed to other nodes by repair and handoff.",
-            self.repair_pushed_copies,
+            snapshot.repair_pushed_copies,
         )?;
         counter(
             e,
             "writes_under_replicated",
             "Chunks written with fewer than R copies (repair then restores them).",
-            self.written_under_replicated,
+            snapshot.written_under_replicated,
         )?;
         {
             let mut m = e.encode_descriptor(
@@ -330,56 +216,80 @@ impl Collector for Snapshot {
             e,
             "cache_hits",
             "Chunk reads served from the decrypted-chunk cache.",
-            self.cache.hits,
+            status.cache.hits,
         )?;
         counter(
             e,
             "cache_misses",
             "Chunk reads the decrypted-chunk cache could not serve.",
-            self.cache.misses,
+            status.cache.misses,
         )?;
         gauge(
             e,
             "cache_bytes",
             "Bytes of decrypted chunks in the cache.",
-            self.cache.bytes,
+            status.cache.bytes,
         )?;
         gauge(
             e,
             "cache_capacity_bytes",
             "Bound of the decrypted-chunk cache in bytes.",
-            self.cache.capacity,
+            status.cache.capacity,
         )?;
         gauge(
             e,
             "namespace_entries",
             "Files, directories and symlinks in every mounted volume.",
-            self.entries,
+            status.files,
         )?;
         gauge(
             e,
             "open_files",
             "Files open through the mount.",
-            self.open_files,
+            snapshot.open_files,
         )?;
         counter(
             e,
             "rejected_entries",
             "Namespace entries refused (bad signature, author may not write the volume, malformed).",
-            self.rejected_entries,
+            status.rejected_entries,
         )?;
         gauge(
             e,
             "gc_unreferenced_chunks",
             "Stored chunks no live entry references, at the last garbage collection pass.",
-            self.gc_unreferenced,
+            status.gc.unreferenced_chunks,
         )?;
         counter(
             e,
             "gc_deleted_chunks",
             "Chunks deleted by garbage collection.",
-            self.gc_deleted,
+            status.gc.deleted_chunks,
         )?;
+        for (name, help, n) in [
+            (
+                "repair_passes",
+                "Repair passes completed.",
+                status.passes.repair,
+            ),
+            (
+                "gc_passes",
+                "Garbage collection passes completed.",
+                status.passes.gc,
+            ),
+            (
+                "audit_passes",
+                "Audit rounds completed.",
+                status.passes.audit,
+            ),
+            (
+                "sync_passes",
+                "Anti-entropy sessions this node started that completed.",
+                status.passes.sync,
+            ),
+        ] {
+            counter(e, name, help, n)?;
+        }
         {
             let mut m = e.encode_descriptor(
                 "peer_offences",
@@ -387,7 +297,7 @@ impl Collector for Snapshot {
                 None,
                 MetricType::Counter,
             )?;
-            for (kind, n) in &self.offences {
+            for (kind, n) in &status.hostile.offences {
                 let labels = [("kind", kind.as_str())];
                 m.encode_family(&labels)?
                     .encode_counter::<NoLabelSet, _, u64>(n, None)?;
@@ -397,9 +307,14 @@ impl Collector for Snapshot {
             e,
             "peer_disconnects",
             "Peers disconnected for offences.",
-            self.disconnects,
+            status.hostile.disconnects,
         )?;
-        gauge(e, "peers_blocked", "Peers blocked now.", self.blocked)?;
+        gauge(
+            e,
+            "peers_blocked",
+            "Peers blocked now.",
+            status.hostile.blocked.len() as u64,
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "fuse_operations",
@@ -461,7 +376,7 @@ pub fn bind(config: &MetricsConfig) -> Result<Option<std::net::TcpListener>, Str
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped. Call within the runtime.
-pub async fn serve(listener: std::net::TcpListener, source: Arc<Source>) {
+pub async fn serve(listener: std::net::TcpListener, status: Arc<StatusReader>) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -472,7 +387,7 @@ pub async fn serve(listener: std::net::TcpListener, source: Arc<Source>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics at http://{addr}/metrics");
     }
-    counters::FUSE_TIMING.store(true, Ordering::Relaxed);
+    crate::fuse::counters::enable_timing();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
@@ -487,14 +402,14 @@ pub async fn serve(listener: std::net::TcpListener, source: Arc<Source>) {
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue; // dropped: closed
         };
-        let source = source.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             let _permit = permit;
             http::serve_connection(stream, |path| async move {
                 if path != "/metrics" {
                     return None;
                 }
-                let body = source.render().await.into_bytes();
+                let body = render(&status).await.into_bytes();
                 Some(http::Response::ok(CONTENT_TYPE, body))
             })
             .await;
@@ -510,19 +425,37 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::guard::HostileStatus;
+    use crate::node::control::proto::{CacheStatus, PassesStatus, PeerStatus, Status};
 
     #[test]
     fn every_family_has_help_and_type_and_counters_end_in_total() {
         FUSE.op(FuseOp::Read).observe(Duration::from_micros(30));
+        let alive = PeerStatus {
+            state: "alive".into(),
+            ..PeerStatus::default()
+        };
         let text = encode(Snapshot {
-            peer_id: "12D3KooWtest".into(),
-            peers: PEER_STATES.map(|s| (s, u64::from(s == "alive") * 2)),
-            connected: Some(2),
-            cache: CacheStats {
-                hits: 5,
-                ..CacheStats::default()
+            status: Status {
+                peer_id: "12D3KooWtest".into(),
+                peers: vec![alive.clone(), alive],
+                cache: CacheStatus {
+                    hits: 5,
+                    ..CacheStatus::default()
+                },
+                hostile: HostileStatus {
+                    offences: [("flood".to_string(), 1)].into(),
+                    ..HostileStatus::default()
+                },
+                passes: PassesStatus {
+                    repair: 3,
+                    gc: 4,
+                    audit: 5,
+                    sync: 6,
+                },
+                ..Status::default()
             },
-            offences: vec![("flood".into(), 1)],
+            connected: 2,
             ..Snapshot::default()
         });
         assert!(text.ends_with("# EOF\n"), "{text}");
@@ -551,6 +484,10 @@ mod tests {
             "p2pfs_rpc_bytes_total{protocol=\"sync\",direction=\"out\"} ",
             "p2pfs_gossip_messages_total{topic=\"membership\",direction=\"in\"} ",
             "p2pfs_gossip_bytes_total{topic=\"namespace\",direction=\"out\"} ",
+            "p2pfs_repair_passes_total 3\n",
+            "p2pfs_gc_passes_total 4\n",
+            "p2pfs_audit_passes_total 5\n",
+            "p2pfs_sync_passes_total 6\n",
             "p2pfs_gossip_dropped_total ",
             "p2pfs_fuse_operations_total{op=\"create\"} ",
             "p2pfs_fuse_operation_duration_seconds_bucket{le=\"0.00005\",op=\"read\"} ",

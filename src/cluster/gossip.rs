@@ -1,31 +1,29 @@
-//! The cluster: what turns one node into a network. It keeps the membership view from gossiped
-//! announcements, places chunks on their owners ([`ChunkRouter`], the [`RemoteChunks`] the
-//! filesystem core writes and reads through), spreads committed entries by gossip and runs
-//! anti-entropy with peers. It talks to libp2p only through [`NetHandle`].
+//! The cluster's event loop ([`Cluster::run`]): announcements and the membership view they
+//! build, namespace gossip of committed entries, redialing to stay in the mesh, and the
+//! scheduling of anti-entropy sessions with peers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use libp2p::futures::future::join_all;
 use libp2p::{Multiaddr, PeerId};
 use parking_lot::RwLock;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::block::{ChunkId, ChunkStore, StoreError};
-use crate::fs::{Mount, RemoteChunks};
-use crate::membership::{
+use crate::block::ChunkStore;
+use crate::cluster::membership::{
     AnnouncedState, Announcement, LivenessConfig, Membership, MembershipEvent, parse_addrs,
 };
+use crate::cluster::router::ChunkRouter;
+use crate::fs::Mount;
 use crate::namespace::Entry;
 use crate::net::{MAX_GOSSIP, NetEvent, NetEvents, NetHandle, Topic};
 // Hostile peers: gossip verdicts (see `on_gossip`).
 use crate::net::guard::Offence;
 use crate::net::{GossipId, Verdict};
-use crate::placement::{Candidate, Placement};
-use crate::rpc::chunk::{ChunkClient, ChunkRpcError, NO_SPACE};
+use crate::rpc::chunk::ChunkClient;
 use crate::rpc::sync;
 
 pub struct ClusterConfig {
@@ -108,343 +106,6 @@ impl Answers {
     }
 }
 
-/// Pauses before asking the peers for a chunk again when some could not be reached.
-const FETCH_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
-
-/// A node takes a chunk put to it when fewer than this many times R alive peers rank above it
-/// (see [`ChunkRouter::takes_put`]).
-pub const PUT_RANKS_PER_REPLICA: usize = 2;
-
-/// The rule of [`ChunkRouter::takes_put`]: fewer than `limit` peers that are `alive` and not
-/// `from` rank above `local` in `ranked`.
-fn takes_by_rank(
-    ranked: &[PeerId],
-    local: &PeerId,
-    from: &PeerId,
-    limit: usize,
-    alive: impl Fn(&PeerId) -> bool,
-) -> bool {
-    ranked
-        .iter()
-        .take_while(|p| *p != local)
-        .filter(|p| *p != from && alive(p))
-        .take(limit)
-        .count()
-        < limit
-}
-
-/// A Placement and the candidates (peer, capacity) it was built from.
-type PlacementFrom = (Vec<(PeerId, u64)>, Arc<Placement>);
-
-/// Places chunks on their owners and fetches them from peers.
-pub struct ChunkRouter {
-    local: PeerId,
-    store: Arc<ChunkStore>,
-    client: ChunkClient,
-    membership: Arc<RwLock<Membership>>,
-    replicas: usize,
-    capacity: u64,
-    rt: tokio::runtime::Handle,
-    /// Chunks written with fewer than R copies (too few live nodes, or owners that failed).
-    under_replicated: AtomicU64,
-    /// Wakes the repair loop (a write fell short of R copies, or membership changed).
-    repair_wanted: Arc<tokio::sync::Notify>,
-    /// The last Placement built, with the candidates it was built from (see `placement`).
-    placement_cache: parking_lot::Mutex<Option<PlacementFrom>>,
-    /// Holders that failed to prove a chunk: their claims do not count here for a while.
-    failed_holders: crate::audit::FailedHolders,
-}
-
-impl ChunkRouter {
-    /// Live peers that place chunks by another rule than this node's (older or newer
-    /// versions): while there are any, repair keeps surplus copies (`repair.rs`).
-    pub fn peers_on_another_rule(&self) -> usize {
-        self.membership.read().peers_on_another_rule()
-    }
-
-    /// Placement as it will be once this node is gone (for handing its data off).
-    pub fn placement_without_self(&self) -> Placement {
-        let mut candidates = self.membership.read().placement_peers();
-        crate::placement::clip_capacities(&mut candidates);
-        Placement::new(
-            candidates
-                .into_iter()
-                .map(|(peer, capacity)| Candidate { peer, capacity }),
-        )
-    }
-
-    /// Owners are computed from this node's view: live members (alive or suspect) and itself,
-    /// weighted by their capacities clipped to a multiple of the view's median
-    /// ([`crate::placement::clip_capacities`]). The Placement is rebuilt only when that set
-    /// (or a capacity) changed: building one encodes and hashes every member's id (its
-    /// placement seed), while every chunk written or read asks for it.
-    pub fn placement(&self) -> Arc<Placement> {
-        let mut peers = self.membership.read().placement_peers();
-        peers.push((self.local, self.capacity));
-        let mut cache = self.placement_cache.lock();
-        if let Some((key, placement)) = cache.as_ref()
-            && *key == peers
-        {
-            return placement.clone();
-        }
-        let mut weights = peers.clone();
-        crate::placement::clip_capacities(&mut weights);
-        let placement = Arc::new(Placement::new(
-            weights
-                .into_iter()
-                .map(|(peer, capacity)| Candidate { peer, capacity }),
-        ));
-        *cache = Some((peers, placement.clone()));
-        placement
-    }
-
-    pub fn replicas(&self) -> usize {
-        self.replicas
-    }
-
-    /// Whether this node takes a chunk `from` puts: it holds it already, or it is among the
-    /// first [`PUT_RANKS_PER_REPLICA`] × R in rank for the chunk in its own view, counting
-    /// above it only the peers that are alive here and are not `from`. The slack covers a
-    /// writer that fell back past owners that failed (they turn suspect here within seconds,
-    /// and stop counting), a leaving node handing its copies to the next in rank (it does not
-    /// count), repair pushes to owners by a view that differs by a few members, and readers
-    /// (capacity 0, ranked last) in a network of at most that many holders. A node whose view
-    /// lacks members (one just joined) ranks itself higher, never lower, so it refuses less.
-    pub fn takes_put(&self, from: &PeerId, id: &ChunkId) -> bool {
-        if self.store.contains(id) {
-            return true;
-        }
-        let ranked = self.placement().ranked(id);
-        let membership = self.membership.read();
-        takes_by_rank(
-            &ranked,
-            &self.local,
-            from,
-            PUT_RANKS_PER_REPLICA * self.replicas,
-            |p| {
-                membership
-                    .get(p)
-                    .is_some_and(|m| m.state == crate::membership::PeerState::Alive)
-            },
-        )
-    }
-
-    /// Bytes this node offers for chunks (its placement weight).
-    pub fn capacity(&self) -> u64 {
-        self.capacity
-    }
-
-    /// Whether `peer` is alive in the view now. Repair plans with the view at the start of a
-    /// pass; a peer that has gone quiet (or dead, or left) since is not waited on.
-    pub fn is_alive(&self, peer: &PeerId) -> bool {
-        self.membership
-            .read()
-            .get(peer)
-            .is_some_and(|m| m.state == crate::membership::PeerState::Alive)
-    }
-
-    /// Holders that failed to prove they hold a chunk, recently ([`crate::audit`]).
-    pub fn failed_holders(&self) -> &crate::audit::FailedHolders {
-        &self.failed_holders
-    }
-
-    /// `ranked` with suspect peers, and holders that failed a proof, moved to the end (order
-    /// otherwise kept): a peer that has gone quiet is tried only after every responsive one,
-    /// so a cut-off owner costs a writer or a reader nothing once membership has noticed it,
-    /// and a writer's copies go to nodes that have not been caught lying.
-    fn responsive_first(&self, ranked: Vec<PeerId>) -> Vec<PeerId> {
-        let membership = self.membership.read();
-        let (mut responsive, suspect): (Vec<PeerId>, Vec<PeerId>) =
-            ranked.into_iter().partition(|p| {
-                *p == self.local
-                    || (membership
-                        .get(p)
-                        .is_none_or(|m| m.state != crate::membership::PeerState::Suspect)
-                        && !self.failed_holders.contains(p))
-            });
-        responsive.extend(suspect);
-        responsive
-    }
-
-    /// Fetches a chunk from the peers, owners first, verified against its id. When no peer
-    /// had it but some could not be asked (a connection dropped a moment ago: a missed ping
-    /// under load closes it, and it is dialed again within seconds), it asks again, twice,
-    /// before the reader gets EIO.
-    pub async fn fetch_async(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-        for pause in FETCH_RETRY_PAUSES.iter().map(Some).chain([None]) {
-            let mut unreachable = 0;
-            let peers: Vec<PeerId> = self
-                .responsive_first(self.placement().ranked(id))
-                .into_iter()
-                .filter(|p| *p != self.local)
-                .collect();
-            for peer in &peers {
-                match self.client.get(*peer, *id).await {
-                    Ok(Some(data)) => return Ok(data),
-                    Ok(None) => {}
-                    Err(e) => {
-                        unreachable += 1;
-                        tracing::debug!(%peer, chunk = %id, error = %e, "fetch failed; trying the next peer")
-                    }
-                }
-            }
-            match pause {
-                Some(pause) if unreachable > 0 => tokio::time::sleep(*pause).await,
-                _ => break,
-            }
-        }
-        Err(StoreError::Missing(*id))
-    }
-
-    /// Chunks written with fewer than R copies since start (repair then restores them).
-    pub fn written_under_replicated(&self) -> u64 {
-        self.under_replicated.load(Ordering::Relaxed)
-    }
-
-    pub fn store(&self) -> &Arc<ChunkStore> {
-        &self.store
-    }
-
-    pub fn local(&self) -> PeerId {
-        self.local
-    }
-
-    pub fn client(&self) -> &ChunkClient {
-        &self.client
-    }
-
-    pub fn repair_wanted(&self) -> Arc<tokio::sync::Notify> {
-        self.repair_wanted.clone()
-    }
-
-    /// Stores one copy; the error says whether the holder's disk was full.
-    async fn put_one(
-        &self,
-        peer: PeerId,
-        id: ChunkId,
-        ciphertext: &[u8],
-    ) -> Result<(), (bool, String)> {
-        if peer == self.local {
-            let (store, data) = (self.store.clone(), ciphertext.to_vec());
-            match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err((e.is_no_space(), e.to_string())),
-                Err(e) => Err((false, e.to_string())),
-            }
-        } else {
-            self.client.put(peer, id, ciphertext).await.map_err(|e| {
-                if let ChunkRpcError::BadProof(..) = e {
-                    self.failed_holders.failed(peer);
-                }
-                (
-                    matches!(&e, ChunkRpcError::Refused(_, why) if why == NO_SPACE),
-                    e.to_string(),
-                )
-            })
-        }
-    }
-}
-
-impl crate::rpc::chunk::PutPolicy for ChunkRouter {
-    fn takes(&self, from: &PeerId, id: &ChunkId) -> bool {
-        self.takes_put(from, id)
-    }
-}
-
-impl RemoteChunks for ChunkRouter {
-    fn replicate(&self, id: &ChunkId, ciphertext: &[u8]) -> Result<(), StoreError> {
-        let placement = self.placement();
-        // Copies go to holders; a reader node (capacity 0) is ranked last and takes a copy
-        // only when every holder failed.
-        let want = self.replicas.min(placement.holders()).max(1);
-        let ranked = self.responsive_first(placement.ranked(id));
-        self.rt.block_on(async {
-            // The owners first, in parallel; an owner that fails is replaced by the next in
-            // rank (repair moves the copy back when the owner returns).
-            let mut copies = 0;
-            let mut next = 0;
-            let mut last_error = None;
-            let mut all_full = true;
-            while copies < want && next < ranked.len() {
-                let batch: Vec<PeerId> = ranked[next..].iter().take(want - copies).copied().collect();
-                next += batch.len();
-                for (peer, result) in batch.iter().zip(join_all(batch.iter().map(|p| self.put_one(*p, *id, ciphertext))).await) {
-                    match result {
-                        Ok(()) => copies += 1,
-                        Err((full, e)) => {
-                            tracing::warn!(%peer, chunk = %id, error = %e, "could not store a chunk copy");
-                            all_full &= full;
-                            last_error = Some(e);
-                        }
-                    }
-                }
-            }
-            if copies == 0 && all_full && last_error.is_some() {
-                // Every holder is full: the writer gets ENOSPC, as from a local disk.
-                return Err(StoreError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)));
-            }
-            if copies == 0 {
-                let why = last_error.unwrap_or_else(|| "no live node".into());
-                return Err(StoreError::Io(std::io::Error::other(format!("no copy of chunk {id} could be stored: {why}"))));
-            }
-            if copies < self.replicas {
-                self.under_replicated.fetch_add(1, Ordering::Relaxed);
-                self.repair_wanted.notify_one();
-            }
-            Ok(())
-        })
-    }
-
-    fn fetch(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
-        self.rt.block_on(self.fetch_async(id))
-    }
-
-    /// Asks every owner of `ids` (and this node, when it holds any) to flush its store. An
-    /// owner that cannot be reached is logged and skipped (repair restores its copy); the
-    /// call fails only when no holder flushed.
-    fn sync(&self, ids: &[ChunkId]) -> Result<(), StoreError> {
-        let placement = self.placement();
-        let mut holders: std::collections::BTreeSet<PeerId> = ids
-            .iter()
-            .flat_map(|id| placement.owners(id, self.replicas))
-            .collect();
-        if ids.iter().any(|id| self.store.contains(id)) {
-            holders.insert(self.local);
-        }
-        self.rt.block_on(async {
-            let results = join_all(holders.iter().map(|peer| async move {
-                if *peer == self.local {
-                    let store = self.store.clone();
-                    match tokio::task::spawn_blocking(move || store.sync()).await {
-                        Ok(result) => result.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                } else {
-                    self.client.sync(*peer).await.map_err(|e| e.to_string())
-                }
-            }))
-            .await;
-            let mut flushed = 0;
-            let mut last_error = None;
-            for (peer, result) in holders.iter().zip(results) {
-                match result {
-                    Ok(()) => flushed += 1,
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e, "an owner could not flush its chunks to disk");
-                        last_error = Some(e);
-                    }
-                }
-            }
-            match last_error {
-                Some(e) if flushed == 0 => Err(StoreError::Io(std::io::Error::other(format!(
-                    "no holder could flush the chunks to disk: {e}"
-                )))),
-                _ => Ok(()),
-            }
-        })
-    }
-}
-
 pub struct Cluster {
     pub net: NetHandle,
     pub router: Arc<ChunkRouter>,
@@ -454,6 +115,8 @@ pub struct Cluster {
     state: parking_lot::Mutex<AnnouncedState>,
     /// Peers this node runs an anti-entropy session with now (see `spawn_sync`).
     syncing: Arc<parking_lot::Mutex<std::collections::HashSet<PeerId>>>,
+    /// Anti-entropy sessions this node started that completed, since start (tests wait on it).
+    syncs: Arc<AtomicU64>,
 }
 
 impl Cluster {
@@ -485,7 +148,13 @@ impl Cluster {
             seq: AtomicU64::new(seq),
             state: parking_lot::Mutex::new(AnnouncedState::Alive),
             syncing: Default::default(),
+            syncs: Default::default(),
         })
+    }
+
+    /// Anti-entropy sessions this node started that completed, since start.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Changes what this node announces (alive, leaving, left) and announces it now.
@@ -506,7 +175,7 @@ impl Cluster {
             state,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             knows: self.membership.read().knows(),
-            placement_rule: crate::placement::RULE,
+            placement_rule: crate::cluster::placement::RULE,
         };
         let mut bytes = Vec::new();
         if ciborium::into_writer(&a, &mut bytes).is_ok() {
@@ -568,10 +237,14 @@ impl Cluster {
             }
         }
         let running = Running(self.syncing.clone(), peer);
-        let (control, core) = (self.net.control.clone(), core.clone());
+        let (control, core, syncs) = (self.net.control.clone(), core.clone(), self.syncs.clone());
         tokio::spawn(async move {
             let _running = running;
-            match sync::sync_with(&control, peer, core).await {
+            let session = sync::sync_with(&control, peer, core).await;
+            if session.is_ok() {
+                syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            match session {
                 Ok(r) if r.buckets > 0 => {
                     tracing::debug!(%peer, buckets = r.buckets, pulled = r.pulled.applied, pushed = r.pushed, "anti-entropy")
                 }
@@ -705,7 +378,7 @@ impl Cluster {
     /// restarted, find each other again without mDNS or a bootstrap address. Members that left
     /// are not dialed; forgotten ones are no longer in the view.
     fn redial_members(&self) {
-        use crate::membership::PeerState;
+        use crate::cluster::membership::PeerState;
         let connected: std::collections::HashSet<PeerId> =
             self.net.connected().into_iter().collect();
         let wanted = PEERS_TARGET.saturating_sub(connected.len());
@@ -777,7 +450,7 @@ impl Cluster {
                             let pace = {
                                 let view = self.membership.read();
                                 match view.get(&peer) {
-                                    Some(m) if m.state == crate::membership::PeerState::Alive => {
+                                    Some(m) if m.state == crate::cluster::membership::PeerState::Alive => {
                                         view.knows_fewer(&peer).then(|| known_peer_answer_pace(&view))
                                     }
                                     _ => Some(SUBSCRIBED_ANNOUNCE_PACE),
@@ -841,29 +514,6 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_put_is_taken_within_twice_r_alive_peers_above_not_counting_the_sender() {
-        let ranked: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
-        let all_alive = |_: &PeerId| true;
-        let outsider = PeerId::random();
-        // R = 2: the first four in rank take it, the fifth does not.
-        assert!(takes_by_rank(&ranked, &ranked[3], &outsider, 4, all_alive));
-        assert!(!takes_by_rank(&ranked, &ranked[4], &outsider, 4, all_alive));
-        // The sender ranked above does not count (a leaving node handing its copy on).
-        assert!(takes_by_rank(&ranked, &ranked[4], &ranked[0], 4, all_alive));
-        // Peers above that are not alive here (owners a writer fell back past) do not count.
-        let down = [ranked[0], ranked[1], ranked[2]];
-        assert!(takes_by_rank(&ranked, &ranked[6], &outsider, 4, |p| {
-            !down.contains(p)
-        }));
-        assert!(!takes_by_rank(&ranked, &ranked[7], &outsider, 4, |p| {
-            !down.contains(p)
-        }));
-        // A node not in the ranking at all (it holds no capacity and the ranking was cut)
-        // counts every alive peer above it.
-        assert!(!takes_by_rank(&ranked, &outsider, &ranked[0], 4, all_alive));
-    }
 
     #[test]
     fn answers_are_paced_and_requests_within_the_pace_get_one_at_its_end() {

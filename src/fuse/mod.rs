@@ -1,6 +1,8 @@
 //! The FUSE adapter: translates kernel requests into [`Mount`] calls and back. No logic of its
-//! own beyond type conversion (and timing each request for [`crate::metrics`]); requests are
+//! own beyond type conversion (and timing each request for [`crate::node::metrics`]); requests are
 //! served by several threads so a slow one never blocks the rest.
+
+pub mod counters;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -16,8 +18,8 @@ use fuser::{
 };
 
 use crate::fs::{Attr, Caller, FsError, Mount, SetAttr, TimeSet};
-use crate::metrics::{FuseOp, fuse_op};
 use crate::namespace::{EntryKind, Timestamp};
+use counters::{FuseOp, fuse_op};
 
 /// Largest single write or read the kernel sends us (one default chunk).
 const MAX_IO: u32 = 1 << 20;
@@ -320,7 +322,7 @@ impl Filesystem for FuseAdapter {
         tracing::trace!(fh = fh.0, offset, size, "read");
         match self.core.read(fh.0, offset, size) {
             Ok(data) => {
-                crate::metrics::fuse_read(data.len());
+                crate::fuse::counters::fuse_read(data.len());
                 reply.data(&data)
             }
             Err(e) => reply.error(errno(&e)),
@@ -343,7 +345,7 @@ impl Filesystem for FuseAdapter {
         tracing::trace!(fh = fh.0, offset, size = data.len(), "write");
         match self.core.write(fh.0, offset, data) {
             Ok(n) => {
-                crate::metrics::fuse_written(n as usize);
+                crate::fuse::counters::fuse_written(n as usize);
                 reply.written(n)
             }
             Err(e) => reply.error(errno(&e)),

@@ -47,7 +47,7 @@ pub struct Announcement {
     /// ([`Membership::knows_fewer`]). Absent (0) from older nodes: they are always answered.
     #[serde(default)]
     pub knows: u32,
-    /// The placement rule the announcer computes owners by ([`crate::placement::RULE`]).
+    /// The placement rule the announcer computes owners by ([`crate::cluster::placement::RULE`]).
     /// Absent from nodes older than rule 2, which all placed by rule 1. Nodes on different
     /// rules disagree on owners, so this node warns when it hears one.
     #[serde(default = "placement_rule_1")]
@@ -296,13 +296,14 @@ impl Membership {
         };
         member.settle(now, stable);
         let rule_was = self.members.get(&peer).map(|m| m.placement_rule);
-        if a.placement_rule != crate::placement::RULE && rule_was != Some(a.placement_rule) {
+        if a.placement_rule != crate::cluster::placement::RULE && rule_was != Some(a.placement_rule)
+        {
             // Owners computed by another rule differ from ours: copies would be pushed to
             // owners by one rule and dropped by the other. Said once per peer and rule.
             tracing::warn!(
                 %peer,
                 peer_rule = a.placement_rule,
-                our_rule = crate::placement::RULE,
+                our_rule = crate::cluster::placement::RULE,
                 version = %member.version,
                 "peer places chunks by another rule: run the same p2pfs version on every node"
             );
@@ -426,7 +427,7 @@ impl Membership {
     pub fn peers_on_another_rule(&self) -> usize {
         self.members
             .values()
-            .filter(|m| m.state.is_live() && m.placement_rule != crate::placement::RULE)
+            .filter(|m| m.state.is_live() && m.placement_rule != crate::cluster::placement::RULE)
             .count()
     }
 
@@ -541,7 +542,7 @@ mod tests {
             state,
             seq,
             knows: 1,
-            placement_rule: crate::placement::RULE,
+            placement_rule: crate::cluster::placement::RULE,
         }
     }
 
@@ -723,7 +724,7 @@ mod tests {
         let mut bytes = Vec::new();
         ciborium::into_writer(&ours, &mut bytes).unwrap();
         let back: Announcement = ciborium::from_reader(&bytes[..]).unwrap();
-        assert_eq!(back.placement_rule, crate::placement::RULE);
+        assert_eq!(back.placement_rule, crate::cluster::placement::RULE);
     }
 
     #[test]

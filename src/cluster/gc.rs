@@ -28,8 +28,8 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::block::ChunkId;
 use crate::cluster::ChunkRouter;
+use crate::cluster::membership::{Membership, PeerState};
 use crate::fs::Mount;
-use crate::membership::{Membership, PeerState};
 use crate::namespace::Entry;
 use crate::rpc::sync;
 use crate::util::hlc::Hlc;
@@ -61,6 +61,8 @@ pub struct Gc {
     unreferenced_since: Mutex<HashMap<ChunkId, Instant>>,
     deleted_chunks: AtomicU64,
     last: Mutex<GcReport>,
+    /// Passes completed since start (tests wait on it).
+    passes: AtomicU64,
 }
 
 /// A rendezvous key for an entry id, so placement picks the leader of its expiry.
@@ -85,6 +87,7 @@ impl Gc {
             unreferenced_since: Mutex::new(HashMap::new()),
             deleted_chunks: AtomicU64::new(0),
             last: Mutex::new(GcReport::default()),
+            passes: AtomicU64::new(0),
         })
     }
 
@@ -100,6 +103,11 @@ impl Gc {
     /// Chunks deleted since start.
     pub fn deleted_chunks(&self) -> u64 {
         self.deleted_chunks.load(Ordering::Relaxed)
+    }
+
+    /// Collection passes completed since start.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     /// Runs forever: a checkpoint of open files every third of the grace period, and a
@@ -152,6 +160,7 @@ impl Gc {
             healthy,
         };
         *self.last.lock() = report;
+        self.passes.fetch_add(1, Ordering::Relaxed);
         report
     }
 

@@ -21,47 +21,19 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use parking_lot::Mutex;
-use rand::RngCore;
 use rand::seq::SliceRandom;
 
+use crate::block::proof::{fresh_nonce, verify};
 use crate::block::{ChunkId, ChunkStore};
 use crate::cluster::ChunkRouter;
 use crate::net::guard::{Offence, PeerGuard};
 use crate::rpc::chunk::{ChunkClient, MAX_PROVE_BATCH, MAX_PROVE_BYTES};
-
-/// A challenge's nonce: 32 random bytes, never reused.
-pub type Nonce = [u8; 32];
-/// A holder's answer to a challenge ([`proof`]).
-pub type Proof = [u8; 32];
-
-/// Domain separation for the proof key (blake3 `derive_key` context).
-const PROOF_CONTEXT: &str = "p2pfs 2026-12 chunk possession proof v1";
 
 /// Chunks an audit round challenges (at each of their other owners that claims them).
 pub const AUDIT_CHUNKS_PER_ROUND: usize = 16;
 
 /// How long a holder that failed a proof is treated as holding nothing by this node.
 pub const DISTRUST_FOR: Duration = Duration::from_secs(600);
-
-/// A fresh challenge nonce from the OS's random source.
-pub fn fresh_nonce() -> Nonce {
-    let mut nonce = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    nonce
-}
-
-/// The proof of holding `ciphertext` under `nonce`: blake3 keyed by
-/// `derive_key(PROOF_CONTEXT, nonce)` over the bytes.
-pub fn proof(nonce: &Nonce, ciphertext: &[u8]) -> Proof {
-    let key = blake3::derive_key(PROOF_CONTEXT, nonce);
-    *blake3::keyed_hash(&key, ciphertext).as_bytes()
-}
-
-/// Whether `claimed` proves holding `ciphertext` under `nonce` (compared in constant time).
-pub fn verify(nonce: &Nonce, ciphertext: &[u8], claimed: &Proof) -> bool {
-    let key = blake3::derive_key(PROOF_CONTEXT, nonce);
-    blake3::keyed_hash(&key, ciphertext) == blake3::Hash::from_bytes(*claimed)
-}
 
 /// What a challenge showed about one holder and one chunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,6 +237,8 @@ pub struct Audit {
     queue: Mutex<Vec<ChunkId>>,
     checked: AtomicU64,
     failed: AtomicU64,
+    /// Rounds completed since start, an empty store's included (tests wait on it).
+    passes: AtomicU64,
 }
 
 impl Audit {
@@ -275,6 +249,7 @@ impl Audit {
             queue: Mutex::new(Vec::new()),
             checked: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            passes: AtomicU64::new(0),
         })
     }
 
@@ -286,6 +261,11 @@ impl Audit {
     /// Challenges failed since start.
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Rounds completed since start.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     /// Audits forever, one round per interval.
@@ -322,6 +302,7 @@ impl Audit {
     pub async fn round(&self) -> (u64, u64) {
         let ids = self.next_chunks().await;
         if ids.is_empty() {
+            self.passes.fetch_add(1, Ordering::Relaxed);
             return (0, 0);
         }
         let placement = self.router.placement();
@@ -360,6 +341,7 @@ impl Audit {
         }
         self.checked.fetch_add(checked, Ordering::Relaxed);
         self.failed.fetch_add(failed, Ordering::Relaxed);
+        self.passes.fetch_add(1, Ordering::Relaxed);
         if failed > 0 {
             tracing::warn!(
                 checked,
@@ -374,6 +356,7 @@ impl Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::proof::proof;
 
     #[test]
     fn the_right_bytes_prove_and_wrong_bytes_or_another_nonce_do_not() {

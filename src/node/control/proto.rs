@@ -1,0 +1,358 @@
+//! The control protocol's wire types: one JSON [`Request`] per line from `p2pfs-ctl`, one JSON
+//! [`Reply`] per line from the node. The `status` reply ([`Status`]) is a documented, stable
+//! contract (see ARCHITECTURE.md).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Leave the network gracefully: hand off data, then unmount and exit.
+    Leave,
+    /// Where the chunks of a file are: owners by placement, holders by asking.
+    Where {
+        path: String,
+    },
+    /// Volumes this node's user is a member of.
+    VolumeList,
+    VolumeCreate {
+        name: String,
+    },
+    /// Share a volume of this user's with another user (`USER_ID:RECIPIENT`).
+    VolumeShare {
+        name: String,
+        with: String,
+        read_only: bool,
+    },
+    /// Remove a user from a volume of this user's; a new key protects later writes.
+    VolumeUnshare {
+        name: String,
+        with: String,
+    },
+    /// The entries of a directory (or the file) at `path`, relative to the mount's root.
+    Ls {
+        path: String,
+    },
+    /// Store a file at `path`: `size` raw bytes follow the request line. Written to a
+    /// temporary name and renamed over `path` once complete, so an interrupted upload leaves
+    /// the old file (or none).
+    Put {
+        path: String,
+        size: u64,
+        mode: u32,
+    },
+    /// Read the file at `path`: the reply line `Data {size}` is followed by `size` raw bytes.
+    Get {
+        path: String,
+        /// The path's bytes in hex when it is not UTF-8 (then `path` is only for messages).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path_bytes: Option<String>,
+    },
+    /// Remove a file, symlink or empty directory (any directory when `recursive`).
+    Rm {
+        path: String,
+        recursive: bool,
+    },
+    /// Capacity and use of the network.
+    Df,
+    /// Files with chunks on fewer than R live nodes, by asking every live peer.
+    Health,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    Status(Box<Status>),
+    /// The node starts leaving; `LeaveProgress` lines follow while it hands its data off, then
+    /// `Left` with the result, sent before it exits.
+    Leaving,
+    LeaveProgress {
+        /// Copies still to push in the handoff (0 while it asks who holds what).
+        copies_to_push: u64,
+    },
+    Left(LeaveReport),
+    Where {
+        path: String,
+        /// R: the copies every chunk should have.
+        #[serde(default)]
+        replicas: u32,
+        chunks: Vec<ChunkLocation>,
+    },
+    Volumes {
+        volumes: Vec<crate::fs::VolumeInfo>,
+    },
+    /// A volume command took effect.
+    Done {
+        message: String,
+    },
+    Listing {
+        entries: Vec<ListEntry>,
+    },
+    /// `size` raw bytes follow this reply line.
+    Data {
+        size: u64,
+    },
+    Df(DfStatus),
+    Health(HealthStatus),
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub peer_id: String,
+    pub network_fingerprint: String,
+    /// The placement rule this node computes owners by (`placement::RULE`). Peers on another
+    /// (`PeerStatus::placement_rule`) disagree on owners: every node should run one version.
+    #[serde(default)]
+    pub placement_rule: u8,
+    pub listen_addrs: Vec<String>,
+    /// `connected` when at least one peer is connected, else `isolated`.
+    pub network: String,
+    pub peers: Vec<PeerStatus>,
+    pub mount: String,
+    pub replication: ReplicationStatus,
+    pub cache: CacheStatus,
+    pub gc: GcStatus,
+    /// Files, directories and symlinks in every mounted volume (their roots excluded).
+    pub files: u64,
+    pub rejected_entries: u64,
+    /// Entries of volumes whose record has not arrived, held unverified (bounded per peer and
+    /// in all), and how many were dropped over the bounds.
+    #[serde(default)]
+    pub held_entries: crate::fs::HeldStatus,
+    // ---- Hostile peers (`net::guard`): offences by kind, disconnections, blocks. ----
+    #[serde(default)]
+    pub hostile: crate::net::guard::HostileStatus,
+    // ---- end hostile peers ----
+    /// Passes of the background workers completed since start.
+    #[serde(default)]
+    pub passes: PassesStatus,
+}
+
+/// Completed passes since start, by worker: tests (and operators) wait for "two more passes"
+/// instead of guessing how long one takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassesStatus {
+    /// Repair passes over every chunk held here.
+    pub repair: u64,
+    /// Garbage collection passes.
+    pub gc: u64,
+    /// Audit rounds (an empty store's included).
+    pub audit: u64,
+    /// Anti-entropy sessions this node started that completed (with any peer).
+    pub sync: u64,
+}
+
+/// One entry of `ls`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListEntry {
+    /// The name, exact when it is UTF-8; otherwise with U+FFFD for the bytes that are not, and
+    /// the exact bytes in `name_bytes`. Names come from peers: may hold control characters.
+    pub name: String,
+    /// The name's bytes in lowercase hex, only when the name is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_bytes: Option<String>,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    /// Seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
+/// Capacity and use of the network, from every live node's announcement and this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DfStatus {
+    /// Live nodes (alive or suspect), this one included.
+    pub nodes: u64,
+    pub replicas: u32,
+    /// Copies a chunk written now gets: R, or fewer when fewer live nodes hold chunks
+    /// (degraded).
+    #[serde(default)]
+    pub copies: u32,
+    /// Live nodes that hold chunks (reader nodes do not), this one included if it does.
+    #[serde(default)]
+    pub holding_nodes: u64,
+    /// Bytes offered for chunks, summed over live nodes.
+    pub capacity_bytes: u64,
+    /// Free bytes on their disks, summed.
+    pub free_bytes: u64,
+    /// Bytes of chunks stored on this node.
+    pub stored_here_bytes: u64,
+    /// Roughly how many more bytes of files fit: free space over the copies that can be made
+    /// (`copies`).
+    pub usable_bytes: u64,
+}
+
+/// Replication health of the files this node can see.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthStatus {
+    pub replicas: u32,
+    /// Live nodes asked (this one included).
+    pub nodes: u64,
+    /// Copies a chunk can have now: R, or fewer when fewer live nodes hold chunks (degraded:
+    /// every chunk is then short).
+    #[serde(default)]
+    pub copies: u32,
+    /// Live nodes that hold chunks, this one included if it does.
+    #[serde(default)]
+    pub holding_nodes: u64,
+    /// Distinct chunks of visible files.
+    pub chunks: u64,
+    /// Chunks found on fewer than R nodes.
+    pub short_chunks: u64,
+    /// Chunks found on no live node at all.
+    pub missing_chunks: u64,
+    /// Short chunks whose shortfall is only claims that could not be checked now (holders busy
+    /// or not answering): proven copies plus unverified claims reach R. Not in `files`.
+    #[serde(default)]
+    pub unverified_chunks: u64,
+    /// Files with a short chunk (paths as in the mount).
+    pub files: Vec<String>,
+}
+
+/// One chunk of a file: its owners by placement and the peers that confirmed holding it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkLocation {
+    pub id: String,
+    pub owners: Vec<String>,
+    pub holders: Vec<String>,
+    /// Copies found (`holders.len()`), to compare with R.
+    #[serde(default)]
+    pub copies: u64,
+    /// Peers that claim the chunk but could not be checked now (busy, no answer): not counted
+    /// in `copies`, not known to lack it either.
+    #[serde(default)]
+    pub unverified: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub state: String,
+    pub last_seen_ms: u64,
+    /// Bytes the peer offers (its placement weight) and has free.
+    pub capacity: u64,
+    pub free_bytes: u64,
+    pub version: String,
+    /// The placement rule the peer announced (this node's is `placement::RULE`); 1 for
+    /// versions that did not announce one.
+    #[serde(default)]
+    pub placement_rule: u8,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// R: the copies every chunk should have.
+    pub factor: u32,
+    /// Copies a chunk can have now: `factor`, or fewer when fewer live nodes hold chunks
+    /// (degraded).
+    #[serde(default)]
+    pub copies: u32,
+    /// Live nodes that hold chunks, this one included if it does.
+    #[serde(default)]
+    pub holding_nodes: u64,
+    pub chunks_stored: u64,
+    pub bytes_stored: u64,
+    /// Chunks stored here that lack copies: all of them while degraded (`copies < factor`),
+    /// else those the last repair pass could not place on every owner.
+    pub under_replicated: u64,
+    pub repair_queue: u64,
+    /// Peers that failed to prove they hold a chunk, recently: their claims do not count here
+    /// (`audit`).
+    #[serde(default)]
+    pub failed_holders: Vec<String>,
+    /// The background audit since start (`audit`).
+    #[serde(default)]
+    pub audit: AuditStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuditStatus {
+    /// Copies challenged at their holders.
+    pub checked: u64,
+    /// Challenges a holder failed (a wrong proof, or "not found" for a chunk it claimed).
+    pub failed: u64,
+}
+
+/// The result of a graceful leave's handoff, as `p2pfs-ctl leave` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveReport {
+    /// Chunks this node held.
+    pub chunks: u64,
+    /// Chunks on every owner that remains when this node is gone.
+    pub handed_off: u64,
+    /// Chunks that are not: a push failed, the chunk could not be read, or no other live node
+    /// holds chunks (its copies leave with this node).
+    pub short: u64,
+    /// Copies pushed by the handoff.
+    pub copies_pushed: u64,
+    /// Live nodes holding chunks without this one, and R.
+    pub holders_left: u64,
+    pub replicas: u32,
+    /// False when the handoff hit its time limit: `short` then counts every chunk not known to
+    /// be handed off.
+    pub finished: bool,
+}
+
+/// Garbage collection of deleted and overwritten data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GcStatus {
+    pub grace_secs: u64,
+    /// Stored chunks no live entry references, at the last pass (collected after the grace
+    /// period, while every member is alive).
+    pub unreferenced_chunks: u64,
+    /// Whether the last pass could collect (no member suspect, dead or leaving).
+    pub collecting: bool,
+    pub deleted_chunks: u64,
+    /// Tombstones in the namespace, and expired ones kept to refuse stale versions.
+    pub tombstones: u64,
+    pub expired_tombstones: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CacheStatus {
+    pub bytes: u64,
+    pub capacity: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `passes` comes last in the `status` reply, so the fields before it keep their bytes, at
+    /// the paths tests wait on; a reply from a node without it still reads.
+    #[test]
+    fn status_passes_are_appended_and_optional() {
+        let status = Status {
+            passes: PassesStatus {
+                repair: 1,
+                gc: 2,
+                audit: 3,
+                sync: 4,
+            },
+            ..Status::default()
+        };
+        let text = serde_json::to_string(&Reply::Status(Box::new(status))).unwrap();
+        assert!(
+            text.ends_with(r#","passes":{"repair":1,"gc":2,"audit":3,"sync":4}}"#),
+            "{text}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for (kind, n) in [("repair", 1), ("gc", 2), ("audit", 3), ("sync", 4)] {
+            assert_eq!(value["passes"][kind], n, "{text}");
+        }
+        let without = text.replace(r#","passes":{"repair":1,"gc":2,"audit":3,"sync":4}"#, "");
+        let Reply::Status(old) = serde_json::from_str(&without).unwrap() else {
+            panic!("not a status: {without}");
+        };
+        assert_eq!(old.passes, PassesStatus::default());
+    }
+}

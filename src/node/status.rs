@@ -1,0 +1,262 @@
+//! The node's status, gathered in one place from its parts and encoded twice: as the `status`
+//! reply of the control socket (JSON, [`Status`], a documented contract) and as the Prometheus
+//! scrape (`node::metrics`). Values counted where they happen (FUSE operations and latencies,
+//! rpc and gossip traffic) are not gathered: the exporter reads those counters itself.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::block::ChunkStore;
+use crate::cluster::Cluster;
+use crate::cluster::audit::Audit;
+use crate::cluster::gc::Gc;
+use crate::cluster::repair::Repair;
+use crate::fs::Mount;
+use crate::node::control::proto::{
+    AuditStatus, CacheStatus, GcStatus, PassesStatus, PeerStatus, ReplicationStatus, Status,
+};
+
+/// A throttled listing of the chunk store is redone at most this often, or, for a large store,
+/// at most every [`RECOUNT_FACTOR`] times as long as the last listing took: a scrape never
+/// keeps a disk busy.
+const RECOUNT_MIN: Duration = Duration::from_secs(5);
+const RECOUNT_FACTOR: u32 = 20;
+
+/// How fresh the count of stored chunks must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recount {
+    /// List the store now (`p2pfs-ctl status`: a person asked, and shows the exact count).
+    Now,
+    /// Reuse the last listing unless it is older than the throttle allows (a scrape, which
+    /// Prometheus repeats every few seconds).
+    Throttled,
+}
+
+#[derive(Default)]
+struct StoredCount {
+    at: Option<Instant>,
+    took: Duration,
+    chunks: u64,
+    bytes: u64,
+}
+
+/// The node's parts a status is read from.
+pub struct StatusReader {
+    pub mount: Arc<Mount>,
+    pub chunks: Arc<ChunkStore>,
+    pub cluster: Arc<Cluster>,
+    pub repair: Arc<Repair>,
+    pub audit: Arc<Audit>,
+    pub gc: Arc<Gc>,
+    pub network_fingerprint: String,
+    /// Where the volume is mounted, absolute.
+    pub mount_point: PathBuf,
+    /// The last throttled listing of the chunk store; its lock also makes scrapes take turns.
+    stored: tokio::sync::Mutex<StoredCount>,
+}
+
+/// One reading of the node's status: what `status` shows, and the few values only the metrics
+/// export shows.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub status: Status,
+    /// Peers with an open connection.
+    pub connected: u64,
+    /// Chunks the last repair pass could not bring to R copies (`status`'s `under_replicated`
+    /// is every stored chunk while degraded).
+    pub last_pass_under_replicated: u64,
+    /// Chunk copies pushed by repair and handoff since start, and their bytes.
+    pub repair_pushed_copies: u64,
+    pub repair_pushed_bytes: u64,
+    /// Chunks written with fewer than R copies since start.
+    pub written_under_replicated: u64,
+    /// Files open through the mount.
+    pub open_files: u64,
+}
+
+impl StatusReader {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mount: Arc<Mount>,
+        chunks: Arc<ChunkStore>,
+        cluster: Arc<Cluster>,
+        repair: Arc<Repair>,
+        audit: Arc<Audit>,
+        gc: Arc<Gc>,
+        network_fingerprint: String,
+        mount_point: PathBuf,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            mount,
+            chunks,
+            cluster,
+            repair,
+            audit,
+            gc,
+            network_fingerprint,
+            mount_point,
+            stored: tokio::sync::Mutex::new(StoredCount::default()),
+        })
+    }
+
+    /// The `status` reply.
+    pub async fn status(&self) -> Status {
+        self.snapshot(Recount::Now).await.status
+    }
+
+    /// (R, live nodes holding chunks, copies a chunk can have now: the lesser of the two).
+    pub fn copies_possible(&self) -> (u32, u64, u32) {
+        let replicas = self.cluster.router.replicas() as u32;
+        let holding = self.cluster.router.placement().holders() as u64;
+        (
+            replicas,
+            holding,
+            replicas.min(u32::try_from(holding).unwrap_or(u32::MAX)),
+        )
+    }
+
+    /// (chunks, bytes) stored here, listed as fresh as `recount` asks. A listing that fails
+    /// counts nothing now, and leaves the throttled count as it was.
+    async fn stored(&self, recount: Recount) -> (u64, u64) {
+        let list = |chunks: Arc<ChunkStore>| async move {
+            tokio::task::spawn_blocking(move || chunks.list())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|list| (list.len() as u64, list.iter().map(|(_, n)| n).sum()))
+        };
+        match recount {
+            Recount::Now => list(self.chunks.clone()).await.unwrap_or_default(),
+            Recount::Throttled => {
+                let mut stored = self.stored.lock().await;
+                let fresh = stored
+                    .at
+                    .is_some_and(|at| at.elapsed() < RECOUNT_MIN.max(stored.took * RECOUNT_FACTOR));
+                if !fresh {
+                    let start = Instant::now();
+                    if let Some((chunks, bytes)) = list(self.chunks.clone()).await {
+                        stored.chunks = chunks;
+                        stored.bytes = bytes;
+                        stored.at = Some(Instant::now());
+                        stored.took = start.elapsed();
+                    }
+                }
+                (stored.chunks, stored.bytes)
+            }
+        }
+    }
+
+    /// Reads every value once.
+    pub async fn snapshot(&self, recount: Recount) -> Snapshot {
+        let stats = self.mount.stats();
+        let (chunks_stored, bytes_stored) = self.stored(recount).await;
+        let net = &self.cluster.net;
+        let connected = net.connected_count() as u64;
+        let now = Instant::now();
+        let peers = self
+            .cluster
+            .membership
+            .read()
+            .members()
+            .map(|m| PeerStatus {
+                peer_id: m.peer.to_string(),
+                addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
+                state: m.state.as_str().to_string(),
+                last_seen_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
+                capacity: m.capacity,
+                free_bytes: m.free,
+                version: m.version.clone(),
+                placement_rule: m.placement_rule,
+            })
+            .collect();
+        let last_pass_under_replicated = self.repair.under_replicated();
+        let status = Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            peer_id: net.local.to_string(),
+            network_fingerprint: self.network_fingerprint.clone(),
+            placement_rule: crate::cluster::placement::RULE,
+            listen_addrs: net.listen_addrs().iter().map(|a| a.to_string()).collect(),
+            network: if connected == 0 {
+                "isolated"
+            } else {
+                "connected"
+            }
+            .into(),
+            peers,
+            mount: self.mount_point.display().to_string(),
+            replication: {
+                let (factor, holding_nodes, copies) = self.copies_possible();
+                // Fewer live holders than R: no chunk stored here can have its R copies.
+                let degraded = if copies < factor { chunks_stored } else { 0 };
+                ReplicationStatus {
+                    factor,
+                    copies,
+                    holding_nodes,
+                    chunks_stored,
+                    bytes_stored,
+                    under_replicated: last_pass_under_replicated.max(degraded),
+                    repair_queue: self.repair.queue(),
+                    failed_holders: self
+                        .cluster
+                        .router
+                        .failed_holders()
+                        .list()
+                        .into_iter()
+                        .map(|(p, _)| p.to_string())
+                        .collect(),
+                    audit: AuditStatus {
+                        checked: self.audit.checked(),
+                        failed: self.audit.failed(),
+                    },
+                }
+            },
+            cache: CacheStatus {
+                bytes: stats.cache.bytes,
+                capacity: stats.cache.capacity,
+                hits: stats.cache.hits,
+                misses: stats.cache.misses,
+            },
+            gc: {
+                let last = self.gc.last();
+                let mount = self.mount.clone();
+                let (tombstones, forgotten) = tokio::task::spawn_blocking(move || {
+                    let ns = mount.namespace();
+                    (
+                        ns.tombstones_len().unwrap_or(0),
+                        ns.forgotten_len().unwrap_or(0),
+                    )
+                })
+                .await
+                .unwrap_or((0, 0));
+                GcStatus {
+                    grace_secs: self.gc.grace().as_secs(),
+                    unreferenced_chunks: last.unreferenced as u64,
+                    collecting: last.healthy,
+                    deleted_chunks: self.gc.deleted_chunks(),
+                    tombstones,
+                    expired_tombstones: forgotten,
+                }
+            },
+            files: stats.entries as u64,
+            rejected_entries: stats.rejected_entries as u64,
+            held_entries: self.mount.held_status(),
+            hostile: net.guard.status(),
+            passes: PassesStatus {
+                repair: self.repair.passes(),
+                gc: self.gc.passes(),
+                audit: self.audit.passes(),
+                sync: self.cluster.syncs(),
+            },
+        };
+        Snapshot {
+            status,
+            connected,
+            last_pass_under_replicated,
+            repair_pushed_copies: self.repair.pushed_copies(),
+            repair_pushed_bytes: self.repair.pushed_bytes(),
+            written_under_replicated: self.cluster.router.written_under_replicated(),
+            open_files: stats.open_files as u64,
+        }
+    }
+}
