@@ -964,12 +964,25 @@ fn node_restarted_with_stale_data_converges_and_deletions_stick() {
     );
     eprintln!("the restarted node converged in {:?}", t.elapsed());
 
-    // barrier: node 4 caught up on what it missed while dead, which only anti-entropy brings;
-    // a session merges both ways, so node 4 offered its stale entries to a peer in it.
     // Several anti-entropy rounds later nothing stale has come back, on any node.
+    // barrier: every node has started and completed two more anti-entropy sessions
+    // (status.passes.sync); a session merges both ways.
+    let want_syncs: Vec<u64> = c.nodes.iter().map(|n| passes(n, "sync") + 2).collect();
+    let synced = || {
+        c.nodes
+            .iter()
+            .zip(&want_syncs)
+            .all(|(n, &want)| passes(n, "sync") >= want)
+    };
     let until = Instant::now() + Duration::from_secs(4 * sync_secs + 2);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut rounds = 0;
-    while Instant::now() < until {
+    while Instant::now() < until || !synced() {
+        assert!(
+            Instant::now() < deadline,
+            "barrier: the nodes did not complete two more anti-entropy sessions{}",
+            c.report()
+        );
         for (i, n) in c.nodes.iter().enumerate() {
             match describe(&n.mnt) {
                 Ok(tree) if tree == want => {}

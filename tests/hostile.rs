@@ -224,6 +224,9 @@ fn forged_entries_are_rejected_and_the_peer_disconnected() {
         rejected_before[0]
     );
     s.assert_still_serving("forged");
+    // barrier: node 2 has since completed an anti-entropy session (with node 1, the only peer
+    // it reaches), which would have brought entries node 1 stored.
+    wait_passes([&s.c.nodes[1]], "sync", 1);
     assert_eq!(
         s.c.nodes[1].status()["rejected_entries"].as_u64().unwrap(),
         rejected_before[1]

@@ -11,7 +11,7 @@ mod common;
 mod rogue;
 
 use std::fs;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::rogue::*;
 use common::*;
@@ -163,13 +163,35 @@ fn removed_writer_back_dated_tombstones_are_refused_everywhere() {
     );
     // Nothing is deleted on any node, while anti-entropy and gossip run (a window: a deletion
     // that got in shows on the reader at once, and on the owner within a sync round).
+    // barrier: the window lasts until the owner and the reader have each completed two more
+    // anti-entropy sessions (status.passes.sync).
     let watch = Duration::from_secs(20);
-    let broken = wait_until(watch, || intact(owner).is_err() || intact(reader).is_err());
+    let want_syncs: Vec<u64> = [owner, reader]
+        .iter()
+        .map(|n| passes(n, "sync") + 2)
+        .collect();
+    let synced = || {
+        [owner, reader]
+            .iter()
+            .zip(&want_syncs)
+            .all(|(n, &want)| passes(n, "sync") >= want)
+    };
+    let started = Instant::now();
+    let ended = wait_until(Duration::from_secs(120), || {
+        intact(owner).is_err()
+            || intact(reader).is_err()
+            || (started.elapsed() >= watch && synced())
+    });
     assert!(
-        !broken,
+        intact(owner).is_ok() && intact(reader).is_ok(),
         "files lost: owner {:?}, reader {:?}",
         intact(owner),
         intact(reader)
+    );
+    assert!(
+        ended,
+        "barrier: the owner and the reader did not complete two more anti-entropy sessions{}",
+        c.report()
     );
     for n in [owner, reader] {
         let names: Vec<String> = fs::read_dir(n.p("@team"))

@@ -766,6 +766,45 @@ pub fn chunk_ids_in(chunks: &Path) -> std::collections::BTreeSet<String> {
     out
 }
 
+/// Passes of a background worker completed on `node` since it started: `status.passes.KIND`
+/// (`repair`, `gc`, `audit`, `sync`: anti-entropy sessions it started that completed).
+#[track_caller]
+pub fn passes(node: &Node, kind: &str) -> u64 {
+    let s = node.status();
+    s["passes"][kind]
+        .as_u64()
+        .unwrap_or_else(|| panic!("status has no passes.{kind}: {}", s["passes"]))
+}
+
+/// A positive barrier for "X did not happen": waits until the `kind` worker (see [`passes`])
+/// of every node of `nodes` has completed `more` passes after this call, so a pass that would
+/// have done X has had its chance on each.
+#[track_caller]
+pub fn wait_passes<'a>(nodes: impl IntoIterator<Item = &'a Node>, kind: &str, more: u64) {
+    let want: Vec<(&Node, u64)> = nodes
+        .into_iter()
+        .map(|n| (n, passes(n, kind) + more))
+        .collect();
+    let timeout = Duration::from_secs(120);
+    for (n, want) in want {
+        let mut now = 0;
+        let ok = wait_until(timeout, || {
+            now = n
+                .try_status()
+                .ok()
+                .and_then(|s| s["passes"][kind].as_u64())
+                .unwrap_or(now);
+            now >= want
+        });
+        assert!(
+            ok,
+            "barrier: {} completed {now} {kind} passes, not {want}, within {timeout:?}; log:\n{}",
+            n.dir.display(),
+            n.log_text()
+        );
+    }
+}
+
 /// The value of the field `key` in a log line (`key=value`, up to the next space), if the
 /// line has it.
 pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
