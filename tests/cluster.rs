@@ -441,6 +441,14 @@ fn wrong_network_key_is_refused() {
         panic!("node 2: {e}{}", report_b(&b));
     }
 
+    // barrier: node B has dialed node 1 and failed (the handshake needs the same key).
+    assert!(
+        wait_until(SPREAD_TIMEOUT, || b.count_log_lines(
+            |l| l.contains("cannot connect to a bootstrap address")
+        ) > 0),
+        "node B never tried its bootstrap address{}",
+        report_b(&b)
+    );
     // For 12 s (longer than the 10 s anti-entropy period) node B stays out.
     let deadline = Instant::now() + Duration::from_secs(12);
     let mut checks = 0;
@@ -957,9 +965,24 @@ fn node_restarted_with_stale_data_converges_and_deletions_stick() {
     eprintln!("the restarted node converged in {:?}", t.elapsed());
 
     // Several anti-entropy rounds later nothing stale has come back, on any node.
+    // barrier: every node has started and completed two more anti-entropy sessions
+    // (status.passes.sync); a session merges both ways.
+    let want_syncs: Vec<u64> = c.nodes.iter().map(|n| passes(n, "sync") + 2).collect();
+    let synced = || {
+        c.nodes
+            .iter()
+            .zip(&want_syncs)
+            .all(|(n, &want)| passes(n, "sync") >= want)
+    };
     let until = Instant::now() + Duration::from_secs(4 * sync_secs + 2);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut rounds = 0;
-    while Instant::now() < until {
+    while Instant::now() < until || !synced() {
+        assert!(
+            Instant::now() < deadline,
+            "barrier: the nodes did not complete two more anti-entropy sessions{}",
+            c.report()
+        );
         for (i, n) in c.nodes.iter().enumerate() {
             match describe(&n.mnt) {
                 Ok(tree) if tree == want => {}

@@ -37,6 +37,34 @@ fn stores(c: &Cluster) -> Vec<BTreeSet<String>> {
     c.nodes.iter().map(|n| n.chunk_ids()).collect()
 }
 
+/// A positive barrier for "GC did not collect X": writes a decoy file (its own content,
+/// seeded by `seed`), waits until every node stores its chunks, deletes it, and waits until
+/// its chunks have left every store. Each node has then run a collection pass more than a
+/// grace period after this call, which would have collected any chunk unreferenced since
+/// before it.
+#[track_caller]
+fn wait_collection_pass(c: &Cluster, seed: u64) {
+    let name = format!("decoy-{seed}.bin");
+    let decoy = random_bytes(seed, 3 * CHUNK);
+    write_and_close(&c.nodes[0].p(&name), &decoy).unwrap();
+    let ids = chunks_of(c, &name);
+    assert!(
+        wait_until(SPREAD_TIMEOUT, || stores(c)
+            .iter()
+            .all(|s| ids.is_subset(s))),
+        "barrier: the decoy's chunks did not reach every node: {}",
+        c.report()
+    );
+    std::fs::remove_file(c.nodes[0].p(&name)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || stores(c)
+            .iter()
+            .all(|s| s.is_disjoint(&ids))),
+        "barrier: the decoy's chunks were not collected everywhere{}",
+        c.report()
+    );
+}
+
 #[test]
 fn deleted_and_overwritten_data_leaves_every_node_and_tombstones_expire() {
     let c = gc_cluster(3);
@@ -119,8 +147,8 @@ fn a_long_write_keeps_its_chunks_and_is_checkpointed() {
         "no checkpoint of the open file reached another node in 8 s"
     );
     close_checked(f).unwrap();
-    // Past several grace periods, every node still reads it whole, and it has 3 copies.
-    std::thread::sleep(Duration::from_secs(5));
+    // Past a collection on every node, every node still reads it whole, and it has 3 copies.
+    wait_collection_pass(&c, 0xdec0);
     for n in &c.nodes {
         wait_for_file(&n.p("slow.bin"), &data, SPREAD_TIMEOUT).unwrap();
     }
@@ -152,7 +180,7 @@ fn content_written_again_just_before_collection_survives() {
     // `where` asks node 1 (index 0): the complete entry (not only the create) must have reached it.
     wait_for_file(&c.nodes[0].p("y.bin"), &data, SPREAD_TIMEOUT).unwrap();
     assert_eq!(chunks_of(&c, "y.bin"), chunks);
-    std::thread::sleep(Duration::from_secs(6));
+    wait_collection_pass(&c, 0xdec1);
     for (i, n) in c.nodes.iter().enumerate() {
         assert!(
             chunks.is_subset(&n.chunk_ids()),

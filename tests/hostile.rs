@@ -87,7 +87,8 @@ impl Setup {
         }
     }
 
-    /// Node 1 counted offences, disconnected the rogue and blocked nobody.
+    /// Node 1 counted offences, disconnected the rogue and blocked nobody; node 2, which only
+    /// hears node 1, counts no offender.
     #[track_caller]
     fn assert_disconnected_not_blocked(&self, min_disconnects: u64) {
         let h = hostile(&self.c.nodes[0]);
@@ -96,6 +97,9 @@ impl Setup {
             "disconnects: {h}"
         );
         assert_eq!(h["blocks"], 0, "fresh identities are not blocked: {h}");
+        // barrier: a file node 1 writes now reaches node 2, so whatever node 1 would have
+        // passed on from the rogue has had its chance to get there too.
+        wait_later_file(&self.c.nodes[0], &[&self.c.nodes[1]], "after-the-rogue.txt");
         // The honest node is nobody's offender.
         assert_eq!(hostile(&self.c.nodes[1])["offending_peers"], 0);
     }
@@ -128,7 +132,7 @@ fn malformed_frames_and_gossip_disconnect_the_peer() {
     wait_offences(&s.c.nodes[0], "malformed", 2);
     wait_offences(&s.c.nodes[0], "invalid_gossip", 2);
     s.assert_disconnected_not_blocked(4);
-    // Invalid gossip is not forwarded: node 2 never saw it.
+    // Invalid gossip is not forwarded: node 2 never saw it (after the barrier above).
     assert_eq!(offences(&s.c.nodes[1], "invalid_gossip"), 0);
     s.assert_still_serving("malformed");
 }
@@ -220,6 +224,9 @@ fn forged_entries_are_rejected_and_the_peer_disconnected() {
         rejected_before[0]
     );
     s.assert_still_serving("forged");
+    // barrier: node 2 has since completed an anti-entropy session (with node 1, the only peer
+    // it reaches), which would have brought entries node 1 stored.
+    wait_passes([&s.c.nodes[1]], "sync", 1);
     assert_eq!(
         s.c.nodes[1].status()["rejected_entries"].as_u64().unwrap(),
         rejected_before[1]
@@ -501,7 +508,26 @@ fn a_peer_on_another_placement_rule_holds_back_dropping_surplus_copies() {
         c.report()
     );
     // A few more passes: nothing dropped, and the nodes say why.
-    std::thread::sleep(Duration::from_secs(6));
+    // barrier: two more repair passes that kept surplus copies, on each of nodes 1 and 2 that
+    // keeps any (a node without surplus has nothing to drop).
+    let kept_passes = |n: &Node| {
+        n.count_log_lines(|l| {
+            log_field(l, "kept_for_peers_on_another_rule").is_some_and(|v| v != "0")
+        })
+    };
+    let kept_before: Vec<usize> = c.nodes[..2].iter().map(kept_passes).collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let grew: Vec<bool> = c.nodes[..2]
+                .iter()
+                .zip(&kept_before)
+                .map(|(n, &k)| kept_passes(n) >= k + 2)
+                .collect();
+            grew.iter().any(|&g| g) && grew.iter().zip(&kept_before).all(|(&g, &k)| g || k == 0)
+        }),
+        "no two more repair passes kept surplus copies (before: {kept_before:?}){}",
+        c.report()
+    );
     for n in &c.nodes[..2] {
         assert_eq!(
             n.chunk_ids().len(),

@@ -18,7 +18,7 @@ use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -84,9 +84,22 @@ fn closed(s: &TcpStream) -> bool {
     }
 }
 
+/// How far [`stall`] got: the most connections it held at once, and its rounds so far.
+#[derive(Default)]
+struct StallProgress {
+    most_open: AtomicUsize,
+    rounds: AtomicUsize,
+}
+
 /// Keeps [`STALLED`] silent connections open to `dst` from `sources` (round robin), replacing
-/// those the node closes, once a second, until `stop`. Returns the most it had open at once.
-fn stall(dst: SocketAddrV4, sources: Vec<Ipv4Addr>, stop: Arc<AtomicBool>) -> usize {
+/// those the node closes, once a second, until `stop`. Returns the most it had open at once,
+/// which it also publishes in `progress` after every round.
+fn stall(
+    dst: SocketAddrV4,
+    sources: Vec<Ipv4Addr>,
+    stop: Arc<AtomicBool>,
+    progress: Arc<StallProgress>,
+) -> usize {
     let mut open: Vec<TcpStream> = Vec::new();
     let mut most = 0;
     let mut i = 0usize;
@@ -101,6 +114,8 @@ fn stall(dst: SocketAddrV4, sources: Vec<Ipv4Addr>, stop: Arc<AtomicBool>) -> us
             i += 1;
         }
         most = most.max(open.len());
+        progress.most_open.store(most, Ordering::Relaxed);
+        progress.rounds.fetch_add(1, Ordering::Relaxed);
         thread::sleep(Duration::from_secs(1));
     }
     most
@@ -134,13 +149,15 @@ fn stalled_connections_cannot_exhaust_a_nodes_file_descriptors() {
     let port = tcp_port(&c.nodes[0].listen_addr());
     let target = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
     let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(StallProgress::default());
     let attacker = {
-        let stop = stop.clone();
+        let (stop, progress) = (stop.clone(), progress.clone());
         thread::spawn(move || {
             stall(
                 target,
                 vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)],
                 stop,
+                progress,
             )
         })
     };
@@ -154,8 +171,20 @@ fn stalled_connections_cannot_exhaust_a_nodes_file_descriptors() {
         }
     }
     let _stop = StopOnDrop(stop_attack);
-    // Let the attack fill what it can (a few rounds of replacing closed connections).
-    thread::sleep(Duration::from_secs(5));
+    // barrier: the attack has held half its connections (what the end of the test requires it
+    // reached) and had five rounds of replacing those the node closed, so what follows runs
+    // under it.
+    let (most, rounds) = (
+        || progress.most_open.load(Ordering::Relaxed),
+        || progress.rounds.load(Ordering::Relaxed),
+    );
+    assert!(
+        wait_until(Duration::from_secs(90), || most() >= STALLED / 2
+            && rounds() >= 5),
+        "the attacker held at most {} connections in {} rounds",
+        most(),
+        rounds()
+    );
 
     // The control socket answers and the node runs.
     let status = c.nodes[0]

@@ -16,9 +16,9 @@ mod common;
 #[path = "../examples/rogue_peer.rs"]
 mod rogue;
 
+use std::collections::BTreeSet;
 use std::fs;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::rogue::*;
 use common::*;
@@ -102,19 +102,43 @@ fn cross_volume_tombstones_touch_no_other_volume() {
         });
         assert!(ok, "node {}: tombstones not taken{}", i + 1, c.report());
     }
-    // ... and several GC grace periods pass.
-    let watch_until = Instant::now() + Duration::from_secs(12);
-    while Instant::now() < watch_until {
-        for (i, n) in c.nodes.iter().enumerate() {
-            assert_eq!(
-                status_u64(n, &["gc", "deleted_chunks"]),
-                0,
-                "node {} deleted chunks{}",
-                i + 1,
-                c.report()
-            );
-        }
-        thread::sleep(Duration::from_millis(500));
+    // ... and GC collects on every node after them: it deletes a decoy file's chunks and
+    // nothing else.
+    // barrier: a decoy written and deleted now has its chunks collected on both nodes, so
+    // each has collected more than a grace period after the tombstones came (which would
+    // have taken the victims' chunks too).
+    let decoy = random_bytes(0xdec0, 200 * KIB);
+    write_and_close(&c.nodes[0].p("decoy.bin"), &decoy).unwrap();
+    let decoy_ids: BTreeSet<String> = c.nodes[0]
+        .where_chunk_ids("decoy.bin")
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        wait_until(SPREAD_TIMEOUT, || c
+            .nodes
+            .iter()
+            .all(|n| decoy_ids.is_subset(&n.chunk_ids()))),
+        "barrier: the decoy's chunks did not reach both nodes{}",
+        c.report()
+    );
+    fs::remove_file(c.nodes[0].p("decoy.bin")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || c
+            .nodes
+            .iter()
+            .all(|n| decoy_ids.is_disjoint(&n.chunk_ids()))),
+        "barrier: the decoy's chunks were not collected{}",
+        c.report()
+    );
+    for (i, n) in c.nodes.iter().enumerate() {
+        assert_eq!(
+            status_u64(n, &["gc", "deleted_chunks"]),
+            decoy_ids.len() as u64,
+            "node {} deleted chunks other than the decoy's{}",
+            i + 1,
+            c.report()
+        );
     }
     assert_file_eq(&c.nodes[0].p("@home/secret.bin"), &secret);
     for n in &c.nodes {

@@ -181,13 +181,39 @@ fn fake_holder_is_caught_and_no_copy_is_dropped_on_its_word() {
         );
     }
 
-    // Repair passes run every 2 s: for 20 s, no honest copy of either file goes.
+    // barrier: an honest node's repair pass has met copies the rogues claim and kept them
+    // unproven (`kept_unproven` in its log line): dropping on their word was on the table.
+    let kept_unproven =
+        |n: &Node| n.count_log_lines(|l| log_field(l, "kept_unproven").is_some_and(|v| v != "0"));
+    assert!(
+        wait_until(Duration::from_secs(60), || c
+            .nodes
+            .iter()
+            .any(|n| kept_unproven(n) > 0)),
+        "no repair pass met a copy the rogues claim{}",
+        c.report()
+    );
+    // Repair passes run every 2 s: for 20 s, and until every honest node has completed three
+    // more (barrier: status.passes.repair), no honest copy of either file goes.
+    let want_passes: Vec<u64> = c.nodes.iter().map(|n| passes(n, "repair") + 3).collect();
+    let passed = || {
+        c.nodes
+            .iter()
+            .zip(&want_passes)
+            .all(|(n, &want)| passes(n, "repair") >= want)
+    };
     let watch_until = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < watch_until {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < watch_until || !passed() {
         let short = short_of(&honest_copies(&c, &all), 2);
         assert!(
             short.is_empty(),
             "honest nodes dropped copies on the rogues' word: {short:?}{}",
+            c.report()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "barrier: the honest nodes did not complete three more repair passes{}",
             c.report()
         );
         thread::sleep(Duration::from_millis(500));

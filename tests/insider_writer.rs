@@ -11,7 +11,7 @@ mod common;
 mod rogue;
 
 use std::fs;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::rogue::*;
 use common::*;
@@ -150,15 +150,48 @@ fn removed_writer_back_dated_tombstones_are_refused_everywhere() {
         })
         .collect();
 
+    assert_eq!(made.len(), 3, "{events:?}");
+    // barrier: both targets have judged the tombstones (their refusals are counted).
+    let judged = || {
+        let now: Vec<u64> = c.nodes.iter().map(rejected).collect();
+        now[0] >= before[0] + made[2] && now[2] >= before[2] + made[0]
+    };
+    assert!(
+        wait_until(SPREAD_TIMEOUT, judged),
+        "the tombstones were not judged: {before:?} -> {:?}, made {made:?}",
+        c.nodes.iter().map(rejected).collect::<Vec<_>>()
+    );
     // Nothing is deleted on any node, while anti-entropy and gossip run (a window: a deletion
     // that got in shows on the reader at once, and on the owner within a sync round).
+    // barrier: the window lasts until the owner and the reader have each completed two more
+    // anti-entropy sessions (status.passes.sync).
     let watch = Duration::from_secs(20);
-    let broken = wait_until(watch, || intact(owner).is_err() || intact(reader).is_err());
+    let want_syncs: Vec<u64> = [owner, reader]
+        .iter()
+        .map(|n| passes(n, "sync") + 2)
+        .collect();
+    let synced = || {
+        [owner, reader]
+            .iter()
+            .zip(&want_syncs)
+            .all(|(n, &want)| passes(n, "sync") >= want)
+    };
+    let started = Instant::now();
+    let ended = wait_until(Duration::from_secs(120), || {
+        intact(owner).is_err()
+            || intact(reader).is_err()
+            || (started.elapsed() >= watch && synced())
+    });
     assert!(
-        !broken,
+        intact(owner).is_ok() && intact(reader).is_ok(),
         "files lost: owner {:?}, reader {:?}",
         intact(owner),
         intact(reader)
+    );
+    assert!(
+        ended,
+        "barrier: the owner and the reader did not complete two more anti-entropy sessions{}",
+        c.report()
     );
     for n in [owner, reader] {
         let names: Vec<String> = fs::read_dir(n.p("@team"))
@@ -170,7 +203,6 @@ fn removed_writer_back_dated_tombstones_are_refused_everywhere() {
             "a conflict copy: {names:?}"
         );
     }
-    assert_eq!(made.len(), 3, "{events:?}");
     // The volume's root, its directory and its three files.
     assert!(made.iter().all(|&n| n >= 5), "{made:?}");
     // Every push was refused whole, and counted.

@@ -85,7 +85,8 @@ fn partition_then_heal_reconciles_without_losing_writes() {
     write_and_close(&lab.cluster.nodes[0].p("same.txt"), b"written on side A\n").unwrap();
     std::thread::sleep(Duration::from_millis(50));
     write_and_close(&lab.cluster.nodes[1].p("same.txt"), b"written on side B\n").unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // barrier: node 2 has heard nothing from node 1 since the cut, for its suspect period.
+    wait_unheard(&lab.cluster.nodes[1], &lab.cluster.nodes[0].peer_id());
     assert!(
         !lab.cluster.nodes[1].p("side-a.bin").exists(),
         "the partition did not hold"

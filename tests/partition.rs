@@ -50,7 +50,8 @@ fn same_file_changed_on_both_sides_and_delete_against_modify() {
         f.write_all(b"kept by B\n").unwrap();
         close_checked(f).unwrap();
     }
-    std::thread::sleep(Duration::from_secs(1));
+    // barrier: B has heard nothing from A since the cut, for its suspect period.
+    wait_unheard(b, &a.peer_id());
     assert_eq!(
         std::fs::read(b.p("shared.txt")).unwrap(),
         b"changed on side B, later\n",

@@ -66,7 +66,8 @@ fn a_volume_is_shared_read_only_then_read_write_then_taken_away_and_others_learn
     write_and_close(&team_a.join(secret_dir).join(secret_name), &marker).unwrap();
 
     // Before sharing: B is no member and sees nothing; it still stores the volume's data.
-    std::thread::sleep(Duration::from_secs(2));
+    // barrier: a file A writes afterwards (in the network volume) has reached B.
+    wait_later_file(a, &[b], "after-the-volume.txt");
     assert!(!b.p("@team-volume").exists());
     assert_eq!(volume_names(b), vec!["/", "/@home"]);
 
@@ -220,7 +221,8 @@ fn one_user_on_two_machines_has_one_personal_volume_that_nobody_else_reads() {
     wait_for_file(&c.nodes[2].p("@home/diary.bin"), &data, SPREAD_TIMEOUT)
         .unwrap_or_else(|e| panic!("the user's second machine: {e}"));
     // The other user's @home is their own, and empty.
-    std::thread::sleep(Duration::from_secs(2));
+    // barrier: a file node 1 writes afterwards (in the network volume) has reached node 2.
+    wait_later_file(&c.nodes[0], &[&c.nodes[1]], "after-the-diary.txt");
     assert!(!c.nodes[1].p("@home/diary.bin").exists());
     assert_eq!(fs::read_dir(c.nodes[1].p("@home")).unwrap().count(), 0);
     // Moving between volumes is a copy (EXDEV for rename), as between filesystems.
