@@ -19,34 +19,34 @@ use crate::util::hlc::{Hlc, HlcClock};
 /// never holds the whole namespace decoded (at a million entries that peak was several
 /// hundred MB, most of which the allocator then kept).
 pub struct TreeLoader {
-    volume: VolumeId,
+    volume_id: VolumeId,
     tree: Tree,
     /// Observes every entry taken, of any volume: new versions are written after all of them.
     clock: HlcClock,
     /// Entries of this volume refused: by a non-writer, or not opening.
     pub rejected: usize,
     /// Who may write and the keys to open with; a copy of the volume's.
-    writers: Volume,
+    volume: Volume,
 }
 
 impl TreeLoader {
     pub fn new(volume: &Volume) -> Self {
         Self {
-            volume: volume.id,
+            volume_id: volume.id,
             tree: Tree::new(volume.root_id()),
             clock: HlcClock::new(),
             rejected: 0,
-            writers: volume.clone(),
+            volume: volume.clone(),
         }
     }
 
     /// Takes one stored entry; entries of other volumes only move the clock.
     pub fn take(&mut self, entry: &Entry) {
         self.clock.observe(entry.hlc);
-        if entry.volume != self.volume || VolumeRecord::is_record(entry) {
+        if entry.volume != self.volume_id || VolumeRecord::is_record(entry) {
             return;
         }
-        if !self.writers.can_write(entry) {
+        if !self.volume.can_write(entry) {
             tracing::warn!(entry = %entry.id, author = %entry.author, "entry by a non-writer refused");
             self.rejected += 1;
             return;
@@ -54,7 +54,7 @@ impl TreeLoader {
         if entry.deleted {
             return;
         }
-        match self.writers.open_entry(entry) {
+        match self.volume.open_entry(entry) {
             Ok(meta) => self.tree.upsert(entry, meta),
             Err(e) => {
                 tracing::warn!(entry = %entry.id, error = %e, "entry refused");

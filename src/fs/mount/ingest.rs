@@ -266,7 +266,7 @@ impl Mount {
             }
         }
         if !valid_records.is_empty() {
-            let _g = self.records.lock();
+            let _g = self.record_changes.lock();
             let committed = self.namespace.commit(&valid_records)?;
             report.applied += committed.applied.len();
             report.forgotten.extend(committed.forgotten);

@@ -90,7 +90,7 @@ pub struct Mount {
     /// Entries refused here (not counted by a core): non-writers of other volumes, bad records.
     rejected: AtomicU64,
     /// Serializes volume record changes made here.
-    records: Mutex<()>,
+    record_changes: Mutex<()>,
 }
 
 impl Mount {
@@ -156,7 +156,7 @@ impl Mount {
             held: Mutex::new(Held::default()),
             listings: Mutex::new(HashMap::new()),
             rejected: AtomicU64::new(rejected),
-            records: Mutex::new(()),
+            record_changes: Mutex::new(()),
         };
         // Every version stored, of any volume, is older than the next one written here.
         let clock_max = mount.clock.now();

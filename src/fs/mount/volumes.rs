@@ -144,7 +144,7 @@ impl Mount {
 
     /// Creates a volume owned by this user; it appears as `@NAME` in the mount.
     pub fn create_volume(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
-        let _g = self.records.lock();
+        let _g = self.record_changes.lock();
         let me = self.me();
         if name == "home"
             || self
@@ -169,7 +169,7 @@ impl Mount {
 
     /// Shares a volume of this user's with `user` (reader only when `read_only`).
     pub fn share(&self, name: &str, user: &UserKey, read_only: bool) -> Result<(), VolumeError> {
-        let _g = self.records.lock();
+        let _g = self.record_changes.lock();
         let (mut volume, base) = self.owned(name)?;
         if read_only && volume.writers.contains(&user.id) {
             let held = self.held_versions(&volume.id, &user.id)?;
@@ -185,7 +185,7 @@ impl Mount {
     /// on. Returns `None` when they were not a member, else how many of their versions did not
     /// fit the record and are refused from now on ([`Volume::revoke`]).
     pub fn unshare(&self, name: &str, user: &UserId) -> Result<Option<usize>, VolumeError> {
-        let _g = self.records.lock();
+        let _g = self.record_changes.lock();
         let (mut volume, base) = self.owned(name)?;
         let held = self.held_versions(&volume.id, user)?;
         let Some(left_out) = volume.unshare(user, self.clock.now(), held)? else {
