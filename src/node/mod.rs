@@ -367,7 +367,7 @@ impl Node {
         runtime.spawn(control::serve(
             control_listener,
             Arc::new(control::StatusSource {
-                core: core.clone(),
+                mount: core.clone(),
                 chunks: self.chunks.clone(),
                 cluster: cluster.clone(),
                 repair: repair.clone(),
@@ -375,7 +375,8 @@ impl Node {
                 gc: gc.clone(),
                 leave: leave_requested.clone(),
                 network_fingerprint: self.network_key.fingerprint(),
-                mount: std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+                mount_path: std::path::absolute(mountpoint)
+                    .unwrap_or_else(|_| mountpoint.to_path_buf()),
             }),
         ));
 

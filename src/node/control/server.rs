@@ -83,7 +83,7 @@ impl Drop for LeaveWaiter<'_> {
 
 /// What the server reports from: the node's parts.
 pub struct StatusSource {
-    pub core: Arc<Mount>,
+    pub mount: Arc<Mount>,
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
     pub repair: Arc<Repair>,
@@ -93,7 +93,7 @@ pub struct StatusSource {
     /// handoff's result back.
     pub leave: Arc<LeaveSignal>,
     pub network_fingerprint: String,
-    pub mount: PathBuf,
+    pub mount_path: PathBuf,
 }
 
 /// Bytes moved per piece by put and get.
@@ -110,7 +110,7 @@ impl StatusSource {
     /// point.
     fn relative(&self, path: &str) -> String {
         let p = std::path::Path::new(path);
-        match p.strip_prefix(&self.mount) {
+        match p.strip_prefix(&self.mount_path) {
             Ok(rest) if p.is_absolute() => rest.to_string_lossy().into_owned(),
             _ => path.to_string(),
         }
@@ -120,7 +120,7 @@ impl StatusSource {
     fn relative_bytes(&self, path: &[u8]) -> Vec<u8> {
         use std::os::unix::ffi::OsStrExt;
         let p = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
-        match p.strip_prefix(&self.mount) {
+        match p.strip_prefix(&self.mount_path) {
             Ok(rest) if p.is_absolute() => rest.as_os_str().as_bytes().to_vec(),
             _ => path.to_vec(),
         }
@@ -332,7 +332,7 @@ impl StatusSource {
     }
 
     async fn health(&self) -> Reply {
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let Ok(by_file) = tokio::task::spawn_blocking(move || mount.all_file_chunks()).await else {
             return io_error("health: task failed");
         };
@@ -417,7 +417,7 @@ impl StatusSource {
     }
 
     async fn ls(&self, path: String) -> Reply {
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let listed = tokio::task::spawn_blocking(move || {
             mount.list(&path).map_err(|e| format!("{path}: {e}"))
         });
@@ -448,7 +448,7 @@ impl StatusSource {
     }
 
     async fn rm(&self, path: String, recursive: bool) -> Reply {
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let shown = path.clone();
         match tokio::task::spawn_blocking(move || mount.remove(&path, recursive)).await {
             Ok(Ok(n)) => Reply::Done {
@@ -475,7 +475,7 @@ impl StatusSource {
         caller: crate::fs::Caller,
         reader: &mut R,
     ) -> Result<Reply, ControlError> {
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let shown = path.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<(), crate::fs::FsError> {
@@ -551,7 +551,7 @@ impl StatusSource {
         path: Vec<u8>,
         write: &mut W,
     ) -> Result<(), ControlError> {
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let shown = String::from_utf8_lossy(&path).into_owned();
         let opened =
             tokio::task::spawn_blocking(move || -> Result<(u64, u64), crate::fs::FsError> {
@@ -571,7 +571,7 @@ impl StatusSource {
         let mut offset = 0u64;
         let mut result = Ok(());
         while offset < size {
-            let mount = self.core.clone();
+            let mount = self.mount.clone();
             let want = (size - offset).min(PIECE as u64) as u32;
             let piece = tokio::task::spawn_blocking(move || {
                 mount.read(fh, offset, want).map(|b| b.to_vec())
@@ -598,7 +598,7 @@ impl StatusSource {
                 }
             }
         }
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let _ = tokio::task::spawn_blocking(move || mount.release(fh)).await;
         result?;
         write.flush().await?;
@@ -606,7 +606,7 @@ impl StatusSource {
     }
 
     async fn locate(&self, path: &str) -> Reply {
-        let core = self.core.clone();
+        let core = self.mount.clone();
         let p = path.to_string();
         let ids = match tokio::task::spawn_blocking(move || core.file_chunks(&p)).await {
             Ok(Ok(ids)) => ids,
@@ -647,7 +647,7 @@ impl StatusSource {
     }
 
     async fn status(&self) -> Status {
-        let stats = self.core.stats();
+        let stats = self.mount.stats();
         let chunks = self.chunks.clone();
         let stored = tokio::task::spawn_blocking(move || chunks.list().unwrap_or_default())
             .await
@@ -684,7 +684,7 @@ impl StatusSource {
             }
             .into(),
             peers,
-            mount: self.mount.display().to_string(),
+            mount: self.mount_path.display().to_string(),
             replication: {
                 let (factor, holding_nodes, copies) = self.copies_possible();
                 // Fewer live holders than R: no chunk stored here can have its R copies.
@@ -723,7 +723,7 @@ impl StatusSource {
             },
             gc: {
                 let last = self.gc.last();
-                let core = self.core.clone();
+                let core = self.mount.clone();
                 let (tombstones, forgotten) = tokio::task::spawn_blocking(move || {
                     let ns = core.namespace();
                     (
@@ -744,7 +744,7 @@ impl StatusSource {
             },
             files: stats.entries as u64,
             rejected_entries: stats.rejected_entries as u64,
-            held_entries: self.core.held_status(),
+            held_entries: self.mount.held_status(),
             // Hostile peers.
             hostile: self.cluster.net.guard.status(),
         }
@@ -888,7 +888,7 @@ async fn handle(
                 | Request::VolumeShare { .. }
                 | Request::VolumeUnshare { .. }),
             ) => {
-                let core = source.core.clone();
+                let core = source.mount.clone();
                 tokio::task::spawn_blocking(move || volume_command(&core, request))
                     .await
                     .unwrap_or_else(|e| Reply::Error {

@@ -65,7 +65,7 @@ struct StoredCount {
 
 /// What a scrape reads: the node's parts, as `p2pfs-ctl status` does.
 pub struct Source {
-    core: Arc<Mount>,
+    mount: Arc<Mount>,
     chunks: Arc<ChunkStore>,
     cluster: Arc<Cluster>,
     repair: Arc<Repair>,
@@ -76,14 +76,14 @@ pub struct Source {
 
 impl Source {
     pub fn new(
-        core: Arc<Mount>,
+        mount: Arc<Mount>,
         chunks: Arc<ChunkStore>,
         cluster: Arc<Cluster>,
         repair: Arc<Repair>,
         gc: Arc<Gc>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            core,
+            mount,
             chunks,
             cluster,
             repair,
@@ -120,7 +120,7 @@ impl Source {
                 slot.1 += 1;
             }
         }
-        let stats = self.core.stats();
+        let stats = self.mount.stats();
         let hostile = net.guard.status();
         let gc = self.gc.last();
         let router = &self.cluster.router;
