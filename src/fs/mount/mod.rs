@@ -52,6 +52,8 @@ pub struct MountParts {
     pub data_dir: PathBuf,
 }
 
+/// What the cores of every volume of the mount share (each core's [`CoreParts`] adds its
+/// volume, the user's signing key and the store; see [`core_parts`]).
 struct Template {
     origin: u64,
     chunks: Arc<ChunkStore>,
