@@ -333,7 +333,8 @@ impl Mount {
         Ok(report)
     }
 
-    /// Expires tombstones every member has seen (see [`FsCore::expire`]), in any volume.
+    /// Expires tombstones every member has seen (see
+    /// [`FsCore::expire`](crate::fs::FsCore::expire)), in any volume.
     pub fn expire(&self, tombstones: Vec<Entry>) -> FsResult<usize> {
         let mut by_volume: HashMap<VolumeId, Vec<Entry>> = HashMap::new();
         for t in tombstones {
