@@ -52,7 +52,7 @@ pub struct GcReport {
 
 pub struct Gc {
     router: Arc<ChunkRouter>,
-    core: Arc<Mount>,
+    mount: Arc<Mount>,
     membership: Arc<RwLock<Membership>>,
     control: libp2p_stream::Control,
     config: GcConfig,
@@ -73,14 +73,14 @@ fn leader_key(entry: &Entry) -> ChunkId {
 impl Gc {
     pub fn new(
         router: Arc<ChunkRouter>,
-        core: Arc<Mount>,
+        mount: Arc<Mount>,
         membership: Arc<RwLock<Membership>>,
         control: libp2p_stream::Control,
         config: GcConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             router,
-            core,
+            mount,
             membership,
             control,
             config,
@@ -119,7 +119,7 @@ impl Gc {
         loop {
             tokio::select! {
                 _ = checkpoint.tick() => {
-                    let core = self.core.clone();
+                    let core = self.mount.clone();
                     let _ = tokio::task::spawn_blocking(move || core.checkpoint()).await;
                 }
                 _ = pass.tick() => {
@@ -165,7 +165,7 @@ impl Gc {
     }
 
     async fn collect_chunks(&self, healthy: bool) -> (usize, usize) {
-        let (store, core) = (self.router.store().clone(), self.core.clone());
+        let (store, core) = (self.router.store().clone(), self.mount.clone());
         let found = tokio::task::spawn_blocking(move || {
             let held: Vec<ChunkId> = store.list()?.into_iter().map(|(id, _)| id).collect();
             let referenced = core
@@ -209,7 +209,7 @@ impl Gc {
         }
         let (store, core, grace) = (
             self.router.store().clone(),
-            self.core.clone(),
+            self.mount.clone(),
             self.config.grace,
         );
         let deleted = tokio::task::spawn_blocking(move || {
@@ -253,7 +253,7 @@ impl Gc {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let horizon = Hlc(now_ms.saturating_sub(self.config.grace.as_millis() as u64) << 16);
-        let core = self.core.clone();
+        let core = self.mount.clone();
         let Ok(Ok(old)) =
             tokio::task::spawn_blocking(move || core.namespace().tombstones(horizon)).await
         else {
@@ -281,7 +281,7 @@ impl Gc {
                 return 0;
             }
         }
-        let core = self.core.clone();
+        let core = self.mount.clone();
         tokio::task::spawn_blocking(move || core.expire(mine))
             .await
             .ok()

@@ -1,7 +1,10 @@
 //! Tests of the filesystem core without a kernel mount.
 
 use super::*;
+use crate::block::{ChunkCache, ChunkStore};
 use crate::identity::UserIdentity;
+use crate::namespace::{NamespaceStore, Volume};
+use std::sync::Arc;
 use std::time::Duration;
 
 struct Fixture {

@@ -25,13 +25,13 @@ use counters::{FuseOp, fuse_op};
 const MAX_IO: u32 = 1 << 20;
 
 pub struct FuseAdapter {
-    core: Arc<Mount>,
+    mount: Arc<Mount>,
     ttl: Duration,
 }
 
 impl FuseAdapter {
-    pub fn new(core: Arc<Mount>, ttl: Duration) -> Self {
-        Self { core, ttl }
+    pub fn new(mount: Arc<Mount>, ttl: Duration) -> Self {
+        Self { mount, ttl }
     }
 }
 
@@ -134,17 +134,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn destroy(&mut self) {
-        self.core.shutdown();
+        self.mount.shutdown();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _timer = fuse_op(FuseOp::Lookup);
-        self.entry(reply, self.core.lookup(parent.0, name.as_bytes()))
+        self.entry(reply, self.mount.lookup(parent.0, name.as_bytes()))
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _timer = fuse_op(FuseOp::Getattr);
-        self.attr(reply, self.core.getattr(ino.0))
+        self.attr(reply, self.mount.getattr(ino.0))
     }
 
     fn setattr(
@@ -174,12 +174,12 @@ impl Filesystem for FuseAdapter {
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
         };
-        self.attr(reply, self.core.setattr(ino.0, set))
+        self.attr(reply, self.mount.setattr(ino.0, set))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let _timer = fuse_op(FuseOp::Readlink);
-        match self.core.readlink(ino.0) {
+        match self.mount.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
@@ -198,7 +198,7 @@ impl Filesystem for FuseAdapter {
         let _timer = fuse_op(FuseOp::Mknod);
         self.entry(
             reply,
-            self.core
+            self.mount
                 .mknod(parent.0, name.as_bytes(), mode & !umask, caller(req)),
         )
     }
@@ -215,19 +215,19 @@ impl Filesystem for FuseAdapter {
         let _timer = fuse_op(FuseOp::Mkdir);
         self.entry(
             reply,
-            self.core
+            self.mount
                 .mkdir(parent.0, name.as_bytes(), mode & !umask, caller(req)),
         )
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _timer = fuse_op(FuseOp::Unlink);
-        empty(reply, self.core.unlink(parent.0, name.as_bytes()))
+        empty(reply, self.mount.unlink(parent.0, name.as_bytes()))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _timer = fuse_op(FuseOp::Rmdir);
-        empty(reply, self.core.rmdir(parent.0, name.as_bytes()))
+        empty(reply, self.mount.rmdir(parent.0, name.as_bytes()))
     }
 
     fn symlink(
@@ -241,7 +241,7 @@ impl Filesystem for FuseAdapter {
         let _timer = fuse_op(FuseOp::Symlink);
         self.entry(
             reply,
-            self.core.symlink(
+            self.mount.symlink(
                 parent.0,
                 link_name.as_bytes(),
                 target.as_os_str().as_bytes(),
@@ -268,7 +268,7 @@ impl Filesystem for FuseAdapter {
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         empty(
             reply,
-            self.core.rename(
+            self.mount.rename(
                 parent.0,
                 name.as_bytes(),
                 newparent.0,
@@ -294,9 +294,9 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _timer = fuse_op(FuseOp::Open);
-        match self.core.open(ino.0, writable(flags)) {
+        match self.mount.open(ino.0, writable(flags)) {
             Ok(fh) => {
-                let keep = if self.core.keep_kernel_cache(ino.0) {
+                let keep = if self.mount.keep_kernel_cache(ino.0) {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
                     FopenFlags::empty()
@@ -320,7 +320,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let _timer = fuse_op(FuseOp::Read);
         tracing::trace!(fh = fh.0, offset, size, "read");
-        match self.core.read(fh.0, offset, size) {
+        match self.mount.read(fh.0, offset, size) {
             Ok(data) => {
                 crate::fuse::counters::fuse_read(data.len());
                 reply.data(&data)
@@ -343,7 +343,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let _timer = fuse_op(FuseOp::Write);
         tracing::trace!(fh = fh.0, offset, size = data.len(), "write");
-        match self.core.write(fh.0, offset, data) {
+        match self.mount.write(fh.0, offset, data) {
             Ok(n) => {
                 crate::fuse::counters::fuse_written(n as usize);
                 reply.written(n)
@@ -361,7 +361,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _timer = fuse_op(FuseOp::Flush);
-        empty(reply, self.core.flush(fh.0))
+        empty(reply, self.mount.flush(fh.0))
     }
 
     fn release(
@@ -375,7 +375,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _timer = fuse_op(FuseOp::Release);
-        empty(reply, self.core.release(fh.0))
+        empty(reply, self.mount.release(fh.0))
     }
 
     fn fsync(
@@ -387,12 +387,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _timer = fuse_op(FuseOp::Fsync);
-        empty(reply, self.core.fsync(fh.0))
+        empty(reply, self.mount.fsync(fh.0))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _timer = fuse_op(FuseOp::Opendir);
-        opened(reply, self.core.opendir(ino.0))
+        opened(reply, self.mount.opendir(ino.0))
     }
 
     fn readdir(
@@ -404,7 +404,7 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectory,
     ) {
         let _timer = fuse_op(FuseOp::Readdir);
-        match self.core.readdir(fh.0) {
+        match self.mount.readdir(fh.0) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
                     if reply.add(
@@ -431,7 +431,7 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let _timer = fuse_op(FuseOp::Readdirplus);
-        match self.core.readdir(fh.0) {
+        match self.mount.readdir(fh.0) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
                     let full = reply.add(
@@ -461,7 +461,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _timer = fuse_op(FuseOp::Releasedir);
-        self.core.releasedir(fh.0);
+        self.mount.releasedir(fh.0);
         reply.ok();
     }
 
@@ -480,7 +480,7 @@ impl Filesystem for FuseAdapter {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let _timer = fuse_op(FuseOp::Statfs);
-        match self.core.statfs() {
+        match self.mount.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
@@ -492,7 +492,7 @@ impl Filesystem for FuseAdapter {
         let _timer = fuse_op(FuseOp::Access);
         // With default_permissions the kernel checks mode bits itself; this only reports
         // whether the inode exists.
-        match self.core.getattr(ino.0) {
+        match self.mount.getattr(ino.0) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -510,7 +510,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let _timer = fuse_op(FuseOp::Create);
         let writable = writable(OpenFlags(flags));
-        match self.core.create(
+        match self.mount.create(
             parent.0,
             name.as_bytes(),
             mode & !umask,

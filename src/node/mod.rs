@@ -369,12 +369,12 @@ impl Node {
         runtime.spawn(control::serve(
             control_listener,
             Arc::new(control::StatusSource {
-                core: core.clone(),
+                mount: core.clone(),
                 chunks: self.chunks.clone(),
                 cluster: cluster.clone(),
                 repair: repair.clone(),
                 leave: leave_requested.clone(),
-                mount: status.mount_point.clone(),
+                mount_path: status.mount_point.clone(),
                 status,
             }),
         ));

@@ -83,14 +83,14 @@ impl Drop for LeaveWaiter<'_> {
 
 /// What the server reports from: the node's parts.
 pub struct StatusSource {
-    pub core: Arc<Mount>,
+    pub mount: Arc<Mount>,
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
     pub repair: Arc<Repair>,
     /// Signalled by a `leave` request (the node then leaves as on SIGTERM); carries the
     /// handoff's result back.
     pub leave: Arc<LeaveSignal>,
-    pub mount: PathBuf,
+    pub mount_path: PathBuf,
     /// The `status` reply, read by the same code as the metrics scrape.
     pub status: Arc<crate::node::status::StatusReader>,
 }
@@ -109,7 +109,7 @@ impl StatusSource {
     /// point.
     fn relative(&self, path: &str) -> String {
         let p = std::path::Path::new(path);
-        match p.strip_prefix(&self.mount) {
+        match p.strip_prefix(&self.mount_path) {
             Ok(rest) if p.is_absolute() => rest.to_string_lossy().into_owned(),
             _ => path.to_string(),
         }
@@ -119,7 +119,7 @@ impl StatusSource {
     fn relative_bytes(&self, path: &[u8]) -> Vec<u8> {
         use std::os::unix::ffi::OsStrExt;
         let p = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
-        match p.strip_prefix(&self.mount) {
+        match p.strip_prefix(&self.mount_path) {
             Ok(rest) if p.is_absolute() => rest.as_os_str().as_bytes().to_vec(),
             _ => path.to_vec(),
         }
@@ -331,7 +331,7 @@ impl StatusSource {
     }
 
     async fn health(&self) -> Reply {
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let Ok(by_file) = tokio::task::spawn_blocking(move || mount.all_file_chunks()).await else {
             return io_error("health: task failed");
         };
@@ -416,7 +416,7 @@ impl StatusSource {
     }
 
     async fn ls(&self, path: String) -> Reply {
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let listed = tokio::task::spawn_blocking(move || {
             mount.list(&path).map_err(|e| format!("{path}: {e}"))
         });
@@ -447,7 +447,7 @@ impl StatusSource {
     }
 
     async fn rm(&self, path: String, recursive: bool) -> Reply {
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let shown = path.clone();
         match tokio::task::spawn_blocking(move || mount.remove(&path, recursive)).await {
             Ok(Ok(n)) => Reply::Done {
@@ -474,7 +474,7 @@ impl StatusSource {
         caller: crate::fs::Caller,
         reader: &mut R,
     ) -> Result<Reply, ControlError> {
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let shown = path.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<(), crate::fs::FsError> {
@@ -550,7 +550,7 @@ impl StatusSource {
         path: Vec<u8>,
         write: &mut W,
     ) -> Result<(), ControlError> {
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let shown = String::from_utf8_lossy(&path).into_owned();
         let opened =
             tokio::task::spawn_blocking(move || -> Result<(u64, u64), crate::fs::FsError> {
@@ -570,7 +570,7 @@ impl StatusSource {
         let mut offset = 0u64;
         let mut result = Ok(());
         while offset < size {
-            let mount = self.core.clone();
+            let mount = self.mount.clone();
             let want = (size - offset).min(PIECE as u64) as u32;
             let piece = tokio::task::spawn_blocking(move || {
                 mount.read(fh, offset, want).map(|b| b.to_vec())
@@ -597,7 +597,7 @@ impl StatusSource {
                 }
             }
         }
-        let mount = self.core.clone();
+        let mount = self.mount.clone();
         let _ = tokio::task::spawn_blocking(move || mount.release(fh)).await;
         result?;
         write.flush().await?;
@@ -605,7 +605,7 @@ impl StatusSource {
     }
 
     async fn locate(&self, path: &str) -> Reply {
-        let core = self.core.clone();
+        let core = self.mount.clone();
         let p = path.to_string();
         let ids = match tokio::task::spawn_blocking(move || core.file_chunks(&p)).await {
             Ok(Ok(ids)) => ids,
@@ -783,7 +783,7 @@ async fn handle(
                 | Request::VolumeShare { .. }
                 | Request::VolumeUnshare { .. }),
             ) => {
-                let core = source.core.clone();
+                let core = source.mount.clone();
                 tokio::task::spawn_blocking(move || volume_command(&core, request))
                     .await
                     .unwrap_or_else(|e| Reply::Error {

@@ -1,9 +1,12 @@
 //! Mounts of several users exchanging entries, without a kernel or a network.
 
+use super::ingest::{Held, MAX_HELD, held_size};
 use super::*;
 use crate::block::ChunkStore;
+use crate::fs::{Caller, ROOT_INO};
 use crate::identity::NetworkKey;
 use crate::namespace::entry::{EntryId, EntryKind, EntryMeta, EntrySealer, Timestamp};
+use crate::namespace::volume::UserKey;
 use crate::util::hlc::Hlc;
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
