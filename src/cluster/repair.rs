@@ -501,11 +501,10 @@ struct ChunkPlan {
     id: ChunkId,
     /// The owners this node places the chunk's copies on ([`target_owners`]).
     owners: Vec<PeerId>,
-    /// The chunk's ranking down to this node, or down to the last owner when that is further
-    /// (the peers asked about it); the rest of the ranking is not kept.
-    ranked_prefix: Vec<PeerId>,
-    /// This node's rank for the chunk (the ranking's length when it is not in it).
-    my_rank: usize,
+    /// The peers ranked above this node for the chunk (all of them when it is not ranked):
+    /// this node is responsible for the chunk unless one of them holds it. The rest of the
+    /// ranking is not kept.
+    above: Vec<PeerId>,
 }
 
 /// Plans a pass over `held`: each chunk's [`ChunkPlan`], and which chunks to ask each peer
@@ -518,26 +517,20 @@ fn plan_pass(
     let mut plans = Vec::with_capacity(held.len());
     let mut asks: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
     for id in held {
-        let ranked = view.placement.ranked(&id);
+        let mut above = view.placement.ranked(&id);
+        if let Some(my_rank) = above.iter().position(|p| *p == view.local) {
+            above.truncate(my_rank);
+        }
+        above.shrink_to_fit();
         let owners = target_owners(&view.placement, &id, view.replicas, &view.failed);
-        let my_rank = ranked
-            .iter()
-            .position(|p| *p == view.local)
-            .unwrap_or(ranked.len());
-        let ranked_prefix = ranked[..my_rank.max(owners.len()).min(ranked.len())].to_vec();
-        // A stand-in owner may be ranked below that prefix.
-        let stand_ins = owners.iter().filter(|o| !ranked_prefix.contains(o));
-        for p in ranked_prefix.iter().chain(stand_ins) {
+        // The owners ranked below this node (or standing in for failed ones) are asked too.
+        let others = owners.iter().filter(|o| !above.contains(o));
+        for p in above.iter().chain(others) {
             if *p != view.local && !view.failed.contains(p) {
                 asks.entry(*p).or_default().push(id);
             }
         }
-        plans.push(ChunkPlan {
-            id,
-            owners,
-            ranked_prefix,
-            my_rank,
-        });
+        plans.push(ChunkPlan { id, owners, above });
     }
     (plans, asks)
 }
@@ -569,12 +562,7 @@ fn decide_pass(
     };
     let mut decided = PassDecisions::default();
     for plan in plans {
-        let ChunkPlan {
-            id,
-            owners,
-            ranked_prefix,
-            my_rank,
-        } = plan;
+        let ChunkPlan { id, owners, above } = plan;
         let i_own = owners.contains(&local);
         let all_owners_hold = owners.iter().all(|o| holds(o, &id));
         if !i_own && all_owners_hold && !owners.is_empty() {
@@ -586,7 +574,7 @@ fn decide_pass(
             continue;
         }
         // Responsible: no node ranked above us holds it.
-        let responsible = ranked_prefix.iter().take(my_rank).all(|p| !holds(p, &id));
+        let responsible = above.iter().all(|p| !holds(p, &id));
         if !responsible {
             continue;
         }
@@ -749,7 +737,10 @@ mod tests {
                 let (plans, asks) = plan_pass(&view, held.clone());
                 assert_eq!(asks, want_asks);
                 for plan in &plans {
-                    assert!(plan.ranked_prefix.len() <= plan.my_rank.max(plan.owners.len()));
+                    // Only the peers ranked above this node are kept.
+                    let ranked = placement.ranked(&plan.id);
+                    let my_rank = ranked.iter().position(|p| *p == local);
+                    assert_eq!(plan.above.len(), my_rank.unwrap_or(ranked.len()));
                 }
                 let known: HashMap<(PeerId, ChunkId), bool> = asks
                     .iter()

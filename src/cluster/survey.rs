@@ -339,6 +339,107 @@ fn judge(
 }
 
 #[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::proof::proof;
+
+    #[test]
+    fn claimants_are_judged_by_the_bytes_or_by_an_equal_proof() {
+        let nonce = [7u8; 32];
+        let (held, vouched, lone) = (ChunkId([1; 32]), ChunkId([2; 32]), ChunkId([3; 32]));
+        let group = [held, vouched, lone];
+        let copy = b"the copy held here".to_vec();
+        let other = b"a copy held by two peers only".to_vec();
+        let bytes: HashMap<ChunkId, Vec<u8>> = [(held, copy.clone())].into();
+        // Peer 0 holds everything; peer 1 lies about `held` and holds `vouched`; peer 2 says
+        // it does not hold `held` after claiming it, and does not answer for `lone`; peer 3
+        // claims nothing.
+        let claims = vec![
+            vec![true, true, true],
+            vec![true, true, false],
+            vec![true, false, true],
+            vec![false, false, false],
+        ];
+        let answers: Vec<HashMap<ChunkId, Option<Proof>>> = vec![
+            [
+                (held, Some(proof(&nonce, &copy))),
+                (vouched, Some(proof(&nonce, &other))),
+                (lone, Some([9; 32])),
+            ]
+            .into(),
+            [
+                (held, Some([0; 32])),
+                (vouched, Some(proof(&nonce, &other))),
+            ]
+            .into(),
+            [(held, None)].into(),
+            HashMap::new(),
+        ];
+        let verdicts = judge(&nonce, &group, &claims, &answers, &bytes);
+        assert_eq!(
+            verdicts,
+            vec![
+                vec![
+                    (0, Possession::Proven),
+                    (1, Possession::Failed),
+                    (2, Possession::Missing)
+                ],
+                // Two equal proofs count without the bytes.
+                vec![(0, Possession::Proven), (1, Possession::Proven)],
+                // A lone proof without the bytes cannot be checked; no answer is no verdict.
+                vec![(0, Possession::Unknown), (2, Possession::Unknown)],
+            ]
+        );
+    }
+
+    #[test]
+    fn health_counts_short_missing_and_unverified_chunks_against_r() {
+        let (a, b, c, d) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        let id = |i: u8| ChunkId([i; 32]);
+        let ids = [id(1), id(2), id(3), id(4)];
+        let found = [
+            // R proven copies.
+            ChunkHolders {
+                proven: vec![a, b, c],
+                unverified: vec![],
+            },
+            // Short, but busy claimants would bring it to R.
+            ChunkHolders {
+                proven: vec![a],
+                unverified: vec![b, d],
+            },
+            // Short for sure.
+            ChunkHolders {
+                proven: vec![a, b],
+                unverified: vec![],
+            },
+            // Missing.
+            ChunkHolders::default(),
+        ];
+        let by_file = vec![
+            ("z/ok".to_string(), vec![id(1), id(2)]),
+            ("y/short".to_string(), vec![id(1), id(3)]),
+            ("x/lost".to_string(), vec![id(4)]),
+        ];
+        assert_eq!(
+            tally(3, by_file, &ids, &found),
+            Health {
+                chunks: 4,
+                short: 3,
+                missing: 1,
+                unverified: 1,
+                files: vec!["x/lost".to_string(), "y/short".to_string()],
+            }
+        );
+    }
+}
+
+#[cfg(test)]
 mod vouch_tests {
     use super::all_vouched;
 
