@@ -9,6 +9,7 @@
 //!   hashing, pure
 //! - [`repair`]: repair passes, leave handoff, scrub; [`gc`]: unreferenced chunks, tombstone
 //!   expiry; [`audit`]: the background proof-of-possession audit
+//! - [`survey`]: where a file's chunks are and how healthy the files are, proven
 
 pub mod audit;
 pub mod gc;
@@ -17,6 +18,7 @@ pub mod membership;
 pub mod placement;
 pub mod repair;
 pub mod router;
+pub mod survey;
 
 pub use gossip::{
     Cluster, ClusterConfig, NamespaceGossip, decode_announcement, decode_namespace_gossip,

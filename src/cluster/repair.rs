@@ -17,7 +17,7 @@
 //! off). An owner that failed a proof recently counts as holding nothing here, and the next
 //! node in rank takes its place as a target for this node's copies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,7 +28,9 @@ use tokio::sync::Notify;
 use crate::block::{ChunkId, ChunkStore};
 use crate::cluster::ChunkRouter;
 use crate::cluster::audit::Possession;
+use crate::cluster::placement::Placement;
 use crate::rpc::chunk::{ChunkClient, MAX_HAVE_BATCH};
+use crate::util::blocking::off_workers;
 
 /// Chunk pushes a repair pass keeps in flight.
 const PUSHES_IN_FLIGHT: usize = 8;
@@ -264,17 +266,26 @@ impl Repair {
         let held: Vec<ChunkId> = self.held().await.into_iter().map(|(id, _)| id).collect();
         let placement = self.router.placement_without_self();
         let r = self.router.replicas();
+        let failed = distrusted(self.router.failed_holders());
+        // The owners of every held chunk, on the blocking pool (see `pass`).
+        let Some(plans) = off_workers(move || {
+            held.into_iter()
+                .map(|id| {
+                    let owners = target_owners(&placement, &id, r, &failed);
+                    (id, owners)
+                })
+                .collect::<Vec<(ChunkId, Vec<PeerId>)>>()
+        })
+        .await
+        else {
+            return PassReport::default();
+        };
         let mut asks: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
-        let plans: Vec<(ChunkId, Vec<PeerId>)> = held
-            .into_iter()
-            .map(|id| {
-                let owners = target_owners(&placement, &id, r, self.router.failed_holders());
-                for o in &owners {
-                    asks.entry(*o).or_default().push(id);
-                }
-                (id, owners)
-            })
-            .collect();
+        for (id, owners) in &plans {
+            for o in owners {
+                asks.entry(*o).or_default().push(*id);
+            }
+        }
         let chunks = plans.len();
         let orphaned = plans.iter().filter(|(_, owners)| owners.is_empty()).count();
         // This node's copies are about to go: a claim counts only once proven, but the leave
@@ -390,67 +401,38 @@ impl Repair {
         (pushed, short)
     }
 
-    /// One pass over every chunk this node holds.
+    /// One pass over every chunk this node holds. The planning (ranking the members for every
+    /// held chunk, then deciding from the peers' answers) runs on the blocking pool; the have
+    /// requests, pushes and proofs run here.
     pub async fn pass(&self) -> PassReport {
         let held: Vec<ChunkId> = self.held().await.into_iter().map(|(id, _)| id).collect();
-        let placement = self.router.placement();
-        let r = self.router.replicas();
-        let failed = self.router.failed_holders();
-        // Who to ask about what: the nodes ranked above us, and the owners.
-        let mut plans = Vec::with_capacity(held.len());
-        let mut asks: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
-        for id in held {
-            let ranked = placement.ranked(&id);
-            let owners = target_owners(&placement, &id, r, failed);
-            let my_rank = ranked
-                .iter()
-                .position(|p| *p == self.local)
-                .unwrap_or(ranked.len());
-            let above = &ranked[..my_rank.max(owners.len()).min(ranked.len())];
-            // A stand-in owner may be ranked below that prefix; a failed holder's word is
-            // not asked for.
-            let stand_ins = owners.iter().filter(|o| !above.contains(o));
-            for p in above.iter().chain(stand_ins) {
-                if *p != self.local && !failed.contains(p) {
-                    asks.entry(*p).or_default().push(id);
-                }
-            }
-            plans.push((id, ranked, owners, my_rank));
-        }
-        let known = self.holdings(asks).await;
-        let holds = |p: &PeerId, id: &ChunkId| {
-            *p == self.local
-                || (!failed.contains(p) && known.get(&(*p, *id)).copied().unwrap_or(false))
+        let view = PassView {
+            placement: self.router.placement(),
+            local: self.local,
+            replicas: self.router.replicas(),
+            failed: distrusted(self.router.failed_holders()),
         };
-
+        let Some((plans, asks)) = off_workers(move || plan_pass(&view, held)).await else {
+            return PassReport::default();
+        };
+        let known = self.holdings(asks).await;
         let mut report = PassReport {
             chunks: plans.len(),
             ..Default::default()
         };
-        let mut pushes = Vec::new();
-        let mut drops = Vec::new();
+        let (local, failed) = (self.local, distrusted(self.router.failed_holders()));
         let mixed_rules = self.router.peers_on_another_rule() > 0;
-        for (id, ranked, owners, my_rank) in plans {
-            let i_own = owners.contains(&self.local);
-            let all_owners_hold = owners.iter().all(|o| holds(o, &id));
-            if !i_own && all_owners_hold && !owners.is_empty() {
-                if mixed_rules {
-                    report.kept += 1;
-                } else {
-                    drops.push((id, owners));
-                }
-                continue;
-            }
-            // Responsible: no node ranked above us holds it.
-            let responsible = ranked.iter().take(my_rank).all(|p| !holds(p, &id));
-            if !responsible {
-                continue;
-            }
-            let missing: Vec<PeerId> = owners.iter().filter(|o| !holds(o, &id)).copied().collect();
-            if !missing.is_empty() {
-                pushes.push((id, missing));
-            }
-        }
+        let Some(decided) =
+            off_workers(move || decide_pass(local, &failed, plans, &known, mixed_rules)).await
+        else {
+            return report;
+        };
+        let PassDecisions {
+            pushes,
+            drops,
+            kept,
+        } = decided;
+        report.kept = kept;
         let pushed = self.push_all(pushes).await;
         report.pushed = pushed.pushed;
         report.under_replicated = pushed.under_replicated;
@@ -488,21 +470,129 @@ impl Repair {
 /// The owners this node places `id`'s copies on: its R owners, except that one caught not
 /// holding what it claims (`failed`) is replaced by the next in rank.
 fn target_owners(
-    placement: &crate::cluster::placement::Placement,
+    placement: &Placement,
     id: &ChunkId,
     r: usize,
-    failed: &crate::cluster::audit::FailedHolders,
+    failed: &HashSet<PeerId>,
 ) -> Vec<PeerId> {
     let owners = placement.owners(id, r);
     if !owners.iter().any(|o| failed.contains(o)) {
         return owners;
     }
     placement
-        .owners(id, r + failed.list().len())
+        .owners(id, r + failed.len())
         .into_iter()
         .filter(|o| !failed.contains(o))
         .take(r)
         .collect()
+}
+
+/// The holders distrusted now ([`crate::cluster::audit::FailedHolders`]), as a set a plan
+/// can take along.
+fn distrusted(failed: &crate::cluster::audit::FailedHolders) -> HashSet<PeerId> {
+    failed.list().into_iter().map(|(peer, _)| peer).collect()
+}
+
+/// What a pass plans with, taken at its start and owned, so the planning runs on the
+/// blocking pool.
+struct PassView {
+    placement: Arc<Placement>,
+    local: PeerId,
+    replicas: usize,
+    /// Holders distrusted at the start of the pass.
+    failed: HashSet<PeerId>,
+}
+
+/// One held chunk in a pass: where its copies go, and whose holdings decide whether this node
+/// is the one to push them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChunkPlan {
+    id: ChunkId,
+    /// The owners this node places the chunk's copies on ([`target_owners`]).
+    owners: Vec<PeerId>,
+    /// The peers ranked above this node for the chunk (all of them when it is not ranked):
+    /// this node is responsible for the chunk unless one of them holds it. The rest of the
+    /// ranking is not kept.
+    above: Vec<PeerId>,
+}
+
+/// Plans a pass over `held`: each chunk's [`ChunkPlan`], and which chunks to ask each peer
+/// about (the nodes ranked above this one, and the owners; a distrusted holder's word is not
+/// asked for).
+fn plan_pass(
+    view: &PassView,
+    held: Vec<ChunkId>,
+) -> (Vec<ChunkPlan>, HashMap<PeerId, Vec<ChunkId>>) {
+    let mut plans = Vec::with_capacity(held.len());
+    let mut asks: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
+    for id in held {
+        let mut above = view.placement.ranked(&id);
+        if let Some(my_rank) = above.iter().position(|p| *p == view.local) {
+            above.truncate(my_rank);
+        }
+        above.shrink_to_fit();
+        let owners = target_owners(&view.placement, &id, view.replicas, &view.failed);
+        // The owners ranked below this node (or standing in for failed ones) are asked too.
+        let others = owners.iter().filter(|o| !above.contains(o));
+        for p in above.iter().chain(others) {
+            if *p != view.local && !view.failed.contains(p) {
+                asks.entry(*p).or_default().push(id);
+            }
+        }
+        plans.push(ChunkPlan { id, owners, above });
+    }
+    (plans, asks)
+}
+
+/// What a pass does, decided from its plans and the peers' answers.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PassDecisions {
+    /// Chunks this node is responsible for, with the owners that lack them.
+    pushes: Vec<(ChunkId, Vec<PeerId>)>,
+    /// Surplus copies, with the owners that must prove they hold the chunk before it goes.
+    drops: Vec<(ChunkId, Vec<PeerId>)>,
+    /// Surplus copies kept because a live peer places chunks by another rule.
+    kept: usize,
+}
+
+/// Decides a pass from `plans` and `known` (what the asked peers said they hold; a peer not
+/// known to hold a chunk, or distrusted in `failed`, counts as not holding it). A non-owner
+/// drops its copy once every owner holds one; the responsible node (no node ranked above it
+/// holds the chunk) pushes copies to the owners that lack one.
+fn decide_pass(
+    local: PeerId,
+    failed: &HashSet<PeerId>,
+    plans: Vec<ChunkPlan>,
+    known: &HashMap<(PeerId, ChunkId), bool>,
+    mixed_rules: bool,
+) -> PassDecisions {
+    let holds = |p: &PeerId, id: &ChunkId| {
+        *p == local || (!failed.contains(p) && known.get(&(*p, *id)).copied().unwrap_or(false))
+    };
+    let mut decided = PassDecisions::default();
+    for plan in plans {
+        let ChunkPlan { id, owners, above } = plan;
+        let i_own = owners.contains(&local);
+        let all_owners_hold = owners.iter().all(|o| holds(o, &id));
+        if !i_own && all_owners_hold && !owners.is_empty() {
+            if mixed_rules {
+                decided.kept += 1;
+            } else {
+                decided.drops.push((id, owners));
+            }
+            continue;
+        }
+        // Responsible: no node ranked above us holds it.
+        let responsible = above.iter().all(|p| !holds(p, &id));
+        if !responsible {
+            continue;
+        }
+        let missing: Vec<PeerId> = owners.iter().filter(|o| !holds(o, &id)).copied().collect();
+        if !missing.is_empty() {
+            decided.pushes.push((id, missing));
+        }
+    }
+    decided
 }
 
 #[cfg(test)]
@@ -518,20 +608,163 @@ mod tests {
             capacity: 100,
         }));
         let id = ChunkId([9; 32]);
-        let failed = crate::cluster::audit::FailedHolders::default();
-        let owners = target_owners(&placement, &id, 3, &failed);
+        let holders = crate::cluster::audit::FailedHolders::default();
+        let owners = target_owners(&placement, &id, 3, &distrusted(&holders));
         assert_eq!(owners, placement.owners(&id, 3));
-        failed.failed(owners[0]);
-        failed.failed(owners[2]);
+        holders.failed(owners[0]);
+        holders.failed(owners[2]);
         let ranked = placement.owners(&id, 5);
         assert_eq!(
-            target_owners(&placement, &id, 3, &failed),
+            target_owners(&placement, &id, 3, &distrusted(&holders)),
             vec![ranked[1], ranked[3], ranked[4]]
         );
         // A failed peer that owns nothing here changes nothing.
         let other = crate::cluster::audit::FailedHolders::default();
         other.failed(PeerId::random());
-        assert_eq!(target_owners(&placement, &id, 3, &other), owners);
+        assert_eq!(
+            target_owners(&placement, &id, 3, &distrusted(&other)),
+            owners
+        );
+    }
+
+    /// A fixed peer: its id from a fixed ed25519 secret.
+    fn peer(i: u8) -> PeerId {
+        libp2p::identity::Keypair::ed25519_from_bytes([i + 1; 32])
+            .expect("a valid secret")
+            .public()
+            .to_peer_id()
+    }
+
+    /// A pass's asks and decisions as `pass` made them before its planning moved to the
+    /// blocking pool: in one loop, keeping each chunk's whole ranking, with `holdings` in
+    /// between (here: `answer` for every asked pair).
+    fn reference_pass(
+        placement: &Placement,
+        local: PeerId,
+        r: usize,
+        failed: &HashSet<PeerId>,
+        held: Vec<ChunkId>,
+        answer: impl Fn(&PeerId, &ChunkId) -> bool,
+        mixed_rules: bool,
+    ) -> (HashMap<PeerId, Vec<ChunkId>>, PassDecisions) {
+        let mut plans = Vec::with_capacity(held.len());
+        let mut asks: HashMap<PeerId, Vec<ChunkId>> = HashMap::new();
+        for id in held {
+            let ranked = placement.ranked(&id);
+            let owners = target_owners(placement, &id, r, failed);
+            let my_rank = ranked
+                .iter()
+                .position(|p| *p == local)
+                .unwrap_or(ranked.len());
+            let above = &ranked[..my_rank.max(owners.len()).min(ranked.len())];
+            let stand_ins = owners.iter().filter(|o| !above.contains(o));
+            for p in above.iter().chain(stand_ins) {
+                if *p != local && !failed.contains(p) {
+                    asks.entry(*p).or_default().push(id);
+                }
+            }
+            plans.push((id, ranked, owners, my_rank));
+        }
+        let known: HashMap<(PeerId, ChunkId), bool> = asks
+            .iter()
+            .flat_map(|(p, ids)| ids.iter().map(|id| ((*p, *id), answer(p, id))))
+            .collect();
+        let holds = |p: &PeerId, id: &ChunkId| {
+            *p == local || (!failed.contains(p) && known.get(&(*p, *id)).copied().unwrap_or(false))
+        };
+        let mut decided = PassDecisions::default();
+        for (id, ranked, owners, my_rank) in plans {
+            let i_own = owners.contains(&local);
+            let all_owners_hold = owners.iter().all(|o| holds(o, &id));
+            if !i_own && all_owners_hold && !owners.is_empty() {
+                if mixed_rules {
+                    decided.kept += 1;
+                } else {
+                    decided.drops.push((id, owners));
+                }
+                continue;
+            }
+            let responsible = ranked.iter().take(my_rank).all(|p| !holds(p, &id));
+            if !responsible {
+                continue;
+            }
+            let missing: Vec<PeerId> = owners.iter().filter(|o| !holds(o, &id)).copied().collect();
+            if !missing.is_empty() {
+                decided.pushes.push((id, missing));
+            }
+        }
+        (asks, decided)
+    }
+
+    #[test]
+    fn a_pass_planned_off_the_workers_decides_as_the_inline_pass_did() {
+        use crate::cluster::placement::Candidate;
+        let peers: Vec<PeerId> = (0..14).map(peer).collect();
+        // Two readers (capacity 0, ranked last), the rest holders of unequal capacity.
+        let capacity = |i: usize| if i >= 12 { 0 } else { 100 + 40 * i as u64 };
+        let placement = Arc::new(Placement::new(peers.iter().enumerate().map(
+            |(i, &peer)| Candidate {
+                peer,
+                capacity: capacity(i),
+            },
+        )));
+        let held: Vec<ChunkId> = (0..400u32)
+            .map(|i| ChunkId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
+        // Whether a peer says it holds a chunk: fixed, about half of the pairs.
+        let answer = |p: &PeerId, id: &ChunkId| {
+            let mut h = blake3::Hasher::new();
+            h.update(&p.to_bytes());
+            h.update(&id.0);
+            h.finalize().as_bytes()[0] < 128
+        };
+        let mut pushes_and_drops = (0, 0, 0);
+        for (local, failed) in [
+            (peers[0], vec![]),
+            (peers[5], vec![peers[1], peers[7]]),
+            (peers[11], vec![peers[3]]),
+            // A reader holding copies (ranked below every holder).
+            (peers[13], vec![peers[2], peers[9], peers[10]]),
+        ] {
+            let failed: HashSet<PeerId> = failed.into_iter().collect();
+            for mixed_rules in [false, true] {
+                let (want_asks, want) = reference_pass(
+                    &placement,
+                    local,
+                    3,
+                    &failed,
+                    held.clone(),
+                    answer,
+                    mixed_rules,
+                );
+                let view = PassView {
+                    placement: placement.clone(),
+                    local,
+                    replicas: 3,
+                    failed: failed.clone(),
+                };
+                let (plans, asks) = plan_pass(&view, held.clone());
+                assert_eq!(asks, want_asks);
+                for plan in &plans {
+                    // Only the peers ranked above this node are kept.
+                    let ranked = placement.ranked(&plan.id);
+                    let my_rank = ranked.iter().position(|p| *p == local);
+                    assert_eq!(plan.above.len(), my_rank.unwrap_or(ranked.len()));
+                }
+                let known: HashMap<(PeerId, ChunkId), bool> = asks
+                    .iter()
+                    .flat_map(|(p, ids)| ids.iter().map(|id| ((*p, *id), answer(p, id))))
+                    .collect();
+                let got = decide_pass(local, &failed, plans, &known, mixed_rules);
+                assert_eq!(got, want);
+                pushes_and_drops.0 += got.pushes.len();
+                pushes_and_drops.1 += got.drops.len();
+                pushes_and_drops.2 += got.kept;
+            }
+        }
+        // The input exercises every kind of decision.
+        let (pushes, drops, kept) = pushes_and_drops;
+        assert!(pushes > 0 && drops > 0 && kept > 0, "{pushes_and_drops:?}");
     }
 
     #[tokio::test]

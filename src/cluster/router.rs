@@ -16,6 +16,7 @@ use crate::fs::RemoteChunks;
 // Hostile peers: gossip verdicts (see `on_gossip`).
 use crate::cluster::placement::{Candidate, Placement};
 use crate::rpc::chunk::{ChunkClient, ChunkRpcError, NO_SPACE};
+use crate::util::blocking::debug_assert_may_block;
 
 /// Pauses before asking the peers for a chunk again when some could not be reached.
 const FETCH_RETRY_PAUSES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
@@ -260,8 +261,11 @@ impl crate::rpc::chunk::PutPolicy for ChunkRouter {
     }
 }
 
+/// Blocks the calling thread on the node's runtime (see [`RemoteChunks`]); each method checks
+/// first, in debug builds, that the thread does not run async tasks.
 impl RemoteChunks for ChunkRouter {
     fn replicate(&self, id: &ChunkId, ciphertext: &[u8]) -> Result<(), StoreError> {
+        debug_assert_may_block();
         let placement = self.placement();
         // Copies go to holders; a reader node (capacity 0) is ranked last and takes a copy
         // only when every holder failed.
@@ -305,6 +309,7 @@ impl RemoteChunks for ChunkRouter {
     }
 
     fn fetch(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        debug_assert_may_block();
         self.rt.block_on(self.fetch_async(id))
     }
 
@@ -312,6 +317,7 @@ impl RemoteChunks for ChunkRouter {
     /// owner that cannot be reached is logged and skipped (repair restores its copy); the
     /// call fails only when no holder flushed.
     fn sync(&self, ids: &[ChunkId]) -> Result<(), StoreError> {
+        debug_assert_may_block();
         let placement = self.placement();
         let mut holders: std::collections::BTreeSet<PeerId> = ids
             .iter()

@@ -27,6 +27,11 @@ const READ_AHEAD_CHUNKS: u64 = 8;
 
 /// Where chunks live beyond this node: placement on the chunk's owners and fetches from
 /// peers. Implemented by the cluster layer; absent on a node that runs alone (tests).
+///
+/// Blocking: every method waits on network round trips, holding the calling thread. Call it
+/// from a thread that may block (a FUSE request thread, the seal pool, a `spawn_blocking`
+/// task), never from a thread that runs async tasks: the cluster's implementation asserts
+/// that in debug builds (`util::blocking::debug_assert_may_block`).
 pub trait RemoteChunks: Send + Sync {
     /// Stores a chunk on its owners (this node's store included when it is one). Returns once
     /// the owners hold it, or as many live nodes as there are when fewer than R.

@@ -1,5 +1,6 @@
-//! Small helpers shared by every layer: clocks, durable file writes, paths.
+//! Small helpers shared by every layer: clocks, durable file writes, paths, blocking work.
 
+pub mod blocking;
 pub mod fixed_bytes;
 pub mod fsutil;
 pub mod hlc;

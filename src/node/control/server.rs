@@ -17,22 +17,6 @@ use crate::fs::Mount;
 /// A request line longer than this is refused (and the connection closed).
 const MAX_REQUEST: usize = 64 * 1024;
 
-/// Who holds one chunk, as `where` and `health` found it.
-#[derive(Debug, Clone, Default)]
-struct ChunkHolders {
-    /// Nodes that proved they hold it (this one, if it does).
-    proven: Vec<String>,
-    /// Peers that claim it but could not be checked now (busy, no answer).
-    unverified: Vec<String>,
-}
-
-/// Whether every proof in `given` is vouched for by another claimant's equal proof.
-fn all_vouched(given: &[[u8; 32]]) -> bool {
-    given
-        .iter()
-        .all(|p| given.iter().filter(|q| *q == p).count() >= 2)
-}
-
 /// Between a node's leave and the `p2pfs-ctl leave` connections waiting for its result.
 #[derive(Default)]
 pub struct LeaveSignal {
@@ -154,171 +138,6 @@ impl StatusSource {
         }
     }
 
-    /// Which nodes hold each of `ids`: this one by its store, live peers by proving it. A
-    /// peer's "have" only picks what to challenge; it counts once it answered a proof over the
-    /// bytes under a fresh nonce, so `where` and `health` never count a bare claim. All
-    /// claimants of a chunk get the same nonce, all peers at once. A chunk held here is checked
-    /// against this copy; for one not held here, equal proofs from two or more claimants count
-    /// as proven without the bytes (colluding holders could share one copy and answer for it;
-    /// the audit and repair check each holder against their own copy). A chunk with a single
-    /// claimant, or disagreeing answers, is fetched (verified against its id) and checked, a
-    /// few at once. A claimant that did not answer (busy, timed out) is unverified, not absent.
-    async fn holders(&self, ids: &[crate::block::ChunkId]) -> Vec<ChunkHolders> {
-        use crate::block::proof::{fresh_nonce, verify};
-        use crate::cluster::audit::{Possession, holder_failed};
-        use crate::rpc::chunk::{MAX_BODY, MAX_HAVE_BATCH, MAX_PROVE_BATCH, MAX_PROVE_BYTES};
-        use libp2p::futures::{StreamExt, future::join_all};
-        use std::collections::HashMap;
-        // Chunks challenged at a time (one `Prove` per peer): 16 default-size chunks are half a
-        // request's byte bound and a second of a peer's proof budget.
-        const GROUP: usize = 16;
-        // Chunks fetched at once to check a lone claimant.
-        const FETCHES: usize = 4;
-        const _: () = assert!(GROUP <= MAX_PROVE_BATCH);
-        let router = &self.cluster.router;
-        let local = self.cluster.net.local;
-        let mut out: Vec<ChunkHolders> = vec![ChunkHolders::default(); ids.len()];
-        for (i, id) in ids.iter().enumerate() {
-            if self.chunks.contains(id) {
-                out[i].proven.push(local.to_string());
-            }
-        }
-        let peers: Vec<_> = self
-            .cluster
-            .membership
-            .read()
-            .placement_peers()
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
-        // Each peer's claims, asked of all peers at once; a peer that does not answer claims
-        // nothing (it is not counted, and not blamed).
-        let claims: Vec<Vec<bool>> = join_all(peers.iter().map(|peer| async move {
-            let mut bits = Vec::with_capacity(ids.len());
-            for batch in ids.chunks(MAX_HAVE_BATCH) {
-                match router.client().have(*peer, batch.to_vec()).await {
-                    Ok(b) => bits.extend(b),
-                    Err(_) => bits.extend(std::iter::repeat_n(false, batch.len())),
-                }
-            }
-            bits
-        }))
-        .await;
-        let claimed = |p: usize, i: usize| claims[p].get(i).copied().unwrap_or(false);
-        for (g, group) in ids.chunks(GROUP).enumerate() {
-            let at = g * GROUP;
-            let asked: Vec<Vec<crate::block::ChunkId>> = (0..peers.len())
-                .map(|p| {
-                    (0..group.len())
-                        .filter(|j| claimed(p, at + j))
-                        .map(|j| group[j])
-                        .collect()
-                })
-                .collect();
-            if asked.iter().all(Vec::is_empty) {
-                continue;
-            }
-            let nonce = fresh_nonce();
-            let mut bytes = crate::cluster::audit::read_local(&self.chunks, group.to_vec()).await;
-            // A `Prove` may make its answerer read at most MAX_PROVE_BYTES before its last
-            // chunk: requests are split by size, a chunk not held here counted at the largest.
-            let sizes: HashMap<crate::block::ChunkId, usize> =
-                bytes.iter().map(|(id, b)| (*id, b.len())).collect();
-            let size = |id: &crate::block::ChunkId| sizes.get(id).copied().unwrap_or(MAX_BODY);
-            // answers[p][id]: Some(proof), or None for "not held"; absent if the peer did not
-            // answer.
-            let answers: Vec<HashMap<crate::block::ChunkId, Option<[u8; 32]>>> =
-                join_all(peers.iter().zip(&asked).map(|(peer, ids)| async move {
-                    let mut requests: Vec<Vec<crate::block::ChunkId>> = Vec::new();
-                    let mut before_last = 0;
-                    for id in ids {
-                        match requests.last_mut() {
-                            Some(r)
-                                if before_last + size(r.last().expect("not empty"))
-                                    < MAX_PROVE_BYTES =>
-                            {
-                                before_last += size(r.last().expect("not empty"));
-                                r.push(*id);
-                            }
-                            _ => {
-                                requests.push(vec![*id]);
-                                before_last = 0;
-                            }
-                        }
-                    }
-                    let mut answered = HashMap::new();
-                    for ids in requests {
-                        match router.client().prove(*peer, nonce, ids.clone()).await {
-                            Ok(proofs) => answered.extend(ids.into_iter().zip(proofs)),
-                            Err(e) => {
-                                tracing::debug!(%peer, error = %e, "proof request not answered")
-                            }
-                        }
-                    }
-                    answered
-                }))
-                .await;
-            // The proofs the claimants of the group's `j`th chunk gave.
-            let given_for = |j: usize, id: &crate::block::ChunkId| -> Vec<[u8; 32]> {
-                answers
-                    .iter()
-                    .enumerate()
-                    .filter(|(p, _)| claimed(*p, at + j))
-                    .filter_map(|(_, a)| a.get(id).copied().flatten())
-                    .collect()
-            };
-            // Chunks not held here that no two claimants proved alike: fetched to check.
-            let to_fetch: Vec<crate::block::ChunkId> = group
-                .iter()
-                .enumerate()
-                .filter(|(_, id)| !bytes.contains_key(id))
-                .filter(|(j, id)| {
-                    let given = given_for(*j, id);
-                    !given.is_empty() && !all_vouched(&given)
-                })
-                .map(|(_, id)| *id)
-                .collect();
-            let fetched: Vec<_> = libp2p::futures::stream::iter(to_fetch)
-                .map(|id| async move { (id, router.fetch_async(&id).await) })
-                .buffer_unordered(FETCHES)
-                .collect()
-                .await;
-            bytes.extend(
-                fetched
-                    .into_iter()
-                    .filter_map(|(id, b)| b.ok().map(|b| (id, b))),
-            );
-            for (j, id) in group.iter().enumerate() {
-                let given = given_for(j, id);
-                for (p, peer) in peers.iter().enumerate() {
-                    if !claimed(p, at + j) {
-                        continue;
-                    }
-                    let verdict = match answers[p].get(id).copied() {
-                        None => Possession::Unknown,
-                        Some(None) => Possession::Missing,
-                        Some(Some(proof)) => match bytes.get(id) {
-                            Some(b) if verify(&nonce, b, &proof) => Possession::Proven,
-                            Some(_) => Possession::Failed,
-                            None if given.iter().filter(|g| **g == proof).count() >= 2 => {
-                                Possession::Proven
-                            }
-                            // Not held here and not fetchable: cannot be checked now.
-                            None => Possession::Unknown,
-                        },
-                    };
-                    match verdict {
-                        Possession::Proven => out[at + j].proven.push(peer.to_string()),
-                        Possession::Failed => holder_failed(router, *peer, id, "where"),
-                        Possession::Unknown => out[at + j].unverified.push(peer.to_string()),
-                        Possession::Missing => {}
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// (R, live nodes holding chunks, copies a chunk can have now: the lesser of the two).
     fn copies_possible(&self) -> (u32, u64, u32) {
         let replicas = self.cluster.router.replicas() as u32;
@@ -335,46 +154,22 @@ impl StatusSource {
         let Ok(by_file) = tokio::task::spawn_blocking(move || mount.all_file_chunks()).await else {
             return io_error("health: task failed");
         };
-        let ids: Vec<crate::block::ChunkId> = by_file
-            .iter()
-            .flat_map(|(_, ids)| ids.iter().copied())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let holders = self.holders(&ids).await;
+        let Some(health) = crate::cluster::survey::health(&self.cluster.router, by_file).await
+        else {
+            return io_error("health: task failed");
+        };
         let nodes = self.cluster.membership.read().placement_peers().len() as u64 + 1;
-        // Counted against R, not against the nodes there are: with fewer live holders than R
-        // every chunk is short, however many of them hold it.
         let (replicas, holding, copies) = self.copies_possible();
-        let r = replicas as usize;
-        // Short: fewer than R proven copies. Of those, a chunk that unverified claims would
-        // bring to R is only unverified (the holders were busy); the rest are short for sure.
-        let short = holders.iter().filter(|h| h.proven.len() < r).count();
-        let short_for_sure: std::collections::HashSet<crate::block::ChunkId> = ids
-            .iter()
-            .zip(&holders)
-            .filter(|(_, h)| h.proven.len() + h.unverified.len() < r)
-            .map(|(id, _)| *id)
-            .collect();
-        let mut files: Vec<String> = by_file
-            .into_iter()
-            .filter(|(_, ids)| ids.iter().any(|id| short_for_sure.contains(id)))
-            .map(|(path, _)| path)
-            .collect();
-        files.sort();
         Reply::Health(HealthStatus {
             replicas,
             nodes,
             copies,
             holding_nodes: holding,
-            chunks: ids.len() as u64,
-            short_chunks: short as u64,
-            missing_chunks: holders
-                .iter()
-                .filter(|h| h.proven.is_empty() && h.unverified.is_empty())
-                .count() as u64,
-            unverified_chunks: (short - short_for_sure.len()) as u64,
-            files,
+            chunks: health.chunks as u64,
+            short_chunks: health.short as u64,
+            missing_chunks: health.missing as u64,
+            unverified_chunks: health.unverified as u64,
+            files: health.files,
         })
     }
 
@@ -621,21 +416,18 @@ impl StatusSource {
             }
         };
         let router = &self.cluster.router;
-        let placement = router.placement();
-        let holders = self.holders(&ids).await;
-        let chunks = ids
-            .iter()
-            .zip(holders)
-            .map(|(id, found)| ChunkLocation {
-                id: id.to_string(),
-                owners: placement
-                    .owners(id, router.replicas())
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect(),
-                copies: found.proven.len() as u64,
-                holders: found.proven,
-                unverified: found.unverified,
+        let Some(places) = crate::cluster::survey::locate(router, ids).await else {
+            return io_error(format!("{path}: task failed"));
+        };
+        let names = |peers: Vec<libp2p::PeerId>| peers.iter().map(|p| p.to_string()).collect();
+        let chunks = places
+            .into_iter()
+            .map(|place| ChunkLocation {
+                id: place.id.to_string(),
+                owners: names(place.owners),
+                copies: place.holders.proven.len() as u64,
+                holders: names(place.holders.proven),
+                unverified: names(place.holders.unverified),
             })
             .collect();
         Reply::Where {
@@ -899,21 +691,5 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         signal.finish(LeaveReport::default()).await;
         assert!(t0.elapsed() >= LEAVE_REPORT_GRACE);
-    }
-}
-
-#[cfg(test)]
-mod vouch_tests {
-    use super::all_vouched;
-
-    #[test]
-    fn a_proof_counts_without_the_bytes_only_when_another_claimant_gave_the_same() {
-        let (a, b) = ([1u8; 32], [2u8; 32]);
-        assert!(all_vouched(&[a, a]));
-        assert!(all_vouched(&[a, a, b, b]));
-        // A lone claimant, or one whose answer nobody else gave, is checked against the bytes.
-        assert!(!all_vouched(&[a]));
-        assert!(!all_vouched(&[a, a, b]));
-        assert!(!all_vouched(&[a, b]));
     }
 }
