@@ -4,7 +4,8 @@
 //! untrusted input (the very functions, not copies), then through what the node does next
 //! with a decoded value, and panics only when an invariant breaks. Decode errors are fine.
 //!
-//! Not part of the node's API.
+//! Not part of the node's API: compiled only with the `fuzzing` feature, which `fuzz/` and
+//! `tests/fuzz_corpus.rs` turn on.
 
 use std::time::{Duration, Instant};
 

@@ -18,12 +18,17 @@
 //! - [`net`]: the libp2p swarm's event loop and its handle, peer guard, connection limits.
 //! - [`identity`]: network, node and user keys.
 //! - [`util`]: small helpers with no knowledge of the rest.
+//!
+//! Outside the stack: the fuzzers' harnesses (`fuzzing`, only with the `fuzzing` feature).
+//! The placement simulation is the `p2pfs-sim` crate (`sim/`); the rogue peer, a hostile test
+//! tool, is the `p2pfs-rogue` binary (`src/bin/p2pfs-rogue/`, only with the `rogue` feature).
 
 pub mod block;
 pub mod cli;
 pub mod cluster;
 pub mod fs;
 pub mod fuse;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
@@ -31,5 +36,4 @@ pub mod namespace;
 pub mod net;
 pub mod node;
 pub mod rpc;
-pub mod sim;
 pub mod util;

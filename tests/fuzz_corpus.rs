@@ -4,7 +4,8 @@
 //! Decode errors are fine.
 //!
 //! The seed corpus (files named `seed-*`) is written by the ignored test below:
-//! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus`.
+//! `cargo test --features fuzzing --test fuzz_corpus -- --ignored write_seed_corpus`. The
+//! harnesses exist only with that feature, which this test requires (Cargo.toml).
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
 //! Hostile peers: a rogue process that holds the network key (a member gone bad) joins the
-//! network as a node does and breaks the wire protocols on purpose (`examples/rogue_peer.rs`):
+//! network as a node does and breaks the wire protocols on purpose (`p2pfs-rogue`):
 //! oversized, malformed and truncated frames, chunk bytes that do not match their id, forged
 //! entries, floods. After each attack: the node still serves (a file written before reads back
 //! intact through the other node, fetching the chunks only the attacked node holds; a new
@@ -9,22 +9,16 @@
 //! The same rogue also plays a peer of an older version (placement rule 1), to check that a
 //! mixed network keeps surplus copies until that peer is gone.
 //!
-//! The rogue is this test binary run again as a child (the ignored `rogue_peer_process` test,
-//! which runs the example's code), so it is always built from the same sources as the tests.
+//! The rogue is the `p2pfs-rogue` binary (the `rogue` feature), built with the tests.
 //! Needs root (FUSE mounts).
 
 mod common;
-#[path = "../examples/rogue_peer.rs"]
-mod rogue;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::time::{Duration, Instant};
 
 use common::rogue::*;
 use common::*;
-
-crate::rogue_peer_process!();
 
 /// Two nodes, one copy of every chunk (so some chunks of a file live only on the attacked
 /// node), 64 KiB chunks; `before.bin` written on node 1 (index 0, the one attacked) and seen

@@ -7,13 +7,10 @@
 //! - `junk_chunks`: a member `Put`s valid chunks the node does not own;
 //! - `leaving_forever`: a member announces `Leaving` forever while a file is deleted.
 //!
-//! The rogue member is this test binary run again as a child (the ignored
-//! `rogue_peer_process` test runs `examples/rogue_peer.rs`). Needs root (FUSE mounts).
+//! The rogue member is the `p2pfs-rogue` binary (the `rogue` feature). Needs root (FUSE
+//! mounts).
 
 mod common;
-#[path = "../examples/rogue_peer.rs"]
-mod rogue;
-
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::FromRawFd;
@@ -24,8 +21,6 @@ use std::time::Duration;
 
 use common::rogue::*;
 use common::*;
-
-crate::rogue_peer_process!();
 
 // ---------------------------------------------------------------------------------------------
 // stalled connections
@@ -268,7 +263,9 @@ fn junk_chunks_from_a_member_are_refused_counted_and_not_stored() {
         "sent": junk["sent"], "stored": junk["stored"], "refused": junk["refused"],
         "reasons": junk["reasons"],
     });
-    let sent = rogue::limits::JUNK_CHUNKS as u64;
+    // The rogue's plan; the bound on what the node stores below is figured for it.
+    let sent = 200;
+    assert_eq!(junk["planned"], sent, "the rogue's plan changed: {summary}");
     assert_eq!(junk["sent"], sent, "every put answered: {summary}");
     let stored = junk["stored"].as_u64().unwrap();
     let refused = junk["refused"].as_u64().unwrap();

@@ -1,6 +1,6 @@
 //! A member gone bad against the namespace: a rogue process holding the network key (and no
 //! right in any volume but the network volume, which every member may write) plays the
-//! namespace attacks of `examples/rogue/namespace.rs`:
+//! namespace attacks of `src/bin/p2pfs-rogue/namespace.rs`:
 //! - `cross_volume`: network-volume tombstones carrying other volumes' entry ids (learned by
 //!   sync) with a history covering everything, by sync, gossip and expiry: the victims' files
 //!   and volume records stay, on every node, across GC and a restart;
@@ -9,13 +9,10 @@
 //! - `peer_names`: entries named "", ".", ".." (and legal names with control characters): the
 //!   honest nodes' mounts still list the directory, and the bad entries are refused.
 //!
-//! The rogue is this test binary run again as a child (the ignored `rogue_peer_process` test).
+//! The rogue is the `p2pfs-rogue` binary (the `rogue` feature), built with the tests.
 //! Needs root (FUSE mounts).
 
 mod common;
-#[path = "../examples/rogue_peer.rs"]
-mod rogue;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::time::Duration;
@@ -25,8 +22,6 @@ use common::*;
 use serde_json::Value;
 
 const ROGUE_LIMIT: Duration = Duration::from_secs(240);
-
-crate::rogue_peer_process!();
 
 /// Runs the rogue against `c.nodes[target]` to its end; returns the JSON lines it printed.
 fn run_rogue(c: &Cluster, target: usize, args: &[&str]) -> Vec<Value> {
@@ -223,11 +218,20 @@ fn peer_names_a_local_create_refuses_are_refused() {
     let rejected_before = status_u64(&c.nodes[0], &["rejected_entries"]);
 
     let events = run_rogue(&c, 0, &["--attack", "peer-names"]);
-    assert_eq!(named(&events, "names").len(), 2, "{events:?}");
+    let sent = named(&events, "names");
+    assert_eq!(sent.len(), 2, "{events:?}");
+    // What the rogue sends: names a local create refuses, and legal ones with control
+    // characters.
+    const BAD_NAMES: [&[u8]; 3] = [b"", b".", b".."];
+    const CONTROL_NAMES: [&[u8]; 2] = [b"ctl\x01name", b"line\nbreak"];
+    for e in sent {
+        assert_eq!(e["refused"], serde_json::json!(BAD_NAMES), "{e}");
+        assert_eq!(e["legal"], serde_json::json!(CONTROL_NAMES), "{e}");
+    }
 
     // The legal names with control characters arrive on both nodes (by sync and gossip, and
     // between the nodes); each node lists its root throughout.
-    let want: Vec<&[u8]> = rogue::namespace::CONTROL_NAMES.to_vec();
+    let want: Vec<&[u8]> = CONTROL_NAMES.to_vec();
     for (i, n) in c.nodes.iter().enumerate() {
         let mut last = Ok(Vec::new());
         let ok = wait_until(SPREAD_TIMEOUT, || {
@@ -238,7 +242,7 @@ fn peer_names_a_local_create_refuses_are_refused() {
         assert!(ok, "node {}: root listing {last:?}{}", i + 1, c.report());
         let names = last.unwrap();
         assert!(names.iter().any(|n| n == b"good.txt"));
-        for bad in rogue::namespace::BAD_NAMES {
+        for bad in BAD_NAMES {
             assert!(!names.iter().any(|n| n == bad), "node {}: {names:?}", i + 1);
         }
         // Listing again (a fresh opendir) works too, as does `p2pfs-ctl ls`.

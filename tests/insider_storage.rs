@@ -1,17 +1,14 @@
 //! Insiders and storage: a member that claims to hold chunks it does not store, and one that
-//! claims a huge capacity, run as rogue processes (`examples/rogue_peer.rs`, `fake-holder`)
+//! claims a huge capacity, run as rogue processes (`p2pfs-rogue --attack fake-holder`)
 //! next to honest nodes. A copy counts only once its holder proved it holds those bytes, so
 //! honest nodes never drop theirs on a rogue's word, `close()` gets R real copies, the audit
 //! catches the rogue (an offence in `status`), and files read back after the rogues are
 //! killed. A capacity claim is clipped, so a rogue's share of chunks stays bounded.
 //!
-//! The rogue is this test binary run again as a child (the ignored `rogue_peer_process` test).
+//! The rogue is the `p2pfs-rogue` binary (the `rogue` feature), built with the tests.
 //! Needs root (FUSE mounts).
 
 mod common;
-#[path = "../examples/rogue_peer.rs"]
-mod rogue;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::thread;
@@ -24,8 +21,6 @@ use serde_json::Value;
 /// What an honest node offers; the rogues claim a thousand times as much.
 const HONEST_CAPACITY: u64 = 1 << 30;
 const ROGUE_CLAIM: u64 = 1000 << 30;
-
-crate::rogue_peer_process!();
 
 impl Rogue {
     /// A `fake-holder` joining through `c.nodes[target]`, claiming `capacity` bytes, with

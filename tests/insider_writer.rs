@@ -1,5 +1,5 @@
 //! A writer removed from a volume cannot rewrite its past: after `volume unshare`, the removed
-//! user (a rogue peer holding its user key, `examples/rogue/removed_writer.rs`) signs
+//! user (a rogue peer holding its user key, `src/bin/p2pfs-rogue/removed_writer.rs`) signs
 //! tombstones stamped before its removal over every file of the volume, with a history that
 //! covers everything, and pushes them by sync and gossip. Every node refuses them (the removal
 //! lists the removed writer's versions that stay valid) and counts the refusals; the files stay,
@@ -7,17 +7,12 @@
 
 mod common;
 
-#[path = "../examples/rogue_peer.rs"]
-mod rogue;
-
 use std::fs;
 use std::time::{Duration, Instant};
 
 use common::rogue::*;
 use common::*;
 use serde_json::Value;
-
-crate::rogue_peer_process!();
 
 /// Runs the rogue against `c.nodes[target]` to its end and returns the JSON lines it printed.
 fn run_rogue(c: &Cluster, target: usize, args: &[&str]) -> Vec<Value> {

@@ -23,7 +23,7 @@ const LAYERS: &[&str] = &[
 ];
 
 /// Modules outside the stack that may use anything: test hooks compiled for the fuzzers.
-const UNLAYERED: &[&str] = &["fuzzing", "sim"];
+const UNLAYERED: &[&str] = &["fuzzing"];
 
 fn rank(folder: &str) -> Option<usize> {
     LAYERS.iter().rev().position(|l| *l == folder)

@@ -225,7 +225,7 @@ impl NetHandle {
     }
 }
 
-/// Everything a node speaks. Public so test tools (`examples/rogue_peer.rs`) join a network
+/// Everything a node speaks. Public so test tools (the `p2pfs-rogue` binary) join a network
 /// exactly as a node does.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {

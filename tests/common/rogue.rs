@@ -1,11 +1,9 @@
-//! The rogue peer (`examples/rogue_peer.rs`) run as a child process, for the tests that attack
-//! a node from inside the network (hostile, insider_*).
-//!
-//! The rogue is the test binary itself run again: each such binary includes the example
-//! (`#[path = "../examples/rogue_peer.rs"] mod rogue;`) and has an ignored entry test,
-//! declared with [`rogue_peer_process!`](crate::rogue_peer_process), that runs it when
-//! [`ROGUE_ARGS_ENV`] is set. So the rogue is always built from the same sources as the tests.
-//! [`Rogue`] spawns it against a node of a [`Cluster`] and collects the JSON lines it prints.
+//! The rogue peer (the `p2pfs-rogue` binary, `src/bin/p2pfs-rogue/`) run as a child process,
+//! for the tests that attack a node from inside the network (hostile, insider_*). The binary
+//! needs the `rogue` feature, and so do those tests (`required-features` in Cargo.toml): cargo
+//! builds it with them. [`Rogue`] spawns it against a node of a [`Cluster`] and collects the
+//! JSON lines it prints.
+#![cfg(feature = "rogue")]
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -22,32 +20,8 @@ use serde_json::Value;
 
 use super::{ChildGuard, Cluster, Node, wait_until};
 
-/// The rogue's arguments (a JSON array of strings), set by [`Rogue::spawn`] for the child.
-pub const ROGUE_ARGS_ENV: &str = "P2PFS_ROGUE_ARGS";
-
-/// The ignored `rogue_peer_process` test every binary that starts the rogue needs: it runs
-/// the binary's own `rogue::run` (from its `mod rogue;` include of the example) when started
-/// by [`Rogue::spawn`] and does nothing otherwise.
-#[macro_export]
-macro_rules! rogue_peer_process {
-    () => {
-        /// Not a test: the rogue peer, when started by the tests below (they set the environment).
-        #[test]
-        #[ignore = "the rogue peer process the tests start"]
-        fn rogue_peer_process() {
-            $crate::common::rogue::entry(rogue::run);
-        }
-    };
-}
-
-/// The body of the `rogue_peer_process` entry test: runs `run` with the arguments from
-/// [`ROGUE_ARGS_ENV`] and exits with its code, if set.
-pub fn entry(run: fn(Vec<String>) -> i32) {
-    if let Ok(args) = std::env::var(ROGUE_ARGS_ENV) {
-        let args: Vec<String> = serde_json::from_str(&args).expect("rogue arguments");
-        std::process::exit(run(args));
-    }
-}
+/// The rogue binary cargo built for this test run.
+const ROGUE_BIN: &str = env!("CARGO_BIN_EXE_p2pfs-rogue");
 
 /// A running rogue: its JSON lines as they come. Killed (and reaped) on drop.
 pub struct Rogue {
@@ -79,19 +53,12 @@ impl Rogue {
             std::process::id(),
             SPAWNED.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-        cmd.args([
-            "rogue_peer_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROGUE_ARGS_ENV, serde_json::to_string(&all).unwrap())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(fs::File::create(&stderr).unwrap());
+        let mut cmd = Command::new(ROGUE_BIN);
+        cmd.args(&all)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&stderr).unwrap());
         // SAFETY: prctl in the child before exec; it dies with the test.
         unsafe {
             cmd.pre_exec(|| {
@@ -106,11 +73,7 @@ impl Rogue {
         let quiet: Vec<String> = quiet.iter().map(|s| s.to_string()).collect();
         let reader = thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                // The test harness prints its own words around ours (even on our first line).
-                let Some(start) = line.find('{') else {
-                    continue;
-                };
-                if let Ok(v) = serde_json::from_str::<Value>(line[start..].trim()) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if !quiet.iter().any(|q| v["event"] == q.as_str()) {
                         eprintln!("rogue: {v}");
                     }

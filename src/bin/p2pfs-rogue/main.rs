@@ -1,11 +1,11 @@
-//! A rogue peer: a test tool, not part of p2pfs. It joins a network the way a node does (the
+//! A rogue peer: a test tool, not part of a p2pfs node. It joins a network the way a node does (the
 //! library's own swarm: TCP, Noise with the network-key admission, Yamux, gossipsub on the
 //! network's topics, the `/p2pfs/chunk/2` and `/p2pfs/sync/2` streams), dials one node and
 //! performs one named attack, printing what it saw as JSON lines on stdout: whether the node
 //! closed or reset its streams, what it answered, whether it dropped the connection.
 //!
 //! ```text
-//! cargo run --example rogue_peer -- --network-key KEYFILE \
+//! cargo run --features rogue --bin p2pfs-rogue -- --network-key KEYFILE \
 //!     --target /ip4/127.0.0.1/tcp/PORT/p2p/PEER_ID --attack malformed-frame
 //! ```
 //!
@@ -26,33 +26,33 @@
 //!
 //! - `removed-writer`: a writer removed from `--volume` signs, with its `--user-key`,
 //!   tombstones back-dated before its removal over every entry of the volume
-//!   (`examples/rogue/removed_writer.rs`), pushed by sync (`sync`) or gossip (`gossip`).
+//!   (`removed_writer.rs`), pushed by sync (`sync`) or gossip (`gossip`).
 //! - `cross-volume`, `held-entries`, `peer-names`: namespace attacks by a member with no right
-//!   in any volume but the network volume (`rogue/namespace.rs`).
+//!   in any volume but the network volume (`namespace.rs`).
 //!
 //! Not an attack, but a peer the tests need: `old-rule` (`announce`) joins as a member that
 //! announces placement rule 1 (an older version, with no capacity) once a second for
 //! `--duration-secs`.
 //!
-//! `fake-holder` (`hold`, `examples/rogue/fake_holder.rs`): a member that claims a huge
+//! `fake-holder` (`hold`, `fake_holder.rs`): a member that claims a huge
 //! capacity (`--claim-capacity`) and to hold every chunk, and stores nothing.
-//! Member attacks on bounded costs (`rogue/limits.rs`): `junk-chunks` (`put`) puts valid chunks
+//! Member attacks on bounded costs (`limits.rs`): `junk-chunks` (`put`) puts valid chunks
 //! the node does not own; `leaving-forever` (`announce`) announces `Leaving` once a second for
 //! `--duration-secs` (with `--flap-secs N`, one `Alive` every N seconds in between).
 //!
 //! Every phase uses a fresh identity unless `--seed` gives one for all (to show that a peer
 //! that offends again and again is blocked); `--rounds` repeats each phase on new connections.
 //!
-//! `tests/hostile.rs` compiles this file in as a module and runs it as a child process.
+//! Built only with the `rogue` feature, and never packaged: `tests/hostile.rs` and the
+//! `tests/insider_*.rs` run it as a child process (`tests/common/rogue.rs`).
 
-#![allow(dead_code)]
-
-#[path = "rogue/limits.rs"]
-pub mod limits;
-#[path = "rogue/namespace.rs"]
-pub mod namespace;
+mod fake_holder;
+mod limits;
+mod namespace;
+mod removed_writer;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -78,14 +78,8 @@ use rand::RngCore;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
-#[path = "rogue/fake_holder.rs"]
-mod fake_holder;
-
 const CHUNK: StreamProtocol = p2pfs::rpc::chunk::PROTOCOL;
 const SYNC: StreamProtocol = p2pfs::rpc::sync::PROTOCOL;
-
-#[path = "rogue/removed_writer.rs"]
-mod removed_writer;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Attack {
@@ -137,7 +131,7 @@ impl Attack {
 }
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "rogue_peer", about = "A hostile p2pfs peer (a test tool)")]
+#[command(name = "p2pfs-rogue", about = "A hostile p2pfs peer (a test tool)")]
 pub struct Args {
     /// The network key file (the rogue is a member: it holds the key).
     #[arg(long)]
@@ -198,15 +192,8 @@ fn emit(mut v: Value) {
     let _ = out.flush();
 }
 
-/// Runs the rogue with command-line arguments (without the program name); the exit code.
-pub fn run(args: Vec<String>) -> i32 {
-    let args = match Args::try_parse_from(std::iter::once("rogue_peer".to_string()).chain(args)) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return 2;
-        }
-    };
+fn main() -> ExitCode {
+    let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -214,24 +201,20 @@ pub fn run(args: Vec<String>) -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("rogue_peer: runtime: {e}");
-            return 1;
+            eprintln!("p2pfs-rogue: runtime: {e}");
+            return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(attack(args)) {
         Ok(()) => {
             emit(json!({"event": "done"}));
-            0
+            ExitCode::SUCCESS
         }
         Err(e) => {
             emit(json!({"event": "error", "error": e}));
-            1
+            ExitCode::FAILURE
         }
     }
-}
-
-fn main() {
-    std::process::exit(run(std::env::args().skip(1).collect()));
 }
 
 async fn attack(args: Args) -> Result<(), String> {

@@ -59,7 +59,8 @@ pub(super) async fn junk_chunks(rogue: &Rogue) {
         }
     }
     emit(
-        json!({"event": "junk", "phase": "put", "sent": stored + refused + failed,
+        json!({"event": "junk", "phase": "put", "planned": JUNK_CHUNKS,
+        "sent": stored + refused + failed,
         "stored": stored, "refused": refused, "failed": failed, "reasons": reasons,
         "stored_ids": stored_ids}),
     );

@@ -2,7 +2,7 @@
 //! spread over capacity and how many copies move on a join, a leave and a 1% loss, against the
 //! optimum, plus the CPU time to place one chunk. Deterministic for a given `--seed`.
 //!
-//! `cargo run --release --example placement_sim -- --members 10000 --chunks 10000000 --k 16,32,64`
+//! `cargo run --release -p p2pfs-sim -- --members 10000 --chunks 10000000 --k 16,32,64`
 //! (`--full` adds the full-membership rule, O(members) per chunk, measured on the first
 //! `--full-sample` chunks only; `--rule1-sample N` adds the same with placement rule 1's pair
 //! hash on N chunks, the baseline of the CPU time; `--no-closest` skips the closest-k rules.)
@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use clap::Parser;
-use p2pfs::sim::{Strategy, chunk, measure, world};
+use p2pfs_sim::{Strategy, chunk, measure, world};
 
 #[derive(Parser)]
 struct Args {

@@ -195,7 +195,10 @@ pub(super) async fn peer_names(ctx: &Ctx<'_>) {
             sealer.seal(EntryId::random(), Hlc(hlc + i as u64), &[], &meta)
         })
         .collect();
-    ctx.emit(json!({"event": "names", "count": entries.len()}));
+    ctx.emit(
+        json!({"event": "names", "count": entries.len(), "refused": BAD_NAMES,
+        "legal": CONTROL_NAMES}),
+    );
     if ctx.phase == "gossip" {
         let mut data = Vec::new();
         ciborium::into_writer(&NamespaceGossip::Entries(entries), &mut data).expect("encodes");

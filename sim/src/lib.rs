@@ -1,4 +1,7 @@
-//! Placement at scale, simulated: in-process, deterministic, no sockets (issue 8).
+//! Placement at scale, simulated: in-process, deterministic, no sockets (issue 8). Research on
+//! the placement rule of p2pfs (`p2pfs::cluster::placement`), not part of the node: the
+//! `placement_sim` binary prints its tables (`cargo run --release -p p2pfs-sim -- --help`), and
+//! [`closest`] holds the closest-peers rules it measured that no node runs.
 //!
 //! A [`World`] is a set of members (seeded ed25519 peer ids, capacities drawn from a seeded
 //! generator) and a number of equal-size chunks (`blake3` of their index). A [`Strategy`] says
@@ -13,16 +16,16 @@
 //!   same capacity-weighted rendezvous among those `k`. O(k) hashes per chunk.
 //! - [`Strategy::ClosestRegion`]: the same `k` candidates, each weighted by `capacity /
 //!   region`, its region being the exact fraction of the key space for which it is among the
-//!   `k` closest ([`placement::xor_region`], computed from its bucket sizes). This corrects
+//!   `k` closest ([`closest::xor_region`], computed from its bucket sizes). This corrects
 //!   the imbalance of plain closest-k, whose members are candidates for regions of different
 //!   sizes.
 //! - [`Strategy::ClosestNeighbour`]: the same `k` candidates weighted by `capacity / d_j`,
 //!   `d_j` the XOR distance from the member's key to its `j`-th closest other member's: a
 //!   cruder density estimate, for comparison.
 //! - [`Strategy::ClosestMulti`]: the union of the `k` closest to each of several keys derived
-//!   from the chunk id ([`placement::lookup_key`]), weighted by `capacity / region`: several
+//!   from the chunk id ([`closest::lookup_key`]), weighted by `capacity / region`: several
 //!   closest-peers lookups per chunk, so that the weights can move load between
-//!   neighbourhoods of different density, which one lookup cannot ([`placement::closest_candidates`]
+//!   neighbourhoods of different density, which one lookup cannot ([`closest::closest_candidates`]
 //!   is the same rule for a node).
 //!
 //! [`measure`] places every chunk's R owners and reports what the issue asks for: stored
@@ -39,8 +42,10 @@ use std::time::Duration;
 use libp2p::PeerId;
 use rand::{Rng, SeedableRng};
 
-use crate::block::ChunkId;
-use crate::cluster::placement::{self, Candidate, Placement};
+use p2pfs::block::ChunkId;
+use p2pfs::cluster::placement::{self, Candidate, Placement};
+
+pub mod closest;
 
 /// Which members are candidates for a chunk, and their weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,7 +275,7 @@ impl World {
     }
 
     /// Kademlia bucket sizes of the member at position `i`, capped at `cap` (which changes
-    /// nothing for [`placement::xor_region`] with `k <= cap`): each bucket is a key range.
+    /// nothing for [`closest::xor_region`] with `k <= cap`): each bucket is a key range.
     fn bucket_sizes(&self, i: usize, cap: u32) -> [u32; 64] {
         let key = self.keys[i];
         let mut sizes = [0u32; 64];
@@ -294,8 +299,8 @@ impl World {
             }
             Strategy::ClosestRegion { k } | Strategy::ClosestMulti { k, .. } => (0..n)
                 .map(|i| {
-                    let region = placement::xor_region(&self.bucket_sizes(i, k as u32), k);
-                    placement::region_weight(self.members[i].capacity, region)
+                    let region = closest::xor_region(&self.bucket_sizes(i, k as u32), k);
+                    closest::region_weight(self.members[i].capacity, region)
                 })
                 .collect(),
             Strategy::ClosestNeighbour { j, .. } => {
@@ -306,7 +311,7 @@ impl World {
                         self.closest_into(self.keys[i], j + 1, &mut out);
                         let last = *out.last().expect("the member itself") as usize;
                         let d = (self.keys[last] ^ self.keys[i]).max(1) as f64;
-                        placement::region_weight(self.members[i].capacity, d)
+                        closest::region_weight(self.members[i].capacity, d)
                     })
                     .collect()
             }
@@ -316,7 +321,7 @@ impl World {
     /// Each member's region under `k` (fraction of the key space), by position.
     pub fn regions(&self, k: usize) -> Vec<f64> {
         (0..self.members.len())
-            .map(|i| placement::xor_region(&self.bucket_sizes(i, k as u32), k))
+            .map(|i| closest::xor_region(&self.bucket_sizes(i, k as u32), k))
             .collect()
     }
 
@@ -331,7 +336,7 @@ impl World {
                 self.closest_set_into(key, k, out);
                 let mut more = Vec::with_capacity(k);
                 for l in 1..lookups {
-                    self.closest_set_into(placement::lookup_key(id, l), k, &mut more);
+                    self.closest_set_into(closest::lookup_key(id, l), k, &mut more);
                     out.extend_from_slice(&more);
                 }
                 out.sort_unstable();
@@ -820,7 +825,7 @@ mod tests {
             all.sort_by_key(|k| k ^ target);
             assert_eq!(got, all[..20].to_vec(), "target {target:x}");
             // The same set as the placement module's helper.
-            let helper: Vec<u64> = placement::xor_closest(target, &w.keys, 20)
+            let helper: Vec<u64> = closest::xor_closest(target, &w.keys, 20)
                 .into_iter()
                 .map(|i| w.keys[i])
                 .collect();
@@ -858,7 +863,7 @@ mod tests {
 
     #[test]
     fn region_owners_are_the_placement_helpers() {
-        // The simulation's corrected rule is the public one in `placement`.
+        // The simulation's corrected rule is the one in `closest`, for a node's view.
         let w = world(9, 60, 4, 200, 3);
         let members: Vec<(u64, Candidate)> = w
             .members()
@@ -875,16 +880,16 @@ mod tests {
             .collect();
         for i in 0..w.chunks {
             let (id, key) = chunk(i);
-            let candidates = placement::closest_candidates(&[key], &members, 8);
+            let candidates = closest::closest_candidates(&[key], &members, 8);
             assert_eq!(
                 w.owners(Strategy::ClosestRegion { k: 8 }, i),
-                placement::weighted_owners(&id, &candidates, 3)
+                closest::weighted_owners(&id, &candidates, 3)
             );
-            let targets: Vec<u64> = (0..4).map(|l| placement::lookup_key(&id, l)).collect();
-            let candidates = placement::closest_candidates(&targets, &members, 8);
+            let targets: Vec<u64> = (0..4).map(|l| closest::lookup_key(&id, l)).collect();
+            let candidates = closest::closest_candidates(&targets, &members, 8);
             assert_eq!(
                 w.owners(Strategy::ClosestMulti { k: 8, lookups: 4 }, i),
-                placement::weighted_owners(&id, &candidates, 3)
+                closest::weighted_owners(&id, &candidates, 3)
             );
         }
     }
