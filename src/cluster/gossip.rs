@@ -25,6 +25,7 @@ use crate::net::guard::Offence;
 use crate::net::{GossipId, Verdict};
 use crate::rpc::chunk::ChunkClient;
 use crate::rpc::sync;
+use crate::util::workers::Workers;
 
 pub struct ClusterConfig {
     pub replicas: usize,
@@ -115,15 +116,23 @@ pub struct Cluster {
     state: parking_lot::Mutex<AnnouncedState>,
     /// Peers this node runs an anti-entropy session with now (see `spawn_sync`).
     syncing: Arc<parking_lot::Mutex<std::collections::HashSet<PeerId>>>,
+    /// The node's workers: anti-entropy sessions and gossip batches being applied run among
+    /// them.
+    workers: Workers,
 }
 
 impl Cluster {
-    pub fn new(net: NetHandle, store: Arc<ChunkStore>, config: ClusterConfig) -> Arc<Self> {
+    pub fn new(
+        net: NetHandle,
+        store: Arc<ChunkStore>,
+        config: ClusterConfig,
+        workers: Workers,
+    ) -> Arc<Self> {
         let membership = Arc::new(RwLock::new(Membership::new(net.local, config.liveness)));
         let router = Arc::new(ChunkRouter {
             local: net.local,
             store,
-            client: ChunkClient::new(net.control.clone()),
+            client: ChunkClient::new(net.streams.clone(), net.guard.clone()),
             membership: membership.clone(),
             replicas: config.replicas,
             capacity: config.capacity,
@@ -146,6 +155,7 @@ impl Cluster {
             seq: AtomicU64::new(seq),
             state: parking_lot::Mutex::new(AnnouncedState::Alive),
             syncing: Default::default(),
+            workers,
         })
     }
 
@@ -229,10 +239,10 @@ impl Cluster {
             }
         }
         let running = Running(self.syncing.clone(), peer);
-        let (control, core) = (self.net.control.clone(), core.clone());
-        tokio::spawn(async move {
+        let (net, core) = (self.net.clone(), core.clone());
+        self.workers.spawn(async move {
             let _running = running;
-            match sync::sync_with(&control, peer, core).await {
+            match sync::sync_with(&net, peer, core).await {
                 Ok(r) if r.buckets > 0 => {
                     tracing::debug!(%peer, buckets = r.buckets, pulled = r.pulled.applied, pushed = r.pushed, "anti-entropy")
                 }
@@ -327,7 +337,7 @@ impl Cluster {
                     return;
                 };
                 let (core, net) = (core.clone(), self.net.clone());
-                tokio::task::spawn_blocking(move || {
+                self.workers.spawn_blocking(move || {
                     let _permit = permit;
                     let verdict = match sync::apply_from_peer(&core, from, entries) {
                         Ok((_, forged)) if forged > 0 => Verdict::Offence(Offence::ForgedEntry),
@@ -387,7 +397,7 @@ impl Cluster {
         }
     }
 
-    /// Runs the cluster until the process ends.
+    /// Runs the cluster until the node's workers are cancelled (it is one of them).
     pub async fn run(
         self: Arc<Self>,
         core: Arc<Mount>,

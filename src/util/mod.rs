@@ -1,6 +1,8 @@
-//! Small helpers shared by every layer: clocks, durable file writes, paths.
+//! Small helpers shared by every layer: clocks, durable file writes, paths, the task set a
+//! node stops as one.
 
 pub mod fixed_bytes;
 pub mod fsutil;
 pub mod hlc;
 pub mod paths;
+pub mod workers;

@@ -40,6 +40,7 @@ use crate::cluster::gc::Gc;
 use crate::cluster::repair::Repair;
 use crate::fs::Mount;
 use crate::node::config::MetricsConfig;
+use crate::util::workers::Workers;
 
 /// The content type of a scrape: OpenMetrics text, which is what the encoder writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -458,8 +459,9 @@ pub fn bind(config: &MetricsConfig) -> Result<Option<std::net::TcpListener>, Str
     Ok(Some(listener))
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped. Call within the runtime.
-pub async fn serve(listener: std::net::TcpListener, source: Arc<Source>) {
+/// Serves `GET /metrics` on `listener` until the task is dropped, each connection among
+/// `workers`. Call within the runtime.
+pub async fn serve(listener: std::net::TcpListener, source: Arc<Source>, workers: Workers) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -486,7 +488,7 @@ pub async fn serve(listener: std::net::TcpListener, source: Arc<Source>) {
             continue; // dropped: closed
         };
         let source = source.clone();
-        tokio::spawn(async move {
+        workers.spawn(async move {
             let _permit = permit;
             http::serve_connection(stream, |path| async move {
                 if path != "/metrics" {
