@@ -159,15 +159,14 @@ impl Node {
         };
         let chunk_streams = accept(crate::rpc::chunk::PROTOCOL)?;
         let sync_streams = accept(crate::rpc::sync::PROTOCOL)?;
-        workers.spawn(crate::rpc::chunk::serve(
-            chunk_streams,
-            crate::rpc::chunk::ChunkServer::new(
-                self.chunks.clone(),
-                cluster.router.clone(),
-                guard.clone(),
-                workers.clone(),
-            ),
-        ));
+        let chunk_server = crate::rpc::chunk::ChunkServer::new(
+            self.chunks.clone(),
+            cluster.router.clone(),
+            guard.clone(),
+            workers.clone(),
+        );
+        chunk_server.set_prove_rate(n.prove_rate_mb * 1_000_000);
+        workers.spawn(crate::rpc::chunk::serve(chunk_streams, chunk_server));
         workers.spawn(crate::rpc::sync::serve(
             sync_streams,
             mount.clone(),
@@ -186,7 +185,6 @@ impl Node {
         );
         workers.spawn(repair.clone().run());
         workers.spawn(repair.clone().run_scrub());
-        crate::rpc::chunk::set_prove_rate(n.prove_rate_mb * 1_000_000);
         let audit = Audit::new(
             cluster.router.clone(),
             AuditConfig {

@@ -35,7 +35,7 @@ const HAVE_PER_FRAME: usize = 1024;
 /// Most ids in one `Prove` request: each is a chunk read and hashed by the answering node.
 pub const MAX_PROVE_BATCH: usize = 64;
 /// Bytes one peer may have this node read and hash for its proofs, per second, unless
-/// configured (`network.prove_rate_mb`, [`set_prove_rate`]): a peer cannot turn challenges
+/// configured (`network.prove_rate_mb`, [`ChunkServer::set_prove_rate`]): a peer cannot turn challenges
 /// into a disk-read flood.
 const PROVE_BYTES_PER_SEC: u64 = 16_000_000;
 /// Chunk bytes one `Prove` may make this node read; a request that needs more is refused
@@ -440,6 +440,8 @@ pub struct ChunkServer {
     pub flusher: Arc<Flusher>,
     pub guard: Arc<PeerGuard>,
     workers: Workers,
+    /// Each peer's pacing of the bytes its proofs make this node read.
+    prove_budget: ProveBudget,
 }
 
 impl ChunkServer {
@@ -455,7 +457,15 @@ impl ChunkServer {
             policy,
             guard,
             workers,
+            prove_budget: ProveBudget::new(PROVE_BYTES_PER_SEC),
         })
+    }
+
+    /// Sets the bytes per second each peer may have this node read for its proofs.
+    pub fn set_prove_rate(&self, bytes_per_sec: u64) {
+        self.prove_budget
+            .bytes_per_sec
+            .store(bytes_per_sec.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -565,7 +575,7 @@ async fn answer(
             offence = Some((Offence::Malformed, "oversized prove batch"));
             ChunkResponse::Refused(format!("at most {MAX_PROVE_BATCH} ids per request"))
         }
-        ChunkRequest::Prove { nonce, ids } => prove(&server.guard, peer, nonce, ids, store).await,
+        ChunkRequest::Prove { nonce, ids } => prove(server, peer, nonce, ids).await,
         ChunkRequest::Have { ids } => {
             match tokio::task::spawn_blocking(move || {
                 ids.iter().map(|id| store.contains(id)).collect()
@@ -588,16 +598,6 @@ struct ProveBudget {
     running: tokio::sync::Semaphore,
     /// Each peer's share, in bytes per second.
     bytes_per_sec: std::sync::atomic::AtomicU64,
-}
-
-static PROVE_BUDGET: std::sync::LazyLock<ProveBudget> =
-    std::sync::LazyLock::new(|| ProveBudget::new(PROVE_BYTES_PER_SEC));
-
-/// Sets the bytes per second each peer may have this node read for its proofs.
-pub fn set_prove_rate(bytes_per_sec: u64) {
-    PROVE_BUDGET
-        .bytes_per_sec
-        .store(bytes_per_sec.max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
 impl ProveBudget {
@@ -654,13 +654,12 @@ impl ProveBudget {
 /// ([`PROVE_BYTES_PER_SEC`], reserved by the chunks' sizes on disk before reading); a request
 /// that would wait over [`PROVE_MAX_WAIT`] is refused.
 async fn prove(
-    guard: &PeerGuard,
+    server: &ChunkServer,
     peer: &PeerId,
     nonce: [u8; 32],
     ids: Vec<ChunkId>,
-    store: Arc<ChunkStore>,
 ) -> ChunkResponse {
-    let budget = &*PROVE_BUDGET;
+    let (guard, budget, store) = (&server.guard, &server.prove_budget, server.store.clone());
     let sizes = {
         let (store, ids) = (store.clone(), ids.clone());
         tokio::task::spawn_blocking(move || {
