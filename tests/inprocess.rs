@@ -1,7 +1,7 @@
 //! Several nodes in this one test process, on loopback, without FUSE or root: each is started
 //! with `Node::start` on a temporary data dir and stopped with `RunningNode::shutdown`, and the
 //! filesystem core (`fs::Mount`) is driven directly. Cluster behaviour (placement, repair,
-//! garbage collection, anti-entropy) is checked here in seconds; the real-process tests keep
+//! graceful leave, garbage collection, anti-entropy) is checked here in seconds; the real-process tests keep
 //! what needs processes and mounts (signals, FUSE, the binaries).
 
 use std::os::unix::fs::MetadataExt;
@@ -333,6 +333,53 @@ fn a_stopped_nodes_chunks_are_repaired_to_r_copies_on_the_others() {
     let reader = (0..4).find(|&i| i != gone && i != 0).unwrap();
     wait_known(&net, reader, "repaired.bin", data.len());
     assert_reads(&net, reader, "repaired.bin", &data);
+    net.stop_all();
+}
+
+#[test]
+fn a_leaving_node_hands_its_chunks_off_before_it_stops() {
+    let mut net = Net::new(3600, 3600);
+    for _ in 0..4 {
+        net.start();
+    }
+    net.wait_converged();
+    let data = content(8, 6 * CHUNK as usize);
+    write_file(&net, 0, "handed.bin", &data);
+    let ids = net.node(0).mount.file_chunks("handed.bin").unwrap();
+    wait_placed(&net, 0, &ids);
+    let leaver = (1..4)
+        .max_by_key(|i| ids.iter().filter(|id| net.holders(id).contains(i)).count())
+        .unwrap();
+    let held = ids
+        .iter()
+        .filter(|id| net.holders(id).contains(&leaver))
+        .count();
+    assert!(held > 0);
+    let report = net.runtime.block_on(net.node(leaver).leave());
+    assert!(report.finished, "{report:?}");
+    assert_eq!(report.short, 0, "{report:?}");
+    assert!(report.handed_off >= held as u64, "{report:?}");
+    let peer = net.node(leaver).peer_id();
+    net.stop(leaver);
+    // Handed off before it stopped (no repair pass runs here): R copies without it.
+    for id in &ids {
+        let others: Vec<usize> = net
+            .holders(id)
+            .into_iter()
+            .filter(|&i| i != leaver)
+            .collect();
+        assert!(others.len() >= R, "chunk {id} on {others:?}");
+    }
+    wait_until("the others know it left", || {
+        net.running().all(|n| {
+            n.cluster
+                .membership
+                .read()
+                .members()
+                .any(|m| m.peer == peer && m.state == PeerState::Left)
+        })
+    });
+    assert_reads(&net, 0, "handed.bin", &data);
     net.stop_all();
 }
 
