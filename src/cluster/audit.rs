@@ -26,7 +26,7 @@ use rand::seq::SliceRandom;
 use crate::block::proof::{fresh_nonce, verify};
 use crate::block::{ChunkId, ChunkStore};
 use crate::cluster::ChunkRouter;
-use crate::net::guard::{Offence, PeerGuard};
+use crate::net::guard::Offence;
 use crate::rpc::chunk::{ChunkClient, MAX_PROVE_BATCH, MAX_PROVE_BYTES};
 
 /// Chunks an audit round challenges (at each of their other owners that claims them).
@@ -92,7 +92,10 @@ impl FailedHolders {
 /// treats it as holding nothing for a while; repair is woken to place the copies elsewhere.
 pub fn holder_failed(router: &ChunkRouter, peer: PeerId, chunk: &ChunkId, what: &'static str) {
     tracing::warn!(%peer, %chunk, what, "a holder failed to prove it holds a chunk; it is treated as holding nothing");
-    PeerGuard::current().offence(peer, Offence::FailedProof, what);
+    router
+        .client
+        .guard()
+        .offence(peer, Offence::FailedProof, what);
     router.failed_holders().failed(peer);
     router.repair_wanted().notify_one();
 }
@@ -268,7 +271,7 @@ impl Audit {
         self.passes.load(Ordering::Relaxed)
     }
 
-    /// Audits forever, one round per interval.
+    /// Audits one round per interval, until its task is cancelled.
     pub async fn run(self: Arc<Self>) {
         loop {
             tokio::time::sleep(self.config.interval).await;

@@ -31,6 +31,7 @@ use crate::cluster::ChunkRouter;
 use crate::cluster::membership::{Membership, PeerState};
 use crate::fs::Mount;
 use crate::namespace::Entry;
+use crate::net::NetHandle;
 use crate::rpc::sync;
 use crate::util::hlc::Hlc;
 
@@ -54,7 +55,8 @@ pub struct Gc {
     router: Arc<ChunkRouter>,
     mount: Arc<Mount>,
     membership: Arc<RwLock<Membership>>,
-    control: libp2p_stream::Control,
+    /// Reaches the members for tombstone expiry.
+    net: NetHandle,
     config: GcConfig,
     /// When each stored chunk was first seen unreferenced (reset when it is referenced again;
     /// lost on restart, which only delays collection).
@@ -75,14 +77,14 @@ impl Gc {
         router: Arc<ChunkRouter>,
         mount: Arc<Mount>,
         membership: Arc<RwLock<Membership>>,
-        control: libp2p_stream::Control,
+        net: NetHandle,
         config: GcConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             router,
             mount,
             membership,
-            control,
+            net,
             config,
             unreferenced_since: Mutex::new(HashMap::new()),
             deleted_chunks: AtomicU64::new(0),
@@ -110,8 +112,8 @@ impl Gc {
         self.passes.load(Ordering::Relaxed)
     }
 
-    /// Runs forever: a checkpoint of open files every third of the grace period, and a
-    /// collection pass every half.
+    /// Runs until its task is cancelled: a checkpoint of open files every third of the grace
+    /// period, and a collection pass every half.
     pub async fn run(self: Arc<Self>) {
         let third = (self.config.grace / 3).max(Duration::from_millis(500));
         let mut checkpoint = tokio::time::interval(third);
@@ -276,7 +278,7 @@ impl Gc {
             .map(|m| m.peer)
             .collect();
         for peer in peers {
-            if let Err(e) = sync::expire(&self.control, peer, &mine).await {
+            if let Err(e) = sync::expire(&self.net, peer, &mine).await {
                 tracing::debug!(%peer, error = %e, "tombstone expiry postponed: a member did not take them");
                 return 0;
             }

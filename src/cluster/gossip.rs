@@ -25,6 +25,7 @@ use crate::net::guard::Offence;
 use crate::net::{GossipId, Verdict};
 use crate::rpc::chunk::ChunkClient;
 use crate::rpc::sync;
+use crate::util::workers::Workers;
 
 pub struct ClusterConfig {
     pub replicas: usize,
@@ -117,15 +118,23 @@ pub struct Cluster {
     syncing: Arc<parking_lot::Mutex<std::collections::HashSet<PeerId>>>,
     /// Anti-entropy sessions this node started that completed, since start (tests wait on it).
     syncs: Arc<AtomicU64>,
+    /// The node's workers: anti-entropy sessions and gossip batches being applied run among
+    /// them.
+    workers: Workers,
 }
 
 impl Cluster {
-    pub fn new(net: NetHandle, store: Arc<ChunkStore>, config: ClusterConfig) -> Arc<Self> {
+    pub fn new(
+        net: NetHandle,
+        store: Arc<ChunkStore>,
+        config: ClusterConfig,
+        workers: Workers,
+    ) -> Arc<Self> {
         let membership = Arc::new(RwLock::new(Membership::new(net.local, config.liveness)));
         let router = Arc::new(ChunkRouter {
             local: net.local,
             store,
-            client: ChunkClient::new(net.control.clone()),
+            client: ChunkClient::new(net.streams.clone(), net.guard.clone()),
             membership: membership.clone(),
             replicas: config.replicas,
             capacity: config.capacity,
@@ -149,6 +158,7 @@ impl Cluster {
             state: parking_lot::Mutex::new(AnnouncedState::Alive),
             syncing: Default::default(),
             syncs: Default::default(),
+            workers,
         })
     }
 
@@ -237,10 +247,10 @@ impl Cluster {
             }
         }
         let running = Running(self.syncing.clone(), peer);
-        let (control, core, syncs) = (self.net.control.clone(), core.clone(), self.syncs.clone());
-        tokio::spawn(async move {
+        let (net, core, syncs) = (self.net.clone(), core.clone(), self.syncs.clone());
+        self.workers.spawn(async move {
             let _running = running;
-            let session = sync::sync_with(&control, peer, core).await;
+            let session = sync::sync_with(&net, peer, core).await;
             if session.is_ok() {
                 syncs.fetch_add(1, Ordering::Relaxed);
             }
@@ -339,7 +349,7 @@ impl Cluster {
                     return;
                 };
                 let (core, net) = (core.clone(), self.net.clone());
-                tokio::task::spawn_blocking(move || {
+                self.workers.spawn_blocking(move || {
                     let _permit = permit;
                     let verdict = match sync::apply_from_peer(&core, from, entries) {
                         Ok((_, forged)) if forged > 0 => Verdict::Offence(Offence::ForgedEntry),
@@ -399,7 +409,7 @@ impl Cluster {
         }
     }
 
-    /// Runs the cluster until the process ends.
+    /// Runs the cluster until the node's workers are cancelled (it is one of them).
     pub async fn run(
         self: Arc<Self>,
         core: Arc<Mount>,

@@ -218,7 +218,7 @@ impl Repair {
         }
     }
 
-    /// Scrubs forever: every `scrub_interval`, re-hashes every stored chunk (rate-limited); a
+    /// Scrubs until its task is cancelled: every `scrub_interval`, re-hashes every stored chunk (rate-limited); a
     /// corrupt copy is deleted by the store and fetched again from a replica.
     pub async fn run_scrub(self: Arc<Self>) {
         loop {

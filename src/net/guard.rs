@@ -14,8 +14,9 @@
 //! - a peer disconnected for offences on [`STRIKES_TO_BLOCK`] separate connections within
 //!   [`STRIKE_WINDOW`] is blocked for [`BLOCK_FOR`]: its connections are denied (both ways).
 //!
-//! A node (one per process) installs its guard when its network starts ([`PeerGuard::current`]
-//! finds it), so the stream servers and clients of `rpc/` report to it without plumbing.
+//! Each node owns one guard: its network, the stream servers and clients of `rpc/` and the
+//! cluster are handed it when they are made, so several nodes in one process keep their own
+//! counts and block lists.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -32,6 +33,8 @@ use libp2p::swarm::{
 use libp2p::{Multiaddr, PeerId};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+
+use crate::util::workers::Workers;
 
 /// Chunk streams one peer may have open on this node at once; more are reset.
 pub const CHUNK_STREAMS_PER_PEER: usize = 16;
@@ -274,31 +277,24 @@ pub struct PeerGuard {
     /// Wakes the event loop when peers are to be disconnected.
     wake: tokio::sync::Notify,
     gossip_applies: Arc<tokio::sync::Semaphore>,
+    /// Where the delayed checks of truncated streams run (the node's tasks).
+    workers: Workers,
 }
 
-static CURRENT: std::sync::Mutex<Option<Arc<PeerGuard>>> = std::sync::Mutex::new(None);
-
 impl PeerGuard {
+    /// A guard of its own (a tool's, a test's), not part of a node's tasks.
     pub fn new() -> Arc<Self> {
+        Self::with_workers(Workers::new())
+    }
+
+    /// A node's guard, whose delayed checks are among the node's `workers`.
+    pub fn with_workers(workers: Workers) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             wake: tokio::sync::Notify::new(),
             gossip_applies: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_GOSSIP_APPLIES)),
+            workers,
         })
-    }
-
-    /// Makes this the guard of the process's node (its network calls this when it starts).
-    pub fn install(self: &Arc<Self>) {
-        *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.clone());
-    }
-
-    /// The guard of the process's node; one that disconnects nobody if no network started.
-    pub fn current() -> Arc<Self> {
-        CURRENT
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(Self::new)
-            .clone()
     }
 
     /// Counts an offence and acts on it (see the module docs).
@@ -389,18 +385,21 @@ impl PeerGuard {
         };
         let generation = self.state.lock().peers.get(&peer).map(|r| r.generation);
         let this = self.clone();
-        rt.spawn(async move {
-            tokio::time::sleep(TRUNCATION_GRACE).await;
-            let still_up = this
-                .state
-                .lock()
-                .peers
-                .get(&peer)
-                .is_some_and(|r| r.connections > 0 && Some(r.generation) == generation);
-            if still_up {
-                this.offence(peer, Offence::Truncated, detail);
-            }
-        });
+        self.workers.spawn_on(
+            async move {
+                tokio::time::sleep(TRUNCATION_GRACE).await;
+                let still_up = this
+                    .state
+                    .lock()
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|r| r.connections > 0 && Some(r.generation) == generation);
+                if still_up {
+                    this.offence(peer, Offence::Truncated, detail);
+                }
+            },
+            &rt,
+        );
     }
 
     /// Whether `peer` is blocked now.

@@ -1,7 +1,8 @@
 //! The network: one event loop owns the libp2p `Swarm`; the rest of the program talks to it
 //! through a cloneable [`NetHandle`] (commands, with oneshot replies where there is an answer)
 //! and hears from it through a channel of [`NetEvent`]s. Bulk transfers do not go through the
-//! loop: they use libp2p-stream `Control`s, which open streams directly.
+//! loop: they use libp2p-stream `Control`s ([`NetHandle::streams`]), which open streams
+//! directly. The loop is one of the node's workers: it ends when they are cancelled.
 //!
 //! Admission: the Noise handshake carries a prologue derived from the network key. Both sides
 //! must present the same prologue or the handshake fails, so a peer without the key never gets
@@ -31,6 +32,7 @@ use libp2p::{
 use tokio::sync::mpsc;
 
 use crate::identity::NetworkKey;
+use crate::util::workers::Workers;
 use guard::{Blocklist, Offence, PeerGuard};
 
 /// Largest gossip message (an entry announcement or a membership announcement).
@@ -74,6 +76,8 @@ pub struct NetConfig {
     pub max_queued_gossip: usize,
     /// Connection limits before admission ([`limits`]).
     pub limits: limits::AdmissionLimits,
+    /// The node's guard: offences, per-peer limits, the block list.
+    pub guard: Arc<PeerGuard>,
 }
 
 pub enum NetEvent {
@@ -134,7 +138,8 @@ enum Command {
 #[derive(Clone)]
 pub struct NetHandle {
     tx: mpsc::Sender<Command>,
-    pub control: libp2p_stream::Control,
+    /// Opens and accepts the streams of the rpc protocols (chunk, sync), beside the loop.
+    pub streams: libp2p_stream::Control,
     pub local: PeerId,
     /// Offences, per-peer limits and the block list.
     pub guard: Arc<PeerGuard>,
@@ -389,10 +394,9 @@ pub fn build_swarm_limited(
 }
 
 /// Builds the swarm, starts listening and dialing, and spawns the event loop on the current
-/// tokio runtime. The node's [`PeerGuard`] is installed for the process.
-pub fn start(config: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
-    let guard = PeerGuard::new();
-    guard.install();
+/// tokio runtime, among `workers` (it stops when they are cancelled).
+pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEvents), NetError> {
+    let guard = config.guard;
     let mut swarm = build_swarm_limited(
         config.keypair.clone(),
         &config.network_key,
@@ -416,7 +420,7 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
                 reason: e.to_string(),
             })?;
     }
-    let control = swarm.behaviour().stream.new_control();
+    let streams = swarm.behaviour().stream.new_control();
     let local = *swarm.local_peer_id();
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (event_tx, event_rx) = mpsc::unbounded_channel();
@@ -435,11 +439,11 @@ pub fn start(config: NetConfig) -> Result<(NetHandle, NetEvents), NetError> {
         dial_failures_reported: HashSet::new(),
         guard: guard.clone(),
     };
-    tokio::spawn(event_loop.run());
+    workers.spawn(event_loop.run());
     Ok((
         NetHandle {
             tx: cmd_tx,
-            control,
+            streams,
             local,
             guard,
             shared,
@@ -736,15 +740,19 @@ mod tests {
     use super::*;
 
     fn node(key: &NetworkKey, bootstrap: Vec<Multiaddr>, queue: usize) -> (NetHandle, NetEvents) {
-        start(NetConfig {
-            keypair: libp2p::identity::Keypair::generate_ed25519(),
-            network_key: key.clone(),
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-            bootstrap,
-            mdns: false,
-            max_queued_gossip: queue,
-            limits: limits::AdmissionLimits::default(),
-        })
+        start(
+            NetConfig {
+                keypair: libp2p::identity::Keypair::generate_ed25519(),
+                network_key: key.clone(),
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                bootstrap,
+                mdns: false,
+                max_queued_gossip: queue,
+                limits: limits::AdmissionLimits::default(),
+                guard: PeerGuard::new(),
+            },
+            &Workers::new(),
+        )
         .unwrap()
     }
 

@@ -1,10 +1,14 @@
-//! A node's life: `init` lays out a data dir with keys and defaults; `run` loads it, mounts
-//! the volume and serves until told to stop.
+//! A node's life: `init` lays out a data dir with keys and defaults; `load` reads it;
+//! `start` ([`lifecycle`]) runs its workers; `run` starts it, mounts the volume and serves until
+//! told to stop.
 
 pub mod config;
 pub mod control;
+pub mod lifecycle;
 pub mod metrics;
 pub mod status;
+
+pub use lifecycle::{RunningNode, Stopped};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,16 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::block::ChunkStore;
-use crate::cluster::membership::{AnnouncedState, LivenessConfig};
-use crate::cluster::repair::{Repair, RepairConfig};
-use crate::cluster::{Cluster, ClusterConfig};
-use crate::fs::{FsError, Mount, MountParts};
+
+use crate::fs::FsError;
 use crate::fuse::FuseAdapter;
 use crate::identity::{
     IdentityError, Invite, NODE_KEY_FILE, NetworkKey, NodeIdentity, USER_KEY_FILE, UserIdentity,
 };
 use crate::namespace::volume::VolumeError;
-use crate::namespace::{NamespaceError, NamespaceStore, Volume};
+use crate::namespace::{NamespaceError, NamespaceStore};
 use crate::net::NetError;
 use crate::node::config::{CONFIG_FILE, Config, ConfigError};
 use crate::util::fsutil::{create_private_dir, write_new};
@@ -212,172 +214,30 @@ impl Node {
         (total >> 30).max(1) << 30
     }
 
-    /// Joins the network, mounts at `mountpoint` and serves until SIGTERM or SIGINT (then
-    /// unmounts) or until the mount is taken away (`umount`).
+    /// Starts the node ([`Node::start`]), mounts it at `mountpoint` and serves until SIGTERM
+    /// or SIGINT (then leaves gracefully and unmounts), a `p2pfs-ctl leave`, or until the
+    /// mount is taken away (`umount`); then shuts the node down.
     pub fn run(self, mountpoint: &Path) -> Result<(), NodeError> {
         prepare_mountpoint(mountpoint)?;
-        // Connections take a descriptor each: the limits are sized to fit under the open-file
-        // limit with a reserve for the node's own files (`net::limits`).
-        let open_files = match crate::net::limits::raise_open_file_limit() {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the open-file limit; assuming 1024");
-                1024
-            }
-        };
-        let admission = crate::net::limits::AdmissionLimits::for_open_files(open_files);
-        tracing::info!(
-            open_files,
-            pending_incoming = admission.pending_incoming,
-            pending_per_ip = admission.pending_per_ip,
-            established = admission.established,
-            established_per_ip = admission.established_per_ip,
-            "open-file limit and connection limits"
-        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("p2pfs-net")
             .enable_all()
             .build()
             .map_err(io_at(mountpoint))?;
-        let _enter = runtime.enter();
         // Signal handlers go in before the mount appears, so a stop request that arrives the
         // moment it does still unmounts cleanly instead of killing the process.
         let (mut term, mut int) = {
             use tokio::signal::unix::{SignalKind, signal};
+            let _enter = runtime.enter();
             (
                 signal(SignalKind::terminate()).map_err(io_at(mountpoint))?,
                 signal(SignalKind::interrupt()).map_err(io_at(mountpoint))?,
             )
         };
-        let control_listener = control::bind(&self.data_dir)?;
-        let metrics_listener =
-            crate::node::metrics::bind(&self.config.metrics).map_err(NodeError::Metrics)?;
-
-        let n = &self.config.network;
-        let (net, net_events) = crate::net::start(crate::net::NetConfig {
-            keypair: self.node_id.keypair.clone(),
-            network_key: self.network_key.clone(),
-            listen: self.config.listen_addrs(),
-            bootstrap: self.config.bootstrap_addrs(),
-            mdns: n.mdns,
-            max_queued_gossip: crate::net::MAX_QUEUED_GOSSIP,
-            limits: admission,
-        })?;
-        let cluster = Cluster::new(
-            net.clone(),
-            self.chunks.clone(),
-            ClusterConfig {
-                replicas: n.replicas as usize,
-                liveness: LivenessConfig {
-                    announce_every: Duration::from_millis(n.announce_interval_ms),
-                    suspect_after: Duration::from_secs(n.suspect_after_secs),
-                    dead_after: Duration::from_secs(n.dead_after_secs),
-                    forget_after: Duration::from_secs(n.forget_after_secs),
-                    leave_timeout: Duration::from_secs(n.leave_timeout_secs),
-                },
-                sync_every: Duration::from_secs(n.sync_interval_secs),
-                capacity: self.capacity(),
-            },
-        );
-        let (publish_tx, publish_rx) = tokio::sync::mpsc::unbounded_channel();
-        let peer = self.node_id.peer_id().to_bytes();
-        let origin = u64::from_le_bytes(
-            blake3::hash(&peer).as_bytes()[..8]
-                .try_into()
-                .expect("8 bytes"),
-        );
-        let s = &self.config.storage;
-        let core = Arc::new(Mount::load(MountParts {
-            network: Volume::for_network(&self.network_key),
-            user: self.user,
-            origin,
-            namespace: self.namespace,
-            chunks: self.chunks.clone(),
-            remote: Some(cluster.router.clone()),
-            publish: Some(publish_tx),
-            chunk_size: s.chunk_size,
-            cache_bytes: s.cache_bytes,
-            write_buffer_bytes: s.write_buffer_bytes,
-            seal_threads: s.seal_threads,
-            data_dir: self.data_dir.clone(),
-        })?);
-        let mut control_streams = net.control.clone();
-        let chunk_streams = control_streams
-            .accept(crate::rpc::chunk::PROTOCOL)
-            .map_err(|e| NodeError::Io {
-                path: self.data_dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        let sync_streams = control_streams
-            .accept(crate::rpc::sync::PROTOCOL)
-            .map_err(|e| NodeError::Io {
-                path: self.data_dir.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        runtime.spawn(crate::rpc::chunk::serve(
-            chunk_streams,
-            crate::rpc::chunk::ChunkServer::new(self.chunks.clone(), cluster.router.clone()),
-        ));
-        runtime.spawn(crate::rpc::sync::serve(sync_streams, core.clone()));
-        runtime.spawn(cluster.clone().run(core.clone(), net_events, publish_rx));
-        let repair = Repair::new(
-            cluster.router.clone(),
-            RepairConfig {
-                interval: Duration::from_secs(n.repair_interval_secs),
-                rate_bytes_per_sec: n.repair_rate_mb * 1_000_000,
-                scrub_interval: Duration::from_secs(self.config.storage.scrub_interval_secs),
-                scrub_bytes_per_sec: self.config.storage.scrub_rate_mb * 1_000_000,
-            },
-        );
-        runtime.spawn(repair.clone().run());
-        runtime.spawn(repair.clone().run_scrub());
-        crate::rpc::chunk::set_prove_rate(n.prove_rate_mb * 1_000_000);
-        let audit = crate::cluster::audit::Audit::new(
-            cluster.router.clone(),
-            crate::cluster::audit::AuditConfig {
-                interval: Duration::from_secs(n.audit_interval_secs),
-                chunks_per_round: crate::cluster::audit::AUDIT_CHUNKS_PER_ROUND,
-            },
-        );
-        let audit_worker = runtime.spawn(audit.clone().run());
-        let gc = crate::cluster::gc::Gc::new(
-            cluster.router.clone(),
-            core.clone(),
-            cluster.membership.clone(),
-            net.control.clone(),
-            crate::cluster::gc::GcConfig {
-                grace: Duration::from_secs(self.config.storage.gc_grace_secs),
-            },
-        );
-        runtime.spawn(gc.clone().run());
-        let status = crate::node::status::StatusReader::new(
-            core.clone(),
-            self.chunks.clone(),
-            cluster.clone(),
-            repair.clone(),
-            audit.clone(),
-            gc.clone(),
-            self.network_key.fingerprint(),
-            std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
-        );
-        if let Some(listener) = metrics_listener {
-            runtime.spawn(crate::node::metrics::serve(listener, status.clone()));
-        }
-        runtime.spawn(settle_conflicts(core.clone()));
-        let leave_requested = control::LeaveSignal::new();
-        runtime.spawn(control::serve(
-            control_listener,
-            Arc::new(control::StatusSource {
-                mount: core.clone(),
-                chunks: self.chunks.clone(),
-                cluster: cluster.clone(),
-                repair: repair.clone(),
-                leave: leave_requested.clone(),
-                mount_path: status.mount_point.clone(),
-                status,
-            }),
-        ));
+        let fuse = self.config.fuse.clone();
+        let network_fingerprint = self.network_key.fingerprint();
+        let node = self.start(runtime.handle(), mountpoint)?;
 
         let mut fuse_config = fuser::Config::default();
         fuse_config.mount_options = vec![
@@ -391,30 +251,30 @@ impl Node {
         ];
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
-        fuse_config.acl = if self.config.fuse.allow_other && root {
+        fuse_config.acl = if fuse.allow_other && root {
             fuser::SessionACL::All
         } else {
             fuser::SessionACL::Owner
         };
-        fuse_config.n_threads = Some(self.config.fuse.threads);
+        fuse_config.n_threads = Some(fuse.threads);
         fuse_config.clone_fd = true;
-        let adapter = FuseAdapter::new(
-            core.clone(),
-            Duration::from_millis(self.config.fuse.attr_ttl_ms),
-        );
-        let mut session =
-            fuser::Session::new(adapter, mountpoint, &fuse_config).map_err(|source| {
-                NodeError::Mount {
+        let adapter = FuseAdapter::new(node.mount.clone(), Duration::from_millis(fuse.attr_ttl_ms));
+        let mut session = match fuser::Session::new(adapter, mountpoint, &fuse_config) {
+            Ok(session) => session,
+            Err(source) => {
+                node.shutdown();
+                return Err(NodeError::Mount {
                     path: mountpoint.to_path_buf(),
                     source,
-                }
-            })?;
+                });
+            }
+        };
         let mut unmounter = session.unmount_callable();
         raise_read_ahead(mountpoint);
         tracing::info!(
             mount = %mountpoint.display(),
-            peer_id = %self.node_id.peer_id(),
-            network = %self.network_key.fingerprint(),
+            peer_id = %node.peer_id(),
+            network = %network_fingerprint,
             "mounted"
         );
         let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
@@ -429,7 +289,7 @@ impl Node {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: leaving the network"); true }
                 _ = int.recv() => { tracing::info!("SIGINT: leaving the network"); true }
-                _ = leave_requested.requested() => { tracing::info!("leave requested: leaving the network"); true }
+                _ = node.leave_requested() => { tracing::info!("leave requested: leaving the network"); true }
                 result = gone_rx => {
                     if let Ok(Err(e)) = result {
                         tracing::error!(error = %e, "FUSE session ended with an error");
@@ -440,58 +300,15 @@ impl Node {
                 }
             }
         });
-        // Graceful leave: say so, hand off what the others will need, say we left.
-        runtime.block_on(async {
-            cluster.set_state(AnnouncedState::Leaving).await;
-            // The handoff needs the owners' proof budgets for itself.
-            audit_worker.abort();
-            // Bounded, so a stop never hangs on unreachable peers (systemd allows 60 s).
-            let mut report = control::LeaveReport {
-                replicas: cluster.router.replicas() as u32,
-                holders_left: cluster.router.placement_without_self().holders() as u64,
-                ..Default::default()
-            };
-            match tokio::time::timeout(HANDOFF_LIMIT, repair.handoff()).await {
-                Ok(handed) => {
-                    if handed.under_replicated > 0 {
-                        tracing::warn!(
-                            short = handed.under_replicated,
-                            "some chunks could not be handed off before leaving: they have fewer copies elsewhere, or none (run the node again to hand them off)"
-                        );
-                    }
-                    tracing::info!(chunks = handed.chunks, copies_pushed = handed.pushed, "handed off");
-                    report.chunks = handed.chunks as u64;
-                    report.short = handed.under_replicated as u64;
-                    report.handed_off = report.chunks.saturating_sub(report.short);
-                    report.copies_pushed = handed.pushed as u64;
-                    report.finished = true;
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "handoff did not finish within {HANDOFF_LIMIT:?}; leaving anyway (the others repair what is missing)"
-                    );
-                    let held = self.chunks.list().map(|l| l.len() as u64).unwrap_or(0);
-                    report.chunks = held;
-                    report.short = held;
-                }
-            }
-            leave_requested.finish(report).await;
-            cluster.set_state(AnnouncedState::Left).await;
-            // Give gossip a moment to carry the last announcement.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        });
+        runtime.block_on(node.leave());
         if stopped_by_signal && let Err(e) = unmounter.unmount() {
             tracing::warn!(error = %e, "unmount failed; detaching the mount");
             lazy_unmount(mountpoint);
         }
         let _ = serve.join();
-        // Commit open files (their chunks still go to their owners) before the network stops;
-        // outside the runtime context, since replication blocks on the runtime.
-        drop(_enter);
-        core.shutdown();
-        let _ = std::fs::remove_file(self.data_dir.join(control::SOCKET_FILE));
+        let stopped = node.shutdown();
         runtime.shutdown_timeout(Duration::from_secs(2));
-        tracing::info!("stopped");
+        tracing::info!(took = ?stopped.took, "stopped");
         Ok(())
     }
 }
@@ -551,22 +368,5 @@ fn lazy_unmount(mountpoint: &Path) {
     if let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) {
         // SAFETY: a valid NUL-terminated path.
         unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
-/// How long a version that lost to a concurrent one waits before it becomes a conflict copy: long
-/// enough for a later version of its own line (sent right after it) to arrive and supersede it.
-const CONFLICT_SETTLE: Duration = Duration::from_secs(10);
-
-/// Makes conflict copies of settled displaced versions, every 2 s.
-async fn settle_conflicts(core: Arc<Mount>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        tick.tick().await;
-        let core = core.clone();
-        let settled = tokio::task::spawn_blocking(move || core.settle_conflicts(CONFLICT_SETTLE));
-        if let Ok(Err(e)) = settled.await {
-            tracing::warn!(error = %e, "cannot make conflict copies");
-        }
     }
 }

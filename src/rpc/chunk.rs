@@ -22,6 +22,7 @@ use super::frame::{self, FrameError, read_frame_with_body, write_frame_with_body
 use crate::block::{ChunkId, ChunkStore, StoreError, chunk};
 use crate::net::guard::{self, Offence, PeerGuard, Refusal, StreamKind};
 use crate::rpc::counters::{CHUNK_TRAFFIC, Counted};
+use crate::util::workers::Workers;
 
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/chunk/2");
 /// Largest body: a 16 MiB chunk (the largest configurable) plus its codec overhead.
@@ -34,7 +35,7 @@ const HAVE_PER_FRAME: usize = 1024;
 /// Most ids in one `Prove` request: each is a chunk read and hashed by the answering node.
 pub const MAX_PROVE_BATCH: usize = 64;
 /// Bytes one peer may have this node read and hash for its proofs, per second, unless
-/// configured (`network.prove_rate_mb`, [`set_prove_rate`]): a peer cannot turn challenges
+/// configured (`network.prove_rate_mb`, [`ChunkServer::set_prove_rate`]): a peer cannot turn challenges
 /// into a disk-read flood.
 const PROVE_BYTES_PER_SEC: u64 = 16_000_000;
 /// Chunk bytes one `Prove` may make this node read; a request that needs more is refused
@@ -121,16 +122,24 @@ pub enum ChunkRpcError {
 /// Client side: requests over pooled streams.
 #[derive(Clone)]
 pub struct ChunkClient {
-    control: libp2p_stream::Control,
+    streams: libp2p_stream::Control,
+    /// Where a peer's wrong answers are counted.
+    guard: Arc<PeerGuard>,
     idle: Arc<Mutex<HashMap<PeerId, Vec<Stream>>>>,
 }
 
 impl ChunkClient {
-    pub fn new(control: libp2p_stream::Control) -> Self {
+    pub fn new(streams: libp2p_stream::Control, guard: Arc<PeerGuard>) -> Self {
         Self {
-            control,
+            streams,
+            guard,
             idle: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The guard this client reports peers' wrong answers to (the node's).
+    pub fn guard(&self) -> &Arc<PeerGuard> {
+        &self.guard
     }
 
     /// One request/response. Every request is idempotent, so one that dies with its stream or
@@ -142,7 +151,7 @@ impl ChunkClient {
         request: &ChunkRequest,
         body: &[u8],
     ) -> Result<(ChunkResponse, Vec<u8>), ChunkRpcError> {
-        PeerGuard::current().used(peer);
+        self.guard.used(peer);
         match self.call_once(peer, request, body, false).await {
             Err(
                 ChunkRpcError::Frame(FrameError::Io(_))
@@ -172,8 +181,8 @@ impl ChunkClient {
         let mut stream = match pooled {
             Some(s) => s,
             None => {
-                let mut control = self.control.clone();
-                tokio::time::timeout(OPEN_TIMEOUT, control.open_stream(peer, PROTOCOL))
+                let mut streams = self.streams.clone();
+                tokio::time::timeout(OPEN_TIMEOUT, streams.open_stream(peer, PROTOCOL))
                     .await
                     .map_err(|_| ChunkRpcError::Timeout(peer))?
                     .map_err(|e| ChunkRpcError::Open(peer, e.to_string()))?
@@ -184,7 +193,7 @@ impl ChunkClient {
             write_frame_with_body(&mut io, request, body, MAX_BODY).await?;
             read_frame_with_body::<_, ChunkResponse>(&mut io, MAX_BODY)
                 .await
-                .inspect_err(|e| frame::report(peer, e, false, "chunk response"))
+                .inspect_err(|e| frame::report(&self.guard, peer, e, false, "chunk response"))
         };
         let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
@@ -215,7 +224,7 @@ impl ChunkClient {
                 Ok(())
             }
             ChunkResponse::StoredProof(_) | ChunkResponse::Stored => {
-                PeerGuard::current().offence(peer, Offence::FailedProof, "chunk put");
+                self.guard.offence(peer, Offence::FailedProof, "chunk put");
                 Err(ChunkRpcError::BadProof(peer, id))
             }
             ChunkResponse::Refused(why) => Err(ChunkRpcError::Refused(peer, why)),
@@ -239,7 +248,7 @@ impl ChunkClient {
                 Ok(()) => Ok(Some(data)),
                 Err(_) => {
                     // A node verifies what it serves: bytes that do not match are the peer's.
-                    PeerGuard::current().offence(peer, Offence::BadChunk, "chunk served");
+                    self.guard.offence(peer, Offence::BadChunk, "chunk served");
                     Err(ChunkRpcError::BadData(peer, id))
                 }
             },
@@ -311,6 +320,7 @@ pub const NOT_OWNER: &str = "not an owner of this chunk";
 /// store chunks (each `Put` passes the [`PutPolicy`]).
 pub struct Flusher {
     store: Arc<ChunkStore>,
+    workers: Workers,
     state: Mutex<FlushState>,
     /// The last flush completed: its number and result.
     done: tokio::sync::watch::Sender<(u64, Result<(), String>)>,
@@ -332,9 +342,11 @@ struct FlushState {
 const MAX_FLUSH_PEERS: usize = 4096;
 
 impl Flusher {
-    pub fn new(store: Arc<ChunkStore>) -> Arc<Self> {
+    /// A flusher of `store` whose flushes run among `workers`.
+    pub fn new(store: Arc<ChunkStore>, workers: Workers) -> Arc<Self> {
         Arc::new(Self {
             store,
+            workers,
             state: Mutex::new(FlushState::default()),
             done: tokio::sync::watch::channel((0, Ok(()))).0,
             flushes: Default::default(),
@@ -396,7 +408,7 @@ impl Flusher {
                 shared = false;
                 // Its own task: a requester that goes away does not leave the flush unfinished.
                 let this = self.clone();
-                tokio::spawn(async move {
+                self.workers.spawn(async move {
                     let store = this.store.clone();
                     let result = match tokio::task::spawn_blocking(move || store.sync()).await {
                         Ok(r) => r.map_err(|e| e.to_string()),
@@ -420,36 +432,55 @@ impl Flusher {
     }
 }
 
-/// What the chunk server answers from: the store, which chunks it takes, and its flusher.
+/// What the chunk server answers from: the store, which chunks it takes, and its flusher; the
+/// guard it reports offences to and the workers its streams run among.
 pub struct ChunkServer {
     pub store: Arc<ChunkStore>,
     pub policy: Arc<dyn PutPolicy>,
     pub flusher: Arc<Flusher>,
+    pub guard: Arc<PeerGuard>,
+    workers: Workers,
+    /// Each peer's pacing of the bytes its proofs make this node read.
+    prove_budget: ProveBudget,
 }
 
 impl ChunkServer {
-    pub fn new(store: Arc<ChunkStore>, policy: Arc<dyn PutPolicy>) -> Arc<Self> {
+    pub fn new(
+        store: Arc<ChunkStore>,
+        policy: Arc<dyn PutPolicy>,
+        guard: Arc<PeerGuard>,
+        workers: Workers,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            flusher: Flusher::new(store.clone()),
+            flusher: Flusher::new(store.clone(), workers.clone()),
             store,
             policy,
+            guard,
+            workers,
+            prove_budget: ProveBudget::new(PROVE_BYTES_PER_SEC),
         })
+    }
+
+    /// Sets the bytes per second each peer may have this node read for its proofs.
+    pub fn set_prove_rate(&self, bytes_per_sec: u64) {
+        self.prove_budget
+            .bytes_per_sec
+            .store(bytes_per_sec.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// Server side: accepts streams and answers from the local chunk store.
 pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, server: Arc<ChunkServer>) {
-    let guard = PeerGuard::current();
     while let Some((peer, stream)) = incoming.next().await {
         // Over its limit (or blocked), a peer's stream is dropped at once: a reset.
-        let Some(permit) = guard.admit_stream(peer, StreamKind::Chunk) else {
+        let Some(permit) = server.guard.admit_stream(peer, StreamKind::Chunk) else {
             tracing::debug!(%peer, "chunk stream refused (peer over its limit, or blocked)");
             continue;
         };
-        let server = server.clone();
-        tokio::spawn(async move {
+        let this = server.clone();
+        server.workers.spawn(async move {
             let _permit = permit;
-            if let Err(e) = serve_stream(peer, stream, server).await {
+            if let Err(e) = serve_stream(peer, stream, this).await {
                 tracing::debug!(%peer, error = %e, "chunk stream ended");
             }
         });
@@ -469,7 +500,7 @@ async fn serve_stream(
             Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(r))) => r,
             Ok(Err(e)) => {
-                frame::report(peer, &e, true, "chunk request");
+                frame::report(&server.guard, peer, &e, true, "chunk request");
                 tracing::debug!(%peer, error = %e, "bad chunk request; closing the stream");
                 return Err(e.into());
             }
@@ -481,7 +512,7 @@ async fn serve_stream(
             .map_err(|_| ChunkRpcError::Timeout(peer));
         // Counted once the refusal is on its way (the peer is then dropped).
         if let Some((kind, what)) = offence {
-            PeerGuard::current().offence(peer, kind, what);
+            server.guard.offence(peer, kind, what);
         }
         written??;
     }
@@ -504,7 +535,7 @@ async fn answer(
                 offence = Some((Offence::BadChunk, "chunk put"));
                 ChunkResponse::Refused("bytes do not match the chunk id".into())
             } else if !server.policy.takes(peer, &id) {
-                PeerGuard::current().refused(Refusal::NotOwner, &peer.to_string());
+                server.guard.refused(Refusal::NotOwner, &peer.to_string());
                 ChunkResponse::Refused(NOT_OWNER.into())
             } else {
                 let proof = crate::block::proof::proof(&nonce, &data);
@@ -529,7 +560,7 @@ async fn answer(
         ChunkRequest::Sync => {
             let (result, shared) = server.flusher.flush_for(*peer).await;
             if shared {
-                PeerGuard::current().refused(Refusal::SyncShared, &peer.to_string());
+                server.guard.refused(Refusal::SyncShared, &peer.to_string());
             }
             match result {
                 Ok(()) => ChunkResponse::Stored,
@@ -544,7 +575,7 @@ async fn answer(
             offence = Some((Offence::Malformed, "oversized prove batch"));
             ChunkResponse::Refused(format!("at most {MAX_PROVE_BATCH} ids per request"))
         }
-        ChunkRequest::Prove { nonce, ids } => prove(peer, nonce, ids, store).await,
+        ChunkRequest::Prove { nonce, ids } => prove(server, peer, nonce, ids).await,
         ChunkRequest::Have { ids } => {
             match tokio::task::spawn_blocking(move || {
                 ids.iter().map(|id| store.contains(id)).collect()
@@ -567,16 +598,6 @@ struct ProveBudget {
     running: tokio::sync::Semaphore,
     /// Each peer's share, in bytes per second.
     bytes_per_sec: std::sync::atomic::AtomicU64,
-}
-
-static PROVE_BUDGET: std::sync::LazyLock<ProveBudget> =
-    std::sync::LazyLock::new(|| ProveBudget::new(PROVE_BYTES_PER_SEC));
-
-/// Sets the bytes per second each peer may have this node read for its proofs.
-pub fn set_prove_rate(bytes_per_sec: u64) {
-    PROVE_BUDGET
-        .bytes_per_sec
-        .store(bytes_per_sec.max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
 impl ProveBudget {
@@ -633,12 +654,12 @@ impl ProveBudget {
 /// ([`PROVE_BYTES_PER_SEC`], reserved by the chunks' sizes on disk before reading); a request
 /// that would wait over [`PROVE_MAX_WAIT`] is refused.
 async fn prove(
+    server: &ChunkServer,
     peer: &PeerId,
     nonce: [u8; 32],
     ids: Vec<ChunkId>,
-    store: Arc<ChunkStore>,
 ) -> ChunkResponse {
-    let budget = &*PROVE_BUDGET;
+    let (guard, budget, store) = (&server.guard, &server.prove_budget, server.store.clone());
     let sizes = {
         let (store, ids) = (store.clone(), ids.clone());
         tokio::task::spawn_blocking(move || {
@@ -652,7 +673,7 @@ async fn prove(
     let reserved = sizes.min(MAX_PROVE_BYTES);
     let Some(wait) = budget.reserve(peer, reserved) else {
         tracing::debug!(%peer, "proof requests over the peer's rate; refused");
-        PeerGuard::current().offence(*peer, Offence::Flood, "prove rate");
+        guard.offence(*peer, Offence::Flood, "prove rate");
         return ChunkResponse::Refused(format!("{BUSY}: proof rate limit"));
     };
     tokio::time::sleep(wait).await;
@@ -682,7 +703,7 @@ async fn prove(
                 Some(proofs) => ChunkResponse::Proofs(proofs),
                 None => {
                     tracing::debug!(%peer, "a proof request over the byte bound; refused");
-                    PeerGuard::current().offence(*peer, Offence::Flood, "prove size");
+                    guard.offence(*peer, Offence::Flood, "prove size");
                     ChunkResponse::Refused(format!(
                         "at most {MAX_PROVE_BYTES} bytes of chunks per request"
                     ))
@@ -727,7 +748,12 @@ mod sync_tests {
         let id = ChunkId::of(&data);
         store.put(&id, &data).unwrap();
         let peer = PeerId::random();
-        let server = ChunkServer::new(store.clone(), Arc::new(TakeAll));
+        let server = ChunkServer::new(
+            store.clone(),
+            Arc::new(TakeAll),
+            PeerGuard::new(),
+            Workers::new(),
+        );
         let (response, body, offence) =
             answer(&peer, ChunkRequest::Sync, Vec::new(), &server).await;
         assert!(matches!(response, ChunkResponse::Stored), "{response:?}");
@@ -746,7 +772,12 @@ mod proof_tests {
     async fn a_put_is_answered_with_a_proof_over_the_bytes_under_its_nonce() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
-        let server = ChunkServer::new(store.clone(), Arc::new(TakeAll));
+        let server = ChunkServer::new(
+            store.clone(),
+            Arc::new(TakeAll),
+            PeerGuard::new(),
+            Workers::new(),
+        );
         let data = b"\x01a chunk's ciphertext".to_vec();
         let id = ChunkId::of(&data);
         let nonce = fresh_nonce();
@@ -773,7 +804,12 @@ mod proof_tests {
     async fn prove_answers_a_proof_per_held_chunk_and_none_for_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
-        let server = ChunkServer::new(store.clone(), Arc::new(TakeAll));
+        let server = ChunkServer::new(
+            store.clone(),
+            Arc::new(TakeAll),
+            PeerGuard::new(),
+            Workers::new(),
+        );
         let data = b"\x01stored ciphertext".to_vec();
         let id = ChunkId::of(&data);
         store.put(&id, &data).unwrap();
@@ -864,7 +900,7 @@ mod flusher_tests {
     async fn sync_requests_share_flushes_and_a_peer_with_nothing_stored_gets_none() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
-        let flusher = Flusher::new(store);
+        let flusher = Flusher::new(store, Workers::new());
         let (p, q) = (PeerId::random(), PeerId::random());
         flusher.stored(p);
         // Fifty requests at once from two peers: one flush running at a time, every request
@@ -905,11 +941,16 @@ mod flusher_tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ChunkStore::open(dir.path()).unwrap());
-        let server = ChunkServer::new(store.clone(), Arc::new(TakeNone));
+        let server = ChunkServer::new(
+            store.clone(),
+            Arc::new(TakeNone),
+            PeerGuard::new(),
+            Workers::new(),
+        );
         let data = b"\x01junk".to_vec();
         let id = ChunkId::of(&data);
         let peer = PeerId::random();
-        let before = PeerGuard::current().status().refused["not_owner"];
+        let before = server.guard.status().refused["not_owner"];
         let (response, _, offence) = answer(
             &peer,
             ChunkRequest::Put {
@@ -929,6 +970,6 @@ mod flusher_tests {
             "not an offence: an honest view may differ"
         );
         assert!(!store.contains(&id));
-        assert!(PeerGuard::current().status().refused["not_owner"] > before);
+        assert!(server.guard.status().refused["not_owner"] > before);
     }
 }

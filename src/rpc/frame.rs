@@ -5,6 +5,8 @@
 //! Bulk data travels as a *body* after its frame (another 4-byte length, then raw bytes), so a
 //! 1 MiB chunk is neither copied into nor parsed out of CBOR.
 
+use std::sync::Arc;
+
 use libp2p::PeerId;
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Serialize, de::DeserializeOwned};
@@ -141,12 +143,17 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
         .map_err(|e| FrameError::Decode(e.to_string()))
 }
 
-/// Counts an error reading what `peer` sent against it ([`crate::net::guard`]): a length over
+/// Counts an error reading what `peer` sent against it, in `guard`: a length over
 /// the cap is `Oversized`, bytes that do not decode are `Malformed`, and, when
 /// `truncation_counts` (a server reading requests), a stream that ended mid-frame is
 /// `Truncated` if its connection stays up. Other stream errors are nobody's offence.
-pub fn report(peer: PeerId, error: &FrameError, truncation_counts: bool, what: &'static str) {
-    let guard = PeerGuard::current();
+pub fn report(
+    guard: &Arc<PeerGuard>,
+    peer: PeerId,
+    error: &FrameError,
+    truncation_counts: bool,
+    what: &'static str,
+) {
     match error {
         FrameError::TooLarge { .. } => guard.offence(peer, Offence::Oversized, what),
         FrameError::Decode(_) => guard.offence(peer, Offence::Malformed, what),

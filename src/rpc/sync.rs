@@ -16,8 +16,10 @@ use super::frame::{self, FrameError, read_frame, write_frame};
 use crate::fs::{Mount, RemoteApply};
 use crate::namespace::entry::MAX_ENCODED_ENTRY;
 use crate::namespace::{Entry, EntryKey};
+use crate::net::NetHandle;
 use crate::net::guard::{Offence, PeerGuard, StreamKind};
 use crate::rpc::counters::{Counted, SYNC_TRAFFIC};
+use crate::util::workers::Workers;
 
 /// Version 2: pages and pulls name entries by [`EntryKey`] (version 1 named them by id alone).
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/sync/2");
@@ -124,6 +126,7 @@ fn page(core: &Mount, bucket: u8, after: Option<EntryKey>) -> Result<(Vec<Entry>
 
 async fn call(
     stream: &mut Stream,
+    guard: &Arc<PeerGuard>,
     peer: PeerId,
     req: &SyncRequest,
 ) -> Result<SyncResponse, SyncError> {
@@ -132,7 +135,7 @@ async fn call(
         write_frame(&mut io, req, MAX_FRAME).await?;
         read_frame::<_, SyncResponse>(&mut io, MAX_FRAME)
             .await
-            .inspect_err(|e| frame::report(peer, e, false, "sync response"))
+            .inspect_err(|e| frame::report(guard, peer, e, false, "sync response"))
     };
     tokio::time::timeout(TIMEOUT, exchange)
         .await
@@ -151,12 +154,13 @@ async fn open(control: &libp2p_stream::Control, peer: PeerId) -> Result<Stream, 
 /// Sends this node's digest and returns the buckets where the peer's differs.
 async fn differing_buckets(
     stream: &mut Stream,
+    guard: &Arc<PeerGuard>,
     peer: PeerId,
     core: &Arc<Mount>,
 ) -> Result<Vec<u8>, SyncError> {
     let c = core.clone();
     let digest = blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
-    match call(stream, peer, &SyncRequest::Digest(digest.concat())).await? {
+    match call(stream, guard, peer, &SyncRequest::Digest(digest.concat())).await? {
         SyncResponse::Differs(b) => Ok(b),
         SyncResponse::Refused(why) => Err(SyncError::Refused(why)),
         _ => Err(SyncError::Unexpected),
@@ -165,13 +169,14 @@ async fn differing_buckets(
 
 /// Runs one anti-entropy session with `peer`.
 pub async fn sync_with(
-    control: &libp2p_stream::Control,
+    net: &NetHandle,
     peer: PeerId,
     core: Arc<Mount>,
 ) -> Result<SyncReport, SyncError> {
-    PeerGuard::current().used(peer);
-    let mut stream = open(control, peer).await?;
-    let differs = differing_buckets(&mut stream, peer, &core).await?;
+    let guard = &net.guard;
+    guard.used(peer);
+    let mut stream = open(&net.streams, peer).await?;
+    let differs = differing_buckets(&mut stream, guard, peer, &core).await?;
     let mut report = SyncReport {
         buckets: differs.len(),
         ..Default::default()
@@ -179,30 +184,36 @@ pub async fn sync_with(
     for &bucket in &differs {
         let mut after = None;
         loop {
-            let (entries, more) =
-                match call(&mut stream, peer, &SyncRequest::Pull { bucket, after }).await? {
-                    SyncResponse::Entries { entries, more } => (entries, more),
-                    _ => return Err(SyncError::Unexpected),
-                };
+            let (entries, more) = match call(
+                &mut stream,
+                guard,
+                peer,
+                &SyncRequest::Pull { bucket, after },
+            )
+            .await?
+            {
+                SyncResponse::Entries { entries, more } => (entries, more),
+                _ => return Err(SyncError::Unexpected),
+            };
             if entries
                 .iter()
                 .any(|e| e.id.0[0] != bucket || after.is_some_and(|a| e.key() <= a))
                 || !entries.windows(2).all(|w| w[0].key() < w[1].key())
             {
-                PeerGuard::current().offence(peer, Offence::Malformed, "sync page out of order");
+                guard.offence(peer, Offence::Malformed, "sync page out of order");
                 return Err(SyncError::Unexpected);
             }
             after = entries.last().map(|e| e.key());
             let c = core.clone();
             let (applied, forged) = blocking(move || apply_from_peer(&c, peer, entries)).await?;
-            report_forged(peer, forged);
+            report_forged(guard, peer, forged);
             report.pulled.applied += applied.applied;
             report.pulled.rejected += applied.rejected;
             if !applied.forgotten.is_empty() {
                 // The peer still has versions whose deletion expired here: hand it the
                 // tombstones.
                 let expire = SyncRequest::Expire(applied.forgotten);
-                if let SyncResponse::Refused(why) = call(&mut stream, peer, &expire).await? {
+                if let SyncResponse::Refused(why) = call(&mut stream, guard, peer, &expire).await? {
                     return Err(SyncError::Refused(why));
                 }
             }
@@ -217,7 +228,7 @@ pub async fn sync_with(
     // Push only the buckets that still differ once ours took in what the peer had: a bucket
     // that now matches holds nothing the peer lacks (pushing it whole sent a joiner's entire
     // pull straight back, and made the peer verify every signature again).
-    let still = differing_buckets(&mut stream, peer, &core).await?;
+    let still = differing_buckets(&mut stream, guard, peer, &core).await?;
     for bucket in still {
         let mut after = None;
         loop {
@@ -228,13 +239,13 @@ pub async fn sync_with(
             }
             after = entries.last().map(|e| e.key());
             report.pushed += entries.len();
-            match call(&mut stream, peer, &SyncRequest::Push(entries)).await? {
+            match call(&mut stream, guard, peer, &SyncRequest::Push(entries)).await? {
                 SyncResponse::Applied { forgotten, .. } if !forgotten.is_empty() => {
                     // Versions deleted while this node was away, their tombstones since
                     // expired: apply and forget them too.
-                    let c = core.clone();
+                    let (c, guard) = (core.clone(), guard.clone());
                     let n = blocking(move || {
-                        report_forged(peer, count_forged(&forgotten));
+                        report_forged(&guard, peer, count_forged(&forgotten));
                         c.expire(forgotten).map_err(|e| e.to_string())
                     })
                     .await?;
@@ -255,14 +266,21 @@ pub async fn sync_with(
 /// Asks `peer` to expire `tombstones` (which every member has seen). Returns how many it
 /// expired; an error if it could not be reached or refused.
 pub async fn expire(
-    control: &libp2p_stream::Control,
+    net: &NetHandle,
     peer: PeerId,
     tombstones: &[Entry],
 ) -> Result<usize, SyncError> {
-    let mut stream = open(control, peer).await?;
+    let mut stream = open(&net.streams, peer).await?;
     let mut n = 0;
     for batch in tombstones.chunks(PAGE_ENTRIES) {
-        match call(&mut stream, peer, &SyncRequest::Expire(batch.to_vec())).await? {
+        match call(
+            &mut stream,
+            &net.guard,
+            peer,
+            &SyncRequest::Expire(batch.to_vec()),
+        )
+        .await?
+        {
             SyncResponse::Expired { forgotten } => n += forgotten as usize,
             SyncResponse::Refused(why) => return Err(SyncError::Refused(why)),
             _ => return Err(SyncError::Unexpected),
@@ -324,15 +342,19 @@ pub fn count_forged(entries: &[Entry]) -> usize {
         .count()
 }
 
-fn report_forged(peer: PeerId, forged: usize) {
+fn report_forged(guard: &PeerGuard, peer: PeerId, forged: usize) {
     if forged > 0 {
-        PeerGuard::current().offence(peer, Offence::ForgedEntry, "entry signature");
+        guard.offence(peer, Offence::ForgedEntry, "entry signature");
     }
 }
 
-/// Serves sync sessions.
-pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, core: Arc<Mount>) {
-    let guard = PeerGuard::current();
+/// Serves sync sessions, each among `workers`, reporting offences to `guard`.
+pub async fn serve(
+    mut incoming: libp2p_stream::IncomingStreams,
+    core: Arc<Mount>,
+    guard: Arc<PeerGuard>,
+    workers: Workers,
+) {
     let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
     while let Some((peer, stream)) = incoming.next().await {
         // A peer over its own limit (or blocked) is refused first, so one peer cannot take
@@ -345,17 +367,22 @@ pub async fn serve(mut incoming: libp2p_stream::IncomingStreams, core: Arc<Mount
             tracing::debug!(%peer, "too many sync sessions; dropping one");
             continue;
         };
-        let core = core.clone();
-        tokio::spawn(async move {
+        let (core, guard) = (core.clone(), guard.clone());
+        workers.spawn(async move {
             let _permits = (permit, peer_permit);
-            if let Err(e) = serve_session(peer, stream, core).await {
+            if let Err(e) = serve_session(&guard, peer, stream, core).await {
                 tracing::debug!(%peer, error = %e, "sync session ended");
             }
         });
     }
 }
 
-async fn serve_session(peer: PeerId, stream: Stream, core: Arc<Mount>) -> Result<(), SyncError> {
+async fn serve_session(
+    guard: &Arc<PeerGuard>,
+    peer: PeerId,
+    stream: Stream,
+    core: Arc<Mount>,
+) -> Result<(), SyncError> {
     let mut stream = Counted::new(stream, &SYNC_TRAFFIC);
     loop {
         let request = match tokio::time::timeout(
@@ -367,7 +394,7 @@ async fn serve_session(peer: PeerId, stream: Stream, core: Arc<Mount>) -> Result
             Err(_) | Ok(Ok(None)) => return Ok(()),
             Ok(Ok(Some(r))) => r,
             Ok(Err(e)) => {
-                frame::report(peer, &e, true, "sync request");
+                frame::report(guard, peer, &e, true, "sync request");
                 return Err(e.into());
             }
         };
@@ -432,7 +459,7 @@ async fn serve_session(peer: PeerId, stream: Stream, core: Arc<Mount>) -> Result
             .await
             .map_err(|_| SyncError::Timeout);
         if let Some((kind, what)) = offence {
-            PeerGuard::current().offence(peer, kind, what);
+            guard.offence(peer, kind, what);
         }
         written??;
     }

@@ -1,7 +1,9 @@
-//! Small helpers shared by every layer: clocks, durable file writes, paths, blocking work.
+//! Small helpers shared by every layer: clocks, durable file writes, paths, blocking work, the
+//! task set a node stops as one.
 
 pub mod blocking;
 pub mod fixed_bytes;
 pub mod fsutil;
 pub mod hlc;
 pub mod paths;
+pub mod workers;

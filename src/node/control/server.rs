@@ -13,6 +13,7 @@ use crate::block::ChunkStore;
 use crate::cluster::Cluster;
 use crate::cluster::repair::Repair;
 use crate::fs::Mount;
+use crate::util::workers::Workers;
 
 /// A request line longer than this is refused (and the connection closed).
 const MAX_REQUEST: usize = 64 * 1024;
@@ -472,8 +473,8 @@ pub fn bind(data_dir: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Serves control connections until the task is dropped.
-pub async fn serve(listener: UnixListener, source: Arc<StatusSource>) {
+/// Serves control connections until the task is dropped, each connection among `workers`.
+pub async fn serve(listener: UnixListener, source: Arc<StatusSource>, workers: Workers) {
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
     loop {
@@ -491,7 +492,7 @@ pub async fn serve(listener: UnixListener, source: Arc<StatusSource>) {
             }
         };
         let source = source.clone();
-        tokio::spawn(async move {
+        workers.spawn(async move {
             if let Err(e) = handle(stream, &source, caller).await {
                 tracing::debug!(error = %e, "control connection ended");
             }

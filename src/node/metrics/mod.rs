@@ -35,6 +35,7 @@ use prometheus_client::registry::Registry;
 
 use crate::node::config::MetricsConfig;
 use crate::node::status::{Recount, Snapshot, StatusReader};
+use crate::util::workers::Workers;
 
 /// The content type of a scrape: OpenMetrics text, which is what the encoder writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -375,8 +376,9 @@ pub fn bind(config: &MetricsConfig) -> Result<Option<std::net::TcpListener>, Str
     Ok(Some(listener))
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped. Call within the runtime.
-pub async fn serve(listener: std::net::TcpListener, status: Arc<StatusReader>) {
+/// Serves `GET /metrics` on `listener` until the task is cancelled, each connection among
+/// `workers`. Call within the runtime.
+pub async fn serve(listener: std::net::TcpListener, status: Arc<StatusReader>, workers: Workers) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -403,7 +405,7 @@ pub async fn serve(listener: std::net::TcpListener, status: Arc<StatusReader>) {
             continue; // dropped: closed
         };
         let status = status.clone();
-        tokio::spawn(async move {
+        workers.spawn(async move {
             let _permit = permit;
             http::serve_connection(stream, |path| async move {
                 if path != "/metrics" {

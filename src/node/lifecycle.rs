@@ -1,0 +1,351 @@
+//! One node's life in a process: [`Node::start`] starts every background worker of the node
+//! among one [`Workers`] set and returns a [`RunningNode`]; the `p2pfs run` binary then mounts
+//! its [`Mount`] (FUSE), tests drive it directly. [`RunningNode::leave`] hands the node's data
+//! off; [`RunningNode::shutdown`] commits open files, cancels every worker with the one token
+//! and returns once each has ended. Nothing of a node is process-global: its guard, workers and
+//! network are its own, so several nodes can live in one process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{HANDOFF_LIMIT, Node, NodeError, control};
+use crate::block::ChunkStore;
+use crate::cluster::audit::{AUDIT_CHUNKS_PER_ROUND, Audit, AuditConfig};
+use crate::cluster::gc::{Gc, GcConfig};
+use crate::cluster::membership::{AnnouncedState, LivenessConfig};
+use crate::cluster::repair::{Repair, RepairConfig};
+use crate::cluster::{Cluster, ClusterConfig};
+use crate::fs::{Mount, MountParts};
+use crate::namespace::Volume;
+use crate::net::guard::PeerGuard;
+use crate::util::workers::Workers;
+
+/// How long [`RunningNode::shutdown`] waits for the cancelled workers to end. Each ends at its
+/// next await, so this is only reached by one stuck in blocking code.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long a version that lost to a concurrent one waits before it becomes a conflict copy: long
+/// enough for a later version of its own line (sent right after it) to arrive and supersede it.
+const CONFLICT_SETTLE: Duration = Duration::from_secs(10);
+
+/// A started node: its filesystem core and the cluster parts behind it, with the workers that
+/// run them.
+///
+/// Owns: the [`Workers`] (network event loop, chunk and sync servers and their streams, the
+/// cluster loop and its anti-entropy sessions and gossip batches, repair, scrub, audit, gc,
+/// conflict settling, the control and metrics servers and their connections, the chunk
+/// flusher, the guard's delayed checks). Dropping it without [`RunningNode::shutdown`] leaves
+/// them running until the runtime goes.
+pub struct RunningNode {
+    pub mount: Arc<Mount>,
+    pub chunks: Arc<ChunkStore>,
+    pub cluster: Arc<Cluster>,
+    pub repair: Arc<Repair>,
+    pub audit: Arc<Audit>,
+    pub gc: Arc<Gc>,
+    /// The node's guard: offences, per-peer limits and the block list.
+    pub guard: Arc<PeerGuard>,
+    leave: Arc<control::LeaveSignal>,
+    workers: Workers,
+    /// The audit's own token: a leaving node stops auditing first (the handoff needs the
+    /// owners' proof budgets for itself).
+    audit_workers: Workers,
+    runtime: tokio::runtime::Handle,
+    data_dir: PathBuf,
+}
+
+/// What [`RunningNode::shutdown`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Workers that had not ended when shutdown gave up waiting (0: every one ended).
+    pub unfinished: usize,
+    pub took: Duration,
+}
+
+impl Node {
+    /// Joins the network and starts every worker on `runtime`. `mountpoint` is where the
+    /// volume is (or will be) mounted: the control socket's paths are relative to it. Nothing
+    /// is mounted here.
+    pub fn start(
+        self,
+        runtime: &tokio::runtime::Handle,
+        mountpoint: &Path,
+    ) -> Result<RunningNode, NodeError> {
+        let _enter = runtime.enter();
+        // Connections take a descriptor each: the limits are sized to fit under the open-file
+        // limit with a reserve for the node's own files (`net::limits`).
+        let open_files = match crate::net::limits::raise_open_file_limit() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+                1024
+            }
+        };
+        let admission = crate::net::limits::AdmissionLimits::for_open_files(open_files);
+        tracing::info!(
+            open_files,
+            pending_incoming = admission.pending_incoming,
+            pending_per_ip = admission.pending_per_ip,
+            established = admission.established,
+            established_per_ip = admission.established_per_ip,
+            "open-file limit and connection limits"
+        );
+        let control_listener = control::bind(&self.data_dir)?;
+        let metrics_listener =
+            crate::node::metrics::bind(&self.config.metrics).map_err(NodeError::Metrics)?;
+
+        let workers = Workers::new();
+        let guard = PeerGuard::with_workers(workers.clone());
+        let n = &self.config.network;
+        let (net, net_events) = crate::net::start(
+            crate::net::NetConfig {
+                keypair: self.node_id.keypair.clone(),
+                network_key: self.network_key.clone(),
+                listen: self.config.listen_addrs(),
+                bootstrap: self.config.bootstrap_addrs(),
+                mdns: n.mdns,
+                max_queued_gossip: crate::net::MAX_QUEUED_GOSSIP,
+                limits: admission,
+                guard: guard.clone(),
+            },
+            &workers,
+        )?;
+        let cluster = Cluster::new(
+            net.clone(),
+            self.chunks.clone(),
+            ClusterConfig {
+                replicas: n.replicas as usize,
+                liveness: LivenessConfig {
+                    announce_every: Duration::from_millis(n.announce_interval_ms),
+                    suspect_after: Duration::from_secs(n.suspect_after_secs),
+                    dead_after: Duration::from_secs(n.dead_after_secs),
+                    forget_after: Duration::from_secs(n.forget_after_secs),
+                    leave_timeout: Duration::from_secs(n.leave_timeout_secs),
+                },
+                sync_every: Duration::from_secs(n.sync_interval_secs),
+                capacity: self.capacity(),
+            },
+            workers.clone(),
+        );
+        let (publish_tx, publish_rx) = tokio::sync::mpsc::unbounded_channel();
+        let peer = self.node_id.peer_id().to_bytes();
+        let origin = u64::from_le_bytes(
+            blake3::hash(&peer).as_bytes()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        let s = &self.config.storage;
+        let mount = Arc::new(Mount::load(MountParts {
+            network: Volume::for_network(&self.network_key),
+            user: self.user,
+            origin,
+            namespace: self.namespace,
+            chunks: self.chunks.clone(),
+            remote: Some(cluster.router.clone()),
+            publish: Some(publish_tx),
+            chunk_size: s.chunk_size,
+            cache_bytes: s.cache_bytes,
+            write_buffer_bytes: s.write_buffer_bytes,
+            seal_threads: s.seal_threads,
+            data_dir: self.data_dir.clone(),
+        })?);
+        let mut streams = net.streams.clone();
+        let mut accept = |protocol| {
+            streams.accept(protocol).map_err(|e| NodeError::Io {
+                path: self.data_dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        };
+        let chunk_streams = accept(crate::rpc::chunk::PROTOCOL)?;
+        let sync_streams = accept(crate::rpc::sync::PROTOCOL)?;
+        let chunk_server = crate::rpc::chunk::ChunkServer::new(
+            self.chunks.clone(),
+            cluster.router.clone(),
+            guard.clone(),
+            workers.clone(),
+        );
+        chunk_server.set_prove_rate(n.prove_rate_mb * 1_000_000);
+        workers.spawn(crate::rpc::chunk::serve(chunk_streams, chunk_server));
+        workers.spawn(crate::rpc::sync::serve(
+            sync_streams,
+            mount.clone(),
+            guard.clone(),
+            workers.clone(),
+        ));
+        workers.spawn(cluster.clone().run(mount.clone(), net_events, publish_rx));
+        let repair = Repair::new(
+            cluster.router.clone(),
+            RepairConfig {
+                interval: Duration::from_secs(n.repair_interval_secs),
+                rate_bytes_per_sec: n.repair_rate_mb * 1_000_000,
+                scrub_interval: Duration::from_secs(s.scrub_interval_secs),
+                scrub_bytes_per_sec: s.scrub_rate_mb * 1_000_000,
+            },
+        );
+        workers.spawn(repair.clone().run());
+        workers.spawn(repair.clone().run_scrub());
+        let audit = Audit::new(
+            cluster.router.clone(),
+            AuditConfig {
+                interval: Duration::from_secs(n.audit_interval_secs),
+                chunks_per_round: AUDIT_CHUNKS_PER_ROUND,
+            },
+        );
+        let audit_workers = workers.child();
+        audit_workers.spawn(audit.clone().run());
+        let gc = Gc::new(
+            cluster.router.clone(),
+            mount.clone(),
+            cluster.membership.clone(),
+            net.clone(),
+            GcConfig {
+                grace: Duration::from_secs(s.gc_grace_secs),
+            },
+        );
+        workers.spawn(gc.clone().run());
+        let status = crate::node::status::StatusReader::new(
+            mount.clone(),
+            self.chunks.clone(),
+            cluster.clone(),
+            repair.clone(),
+            audit.clone(),
+            gc.clone(),
+            self.network_key.fingerprint(),
+            std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
+        );
+        if let Some(listener) = metrics_listener {
+            workers.spawn(crate::node::metrics::serve(
+                listener,
+                status.clone(),
+                workers.clone(),
+            ));
+        }
+        workers.spawn(settle_conflicts(mount.clone()));
+        let leave = control::LeaveSignal::new();
+        workers.spawn(control::serve(
+            control_listener,
+            Arc::new(control::StatusSource {
+                mount: mount.clone(),
+                chunks: self.chunks.clone(),
+                cluster: cluster.clone(),
+                repair: repair.clone(),
+                leave: leave.clone(),
+                mount_path: status.mount_point.clone(),
+                status,
+            }),
+            workers.clone(),
+        ));
+        Ok(RunningNode {
+            mount,
+            chunks: self.chunks,
+            cluster,
+            repair,
+            audit,
+            gc,
+            guard,
+            leave,
+            workers,
+            audit_workers,
+            runtime: runtime.clone(),
+            data_dir: self.data_dir,
+        })
+    }
+}
+
+impl RunningNode {
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        self.cluster.net.local
+    }
+
+    /// Workers not yet ended (after [`RunningNode::shutdown`]: none).
+    pub fn workers_running(&self) -> usize {
+        self.workers.running()
+    }
+
+    /// Resolves once `p2pfs-ctl leave` asked this node to leave.
+    pub async fn leave_requested(&self) {
+        self.leave.requested().await
+    }
+
+    /// Graceful leave: announce it, hand off what the others will need (bounded by
+    /// [`HANDOFF_LIMIT`], so a stop never hangs on unreachable peers: systemd allows 60 s),
+    /// tell the `p2pfs-ctl leave` callers the result, announce that this node left.
+    pub async fn leave(&self) -> control::LeaveReport {
+        let cluster = &self.cluster;
+        cluster.set_state(AnnouncedState::Leaving).await;
+        // The handoff needs the owners' proof budgets for itself.
+        self.audit_workers.cancel();
+        let mut report = control::LeaveReport {
+            replicas: cluster.router.replicas() as u32,
+            holders_left: cluster.router.placement_without_self().holders() as u64,
+            ..Default::default()
+        };
+        match tokio::time::timeout(HANDOFF_LIMIT, self.repair.handoff()).await {
+            Ok(handed) => {
+                if handed.under_replicated > 0 {
+                    tracing::warn!(
+                        short = handed.under_replicated,
+                        "some chunks could not be handed off before leaving: they have fewer copies elsewhere, or none (run the node again to hand them off)"
+                    );
+                }
+                tracing::info!(
+                    chunks = handed.chunks,
+                    copies_pushed = handed.pushed,
+                    "handed off"
+                );
+                report.chunks = handed.chunks as u64;
+                report.short = handed.under_replicated as u64;
+                report.handed_off = report.chunks.saturating_sub(report.short);
+                report.copies_pushed = handed.pushed as u64;
+                report.finished = true;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "handoff did not finish within {HANDOFF_LIMIT:?}; leaving anyway (the others repair what is missing)"
+                );
+                let held = self.chunks.list().map(|l| l.len() as u64).unwrap_or(0);
+                report.chunks = held;
+                report.short = held;
+            }
+        }
+        self.leave.finish(report.clone()).await;
+        cluster.set_state(AnnouncedState::Left).await;
+        // Give gossip a moment to carry the last announcement.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        report
+    }
+
+    /// Stops the node: commits open files (their chunks still go to their owners, so the
+    /// network is still up), then cancels every worker and returns once all have ended (at
+    /// most [`STOP_LIMIT`]). Blocks: call it outside async code.
+    pub fn shutdown(self) -> Stopped {
+        let t0 = Instant::now();
+        self.mount.shutdown();
+        let unfinished = self.runtime.block_on(self.workers.stop(STOP_LIMIT));
+        if unfinished > 0 {
+            tracing::warn!(
+                unfinished,
+                "some workers did not end within {STOP_LIMIT:?}; stopping anyway"
+            );
+        }
+        let _ = std::fs::remove_file(self.data_dir.join(control::SOCKET_FILE));
+        Stopped {
+            unfinished,
+            took: t0.elapsed(),
+        }
+    }
+}
+
+/// Makes conflict copies of settled displaced versions, every 2 s.
+async fn settle_conflicts(mount: Arc<Mount>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let mount = mount.clone();
+        let settled = tokio::task::spawn_blocking(move || mount.settle_conflicts(CONFLICT_SETTLE));
+        if let Ok(Err(e)) = settled.await {
+            tracing::warn!(error = %e, "cannot make conflict copies");
+        }
+    }
+}

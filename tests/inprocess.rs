@@ -1,0 +1,476 @@
+//! Several nodes in this one test process, on loopback, without FUSE or root: each is started
+//! with `Node::start` on a temporary data dir and stopped with `RunningNode::shutdown`, and the
+//! filesystem core (`fs::Mount`) is driven directly. Cluster behaviour (placement, repair,
+//! graceful leave, garbage collection, anti-entropy) is checked here in seconds; the real-process tests keep
+//! what needs processes and mounts (signals, FUSE, the binaries).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use p2pfs::block::ChunkId;
+use p2pfs::cluster::membership::PeerState;
+use p2pfs::fs::Caller;
+use p2pfs::node::{self, Node, RunningNode};
+
+/// Copies of every chunk.
+const R: usize = 2;
+/// Small chunks, so a small file has several.
+const CHUNK: u32 = 64 * 1024;
+/// Longest any condition is waited for (a loaded machine is slow; a pass is quick).
+const DEADLINE: Duration = Duration::from_secs(60);
+/// Longest a shutdown may take: every worker ends at its next await.
+const PROMPT: Duration = Duration::from_secs(5);
+
+/// Waits until `done` holds, polling; fails with `what` past [`DEADLINE`].
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Nodes of one network in this process, on one runtime.
+struct Net {
+    runtime: tokio::runtime::Runtime,
+    dirs: Vec<tempfile::TempDir>,
+    nodes: Vec<Option<RunningNode>>,
+    /// The first node's address with its peer id: every later node's bootstrap.
+    bootstrap: Option<String>,
+    gc_grace_secs: u64,
+    repair_interval_secs: u64,
+}
+
+impl Net {
+    /// A network whose nodes collect garbage after `gc_grace_secs` and run a periodic repair
+    /// pass every `repair_interval_secs` (membership changes start one too).
+    fn new(gc_grace_secs: u64, repair_interval_secs: u64) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("P2PFS_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+        Self {
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap(),
+            dirs: Vec::new(),
+            nodes: Vec::new(),
+            bootstrap: None,
+            gc_grace_secs,
+            repair_interval_secs,
+        }
+    }
+
+    /// Creates and starts one more node (the first makes the network key); returns its index.
+    fn start(&mut self) -> usize {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("node");
+        let key = self.dirs.first().map(|d| d.path().join("node/network.key"));
+        node::init(&data, key.as_deref(), None, None).unwrap();
+        let mut n = Node::load(&data).unwrap();
+        self.configure(&mut n);
+        let running = n
+            .start(self.runtime.handle(), &dir.path().join("mnt"))
+            .unwrap();
+        if self.bootstrap.is_none() {
+            let net = running.cluster.net.clone();
+            wait_until("the first node listens", || !net.listen_addrs().is_empty());
+            self.bootstrap = Some(format!(
+                "{}/p2p/{}",
+                net.listen_addrs()[0],
+                running.peer_id()
+            ));
+        }
+        self.dirs.push(dir);
+        self.nodes.push(Some(running));
+        self.nodes.len() - 1
+    }
+
+    /// Loopback, the first node as bootstrap, and short intervals: a suspect after 2 s of
+    /// silence, dead after 4 s, a sync every second.
+    fn configure(&self, n: &mut Node) {
+        let net = &mut n.config.network;
+        net.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        net.bootstrap = self.bootstrap.iter().cloned().collect();
+        net.mdns = false;
+        net.replicas = R as u32;
+        net.announce_interval_ms = 200;
+        net.suspect_after_secs = 2;
+        net.dead_after_secs = 4;
+        net.leave_timeout_secs = 5;
+        net.forget_after_secs = 600;
+        net.sync_interval_secs = 1;
+        net.repair_interval_secs = self.repair_interval_secs;
+        net.audit_interval_secs = 3600;
+        let s = &mut n.config.storage;
+        s.chunk_size = CHUNK;
+        s.write_buffer_bytes = 4 * CHUNK as u64;
+        // Equal weights: placement depends on the peer ids alone.
+        s.capacity_bytes = 1 << 30;
+        s.sync_chunks = false;
+        s.gc_grace_secs = self.gc_grace_secs;
+        s.scrub_interval_secs = 3600;
+        n.config.metrics.listen = String::new();
+    }
+
+    fn node(&self, i: usize) -> &RunningNode {
+        self.nodes[i].as_ref().expect("a running node")
+    }
+
+    fn running(&self) -> impl Iterator<Item = &RunningNode> {
+        self.nodes.iter().flatten()
+    }
+
+    /// Waits until every running node sees every other as alive.
+    fn wait_converged(&self) {
+        let peers: Vec<_> = self.running().map(|n| n.peer_id()).collect();
+        wait_until("every node sees every other alive", || {
+            self.running().all(|n| {
+                let view = n.cluster.membership.read();
+                peers.iter().filter(|p| **p != n.peer_id()).all(|p| {
+                    view.members()
+                        .any(|m| m.peer == *p && m.state == PeerState::Alive)
+                })
+            })
+        });
+    }
+
+    /// Stops node `i` and checks it stopped promptly with every worker ended.
+    fn stop(&mut self, i: usize) {
+        let node = self.nodes[i].take().expect("a running node");
+        let stopped = node.shutdown();
+        assert_eq!(stopped.unfinished, 0, "every worker of node {i} ended");
+        assert!(
+            stopped.took < PROMPT,
+            "node {i} took {:?} to stop",
+            stopped.took
+        );
+    }
+
+    fn stop_all(mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].is_some() {
+                self.stop(i);
+            }
+        }
+    }
+
+    /// The running nodes (by index) holding chunk `id`.
+    fn holders(&self, id: &ChunkId) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .as_ref()
+                    .is_some_and(|n| n.chunks.contains(id))
+            })
+            .collect()
+    }
+
+    /// The indexes of the nodes `node`'s placement names owners of `id`.
+    fn owners(&self, node: usize, id: &ChunkId) -> Vec<usize> {
+        let owners = self.node(node).cluster.router.placement().owners(id, R);
+        let mut idx: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .as_ref()
+                    .is_some_and(|n| owners.contains(&n.peer_id()))
+            })
+            .collect();
+        idx.sort();
+        assert_eq!(idx.len(), owners.len(), "every owner is a running node");
+        idx
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dirs[i].path().join("node")
+    }
+}
+
+fn caller(dir: &Path) -> Caller {
+    let meta = std::fs::metadata(dir).unwrap();
+    Caller {
+        uid: meta.uid(),
+        gid: meta.gid(),
+    }
+}
+
+/// Writes `data` to `path` in the network volume of `node` and commits it (close).
+fn write_file(net: &Net, node: usize, path: &str, data: &[u8]) {
+    let mount = &net.node(node).mount;
+    let (parent, name) = mount.resolve_parent(path).unwrap();
+    let (_, fh) = mount
+        .create(parent, &name, 0o644, caller(&net.data_dir(node)), true)
+        .unwrap();
+    assert_eq!(mount.write(fh, 0, data).unwrap() as usize, data.len());
+    mount.release(fh).unwrap();
+}
+
+/// The content of `path` as `node` reads it, `None` while it does not know the file.
+fn read_file(net: &Net, node: usize, path: &str) -> Option<Vec<u8>> {
+    let mount = &net.node(node).mount;
+    let attr = mount.resolve(path).ok()?;
+    let fh = mount.open(attr.ino, false).unwrap();
+    let mut out = Vec::new();
+    while (out.len() as u64) < attr.size {
+        let piece = mount.read(fh, out.len() as u64, 1 << 20).unwrap();
+        assert!(!piece.is_empty(), "{path}: shorter than its size");
+        out.extend_from_slice(&piece);
+    }
+    mount.release(fh).unwrap();
+    Some(out)
+}
+
+/// Waits until `node` knows `path` at `size` bytes (creating a file commits it empty first).
+fn wait_known(net: &Net, node: usize, path: &str, size: usize) {
+    wait_until(&format!("node {node} knows {path} at {size} bytes"), || {
+        net.node(node)
+            .mount
+            .resolve(path)
+            .is_ok_and(|a| a.size == size as u64)
+    });
+}
+
+/// Checks that `node` reads `want` from `path` (without printing megabytes when it does not).
+fn assert_reads(net: &Net, node: usize, path: &str, want: &[u8]) {
+    let got = read_file(net, node, path).expect("the file is known");
+    assert!(
+        got == want,
+        "node {node} read {} bytes of {path}, not the {} written",
+        got.len(),
+        want.len()
+    );
+}
+
+/// Bytes that differ per test and per chunk (so no two chunks dedupe).
+fn content(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[0] ^ seed ^ (i >> 16) as u8)
+        .collect()
+}
+
+/// Waits until each of `ids` is held by exactly the owners `by` names, among the running nodes.
+fn wait_placed(net: &Net, by: usize, ids: &[ChunkId]) {
+    wait_until("every chunk on its owners", || {
+        ids.iter().all(|id| net.holders(id) == net.owners(by, id))
+    });
+}
+
+#[test]
+fn each_chunk_is_stored_on_exactly_the_owners_placement_names() {
+    let mut net = Net::new(3600, 1);
+    for _ in 0..4 {
+        net.start();
+    }
+    net.wait_converged();
+    let data = content(1, 5 * CHUNK as usize + 123);
+    write_file(&net, 0, "placed.bin", &data);
+    let ids = net.node(0).mount.file_chunks("placed.bin").unwrap();
+    assert!(ids.len() >= 6, "{} chunks", ids.len());
+    // Every node agrees on the owners (one view of the membership, one rule).
+    for id in &ids {
+        let owners = net.owners(0, id);
+        assert_eq!(owners.len(), R);
+        for i in 1..4 {
+            assert_eq!(net.owners(i, id), owners, "node {i} names other owners");
+        }
+    }
+    wait_placed(&net, 0, &ids);
+    for id in &ids {
+        assert_eq!(
+            net.holders(id).len(),
+            R,
+            "chunk {id}: {:?}",
+            net.holders(id)
+        );
+    }
+    // And the file reads back on a node that holds none of it, or the fewest.
+    let reader = (1..4)
+        .min_by_key(|i| ids.iter().filter(|id| net.holders(id).contains(i)).count())
+        .unwrap();
+    wait_known(&net, reader, "placed.bin", data.len());
+    assert_reads(&net, reader, "placed.bin", &data);
+    net.stop_all();
+}
+
+#[test]
+fn a_stopped_nodes_chunks_are_repaired_to_r_copies_on_the_others() {
+    let mut net = Net::new(3600, 1);
+    for _ in 0..4 {
+        net.start();
+    }
+    net.wait_converged();
+    let data = content(2, 6 * CHUNK as usize);
+    write_file(&net, 0, "repaired.bin", &data);
+    let ids = net.node(0).mount.file_chunks("repaired.bin").unwrap();
+    wait_placed(&net, 0, &ids);
+    // Stop the node (not the writer) that owns the most of the file.
+    let gone = (1..4)
+        .max_by_key(|i| ids.iter().filter(|id| net.holders(id).contains(i)).count())
+        .unwrap();
+    let lost: Vec<ChunkId> = ids
+        .iter()
+        .filter(|id| net.holders(id).contains(&gone))
+        .copied()
+        .collect();
+    assert!(!lost.is_empty());
+    net.stop(gone);
+    wait_until("the others count the stopped node dead", || {
+        net.running()
+            .all(|n| n.cluster.router.placement().holders() == 3)
+    });
+    // Each chunk is back to R copies, on the owners the survivors' placement names.
+    wait_placed(&net, 0, &ids);
+    for id in &ids {
+        assert_eq!(net.holders(id).len(), R, "chunk {id}");
+        assert!(!net.holders(id).contains(&gone));
+    }
+    let reader = (0..4).find(|&i| i != gone && i != 0).unwrap();
+    wait_known(&net, reader, "repaired.bin", data.len());
+    assert_reads(&net, reader, "repaired.bin", &data);
+    net.stop_all();
+}
+
+#[test]
+fn a_leaving_node_hands_its_chunks_off_before_it_stops() {
+    let mut net = Net::new(3600, 3600);
+    for _ in 0..4 {
+        net.start();
+    }
+    net.wait_converged();
+    let data = content(8, 6 * CHUNK as usize);
+    write_file(&net, 0, "handed.bin", &data);
+    let ids = net.node(0).mount.file_chunks("handed.bin").unwrap();
+    wait_placed(&net, 0, &ids);
+    let leaver = (1..4)
+        .max_by_key(|i| ids.iter().filter(|id| net.holders(id).contains(i)).count())
+        .unwrap();
+    let held = ids
+        .iter()
+        .filter(|id| net.holders(id).contains(&leaver))
+        .count();
+    assert!(held > 0);
+    let report = net.runtime.block_on(net.node(leaver).leave());
+    assert!(report.finished, "{report:?}");
+    assert_eq!(report.short, 0, "{report:?}");
+    assert!(report.handed_off >= held as u64, "{report:?}");
+    let peer = net.node(leaver).peer_id();
+    net.stop(leaver);
+    // Handed off before it stopped (no repair pass runs here): R copies without it.
+    for id in &ids {
+        let others: Vec<usize> = net
+            .holders(id)
+            .into_iter()
+            .filter(|&i| i != leaver)
+            .collect();
+        assert!(others.len() >= R, "chunk {id} on {others:?}");
+    }
+    wait_until("the others know it left", || {
+        net.running().all(|n| {
+            n.cluster
+                .membership
+                .read()
+                .members()
+                .any(|m| m.peer == peer && m.state == PeerState::Left)
+        })
+    });
+    assert_reads(&net, 0, "handed.bin", &data);
+    net.stop_all();
+}
+
+#[test]
+fn a_deleted_files_chunks_are_collected_on_every_node_after_the_grace_period() {
+    // No periodic repair: a pass between two holders' deletions pushes the chunk back to the
+    // holder that deleted it first (repair does not look at references), which restarts its
+    // grace period.
+    let mut net = Net::new(2, 3600);
+    for _ in 0..3 {
+        net.start();
+    }
+    net.wait_converged();
+    let kept = content(3, 2 * CHUNK as usize);
+    let doomed = content(4, 4 * CHUNK as usize);
+    write_file(&net, 0, "kept.bin", &kept);
+    write_file(&net, 0, "doomed.bin", &doomed);
+    let kept_ids = net.node(0).mount.file_chunks("kept.bin").unwrap();
+    let doomed_ids = net.node(0).mount.file_chunks("doomed.bin").unwrap();
+    let all: Vec<ChunkId> = kept_ids.iter().chain(&doomed_ids).copied().collect();
+    wait_placed(&net, 0, &all);
+    // Every node knows both files before one is deleted.
+    for i in 0..3 {
+        wait_known(&net, i, "kept.bin", kept.len());
+        wait_known(&net, i, "doomed.bin", doomed.len());
+    }
+    let t0 = Instant::now();
+    net.node(1).mount.remove("doomed.bin", false).unwrap();
+    wait_until("the deleted file's chunks are gone from every node", || {
+        doomed_ids.iter().all(|id| net.holders(id).is_empty())
+    });
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "collected before the grace period"
+    );
+    // What is still referenced stays, on its owners.
+    for id in &kept_ids {
+        assert_eq!(net.holders(id), net.owners(0, id), "kept chunk {id}");
+    }
+    // The garbage collectors deleted them (each copy on its holder).
+    let deleted: u64 = net.running().map(|n| n.gc.deleted_chunks()).sum();
+    assert!(
+        deleted >= (doomed_ids.len() * R) as u64,
+        "{deleted} deleted"
+    );
+    assert_reads(&net, 2, "kept.bin", &kept);
+    net.stop_all();
+}
+
+#[test]
+fn a_node_started_after_a_write_gets_the_entry_by_anti_entropy() {
+    let mut net = Net::new(3600, 1);
+    net.start();
+    net.start();
+    net.wait_converged();
+    let data = content(5, 3 * CHUNK as usize + 7);
+    write_file(&net, 0, "before.bin", &data);
+    wait_known(&net, 1, "before.bin", data.len());
+    // The gossip of that write is long gone: the newcomer can only learn it by syncing.
+    let late = net.start();
+    net.wait_converged();
+    wait_known(&net, late, "before.bin", data.len());
+    assert_reads(&net, late, "before.bin", &data);
+    // And what the late node writes reaches the others.
+    let reply = content(6, CHUNK as usize / 2);
+    write_file(&net, late, "after.bin", &reply);
+    wait_known(&net, 0, "after.bin", reply.len());
+    assert_reads(&net, 0, "after.bin", &reply);
+    net.stop_all();
+}
+
+#[test]
+fn shutdown_is_prompt_ends_every_worker_and_frees_the_data_dir() {
+    let mut net = Net::new(3600, 1);
+    let a = net.start();
+    net.start();
+    net.wait_converged();
+    write_file(&net, a, "x.bin", &content(7, 1000));
+    let workers = net.node(a).workers_running();
+    assert!(workers >= 8, "{workers} workers");
+    let dir = net.data_dir(a);
+    net.stop(a);
+    // The data dir is free again: the same node starts from it (its stores are closed).
+    let mut again = Node::load(&dir).unwrap();
+    net.configure(&mut again);
+    let running = again
+        .start(net.runtime.handle(), &net.dirs[a].path().join("mnt"))
+        .unwrap();
+    assert!(running.mount.resolve("x.bin").is_ok());
+    let stopped = running.shutdown();
+    assert_eq!(stopped.unfinished, 0);
+    assert!(stopped.took < PROMPT, "{:?}", stopped.took);
+    net.stop_all();
+}
