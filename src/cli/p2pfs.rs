@@ -136,7 +136,7 @@ pub struct NetFlags {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub gc_grace: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (`metrics.listen`).
-    /// Loopback only, unless config.toml sets `allow_remote = true` under [metrics].
+    /// Loopback only, unless config.toml sets `allow_remote = true` in its metrics section.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
     /// Offer no storage to the network: a reader node that is never an owner of a chunk and

@@ -3,7 +3,7 @@
 //! A peer's word that it holds a chunk counts for nothing: a copy counts (for `close()`, before
 //! repair drops a surplus copy, in `where` and `health`) only once the holder answered a
 //! challenge over the chunk's bytes. The challenger sends a fresh random nonce; the holder
-//! answers [`proof`] — blake3 keyed by a key derived from the nonce, over the stored
+//! answers [`crate::block::proof::proof`] — blake3 keyed by a key derived from the nonce, over the stored
 //! ciphertext — and the challenger, who has the bytes (its own copy, or one fetched and
 //! verified against the chunk id), checks it. A proof cannot be made without the bytes and
 //! cannot be replayed (every challenge has a new nonce).

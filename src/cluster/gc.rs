@@ -121,8 +121,8 @@ impl Gc {
         loop {
             tokio::select! {
                 _ = checkpoint.tick() => {
-                    let core = self.mount.clone();
-                    let _ = tokio::task::spawn_blocking(move || core.checkpoint()).await;
+                    let mount = self.mount.clone();
+                    let _ = tokio::task::spawn_blocking(move || mount.checkpoint()).await;
                 }
                 _ = pass.tick() => {
                     let report = self.pass().await;
@@ -167,14 +167,14 @@ impl Gc {
     }
 
     async fn collect_chunks(&self, healthy: bool) -> (usize, usize) {
-        let (store, core) = (self.router.store().clone(), self.mount.clone());
+        let (store, mount) = (self.router.store().clone(), self.mount.clone());
         let found = tokio::task::spawn_blocking(move || {
             let held: Vec<ChunkId> = store.list()?.into_iter().map(|(id, _)| id).collect();
-            let referenced = core
+            let referenced = mount
                 .namespace()
                 .referenced(&held)
                 .map_err(std::io::Error::other)?;
-            let pending = core.pending_chunks();
+            let pending = mount.pending_chunks();
             Ok::<_, std::io::Error>(
                 held.into_iter()
                     .zip(referenced)
@@ -209,7 +209,7 @@ impl Gc {
         if !healthy || due.is_empty() {
             return (garbage.len(), 0);
         }
-        let (store, core, grace) = (
+        let (store, mount, grace) = (
             self.router.store().clone(),
             self.mount.clone(),
             self.config.grace,
@@ -223,12 +223,12 @@ impl Gc {
                     .modified(&id)
                     .and_then(|t| SystemTime::now().duration_since(t).ok())
                     .is_none_or(|age| age < grace);
-                let referenced = core
+                let referenced = mount
                     .namespace()
                     .referenced(&[id])
                     .map(|r| r[0])
                     .unwrap_or(true);
-                if written_recently || referenced || core.pending_chunks().contains(&id) {
+                if written_recently || referenced || mount.pending_chunks().contains(&id) {
                     continue;
                 }
                 match store.delete(&id) {
@@ -255,9 +255,9 @@ impl Gc {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let horizon = Hlc(now_ms.saturating_sub(self.config.grace.as_millis() as u64) << 16);
-        let core = self.mount.clone();
+        let mount = self.mount.clone();
         let Ok(Ok(old)) =
-            tokio::task::spawn_blocking(move || core.namespace().tombstones(horizon)).await
+            tokio::task::spawn_blocking(move || mount.namespace().tombstones(horizon)).await
         else {
             return 0;
         };
@@ -283,8 +283,8 @@ impl Gc {
                 return 0;
             }
         }
-        let core = self.mount.clone();
-        tokio::task::spawn_blocking(move || core.expire(mine))
+        let mount = self.mount.clone();
+        tokio::task::spawn_blocking(move || mount.expire(mine))
             .await
             .ok()
             .and_then(Result::ok)

@@ -230,7 +230,7 @@ impl Cluster {
     /// either direction: overlapping sessions (one on connect, one per round, one the peer
     /// started) each re-sent whole buckets, and past the peer's session limit got this node
     /// throttled as a flooder; a million-entry join stalled on it.
-    fn spawn_sync(&self, peer: PeerId, core: &Arc<Mount>) {
+    fn spawn_sync(&self, peer: PeerId, mount: &Arc<Mount>) {
         use crate::net::guard::StreamKind;
         if self.net.guard.open_streams(&peer, StreamKind::Sync) > 0
             || !self.syncing.lock().insert(peer)
@@ -247,10 +247,10 @@ impl Cluster {
             }
         }
         let running = Running(self.syncing.clone(), peer);
-        let (net, core, syncs) = (self.net.clone(), core.clone(), self.syncs.clone());
+        let (net, mount, syncs) = (self.net.clone(), mount.clone(), self.syncs.clone());
         self.workers.spawn(async move {
             let _running = running;
-            let session = sync::sync_with(&net, peer, core).await;
+            let session = sync::sync_with(&net, peer, mount).await;
             if session.is_ok() {
                 syncs.fetch_add(1, Ordering::Relaxed);
             }
@@ -295,12 +295,12 @@ impl Cluster {
         from: PeerId,
         data: Vec<u8>,
         id: GossipId,
-        core: &Arc<Mount>,
+        mount: &Arc<Mount>,
     ) -> bool {
         match topic {
             Topic::Membership => self.on_announcement(from, &data, id),
             Topic::Namespace => {
-                self.on_namespace_gossip(from, &data, id, core);
+                self.on_namespace_gossip(from, &data, id, mount);
                 false
             }
         }
@@ -336,7 +336,7 @@ impl Cluster {
         }
     }
 
-    fn on_namespace_gossip(&self, from: PeerId, data: &[u8], id: GossipId, core: &Arc<Mount>) {
+    fn on_namespace_gossip(&self, from: PeerId, data: &[u8], id: GossipId, mount: &Arc<Mount>) {
         match decode_namespace_gossip(data) {
             Some(NamespaceGossip::Entries(entries)) if entries.is_empty() => {
                 self.net.validated(id, Verdict::Ignore)
@@ -348,10 +348,10 @@ impl Cluster {
                     self.net.validated(id, Verdict::Ignore);
                     return;
                 };
-                let (core, net) = (core.clone(), self.net.clone());
+                let (mount, net) = (mount.clone(), self.net.clone());
                 self.workers.spawn_blocking(move || {
                     let _permit = permit;
-                    let verdict = match sync::apply_from_peer(&core, from, entries) {
+                    let verdict = match sync::apply_from_peer(&mount, from, entries) {
                         Ok((_, forged)) if forged > 0 => Verdict::Offence(Offence::ForgedEntry),
                         Ok((r, _)) if r.rejected > 0 => {
                             tracing::debug!(%from, rejected = r.rejected, "invalid entries refused");
@@ -368,7 +368,7 @@ impl Cluster {
             }
             Some(NamespaceGossip::SyncWithMe) => {
                 if self.net.guard.allow_sync_hint(from) {
-                    self.spawn_sync(from, core);
+                    self.spawn_sync(from, mount);
                 }
                 self.net.validated(id, Verdict::Accept);
             }
@@ -412,7 +412,7 @@ impl Cluster {
     /// Runs the cluster until the node's workers are cancelled (it is one of them).
     pub async fn run(
         self: Arc<Self>,
-        core: Arc<Mount>,
+        mount: Arc<Mount>,
         mut events: NetEvents,
         mut committed: mpsc::UnboundedReceiver<Vec<Entry>>,
     ) {
@@ -447,7 +447,7 @@ impl Cluster {
                         // answer at once.
                         NetEvent::Gossip { topic, from, data, id } => {
                             self.log_membership(self.membership.write().heard_from(&from, Instant::now()));
-                            if self.on_gossip(topic, from, data, id, &core)
+                            if self.on_gossip(topic, from, data, id, &mount)
                                 && self.net.connected().contains(&from)
                             {
                                 let pace = known_peer_answer_pace(&self.membership.read());
@@ -474,7 +474,7 @@ impl Cluster {
                         }
                         NetEvent::Connected(peer) => {
                             self.log_membership(self.membership.write().heard_from(&peer, Instant::now()));
-                            self.spawn_sync(peer, &core);
+                            self.spawn_sync(peer, &mount);
                         }
                         NetEvent::Disconnected(peer) => self.router.client.forget(&peer),
                     }
@@ -512,7 +512,7 @@ impl Cluster {
                 _ = anti_entropy.tick() => {
                     let peers = self.net.connected();
                     if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
-                        self.spawn_sync(*peer, &core);
+                        self.spawn_sync(*peer, &mount);
                     }
                 }
                 _ = redial.tick() => self.redial_members(),

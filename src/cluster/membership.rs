@@ -462,7 +462,7 @@ impl Membership {
     }
 
     /// The liveness thresholds in force: the configured ones, but never shorter than
-    /// [`SUSPECT_PERIODS`] and [`DEAD_PERIODS`] announce periods, so a large network, whose
+    /// `SUSPECT_PERIODS` and `DEAD_PERIODS` announce periods, so a large network, whose
     /// members announce less often, does not mistake that for silence. (The cost: failure
     /// detection past 16 members takes longer, in proportion to the membership.)
     pub fn effective_liveness(&self) -> LivenessConfig {

@@ -1,7 +1,7 @@
 //! The cluster: what turns one node into a network. It keeps the membership view from gossiped
-//! announcements, places chunks on their owners ([`ChunkRouter`], the [`RemoteChunks`] the
+//! announcements, places chunks on their owners ([`ChunkRouter`], the [`crate::fs::RemoteChunks`] the
 //! filesystem core writes and reads through), spreads committed entries by gossip and runs
-//! anti-entropy with peers. It talks to libp2p only through [`NetHandle`].
+//! anti-entropy with peers. It talks to libp2p only through [`crate::net::NetHandle`].
 //!
 //! - [`gossip`]: the event loop (announcements, membership view, namespace gossip, anti-entropy)
 //! - [`router`]: chunk placement, proven copies, remote reads

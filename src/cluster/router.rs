@@ -66,6 +66,17 @@ pub struct ChunkRouter {
 }
 
 impl ChunkRouter {
+    /// (R, live nodes holding chunks, copies a chunk can have now: the lesser of the two).
+    pub fn copies_possible(&self) -> (u32, u64, u32) {
+        let replicas = self.replicas() as u32;
+        let holding = self.placement().holders() as u64;
+        (
+            replicas,
+            holding,
+            replicas.min(u32::try_from(holding).unwrap_or(u32::MAX)),
+        )
+    }
+
     /// Live peers that place chunks by another rule than this node's (older or newer
     /// versions): while there are any, repair keeps surplus copies (`repair.rs`).
     pub fn peers_on_another_rule(&self) -> usize {

@@ -259,7 +259,7 @@ pub fn descend(base: &[(u64, Hlc)], origin: u64, hlc: Hlc) -> Seen {
 }
 
 /// A signed entry version, as stored and replicated. Decoding checks its structure (the
-/// rules in [`DecodedEntry`]'s conversion) wherever it comes from: the disk, sync or gossip.
+/// rules in `DecodedEntry`'s conversion) wherever it comes from: the disk, sync or gossip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "DecodedEntry")]
 pub struct Entry {

@@ -136,7 +136,7 @@ pub struct VolumeRecord {
     /// removed writer signs later).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<KeptVersions>,
-    /// age-encrypted to every member: the [`Secrets`].
+    /// age-encrypted to every member: the `Secrets`.
     #[serde(with = "serde_bytes")]
     pub sealed: Vec<u8>,
 }
@@ -294,7 +294,7 @@ impl VolumeRecord {
         Ok(record)
     }
 
-    /// Whether `entry` is by a writer of the volume (see [`admits`]).
+    /// Whether `entry` is by a writer of the volume (see `admits`).
     pub fn can_write(&self, entry: &Entry) -> bool {
         admits(&self.writers, &self.revoked, &self.kept, entry)
     }
@@ -438,7 +438,7 @@ impl Volume {
         EntryId(h[..16].try_into().expect("16 bytes"))
     }
 
-    /// Whether `entry` is by a writer of the volume (see [`admits`]).
+    /// Whether `entry` is by a writer of the volume (see `admits`).
     pub fn can_write(&self, entry: &Entry) -> bool {
         self.open || admits(&self.writers, &self.revoked, &self.kept, entry)
     }

@@ -42,7 +42,7 @@ pub const CHUNK_STREAMS_PER_PEER: usize = 16;
 pub const SYNC_SESSIONS_PER_PEER: usize = 3;
 /// Gossip messages a peer (the signed source) may send in a burst, and per second sustained;
 /// the excess is ignored. An honest node sends at most ~25 a second (it batches its commits
-/// every 50 ms, `cluster::GOSSIP_PACE`, and announces itself every 2 s and at most twice a
+/// every 50 ms, `cluster::gossip::GOSSIP_PACE`, and announces itself every 2 s and at most twice a
 /// second on new subscriptions). The limit must stay well below what even a slow node can
 /// process, or a flood within it would still use up the node.
 pub const GOSSIP_BURST: f64 = 200.0;

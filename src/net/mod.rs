@@ -261,10 +261,10 @@ pub fn topic(key: &NetworkKey, t: Topic) -> gossipsub::IdentTopic {
 }
 
 /// Peers a node stays connected to at most, unless more are in its gossip mesh or in use: past
-/// it, the connections idle longest are closed ([`EventLoop::trim_connections`]). gossipsub
+/// it, the connections idle longest are closed (`EventLoop::trim_connections`). gossipsub
 /// keeps a stream open on every connection, so without this every peer a node ever exchanged a
 /// chunk with would stay connected for good, and a node's pings, gossip and memory would grow
-/// with the network. (The cluster dials while under `cluster::PEERS_TARGET`, half of this.)
+/// with the network. (The cluster dials while under `cluster::gossip::PEERS_TARGET`, half of this.)
 pub const MAX_CONNECTED_PEERS: usize = 16;
 /// A connection is not closed for being surplus while younger than this, or while a chunk or
 /// sync request used it within this.
@@ -360,7 +360,7 @@ pub fn build_swarm_limited(
             kad_config.set_query_timeout(Duration::from_secs(30));
             // No periodic bootstrap: each one walks the id space and connects to dozens of
             // peers, which then stay connected. Membership announcements already carry every
-            // member's addresses (see `cluster::redial_members` for how a node stays
+            // member's addresses (see `Cluster::redial_members` for how a node stays
             // connected); Kademlia is the address book and answers closest-peers queries.
             kad_config.set_periodic_bootstrap_interval(None);
             let mut kad =

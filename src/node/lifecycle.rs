@@ -269,7 +269,8 @@ impl RunningNode {
     }
 
     /// Graceful leave: announce it, hand off what the others will need (bounded by
-    /// [`HANDOFF_LIMIT`], so a stop never hangs on unreachable peers: systemd allows 60 s),
+    /// `HANDOFF_LIMIT`, so a stop never hangs on unreachable peers: with the report's grace and
+    /// `STOP_LIMIT`, a stop stays within the units' `TimeoutStopSec`),
     /// tell the `p2pfs-ctl leave` callers the result, announce that this node left.
     pub async fn leave(&self) -> control::LeaveReport {
         let cluster = &self.cluster;
@@ -317,19 +318,44 @@ impl RunningNode {
     }
 
     /// Stops the node: commits open files (their chunks still go to their owners, so the
-    /// network is still up), then cancels every worker and returns once all have ended (at
-    /// most [`STOP_LIMIT`]). Blocks: call it outside async code.
+    /// network is still up), then cancels every worker and returns once all have ended and
+    /// nothing of the node holds its filesystem core (at most `STOP_LIMIT`). Blocks: call it
+    /// outside async code, after dropping any clone of [`RunningNode::mount`].
     pub fn shutdown(self) -> Stopped {
         let t0 = Instant::now();
         self.mount.shutdown();
-        let unfinished = self.runtime.block_on(self.workers.stop(STOP_LIMIT));
+        let mut unfinished = self.runtime.block_on(self.workers.stop(STOP_LIMIT));
         if unfinished > 0 {
             tracing::warn!(
                 unfinished,
                 "some workers did not end within {STOP_LIMIT:?}; stopping anyway"
             );
         }
-        let _ = std::fs::remove_file(self.data_dir.join(control::SOCKET_FILE));
+        let RunningNode {
+            mount,
+            chunks,
+            cluster,
+            repair,
+            audit,
+            gc,
+            guard,
+            data_dir,
+            ..
+        } = self;
+        drop((chunks, cluster, repair, audit, gc, guard));
+        // A cancelled worker's blocking call (a namespace commit, a sync page applied, a gc
+        // delete) runs to its end on the runtime's blocking pool and holds the core until
+        // then: wait for it, so the namespace store is closed when this returns.
+        let deadline = t0 + STOP_LIMIT;
+        while Arc::strong_count(&mount) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if Arc::strong_count(&mount) > 1 {
+            tracing::warn!("blocking work still holds the filesystem core; stopping anyway");
+            unfinished += 1;
+        }
+        drop(mount);
+        let _ = std::fs::remove_file(data_dir.join(control::SOCKET_FILE));
         Stopped {
             unfinished,
             took: t0.elapsed(),

@@ -105,17 +105,6 @@ impl StatusReader {
         self.snapshot(Recount::Now).await.status
     }
 
-    /// (R, live nodes holding chunks, copies a chunk can have now: the lesser of the two).
-    fn copies_possible(&self) -> (u32, u64, u32) {
-        let replicas = self.cluster.router.replicas() as u32;
-        let holding = self.cluster.router.placement().holders() as u64;
-        (
-            replicas,
-            holding,
-            replicas.min(u32::try_from(holding).unwrap_or(u32::MAX)),
-        )
-    }
-
     /// (chunks, bytes) stored here, listed as fresh as `recount` asks. A listing that fails
     /// counts nothing now, and leaves the throttled count as it was.
     async fn stored(&self, recount: Recount) -> (u64, u64) {
@@ -186,7 +175,7 @@ impl StatusReader {
             peers,
             mount: self.mount_point.display().to_string(),
             replication: {
-                let (factor, holding_nodes, copies) = self.copies_possible();
+                let (factor, holding_nodes, copies) = self.cluster.router.copies_possible();
                 // Fewer live holders than R: no chunk stored here can have its R copies.
                 let degraded = if copies < factor { chunks_stored } else { 0 };
                 ReplicationStatus {

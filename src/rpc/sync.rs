@@ -105,8 +105,8 @@ async fn blocking<T: Send + 'static>(
 
 /// The entries of `bucket` after `after` that fit one page ([`PAGE_BYTES`]), and whether more
 /// follow.
-fn page(core: &Mount, bucket: u8, after: Option<EntryKey>) -> Result<(Vec<Entry>, bool), String> {
-    let entries = core
+fn page(mount: &Mount, bucket: u8, after: Option<EntryKey>) -> Result<(Vec<Entry>, bool), String> {
+    let entries = mount
         .namespace()
         .bucket_entries(bucket, after, PAGE_ENTRIES)
         .map_err(|e| e.to_string())?;
@@ -156,9 +156,9 @@ async fn differing_buckets(
     stream: &mut Stream,
     guard: &Arc<PeerGuard>,
     peer: PeerId,
-    core: &Arc<Mount>,
+    mount: &Arc<Mount>,
 ) -> Result<Vec<u8>, SyncError> {
-    let c = core.clone();
+    let c = mount.clone();
     let digest = blocking(move || c.namespace().digest().map_err(|e| e.to_string())).await?;
     match call(stream, guard, peer, &SyncRequest::Digest(digest.concat())).await? {
         SyncResponse::Differs(b) => Ok(b),
@@ -171,12 +171,12 @@ async fn differing_buckets(
 pub async fn sync_with(
     net: &NetHandle,
     peer: PeerId,
-    core: Arc<Mount>,
+    mount: Arc<Mount>,
 ) -> Result<SyncReport, SyncError> {
     let guard = &net.guard;
     guard.used(peer);
     let mut stream = open(&net.streams, peer).await?;
-    let differs = differing_buckets(&mut stream, guard, peer, &core).await?;
+    let differs = differing_buckets(&mut stream, guard, peer, &mount).await?;
     let mut report = SyncReport {
         buckets: differs.len(),
         ..Default::default()
@@ -204,7 +204,7 @@ pub async fn sync_with(
                 return Err(SyncError::Unexpected);
             }
             after = entries.last().map(|e| e.key());
-            let c = core.clone();
+            let c = mount.clone();
             let (applied, forged) = blocking(move || apply_from_peer(&c, peer, entries)).await?;
             report_forged(guard, peer, forged);
             report.pulled.applied += applied.applied;
@@ -228,11 +228,11 @@ pub async fn sync_with(
     // Push only the buckets that still differ once ours took in what the peer had: a bucket
     // that now matches holds nothing the peer lacks (pushing it whole sent a joiner's entire
     // pull straight back, and made the peer verify every signature again).
-    let still = differing_buckets(&mut stream, guard, peer, &core).await?;
+    let still = differing_buckets(&mut stream, guard, peer, &mount).await?;
     for bucket in still {
         let mut after = None;
         loop {
-            let c = core.clone();
+            let c = mount.clone();
             let (entries, more) = blocking(move || page(&c, bucket, after)).await?;
             if entries.is_empty() {
                 break;
@@ -243,7 +243,7 @@ pub async fn sync_with(
                 SyncResponse::Applied { forgotten, .. } if !forgotten.is_empty() => {
                     // Versions deleted while this node was away, their tombstones since
                     // expired: apply and forget them too.
-                    let (c, guard) = (core.clone(), guard.clone());
+                    let (c, guard) = (mount.clone(), guard.clone());
                     let n = blocking(move || {
                         report_forged(&guard, peer, count_forged(&forgotten));
                         c.expire(forgotten).map_err(|e| e.to_string())
@@ -294,12 +294,12 @@ pub async fn expire(
 /// peer sends one. (An entry refused for another reason, such as a writer list this node has
 /// not caught up with yet, is not.)
 pub fn apply_from_peer(
-    core: &Mount,
+    mount: &Mount,
     peer: PeerId,
     entries: Vec<Entry>,
 ) -> Result<(RemoteApply, usize), String> {
     let sent = entries.clone();
-    let report = core
+    let report = mount
         .apply_from(Some(peer), entries)
         .map_err(|e| e.to_string())?;
     let forged = if report.rejected > 0 {
@@ -351,7 +351,7 @@ fn report_forged(guard: &PeerGuard, peer: PeerId, forged: usize) {
 /// Serves sync sessions, each among `workers`, reporting offences to `guard`.
 pub async fn serve(
     mut incoming: libp2p_stream::IncomingStreams,
-    core: Arc<Mount>,
+    mount: Arc<Mount>,
     guard: Arc<PeerGuard>,
     workers: Workers,
 ) {
@@ -367,10 +367,10 @@ pub async fn serve(
             tracing::debug!(%peer, "too many sync sessions; dropping one");
             continue;
         };
-        let (core, guard) = (core.clone(), guard.clone());
+        let (mount, guard) = (mount.clone(), guard.clone());
         workers.spawn(async move {
             let _permits = (permit, peer_permit);
-            if let Err(e) = serve_session(&guard, peer, stream, core).await {
+            if let Err(e) = serve_session(&guard, peer, stream, mount).await {
                 tracing::debug!(%peer, error = %e, "sync session ended");
             }
         });
@@ -381,7 +381,7 @@ async fn serve_session(
     guard: &Arc<PeerGuard>,
     peer: PeerId,
     stream: Stream,
-    core: Arc<Mount>,
+    mount: Arc<Mount>,
 ) -> Result<(), SyncError> {
     let mut stream = Counted::new(stream, &SYNC_TRAFFIC);
     loop {
@@ -398,7 +398,7 @@ async fn serve_session(
                 return Err(e.into());
             }
         };
-        let c = core.clone();
+        let c = mount.clone();
         // An offence is counted once the answer is on its way (the peer is then dropped).
         let mut offence = None;
         let response = match request {

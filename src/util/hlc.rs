@@ -67,7 +67,7 @@ impl HlcClock {
     }
 
     /// Moves the clock past a timestamp seen in a remote or stored entry, unless it is more
-    /// than [`MAX_AHEAD_MS`] ahead of the wall clock.
+    /// than `MAX_AHEAD_MS` ahead of the wall clock.
     pub fn observe(&self, seen: Hlc) {
         let limit = wall_millis().saturating_add(MAX_AHEAD_MS) << LOGICAL_BITS;
         if seen.0 <= limit {

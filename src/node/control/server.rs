@@ -139,17 +139,6 @@ impl StatusSource {
         }
     }
 
-    /// (R, live nodes holding chunks, copies a chunk can have now: the lesser of the two).
-    fn copies_possible(&self) -> (u32, u64, u32) {
-        let replicas = self.cluster.router.replicas() as u32;
-        let holding = self.cluster.router.placement().holders() as u64;
-        (
-            replicas,
-            holding,
-            replicas.min(u32::try_from(holding).unwrap_or(u32::MAX)),
-        )
-    }
-
     async fn health(&self) -> Reply {
         let mount = self.mount.clone();
         let Ok(by_file) = tokio::task::spawn_blocking(move || mount.all_file_chunks()).await else {
@@ -160,7 +149,7 @@ impl StatusSource {
             return io_error("health: task failed");
         };
         let nodes = self.cluster.membership.read().placement_peers().len() as u64 + 1;
-        let (replicas, holding, copies) = self.copies_possible();
+        let (replicas, holding, copies) = self.cluster.router.copies_possible();
         Reply::Health(HealthStatus {
             replicas,
             nodes,
@@ -198,7 +187,7 @@ impl StatusSource {
                 nodes += 1;
             }
         }
-        let (replicas, holding, copies) = self.copies_possible();
+        let (replicas, holding, copies) = self.cluster.router.copies_possible();
         Reply::Df(DfStatus {
             nodes,
             replicas,
@@ -401,9 +390,9 @@ impl StatusSource {
     }
 
     async fn locate(&self, path: &str) -> Reply {
-        let core = self.mount.clone();
+        let mount = self.mount.clone();
         let p = path.to_string();
-        let ids = match tokio::task::spawn_blocking(move || core.file_chunks(&p)).await {
+        let ids = match tokio::task::spawn_blocking(move || mount.file_chunks(&p)).await {
             Ok(Ok(ids)) => ids,
             Ok(Err(e)) => {
                 return Reply::Error {
@@ -576,8 +565,8 @@ async fn handle(
                 | Request::VolumeShare { .. }
                 | Request::VolumeUnshare { .. }),
             ) => {
-                let core = source.mount.clone();
-                tokio::task::spawn_blocking(move || volume_command(&core, request))
+                let mount = source.mount.clone();
+                tokio::task::spawn_blocking(move || volume_command(&mount, request))
                     .await
                     .unwrap_or_else(|e| Reply::Error {
                         message: e.to_string(),

@@ -4,11 +4,12 @@
 //!
 //! Two kinds of values:
 //!
-//! - Counted where they happen, in process-wide atomics (`counters`, which depends on nothing
-//!   else of the crate: [`FUSE`], [`CHUNK_TRAFFIC`], [`SYNC_TRAFFIC`]): FUSE operations and
+//! - Counted where they happen, in process-wide atomics kept by the layer that counts
+//!   ([`crate::fuse::counters`], [`crate::rpc::counters`], [`crate::net::counters`], which
+//!   depend on nothing above them: [`FUSE`], [`CHUNK_TRAFFIC`], [`SYNC_TRAFFIC`]): FUSE operations and
 //!   their latencies (one `Instant::now` and two relaxed atomic adds per request, and only
 //!   while an endpoint is serving: no lock on the request path), bytes in and out on the chunk
-//!   and sync protocols (counted by [`Counted`], the stream wrapper the rpc layer reads and
+//!   and sync protocols (counted by [`crate::rpc::counters::Counted`], the stream wrapper the rpc layer reads and
 //!   writes frames and bodies through).
 //! - Read from the node's parts when scraped: peers by state, chunks stored, repair, cache,
 //!   garbage collection, passes, namespace and hostile-peer counters: the snapshot
