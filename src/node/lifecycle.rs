@@ -225,7 +225,7 @@ impl Node {
         let leave = control::LeaveSignal::new();
         workers.spawn(control::serve(
             control_listener,
-            Arc::new(control::StatusSource {
+            Arc::new(control::ControlService {
                 mount: mount.clone(),
                 chunks: self.chunks.clone(),
                 cluster: cluster.clone(),

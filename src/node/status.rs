@@ -52,7 +52,8 @@ pub struct StatusReader {
     pub network_fingerprint: String,
     /// Where the volume is mounted, absolute.
     pub mount_point: PathBuf,
-    /// The last throttled listing of the chunk store; its lock also makes scrapes take turns.
+    /// The last throttled listing of the chunk store; its lock makes scrapes take turns listing
+    /// the store (the rest of a snapshot is cheap and read without it).
     stored: tokio::sync::Mutex<StoredCount>,
 }
 

@@ -69,13 +69,9 @@ impl Workers {
         self.cancel.cancel();
     }
 
+    /// Whether these workers were cancelled (a child's own cancel, or its parent's).
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
-    }
-
-    /// Resolves once the workers are cancelled.
-    pub async fn cancelled(&self) {
-        self.cancel.cancelled().await
     }
 
     /// Tasks not yet ended.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 pub use client::{call, call_within, get, leave, put};
 pub use proto::*;
-pub use server::{LeaveSignal, StatusSource, bind, serve};
+pub use server::{ControlService, LeaveSignal, bind, serve};
 
 /// The socket's file name in the data dir.
 pub const SOCKET_FILE: &str = "control.sock";

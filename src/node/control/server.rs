@@ -66,8 +66,9 @@ impl Drop for LeaveWaiter<'_> {
     }
 }
 
-/// What the server reports from: the node's parts.
-pub struct StatusSource {
+/// What the control server answers requests from: the node's parts, its status reader and
+/// the leave signal.
+pub struct ControlService {
     pub mount: Arc<Mount>,
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
@@ -89,7 +90,7 @@ fn io_error(e: impl std::fmt::Display) -> Reply {
     }
 }
 
-impl StatusSource {
+impl ControlService {
     /// A path as given by a user: relative to the mount's root, or absolute under the mount
     /// point.
     fn relative(&self, path: &str) -> String {
@@ -463,7 +464,7 @@ pub fn bind(data_dir: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serves control connections until the task is dropped, each connection among `workers`.
-pub async fn serve(listener: UnixListener, source: Arc<StatusSource>, workers: Workers) {
+pub async fn serve(listener: UnixListener, source: Arc<ControlService>, workers: Workers) {
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
     loop {
@@ -524,7 +525,7 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
 
 async fn handle(
     stream: UnixStream,
-    source: &StatusSource,
+    source: &ControlService,
     caller: crate::fs::Caller,
 ) -> Result<(), ControlError> {
     let (read, mut write) = stream.into_split();
