@@ -1,8 +1,8 @@
 //! Several nodes in this one test process, on loopback, without FUSE or root: each is started
 //! with `Node::start` on a temporary data dir and stopped with `RunningNode::shutdown`, and the
 //! filesystem core (`fs::Mount`) is driven directly. Cluster behaviour (placement, repair,
-//! graceful leave, garbage collection, anti-entropy) is checked here in seconds; the real-process tests keep
-//! what needs processes and mounts (signals, FUSE, the binaries).
+//! graceful leave, garbage collection, anti-entropy) is checked here in seconds; the
+//! real-process tests keep what needs processes and mounts (signals, FUSE, the binaries).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
