@@ -428,6 +428,7 @@ fn announcement(state: AnnouncedState) -> Announcement {
         seq: 1_700_000_000_000,
         knows: 3,
         placement_rule: p2pfs::cluster::placement::RULE,
+        name: "nas".into(),
     }
 }
 

@@ -69,10 +69,15 @@ impl Net {
 
     /// Creates and starts one more node (the first makes the network key); returns its index.
     fn start(&mut self) -> usize {
+        self.start_named(None)
+    }
+
+    /// As [`Net::start`], the node named `name` by `init` (else the host name).
+    fn start_named(&mut self, name: Option<&str>) -> usize {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("node");
         let key = self.dirs.first().map(|d| d.path().join("node/network.key"));
-        node::init(&data, key.as_deref(), None, None).unwrap();
+        node::init(&data, key.as_deref(), None, None, name).unwrap();
         let mut n = Node::load(&data).unwrap();
         self.configure(&mut n);
         let running = n
@@ -472,5 +477,99 @@ fn shutdown_is_prompt_ends_every_worker_and_frees_the_data_dir() {
     let stopped = running.shutdown();
     assert_eq!(stopped.unfinished, 0);
     assert!(stopped.took < PROMPT, "{:?}", stopped.took);
+    net.stop_all();
+}
+
+/// The `status` of node `i`, through its control socket.
+fn status(net: &Net, i: usize) -> node::control::Status {
+    match node::control::call(&net.data_dir(i), &node::control::Request::Status).unwrap() {
+        node::control::Reply::Status(s) => *s,
+        other => panic!("status answered {other:?}"),
+    }
+}
+
+#[test]
+fn names_reach_the_other_nodes_status_and_where_unambiguously() {
+    let mut net = Net::new(3600, 1);
+    // Two nodes claim one name: they are told apart by a short peer id.
+    let laptops = [
+        net.start_named(Some("laptop")),
+        net.start_named(Some("laptop")),
+    ];
+    let nas = net.start_named(Some("nas"));
+    let unnamed = net.start();
+    net.wait_converged();
+    let id = |i: usize| net.node(i).peer_id().to_string();
+    let short = |i: usize| p2pfs::cluster::names::short_id(&id(i));
+    // Without --name, init names the node after the host (or its short peer id).
+    let default = p2pfs::cluster::names::default_name(&id(unnamed));
+    assert_eq!(status(&net, unnamed).name, default);
+    let config = std::fs::read_to_string(net.data_dir(nas).join("config.toml")).unwrap();
+    assert!(
+        config.contains("[node]") && config.contains("name = \"nas\""),
+        "{config}"
+    );
+
+    wait_until("node nas's status names every peer", || {
+        status(&net, nas).peers.iter().all(|p| !p.name.is_empty())
+    });
+    let s = status(&net, nas);
+    assert_eq!(s.name, "nas");
+    let name_of = |i: usize| {
+        s.peers
+            .iter()
+            .find(|p| p.peer_id == id(i))
+            .map(|p| p.name.clone())
+    };
+    assert_eq!(name_of(laptops[0]).as_deref(), Some("laptop"));
+    assert_eq!(name_of(laptops[1]).as_deref(), Some("laptop"));
+    assert_eq!(name_of(unnamed), Some(default.clone()));
+    assert_eq!(s.refused_names, 0);
+
+    // `where` names owners and holders; the ids stay where they were.
+    let data = content(7, 8 * CHUNK as usize);
+    write_file(&net, nas, "named.bin", &data);
+    let ids = net.node(nas).mount.file_chunks("named.bin").unwrap();
+    wait_placed(&net, nas, &ids);
+    let label = |peer: &str| {
+        let i = (0..4).find(|&i| id(i) == peer).expect("a node of the test");
+        if laptops.contains(&i) {
+            format!("laptop ({})", short(i))
+        } else if i == nas {
+            "nas".to_string()
+        } else if default == "laptop" || default == "nas" {
+            format!("{default} ({})", short(i))
+        } else {
+            default.clone()
+        }
+    };
+    let reply = node::control::call(
+        &net.data_dir(nas),
+        &node::control::Request::Where {
+            path: "named.bin".into(),
+        },
+    )
+    .unwrap();
+    let node::control::Reply::Where { chunks, .. } = reply else {
+        panic!("where answered {reply:?}");
+    };
+    assert_eq!(chunks.len(), ids.len());
+    let mut laptop_owned = 0;
+    for c in &chunks {
+        assert_eq!(c.owners.len(), R);
+        assert_eq!(c.holders.len(), R);
+        let want: Vec<String> = c.owners.iter().map(|o| label(o)).collect();
+        assert_eq!(c.owner_names, want);
+        let want: Vec<String> = c.holders.iter().map(|h| label(h)).collect();
+        assert_eq!(c.holder_names, want);
+        laptop_owned += c
+            .owner_names
+            .iter()
+            .filter(|n| n.starts_with("laptop ("))
+            .count();
+    }
+    // Owners are 2 of the 4 nodes per chunk: 8 chunks all missing both laptops has odds of
+    // (1/6)^8, so the shared name's labels were checked.
+    assert!(laptop_owned > 0, "{chunks:?}");
     net.stop_all();
 }

@@ -1,5 +1,6 @@
 //! `p2pfs-ctl`: talk to a running node over its control socket.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -75,8 +76,31 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn print_status(s: &Status) {
-    println!("p2pfs {} node {}", s.version, s.peer_id);
+/// How each node of a status is shown: its peer id with `--ids`, else its display label (its
+/// name, with a short peer id when several nodes claim it), by peer id.
+fn peer_labels(s: &Status, ids: bool) -> HashMap<String, String> {
+    let nodes = std::iter::once((s.peer_id.as_str(), s.name.as_str())).chain(
+        s.peers
+            .iter()
+            .map(|p| (p.peer_id.as_str(), p.name.as_str())),
+    );
+    if ids {
+        nodes
+            .map(|(id, _)| (id.to_string(), id.to_string()))
+            .collect()
+    } else {
+        p2pfs::cluster::names::labels(nodes)
+    }
+}
+
+fn print_status(s: &Status, ids: bool) {
+    let labels = peer_labels(s, ids);
+    let label = |id: &String| labels.get(id).cloned().unwrap_or_else(|| id.clone());
+    if s.name.is_empty() {
+        println!("p2pfs {} node {}", s.version, s.peer_id);
+    } else {
+        println!("p2pfs {} node {} ({})", s.version, s.name, s.peer_id);
+    }
     println!("  mount:       {}", s.mount);
     println!(
         "  network:     {} (key fingerprint {})",
@@ -89,7 +113,7 @@ fn print_status(s: &Status) {
     for p in &s.peers {
         println!(
             "    {} {} (seen {:.1} s ago, {} free) {}",
-            p.peer_id,
+            label(&p.peer_id),
             p.state,
             p.last_seen_ms as f64 / 1000.0,
             human_bytes(p.free_bytes),
@@ -127,7 +151,11 @@ fn print_status(s: &Status) {
         println!(
             "  failed proofs: {} (claims not counted): {}",
             r.failed_holders.len(),
-            r.failed_holders.join(", ")
+            r.failed_holders
+                .iter()
+                .map(label)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let c = &s.cache;
@@ -188,6 +216,12 @@ fn print_status(s: &Status) {
         .collect();
     if !refused.is_empty() {
         println!("  refused:     {}", refused.join(", "));
+    }
+    if s.refused_names > 0 {
+        println!(
+            "  refused:     {} peer announcements named invalidly (name ignored)",
+            s.refused_names
+        );
     }
     if s.rejected_entries > 0 {
         println!(
@@ -489,19 +523,19 @@ fn main() -> ExitCode {
         Err(e) => return control_failed(e),
     };
     match (cli.command, reply) {
-        (Command::Status { json }, Reply::Status(status)) => {
+        (Command::Status { json, ids }, Reply::Status(status)) => {
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&status).expect("serializes")
                 );
             } else {
-                print_status(&status);
+                print_status(&status, ids);
             }
             ExitCode::SUCCESS
         }
         (
-            Command::Where { json, .. },
+            Command::Where { json, ids, .. },
             Reply::Where {
                 path,
                 replicas,
@@ -526,6 +560,13 @@ fn main() -> ExitCode {
                     chunks.len()
                 );
                 for c in &chunks {
+                    // Labels from the node; a node without names sends none: ids then.
+                    let mut labels: HashMap<&String, &String> = HashMap::new();
+                    if !ids {
+                        labels.extend(c.owners.iter().zip(&c.owner_names));
+                        labels.extend(c.holders.iter().zip(&c.holder_names));
+                    }
+                    let label = |id: &String| labels.get(id).copied().unwrap_or(id).clone();
                     let n = c.holders.len();
                     println!(
                         "  {}  {n} of {replicas} copies{}{}  owners {}",
@@ -550,10 +591,10 @@ fn main() -> ExitCode {
                         } else {
                             "MISSING"
                         };
-                        println!("      owner {o} {mark}");
+                        println!("      owner {} {mark}", label(o));
                     }
                     for h in c.holders.iter().filter(|h| !c.owners.contains(h)) {
-                        println!("      extra copy on {h}");
+                        println!("      extra copy on {}", label(h));
                     }
                 }
             }
@@ -622,9 +663,25 @@ fn main() -> ExitCode {
                 }
             }
         }
-        (Command::Peers { json }, Reply::Status(status)) => {
+        (Command::Peers { json, ids }, Reply::Status(status)) => {
             if json {
                 print_json(&status.peers);
+            } else if !ids {
+                let labels = peer_labels(&status, false);
+                println!(
+                    "{:<24} {:<8} {:>12} {:>10}  addresses",
+                    "name", "state", "last seen", "free"
+                );
+                for p in &status.peers {
+                    println!(
+                        "{:<24} {:<8} {:>10.1} s {:>10}  {}",
+                        labels[&p.peer_id],
+                        p.state,
+                        p.last_seen_ms as f64 / 1000.0,
+                        human_bytes(p.free_bytes),
+                        p.addrs.join(", ")
+                    );
+                }
             } else {
                 println!(
                     "{:<54} {:<8} {:>12} {:>10}  addresses",

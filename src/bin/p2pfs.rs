@@ -21,6 +21,7 @@ fn init_logging() {
 
 fn print_init(data_dir: &std::path::Path, r: &node::InitReport) {
     println!("initialized p2pfs node in {}", data_dir.display());
+    println!("  name:         {}", r.name);
     println!("  peer id:      {}", r.peer_id);
     println!("  user id:      {}", r.user_id);
     println!(
@@ -80,6 +81,7 @@ fn main() -> Result<()> {
             user_key,
             join,
             join_file,
+            name,
         } => {
             let invite = read_invite(join, join_file.as_deref())?;
             let report = node::init(
@@ -87,6 +89,7 @@ fn main() -> Result<()> {
                 network_key.as_deref(),
                 user_key.as_deref(),
                 invite.as_ref(),
+                name.as_deref(),
             )?;
             print_init(&data_dir, &report);
             if let Some(i) = &invite {
@@ -149,6 +152,7 @@ fn main() -> Result<()> {
             mountpoint,
             join,
             join_file,
+            name,
             data_dir,
             net,
         } => {
@@ -160,7 +164,7 @@ fn main() -> Result<()> {
             };
             if !node::is_initialized(&data_dir) {
                 let invite = read_invite(join, join_file.as_deref())?;
-                let report = node::init(&data_dir, None, None, invite.as_ref())?;
+                let report = node::init(&data_dir, None, None, invite.as_ref(), name.as_deref())?;
                 print_init(&data_dir, &report);
             } else if join.is_some() || join_file.is_some() {
                 anyhow::bail!(
@@ -170,6 +174,9 @@ fn main() -> Result<()> {
             }
             let mut node = Node::load(&data_dir)?;
             net.apply(&mut node.config);
+            if let Some(name) = name {
+                node.config.node.name = name;
+            }
             node.run(&mountpoint)?;
         }
     }

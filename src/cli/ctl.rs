@@ -39,6 +39,9 @@ pub enum Command {
         /// Print the stable JSON form instead of the summary.
         #[arg(long)]
         json: bool,
+        /// Show peers by peer id instead of by name.
+        #[arg(long)]
+        ids: bool,
     },
     /// Leave the network: hand this node's data off to the others, then unmount and exit.
     /// Shows progress on a terminal and the result (chunks handed off, chunks short); exits 6
@@ -46,10 +49,13 @@ pub enum Command {
     Leave,
     /// The peers this node knows, with their state and when they were last heard from.
     Peers {
-        /// Print JSON: [{peer_id, addrs, state, last_seen_ms, capacity, free_bytes, version,
-        /// placement_rule}].
+        /// Print JSON: [{peer_id, name, addrs, state, last_seen_ms, capacity, free_bytes,
+        /// version, placement_rule}].
         #[arg(long)]
         json: bool,
+        /// Show the peer id of each peer instead of its name.
+        #[arg(long)]
+        ids: bool,
     },
     /// List a directory of the mount (PATH relative to its root; `@NAME/...` for volumes).
     Ls {
@@ -93,9 +99,13 @@ pub enum Command {
     Where {
         /// Path inside the mount (relative to its root, or absolute under the mount point).
         path: String,
-        /// Print JSON: {path, replicas, chunks: [{id, owners, holders, copies}]}.
+        /// Print JSON: {path, replicas, chunks: [{id, owners, holders, copies, unverified,
+        /// owner_names, holder_names}]} (owners and holders by peer id, their names beside).
         #[arg(long)]
         json: bool,
+        /// Show owners and holders by peer id instead of by name.
+        #[arg(long)]
+        ids: bool,
     },
     /// Print a join token for a new node: `p2pfs init --join TOKEN` (or `p2pfs mount DIR
     /// --join TOKEN`) there needs nothing else. The token holds the network key: send it only

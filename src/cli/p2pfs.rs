@@ -71,6 +71,10 @@ pub enum Command {
         /// making a new one: same user, same personal files.
         #[arg(long, value_name = "FILE")]
         user_key: Option<PathBuf>,
+        /// What this node is called in status, peers, where and logs (`[node] name` in
+        /// config.toml): up to 64 bytes, no control characters. Default: the host name.
+        #[arg(long, value_parser = parse_name)]
+        name: Option<String>,
     },
     /// The node's configuration.
     Config {
@@ -104,12 +108,22 @@ pub enum Command {
         /// As --join, the token read from FILE (keep it mode 0600, delete it after).
         #[arg(long, value_name = "FILE", conflicts_with = "join")]
         join_file: Option<PathBuf>,
+        /// What this node is called (see `p2pfs init --name`): written to config.toml on first
+        /// use; later, names the node for this run. Default: the host name.
+        #[arg(long, value_parser = parse_name)]
+        name: Option<String>,
         /// Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
         #[arg(long, env = "P2PFS_DATA_DIR")]
         data_dir: Option<PathBuf>,
         #[command(flatten)]
         net: NetFlags,
     },
+}
+
+/// A `--name`, checked as every node checks the names it hears.
+fn parse_name(name: &str) -> Result<String, String> {
+    crate::cluster::names::check_name(name).map_err(|e| e.to_string())?;
+    Ok(name.to_string())
 }
 
 /// Network settings that override the config file for this run.

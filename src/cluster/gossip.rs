@@ -35,6 +35,8 @@ pub struct ClusterConfig {
     pub sync_every: Duration,
     /// Bytes this node offers for chunks (its placement weight).
     pub capacity: u64,
+    /// This node's name, as announced (checked by [`crate::cluster::names::check_name`]).
+    pub name: String,
 }
 
 /// Namespace gossip: entries as committed, or (for a batch too large for a gossip message) a
@@ -162,6 +164,26 @@ impl Cluster {
         })
     }
 
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Display labels of this node and every member of the view, by peer id
+    /// ([`crate::cluster::names::labels`]).
+    pub fn labels(&self) -> std::collections::HashMap<String, String> {
+        let local = self.net.local.to_string();
+        let view = self.membership.read();
+        let ids: Vec<(String, &str)> = view
+            .members()
+            .map(|m| (m.peer.to_string(), m.name.as_str()))
+            .collect();
+        crate::cluster::names::labels(
+            std::iter::once((local.as_str(), self.name()))
+                .chain(ids.iter().map(|(id, name)| (id.as_str(), *name))),
+        )
+    }
+
     /// Anti-entropy sessions this node started that completed, since start.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
@@ -186,6 +208,7 @@ impl Cluster {
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
             knows: self.membership.read().knows(),
             placement_rule: crate::cluster::placement::RULE,
+            name: self.config.name.clone(),
         };
         let mut bytes = Vec::new();
         if ciborium::into_writer(&a, &mut bytes).is_ok() {
@@ -273,11 +296,15 @@ impl Cluster {
         }) {
             self.router.repair_wanted.notify_one();
         }
+        // Names are checked on arrival (no control characters): safe in a log line.
+        let name = |peer: &PeerId| self.membership.read().name_of(peer).to_string();
         for e in events {
             match e {
-                MembershipEvent::Joined(peer) => tracing::info!(%peer, "peer joined"),
+                MembershipEvent::Joined(peer) => {
+                    tracing::info!(%peer, name = %name(&peer), "peer joined")
+                }
                 MembershipEvent::StateChanged { peer, from, to } => {
-                    tracing::info!(%peer, from = from.as_str(), to = to.as_str(), "peer state changed")
+                    tracing::info!(%peer, name = %name(&peer), from = from.as_str(), to = to.as_str(), "peer state changed")
                 }
                 MembershipEvent::Forgotten(peer) => tracing::debug!(%peer, "peer forgotten"),
             }
@@ -446,7 +473,9 @@ impl Cluster {
                         // answered: a join heard through gossip does not make the whole network
                         // answer at once.
                         NetEvent::Gossip { topic, from, data, id } => {
-                            self.log_membership(self.membership.write().heard_from(&from, Instant::now()));
+                            // Bound first: the write lock ends before logging reads the view.
+                            let events = self.membership.write().heard_from(&from, Instant::now());
+                            self.log_membership(events);
                             if self.on_gossip(topic, from, data, id, &mount)
                                 && self.net.connected().contains(&from)
                             {
@@ -473,7 +502,8 @@ impl Cluster {
                             }
                         }
                         NetEvent::Connected(peer) => {
-                            self.log_membership(self.membership.write().heard_from(&peer, Instant::now()));
+                            let events = self.membership.write().heard_from(&peer, Instant::now());
+                            self.log_membership(events);
                             self.spawn_sync(peer, &mount);
                         }
                         NetEvent::Disconnected(peer) => self.router.client.forget(&peer),

@@ -52,6 +52,10 @@ pub struct Announcement {
     /// rules disagree on owners, so this node warns when it hears one.
     #[serde(default = "placement_rule_1")]
     pub placement_rule: u8,
+    /// The node's name (`[node] name` in its config): a claim, kept only when
+    /// [`crate::cluster::names::check_name`] accepts it. Empty from nodes older than names.
+    #[serde(default)]
+    pub name: String,
 }
 
 /// The rule of announcements without the field: every node before rule 2 placed by rule 1.
@@ -129,6 +133,11 @@ pub struct Member {
     pub knows: u32,
     /// Its placement rule ([`Announcement::placement_rule`]).
     pub placement_rule: u8,
+    /// Its name ([`Announcement::name`]); empty when it announced none or an invalid one.
+    pub name: String,
+    /// Whether its newest announcement's name was refused (so the refusal is logged once,
+    /// not with every announcement).
+    pub name_refused: bool,
     /// When it first announced the leave it is in (kept once the leave timed out, so a
     /// member that keeps announcing `Leaving` stays dead; cleared once it has stayed alive for
     /// the dead-after time, see [`Member::alive_since`]).
@@ -224,6 +233,8 @@ pub struct Membership {
     config: LivenessConfig,
     /// Ordered so listings (status, logs) are stable.
     members: BTreeMap<PeerId, Member>,
+    /// Announcements whose name was refused, since start.
+    refused_names: u64,
 }
 
 impl Membership {
@@ -232,6 +243,7 @@ impl Membership {
             local,
             config,
             members: BTreeMap::new(),
+            refused_names: 0,
         }
     }
 
@@ -279,6 +291,17 @@ impl Membership {
                 .or(Some(now)),
             _ => None,
         };
+        let name_refused = match crate::cluster::names::check_name(&a.name) {
+            Ok(()) => false,
+            Err(crate::cluster::names::NameError::Empty) => false,
+            Err(e) => {
+                self.refused_names += 1;
+                if !old.is_some_and(|o| o.name_refused) {
+                    tracing::warn!(%peer, error = %e, "peer announced an invalid name: ignored");
+                }
+                true
+            }
+        };
         let mut member = Member {
             peer,
             addrs: parse_addrs(&a.addrs),
@@ -290,6 +313,12 @@ impl Membership {
             seq: a.seq,
             knows: a.knows,
             placement_rule: a.placement_rule,
+            name: if name_refused {
+                String::new()
+            } else {
+                a.name.clone()
+            },
+            name_refused,
             leave_started,
             down_since,
             alive_since,
@@ -396,6 +425,17 @@ impl Membership {
 
     pub fn get(&self, peer: &PeerId) -> Option<&Member> {
         self.members.get(peer)
+    }
+
+    /// Announcements whose name was refused ([`crate::cluster::names::check_name`]), since
+    /// start: the announcement is applied, its name ignored.
+    pub fn refused_names(&self) -> u64 {
+        self.refused_names
+    }
+
+    /// The name `peer` announced; empty when it is unknown or announced none (valid).
+    pub fn name_of(&self, peer: &PeerId) -> &str {
+        self.members.get(peer).map_or("", |m| m.name.as_str())
     }
 
     /// Whether `m` holds back garbage collection at `now`: it is suspect, dead or leaving
@@ -543,6 +583,7 @@ mod tests {
             seq,
             knows: 1,
             placement_rule: crate::cluster::placement::RULE,
+            name: format!("node-{seq}"),
         }
     }
 
@@ -714,6 +755,9 @@ mod tests {
         view.apply(&old, Instant::now()).unwrap();
         let member = view.members().find(|m| m.peer == a).unwrap();
         assert_eq!(member.placement_rule, 1);
+        // Nor did it announce a name.
+        assert_eq!(member.name, "");
+        assert_eq!(view.refused_names(), 0);
         assert_eq!(view.peers_on_another_rule(), 1);
         // Once it announces our rule (upgraded), the view is uniform again.
         view.apply(&announcement(a, 5, AnnouncedState::Alive), Instant::now())
@@ -1047,6 +1091,58 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_name_is_kept_and_follows_the_newest_announcement() {
+        let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+        let mut a = announcement(p, 1, AnnouncedState::Alive);
+        a.name = "laptop".into();
+        view.apply(&a, t0).unwrap();
+        assert_eq!(view.name_of(&p), "laptop");
+        a.seq = 2;
+        a.name = "Büro PC".into();
+        view.apply(&a, t0).unwrap();
+        assert_eq!(view.name_of(&p), "Büro PC");
+        assert_eq!(view.name_of(&peer(2)), "");
+        assert_eq!(view.refused_names(), 0);
+    }
+
+    #[test]
+    fn a_hostile_name_is_refused_and_the_rest_of_the_announcement_applies() {
+        let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+        let mut a = announcement(p, 1, AnnouncedState::Alive);
+        a.name = "laptop".into();
+        view.apply(&a, t0).unwrap();
+        let hostile = [
+            "x".repeat(10 * 1024),
+            "laptop\n2026-12-06T08:00:00Z INFO peer joined".into(),
+            "\u{1b}[2J\u{1b}[Hnas".into(),
+            "pay\u{202e}lapot".into(),
+            format!("{}\u{7}", "y".repeat(10)),
+        ];
+        for (i, name) in hostile.iter().enumerate() {
+            let mut bad = announcement(p, 2 + i as u64, AnnouncedState::Alive);
+            bad.name = name.clone();
+            bad.capacity = 7 + i as u64;
+            let shown: String = name.chars().take(24).collect();
+            assert_eq!(view.apply(&bad, t0), Ok(vec![]), "{shown:?}");
+            let m = view.get(&p).unwrap();
+            // The claim is dropped, not kept from before: the peer's name is now unknown.
+            assert!(
+                m.name.is_empty(),
+                "{shown:?} ({} bytes) was kept",
+                name.len()
+            );
+            assert!(m.name_refused);
+            assert_eq!(m.capacity, 7 + i as u64);
+        }
+        assert_eq!(view.refused_names(), hostile.len() as u64);
+        // A valid name later is taken again.
+        a.seq = 100;
+        view.apply(&a, t0).unwrap();
+        assert_eq!(view.name_of(&p), "laptop");
+        assert!(!view.get(&p).unwrap().name_refused);
+    }
+
+    #[test]
     fn state_names_are_the_status_contract() {
         for (state, name) in [
             (PeerState::Alive, "alive"),
@@ -1083,6 +1179,7 @@ mod tests {
                 0..40,
             ),
             version in any::<String>(),
+            name in any::<String>(),
             capacity in any::<u64>(),
             seq in any::<u64>(),
             state in arb_state(),
@@ -1091,12 +1188,13 @@ mod tests {
         ) {
             let mut view = view();
             let t0 = Instant::now();
-            let a = Announcement { peer: peer_bytes, addrs, capacity, free: capacity / 2, version, state, seq, knows: 0, placement_rule };
+            let a = Announcement { peer: peer_bytes, addrs, capacity, free: capacity / 2, version, state, seq, knows: 0, placement_rule, name };
             match view.apply(&a, t0) {
                 Ok(_) => {
                     for m in view.members() {
                         prop_assert!(m.addrs.len() <= MAX_ADDRS);
                         prop_assert!(m.version.chars().count() <= MAX_VERSION_CHARS);
+                        prop_assert!(m.name.is_empty() || crate::cluster::names::check_name(&m.name).is_ok());
                     }
                 }
                 Err(e) => prop_assert_eq!(e, MembershipError::BadPeerId),

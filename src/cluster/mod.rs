@@ -15,6 +15,7 @@ pub mod audit;
 pub mod gc;
 pub mod gossip;
 pub mod membership;
+pub mod names;
 pub mod placement;
 pub mod repair;
 pub mod router;

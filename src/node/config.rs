@@ -27,6 +27,11 @@ pub enum ConfigError {
 /// of [`Config`] is here.
 pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
+        "node",
+        "name",
+        "What this node is called in `p2pfs-ctl status`, `peers`, `where` and logs (up to 64\nbytes, no control characters; not unique: a shared name is shown with a short peer id).\nEmpty: the host name.",
+    ),
+    (
         "network",
         "network_key_file",
         "File holding the 32-byte network key (raw or 64 hex digits); relative paths are\ninside the data dir. Every node of one network uses the same key.",
@@ -182,10 +187,19 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    pub node: NodeConfig,
     pub network: NetworkConfig,
     pub storage: StorageConfig,
     pub fuse: FuseConfig,
     pub metrics: MetricsConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// What this node is called where peers are shown; empty: the host name
+    /// ([`Config::node_name`]).
+    pub name: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -411,6 +425,10 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if !self.node.name.is_empty() {
+            crate::cluster::names::check_name(&self.node.name)
+                .map_err(|e| format!("node.name {:?}: {e}", self.node.name))?;
+        }
         let s = &self.storage;
         if !(4096..=(16 << 20)).contains(&s.chunk_size) {
             return Err(format!(
@@ -466,6 +484,16 @@ impl Config {
         }
         self.metrics.listen_addr()?;
         Ok(())
+    }
+
+    /// The name this node goes by: `node.name`, else the host name, else the short form of
+    /// `peer_id`. A data dir made before names gets its host name here, each time it loads.
+    pub fn node_name(&self, peer_id: &str) -> String {
+        if self.node.name.is_empty() {
+            crate::cluster::names::default_name(peer_id)
+        } else {
+            self.node.name.clone()
+        }
     }
 
     /// Listen addresses, parsed (validated on load).
@@ -575,6 +603,25 @@ mod tests {
         assert_eq!(m.listen_addr(), Ok(Some("[::]:9464".parse().unwrap())));
         m.listen = "localhost".into();
         assert!(m.listen_addr().unwrap_err().contains("IP address and port"));
+    }
+
+    #[test]
+    fn the_node_name_is_checked_and_defaults_to_the_host_name() {
+        let id = "12D3KooWAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAaaaa";
+        let old: Config = toml::from_str("[storage]\nchunk_size = 65536\n").unwrap();
+        assert_eq!(old.node.name, "");
+        assert_eq!(
+            old.node_name(id),
+            crate::cluster::names::host_name().unwrap_or_else(|| "12D3…aaaa".into())
+        );
+        let named: Config = toml::from_str("[node]\nname = \"laptop\"\n").unwrap();
+        assert_eq!(named.node_name(id), "laptop");
+        assert_eq!(named.validate(), Ok(()));
+        let mut c = Config::default();
+        c.node.name = "lap\u{1b}top".into();
+        assert!(c.validate().unwrap_err().contains("node.name"));
+        c.node.name = "x".repeat(65);
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -125,6 +125,7 @@ impl Node {
                 },
                 sync_every: Duration::from_secs(n.sync_interval_secs),
                 capacity: self.capacity(),
+                name: self.config.node_name(&self.node_id.peer_id().to_string()),
             },
             workers.clone(),
         );

@@ -43,6 +43,8 @@ pub enum NodeError {
     AlreadyInitialized(PathBuf),
     #[error("{0} is not a p2pfs node; run `p2pfs init --data-dir {0}` first")]
     NotInitialized(PathBuf),
+    #[error("invalid node name: {0}")]
+    InvalidName(#[from] crate::cluster::names::NameError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -81,6 +83,8 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
 /// What `init` made, for the user.
 pub struct InitReport {
     pub peer_id: String,
+    /// The node's name, as written to its config.
+    pub name: String,
     pub user_id: String,
     pub network_key_file: PathBuf,
     pub network_key_created: bool,
@@ -101,14 +105,20 @@ pub fn is_initialized(data_dir: &Path) -> bool {
 ///
 /// `join`: an invite (`p2pfs-ctl invite` on a member): its network key is stored in the data dir
 /// and its addresses become the config's bootstrap addresses.
+///
+/// `name`: what the node is called (`[node] name`); without it, the host name is written.
 pub fn init(
     data_dir: &Path,
     network_key: Option<&Path>,
     user_key: Option<&Path>,
     join: Option<&Invite>,
+    name: Option<&str>,
 ) -> Result<InitReport, NodeError> {
     if is_initialized(data_dir) {
         return Err(NodeError::AlreadyInitialized(data_dir.to_path_buf()));
+    }
+    if let Some(name) = name {
+        crate::cluster::names::check_name(name)?;
     }
     // Read before anything is created, so a bad file changes nothing.
     let user = match user_key {
@@ -139,6 +149,10 @@ pub fn init(
     };
 
     let node = NodeIdentity::generate();
+    config.node.name = match name {
+        Some(name) => name.to_string(),
+        None => crate::cluster::names::default_name(&node.peer_id().to_string()),
+    };
     node.save_new(&data_dir.join(NODE_KEY_FILE))?;
     user.save_new(&data_dir.join(USER_KEY_FILE))?;
     // The config goes last: its presence marks a complete node.
@@ -147,6 +161,7 @@ pub fn init(
     write_new(&config_path, text.as_bytes(), 0o600).map_err(io_at(&config_path))?;
     Ok(InitReport {
         peer_id: node.peer_id().to_string(),
+        name: config.node.name.clone(),
         user_id: user.user_id().to_string(),
         network_key_file: key_path,
         network_key_created: created,

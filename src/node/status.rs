@@ -144,26 +144,30 @@ impl StatusReader {
         let net = &self.cluster.net;
         let connected = net.connected_count() as u64;
         let now = Instant::now();
-        let peers = self
-            .cluster
-            .membership
-            .read()
-            .members()
-            .map(|m| PeerStatus {
-                peer_id: m.peer.to_string(),
-                addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
-                state: m.state.as_str().to_string(),
-                last_seen_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
-                capacity: m.capacity,
-                free_bytes: m.free,
-                version: m.version.clone(),
-                placement_rule: m.placement_rule,
-            })
-            .collect();
+        let (peers, refused_names) = {
+            let view = self.cluster.membership.read();
+            let peers = view
+                .members()
+                .map(|m| PeerStatus {
+                    peer_id: m.peer.to_string(),
+                    name: m.name.clone(),
+                    addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
+                    state: m.state.as_str().to_string(),
+                    last_seen_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
+                    capacity: m.capacity,
+                    free_bytes: m.free,
+                    version: m.version.clone(),
+                    placement_rule: m.placement_rule,
+                })
+                .collect();
+            (peers, view.refused_names())
+        };
         let last_pass_under_replicated = self.repair.under_replicated();
         let status = Status {
             version: env!("CARGO_PKG_VERSION").to_string(),
             peer_id: net.local.to_string(),
+            name: self.cluster.name().to_string(),
+            refused_names,
             network_fingerprint: self.network_fingerprint.clone(),
             placement_rule: crate::cluster::placement::RULE,
             listen_addrs: net.listen_addrs().iter().map(|a| a.to_string()).collect(),

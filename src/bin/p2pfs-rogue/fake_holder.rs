@@ -100,6 +100,7 @@ pub async fn run(args: &Args, key: &NetworkKey, target: PeerId) -> Result<(), St
                     seq,
                     knows: u32::MAX,
                     placement_rule: p2pfs::cluster::placement::RULE,
+                    name: "rogue".into(),
                 };
                 let mut bytes = Vec::new();
                 ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");

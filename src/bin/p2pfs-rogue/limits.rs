@@ -104,6 +104,7 @@ pub(super) async fn announce_leaving_forever(rogue: &Rogue, args: &Args) {
                 seq: first_seq + sent,
                 knows: 0,
                 placement_rule: p2pfs::cluster::placement::RULE,
+                name: "rogue".into(),
             };
             let mut bytes = Vec::new();
             ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");

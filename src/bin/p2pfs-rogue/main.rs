@@ -701,6 +701,7 @@ async fn announce_old_rule(rogue: &Rogue, args: &Args) {
             seq: first_seq + sent,
             knows: 0,
             placement_rule: 1,
+            name: String::new(),
         };
         let mut bytes = Vec::new();
         ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");

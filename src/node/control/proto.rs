@@ -104,6 +104,14 @@ pub enum Reply {
 pub struct Status {
     pub version: String,
     pub peer_id: String,
+    /// This node's name (`[node] name`, else the host name). Not unique: shown with a short
+    /// peer id when another node claims it too.
+    #[serde(default)]
+    pub name: String,
+    /// Announcements whose name was refused (too long, control characters), since start; the
+    /// rest of each was applied.
+    #[serde(default)]
+    pub refused_names: u64,
     pub network_fingerprint: String,
     /// The placement rule this node computes owners by (`placement::RULE`). Peers on another
     /// (`PeerStatus::placement_rule`) disagree on owners: every node should run one version.
@@ -228,11 +236,20 @@ pub struct ChunkLocation {
     /// in `copies`, not known to lack it either.
     #[serde(default)]
     pub unverified: Vec<String>,
+    /// Display labels of `owners` and `holders`, in their order: the node's name, with a short
+    /// peer id when several nodes claim it, or the short peer id of a node without a name.
+    #[serde(default)]
+    pub owner_names: Vec<String>,
+    #[serde(default)]
+    pub holder_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub peer_id: String,
+    /// The name the peer announced; empty when it announced none, or an invalid one.
+    #[serde(default)]
+    pub name: String,
     pub addrs: Vec<String>,
     pub state: String,
     pub last_seen_ms: u64,

@@ -11,6 +11,7 @@ use super::proto::*;
 use super::{ControlError, SOCKET_FILE};
 use crate::block::ChunkStore;
 use crate::cluster::Cluster;
+use crate::cluster::names::short_id;
 use crate::cluster::repair::Repair;
 use crate::fs::Mount;
 use crate::util::workers::Workers;
@@ -410,15 +411,29 @@ impl ControlService {
         let Some(places) = crate::cluster::survey::locate(router, ids).await else {
             return io_error(format!("{path}: task failed"));
         };
-        let names = |peers: Vec<libp2p::PeerId>| peers.iter().map(|p| p.to_string()).collect();
+        let ids = |peers: Vec<libp2p::PeerId>| -> Vec<String> {
+            peers.iter().map(|p| p.to_string()).collect()
+        };
+        let labels = self.cluster.labels();
+        let label = |ids: &[String]| -> Vec<String> {
+            ids.iter()
+                .map(|id| labels.get(id).cloned().unwrap_or_else(|| short_id(id)))
+                .collect()
+        };
         let chunks = places
             .into_iter()
-            .map(|place| ChunkLocation {
-                id: place.id.to_string(),
-                owners: names(place.owners),
-                copies: place.holders.proven.len() as u64,
-                holders: names(place.holders.proven),
-                unverified: names(place.holders.unverified),
+            .map(|place| {
+                let owners = ids(place.owners);
+                let holders = ids(place.holders.proven);
+                ChunkLocation {
+                    id: place.id.to_string(),
+                    owner_names: label(&owners),
+                    holder_names: label(&holders),
+                    owners,
+                    copies: holders.len() as u64,
+                    holders,
+                    unverified: ids(place.holders.unverified),
+                }
             })
             .collect();
         Reply::Where {
