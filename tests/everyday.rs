@@ -15,7 +15,7 @@ fn a_node_joins_with_nothing_but_an_invite_token() {
     assert!(token.starts_with("p2pfs-invite-2-"), "{token}");
 
     let mut joiner = Node::uninit();
-    joiner.init_ok(&["--join", &token]);
+    joiner.init_ok(&["--join", &token, "--name", "desk"]);
     // No --network-key, no --bootstrap: the token carried both.
     joiner.start_args(&loopback_args(2, &[]));
     let inviter = c.nodes[0].peer_id();
@@ -33,6 +33,26 @@ fn a_node_joins_with_nothing_but_an_invite_token() {
         c.nodes[0].status()["network_fingerprint"],
         joiner.status()["network_fingerprint"]
     );
+    // Its name (--name at init) reaches the inviter: status, peers by name, ids one flag away.
+    assert_eq!(joiner.status()["name"], "desk");
+    let joiner_id = joiner.peer_id();
+    assert!(
+        wait_until(FORM_TIMEOUT, || c.nodes[0].status()["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["peer_id"] == joiner_id.as_str() && p["name"] == "desk")),
+        "the inviter never heard the joiner's name: {}",
+        c.nodes[0].status()
+    );
+    let peers = c.nodes[0].ctl_ok(&["peers"]);
+    assert!(
+        peers.lines().any(|l| l.starts_with("desk ")) && !peers.contains(&joiner_id),
+        "{peers}"
+    );
+    assert!(c.nodes[0].ctl_ok(&["peers", "--ids"]).contains(&joiner_id));
+    let status = c.nodes[0].ctl_ok(&["status"]);
+    assert!(status.contains("    desk alive"), "{status}");
 }
 
 #[test]
@@ -54,6 +74,12 @@ fn expired_mangled_and_foreign_tokens_are_refused_and_create_nothing() {
         assert!(out_text(&out).contains("invite"), "{}", out_text(&out));
     }
     assert!(!fresh.dir.exists(), "a refused token left a data dir");
+    for bad in ["lap\x1btop", &"x".repeat(65)] {
+        let out = fresh.run_init(&["--name", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", out_text(&out));
+        assert!(out_text(&out).contains("node name"), "{}", out_text(&out));
+    }
+    assert!(!fresh.dir.exists(), "a refused name left a data dir");
     let out = c.nodes[0].ctl(&["invite", "--expires", "soon"]);
     assert_eq!(out.status.code(), Some(2), "bad usage: {}", out_text(&out));
 }
