@@ -53,6 +53,19 @@ fn a_node_joins_with_nothing_but_an_invite_token() {
     assert!(c.nodes[0].ctl_ok(&["peers", "--ids"]).contains(&joiner_id));
     let status = c.nodes[0].ctl_ok(&["status"]);
     assert!(status.contains("    desk alive"), "{status}");
+    // `where` names owners by label (every node here but desk shares the host name: a short
+    // peer id tells them apart); --ids prints the peer ids.
+    let ids: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| n.peer_id())
+        .chain([joiner_id])
+        .collect();
+    let by_name = c.nodes[0].ctl_ok(&["where", "shared.bin"]);
+    assert!(by_name.contains("      owner "), "{by_name}");
+    assert!(!ids.iter().any(|id| by_name.contains(id)), "{by_name}");
+    let by_id = c.nodes[0].ctl_ok(&["where", "shared.bin", "--ids"]);
+    assert!(ids.iter().any(|id| by_id.contains(id)), "{by_id}");
 }
 
 #[test]
