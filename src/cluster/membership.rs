@@ -331,6 +331,7 @@ impl Membership {
             // owners by one rule and dropped by the other. Said once per peer and rule.
             tracing::warn!(
                 %peer,
+                name = %member.name,
                 peer_rule = a.placement_rule,
                 our_rule = crate::cluster::placement::RULE,
                 version = %member.version,
@@ -390,7 +391,7 @@ impl Membership {
                     .leave_started
                     .is_some_and(|t| now.saturating_duration_since(t) >= config.leave_timeout)
             {
-                tracing::warn!(%peer, secs = config.leave_timeout.as_secs(), "a member did not finish leaving in time: counted as dead");
+                tracing::warn!(%peer, name = %member.name, secs = config.leave_timeout.as_secs(), "a member did not finish leaving in time: counted as dead");
                 events.push(MembershipEvent::StateChanged {
                     peer,
                     from: member.state,
