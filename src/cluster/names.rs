@@ -20,11 +20,14 @@ pub enum NameError {
     Control(char),
     #[error("a node name cannot start or end with a space")]
     Padded,
+    #[error("a node name cannot hold '…' (it marks a shortened peer id in labels)")]
+    Ellipsis,
 }
 
 /// Whether `name` can be a node name: 1 to [`MAX_NAME_BYTES`] bytes, no control characters (a
 /// name is printed on terminals and in logs), no characters that reorder the text around them
-/// (they would let one name pose as another), no leading or trailing space.
+/// (they would let one name pose as another), no leading or trailing space, and no `…`, so a
+/// name cannot pose as a label with a short peer id ([`labels`]).
 pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
@@ -37,6 +40,9 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     }
     if name.trim() != name {
         return Err(NameError::Padded);
+    }
+    if name.contains('…') {
+        return Err(NameError::Ellipsis);
     }
     Ok(())
 }
@@ -131,6 +137,9 @@ mod tests {
             Err(NameError::Control('\u{202e}'))
         );
         assert_eq!(check_name(" laptop"), Err(NameError::Padded));
+        // A name that looks like another node's disambiguated label, or a nameless node's.
+        assert_eq!(check_name("nas (12D3…abcd)"), Err(NameError::Ellipsis));
+        assert_eq!(check_name("12D3…abcd"), Err(NameError::Ellipsis));
         assert_eq!(check_name("laptop "), Err(NameError::Padded));
     }
 
