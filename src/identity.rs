@@ -117,6 +117,38 @@ pub struct Invite {
     pub inviter: String,
     /// Seconds since the Unix epoch after which the token is refused; `None`: never.
     pub expires: Option<u64>,
+    /// In a certified network: what mints the joiner's certificate (a `p2pfs-invite-3-` token).
+    pub certified: Option<CertifiedInvite>,
+}
+
+/// The part of an invite to a certified network: the founder (the root of trust the joiner
+/// checks every member against) and the single-use secret the inviting node redeems.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CertifiedInvite {
+    pub founder: UserId,
+    pub secret: [u8; 32],
+    /// `storage` or `reader`.
+    pub role: String,
+}
+
+impl std::fmt::Debug for CertifiedInvite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertifiedInvite({:?}, {}, ..)", self.founder, self.role)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteWireV3 {
+    #[serde(with = "crate::util::fixed_bytes")]
+    key: [u8; 32],
+    bootstrap: Vec<String>,
+    inviter: String,
+    expires: Option<u64>,
+    founder: UserId,
+    #[serde(with = "crate::util::fixed_bytes")]
+    secret: [u8; 32],
+    role: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -146,6 +178,8 @@ pub enum InviteError {
 }
 
 pub const INVITE_PREFIX: &str = "p2pfs-invite-2-";
+/// Invites to a certified network (single use; they mint a node certificate).
+pub const CERTIFIED_INVITE_PREFIX: &str = "p2pfs-invite-3-";
 /// Tokens before the MAC (a 4-byte truncated hash that anyone could recompute): refused.
 const OLD_INVITE_PREFIX: &str = "p2pfs-invite-1-";
 /// Longest token accepted (a few dozen addresses).
@@ -162,17 +196,35 @@ fn invite_mac(network_key: &[u8; 32], body: &[u8]) -> blake3::Hash {
 
 impl Invite {
     pub fn encode(&self) -> String {
-        let wire = InviteWire {
-            key: self.network_key.0,
-            bootstrap: self.bootstrap.clone(),
-            inviter: self.inviter.clone(),
-            expires: self.expires,
-        };
         let mut bytes = Zeroizing::new(Vec::new());
-        ciborium::into_writer(&wire, &mut *bytes).expect("invite serializes");
+        let prefix = match &self.certified {
+            None => {
+                let wire = InviteWire {
+                    key: self.network_key.0,
+                    bootstrap: self.bootstrap.clone(),
+                    inviter: self.inviter.clone(),
+                    expires: self.expires,
+                };
+                ciborium::into_writer(&wire, &mut *bytes).expect("invite serializes");
+                INVITE_PREFIX
+            }
+            Some(c) => {
+                let wire = InviteWireV3 {
+                    key: self.network_key.0,
+                    bootstrap: self.bootstrap.clone(),
+                    inviter: self.inviter.clone(),
+                    expires: self.expires,
+                    founder: c.founder,
+                    secret: c.secret,
+                    role: c.role.clone(),
+                };
+                ciborium::into_writer(&wire, &mut *bytes).expect("invite serializes");
+                CERTIFIED_INVITE_PREFIX
+            }
+        };
         let mac = invite_mac(&self.network_key.0, &bytes);
         bytes.extend_from_slice(mac.as_bytes());
-        format!("{INVITE_PREFIX}{}", hex::encode(&bytes[..]))
+        format!("{prefix}{}", hex::encode(&bytes[..]))
     }
 
     /// Reads a token, refusing a malformed, changed, old-format or (at `now`, seconds since the
@@ -185,9 +237,14 @@ impl Invite {
         if token.starts_with(OLD_INVITE_PREFIX) {
             return Err(InviteError::OldFormat);
         }
-        let hexed = token
-            .strip_prefix(INVITE_PREFIX)
-            .ok_or_else(|| InviteError::Malformed("wrong prefix".into()))?;
+        let (hexed, v3) = match (
+            token.strip_prefix(INVITE_PREFIX),
+            token.strip_prefix(CERTIFIED_INVITE_PREFIX),
+        ) {
+            (Some(h), _) => (h, false),
+            (_, Some(h)) => (h, true),
+            _ => return Err(InviteError::Malformed("wrong prefix".into())),
+        };
         let bytes = Zeroizing::new(
             hex::decode(hexed).map_err(|_| InviteError::Malformed("not hex".into()))?,
         );
@@ -196,7 +253,27 @@ impl Invite {
         }
         let (body, mac) = bytes.split_at(bytes.len() - INVITE_MAC_LEN);
         // A cut or changed body usually does not decode; one that does must carry the MAC.
-        let wire: InviteWire = ciborium::from_reader(body).map_err(|_| InviteError::BadMac)?;
+        let (wire, certified) = if v3 {
+            let w: InviteWireV3 = ciborium::from_reader(body).map_err(|_| InviteError::BadMac)?;
+            if w.role != "storage" && w.role != "reader" {
+                return Err(InviteError::Malformed(format!("unknown role {:?}", w.role)));
+            }
+            let certified = CertifiedInvite {
+                founder: w.founder,
+                secret: w.secret,
+                role: w.role,
+            };
+            let wire = InviteWire {
+                key: w.key,
+                bootstrap: w.bootstrap,
+                inviter: w.inviter,
+                expires: w.expires,
+            };
+            (wire, Some(certified))
+        } else {
+            let w: InviteWire = ciborium::from_reader(body).map_err(|_| InviteError::BadMac)?;
+            (w, None)
+        };
         let key = Zeroizing::new(wire.key);
         let mac: [u8; INVITE_MAC_LEN] = mac.try_into().expect("split at the MAC length");
         // blake3::Hash compares in constant time.
@@ -217,6 +294,7 @@ impl Invite {
             bootstrap: wire.bootstrap,
             inviter: wire.inviter,
             expires: wire.expires,
+            certified,
         })
     }
 }
@@ -321,6 +399,7 @@ mod tests {
             bootstrap: vec!["/ip4/192.0.2.1/tcp/4001".into()],
             inviter: "12D3KooW".into(),
             expires: Some(1000),
+            certified: None,
         }
     }
 
@@ -362,6 +441,28 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn certified_invites_round_trip_under_their_own_prefix_and_mac() {
+        let invite = Invite {
+            certified: Some(CertifiedInvite {
+                founder: UserId([5; 32]),
+                secret: [6; 32],
+                role: "reader".into(),
+            }),
+            ..test_invite()
+        };
+        let token = invite.encode();
+        assert!(token.starts_with(CERTIFIED_INVITE_PREFIX));
+        assert_eq!(Invite::decode(&token, 10).unwrap(), invite);
+        let mut changed = token.clone().into_bytes();
+        let i = CERTIFIED_INVITE_PREFIX.len() + 30;
+        changed[i] = if changed[i] == b'0' { b'1' } else { b'0' };
+        assert_eq!(
+            Invite::decode(&String::from_utf8(changed).unwrap(), 10),
+            Err(InviteError::BadMac)
+        );
     }
 
     /// The attack the MAC stops: the body re-encoded with a later expiry and its check

@@ -15,7 +15,10 @@
 //! - [`fs`]: the filesystem core: volumes, inodes, open files, write buffers, commits.
 //! - [`namespace`]: signed, encrypted entries, their merge, volumes and the entry store.
 //! - [`block`]: chunks: codec, proof of possession, local store, cache.
-//! - [`net`]: the libp2p swarm's event loop and its handle, peer guard, connection limits.
+//! - [`net`]: the libp2p swarm's event loop and its handle, peer guard, connection limits,
+//!   the admission handshake.
+//! - [`admission`]: certified membership: node certificates, admins, revocations, key epochs,
+//!   invites, and the gate that decides on a connecting peer.
 //! - [`identity`]: network, node and user keys.
 //! - [`util`]: small helpers with no knowledge of the rest.
 //!
@@ -23,6 +26,7 @@
 //! The placement simulation is the `p2pfs-sim` crate (`sim/`); the rogue peer, a hostile test
 //! tool, is the `p2pfs-rogue` binary (`src/bin/p2pfs-rogue/`, only with the `rogue` feature).
 
+pub mod admission;
 pub mod block;
 pub mod cli;
 pub mod cluster;

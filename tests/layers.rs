@@ -18,6 +18,7 @@ const LAYERS: &[&str] = &[
     "namespace",
     "block",
     "net",
+    "admission",
     "identity",
     "util",
 ];

@@ -57,6 +57,7 @@ fn invite(
             .collect(),
         inviter: status.peer_id.clone(),
         expires: expires.map(|e| now.saturating_add(e)),
+        certified: None,
     };
     Ok(invite.encode())
 }
