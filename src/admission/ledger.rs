@@ -308,8 +308,10 @@ fn encoded_len(records: &[LedgerRecord]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cert::{CertBody, EpochBody, GrantBody, NodeRole, RevocationBody, Signed};
     use super::*;
+    use crate::admission::cert::{
+        CertBody, EpochBody, GrantBody, NodeRole, RevocationBody, Signed,
+    };
     use crate::identity::UserIdentity;
 
     fn cert_for(
@@ -470,7 +472,7 @@ mod tests {
         let bob = UserIdentity::generate();
         let eve = UserIdentity::generate();
         let key = [7u8; 32];
-        let sealed = super::super::cert::seal_key(
+        let sealed = crate::admission::cert::seal_key(
             &key,
             &[founder.recipient().to_string(), bob.recipient().to_string()],
         )
@@ -490,10 +492,13 @@ mod tests {
             Ok(Merged::Epoch([1; 16]))
         );
         assert_eq!(
-            super::super::cert::open_key(&epoch.body.sealed, &bob),
+            crate::admission::cert::open_key(&epoch.body.sealed, &bob),
             Some(key)
         );
-        assert_eq!(super::super::cert::open_key(&epoch.body.sealed, &eve), None);
+        assert_eq!(
+            crate::admission::cert::open_key(&epoch.body.sealed, &eve),
+            None
+        );
         let by_eve = Signed::sign(epoch.body.clone(), &eve);
         let mut other = Ledger::new(founder.user_id());
         assert_eq!(
