@@ -13,6 +13,7 @@
 //! peers [`guard::PeerGuard`] finds guilty of offences are disconnected and, when they repeat,
 //! blocked.
 
+pub mod admit;
 pub mod counters;
 pub mod guard;
 pub mod limits;
