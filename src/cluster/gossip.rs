@@ -330,6 +330,11 @@ impl Cluster {
                 self.on_namespace_gossip(from, &data, id, mount);
                 false
             }
+            // Handled once certified membership is wired in; until then, not forwarded.
+            Topic::Ledger => {
+                self.net.validated(id, Verdict::Ignore);
+                false
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The gossip topics, as labels (index 0: membership announcements, 1: namespace entries).
-pub const GOSSIP_TOPICS: [&str; 2] = ["membership", "namespace"];
+pub const GOSSIP_TOPICS: [&str; 3] = ["membership", "namespace", "ledger"];
 
 /// Gossip messages and their payload bytes per topic: received (new to this node, after
 /// gossipsub's duplicate filter, before our checks), published by this node, and received ones
@@ -12,20 +12,20 @@ pub const GOSSIP_TOPICS: [&str; 2] = ["membership", "namespace"];
 /// framing, duplicates and control messages are below this count (see the TCP figures of
 /// `bench/scale`).
 pub struct GossipCounters {
-    received: [AtomicU64; 2],
-    received_bytes: [AtomicU64; 2],
-    published: [AtomicU64; 2],
-    published_bytes: [AtomicU64; 2],
+    received: [AtomicU64; 3],
+    received_bytes: [AtomicU64; 3],
+    published: [AtomicU64; 3],
+    published_bytes: [AtomicU64; 3],
     dropped: AtomicU64,
 }
 
 impl GossipCounters {
     const fn new() -> Self {
         Self {
-            received: [AtomicU64::new(0), AtomicU64::new(0)],
-            received_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
-            published: [AtomicU64::new(0), AtomicU64::new(0)],
-            published_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            received: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            received_bytes: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            published: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            published_bytes: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             dropped: AtomicU64::new(0),
         }
     }

@@ -55,6 +55,9 @@ pub enum NetError {
 pub enum Topic {
     Membership,
     Namespace,
+    /// Signed membership records (certificates, revocations, admin grants, key epochs) of a
+    /// certified network. Nodes before certificates never subscribe to it.
+    Ledger,
 }
 
 impl Topic {
@@ -63,6 +66,7 @@ impl Topic {
         match self {
             Topic::Membership => 0,
             Topic::Namespace => 1,
+            Topic::Ledger => 2,
         }
     }
 }
@@ -257,6 +261,7 @@ pub fn topic(key: &NetworkKey, t: Topic) -> gossipsub::IdentTopic {
     let name = match t {
         Topic::Membership => "membership",
         Topic::Namespace => "namespace",
+        Topic::Ledger => "ledger",
     };
     gossipsub::IdentTopic::new(format!("p2pfs/{}/{name}", key.fingerprint()))
 }
@@ -406,7 +411,7 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         config.limits,
     )?;
 
-    for t in [Topic::Membership, Topic::Namespace] {
+    for t in [Topic::Membership, Topic::Namespace, Topic::Ledger] {
         swarm
             .behaviour_mut()
             .gossipsub
@@ -691,6 +696,8 @@ impl EventLoop {
                     Topic::Membership
                 } else if message.topic == topic(&self.network_key, Topic::Namespace).hash() {
                     Topic::Namespace
+                } else if message.topic == topic(&self.network_key, Topic::Ledger).hash() {
+                    Topic::Ledger
                 } else {
                     self.report(id, gossipsub::MessageAcceptance::Ignore);
                     return;

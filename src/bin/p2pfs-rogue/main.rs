@@ -854,6 +854,7 @@ fn topic_index(t: Topic) -> usize {
     match t {
         Topic::Membership => 0,
         Topic::Namespace => 1,
+        Topic::Ledger => 2,
     }
 }
 
