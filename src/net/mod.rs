@@ -83,6 +83,9 @@ pub struct NetConfig {
     pub limits: limits::AdmissionLimits,
     /// The node's guard: offences, per-peer limits, the block list.
     pub guard: Arc<PeerGuard>,
+    /// Who may connect, asked in the handshake of every connection (`None`: every holder of
+    /// the network key).
+    pub admission: Option<Arc<dyn admit::Admission>>,
 }
 
 pub enum NetEvent {
@@ -758,6 +761,7 @@ mod tests {
                 max_queued_gossip: queue,
                 limits: limits::AdmissionLimits::default(),
                 guard: PeerGuard::new(),
+                admission: None,
             },
             &Workers::new(),
         )
