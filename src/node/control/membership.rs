@@ -57,6 +57,31 @@ pub fn label_of(ledger: &Ledger, peer: &PeerId) -> String {
         .unwrap_or_default()
 }
 
+/// The admins of the network, for a person: each user with the labels of its nodes
+/// (`home (user 0a1b2c3d4e5f)`), the founder first.
+pub fn admins_named(ledger: &Ledger) -> String {
+    let labels = cert_labels(ledger);
+    ledger
+        .admins()
+        .iter()
+        .map(|user| {
+            let mut nodes: Vec<&String> = ledger
+                .certs()
+                .filter(|c| c.body.user == *user)
+                .filter_map(|c| labels.get(&c.peer_id()?.to_string()))
+                .collect();
+            nodes.sort();
+            let nodes: Vec<&str> = nodes.iter().map(|l| l.as_str()).collect();
+            if nodes.is_empty() {
+                format!("user {}", short_user(user))
+            } else {
+                format!("{} (user {})", nodes.join(", "), short_user(user))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The rows of `p2pfs-ctl members`: every certificate of the ledger, with the node's state:
 /// `expelled` when revoked, else its state in `states` (this node's view, by peer id; `local`
 /// is alive), else `not seen`. Sorted by label.
@@ -281,6 +306,11 @@ mod tests {
         );
         assert!(resolve(l, &user, false).is_err());
         assert_eq!(resolve(l, "home", true), Ok(Target::Node(n.home)));
+        // Admins are named by their nodes.
+        assert_eq!(
+            admins_named(l),
+            format!("home (user {})", short_user(&n.founder.user_id()))
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::membership::{Target, invite_rows, label_of, member_rows, resolve};
+use super::membership::{Target, admins_named, invite_rows, label_of, member_rows, resolve};
 use super::proto::*;
 use super::{ControlError, SOCKET_FILE};
 use crate::admission::gate::short_user;
@@ -474,7 +474,7 @@ impl ControlService {
         let expires = expires_in.map(|s| crate::admission::cert::now_unix().saturating_add(s));
         let (founder, secret, made) = match self.gate.make_invite(role, expires) {
             Ok(x) => x,
-            Err(e) => return io_error(e),
+            Err(e) => return self.refused(e),
         };
         let invite = crate::identity::Invite {
             network_key: self.network_key.clone(),
@@ -558,7 +558,7 @@ impl ControlService {
         }
         let revocation = match self.gate.expel(&peer) {
             Ok(r) => r,
-            Err(e) => return io_error(e),
+            Err(e) => return self.refused(e),
         };
         let rotated = self.gate.rotate_network_key();
         let mut records = vec![LedgerRecord::Revocation(revocation)];
@@ -581,9 +581,30 @@ impl ControlService {
         }
     }
 
+    /// A gate's refusal as one line; a refusal for not being an admin names the admins by
+    /// their nodes.
+    fn refused(&self, e: GateError) -> Reply {
+        match e {
+            GateError::NotAdmin(_) => {
+                io_error(GateError::NotAdmin(admins_named(&self.gate.ledger())))
+            }
+            e => io_error(e),
+        }
+    }
+
     fn admin(&self, given: &str, admin: bool) -> Reply {
         let ledger = self.gate.ledger();
-        let (user, shown) = match self.target(given, true) {
+        let target = self.target(given, true);
+        if target.is_ok() {
+            match self.gate.own_cert() {
+                None => return io_error(GateError::NotCertified),
+                Some(c) if Some(c.body.user) != ledger.root() => {
+                    return io_error(GateError::NotFounder);
+                }
+                Some(_) => {}
+            }
+        }
+        let (user, shown) = match target {
             Ok(Target::User(u)) => (u, format!("user {}", short_user(&u))),
             Ok(Target::Node(p)) => {
                 let Some(cert) = ledger.cert(&p) else {
