@@ -82,6 +82,28 @@ pub fn admins_named(ledger: &Ledger) -> String {
         .join("; ")
 }
 
+/// What `p2pfs-ctl expel` says once `peer` (labelled `label`) is revoked: with the number of
+/// the key epoch made, or the error that kept the key from being rotated (then `Err`).
+pub fn expelled_message(
+    label: &str,
+    peer: &PeerId,
+    epoch: Result<usize, String>,
+) -> Result<String, String> {
+    let done = format!(
+        "expelled {label} ({}): its connections are closed, it cannot reconnect",
+        crate::cluster::names::short_id(&peer.to_string())
+    );
+    match epoch {
+        Ok(n) => Ok(format!(
+            "{done}; network key rotated (epoch {n}); volumes its user could read are re-keyed \
+             by their owners' nodes"
+        )),
+        Err(e) => Err(format!(
+            "{done}; but the network key could not be rotated: {e}"
+        )),
+    }
+}
+
 /// The rows of `p2pfs-ctl members`: every certificate of the ledger, with the node's state:
 /// `expelled` when revoked, else its state in `states` (this node's view, by peer id; `local`
 /// is alive), else `not seen`. Sorted by label.
@@ -311,6 +333,25 @@ mod tests {
             admins_named(l),
             format!("home (user {})", short_user(&n.founder.user_id()))
         );
+    }
+
+    #[test]
+    fn expel_says_what_happened_in_one_line() {
+        let peer = PeerId::random();
+        let short = crate::cluster::names::short_id(&peer.to_string());
+        assert_eq!(
+            expelled_message("nas", &peer, Ok(2)),
+            Ok(format!(
+                "expelled nas ({short}): its connections are closed, it cannot reconnect; network \
+                 key rotated (epoch 2); volumes its user could read are re-keyed by their owners' \
+                 nodes"
+            ))
+        );
+        let failed = expelled_message("nas", &peer, Err("no recipient".into())).unwrap_err();
+        assert!(
+            failed.ends_with("reconnect; but the network key could not be rotated: no recipient")
+        );
+        assert!(!failed.contains("  "), "{failed}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::membership::{Target, admins_named, invite_rows, label_of, member_rows, resolve};
+use super::membership::{
+    Target, admins_named, expelled_message, invite_rows, label_of, member_rows, resolve,
+};
 use super::proto::*;
 use super::{ControlError, SOCKET_FILE};
 use crate::admission::gate::short_user;
@@ -567,17 +569,16 @@ impl ControlService {
         }
         self.publish_records(records);
         tracing::info!(%peer, name = %label, "node expelled");
-        let short = crate::cluster::names::short_id(&peer.to_string());
-        match rotated {
-            Ok(_) => Reply::Done {
-                message: format!(
-                    "expelled {label} ({short}): its connections are closed, it cannot reconnect;                      network key rotated (epoch {}); volumes its user could read are re-keyed by                      their owners' nodes",
-                    self.gate.ledger().epochs().len()
-                ),
-            },
-            Err(e) => io_error(format!(
-                "expelled {label} ({short}): its connections are closed, it cannot reconnect;                  but the network key could not be rotated: {e}"
-            )),
+        let said = expelled_message(
+            &label,
+            &peer,
+            rotated
+                .map(|_| self.gate.ledger().epochs().len())
+                .map_err(|e| e.to_string()),
+        );
+        match said {
+            Ok(message) => Reply::Done { message },
+            Err(message) => Reply::Error { message },
         }
     }
 
