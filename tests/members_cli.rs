@@ -215,3 +215,123 @@ fn a_network_made_with_a_key_is_key_only_and_says_so() {
         );
     }
 }
+
+/// Admits `joiner` (made with `p2pfs init --join` a v3 token of `admin`'s node) as the
+/// handshake of their first connection would: the gates of both stopped nodes, loaded from
+/// their data dirs, exchange hellos and the grant. No network: what the commands then show
+/// and do is the subject here.
+fn admit_offline(admin: &Node, joiner: &Node) {
+    let a = p2pfs::node::Node::load(&admin.dir).unwrap();
+    let j = p2pfs::node::Node::load(&joiner.dir).unwrap();
+    let (ap, jp) = (a.node_id.peer_id(), j.node_id.peer_id());
+    let grant = a
+        .gate
+        .check(&jp, &j.gate.hello(&ap))
+        .unwrap()
+        .expect("a grant for the invited node");
+    j.gate.check(&ap, &a.gate.hello(&jp)).unwrap();
+    j.gate.granted(&ap, &grant);
+}
+
+#[test]
+fn the_founder_grants_admin_rights_and_expels_a_node_others_may_not() {
+    let mut home = Node::uninit();
+    home.init_ok(&["--name", "home"]);
+    home.start();
+    let token = home
+        .ctl_ok(&["invite", "--role", "reader"])
+        .trim()
+        .to_string();
+    let mut desk = Node::uninit();
+    desk.init_ok(&["--join", &token, "--name", "desk"]);
+    home.stop();
+    admit_offline(&home, &desk);
+    home.start();
+    desk.start();
+    let desk_id = desk.peer_id();
+
+    // desk is certified, a reader, not an admin: it may not invite, expel or grant.
+    let admission = desk.status()["admission"].clone();
+    assert_eq!(admission["mode"], "certified", "{admission}");
+    assert_eq!(admission["role"], "reader");
+    assert_eq!(admission["admin"], false);
+    let founder = home.status()["admission"]["founder"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(admission["founder"], founder.as_str());
+    for args in [&["invite"][..], &["expel", "home"]] {
+        let out = desk.ctl(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", out_text(&out));
+        assert!(
+            out_text(&out).contains(&format!(
+                "only an admin may do this; admins here: home (user {})",
+                &founder[..12]
+            )),
+            "{args:?}: {}",
+            out_text(&out)
+        );
+    }
+    let out = desk.ctl(&["admin", "add", "desk"]);
+    assert_eq!(out.status.code(), Some(1), "{}", out_text(&out));
+    assert!(
+        out_text(&out).contains("only the founder"),
+        "{}",
+        out_text(&out)
+    );
+    // Both nodes list both certificates (desk got the ledger with its own).
+    for node in [&home, &desk] {
+        let members = json(&node.ctl_ok(&["members", "--json"]));
+        let names: Vec<&str> = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["desk", "home"], "{members}");
+    }
+
+    // The invite shows who used it.
+    let invites = json(&home.ctl_ok(&["invites", "--json"]));
+    assert_eq!(invites[0]["state"], "used by desk", "{invites}");
+    assert_eq!(invites[0]["used_by_peer"], desk_id.as_str());
+    assert!(home.ctl_ok(&["invites"]).contains("used by desk"));
+
+    // The founder makes desk's user an admin, and takes it back.
+    let said = home.ctl_ok(&["admin", "add", "desk"]);
+    assert!(
+        said.contains("desk (user ") && said.contains("is an admin now"),
+        "{said}"
+    );
+    let desk_row = |node: &Node| {
+        json(&node.ctl_ok(&["members", "--json"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["peer_id"] == desk_id.as_str())
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(desk_row(&home)["admin"], true);
+    assert!(home.ctl_ok(&["members"]).contains("reader, admin"));
+    let said = home.ctl_ok(&["admin", "remove", &desk_id]);
+    assert!(said.contains("no longer an admin"), "{said}");
+    assert_eq!(desk_row(&home)["admin"], false);
+
+    // Expel: one line saying what happened; desk is expelled in the list; a second expel is
+    // refused.
+    let said = home.ctl_ok(&["expel", "desk"]);
+    assert!(
+        said.starts_with("expelled desk (12D3")
+            && said.contains("it cannot reconnect; network key rotated (epoch 1)"),
+        "{said}"
+    );
+    assert_eq!(desk_row(&home)["state"], "expelled");
+    let out = home.ctl(&["expel", &desk_id]);
+    assert_eq!(out.status.code(), Some(1), "{}", out_text(&out));
+    assert!(
+        out_text(&out).contains("expelled already"),
+        "{}",
+        out_text(&out)
+    );
+}
