@@ -12,7 +12,7 @@
 //!   and sync protocols (counted by [`crate::rpc::counters::Counted`], the stream wrapper the rpc layer reads and
 //!   writes frames and bodies through).
 //! - Read from the node's parts when scraped: peers by state, chunks stored, repair, cache,
-//!   garbage collection, passes, namespace and hostile-peer counters: the snapshot
+//!   garbage collection, passes, namespace, hostile-peer and admission counters: the snapshot
 //!   [`StatusReader`] gathers, the same one `p2pfs-ctl status` encodes.
 //!
 //! [`http`] is the small HTTP/1.1 responder it is served with.
@@ -20,7 +20,7 @@
 pub mod http;
 
 use crate::fuse::counters::{FUSE, FuseOp};
-use crate::net::counters::{ADMISSION, GOSSIP, GOSSIP_TOPICS};
+use crate::net::counters::{GOSSIP, GOSSIP_TOPICS};
 use crate::rpc::counters::{CHUNK_TRAFFIC, SYNC_TRAFFIC};
 
 use std::fmt;
@@ -221,7 +221,7 @@ impl Collector for Scrape {
                 None,
                 MetricType::Counter,
             )?;
-            let (by_us, by_peers) = ADMISSION.refused();
+            let (by_us, by_peers) = (status.admission.refused_in, status.admission.refused_out);
             for (direction, n) in [("in", by_us), ("out", by_peers)] {
                 m.encode_family(&[("direction", direction)])?
                     .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
@@ -329,6 +329,12 @@ impl Collector for Scrape {
             "peers_blocked",
             "Peers blocked now.",
             status.hostile.blocked.len() as u64,
+        )?;
+        gauge(
+            e,
+            "certified",
+            "1 when this node is a certified member of a certified network, else 0.",
+            u64::from(status.admission.mode == "certified"),
         )?;
         {
             let mut m = e.encode_descriptor(
@@ -463,6 +469,11 @@ mod tests {
                     offences: [("flood".to_string(), 1)].into(),
                     ..HostileStatus::default()
                 },
+                admission: crate::node::control::proto::AdmissionStatus {
+                    mode: "certified".into(),
+                    refused_in: 7,
+                    ..Default::default()
+                },
                 passes: PassesStatus {
                     repair: 3,
                     gc: 4,
@@ -504,8 +515,10 @@ mod tests {
             "p2pfs_gc_passes_total 4\n",
             "p2pfs_audit_passes_total 5\n",
             "p2pfs_sync_passes_total 6\n",
+            "p2pfs_certified 1\n",
             "p2pfs_gossip_dropped_total ",
-            "p2pfs_admission_refused_total{direction=\"in\"} ",
+            "p2pfs_admission_refused_total{direction=\"in\"} 7\n",
+            "p2pfs_admission_refused_total{direction=\"out\"} 0\n",
             "p2pfs_fuse_operations_total{op=\"create\"} ",
             "p2pfs_fuse_operation_duration_seconds_bucket{le=\"0.00005\",op=\"read\"} ",
         ] {
