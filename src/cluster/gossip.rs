@@ -12,6 +12,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::admission::{Gate, GateEvent, LedgerRecord, Merged, Mode, NodeCert, NodeRole};
 use crate::block::ChunkStore;
 use crate::cluster::membership::{
     AnnouncedState, Announcement, LivenessConfig, Membership, MembershipEvent, parse_addrs,
@@ -37,6 +38,46 @@ pub struct ClusterConfig {
     pub capacity: u64,
     /// This node's name, as announced (checked by [`crate::cluster::names::check_name`]).
     pub name: String,
+    /// This node's user and its age recipient, as announced (what `p2pfs-ctl certify` run on
+    /// another node needs to certify this one).
+    pub user: crate::identity::UserId,
+    pub recipient: String,
+}
+
+/// Largest certificate an announcement may carry (a real one is a few hundred bytes).
+pub const MAX_ANNOUNCED_CERT: usize = 4 * 1024;
+/// Largest ledger gossip message (the handshake hello's bound too).
+pub const MAX_LEDGER_GOSSIP: usize = 512 * 1024;
+/// What the periodic ledger republication carries at most (see `Cluster::republish_ledger`).
+const LEDGER_REPUBLISH_BUDGET: usize = 256 * 1024;
+/// After a change of the ledger, it is republished every this many announce periods (at
+/// least [`LEDGER_REPUBLISH_MIN`]) for [`LEDGER_REPUBLISH_FOR`]: members that missed the
+/// gossip of a revocation while connected learn it without waiting for a reconnection.
+const LEDGER_REPUBLISH_PERIODS: u32 = 5;
+const LEDGER_REPUBLISH_MIN: Duration = Duration::from_secs(10);
+const LEDGER_REPUBLISH_FOR: Duration = Duration::from_secs(120);
+
+/// Decodes a ledger gossip message: untrusted bytes from any member.
+pub fn decode_ledger_gossip(data: &[u8]) -> Option<Vec<LedgerRecord>> {
+    if data.len() > MAX_LEDGER_GOSSIP {
+        return None;
+    }
+    ciborium::from_reader(data).ok()
+}
+
+/// The user whose volumes must be re-keyed when `expelled` is revoked: its certificate's
+/// user, unless another certified, unrevoked node carries that user (it still reads them).
+pub fn user_losing_access(
+    ledger: &crate::admission::Ledger,
+    expelled: &PeerId,
+) -> Option<crate::identity::UserId> {
+    let user = ledger.cert(expelled)?.body.user;
+    let still_there = ledger.certs().any(|c| {
+        c.body.user == user
+            && c.peer_id()
+                .is_some_and(|p| p != *expelled && ledger.check_cert(c, &p).is_ok())
+    });
+    (!still_there).then_some(user)
 }
 
 /// Namespace gossip: entries as committed, or (for a batch too large for a gossip message) a
@@ -113,6 +154,8 @@ pub struct Cluster {
     pub net: NetHandle,
     pub router: Arc<ChunkRouter>,
     pub membership: Arc<RwLock<Membership>>,
+    /// Admission: who is a member in a certified network (see `on_announcement`).
+    pub gate: Arc<Gate>,
     config: ClusterConfig,
     seq: AtomicU64,
     state: parking_lot::Mutex<AnnouncedState>,
@@ -123,6 +166,16 @@ pub struct Cluster {
     /// The node's workers: anti-entropy sessions and gossip batches being applied run among
     /// them.
     workers: Workers,
+    /// Until when the ledger is republished (it changed recently; see `republish_ledger`).
+    ledger_changed_until: parking_lot::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// The capacity a node with `role` offers: none for a reader, whatever it announces.
+fn capacity_for(role: Option<NodeRole>, configured: u64) -> u64 {
+    match role {
+        Some(NodeRole::Reader) => 0,
+        _ => configured,
+    }
 }
 
 impl Cluster {
@@ -130,6 +183,7 @@ impl Cluster {
         net: NetHandle,
         store: Arc<ChunkStore>,
         config: ClusterConfig,
+        gate: Arc<Gate>,
         workers: Workers,
     ) -> Arc<Self> {
         let membership = Arc::new(RwLock::new(Membership::new(net.local, config.liveness)));
@@ -139,7 +193,10 @@ impl Cluster {
             client: ChunkClient::new(net.streams.clone(), net.guard.clone()),
             membership: membership.clone(),
             replicas: config.replicas,
-            capacity: config.capacity,
+            capacity: AtomicU64::new(capacity_for(
+                gate.own_cert().map(|c| c.body.role),
+                config.capacity,
+            )),
             rt: tokio::runtime::Handle::current(),
             under_replicated: AtomicU64::new(0),
             repair_wanted: Arc::new(tokio::sync::Notify::new()),
@@ -155,12 +212,14 @@ impl Cluster {
             net,
             router,
             membership,
+            gate,
             config,
             seq: AtomicU64::new(seq),
             state: parking_lot::Mutex::new(AnnouncedState::Alive),
             syncing: Default::default(),
             syncs: Default::default(),
             workers,
+            ledger_changed_until: parking_lot::Mutex::new(None),
         })
     }
 
@@ -201,7 +260,7 @@ impl Cluster {
         let a = Announcement {
             peer: self.net.local.to_bytes(),
             addrs: addrs.iter().map(Multiaddr::to_string).collect(),
-            capacity: self.config.capacity,
+            capacity: self.router.capacity(),
             free: self.router.store.free_bytes(),
             version: env!("CARGO_PKG_VERSION").into(),
             state,
@@ -209,6 +268,16 @@ impl Cluster {
             knows: self.membership.read().knows(),
             placement_rule: crate::cluster::placement::RULE,
             name: self.config.name.clone(),
+            cert: match (self.gate.mode(), self.gate.own_cert()) {
+                (Mode::Certified, Some(c)) => {
+                    let mut bytes = Vec::new();
+                    ciborium::into_writer(&c, &mut bytes).expect("a certificate serializes");
+                    bytes
+                }
+                _ => Vec::new(),
+            },
+            user: Some(self.config.user),
+            recipient: self.config.recipient.clone(),
         };
         let mut bytes = Vec::new();
         if ciborium::into_writer(&a, &mut bytes).is_ok() {
@@ -255,7 +324,8 @@ impl Cluster {
     /// throttled as a flooder; a million-entry join stalled on it.
     fn spawn_sync(&self, peer: PeerId, mount: &Arc<Mount>) {
         use crate::net::guard::StreamKind;
-        if self.net.guard.open_streams(&peer, StreamKind::Sync) > 0
+        if !self.gate.admits(&peer)
+            || self.net.guard.open_streams(&peer, StreamKind::Sync) > 0
             || !self.syncing.lock().insert(peer)
         {
             return;
@@ -330,9 +400,8 @@ impl Cluster {
                 self.on_namespace_gossip(from, &data, id, mount);
                 false
             }
-            // Handled once certified membership is wired in; until then, not forwarded.
             Topic::Ledger => {
-                self.net.validated(id, Verdict::Ignore);
+                self.on_ledger_gossip(from, &data, id);
                 false
             }
         }
@@ -352,6 +421,17 @@ impl Cluster {
                 .validated(id, Verdict::Offence(Offence::InvalidGossip));
             return false;
         }
+        // In a certified network only certified members are in the view: placement, gossip
+        // and sync consider no one else.
+        let role = match self.admit_announcement(&from, &a) {
+            Ok(role) => role,
+            Err(verdict) => {
+                self.net.validated(id, verdict);
+                return false;
+            }
+        };
+        let mut a = a;
+        a.capacity = capacity_for(role, a.capacity);
         let result = self.membership.write().apply(&a, Instant::now());
         match result {
             Ok(events) => {
@@ -368,7 +448,209 @@ impl Cluster {
         }
     }
 
+    /// Whether an announcement from `from` may enter the view, and with which role: in a
+    /// key-only network always (no role); in a certified one only with a valid, unrevoked
+    /// certificate (the one it carries is merged first). Otherwise the verdict to give it: a
+    /// node without a certificate, or a revoked one, is ignored; a certificate that is forged,
+    /// for another node or self-signed is an offence. (One signed by a user this node does
+    /// not know as an admin is only refused: the grant may still be on its way.)
+    fn admit_announcement(
+        &self,
+        from: &PeerId,
+        a: &Announcement,
+    ) -> Result<Option<NodeRole>, Verdict> {
+        if self.gate.mode() == Mode::KeyOnly {
+            return Ok(None);
+        }
+        if a.cert.len() > MAX_ANNOUNCED_CERT {
+            return Err(Verdict::Reject);
+        }
+        let cert = if a.cert.is_empty() {
+            None
+        } else {
+            match ciborium::from_reader::<NodeCert, _>(&a.cert[..]) {
+                Ok(c) => Some(c),
+                Err(_) => return Err(Verdict::Offence(Offence::InvalidGossip)),
+            }
+        };
+        if self.gate.admits(from) {
+            return Ok(self.gate.role_of(from));
+        }
+        let Some(cert) = cert else {
+            return Err(Verdict::Ignore);
+        };
+        self.gate
+            .merge_records(vec![LedgerRecord::Cert(cert.clone())]);
+        if self.gate.admits(from) {
+            return Ok(self.gate.role_of(from));
+        }
+        use crate::admission::cert::CertError;
+        match self.gate.ledger().check_cert(&cert, from) {
+            Err(CertError::NotAdmitter(_)) if cert.by == cert.body.user => {
+                Err(Verdict::Offence(Offence::InvalidGossip))
+            }
+            Err(CertError::NotAdmitter(_)) => Err(Verdict::Reject),
+            Err(CertError::Malformed(_) | CertError::BadSignature(_) | CertError::WrongPeer(_)) => {
+                Err(Verdict::Offence(Offence::InvalidGossip))
+            }
+            _ => Err(Verdict::Ignore),
+        }
+    }
+
+    /// A ledger gossip message: merged by a certified node (accepted, so forwarded, when it
+    /// brought something new); a key-only node takes only an upgrade certifying it.
+    fn on_ledger_gossip(&self, from: PeerId, data: &[u8], id: GossipId) {
+        let Some(records) = decode_ledger_gossip(data) else {
+            tracing::debug!(%from, "undecodable ledger gossip dropped");
+            self.net
+                .validated(id, Verdict::Offence(Offence::InvalidGossip));
+            return;
+        };
+        let verdict = if self.gate.mode() == Mode::KeyOnly {
+            if self.gate.adopt_upgrade(records) {
+                Verdict::Accept
+            } else {
+                Verdict::Ignore
+            }
+        } else if self.gate.merge_records(records).is_empty() {
+            Verdict::Ignore
+        } else {
+            Verdict::Accept
+        };
+        self.net.validated(id, verdict);
+    }
+
+    /// Publishes ledger records on the ledger topic.
+    pub fn publish_ledger(&self, records: &[LedgerRecord]) {
+        let mut bytes = Vec::new();
+        if ciborium::into_writer(records, &mut bytes).is_ok() && bytes.len() <= MAX_LEDGER_GOSSIP {
+            self.net.publish(Topic::Ledger, bytes);
+        }
+    }
+
+    /// Republishes the ledger (revocations, grants, epochs and the newest certificates, within
+    /// [`LEDGER_REPUBLISH_BUDGET`]) while it changed recently.
+    fn republish_ledger(&self) {
+        let due = self
+            .ledger_changed_until
+            .lock()
+            .is_some_and(|t| tokio::time::Instant::now() < t);
+        if due && self.gate.mode() == Mode::Certified {
+            let records = self
+                .gate
+                .ledger()
+                .records_for_hello(LEDGER_REPUBLISH_BUDGET);
+            self.publish_ledger(&records);
+        }
+    }
+
+    /// Follows what the gate reports until the node stops: a revoked member is cut off and
+    /// dropped from the view, its later entries refused and the volumes its user could read
+    /// re-keyed; new network-volume keys go to the mount.
+    async fn follow_gate(
+        self: Arc<Self>,
+        mount: Arc<Mount>,
+        mut events: mpsc::UnboundedReceiver<GateEvent>,
+    ) {
+        // Keys the ledger already holds (opened before this start) are the mount's at once.
+        self.refresh_network_keys(&mount).await;
+        for r in self.gate.ledger().records() {
+            if let LedgerRecord::Revocation(r) = r {
+                mount.refuse_node_after(crate::namespace::entry::node_tag(&r.body.peer), r.body.at);
+            }
+        }
+        while let Some(event) = events.recv().await {
+            *self.ledger_changed_until.lock() =
+                Some(tokio::time::Instant::now() + LEDGER_REPUBLISH_FOR);
+            match event {
+                GateEvent::Merged(Merged::Revocation(peer)) => {
+                    self.on_revocation(peer, &mount).await
+                }
+                GateEvent::Merged(Merged::Epoch(_)) => self.refresh_network_keys(&mount).await,
+                GateEvent::Certified => {
+                    self.apply_own_role();
+                    self.refresh_network_keys(&mount).await;
+                    // Members seen while key-only stay only with a certificate.
+                    let gate = self.gate.clone();
+                    let dropped = self.membership.write().retain(|p| gate.admits(p));
+                    if !dropped.is_empty() {
+                        tracing::info!(
+                            dropped = dropped.len(),
+                            "uncertified members dropped from the view"
+                        );
+                        self.router.repair_wanted.notify_one();
+                    }
+                    self.announce().await;
+                }
+                GateEvent::Merged(_) => {}
+            }
+        }
+    }
+
+    /// This node's capacity as its certificate's role allows (0 for a reader).
+    fn apply_own_role(&self) {
+        let role = self.gate.own_cert().map(|c| c.body.role);
+        self.router
+            .capacity
+            .store(capacity_for(role, self.config.capacity), Ordering::Relaxed);
+    }
+
+    async fn refresh_network_keys(&self, mount: &Arc<Mount>) {
+        let epochs = self.gate.network_epoch_keys();
+        if epochs.is_empty() {
+            return;
+        }
+        let mount = mount.clone();
+        let n = epochs.len();
+        match tokio::task::spawn_blocking(move || mount.set_network_epochs(&epochs)).await {
+            Ok(Ok(true)) => tracing::info!(epochs = n, "network volume key rotated"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot take the new network volume key"),
+            Err(e) => tracing::error!(error = %e, "network volume key task failed"),
+        }
+    }
+
+    async fn on_revocation(&self, peer: PeerId, mount: &Arc<Mount>) {
+        let ledger = self.gate.ledger();
+        let name = ledger
+            .cert(&peer)
+            .map(|c| c.body.name.clone())
+            .unwrap_or_else(|| self.membership.read().name_of(&peer).to_string());
+        let at = ledger.revocation(&peer).map_or(0, |r| r.body.at);
+        self.net.disconnect_and_block(peer);
+        if self.membership.write().remove(&peer) {
+            self.router.repair_wanted.notify_one();
+        }
+        self.router.client.forget(&peer);
+        mount.refuse_node_after(crate::namespace::entry::node_tag(&peer.to_bytes()), at);
+        tracing::warn!(%peer, name = ?name, "peer expelled");
+        let Some(user) = user_losing_access(&ledger, &peer) else {
+            return;
+        };
+        let mount = mount.clone();
+        let rekeyed = tokio::task::spawn_blocking(move || {
+            let mut done = Vec::new();
+            for name in mount.owned_volumes_shared_with(&user) {
+                match mount.unshare(&name, &user) {
+                    Ok(_) => done.push(name),
+                    Err(e) => tracing::error!(volume = %name, error = %e, "cannot remove an expelled user from a volume"),
+                }
+            }
+            done
+        })
+        .await
+        .unwrap_or_default();
+        if !rekeyed.is_empty() {
+            tracing::warn!(%peer, user = %user, volumes = ?rekeyed, "the expelled node's user was removed from this user's volumes: new keys protect what is written from now on");
+        }
+    }
+
     fn on_namespace_gossip(&self, from: PeerId, data: &[u8], id: GossipId, mount: &Arc<Mount>) {
+        if !self.gate.admits(&from) {
+            tracing::debug!(%from, "namespace gossip from an uncertified node ignored");
+            self.net.validated(id, Verdict::Ignore);
+            return;
+        }
         match decode_namespace_gossip(data) {
             Some(NamespaceGossip::Entries(entries)) if entries.is_empty() => {
                 self.net.validated(id, Verdict::Ignore)
@@ -461,6 +743,11 @@ impl Cluster {
         let mut unsent: Vec<Entry> = Vec::new();
         let mut next_gossip = tokio::time::Instant::now();
         let mut answers = Answers::default();
+        if let Some(gate_events) = self.gate.take_events() {
+            self.workers
+                .spawn(self.clone().follow_gate(mount.clone(), gate_events));
+        }
+        let mut next_ledger = tokio::time::Instant::now() + LEDGER_REPUBLISH_MIN;
         loop {
             tokio::select! {
                 event = events.recv() => {
@@ -551,6 +838,12 @@ impl Cluster {
                     }
                 }
                 _ = redial.tick() => self.redial_members(),
+                _ = tokio::time::sleep_until(next_ledger) => {
+                    self.republish_ledger();
+                    let every = (self.membership.read().announce_period() * LEDGER_REPUBLISH_PERIODS)
+                        .max(LEDGER_REPUBLISH_MIN);
+                    next_ledger = tokio::time::Instant::now() + every;
+                }
             }
         }
     }

@@ -219,6 +219,12 @@ impl NetHandle {
         let _ = self.tx.try_send(Command::Dial(peer));
     }
 
+    /// Closes every connection of `peer` and refuses it for good, both ways (an expelled
+    /// member).
+    pub fn disconnect_and_block(&self, peer: PeerId) {
+        self.guard.block_for_good(peer);
+    }
+
     /// Concrete addresses this node listens on.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.shared.read().listen_addrs.clone()
