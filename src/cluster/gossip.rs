@@ -178,6 +178,62 @@ fn capacity_for(role: Option<NodeRole>, configured: u64) -> u64 {
     }
 }
 
+/// Whether an announcement from `from` may enter the view, and with which role: in a
+/// key-only network always (no role); in a certified one only with a valid, unrevoked
+/// certificate (the one it carries is merged first). Otherwise the verdict to give it: a
+/// node without a certificate, or a revoked one, is ignored; a certificate that is forged,
+/// for another node or self-signed is an offence. (One signed by a user this node does
+/// not know as an admin is only refused: the grant may still be on its way.)
+pub fn admit_announcement(
+    gate: &Gate,
+    from: &PeerId,
+    a: &Announcement,
+) -> Result<Option<NodeRole>, Verdict> {
+    if gate.mode() == Mode::KeyOnly {
+        return Ok(None);
+    }
+    if a.cert.len() > MAX_ANNOUNCED_CERT {
+        return Err(Verdict::Reject);
+    }
+    let cert = if a.cert.is_empty() {
+        None
+    } else {
+        match ciborium::from_reader::<NodeCert, _>(&a.cert[..]) {
+            Ok(c) => Some(c),
+            Err(_) => return Err(Verdict::Offence(Offence::InvalidGossip)),
+        }
+    };
+    if gate.admits(from) {
+        return Ok(gate.role_of(from));
+    }
+    let Some(cert) = cert else {
+        return Err(Verdict::Ignore);
+    };
+    gate.merge_records(vec![LedgerRecord::Cert(cert.clone())]);
+    if gate.admits(from) {
+        return Ok(gate.role_of(from));
+    }
+    use crate::admission::cert::CertError;
+    match gate.ledger().check_cert(&cert, from) {
+        Err(CertError::NotAdmitter(_)) if cert.by == cert.body.user => {
+            Err(Verdict::Offence(Offence::InvalidGossip))
+        }
+        Err(CertError::NotAdmitter(_)) => Err(Verdict::Reject),
+        Err(CertError::Malformed(_) | CertError::BadSignature(_) | CertError::WrongPeer(_)) => {
+            Err(Verdict::Offence(Offence::InvalidGossip))
+        }
+        _ => Err(Verdict::Ignore),
+    }
+}
+
+/// The announcement `a` from `from` as the view takes it (see [`admit_announcement`]): a
+/// reader's with capacity 0, whatever it claims.
+pub fn admitted(gate: &Gate, from: &PeerId, mut a: Announcement) -> Result<Announcement, Verdict> {
+    let role = admit_announcement(gate, from, &a)?;
+    a.capacity = capacity_for(role, a.capacity);
+    Ok(a)
+}
+
 impl Cluster {
     pub fn new(
         net: NetHandle,
@@ -423,15 +479,13 @@ impl Cluster {
         }
         // In a certified network only certified members are in the view: placement, gossip
         // and sync consider no one else.
-        let role = match self.admit_announcement(&from, &a) {
-            Ok(role) => role,
+        let a = match admitted(&self.gate, &from, a) {
+            Ok(a) => a,
             Err(verdict) => {
                 self.net.validated(id, verdict);
                 return false;
             }
         };
-        let mut a = a;
-        a.capacity = capacity_for(role, a.capacity);
         let result = self.membership.write().apply(&a, Instant::now());
         match result {
             Ok(events) => {
@@ -445,55 +499,6 @@ impl Cluster {
                 self.net.validated(id, Verdict::Ignore);
                 false
             }
-        }
-    }
-
-    /// Whether an announcement from `from` may enter the view, and with which role: in a
-    /// key-only network always (no role); in a certified one only with a valid, unrevoked
-    /// certificate (the one it carries is merged first). Otherwise the verdict to give it: a
-    /// node without a certificate, or a revoked one, is ignored; a certificate that is forged,
-    /// for another node or self-signed is an offence. (One signed by a user this node does
-    /// not know as an admin is only refused: the grant may still be on its way.)
-    fn admit_announcement(
-        &self,
-        from: &PeerId,
-        a: &Announcement,
-    ) -> Result<Option<NodeRole>, Verdict> {
-        if self.gate.mode() == Mode::KeyOnly {
-            return Ok(None);
-        }
-        if a.cert.len() > MAX_ANNOUNCED_CERT {
-            return Err(Verdict::Reject);
-        }
-        let cert = if a.cert.is_empty() {
-            None
-        } else {
-            match ciborium::from_reader::<NodeCert, _>(&a.cert[..]) {
-                Ok(c) => Some(c),
-                Err(_) => return Err(Verdict::Offence(Offence::InvalidGossip)),
-            }
-        };
-        if self.gate.admits(from) {
-            return Ok(self.gate.role_of(from));
-        }
-        let Some(cert) = cert else {
-            return Err(Verdict::Ignore);
-        };
-        self.gate
-            .merge_records(vec![LedgerRecord::Cert(cert.clone())]);
-        if self.gate.admits(from) {
-            return Ok(self.gate.role_of(from));
-        }
-        use crate::admission::cert::CertError;
-        match self.gate.ledger().check_cert(&cert, from) {
-            Err(CertError::NotAdmitter(_)) if cert.by == cert.body.user => {
-                Err(Verdict::Offence(Offence::InvalidGossip))
-            }
-            Err(CertError::NotAdmitter(_)) => Err(Verdict::Reject),
-            Err(CertError::Malformed(_) | CertError::BadSignature(_) | CertError::WrongPeer(_)) => {
-                Err(Verdict::Offence(Offence::InvalidGossip))
-            }
-            _ => Err(Verdict::Ignore),
         }
     }
 
@@ -520,11 +525,28 @@ impl Cluster {
         self.net.validated(id, verdict);
     }
 
-    /// Publishes ledger records on the ledger topic.
+    /// Publishes ledger records on the ledger topic, in messages of at most
+    /// [`LEDGER_REPUBLISH_BUDGET`] bytes (grants and revocations, first in `records`, in the
+    /// first).
     pub fn publish_ledger(&self, records: &[LedgerRecord]) {
-        let mut bytes = Vec::new();
-        if ciborium::into_writer(records, &mut bytes).is_ok() && bytes.len() <= MAX_LEDGER_GOSSIP {
-            self.net.publish(Topic::Ledger, bytes);
+        let encode = |batch: &[LedgerRecord]| {
+            let mut bytes = Vec::new();
+            ciborium::into_writer(batch, &mut bytes).expect("records serialize");
+            bytes
+        };
+        let mut start = 0;
+        let mut size = 0;
+        for (i, r) in records.iter().enumerate() {
+            let n = encode(std::slice::from_ref(r)).len();
+            if size + n > LEDGER_REPUBLISH_BUDGET && i > start {
+                self.net.publish(Topic::Ledger, encode(&records[start..i]));
+                start = i;
+                size = 0;
+            }
+            size += n;
+        }
+        if start < records.len() {
+            self.net.publish(Topic::Ledger, encode(&records[start..]));
         }
     }
 
@@ -585,6 +607,60 @@ impl Cluster {
                 GateEvent::Merged(_) => {}
             }
         }
+    }
+
+    /// This node's user (announced; the founder after `certify`).
+    pub fn config_user(&self) -> crate::identity::UserId {
+        self.config.user
+    }
+
+    /// What `p2pfs-ctl certify` can certify in a key-only network: the live members that
+    /// announce a user and recipient (peer, name, user, recipient, role: a reader when it
+    /// offers no capacity), and those that do not (peer, name).
+    #[allow(clippy::type_complexity)]
+    pub fn certify_candidates(
+        &self,
+    ) -> Result<
+        (
+            Vec<(PeerId, String, crate::identity::UserId, String, NodeRole)>,
+            Vec<(PeerId, String)>,
+        ),
+        crate::admission::GateError,
+    > {
+        if self.gate.mode() != Mode::KeyOnly {
+            return Err(crate::admission::GateError::Refused(
+                "this network is certified already (see p2pfs-ctl members)".into(),
+            ));
+        }
+        let view = self.membership.read();
+        let mut ok = Vec::new();
+        let mut not = Vec::new();
+        for m in view.members().filter(|m| m.state.is_live()) {
+            match m.user {
+                Some(user) if m.recipient.parse::<age::x25519::Recipient>().is_ok() => {
+                    let role = if m.capacity == 0 {
+                        NodeRole::Reader
+                    } else {
+                        NodeRole::Storage
+                    };
+                    ok.push((m.peer, m.name.clone(), user, m.recipient.clone(), role));
+                }
+                _ => not.push((m.peer, m.name.clone())),
+            }
+        }
+        Ok((ok, not))
+    }
+
+    /// Upgrades a key-only network: this node's user founds it and certifies this node and
+    /// `members` ([`Gate::certify`]); the ledger goes out on the ledger topic, where each
+    /// member finds its certificate. Returns the certificates made.
+    pub fn certify(
+        &self,
+        members: &[(PeerId, String, crate::identity::UserId, String, NodeRole)],
+    ) -> Result<Vec<NodeCert>, crate::admission::GateError> {
+        let certs = self.gate.certify(members)?;
+        self.publish_ledger(&self.gate.records());
+        Ok(certs)
     }
 
     /// This node's capacity as its certificate's role allows (0 for a reader).
@@ -879,5 +955,209 @@ mod tests {
         assert_eq!(answers.due, Some(t0 + ms(800)));
         answers.sent_scheduled(t0 + ms(800));
         assert!(answers.request(t0 + ms(1300), ms(500)));
+    }
+
+    use crate::admission::cert::{CertBody, Signed};
+    use crate::cluster::membership::{LivenessConfig, Membership};
+    use crate::identity::UserIdentity;
+
+    /// A node's gate in a data dir of its own (key-only: no membership file yet).
+    struct TestGate {
+        _dir: tempfile::TempDir,
+        peer: PeerId,
+        user: UserIdentity,
+        gate: Gate,
+    }
+
+    fn test_gate() -> TestGate {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = PeerId::random();
+        let user = UserIdentity::generate();
+        let gate = Gate::open(dir.path(), peer, &user, "n").unwrap();
+        TestGate {
+            _dir: dir,
+            peer,
+            user,
+            gate,
+        }
+    }
+
+    fn member_of(
+        n: &TestGate,
+        role: NodeRole,
+    ) -> (PeerId, String, crate::identity::UserId, String, NodeRole) {
+        (
+            n.peer,
+            "m".into(),
+            n.user.user_id(),
+            n.user.recipient().to_string(),
+            role,
+        )
+    }
+
+    fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(v, &mut bytes).unwrap();
+        bytes
+    }
+
+    fn announcement_from(peer: &PeerId, cert: Option<&NodeCert>) -> Announcement {
+        Announcement {
+            peer: peer.to_bytes(),
+            addrs: vec![],
+            capacity: 1 << 30,
+            free: 1 << 29,
+            version: "0".into(),
+            state: AnnouncedState::Alive,
+            seq: 1,
+            knows: 1,
+            placement_rule: crate::cluster::placement::RULE,
+            name: "m".into(),
+            cert: cert.map(cbor).unwrap_or_default(),
+            user: None,
+            recipient: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_certified_view_takes_certified_members_only_and_readers_hold_nothing() {
+        let (f, a, r, c, u) = (
+            test_gate(),
+            test_gate(),
+            test_gate(),
+            test_gate(),
+            test_gate(),
+        );
+        // Key-only: every holder of the key is a member, as before.
+        let plain = announcement_from(&u.peer, None);
+        assert_eq!(admitted(&f.gate, &u.peer, plain.clone()), Ok(plain.clone()));
+
+        let certs = f
+            .gate
+            .certify(&[
+                member_of(&a, NodeRole::Storage),
+                member_of(&r, NodeRole::Reader),
+                member_of(&c, NodeRole::Storage),
+            ])
+            .unwrap();
+        let cert_of = |p: &PeerId| certs.iter().find(|c| c.peer_id() == Some(*p)).unwrap();
+        let mut view = Membership::new(f.peer, LivenessConfig::default());
+        let now = Instant::now();
+        for n in [&a, &r] {
+            let ann = admitted(
+                &f.gate,
+                &n.peer,
+                announcement_from(&n.peer, Some(cert_of(&n.peer))),
+            )
+            .unwrap();
+            view.apply(&ann, now).unwrap();
+        }
+        // The reader is in the view but never an owner, whatever it announced.
+        let mut peers = view.placement_peers();
+        peers.sort();
+        let mut expected = vec![(a.peer, 1 << 30), (r.peer, 0)];
+        expected.sort();
+        assert_eq!(peers, expected);
+
+        // No certificate (an uncertified node, or one older than certificates): ignored.
+        assert_eq!(admitted(&f.gate, &u.peer, plain), Err(Verdict::Ignore));
+        // A self-signed certificate, someone else's, garbage: the source's offence.
+        let selfsigned = Signed::sign(
+            CertBody {
+                network: f.user.user_id(),
+                peer: u.peer.to_bytes(),
+                name: "u".into(),
+                user: u.user.user_id(),
+                recipient: u.user.recipient().to_string(),
+                role: NodeRole::Storage,
+                issued_at: 1,
+            },
+            &u.user,
+        );
+        let offence = Err(Verdict::Offence(Offence::InvalidGossip));
+        assert_eq!(
+            admitted(
+                &f.gate,
+                &u.peer,
+                announcement_from(&u.peer, Some(&selfsigned))
+            ),
+            offence
+        );
+        assert_eq!(
+            admitted(
+                &f.gate,
+                &u.peer,
+                announcement_from(&u.peer, Some(cert_of(&a.peer)))
+            ),
+            offence
+        );
+        let mut junk = announcement_from(&u.peer, None);
+        junk.cert = vec![0xff, 0x00, 0x13];
+        assert_eq!(admitted(&f.gate, &u.peer, junk.clone()), offence);
+        // Over the bound: refused before it is decoded.
+        junk.cert = vec![0; MAX_ANNOUNCED_CERT + 1];
+        assert_eq!(admitted(&f.gate, &u.peer, junk), Err(Verdict::Reject));
+        assert!(!f.gate.admits(&u.peer));
+
+        // Expelled: its announcements, certificate and all, are ignored (stale, no offence).
+        f.gate.expel(&a.peer).unwrap();
+        assert_eq!(
+            admitted(
+                &f.gate,
+                &a.peer,
+                announcement_from(&a.peer, Some(cert_of(&a.peer)))
+            ),
+            Err(Verdict::Ignore)
+        );
+
+        // A member whose ledger lacks c's certificate takes it from c's announcement.
+        let without_c: Vec<LedgerRecord> = f
+            .gate
+            .records()
+            .into_iter()
+            .filter(|rec| !matches!(rec, LedgerRecord::Cert(x) if x.peer_id() == Some(c.peer)))
+            .collect();
+        assert!(r.gate.adopt_upgrade(without_c));
+        assert!(!r.gate.admits(&c.peer));
+        let from_c = admitted(
+            &r.gate,
+            &c.peer,
+            announcement_from(&c.peer, Some(cert_of(&c.peer))),
+        )
+        .unwrap();
+        assert_eq!(from_c.capacity, 1 << 30);
+        assert!(r.gate.admits(&c.peer));
+    }
+
+    #[test]
+    fn an_expelled_users_volumes_are_rekeyed_only_when_it_has_no_other_node() {
+        let (f, x1, x2, y) = (test_gate(), test_gate(), test_gate(), test_gate());
+        // x2 is another node of x1's user.
+        let mut second = member_of(&x1, NodeRole::Storage);
+        second.0 = x2.peer;
+        f.gate
+            .certify(&[
+                member_of(&x1, NodeRole::Storage),
+                second,
+                member_of(&y, NodeRole::Reader),
+            ])
+            .unwrap();
+        f.gate.expel(&x1.peer).unwrap();
+        assert_eq!(user_losing_access(&f.gate.ledger(), &x1.peer), None);
+        f.gate.expel(&x2.peer).unwrap();
+        assert_eq!(
+            user_losing_access(&f.gate.ledger(), &x2.peer),
+            Some(x1.user.user_id())
+        );
+        f.gate.expel(&y.peer).unwrap();
+        assert_eq!(
+            user_losing_access(&f.gate.ledger(), &y.peer),
+            Some(y.user.user_id())
+        );
+        // A peer the ledger has no certificate of: nobody to re-key.
+        assert_eq!(
+            user_losing_access(&f.gate.ledger(), &PeerId::random()),
+            None
+        );
     }
 }
