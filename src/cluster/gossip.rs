@@ -687,6 +687,12 @@ impl Cluster {
     }
 
     async fn on_revocation(&self, peer: PeerId, mount: &Arc<Mount>) {
+        if peer == self.net.local {
+            tracing::error!(
+                "this node was expelled from the network: the other members refuse it from now on"
+            );
+            return;
+        }
         let ledger = self.gate.ledger();
         let name = ledger
             .cert(&peer)
