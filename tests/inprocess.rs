@@ -607,6 +607,33 @@ fn an_expelled_node_is_cut_off_its_chunks_repaired_and_later_files_sealed_from_i
     let gone_peer = net.node(gone).peer_id();
     wait_known(&net, gone, "before.bin", data.len());
 
+    // A volume of node 0's user shared with the user of the node to be expelled (its only
+    // node): node 0 removes that user from it at the expulsion, with a new key.
+    let gone_cert = founder.gate.ledger().cert(&gone_peer).unwrap().clone();
+    let gone_user = gone_cert.body.user;
+    let owner = net.node(0).mount.clone();
+    owner.create_volume("team").unwrap();
+    owner
+        .share(
+            "team",
+            &p2pfs::namespace::volume::UserKey {
+                id: gone_user,
+                recipient: gone_cert.body.recipient.parse().unwrap(),
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(owner.owned_volumes_shared_with(&gone_user), vec!["team"]);
+    let team_keys = || {
+        owner
+            .volumes()
+            .into_iter()
+            .find(|v| v.name == "team")
+            .unwrap()
+            .keys
+    };
+    assert_eq!(team_keys(), 1);
+
     let gate = &founder.gate;
     gate.expel(&gone_peer).unwrap();
     gate.rotate_network_key().unwrap();
@@ -622,6 +649,15 @@ fn an_expelled_node_is_cut_off_its_chunks_repaired_and_later_files_sealed_from_i
         });
     }
     assert!(net.node(gone).cluster.gate.network_epoch_keys().is_empty());
+    wait_until(
+        "the expelled node's user is out of the owner's volume",
+        || owner.owned_volumes_shared_with(&gone_user).is_empty(),
+    );
+    assert_eq!(
+        team_keys(),
+        2,
+        "a new key protects what is written from now on"
+    );
     // Its chunks are back at R copies on the nodes that remain.
     wait_until("every chunk on R remaining owners", || {
         ids.iter().all(|id| {
@@ -661,5 +697,6 @@ fn an_expelled_node_is_cut_off_its_chunks_repaired_and_later_files_sealed_from_i
     net.node(gone).mount.apply_remote(entries).unwrap();
     assert!(net.node(gone).mount.resolve("after.txt").is_err());
     assert!(net.node(gone).mount.resolve("before.bin").is_ok());
+    drop(owner);
     net.stop_all();
 }
