@@ -226,6 +226,25 @@ pub fn admit_announcement(
     }
 }
 
+/// Takes a ledger gossip message into `gate` and says what it was: merged by a certified
+/// node (accepted, so forwarded, when it brought something new; ignored otherwise); a key-only
+/// node takes only an upgrade certifying it; undecodable or over the bound: an offence.
+pub fn ledger_verdict(gate: &Gate, data: &[u8]) -> Verdict {
+    let Some(records) = decode_ledger_gossip(data) else {
+        return Verdict::Offence(Offence::InvalidGossip);
+    };
+    let new = if gate.mode() == Mode::KeyOnly {
+        gate.adopt_upgrade(records)
+    } else {
+        !gate.merge_records(records).is_empty()
+    };
+    if new {
+        Verdict::Accept
+    } else {
+        Verdict::Ignore
+    }
+}
+
 /// The announcement `a` from `from` as the view takes it (see [`admit_announcement`]): a
 /// reader's with capacity 0, whatever it claims.
 pub fn admitted(gate: &Gate, from: &PeerId, mut a: Announcement) -> Result<Announcement, Verdict> {
@@ -502,26 +521,12 @@ impl Cluster {
         }
     }
 
-    /// A ledger gossip message: merged by a certified node (accepted, so forwarded, when it
-    /// brought something new); a key-only node takes only an upgrade certifying it.
+    /// A ledger gossip message ([`ledger_verdict`]).
     fn on_ledger_gossip(&self, from: PeerId, data: &[u8], id: GossipId) {
-        let Some(records) = decode_ledger_gossip(data) else {
+        let verdict = ledger_verdict(&self.gate, data);
+        if verdict == Verdict::Offence(Offence::InvalidGossip) {
             tracing::debug!(%from, "undecodable ledger gossip dropped");
-            self.net
-                .validated(id, Verdict::Offence(Offence::InvalidGossip));
-            return;
-        };
-        let verdict = if self.gate.mode() == Mode::KeyOnly {
-            if self.gate.adopt_upgrade(records) {
-                Verdict::Accept
-            } else {
-                Verdict::Ignore
-            }
-        } else if self.gate.merge_records(records).is_empty() {
-            Verdict::Ignore
-        } else {
-            Verdict::Accept
-        };
+        }
         self.net.validated(id, verdict);
     }
 
@@ -1164,6 +1169,36 @@ mod tests {
         assert_eq!(
             user_losing_access(&f.gate.ledger(), &PeerId::random()),
             None
+        );
+    }
+
+    #[test]
+    fn ledger_gossip_merges_what_is_new_upgrades_key_only_members_and_refuses_junk() {
+        let (f, m, other) = (test_gate(), test_gate(), test_gate());
+        f.gate.certify(&[member_of(&m, NodeRole::Storage)]).unwrap();
+        let all = cbor(&f.gate.records());
+        // A key-only member finds its certificate; a key-only node not in it stays as it is.
+        assert_eq!(ledger_verdict(&other.gate, &all), Verdict::Ignore);
+        assert_eq!(other.gate.mode(), Mode::KeyOnly);
+        assert_eq!(ledger_verdict(&m.gate, &all), Verdict::Accept);
+        assert_eq!(m.gate.mode(), Mode::Certified);
+        // Known already: not forwarded again.
+        assert_eq!(ledger_verdict(&m.gate, &all), Verdict::Ignore);
+        // A revocation is new to m.
+        let r = f.gate.expel(&other.peer).unwrap();
+        let revocation = cbor(&vec![LedgerRecord::Revocation(r)]);
+        assert_eq!(ledger_verdict(&m.gate, &revocation), Verdict::Accept);
+        assert!(m.gate.ledger().is_revoked(&other.peer));
+        // A record nobody entitled signed changes nothing.
+        let forged = other.gate.certify(&[]).unwrap();
+        let forged = cbor(&vec![LedgerRecord::Cert(forged[0].clone())]);
+        assert_eq!(ledger_verdict(&m.gate, &forged), Verdict::Ignore);
+        // Junk, and a message over the bound, are offences.
+        let offence = Verdict::Offence(Offence::InvalidGossip);
+        assert_eq!(ledger_verdict(&m.gate, b"\xff\x00junk"), offence);
+        assert_eq!(
+            ledger_verdict(&m.gate, &vec![0x80; MAX_LEDGER_GOSSIP + 1]),
+            offence
         );
     }
 }
