@@ -587,10 +587,23 @@ fn an_expelled_node_is_cut_off_its_chunks_repaired_and_later_files_sealed_from_i
     }
     net.wait_converged();
     let founder = net.node(0).cluster.clone();
-    let (members, uncertifiable) = founder.certify_candidates().unwrap();
-    assert!(uncertifiable.is_empty(), "{uncertifiable:?}");
-    assert_eq!(members.len(), 3);
-    founder.certify(&members).unwrap();
+    // `p2pfs-ctl certify`: the plan, then the members confirmed.
+    use node::control::{Reply, Request};
+    let certify = |peers| node::control::call(&net.data_dir(0), &Request::Certify { peers });
+    let Reply::Certify(plan) = certify(None).unwrap() else {
+        panic!("not a certify reply")
+    };
+    assert!(!plan.done && plan.uncertifiable.is_empty(), "{plan:?}");
+    assert_eq!(plan.members.len(), 3);
+    let peers: Vec<String> = plan.members.iter().map(|m| m.peer_id.clone()).collect();
+    let Reply::Certify(done) = certify(Some(peers)).unwrap() else {
+        panic!("not a certify reply")
+    };
+    assert!(done.done);
+    assert_eq!(done.members.len(), 4, "{done:?}");
+    assert_eq!(done.founder, founder.config_user().to_string());
+    // Run again, it refuses: the network is certified.
+    assert!(matches!(certify(None).unwrap(), Reply::Error { .. }));
     wait_until("every node adopted its certificate", || {
         net.running()
             .all(|n| n.cluster.gate.mode() == Mode::Certified)
