@@ -49,7 +49,7 @@ pub const MAX_ANNOUNCED_CERT: usize = 4 * 1024;
 /// Largest ledger gossip message (the handshake hello's bound too).
 pub const MAX_LEDGER_GOSSIP: usize = 512 * 1024;
 /// What the periodic ledger republication carries at most (see `Cluster::republish_ledger`).
-const LEDGER_REPUBLISH_BUDGET: usize = 256 * 1024;
+pub const LEDGER_REPUBLISH_BUDGET: usize = 256 * 1024;
 /// After a change of the ledger, it is republished every this many announce periods (at
 /// least [`LEDGER_REPUBLISH_MIN`]) for [`LEDGER_REPUBLISH_FOR`]: members that missed the
 /// gossip of a revocation while connected learn it without waiting for a reconnection.
