@@ -226,6 +226,12 @@ pub fn admit_announcement(
     }
 }
 
+/// Whether this node (`me`) is the one of its user's live nodes (`others`, the rest) that
+/// re-keys the user's volumes: the one with the smallest peer id.
+pub fn rekeys_here(me: &PeerId, others: &[PeerId]) -> bool {
+    others.iter().all(|p| p > me)
+}
+
 /// Takes a ledger gossip message into `gate` and says what it was: merged by a certified
 /// node (accepted, so forwarded, when it brought something new; ignored otherwise); a key-only
 /// node takes only an upgrade certifying it; undecodable or over the bound: an offence.
@@ -714,6 +720,23 @@ impl Cluster {
         let Some(user) = user_losing_access(&ledger, &peer) else {
             return;
         };
+        // One node of this user re-keys (two rotating one volume at once would each make a
+        // key, and the record that loses would take its key with it).
+        let live_nodes_of_my_user: Vec<PeerId> = self
+            .membership
+            .read()
+            .members()
+            .filter(|m| {
+                m.state.is_live()
+                    && ledger.cert(&m.peer).map(|c| c.body.user).or(m.user)
+                        == Some(self.config.user)
+            })
+            .map(|m| m.peer)
+            .collect();
+        if !rekeys_here(&self.net.local, &live_nodes_of_my_user) {
+            tracing::debug!(%peer, "another node of this user removes the expelled user from its volumes");
+            return;
+        }
         let mount = mount.clone();
         let rekeyed = tokio::task::spawn_blocking(move || {
             let mut done = Vec::new();
@@ -1165,6 +1188,12 @@ mod tests {
             user_losing_access(&f.gate.ledger(), &y.peer),
             Some(y.user.user_id())
         );
+        // Of the owner's live nodes, one re-keys.
+        let mut nodes: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+        nodes.sort();
+        assert!(rekeys_here(&nodes[0], &nodes[1..]));
+        assert!(!rekeys_here(&nodes[1], &[nodes[0], nodes[2]]));
+        assert!(rekeys_here(&nodes[2], &[]));
         // A peer the ledger has no certificate of: nobody to re-key.
         assert_eq!(
             user_losing_access(&f.gate.ledger(), &PeerId::random()),
