@@ -205,14 +205,27 @@ pub(super) fn find_admit_error<'a>(
 #[derive(Clone)]
 pub struct AdmitThenYamux {
     admission: Arc<dyn Admission>,
+    /// Blocked peers are refused in the handshake itself, so that they never see a connection
+    /// established (the block list would otherwise close it only after it was).
+    guard: Arc<super::guard::PeerGuard>,
     peer: PeerId,
     yamux: yamux::Config,
 }
 
+/// What a blocked peer is told.
+const BLOCKED: &str =
+    "this node has blocked yours (expelled from the network, or repeated offences)";
+
 impl AdmitThenYamux {
-    pub fn new(admission: Arc<dyn Admission>, peer: PeerId, yamux: yamux::Config) -> Self {
+    pub fn new(
+        admission: Arc<dyn Admission>,
+        guard: Arc<super::guard::PeerGuard>,
+        peer: PeerId,
+        yamux: yamux::Config,
+    ) -> Self {
         Self {
             admission,
+            guard,
             peer,
             yamux,
         }
@@ -235,6 +248,12 @@ impl AdmitThenYamux {
             return Err(AdmitError::Refused {
                 peer,
                 by_us: Some("this node admits only peers that pass the admission handshake".into()),
+                by_peer: None,
+            });
+        } else if self.guard.is_blocked(&peer) {
+            return Err(AdmitError::Refused {
+                peer,
+                by_us: Some(BLOCKED.into()),
                 by_peer: None,
             });
         }
@@ -277,6 +296,9 @@ impl AdmitThenYamux {
                 )),
                 true,
             ),
+            Frame::Bytes(_) if self.guard.is_blocked(&peer) => {
+                (Verdict::Refused(BLOCKED.into()), false)
+            }
             Frame::Bytes(hello) => {
                 let admission = self.admission.clone();
                 let verdict = match off_runtime(peer, move || admission.check(&peer, &hello))
