@@ -23,7 +23,7 @@
 //! `/p2pfs/admit/1`, so such nodes fail at the negotiation.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use libp2p::PeerId;
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
@@ -288,14 +288,18 @@ impl AdmitThenYamux {
         };
         // A failed write is reported after their verdict: a peer that refused our hello may
         // have closed before taking all of it, and its reason is what matters.
+        let mut unread = 0u64;
         let (ours, desynced) = match theirs.map_err(io)? {
             // Their hello is left unread, so whatever they send next cannot be framed.
-            Frame::TooLong(len) => (
-                Verdict::Refused(format!(
-                    "hello of {len} bytes is over the {MAX_HELLO}-byte limit"
-                )),
-                true,
-            ),
+            Frame::TooLong(len) => {
+                unread = len;
+                (
+                    Verdict::Refused(format!(
+                        "hello of {len} bytes is over the {MAX_HELLO}-byte limit"
+                    )),
+                    true,
+                )
+            }
             Frame::Bytes(_) if self.guard.is_blocked(&peer) => {
                 (Verdict::Refused(BLOCKED.into()), false)
             }
@@ -356,6 +360,9 @@ impl AdmitThenYamux {
         if by_us.is_some() || by_peer.is_some() {
             if let Some(reason) = &by_peer {
                 self.told_refused(reason).await?;
+            }
+            if unread > 0 {
+                drain_unread(socket, unread).await;
             }
             let _ = socket.close().await;
             return Err(AdmitError::Refused {
@@ -433,6 +440,22 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Res
     r.read_exact(&mut bytes).await?;
     Ok(Frame::Bytes(bytes))
 }
+
+/// Reads and drops what is left of a refused, over-long hello (at most twice the limit, for
+/// at most [`DRAIN_FOR`]) before the connection is closed: closing with unread bytes makes
+/// the kernel reset the connection, and a reset can discard the refusal the peer has not read
+/// yet, leaving it without the reason.
+async fn drain_unread<R: AsyncRead + Unpin>(r: &mut R, declared: u64) {
+    let limit = declared.min(2 * MAX_HELLO as u64);
+    let mut sink = libp2p::futures::io::sink();
+    let copy = libp2p::futures::io::copy(r.take(limit), &mut sink);
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = tokio::time::timeout(DRAIN_FOR, copy).await;
+    }
+}
+
+/// How long a refused, over-long hello is drained at most.
+const DRAIN_FOR: Duration = Duration::from_secs(2);
 
 async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(bytes.len())
