@@ -147,6 +147,9 @@ pub struct Gate {
     state: Mutex<State>,
     events: mpsc::UnboundedSender<GateEvent>,
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<GateEvent>>>,
+    /// [`Gate::admits`]'s answers since the ledger last changed: it is asked for every gossip
+    /// message, and a certificate check verifies a signature.
+    admitted: Mutex<std::collections::HashMap<PeerId, bool>>,
 }
 
 fn load_file(path: &Path) -> Result<Option<MembershipFile>, GateError> {
@@ -273,6 +276,7 @@ impl Gate {
             }),
             events: tx,
             events_rx: Mutex::new(Some(rx)),
+            admitted: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -302,14 +306,23 @@ impl Gate {
     /// a certified one, when its certificate is known, valid and not revoked.
     pub fn admits(&self, peer: &PeerId) -> bool {
         let st = self.state.lock();
-        match st.file.mode {
-            Mode::KeyOnly => true,
-            Mode::Joining | Mode::Certified => st
-                .file
-                .ledger
-                .cert(peer)
-                .is_some_and(|c| st.file.ledger.check_cert(c, peer).is_ok()),
+        if st.file.mode == Mode::KeyOnly {
+            return true;
         }
+        if let Some(known) = self.admitted.lock().get(peer) {
+            return *known;
+        }
+        let ok = st
+            .file
+            .ledger
+            .cert(peer)
+            .is_some_and(|c| st.file.ledger.check_cert(c, peer).is_ok());
+        let mut cache = self.admitted.lock();
+        if cache.len() >= super::ledger::MAX_CERTS {
+            cache.clear();
+        }
+        cache.insert(*peer, ok);
+        ok
     }
 
     /// The role `peer`'s certificate gives it (`None`: key-only network, or no certificate).
@@ -329,7 +342,9 @@ impl Gate {
             .collect()
     }
 
+    /// Persists the state after a change (every change of the ledger comes through here).
     fn save(&self, st: &State) {
+        self.admitted.lock().clear();
         if let Err(e) = save_file(&self.path, &st.file) {
             tracing::error!(error = %e, "cannot save the membership file");
         }
@@ -744,6 +759,7 @@ impl Gate {
                 // Kept (without the rest of the hello) so that the members this node met
                 // while joining are admitted once it is certified.
                 let _ = st.file.ledger.merge(LedgerRecord::Cert(cert.clone()));
+                self.admitted.lock().clear();
                 Ok(None)
             }
             Mode::Certified => self.check_certified(&mut st, remote, hello),
