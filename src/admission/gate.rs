@@ -724,8 +724,11 @@ impl Gate {
             root: f.ledger.root(),
             cert: f.own.clone(),
             redeem,
+            // Only what any peer needs to judge a certificate (grants) and to be turned away
+            // (revocations): the rest of the ledger, key epochs and members' certificates,
+            // goes to admitted peers only, with the verdict.
             records: if f.mode == Mode::Certified {
-                f.ledger.records_for_hello(HELLO_RECORDS_BUDGET)
+                f.ledger.chain_records()
             } else {
                 Vec::new()
             },
@@ -788,7 +791,7 @@ impl Gate {
                         short_user(&root)
                     ));
                 }
-                let cert = hello.cert.ok_or("no certificate")?;
+                let presented = hello.cert.ok_or("no certificate")?;
                 // Only the grants (the chain a certificate may need) are taken before the
                 // certificate checks; the rest only from an admitted peer, so a refused one
                 // cannot make this node verify a hello's worth of signatures each time.
@@ -797,12 +800,13 @@ impl Gate {
                     .into_iter()
                     .partition(|r| matches!(r, LedgerRecord::Grant(_)));
                 let (mut changed, _) = st.file.ledger.merge_all(grants);
-                let result = st.file.ledger.check_cert(&cert, remote);
+                let result = st.file.ledger.check_cert(&presented, remote);
                 if result.is_ok() {
                     changed.extend(st.file.ledger.merge_all(rest).0);
                 }
                 if result.is_ok()
-                    && let Ok(m @ Merged::Cert(_)) = st.file.ledger.merge(LedgerRecord::Cert(cert))
+                    && let Ok(m @ Merged::Cert(_)) =
+                        st.file.ledger.merge(LedgerRecord::Cert(presented.clone()))
                 {
                     changed.push(m);
                 }
@@ -813,9 +817,12 @@ impl Gate {
                         let _ = self.events.send(GateEvent::Merged(m));
                     }
                 }
-                result
-                    .map(|()| None)
-                    .map_err(|e| format!("certificate refused: {e}"))
+                result.map_err(|e| format!("certificate refused: {e}"))?;
+                Ok(Some(encode(&Grant {
+                    cert: presented,
+                    records: st.file.ledger.records_for_members(HELLO_RECORDS_BUDGET),
+                    keys: Vec::new(),
+                })))
             }
             Mode::Joining => {
                 let redeem = hello.redeem.ok_or("no invite to redeem")?;
@@ -905,7 +912,7 @@ impl Gate {
         let sealed = seal_key_bytes(&keys, &cert.body.recipient).unwrap_or_default();
         encode(&Grant {
             cert,
-            records: st.file.ledger.records_for_hello(HELLO_RECORDS_BUDGET),
+            records: st.file.ledger.records_for_members(HELLO_RECORDS_BUDGET),
             keys: sealed,
         })
     }
@@ -918,7 +925,12 @@ impl Gate {
         };
         let mut st = self.state.lock();
         let root = match st.file.mode {
-            Mode::Certified => return,
+            // A certified peer that admitted this one sends the ledger it holds.
+            Mode::Certified => {
+                drop(st);
+                self.merge_records(grant.records);
+                return;
+            }
             Mode::Joining => st
                 .file
                 .ledger

@@ -292,10 +292,9 @@ impl Ledger {
         out
     }
 
-    /// The records a handshake hello carries: grants, revocations and epochs (the chain any
-    /// certificate needs, and what every member must learn), and as many certificates as fit
-    /// in `budget` bytes after them, newest first.
-    pub fn records_for_hello(&self, budget: usize) -> Vec<LedgerRecord> {
+    /// What a handshake hello carries to any peer, before it is judged: the grants (the
+    /// chain a certificate may need) and the revocations (so an expelled node learns it is).
+    pub fn chain_records(&self) -> Vec<LedgerRecord> {
         let mut out: Vec<LedgerRecord> = Vec::new();
         out.extend(self.grants.values().cloned().map(LedgerRecord::Grant));
         out.extend(
@@ -304,23 +303,26 @@ impl Ledger {
                 .cloned()
                 .map(LedgerRecord::Revocation),
         );
+        out
+    }
+
+    /// What an admitted peer is handed (and the ledger topic republishes): the chain records,
+    /// then the newest key epochs and the newest certificates, as many as fit in `budget`
+    /// bytes. Epochs grow with every expel: a node that missed older ones was a member then
+    /// and had them; a node admitted later gets the keys sealed to it with its certificate.
+    pub fn records_for_members(&self, budget: usize) -> Vec<LedgerRecord> {
+        let mut out = self.chain_records();
         let mut used = encoded_len(&out);
-        // Epochs grow with every expel: the newest ones, as many as fit (a node that missed
-        // older ones was a member then, and had them; a node admitted later gets the keys
-        // sealed to it with its certificate).
-        for e in self.epochs().into_iter().rev() {
-            let rec = LedgerRecord::Epoch(e.clone());
-            let n = encoded_len(std::slice::from_ref(&rec));
-            if used + n > budget {
-                break;
-            }
-            used += n;
-            out.push(rec);
-        }
+        let epochs = self
+            .epochs()
+            .into_iter()
+            .rev()
+            .cloned()
+            .map(LedgerRecord::Epoch);
         let mut certs: Vec<&NodeCert> = self.certs.values().collect();
         certs.sort_by_key(|c| std::cmp::Reverse(c.body.issued_at));
-        for c in certs {
-            let rec = LedgerRecord::Cert(c.clone());
+        let certs = certs.into_iter().cloned().map(LedgerRecord::Cert);
+        for rec in epochs.chain(certs) {
             let n = encoded_len(std::slice::from_ref(&rec));
             if used + n > budget {
                 break;

@@ -572,7 +572,7 @@ impl Cluster {
             let records = self
                 .gate
                 .ledger()
-                .records_for_hello(LEDGER_REPUBLISH_BUDGET);
+                .records_for_members(LEDGER_REPUBLISH_BUDGET);
             self.publish_ledger(&records);
         }
     }
