@@ -1,5 +1,6 @@
-//! What the swarm loop counts of gossip: messages and bytes per topic, received, published and
-//! dropped. Process-wide atomics; the node's metrics export reads them.
+//! What the swarm loop counts of gossip (messages and bytes per topic, received, published and
+//! dropped) and of admission refusals. Process-wide atomics; the node's metrics export reads
+//! them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -68,3 +69,39 @@ impl GossipCounters {
 }
 
 pub static GOSSIP: GossipCounters = GossipCounters::new();
+
+/// Admission handshakes that ended in a refusal ([`crate::net::admit`]), both ways: peers this
+/// node refused, and peers that refused this node.
+pub struct AdmissionCounters {
+    refused_peers: AtomicU64,
+    refused_by_peers: AtomicU64,
+}
+
+impl AdmissionCounters {
+    const fn new() -> Self {
+        Self {
+            refused_peers: AtomicU64::new(0),
+            refused_by_peers: AtomicU64::new(0),
+        }
+    }
+
+    /// This node refused a peer (inbound refusal).
+    pub fn refused_peer(&self) {
+        self.refused_peers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A peer refused this node (outbound refusal).
+    pub fn refused_by_peer(&self) {
+        self.refused_by_peers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (peers refused by this node, times a peer refused this node).
+    pub fn refused(&self) -> (u64, u64) {
+        (
+            self.refused_peers.load(Ordering::Relaxed),
+            self.refused_by_peers.load(Ordering::Relaxed),
+        )
+    }
+}
+
+pub static ADMISSION: AdmissionCounters = AdmissionCounters::new();

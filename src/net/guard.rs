@@ -56,6 +56,10 @@ pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 pub const STRIKES_TO_BLOCK: usize = 3;
 pub const STRIKE_WINDOW: Duration = Duration::from_secs(600);
 pub const BLOCK_FOR: Duration = Duration::from_secs(600);
+/// How long a peer excluded on purpose (`NetHandle::disconnect_and_block`: a member expelled)
+/// stays blocked: for as long as the node runs, in practice. After a restart the membership
+/// rules refuse it at the admission handshake instead.
+pub const BLOCK_EXCLUDED: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Namespace gossip batches being applied at once; more are ignored (anti-entropy brings them).
 pub const MAX_PENDING_GOSSIP_APPLIES: usize = 256;
 /// A stream that ended mid-frame is an offence only if its connection is still up this long
@@ -400,6 +404,27 @@ impl PeerGuard {
             },
             &rt,
         );
+    }
+
+    /// Blocks `peer` for `duration` (both ways) and has the event loop close its connections
+    /// now. Not counted as an offence.
+    pub fn block(&self, peer: PeerId, duration: Duration) {
+        let now = Instant::now();
+        {
+            let mut state = self.state.lock();
+            state.record(peer).blocked_until =
+                Some(now.checked_add(duration).unwrap_or(now + BLOCK_FOR));
+            state.pending.push(peer);
+        }
+        tracing::info!(%peer, "blocking a peer and closing its connections");
+        self.wake.notify_one();
+    }
+
+    /// Lifts `peer`'s block, if any.
+    pub fn unblock(&self, peer: &PeerId) {
+        if let Some(r) = self.state.lock().peers.get_mut(peer) {
+            r.blocked_until = None;
+        }
     }
 
     /// Whether `peer` is blocked now.

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::identity::NetworkKey;
 use crate::util::workers::Workers;
+use admit::{Admission, AdmissionRefusal, AdmissionRefusals, AdmitError, RefusalSide};
 use guard::{Blocklist, Offence, PeerGuard};
 
 /// Largest gossip message (an entry announcement or a membership announcement).
@@ -83,6 +84,9 @@ pub struct NetConfig {
     pub limits: limits::AdmissionLimits,
     /// The node's guard: offences, per-peer limits, the block list.
     pub guard: Arc<PeerGuard>,
+    /// Who is admitted past the admission handshake ([`admit`]); a key-only node passes
+    /// [`admit::KeyOnlyAdmission`].
+    pub admission: Arc<dyn Admission>,
 }
 
 pub enum NetEvent {
@@ -161,6 +165,8 @@ struct SharedState {
     connected: HashSet<PeerId>,
     /// Concrete addresses we listen on (a wildcard listener expands to one per interface).
     listen_addrs: Vec<Multiaddr>,
+    /// Admission refusals, both ways.
+    refusals: AdmissionRefusals,
 }
 
 /// Gossip messages waiting to be taken by the program at most; past it, new ones are dropped
@@ -233,6 +239,27 @@ impl NetHandle {
     pub fn connected_count(&self) -> usize {
         self.shared.read().connected.len()
     }
+
+    /// The admission refusals seen since start, both ways, and the last one.
+    pub fn admission_refusals(&self) -> AdmissionRefusals {
+        self.shared.read().refusals.clone()
+    }
+
+    /// The last admission refusal, either way: this node refused a peer, or a peer refused it.
+    pub fn last_refusal(&self) -> Option<AdmissionRefusal> {
+        self.shared.read().refusals.last.clone()
+    }
+
+    /// Closes every connection of `peer` now and blocks it (both ways) until
+    /// [`NetHandle::unblock`] or the node restarts: for a member that is no longer one.
+    pub fn disconnect_and_block(&self, peer: PeerId) {
+        self.guard.block(peer, guard::BLOCK_EXCLUDED);
+    }
+
+    /// Lifts a block on `peer` (its offences' or [`NetHandle::disconnect_and_block`]'s).
+    pub fn unblock(&self, peer: PeerId) {
+        self.guard.unblock(&peer);
+    }
 }
 
 /// Everything a node speaks. Public so test tools (the `p2pfs-rogue` binary) join a network
@@ -281,6 +308,20 @@ const CONNECTION_GRACE: Duration = Duration::from_secs(30);
 /// and a node does not keep a connection to every owner it ever talked to.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Peers whose last admission refusal is remembered so as not to log it again; past this the
+/// memory is cleared (a refusal is then logged once more).
+const MAX_REFUSALS_LOGGED: usize = 4096;
+
+/// The admission refusal a connection failed with, if it did.
+fn refusal_in(error: &libp2p::TransportError<std::io::Error>) -> Option<&AdmitError> {
+    match error {
+        libp2p::TransportError::Other(e) => {
+            admit::find_admit_error(e).filter(|e| matches!(e, AdmitError::Refused { .. }))
+        }
+        libp2p::TransportError::MultiaddrNotSupported(_) => None,
+    }
+}
+
 /// Largest yamux data frame. Yamux's 16 KiB default makes every 16 KiB of a 1 MiB chunk its
 /// own Noise message, flush and socket write; 256 KiB frames cut that per-frame cost 16-fold
 /// while a small message on the same connection waits behind at most one frame (under 1 ms).
@@ -293,31 +334,34 @@ fn yamux_config() -> yamux::Config {
 }
 
 /// The swarm of a node of the network of `network_key`: TCP, Noise with the admission
-/// prologue, Yamux, and [`Behaviour`]; blocked peers per `guard`, the default admission limits.
-/// Not listening, not subscribed.
+/// prologue, the admission handshake of `admission` ([`admit`]), Yamux, and [`Behaviour`];
+/// blocked peers per `guard`, the default admission limits. Not listening, not subscribed.
 pub fn build_swarm(
     keypair: libp2p::identity::Keypair,
     network_key: &NetworkKey,
     mdns_enabled: bool,
     guard: Arc<PeerGuard>,
+    admission: Arc<dyn Admission>,
 ) -> Result<Swarm<Behaviour>, NetError> {
     build_swarm_limited(
         keypair,
         network_key,
         mdns_enabled,
         guard,
+        admission,
         limits::AdmissionLimits::default(),
     )
 }
 
-/// [`build_swarm`] with the given admission limits. The handshakes (TCP, Noise, Yamux) must
-/// finish within [`limits::HANDSHAKE_TIMEOUT`].
+/// [`build_swarm`] with the given connection limits. The handshakes (TCP, Noise, admission,
+/// Yamux) must finish within [`limits::HANDSHAKE_TIMEOUT`].
 pub fn build_swarm_limited(
     keypair: libp2p::identity::Keypair,
     network_key: &NetworkKey,
     mdns_enabled: bool,
     guard: Arc<PeerGuard>,
-    admission: limits::AdmissionLimits,
+    admission: Arc<dyn Admission>,
+    limits: limits::AdmissionLimits,
 ) -> Result<Swarm<Behaviour>, NetError> {
     use libp2p::Transport;
     let prologue = admission_prologue(network_key);
@@ -329,7 +373,9 @@ pub fn build_swarm_limited(
                 tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
                     .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                     .authenticate(noise)
-                    .multiplex(yamux_config())
+                    .multiplex_ext(move |peer, _| {
+                        admit::AdmitThenYamux::new(admission.clone(), *peer, yamux_config())
+                    })
                     .timeout(limits::HANDSHAKE_TIMEOUT),
             )
         })
@@ -373,7 +419,7 @@ pub fn build_swarm_limited(
                 kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
             Ok(Behaviour {
-                limits: limits::ConnectionLimits::new(admission, guard.clone()),
+                limits: limits::ConnectionLimits::new(limits, guard.clone()),
                 blocklist: Blocklist::new(guard),
                 gossipsub,
                 mdns: Toggle::from(mdns),
@@ -408,6 +454,7 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         &config.network_key,
         config.mdns,
         guard.clone(),
+        config.admission,
         config.limits,
     )?;
 
@@ -443,6 +490,7 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         connected_since: Default::default(),
         shared: shared.clone(),
         dial_failures_reported: HashSet::new(),
+        refusals_logged: Default::default(),
         guard: guard.clone(),
     };
     workers.spawn(event_loop.run());
@@ -476,6 +524,8 @@ struct EventLoop {
     shared: Arc<parking_lot::RwLock<SharedState>>,
     /// Bootstrap failures already logged (each is logged once).
     dial_failures_reported: HashSet<String>,
+    /// The last admission refusal logged per peer and side (logged again when it changes).
+    refusals_logged: std::collections::HashMap<(PeerId, RefusalSide), String>,
     guard: Arc<PeerGuard>,
 }
 
@@ -542,6 +592,51 @@ impl EventLoop {
         for (_, peer) in idle.into_iter().take(surplus) {
             tracing::debug!(%peer, "closing a surplus connection");
             let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Counts an admission refusal, keeps it as the last one, and logs it once per peer and
+    /// side until its reason changes.
+    fn on_refusal(&mut self, error: &AdmitError) {
+        let AdmitError::Refused {
+            peer,
+            by_us,
+            by_peer,
+        } = error
+        else {
+            return;
+        };
+        for (side, reason) in [(RefusalSide::ByUs, by_us), (RefusalSide::ByPeer, by_peer)] {
+            let Some(reason) = reason else { continue };
+            match side {
+                RefusalSide::ByUs => counters::ADMISSION.refused_peer(),
+                RefusalSide::ByPeer => counters::ADMISSION.refused_by_peer(),
+            }
+            {
+                let mut shared = self.shared.write();
+                let refusals = &mut shared.refusals;
+                match side {
+                    RefusalSide::ByUs => refusals.refused_peers += 1,
+                    RefusalSide::ByPeer => refusals.refused_by_peers += 1,
+                }
+                refusals.last = Some(AdmissionRefusal {
+                    at: std::time::SystemTime::now(),
+                    peer: *peer,
+                    side,
+                    reason: reason.clone(),
+                });
+            }
+            if self.refusals_logged.get(&(*peer, side)) == Some(reason) {
+                continue;
+            }
+            if self.refusals_logged.len() >= MAX_REFUSALS_LOGGED {
+                self.refusals_logged.clear();
+            }
+            self.refusals_logged.insert((*peer, side), reason.clone());
+            match side {
+                RefusalSide::ByUs => tracing::warn!("refused peer {peer}: {reason}"),
+                RefusalSide::ByPeer => tracing::warn!("peer {peer} refused this node: {reason}"),
+            }
         }
     }
 
@@ -639,6 +734,24 @@ impl EventLoop {
                 }
                 if num_established == 0 && self.shared.write().connected.remove(&peer_id) {
                     self.emit(NetEvent::Disconnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                error: libp2p::swarm::DialError::Transport(errors),
+                ..
+            } if errors.iter().any(|(_, e)| refusal_in(e).is_some()) => {
+                for (_, e) in &errors {
+                    if let Some(refusal) = refusal_in(e) {
+                        self.on_refusal(refusal);
+                    }
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Transport(error),
+                ..
+            } if refusal_in(&error).is_some() => {
+                if let Some(refusal) = refusal_in(&error) {
+                    self.on_refusal(refusal);
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. }
@@ -758,6 +871,7 @@ mod tests {
                 max_queued_gossip: queue,
                 limits: limits::AdmissionLimits::default(),
                 guard: PeerGuard::new(),
+                admission: Arc::new(admit::KeyOnlyAdmission),
             },
             &Workers::new(),
         )

@@ -108,6 +108,7 @@ impl Node {
                 max_queued_gossip: crate::net::MAX_QUEUED_GOSSIP,
                 limits: admission,
                 guard: guard.clone(),
+                admission: Arc::new(crate::net::admit::KeyOnlyAdmission),
             },
             &workers,
         )?;

@@ -31,8 +31,14 @@ pub async fn run(args: &Args, key: &NetworkKey, target: PeerId) -> Result<(), St
         None => libp2p::identity::Keypair::generate_ed25519(),
     };
     let id = keypair.public().to_peer_id();
-    let mut swarm = p2pfs::net::build_swarm(keypair, key, false, PeerGuard::new())
-        .map_err(|e| e.to_string())?;
+    let mut swarm = p2pfs::net::build_swarm(
+        keypair,
+        key,
+        false,
+        PeerGuard::new(),
+        std::sync::Arc::new(p2pfs::net::admit::KeyOnlyAdmission),
+    )
+    .map_err(|e| e.to_string())?;
     for t in [Topic::Membership, Topic::Namespace] {
         swarm
             .behaviour_mut()

@@ -867,8 +867,14 @@ impl Rogue {
     ) -> Result<Self, String> {
         let id = keypair.public().to_peer_id();
         // The node's own swarm; the rogue's guard blocks nobody.
-        let mut swarm = p2pfs::net::build_swarm(keypair, key, false, PeerGuard::new())
-            .map_err(|e| e.to_string())?;
+        let mut swarm = p2pfs::net::build_swarm(
+            keypair,
+            key,
+            false,
+            PeerGuard::new(),
+            Arc::new(p2pfs::net::admit::KeyOnlyAdmission),
+        )
+        .map_err(|e| e.to_string())?;
         for t in [Topic::Membership, Topic::Namespace] {
             swarm
                 .behaviour_mut()
