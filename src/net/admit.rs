@@ -235,14 +235,15 @@ impl AdmitThenYamux {
 
         // Both ends write and read at once: neither waits for the other to read first, so two
         // large hellos cannot fill both sides' buffers and stall.
-        let (theirs, written) = {
+        let (theirs, hello_written) = {
             let (mut reader, mut writer) = (&mut *socket).split();
             libp2p::futures::join!(
                 read_frame(&mut reader, MAX_HELLO),
                 write_frame(&mut writer, &hello)
             )
         };
-        written.map_err(io)?;
+        // A failed write is reported after their verdict: a peer that refused our hello may
+        // have closed before taking all of it, and its reason is what matters.
         let (ours, desynced) = match theirs.map_err(io)? {
             // Their hello is left unread, so whatever they send next cannot be framed.
             Frame::TooLong(len) => (
@@ -297,41 +298,41 @@ impl AdmitThenYamux {
                 write_frame(&mut writer, &encoded)
             )
         };
-        if let Verdict::Refused(by_us) = ours {
-            // Refused: whatever they answered, the connection ends here (their refusal, if
-            // they sent one, is passed on too).
-            let by_peer = match theirs {
-                Some(Ok(Verdict::Refused(reason))) => Some(reason),
-                _ => None,
-            };
+        let by_us = match ours {
+            Verdict::Refused(reason) => Some(reason),
+            Verdict::Admitted(_) => None,
+        };
+        let (theirs, by_peer) = match theirs {
+            Some(Ok(Verdict::Refused(reason))) => (None, Some(reason)),
+            other => (other, None),
+        };
+        if by_us.is_some() || by_peer.is_some() {
             if let Some(reason) = &by_peer {
                 self.told_refused(reason).await?;
             }
             let _ = socket.close().await;
             return Err(AdmitError::Refused {
                 peer,
-                by_us: Some(by_us),
+                by_us,
                 by_peer,
             });
         }
+        hello_written.map_err(io)?;
         written.map_err(io)?;
-        match theirs.expect("read unless desynced, and a desynced peer is refused")? {
-            Verdict::Refused(reason) => {
-                self.told_refused(&reason).await?;
-                let _ = socket.close().await;
-                Err(AdmitError::Refused {
-                    peer,
-                    by_us: None,
-                    by_peer: Some(reason),
-                })
-            }
-            Verdict::Admitted(grant) => {
+        match theirs {
+            Some(Ok(Verdict::Admitted(grant))) => {
                 if let Some(grant) = grant {
                     let admission = self.admission.clone();
                     off_runtime(peer, move || admission.granted(&peer, &grant)).await?;
                 }
                 Ok(())
             }
+            Some(Err(e)) => Err(e),
+            // Their hello is read unless it was too long, and then we refused (above).
+            Some(Ok(Verdict::Refused(_))) | None => Err(AdmitError::Protocol {
+                peer,
+                what: "no verdict".into(),
+            }),
         }
     }
 

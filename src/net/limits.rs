@@ -29,7 +29,8 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::guard::{PeerGuard, Refusal};
 
-/// A connection must finish its TCP, Noise and Yamux handshakes within this, or it is closed.
+/// A connection must finish its TCP, Noise, admission ([`super::admit`]) and Yamux handshakes
+/// within this, or it is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// File descriptors kept for the node's own use whatever the connections take: the namespace

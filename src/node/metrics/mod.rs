@@ -20,7 +20,7 @@
 pub mod http;
 
 use crate::fuse::counters::{FUSE, FuseOp};
-use crate::net::counters::{GOSSIP, GOSSIP_TOPICS};
+use crate::net::counters::{ADMISSION, GOSSIP, GOSSIP_TOPICS};
 use crate::rpc::counters::{CHUNK_TRAFFIC, SYNC_TRAFFIC};
 
 use std::fmt;
@@ -214,6 +214,19 @@ impl Collector for Scrape {
             "Gossip messages dropped unread: the queue to the node full, or the source over its rate.",
             GOSSIP.dropped_total(),
         )?;
+        {
+            let mut m = e.encode_descriptor(
+                "admission_refused",
+                "Admission handshakes refused: peers this node refused (in), times a peer refused this node (out).",
+                None,
+                MetricType::Counter,
+            )?;
+            let (by_us, by_peers) = ADMISSION.refused();
+            for (direction, n) in [("in", by_us), ("out", by_peers)] {
+                m.encode_family(&[("direction", direction)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
+        }
         counter(
             e,
             "cache_hits",
@@ -492,6 +505,7 @@ mod tests {
             "p2pfs_audit_passes_total 5\n",
             "p2pfs_sync_passes_total 6\n",
             "p2pfs_gossip_dropped_total ",
+            "p2pfs_admission_refused_total{direction=\"in\"} ",
             "p2pfs_fuse_operations_total{op=\"create\"} ",
             "p2pfs_fuse_operation_duration_seconds_bucket{le=\"0.00005\",op=\"read\"} ",
         ] {
