@@ -153,6 +153,31 @@ pub struct AdmissionRefusals {
     pub last: Option<AdmissionRefusal>,
 }
 
+/// Peers whose last refusal is remembered so as not to log it again; past this the memory is
+/// cleared (a refusal is then logged once more).
+const MAX_REFUSALS_LOGGED: usize = 4096;
+
+/// Which refusals were logged: each is logged once per peer and side, and again when its
+/// reason changes (a peer redialled every few seconds is not a warning every few seconds).
+#[derive(Default)]
+pub(super) struct RefusalLog {
+    last: std::collections::HashMap<(PeerId, RefusalSide), String>,
+}
+
+impl RefusalLog {
+    /// Whether this refusal is to be logged (and from now on, not again).
+    pub(super) fn is_new(&mut self, peer: PeerId, side: RefusalSide, reason: &str) -> bool {
+        if self.last.get(&(peer, side)).is_some_and(|r| r == reason) {
+            return false;
+        }
+        if self.last.len() >= MAX_REFUSALS_LOGGED {
+            self.last.clear();
+        }
+        self.last.insert((peer, side), reason.to_string());
+        true
+    }
+}
+
 /// The admission error somewhere in a transport error's chain, if any (the transport's layers
 /// box it into `io::Error`s, whose `source` skips the boxed error itself).
 pub(super) fn find_admit_error<'a>(
@@ -1101,6 +1126,25 @@ mod tests {
         handle.listen_addrs()[0]
             .clone()
             .with(libp2p::multiaddr::Protocol::P2p(handle.local))
+    }
+
+    #[test]
+    fn a_refusal_is_logged_once_per_peer_and_side_until_its_reason_changes() {
+        let mut log = RefusalLog::default();
+        let (p, q) = (PeerId::random(), PeerId::random());
+        assert!(log.is_new(p, RefusalSide::ByUs, "no cert"));
+        assert!(
+            !log.is_new(p, RefusalSide::ByUs, "no cert"),
+            "the same again"
+        );
+        assert!(
+            log.is_new(p, RefusalSide::ByPeer, "no cert"),
+            "the other side"
+        );
+        assert!(log.is_new(q, RefusalSide::ByUs, "no cert"), "another peer");
+        assert!(log.is_new(p, RefusalSide::ByUs, "revoked"), "a new reason");
+        assert!(!log.is_new(p, RefusalSide::ByUs, "revoked"));
+        assert!(log.is_new(p, RefusalSide::ByUs, "no cert"), "changed back");
     }
 
     /// Both ends of a refusal keep it for `status`, and count it.

@@ -641,7 +641,11 @@ struct Blocked(PeerId);
 
 impl std::fmt::Display for Blocked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "peer {} is blocked (repeated offences, or excluded)", self.0)
+        write!(
+            f,
+            "peer {} is blocked (repeated offences, or excluded)",
+            self.0
+        )
     }
 }
 

@@ -310,10 +310,6 @@ const CONNECTION_GRACE: Duration = Duration::from_secs(30);
 /// and a node does not keep a connection to every owner it ever talked to.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Peers whose last admission refusal is remembered so as not to log it again; past this the
-/// memory is cleared (a refusal is then logged once more).
-const MAX_REFUSALS_LOGGED: usize = 4096;
-
 /// The admission refusal a connection failed with, if it did.
 fn refusal_in(error: &libp2p::TransportError<std::io::Error>) -> Option<&AdmitError> {
     match error {
@@ -526,8 +522,8 @@ struct EventLoop {
     shared: Arc<parking_lot::RwLock<SharedState>>,
     /// Bootstrap failures already logged (each is logged once).
     dial_failures_reported: HashSet<String>,
-    /// The last admission refusal logged per peer and side (logged again when it changes).
-    refusals_logged: std::collections::HashMap<(PeerId, RefusalSide), String>,
+    /// The admission refusals already logged.
+    refusals_logged: admit::RefusalLog,
     guard: Arc<PeerGuard>,
 }
 
@@ -628,13 +624,9 @@ impl EventLoop {
                     reason: reason.clone(),
                 });
             }
-            if self.refusals_logged.get(&(*peer, side)) == Some(reason) {
+            if !self.refusals_logged.is_new(*peer, side, reason) {
                 continue;
             }
-            if self.refusals_logged.len() >= MAX_REFUSALS_LOGGED {
-                self.refusals_logged.clear();
-            }
-            self.refusals_logged.insert((*peer, side), reason.clone());
             match side {
                 RefusalSide::ByUs => tracing::warn!("refused peer {peer}: {reason}"),
                 RefusalSide::ByPeer => tracing::warn!("peer {peer} refused this node: {reason}"),
