@@ -76,8 +76,12 @@ impl Net {
     fn start_named(&mut self, name: Option<&str>) -> usize {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("node");
-        let key = self.dirs.first().map(|d| d.path().join("node/network.key"));
-        node::init(&data, key.as_deref(), None, None, name).unwrap();
+        // Key-only, as the network key is given: every node made here is a member.
+        let key = self.dirs.first().map_or_else(
+            || dir.path().join("network.key"),
+            |d| d.path().join("network.key"),
+        );
+        node::init(&data, Some(&key), None, None, name).unwrap();
         let mut n = Node::load(&data).unwrap();
         self.configure(&mut n);
         let running = n

@@ -8,10 +8,12 @@ use p2pfs::namespace::volume::Role;
 use p2pfs::node::control::{self, ControlError, Reply, Request, Status};
 
 // The command line (flags, subcommands, help texts) is defined in src/cli/ctl.rs.
-use p2pfs::cli::ctl::{Cli, Command, VolumeCommand};
+use p2pfs::cli::ctl::{AdminCommand, Cli, Command, VolumeCommand};
 
 // Exit codes, as listed in `p2pfs::cli::ctl::EXIT_CODES` (shown by --help); 2 is clap's.
 const EXIT_ERROR: u8 = 1;
+/// Bad usage: clap's, and a node name that names no certified node or several.
+const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_RUNNING: u8 = 3;
 const EXIT_IO: u8 = 4;
 /// `health` found chunks short of R copies even counting claims it could not check now (or
@@ -62,6 +64,106 @@ fn invite(
     Ok(invite.encode())
 }
 
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A span of seconds, roughly: `40 s`, `12 min`, `5 h`, `3 d`.
+fn span(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs} s"),
+        120..7200 => format!("{} min", secs / 60),
+        7200..172_800 => format!("{} h", secs / 3600),
+        _ => format!("{} d", secs / 86_400),
+    }
+}
+
+/// A time (unix seconds) relative to now: `5 min ago`, `in 23 h`.
+fn when(at: u64, now: u64) -> String {
+    if at <= now {
+        format!("{} ago", span(now - at))
+    } else {
+        format!("in {}", span(at - now))
+    }
+}
+
+fn print_invites(invites: &[p2pfs::node::control::InviteInfo]) {
+    let now = now_unix();
+    println!(
+        "{:<12}  {:<7}  {:<12}  {:<12}  state",
+        "id", "role", "made", "expires"
+    );
+    for i in invites {
+        let state = match &i.used_by_name {
+            // Names are what the joining node said: escaped like file names.
+            Some(name) => format!("used by {}", p2pfs::cli::ctl::escape_name(name.as_bytes())),
+            None => i.state.clone(),
+        };
+        println!(
+            "{:<12}  {:<7}  {:<12}  {:<12}  {state}",
+            i.id,
+            i.role,
+            when(i.made_at, now),
+            i.expires.map_or("never".to_string(), |t| when(t, now)),
+        );
+    }
+}
+
+fn print_members(members: &[p2pfs::node::control::MemberInfo], ids: bool) {
+    let now = now_unix();
+    let width = if ids { 52 } else { 24 };
+    println!(
+        "{:<width$}  {:<12}  {:<16}  {:<24}  {:<12}  state",
+        if ids { "peer" } else { "name" },
+        "user",
+        "role",
+        "admitted by",
+        "since"
+    );
+    for m in members {
+        let role = if m.admin {
+            format!("{}, admin", m.role)
+        } else {
+            m.role.clone()
+        };
+        let node = if ids {
+            m.peer_id.clone()
+        } else {
+            p2pfs::cli::ctl::escape_name(m.name.as_bytes())
+        };
+        println!(
+            "{node:<width$}  {:<12}  {role:<16}  {:<24}  {:<12}  {}",
+            &m.user[..m.user.len().min(12)],
+            p2pfs::cli::ctl::escape_name(m.admitted_by_name.as_bytes()),
+            when(m.since, now),
+            m.state
+        );
+    }
+}
+
+/// The `membership:` line of the text status.
+fn membership_line(a: &p2pfs::node::control::AdmissionStatus) -> String {
+    let founder = a
+        .founder
+        .as_deref()
+        .map(|f| &f[..f.len().min(12)])
+        .unwrap_or_default();
+    match a.mode.as_str() {
+        "certified" => format!(
+            "certified (founder {founder}), this node: {}{}",
+            a.role.as_deref().unwrap_or("no certificate"),
+            if a.admin { ", admin" } else { "" }
+        ),
+        "joining" => format!(
+            "joining a certified network (founder {founder}): waiting for the inviting node to admit this one"
+        ),
+        _ => "key only (every holder of the network key is a member)".to_string(),
+    }
+}
+
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -109,6 +211,15 @@ fn print_status(s: &Status, ids: bool) {
     );
     if !s.listen_addrs.is_empty() {
         println!("  listening:   {}", s.listen_addrs.join(", "));
+    }
+    println!("  membership:  {}", membership_line(&s.admission));
+    if let Some(r) = &s.admission.last_refusal {
+        println!(
+            "  refused:     by {} {} s ago: {}",
+            label(&r.peer),
+            r.secs_ago,
+            p2pfs::cli::ctl::escape_name(r.reason.as_bytes())
+        );
     }
     println!("  peers:       {}", s.peers.len());
     for p in &s.peers {
@@ -497,6 +608,22 @@ fn main() -> ExitCode {
             unreachable!("handled above")
         }
         Command::Where { path, .. } => Request::Where { path: path.clone() },
+        Command::Invites {
+            revoke: Some(id), ..
+        } => Request::InviteRevoke { id: id.clone() },
+        Command::Invites { revoke: None, .. } => Request::Invites,
+        Command::Members { .. } => Request::Members,
+        Command::Expel { node } => Request::Expel { node: node.clone() },
+        Command::Admin { command } => match command {
+            AdminCommand::Add { node } => Request::Admin {
+                node: node.clone(),
+                admin: true,
+            },
+            AdminCommand::Remove { node } => Request::Admin {
+                node: node.clone(),
+                admin: false,
+            },
+        },
         Command::Volume { command } => match command {
             VolumeCommand::List { .. } => Request::VolumeList,
             VolumeCommand::Create { name } => Request::VolumeCreate { name: name.clone() },
@@ -647,7 +774,44 @@ fn main() -> ExitCode {
             println!("{message}");
             ExitCode::SUCCESS
         }
-        (Command::Invite { expires }, Reply::Status(status)) => {
+        (Command::Invite { expires, role }, Reply::Status(status))
+            if matches!(status.admission.mode.as_str(), "certified" | "joining") =>
+        {
+            let request = Request::Invite {
+                role: role
+                    .unwrap_or(p2pfs::admission::NodeRole::Storage)
+                    .as_str()
+                    .to_string(),
+                expires_in: expires.0,
+            };
+            match control::call_within(&data_dir, &request, std::time::Duration::from_secs(30)) {
+                Ok(Reply::Invite { token, id }) => {
+                    println!("{token}");
+                    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                        eprintln!(
+                            "On the new machine: p2pfs mount DIR --join TOKEN (or p2pfs init --join TOKEN).\nIt admits one node, once (invite {id}: p2pfs-ctl invites). The token holds the network key: share it as you would the key."
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(Reply::Error { message }) => {
+                    eprintln!("p2pfs-ctl: the node refused: {message}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+                Ok(other) => {
+                    eprintln!("p2pfs-ctl: the node answered out of protocol: {other:?}");
+                    ExitCode::from(EXIT_IO)
+                }
+                Err(e) => control_failed(e),
+            }
+        }
+        (Command::Invite { role: Some(_), .. }, Reply::Status(_)) => {
+            eprintln!(
+                "p2pfs-ctl: this network has no certificates (key only): its invites carry no role; run p2pfs-ctl certify first"
+            );
+            ExitCode::from(EXIT_ERROR)
+        }
+        (Command::Invite { expires, .. }, Reply::Status(status)) => {
             match invite(&data_dir, &status, expires.0) {
                 Ok(token) => {
                     println!("{token}");
@@ -789,6 +953,33 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::from(EXIT_UNHEALTHY)
             }
+        }
+        (Command::Invites { json, .. }, Reply::Invites { invites }) => {
+            if json {
+                print_json(&invites);
+            } else {
+                print_invites(&invites);
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Members { json, ids }, Reply::Members { members }) => {
+            if json {
+                print_json(&members);
+            } else {
+                print_members(&members, ids);
+            }
+            ExitCode::SUCCESS
+        }
+        (
+            Command::Invites { .. } | Command::Expel { .. } | Command::Admin { .. },
+            Reply::Done { message },
+        ) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        (_, Reply::NoSuchNode { message }) => {
+            eprintln!("p2pfs-ctl: {message}");
+            ExitCode::from(EXIT_USAGE)
         }
         (_, Reply::Error { message }) => {
             eprintln!("p2pfs-ctl: the node refused: {message}");

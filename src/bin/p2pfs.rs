@@ -34,6 +34,19 @@ fn print_init(data_dir: &std::path::Path, r: &node::InitReport) {
         },
         r.network_fingerprint
     );
+    match &r.membership {
+        node::InitMembership::Founded { user } => println!(
+            "founded a certified network: you (user {user}) are its founder and admin\n  \
+             (add a device: p2pfs-ctl invite; remove one: p2pfs-ctl expel NAME)"
+        ),
+        node::InitMembership::Joining { founder, role } => println!(
+            "  membership:   joining the certified network of founder {founder} as a {role} \
+             node: admitted at the first connection to the inviting node"
+        ),
+        node::InitMembership::KeyOnly => {
+            println!("  membership:   key only (every holder of the network key is a member)")
+        }
+    }
 }
 
 /// The invite token of `--join TOKEN`, `--join -` (standard input, one line) or

@@ -108,19 +108,76 @@ pub enum Command {
         ids: bool,
     },
     /// Print a join token for a new node: `p2pfs init --join TOKEN` (or `p2pfs mount DIR
-    /// --join TOKEN`) there needs nothing else. The token holds the network key: send it only
-    /// to whom you would give the key.
+    /// --join TOKEN`) there needs nothing else. In a certified network (the default) only an
+    /// admin's node makes one, and it admits one node, once (`p2pfs-invite-3-`); in a key-only
+    /// network (made with --network-key) it is the network key itself (`p2pfs-invite-2-`). The
+    /// token holds the network key: send it only to whom you would give the key.
     Invite {
         /// Refuse the token after this long (e.g. 30m, 24h, 7d; plain numbers are seconds), or
-        /// `never`. Checked by the joining node; the token's MAC under the network key keeps the
-        /// expiry from being edited.
+        /// `never`. Checked by the joining node, and in a certified network by the inviting
+        /// node; the token's MAC under the network key keeps the expiry from being edited.
         #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_expiry)]
         expires: Expiry,
+        /// What the new node may be (certified networks): `storage` holds chunks, `reader`
+        /// never does. Default: storage.
+        #[arg(long, value_name = "ROLE", value_parser = parse_role)]
+        role: Option<crate::admission::NodeRole>,
+    },
+    /// The invites this node made (certified networks): ID ROLE MADE EXPIRES STATE, the state
+    /// one of `open`, `used by NAME`, `expired`, `revoked`.
+    Invites {
+        /// Print JSON: [{id, role, made_at, expires, state, used_by_name, used_by_peer}]
+        /// (times in seconds since the Unix epoch; expires null: never).
+        #[arg(long)]
+        json: bool,
+        /// Revoke the unused invite with this id (or id prefix, at least 4 hex digits).
+        #[arg(long, value_name = "ID")]
+        revoke: Option<String>,
+    },
+    /// Every certified node of the network: NAME USER ROLE ADMITTED-BY SINCE STATE, the state
+    /// one of alive, suspect, dead, leaving, left, expelled, not seen. Exits 1 in a key-only
+    /// network.
+    Members {
+        /// Print JSON: [{peer_id, name, user, role, admin, admitted_by, admitted_by_name,
+        /// since, state}].
+        #[arg(long)]
+        json: bool,
+        /// Show nodes by peer id instead of by name.
+        #[arg(long)]
+        ids: bool,
+    },
+    /// Expel a node (admins only): its certificate is revoked, its connections closed, it
+    /// cannot reconnect, and the network key is rotated. It keeps what it already read.
+    /// Exits 2 when NODE names no certified node, or several.
+    Expel {
+        /// The node's name (as `members` shows it) or peer id.
+        #[arg(value_name = "NAME|PEER_ID")]
+        node: String,
+    },
+    /// Make a user an admin, or no longer one (the founder only). An admin's nodes may invite
+    /// and expel.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
     },
     /// Volumes: your personal one (`@home` in the mount), ones you created or were given.
     Volume {
         #[command(subcommand)]
         command: VolumeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Make the user of a node (or a user id) an admin.
+    Add {
+        #[arg(value_name = "NAME|PEER_ID|USER_HEX")]
+        node: String,
+    },
+    /// Withdraw a user's admin rights; the nodes it admitted stay members.
+    Remove {
+        #[arg(value_name = "NAME|PEER_ID|USER_HEX")]
+        node: String,
     },
 }
 
@@ -151,6 +208,11 @@ pub enum VolumeCommand {
         #[arg(long = "with", value_name = "USER")]
         with: String,
     },
+}
+
+/// Parses `--role`: `storage` or `reader`.
+pub fn parse_role(s: &str) -> Result<crate::admission::NodeRole, String> {
+    s.trim().parse()
 }
 
 /// How long an invite is valid: seconds from now, or never (`--expires never`).

@@ -61,7 +61,7 @@ mod tests {
     fn invite_expires_in_a_day_unless_told_never() {
         use clap::Parser;
         let expiry = |args: &[&str]| match ctl::Cli::try_parse_from(args).unwrap().command {
-            ctl::Command::Invite { expires } => expires,
+            ctl::Command::Invite { expires, .. } => expires,
             _ => unreachable!(),
         };
         assert_eq!(expiry(&["p2pfs-ctl", "invite"]), ctl::Expiry(Some(86_400)));

@@ -37,6 +37,8 @@ pub struct ClusterConfig {
     pub capacity: u64,
     /// This node's name, as announced (checked by [`crate::cluster::names::check_name`]).
     pub name: String,
+    /// The node's admission state: its mode, certificate and the network's ledger.
+    pub gate: Arc<crate::admission::Gate>,
 }
 
 /// Namespace gossip: entries as committed, or (for a batch too large for a gossip message) a

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::admission::GateAdmission;
 use super::{HANDOFF_LIMIT, Node, NodeError, control};
 use crate::block::ChunkStore;
 use crate::cluster::audit::{AUDIT_CHUNKS_PER_ROUND, Audit, AuditConfig};
@@ -46,6 +47,9 @@ pub struct RunningNode {
     pub gc: Arc<Gc>,
     /// The node's guard: offences, per-peer limits and the block list.
     pub guard: Arc<PeerGuard>,
+    /// Who may connect (the cluster has it too, as `ClusterConfig::gate`), and the refusals
+    /// counted in the handshake.
+    pub admission: Arc<GateAdmission>,
     leave: Arc<control::LeaveSignal>,
     workers: Workers,
     /// The audit's own token: a leaving node stops auditing first (the handoff needs the
@@ -97,6 +101,7 @@ impl Node {
 
         let workers = Workers::new();
         let guard = PeerGuard::with_workers(workers.clone());
+        let gate_admission = GateAdmission::new(self.gate.clone());
         let n = &self.config.network;
         let (net, net_events) = crate::net::start(
             crate::net::NetConfig {
@@ -108,7 +113,7 @@ impl Node {
                 max_queued_gossip: crate::net::MAX_QUEUED_GOSSIP,
                 limits: admission,
                 guard: guard.clone(),
-                admission: Arc::new(crate::net::admit::KeyOnlyAdmission),
+                admission: gate_admission.clone(),
             },
             &workers,
         )?;
@@ -127,6 +132,7 @@ impl Node {
                 sync_every: Duration::from_secs(n.sync_interval_secs),
                 capacity: self.capacity(),
                 name: self.config.node_name(&self.node_id.peer_id().to_string()),
+                gate: self.gate.clone(),
             },
             workers.clone(),
         );
@@ -213,6 +219,7 @@ impl Node {
             repair.clone(),
             audit.clone(),
             gc.clone(),
+            gate_admission.clone(),
             self.network_key.fingerprint(),
             std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
         );
@@ -232,6 +239,8 @@ impl Node {
                 chunks: self.chunks.clone(),
                 cluster: cluster.clone(),
                 repair: repair.clone(),
+                gate: self.gate.clone(),
+                network_key: self.network_key.clone(),
                 leave: leave.clone(),
                 mount_path: status.mount_point.clone(),
                 status,
@@ -246,6 +255,7 @@ impl Node {
             audit,
             gc,
             guard,
+            admission: gate_admission,
             leave,
             workers,
             audit_workers,

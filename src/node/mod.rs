@@ -2,6 +2,7 @@
 //! `start` ([`lifecycle`]) runs its workers; `run` starts it, mounts the volume and serves until
 //! told to stop.
 
+pub mod admission;
 pub mod config;
 pub mod control;
 pub mod lifecycle;
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admission::gate::short_user;
+use crate::admission::{Gate, GateError};
 use crate::block::ChunkStore;
 
 use crate::fs::FsError;
@@ -64,6 +67,8 @@ pub enum NodeError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Net(#[from] NetError),
+    #[error("membership: {0}")]
+    Admission(#[from] GateError),
     #[error("metrics: {0}")]
     Metrics(String),
     #[error("cannot mount at {path}: {source}")]
@@ -89,6 +94,18 @@ pub struct InitReport {
     pub network_key_file: PathBuf,
     pub network_key_created: bool,
     pub network_fingerprint: String,
+    pub membership: InitMembership,
+}
+
+/// How a new node takes part in admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitMembership {
+    /// `--network-key`, or a v2 invite: every holder of the key is a member.
+    KeyOnly,
+    /// It founded a certified network: its user (short id here) is the founder and admin.
+    Founded { user: String },
+    /// A v3 invite: certified once the inviting node redeems it at the first connection.
+    Joining { founder: String, role: String },
 }
 
 pub fn is_initialized(data_dir: &Path) -> bool {
@@ -104,7 +121,12 @@ pub fn is_initialized(data_dir: &Path) -> bool {
 /// made.
 ///
 /// `join`: an invite (`p2pfs-ctl invite` on a member): its network key is stored in the data dir
-/// and its addresses become the config's bootstrap addresses.
+/// and its addresses become the config's bootstrap addresses. A certified invite (v3) also
+/// records the founder and the invite's secret, redeemed at the first connection to the
+/// inviter.
+///
+/// Without `network_key` and `join`, the node founds a certified network: its user is the
+/// founder. With either of them but no certificate, the network is key-only.
 ///
 /// `name`: what the node is called (`[node] name`); without it, the host name is written.
 pub fn init(
@@ -155,6 +177,27 @@ pub fn init(
     };
     node.save_new(&data_dir.join(NODE_KEY_FILE))?;
     user.save_new(&data_dir.join(USER_KEY_FILE))?;
+    let membership = match (join, network_key) {
+        (
+            Some(Invite {
+                certified: Some(c), ..
+            }),
+            _,
+        ) => {
+            crate::admission::gate::join(data_dir, c.founder, c.secret)?;
+            InitMembership::Joining {
+                founder: short_user(&c.founder),
+                role: c.role.clone(),
+            }
+        }
+        (Some(_), _) | (None, Some(_)) => InitMembership::KeyOnly,
+        (None, None) => {
+            crate::admission::gate::found(data_dir, &node.peer_id(), &user, &config.node.name)?;
+            InitMembership::Founded {
+                user: short_user(&user.user_id()),
+            }
+        }
+    };
     // The config goes last: its presence marks a complete node.
     let text = config.to_documented_toml();
     let config_path = data_dir.join(CONFIG_FILE);
@@ -166,6 +209,7 @@ pub fn init(
         network_key_file: key_path,
         network_key_created: created,
         network_fingerprint: key.fingerprint(),
+        membership,
     })
 }
 
@@ -177,6 +221,8 @@ pub struct Node {
     pub node_id: NodeIdentity,
     pub user: UserIdentity,
     pub network_key: NetworkKey,
+    /// Who may connect: the node's mode, certificate, the network's ledger, its invites.
+    pub gate: Arc<Gate>,
     namespace: NamespaceStore,
 }
 
@@ -189,6 +235,13 @@ impl Node {
         let network_key = NetworkKey::load(&config.network_key_path(data_dir))?;
         let node_id = NodeIdentity::load(&data_dir.join(NODE_KEY_FILE))?;
         let user = UserIdentity::load(&data_dir.join(USER_KEY_FILE))?;
+        let peer = node_id.peer_id();
+        let gate = Arc::new(Gate::open(
+            data_dir,
+            peer,
+            &user,
+            &config.node_name(&peer.to_string()),
+        )?);
         let chunks_dir = data_dir.join(CHUNKS_DIR);
         let chunks = Arc::new(
             ChunkStore::open(&chunks_dir)
@@ -203,6 +256,7 @@ impl Node {
             node_id,
             user,
             network_key,
+            gate,
             namespace,
         })
     }

@@ -7,14 +7,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::admission::{Gate, Mode};
 use crate::block::ChunkStore;
 use crate::cluster::Cluster;
 use crate::cluster::audit::Audit;
 use crate::cluster::gc::Gc;
 use crate::cluster::repair::Repair;
 use crate::fs::Mount;
+use crate::node::admission::GateAdmission;
 use crate::node::control::proto::{
-    AuditStatus, CacheStatus, GcStatus, PassesStatus, PeerStatus, ReplicationStatus, Status,
+    AdmissionStatus, AuditStatus, CacheStatus, GcStatus, PassesStatus, PeerStatus, RefusalStatus,
+    ReplicationStatus, Status,
 };
 
 /// A throttled listing of the chunk store is redone at most this often, or, for a large store,
@@ -49,6 +52,8 @@ pub struct StatusReader {
     pub repair: Arc<Repair>,
     pub audit: Arc<Audit>,
     pub gc: Arc<Gc>,
+    /// Who may connect, and the refusals counted in the handshake.
+    pub admission: Arc<GateAdmission>,
     pub network_fingerprint: String,
     /// Where the volume is mounted, absolute.
     pub mount_point: PathBuf,
@@ -85,6 +90,7 @@ impl StatusReader {
         repair: Arc<Repair>,
         audit: Arc<Audit>,
         gc: Arc<Gc>,
+        admission: Arc<GateAdmission>,
         network_fingerprint: String,
         mount_point: PathBuf,
     ) -> Arc<Self> {
@@ -95,6 +101,7 @@ impl StatusReader {
             repair,
             audit,
             gc,
+            admission,
             network_fingerprint,
             mount_point,
             stored: tokio::sync::Mutex::new(StoredCount::default()),
@@ -236,6 +243,11 @@ impl StatusReader {
             rejected_entries: stats.rejected_entries as u64,
             held_entries: self.mount.held_status(),
             hostile: net.guard.status(),
+            admission: admission_status(
+                &self.admission.gate,
+                self.admission.refusals(),
+                crate::admission::cert::now_unix(),
+            ),
             passes: PassesStatus {
                 repair: self.repair.passes(),
                 gc: self.gc.passes(),
@@ -252,5 +264,89 @@ impl StatusReader {
             written_under_replicated: self.cluster.router.written_under_replicated(),
             open_files: stats.open_files as u64,
         }
+    }
+}
+
+/// The `admission` part of a status: the gate's mode and standing, `refusals` (refused by this
+/// node, refused by others) and the last refusal, aged at `now` (unix seconds).
+pub fn admission_status(gate: &Gate, refusals: (u64, u64), now: u64) -> AdmissionStatus {
+    let ledger = gate.ledger();
+    let own = gate.own_cert();
+    AdmissionStatus {
+        mode: match gate.mode() {
+            Mode::KeyOnly => "key-only",
+            Mode::Joining => "joining",
+            Mode::Certified => "certified",
+        }
+        .to_string(),
+        founder: ledger.root().map(|r| r.to_string()),
+        admin: own.as_ref().is_some_and(|c| ledger.is_admin(&c.body.user)),
+        role: own.as_ref().map(|c| c.body.role.as_str().to_string()),
+        last_refusal: gate.last_refusal().map(|(peer, reason, at)| RefusalStatus {
+            peer: peer.to_string(),
+            reason,
+            secs_ago: now.saturating_sub(at),
+        }),
+        refused_in: refusals.0,
+        refused_out: refusals.1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::NodeRole;
+    use crate::identity::UserIdentity;
+    use libp2p::PeerId;
+
+    #[test]
+    fn admission_status_tells_the_mode_the_founder_and_this_nodes_standing() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_only =
+            Gate::open(dir.path(), PeerId::random(), &UserIdentity::generate(), "k").unwrap();
+        let s = admission_status(&key_only, (0, 0), 100);
+        assert_eq!(s.mode, "key-only");
+        assert_eq!((s.founder, s.admin, s.role), (None, false, None));
+
+        let (fdir, peer, user) = (
+            tempfile::tempdir().unwrap(),
+            PeerId::random(),
+            UserIdentity::generate(),
+        );
+        crate::admission::gate::found(fdir.path(), &peer, &user, "f").unwrap();
+        let founder = Gate::open(fdir.path(), peer, &user, "f").unwrap();
+        let s = admission_status(&founder, (3, 1), 100);
+        assert_eq!(s.mode, "certified");
+        assert_eq!(s.founder, Some(user.user_id().to_string()));
+        assert!(s.admin);
+        assert_eq!(s.role.as_deref(), Some("storage"));
+        assert_eq!((s.refused_in, s.refused_out, s.last_refusal), (3, 1, None));
+
+        // A joining node: the founder is known, no certificate, no role, not an admin; the
+        // refusal it got is kept with its age.
+        let (root, secret, _) = founder.make_invite(NodeRole::Reader, None).unwrap();
+        let jdir = tempfile::tempdir().unwrap();
+        crate::admission::gate::join(jdir.path(), root, secret).unwrap();
+        let joiner = Gate::open(
+            jdir.path(),
+            PeerId::random(),
+            &UserIdentity::generate(),
+            "j",
+        )
+        .unwrap();
+        joiner.refused(&peer, "no");
+        let at = joiner.last_refusal().unwrap().2;
+        let s = admission_status(&joiner, (0, 1), at + 7);
+        assert_eq!(s.mode, "joining");
+        assert_eq!(s.founder, Some(user.user_id().to_string()));
+        assert_eq!((s.admin, s.role), (false, None));
+        assert_eq!(
+            s.last_refusal,
+            Some(RefusalStatus {
+                peer: peer.to_string(),
+                reason: "no".into(),
+                secs_ago: 7
+            })
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! reply per line. The `status` reply is a documented, stable contract (see ARCHITECTURE.md).
 
 pub mod client;
+pub mod membership;
 pub mod proto;
 pub mod server;
 

@@ -58,6 +58,32 @@ pub enum Request {
     Df,
     /// Files with chunks on fewer than R live nodes, by asking every live peer.
     Health,
+    /// Make a single-use invite to this certified network (admins only): a v3 token.
+    Invite {
+        /// `storage` or `reader`.
+        role: String,
+        /// Seconds from now until it expires; `None`: never.
+        expires_in: Option<u64>,
+    },
+    /// The invites this node made.
+    Invites,
+    /// Revoke the unused invites whose id starts with `id` (hex).
+    InviteRevoke {
+        id: String,
+    },
+    /// Every certified node of the network, with its state in this node's view.
+    Members,
+    /// Expel a node (admins only): revoke its certificate and rotate the network key. `node`:
+    /// its name or peer id.
+    Expel {
+        node: String,
+    },
+    /// Grant or withdraw admin rights (the founder only). `node`: a node's name or peer id
+    /// (its certificate's user), or a user id.
+    Admin {
+        node: String,
+        admin: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,9 +121,90 @@ pub enum Reply {
     },
     Df(DfStatus),
     Health(HealthStatus),
+    /// A certified invite token.
+    Invite {
+        token: String,
+        /// Its id as `invites` lists it.
+        id: String,
+    },
+    Invites {
+        invites: Vec<InviteInfo>,
+    },
+    Members {
+        members: Vec<MemberInfo>,
+    },
+    /// The node named in an `expel` or `admin` request is unknown, or several nodes match it:
+    /// the message lists the candidates.
+    NoSuchNode {
+        message: String,
+    },
     Error {
         message: String,
     },
+}
+
+/// One invite this node made, as `p2pfs-ctl invites` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteInfo {
+    pub id: String,
+    pub role: String,
+    /// Seconds since the Unix epoch.
+    pub made_at: u64,
+    /// Seconds since the Unix epoch; `None`: never.
+    pub expires: Option<u64>,
+    /// `open`, `used by NAME`, `expired` or `revoked`.
+    pub state: String,
+    /// The node that redeemed it: the name it gave, its peer id.
+    pub used_by_name: Option<String>,
+    pub used_by_peer: Option<String>,
+}
+
+/// One certified node of the network, as `p2pfs-ctl members` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub peer_id: String,
+    /// The name its certificate carries, as a label (with a short peer id when several
+    /// certified nodes carry it).
+    pub name: String,
+    /// Its user id (hex).
+    pub user: String,
+    /// `storage` or `reader`.
+    pub role: String,
+    /// Its user is an admin (the founder, or granted by the founder).
+    pub admin: bool,
+    /// The user who signed its certificate, and the label of a node of that user.
+    pub admitted_by: String,
+    pub admitted_by_name: String,
+    /// When its certificate was issued (seconds since the Unix epoch).
+    pub since: u64,
+    /// `alive`, `suspect`, `dead`, `leaving`, `left` (this node's view), `expelled`, or
+    /// `not seen` (certified, never heard from by this node).
+    pub state: String,
+}
+
+/// This node's part in admission (`status`'s `admission`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionStatus {
+    /// `certified`, `joining` or `key-only`.
+    pub mode: String,
+    /// The founder's user id (hex); `None` in a key-only network.
+    pub founder: Option<String>,
+    /// This node's user is an admin of the network.
+    pub admin: bool,
+    /// This node's role by its certificate (`storage`, `reader`); `None` without one.
+    pub role: Option<String>,
+    /// The last time another node refused this one in the handshake.
+    pub last_refusal: Option<RefusalStatus>,
+    /// Handshakes this node refused, and ones in which it was refused, since start.
+    pub refused_in: u64,
+    pub refused_out: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalStatus {
+    pub peer: String,
+    pub reason: String,
+    pub secs_ago: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -136,6 +243,9 @@ pub struct Status {
     #[serde(default)]
     pub hostile: crate::net::guard::HostileStatus,
     // ---- end hostile peers ----
+    /// Who may connect: key-only, or certified (founder, this node's role, refusals).
+    #[serde(default)]
+    pub admission: AdmissionStatus,
     /// Passes of the background workers completed since start.
     #[serde(default)]
     pub passes: PassesStatus,

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::membership::{Target, invite_rows, label_of, member_rows, resolve};
 use super::proto::*;
 use super::{ControlError, SOCKET_FILE};
+use crate::admission::gate::short_user;
+use crate::admission::{Gate, GateError, LedgerRecord, Mode, NodeRole};
 use crate::block::ChunkStore;
 use crate::cluster::Cluster;
 use crate::cluster::names::short_id;
@@ -74,6 +77,10 @@ pub struct ControlService {
     pub chunks: Arc<ChunkStore>,
     pub cluster: Arc<Cluster>,
     pub repair: Arc<Repair>,
+    /// Admission: invites, members, expel and admin requests act on it.
+    pub gate: Arc<Gate>,
+    /// The network key: certified invites carry it (the Noise handshake needs it first).
+    pub network_key: crate::identity::NetworkKey,
     /// Signalled by a `leave` request (the node then leaves as on SIGTERM); carries the
     /// handoff's result back.
     pub leave: Arc<LeaveSignal>,
@@ -444,6 +451,175 @@ impl ControlService {
     }
 }
 
+impl ControlService {
+    /// Publishes ledger records on the ledger gossip topic (CBOR `Vec<LedgerRecord>`); every
+    /// hello carries them too, so a node that misses the message learns them at its next
+    /// connection.
+    fn publish_records(&self, records: Vec<LedgerRecord>) {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&records, &mut bytes).expect("ledger records serialize");
+        self.cluster.net.publish(crate::net::Topic::Ledger, bytes);
+    }
+
+    fn invite(&self, role: &str, expires_in: Option<u64>) -> Reply {
+        let role: NodeRole = match role.parse() {
+            Ok(r) => r,
+            Err(e) => return io_error(e),
+        };
+        let local = self.cluster.net.local;
+        let addrs = self.cluster.net.listen_addrs();
+        if addrs.is_empty() {
+            return io_error("the node listens on no address yet; try again in a moment");
+        }
+        let expires = expires_in.map(|s| crate::admission::cert::now_unix().saturating_add(s));
+        let (founder, secret, made) = match self.gate.make_invite(role, expires) {
+            Ok(x) => x,
+            Err(e) => return io_error(e),
+        };
+        let invite = crate::identity::Invite {
+            network_key: self.network_key.clone(),
+            bootstrap: addrs.iter().map(|a| format!("{a}/p2p/{local}")).collect(),
+            inviter: local.to_string(),
+            expires,
+            certified: Some(crate::identity::CertifiedInvite {
+                founder,
+                secret,
+                role: role.as_str().to_string(),
+            }),
+        };
+        Reply::Invite {
+            token: invite.encode(),
+            id: made.id_hex(),
+        }
+    }
+
+    fn invites(&self) -> Reply {
+        if self.gate.mode() == Mode::KeyOnly {
+            return io_error(GateError::KeyOnly);
+        }
+        Reply::Invites {
+            invites: invite_rows(&self.gate.invites(), crate::admission::cert::now_unix()),
+        }
+    }
+
+    fn revoke_invite(&self, id: &str) -> Reply {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return io_error(format!(
+                "{id:?} is not an invite id (at least 4 hex digits, as `p2pfs-ctl invites` shows)"
+            ));
+        }
+        match self.gate.revoke_invite(&id) {
+            Ok(0) => io_error(format!("no unused invite has an id starting with {id}")),
+            Ok(n) => Reply::Done {
+                message: format!(
+                    "revoked {n} invite{}: it admits no one now",
+                    if n == 1 { "" } else { "s" }
+                ),
+            },
+            Err(e) => io_error(e),
+        }
+    }
+
+    fn members(&self) -> Reply {
+        if self.gate.mode() == Mode::KeyOnly {
+            return io_error(GateError::KeyOnly);
+        }
+        let states: std::collections::HashMap<String, String> = self
+            .cluster
+            .membership
+            .read()
+            .members()
+            .map(|m| (m.peer.to_string(), m.state.as_str().to_string()))
+            .collect();
+        Reply::Members {
+            members: member_rows(&self.gate.ledger(), &states, &self.cluster.net.local),
+        }
+    }
+
+    /// Resolves a node named in a request; `Err` is the reply to send.
+    fn target(&self, given: &str, users: bool) -> Result<Target, Reply> {
+        if self.gate.mode() == Mode::KeyOnly {
+            return Err(io_error(GateError::KeyOnly));
+        }
+        resolve(&self.gate.ledger(), given, users).map_err(|message| Reply::NoSuchNode { message })
+    }
+
+    fn expel(&self, given: &str) -> Reply {
+        let peer = match self.target(given, false) {
+            Ok(Target::Node(p)) => p,
+            Ok(Target::User(_)) => unreachable!("users are not resolved here"),
+            Err(reply) => return reply,
+        };
+        let ledger = self.gate.ledger();
+        let label = label_of(&ledger, &peer);
+        if ledger.is_revoked(&peer) {
+            return io_error(format!("{label} ({peer}) was expelled already"));
+        }
+        let revocation = match self.gate.expel(&peer) {
+            Ok(r) => r,
+            Err(e) => return io_error(e),
+        };
+        let rotated = self.gate.rotate_network_key();
+        let mut records = vec![LedgerRecord::Revocation(revocation)];
+        if let Ok(epoch) = &rotated {
+            records.push(LedgerRecord::Epoch(epoch.clone()));
+        }
+        self.publish_records(records);
+        tracing::info!(%peer, name = %label, "node expelled");
+        let short = crate::cluster::names::short_id(&peer.to_string());
+        match rotated {
+            Ok(_) => Reply::Done {
+                message: format!(
+                    "expelled {label} ({short}): its connections are closed, it cannot reconnect;                      network key rotated (epoch {}); volumes its user could read are re-keyed by                      their owners' nodes",
+                    self.gate.ledger().epochs().len()
+                ),
+            },
+            Err(e) => io_error(format!(
+                "expelled {label} ({short}): its connections are closed, it cannot reconnect;                  but the network key could not be rotated: {e}"
+            )),
+        }
+    }
+
+    fn admin(&self, given: &str, admin: bool) -> Reply {
+        let ledger = self.gate.ledger();
+        let (user, shown) = match self.target(given, true) {
+            Ok(Target::User(u)) => (u, format!("user {}", short_user(&u))),
+            Ok(Target::Node(p)) => {
+                let Some(cert) = ledger.cert(&p) else {
+                    return io_error(format!("{p} has no certificate"));
+                };
+                (
+                    cert.body.user,
+                    format!("{} (user {})", cert.body.name, short_user(&cert.body.user)),
+                )
+            }
+            Err(reply) => return reply,
+        };
+        if ledger.is_admin(&user) == admin {
+            return Reply::Done {
+                message: format!(
+                    "{shown} is {} an admin; nothing changed",
+                    if admin { "already" } else { "not" }
+                ),
+            };
+        }
+        match self.gate.set_admin(user, admin) {
+            Ok(grant) => {
+                self.publish_records(vec![LedgerRecord::Grant(grant)]);
+                Reply::Done {
+                    message: if admin {
+                        format!("{shown} is an admin now: its nodes may invite and expel")
+                    } else {
+                        format!("{shown} is no longer an admin; the nodes it admitted stay members")
+                    },
+                }
+            }
+            Err(e) => io_error(e),
+        }
+    }
+}
+
 /// The attributes of `path` (relative to the mount's root, `/`-separated, any bytes but NUL in
 /// a name), as `Mount::resolve` for a path that need not be UTF-8.
 fn resolve_bytes(mount: &Mount, path: &[u8]) -> crate::fs::FsResult<crate::fs::Attr> {
@@ -559,6 +735,12 @@ async fn handle(
             }
             Ok(Request::Df) => source.df().await,
             Ok(Request::Health) => source.health().await,
+            Ok(Request::Invite { role, expires_in }) => source.invite(&role, expires_in),
+            Ok(Request::Invites) => source.invites(),
+            Ok(Request::InviteRevoke { id }) => source.revoke_invite(&id),
+            Ok(Request::Members) => source.members(),
+            Ok(Request::Expel { node }) => source.expel(&node),
+            Ok(Request::Admin { node, admin }) => source.admin(&node, admin),
             Ok(Request::Put { path, size, mode }) => {
                 let path = source.relative(&path);
                 source.put(path, size, mode, caller, &mut reader).await?

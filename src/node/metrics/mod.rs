@@ -12,7 +12,7 @@
 //!   and sync protocols (counted by [`crate::rpc::counters::Counted`], the stream wrapper the rpc layer reads and
 //!   writes frames and bodies through).
 //! - Read from the node's parts when scraped: peers by state, chunks stored, repair, cache,
-//!   garbage collection, passes, namespace and hostile-peer counters: the snapshot
+//!   garbage collection, passes, namespace, hostile-peer and admission counters: the snapshot
 //!   [`StatusReader`] gathers, the same one `p2pfs-ctl status` encodes.
 //!
 //! [`http`] is the small HTTP/1.1 responder it is served with.
@@ -330,6 +330,24 @@ impl Collector for Scrape {
             "Peers blocked now.",
             status.hostile.blocked.len() as u64,
         )?;
+        gauge(
+            e,
+            "certified",
+            "1 when this node is a certified member of a certified network, else 0.",
+            u64::from(status.admission.mode == "certified"),
+        )?;
+        counter(
+            e,
+            "admission_refused",
+            "Connections this node refused in the admission handshake.",
+            status.admission.refused_in,
+        )?;
+        counter(
+            e,
+            "admission_refused_by_peers",
+            "Connections in which another node refused this one.",
+            status.admission.refused_out,
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "fuse_operations",
@@ -463,6 +481,11 @@ mod tests {
                     offences: [("flood".to_string(), 1)].into(),
                     ..HostileStatus::default()
                 },
+                admission: crate::node::control::proto::AdmissionStatus {
+                    mode: "certified".into(),
+                    refused_in: 7,
+                    ..Default::default()
+                },
                 passes: PassesStatus {
                     repair: 3,
                     gc: 4,
@@ -504,6 +527,9 @@ mod tests {
             "p2pfs_gc_passes_total 4\n",
             "p2pfs_audit_passes_total 5\n",
             "p2pfs_sync_passes_total 6\n",
+            "p2pfs_certified 1\n",
+            "p2pfs_admission_refused_total 7\n",
+            "p2pfs_admission_refused_by_peers_total 0\n",
             "p2pfs_gossip_dropped_total ",
             "p2pfs_admission_refused_total{direction=\"in\"} ",
             "p2pfs_fuse_operations_total{op=\"create\"} ",
