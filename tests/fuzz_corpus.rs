@@ -429,6 +429,9 @@ fn announcement(state: AnnouncedState) -> Announcement {
         knows: 3,
         placement_rule: p2pfs::cluster::placement::RULE,
         name: "nas".into(),
+        cert: Vec::new(),
+        user: None,
+        recipient: String::new(),
     }
 }
 

@@ -573,6 +573,93 @@ fn leave(data_dir: &std::path::Path) -> ExitCode {
     }
 }
 
+/// `certify`: lists the members the node would certify, asks (on a terminal; `--yes`
+/// otherwise), then has the node found the network and certify them.
+fn certify(data_dir: &std::path::Path, yes: bool) -> ExitCode {
+    use std::io::{BufRead, IsTerminal, Write};
+    let plan = match control::call(data_dir, &Request::Certify { peers: None }) {
+        Ok(Reply::Certify(plan)) => plan,
+        Ok(Reply::Error { message }) => {
+            eprintln!("p2pfs-ctl: the node refused: {message}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+        Ok(other) => {
+            eprintln!("p2pfs-ctl: the node answered out of protocol: {other:?}");
+            return ExitCode::from(EXIT_IO);
+        }
+        Err(e) => return control_failed(e),
+    };
+    let show = |m: &control::CertifyMember| {
+        let name = if m.name.is_empty() {
+            "(no name)"
+        } else {
+            &m.name
+        };
+        format!(
+            "  {name:<20} {} user {} {}",
+            m.peer_id,
+            short_hex(&m.user),
+            m.role
+        )
+    };
+    println!(
+        "this node (user {}) founds the network; live members:",
+        short_hex(&plan.founder)
+    );
+    for m in &plan.members {
+        println!("{}", show(m));
+    }
+    for m in &plan.uncertifiable {
+        println!(
+            "{}  cannot be certified: it announces no user (an older p2pfs); upgrade it and run certify again, or invite it",
+            show(m)
+        );
+    }
+    let n = plan.members.len() + 1;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!("p2pfs-ctl: not a terminal: pass --yes to certify these {n} nodes");
+            return ExitCode::from(2);
+        }
+        print!("certify these {n} nodes and become the founder? [y/N] ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("p2pfs-ctl: nothing changed");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
+    let peers = plan.members.iter().map(|m| m.peer_id.clone()).collect();
+    match control::call(data_dir, &Request::Certify { peers: Some(peers) }) {
+        Ok(Reply::Certify(done)) => {
+            println!(
+                "founded a certified network: you (user {}) are its founder and admin",
+                short_hex(&done.founder)
+            );
+            println!("certificates made: {}", done.members.len());
+            for m in &done.members {
+                println!("{}", show(m));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Reply::Error { message }) => {
+            eprintln!("p2pfs-ctl: the node refused: {message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+        Ok(other) => {
+            eprintln!("p2pfs-ctl: the node answered out of protocol: {other:?}");
+            ExitCode::from(EXIT_IO)
+        }
+        Err(e) => control_failed(e),
+    }
+}
+
+/// The first 12 hex digits of a user id (as `p2pfs-ctl members` shows users).
+fn short_hex(user: &str) -> &str {
+    user.get(..12).unwrap_or(user)
+}
+
 fn print_json<T: serde::Serialize>(value: &T) {
     println!(
         "{}",
@@ -593,6 +680,7 @@ fn main() -> ExitCode {
             return get(&data_dir, path.as_bytes(), local);
         }
         Command::Leave => return leave(&data_dir),
+        Command::Certify { yes } => return certify(&data_dir, *yes),
         _ => {}
     }
     let request = match &cli.command {
@@ -604,7 +692,7 @@ fn main() -> ExitCode {
         },
         Command::Df { .. } => Request::Df,
         Command::Health { .. } => Request::Health,
-        Command::Put { .. } | Command::Get { .. } | Command::Leave => {
+        Command::Put { .. } | Command::Get { .. } | Command::Leave | Command::Certify { .. } => {
             unreachable!("handled above")
         }
         Command::Where { path, .. } => Request::Where { path: path.clone() },

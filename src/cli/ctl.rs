@@ -160,6 +160,14 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Upgrade this key-only network to a certified one: this node's user becomes the founder
+    /// and certifies the live members it sees (listed first; asks to confirm on a terminal).
+    /// Members away now get their certificate at their next connection to a certified node.
+    Certify {
+        /// Do not ask: certify the members listed (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Volumes: your personal one (`@home` in the mount), ones you created or were given.
     Volume {
         #[command(subcommand)]

@@ -12,6 +12,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::admission::{Gate, GateEvent, LedgerRecord, Merged, Mode, NodeCert, NodeRole};
 use crate::block::ChunkStore;
 use crate::cluster::membership::{
     AnnouncedState, Announcement, LivenessConfig, Membership, MembershipEvent, parse_addrs,
@@ -37,8 +38,46 @@ pub struct ClusterConfig {
     pub capacity: u64,
     /// This node's name, as announced (checked by [`crate::cluster::names::check_name`]).
     pub name: String,
-    /// The node's admission state: its mode, certificate and the network's ledger.
-    pub gate: Arc<crate::admission::Gate>,
+    /// This node's user and its age recipient, as announced (what `p2pfs-ctl certify` run on
+    /// another node needs to certify this one).
+    pub user: crate::identity::UserId,
+    pub recipient: String,
+}
+
+/// Largest certificate an announcement may carry (a real one is a few hundred bytes).
+pub const MAX_ANNOUNCED_CERT: usize = 4 * 1024;
+/// Largest ledger gossip message (the handshake hello's bound too).
+pub const MAX_LEDGER_GOSSIP: usize = 512 * 1024;
+/// What the periodic ledger republication carries at most (see `Cluster::republish_ledger`).
+const LEDGER_REPUBLISH_BUDGET: usize = 256 * 1024;
+/// After a change of the ledger, it is republished every this many announce periods (at
+/// least [`LEDGER_REPUBLISH_MIN`]) for [`LEDGER_REPUBLISH_FOR`]: members that missed the
+/// gossip of a revocation while connected learn it without waiting for a reconnection.
+const LEDGER_REPUBLISH_PERIODS: u32 = 5;
+const LEDGER_REPUBLISH_MIN: Duration = Duration::from_secs(10);
+const LEDGER_REPUBLISH_FOR: Duration = Duration::from_secs(120);
+
+/// Decodes a ledger gossip message: untrusted bytes from any member.
+pub fn decode_ledger_gossip(data: &[u8]) -> Option<Vec<LedgerRecord>> {
+    if data.len() > MAX_LEDGER_GOSSIP {
+        return None;
+    }
+    ciborium::from_reader(data).ok()
+}
+
+/// The user whose volumes must be re-keyed when `expelled` is revoked: its certificate's
+/// user, unless another certified, unrevoked node carries that user (it still reads them).
+pub fn user_losing_access(
+    ledger: &crate::admission::Ledger,
+    expelled: &PeerId,
+) -> Option<crate::identity::UserId> {
+    let user = ledger.cert(expelled)?.body.user;
+    let still_there = ledger.certs().any(|c| {
+        c.body.user == user
+            && c.peer_id()
+                .is_some_and(|p| p != *expelled && ledger.check_cert(c, &p).is_ok())
+    });
+    (!still_there).then_some(user)
 }
 
 /// Namespace gossip: entries as committed, or (for a batch too large for a gossip message) a
@@ -115,6 +154,8 @@ pub struct Cluster {
     pub net: NetHandle,
     pub router: Arc<ChunkRouter>,
     pub membership: Arc<RwLock<Membership>>,
+    /// Admission: who is a member in a certified network (see `on_announcement`).
+    pub gate: Arc<Gate>,
     config: ClusterConfig,
     seq: AtomicU64,
     state: parking_lot::Mutex<AnnouncedState>,
@@ -125,6 +166,72 @@ pub struct Cluster {
     /// The node's workers: anti-entropy sessions and gossip batches being applied run among
     /// them.
     workers: Workers,
+    /// Until when the ledger is republished (it changed recently; see `republish_ledger`).
+    ledger_changed_until: parking_lot::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// The capacity a node with `role` offers: none for a reader, whatever it announces.
+fn capacity_for(role: Option<NodeRole>, configured: u64) -> u64 {
+    match role {
+        Some(NodeRole::Reader) => 0,
+        _ => configured,
+    }
+}
+
+/// Whether an announcement from `from` may enter the view, and with which role: in a
+/// key-only network always (no role); in a certified one only with a valid, unrevoked
+/// certificate (the one it carries is merged first). Otherwise the verdict to give it: a
+/// node without a certificate, or a revoked one, is ignored; a certificate that is forged,
+/// for another node or self-signed is an offence. (One signed by a user this node does
+/// not know as an admin is only refused: the grant may still be on its way.)
+pub fn admit_announcement(
+    gate: &Gate,
+    from: &PeerId,
+    a: &Announcement,
+) -> Result<Option<NodeRole>, Verdict> {
+    if gate.mode() == Mode::KeyOnly {
+        return Ok(None);
+    }
+    if a.cert.len() > MAX_ANNOUNCED_CERT {
+        return Err(Verdict::Reject);
+    }
+    let cert = if a.cert.is_empty() {
+        None
+    } else {
+        match ciborium::from_reader::<NodeCert, _>(&a.cert[..]) {
+            Ok(c) => Some(c),
+            Err(_) => return Err(Verdict::Offence(Offence::InvalidGossip)),
+        }
+    };
+    if gate.admits(from) {
+        return Ok(gate.role_of(from));
+    }
+    let Some(cert) = cert else {
+        return Err(Verdict::Ignore);
+    };
+    gate.merge_records(vec![LedgerRecord::Cert(cert.clone())]);
+    if gate.admits(from) {
+        return Ok(gate.role_of(from));
+    }
+    use crate::admission::cert::CertError;
+    match gate.ledger().check_cert(&cert, from) {
+        Err(CertError::NotAdmitter(_)) if cert.by == cert.body.user => {
+            Err(Verdict::Offence(Offence::InvalidGossip))
+        }
+        Err(CertError::NotAdmitter(_)) => Err(Verdict::Reject),
+        Err(CertError::Malformed(_) | CertError::BadSignature(_) | CertError::WrongPeer(_)) => {
+            Err(Verdict::Offence(Offence::InvalidGossip))
+        }
+        _ => Err(Verdict::Ignore),
+    }
+}
+
+/// The announcement `a` from `from` as the view takes it (see [`admit_announcement`]): a
+/// reader's with capacity 0, whatever it claims.
+pub fn admitted(gate: &Gate, from: &PeerId, mut a: Announcement) -> Result<Announcement, Verdict> {
+    let role = admit_announcement(gate, from, &a)?;
+    a.capacity = capacity_for(role, a.capacity);
+    Ok(a)
 }
 
 impl Cluster {
@@ -132,6 +239,7 @@ impl Cluster {
         net: NetHandle,
         store: Arc<ChunkStore>,
         config: ClusterConfig,
+        gate: Arc<Gate>,
         workers: Workers,
     ) -> Arc<Self> {
         let membership = Arc::new(RwLock::new(Membership::new(net.local, config.liveness)));
@@ -141,7 +249,10 @@ impl Cluster {
             client: ChunkClient::new(net.streams.clone(), net.guard.clone()),
             membership: membership.clone(),
             replicas: config.replicas,
-            capacity: config.capacity,
+            capacity: AtomicU64::new(capacity_for(
+                gate.own_cert().map(|c| c.body.role),
+                config.capacity,
+            )),
             rt: tokio::runtime::Handle::current(),
             under_replicated: AtomicU64::new(0),
             repair_wanted: Arc::new(tokio::sync::Notify::new()),
@@ -157,12 +268,14 @@ impl Cluster {
             net,
             router,
             membership,
+            gate,
             config,
             seq: AtomicU64::new(seq),
             state: parking_lot::Mutex::new(AnnouncedState::Alive),
             syncing: Default::default(),
             syncs: Default::default(),
             workers,
+            ledger_changed_until: parking_lot::Mutex::new(None),
         })
     }
 
@@ -203,7 +316,7 @@ impl Cluster {
         let a = Announcement {
             peer: self.net.local.to_bytes(),
             addrs: addrs.iter().map(Multiaddr::to_string).collect(),
-            capacity: self.config.capacity,
+            capacity: self.router.capacity(),
             free: self.router.store.free_bytes(),
             version: env!("CARGO_PKG_VERSION").into(),
             state,
@@ -211,6 +324,16 @@ impl Cluster {
             knows: self.membership.read().knows(),
             placement_rule: crate::cluster::placement::RULE,
             name: self.config.name.clone(),
+            cert: match (self.gate.mode(), self.gate.own_cert()) {
+                (Mode::Certified, Some(c)) => {
+                    let mut bytes = Vec::new();
+                    ciborium::into_writer(&c, &mut bytes).expect("a certificate serializes");
+                    bytes
+                }
+                _ => Vec::new(),
+            },
+            user: Some(self.config.user),
+            recipient: self.config.recipient.clone(),
         };
         let mut bytes = Vec::new();
         if ciborium::into_writer(&a, &mut bytes).is_ok() {
@@ -257,7 +380,8 @@ impl Cluster {
     /// throttled as a flooder; a million-entry join stalled on it.
     fn spawn_sync(&self, peer: PeerId, mount: &Arc<Mount>) {
         use crate::net::guard::StreamKind;
-        if self.net.guard.open_streams(&peer, StreamKind::Sync) > 0
+        if !self.gate.admits(&peer)
+            || self.net.guard.open_streams(&peer, StreamKind::Sync) > 0
             || !self.syncing.lock().insert(peer)
         {
             return;
@@ -332,9 +456,8 @@ impl Cluster {
                 self.on_namespace_gossip(from, &data, id, mount);
                 false
             }
-            // Handled once certified membership is wired in; until then, not forwarded.
             Topic::Ledger => {
-                self.net.validated(id, Verdict::Ignore);
+                self.on_ledger_gossip(from, &data, id);
                 false
             }
         }
@@ -354,6 +477,15 @@ impl Cluster {
                 .validated(id, Verdict::Offence(Offence::InvalidGossip));
             return false;
         }
+        // In a certified network only certified members are in the view: placement, gossip
+        // and sync consider no one else.
+        let a = match admitted(&self.gate, &from, a) {
+            Ok(a) => a,
+            Err(verdict) => {
+                self.net.validated(id, verdict);
+                return false;
+            }
+        };
         let result = self.membership.write().apply(&a, Instant::now());
         match result {
             Ok(events) => {
@@ -370,7 +502,231 @@ impl Cluster {
         }
     }
 
+    /// A ledger gossip message: merged by a certified node (accepted, so forwarded, when it
+    /// brought something new); a key-only node takes only an upgrade certifying it.
+    fn on_ledger_gossip(&self, from: PeerId, data: &[u8], id: GossipId) {
+        let Some(records) = decode_ledger_gossip(data) else {
+            tracing::debug!(%from, "undecodable ledger gossip dropped");
+            self.net
+                .validated(id, Verdict::Offence(Offence::InvalidGossip));
+            return;
+        };
+        let verdict = if self.gate.mode() == Mode::KeyOnly {
+            if self.gate.adopt_upgrade(records) {
+                Verdict::Accept
+            } else {
+                Verdict::Ignore
+            }
+        } else if self.gate.merge_records(records).is_empty() {
+            Verdict::Ignore
+        } else {
+            Verdict::Accept
+        };
+        self.net.validated(id, verdict);
+    }
+
+    /// Publishes ledger records on the ledger topic, in messages of at most
+    /// [`LEDGER_REPUBLISH_BUDGET`] bytes (grants and revocations, first in `records`, in the
+    /// first).
+    pub fn publish_ledger(&self, records: &[LedgerRecord]) {
+        let encode = |batch: &[LedgerRecord]| {
+            let mut bytes = Vec::new();
+            ciborium::into_writer(batch, &mut bytes).expect("records serialize");
+            bytes
+        };
+        let mut start = 0;
+        let mut size = 0;
+        for (i, r) in records.iter().enumerate() {
+            let n = encode(std::slice::from_ref(r)).len();
+            if size + n > LEDGER_REPUBLISH_BUDGET && i > start {
+                self.net.publish(Topic::Ledger, encode(&records[start..i]));
+                start = i;
+                size = 0;
+            }
+            size += n;
+        }
+        if start < records.len() {
+            self.net.publish(Topic::Ledger, encode(&records[start..]));
+        }
+    }
+
+    /// Republishes the ledger (revocations, grants, epochs and the newest certificates, within
+    /// [`LEDGER_REPUBLISH_BUDGET`]) while it changed recently.
+    fn republish_ledger(&self) {
+        let due = self
+            .ledger_changed_until
+            .lock()
+            .is_some_and(|t| tokio::time::Instant::now() < t);
+        if due && self.gate.mode() == Mode::Certified {
+            let records = self
+                .gate
+                .ledger()
+                .records_for_hello(LEDGER_REPUBLISH_BUDGET);
+            self.publish_ledger(&records);
+        }
+    }
+
+    /// Follows what the gate reports until the node stops: a revoked member is cut off and
+    /// dropped from the view, its later entries refused and the volumes its user could read
+    /// re-keyed; new network-volume keys go to the mount.
+    async fn follow_gate(
+        self: Arc<Self>,
+        mount: Arc<Mount>,
+        mut events: mpsc::UnboundedReceiver<GateEvent>,
+    ) {
+        // Keys the ledger already holds (opened before this start) are the mount's at once.
+        self.refresh_network_keys(&mount).await;
+        for r in self.gate.ledger().records() {
+            if let LedgerRecord::Revocation(r) = r {
+                mount.refuse_node_after(crate::namespace::entry::node_tag(&r.body.peer), r.body.at);
+            }
+        }
+        while let Some(event) = events.recv().await {
+            *self.ledger_changed_until.lock() =
+                Some(tokio::time::Instant::now() + LEDGER_REPUBLISH_FOR);
+            match event {
+                GateEvent::Merged(Merged::Revocation(peer)) => {
+                    self.on_revocation(peer, &mount).await
+                }
+                GateEvent::Merged(Merged::Epoch(_)) => self.refresh_network_keys(&mount).await,
+                GateEvent::Certified => {
+                    self.apply_own_role();
+                    self.refresh_network_keys(&mount).await;
+                    // Members seen while key-only stay only with a certificate.
+                    let gate = self.gate.clone();
+                    let dropped = self.membership.write().retain(|p| gate.admits(p));
+                    if !dropped.is_empty() {
+                        tracing::info!(
+                            dropped = dropped.len(),
+                            "uncertified members dropped from the view"
+                        );
+                        self.router.repair_wanted.notify_one();
+                    }
+                    self.announce().await;
+                }
+                GateEvent::Merged(_) => {}
+            }
+        }
+    }
+
+    /// This node's user (announced; the founder after `certify`).
+    pub fn config_user(&self) -> crate::identity::UserId {
+        self.config.user
+    }
+
+    /// What `p2pfs-ctl certify` can certify in a key-only network: the live members that
+    /// announce a user and recipient (peer, name, user, recipient, role: a reader when it
+    /// offers no capacity), and those that do not (peer, name).
+    #[allow(clippy::type_complexity)]
+    pub fn certify_candidates(
+        &self,
+    ) -> Result<
+        (
+            Vec<(PeerId, String, crate::identity::UserId, String, NodeRole)>,
+            Vec<(PeerId, String)>,
+        ),
+        crate::admission::GateError,
+    > {
+        if self.gate.mode() != Mode::KeyOnly {
+            return Err(crate::admission::GateError::Refused(
+                "this network is certified already (see p2pfs-ctl members)".into(),
+            ));
+        }
+        let view = self.membership.read();
+        let mut ok = Vec::new();
+        let mut not = Vec::new();
+        for m in view.members().filter(|m| m.state.is_live()) {
+            match m.user {
+                Some(user) if m.recipient.parse::<age::x25519::Recipient>().is_ok() => {
+                    let role = if m.capacity == 0 {
+                        NodeRole::Reader
+                    } else {
+                        NodeRole::Storage
+                    };
+                    ok.push((m.peer, m.name.clone(), user, m.recipient.clone(), role));
+                }
+                _ => not.push((m.peer, m.name.clone())),
+            }
+        }
+        Ok((ok, not))
+    }
+
+    /// Upgrades a key-only network: this node's user founds it and certifies this node and
+    /// `members` ([`Gate::certify`]); the ledger goes out on the ledger topic, where each
+    /// member finds its certificate. Returns the certificates made.
+    pub fn certify(
+        &self,
+        members: &[(PeerId, String, crate::identity::UserId, String, NodeRole)],
+    ) -> Result<Vec<NodeCert>, crate::admission::GateError> {
+        let certs = self.gate.certify(members)?;
+        self.publish_ledger(&self.gate.records());
+        Ok(certs)
+    }
+
+    /// This node's capacity as its certificate's role allows (0 for a reader).
+    fn apply_own_role(&self) {
+        let role = self.gate.own_cert().map(|c| c.body.role);
+        self.router
+            .capacity
+            .store(capacity_for(role, self.config.capacity), Ordering::Relaxed);
+    }
+
+    async fn refresh_network_keys(&self, mount: &Arc<Mount>) {
+        let epochs = self.gate.network_epoch_keys();
+        if epochs.is_empty() {
+            return;
+        }
+        let mount = mount.clone();
+        let n = epochs.len();
+        match tokio::task::spawn_blocking(move || mount.set_network_epochs(&epochs)).await {
+            Ok(Ok(true)) => tracing::info!(epochs = n, "network volume key rotated"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot take the new network volume key"),
+            Err(e) => tracing::error!(error = %e, "network volume key task failed"),
+        }
+    }
+
+    async fn on_revocation(&self, peer: PeerId, mount: &Arc<Mount>) {
+        let ledger = self.gate.ledger();
+        let name = ledger
+            .cert(&peer)
+            .map(|c| c.body.name.clone())
+            .unwrap_or_else(|| self.membership.read().name_of(&peer).to_string());
+        let at = ledger.revocation(&peer).map_or(0, |r| r.body.at);
+        self.net.disconnect_and_block(peer);
+        if self.membership.write().remove(&peer) {
+            self.router.repair_wanted.notify_one();
+        }
+        self.router.client.forget(&peer);
+        mount.refuse_node_after(crate::namespace::entry::node_tag(&peer.to_bytes()), at);
+        tracing::warn!(%peer, name = ?name, "peer expelled");
+        let Some(user) = user_losing_access(&ledger, &peer) else {
+            return;
+        };
+        let mount = mount.clone();
+        let rekeyed = tokio::task::spawn_blocking(move || {
+            let mut done = Vec::new();
+            for name in mount.owned_volumes_shared_with(&user) {
+                match mount.unshare(&name, &user) {
+                    Ok(_) => done.push(name),
+                    Err(e) => tracing::error!(volume = %name, error = %e, "cannot remove an expelled user from a volume"),
+                }
+            }
+            done
+        })
+        .await
+        .unwrap_or_default();
+        if !rekeyed.is_empty() {
+            tracing::warn!(%peer, user = %user, volumes = ?rekeyed, "the expelled node's user was removed from this user's volumes: new keys protect what is written from now on");
+        }
+    }
+
     fn on_namespace_gossip(&self, from: PeerId, data: &[u8], id: GossipId, mount: &Arc<Mount>) {
+        if !self.gate.admits(&from) {
+            tracing::debug!(%from, "namespace gossip from an uncertified node ignored");
+            self.net.validated(id, Verdict::Ignore);
+            return;
+        }
         match decode_namespace_gossip(data) {
             Some(NamespaceGossip::Entries(entries)) if entries.is_empty() => {
                 self.net.validated(id, Verdict::Ignore)
@@ -463,6 +819,11 @@ impl Cluster {
         let mut unsent: Vec<Entry> = Vec::new();
         let mut next_gossip = tokio::time::Instant::now();
         let mut answers = Answers::default();
+        if let Some(gate_events) = self.gate.take_events() {
+            self.workers
+                .spawn(self.clone().follow_gate(mount.clone(), gate_events));
+        }
+        let mut next_ledger = tokio::time::Instant::now() + LEDGER_REPUBLISH_MIN;
         loop {
             tokio::select! {
                 event = events.recv() => {
@@ -553,6 +914,12 @@ impl Cluster {
                     }
                 }
                 _ = redial.tick() => self.redial_members(),
+                _ = tokio::time::sleep_until(next_ledger) => {
+                    self.republish_ledger();
+                    let every = (self.membership.read().announce_period() * LEDGER_REPUBLISH_PERIODS)
+                        .max(LEDGER_REPUBLISH_MIN);
+                    next_ledger = tokio::time::Instant::now() + every;
+                }
             }
         }
     }
@@ -588,5 +955,209 @@ mod tests {
         assert_eq!(answers.due, Some(t0 + ms(800)));
         answers.sent_scheduled(t0 + ms(800));
         assert!(answers.request(t0 + ms(1300), ms(500)));
+    }
+
+    use crate::admission::cert::{CertBody, Signed};
+    use crate::cluster::membership::{LivenessConfig, Membership};
+    use crate::identity::UserIdentity;
+
+    /// A node's gate in a data dir of its own (key-only: no membership file yet).
+    struct TestGate {
+        _dir: tempfile::TempDir,
+        peer: PeerId,
+        user: UserIdentity,
+        gate: Gate,
+    }
+
+    fn test_gate() -> TestGate {
+        let dir = tempfile::tempdir().unwrap();
+        let peer = PeerId::random();
+        let user = UserIdentity::generate();
+        let gate = Gate::open(dir.path(), peer, &user, "n").unwrap();
+        TestGate {
+            _dir: dir,
+            peer,
+            user,
+            gate,
+        }
+    }
+
+    fn member_of(
+        n: &TestGate,
+        role: NodeRole,
+    ) -> (PeerId, String, crate::identity::UserId, String, NodeRole) {
+        (
+            n.peer,
+            "m".into(),
+            n.user.user_id(),
+            n.user.recipient().to_string(),
+            role,
+        )
+    }
+
+    fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(v, &mut bytes).unwrap();
+        bytes
+    }
+
+    fn announcement_from(peer: &PeerId, cert: Option<&NodeCert>) -> Announcement {
+        Announcement {
+            peer: peer.to_bytes(),
+            addrs: vec![],
+            capacity: 1 << 30,
+            free: 1 << 29,
+            version: "0".into(),
+            state: AnnouncedState::Alive,
+            seq: 1,
+            knows: 1,
+            placement_rule: crate::cluster::placement::RULE,
+            name: "m".into(),
+            cert: cert.map(cbor).unwrap_or_default(),
+            user: None,
+            recipient: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_certified_view_takes_certified_members_only_and_readers_hold_nothing() {
+        let (f, a, r, c, u) = (
+            test_gate(),
+            test_gate(),
+            test_gate(),
+            test_gate(),
+            test_gate(),
+        );
+        // Key-only: every holder of the key is a member, as before.
+        let plain = announcement_from(&u.peer, None);
+        assert_eq!(admitted(&f.gate, &u.peer, plain.clone()), Ok(plain.clone()));
+
+        let certs = f
+            .gate
+            .certify(&[
+                member_of(&a, NodeRole::Storage),
+                member_of(&r, NodeRole::Reader),
+                member_of(&c, NodeRole::Storage),
+            ])
+            .unwrap();
+        let cert_of = |p: &PeerId| certs.iter().find(|c| c.peer_id() == Some(*p)).unwrap();
+        let mut view = Membership::new(f.peer, LivenessConfig::default());
+        let now = Instant::now();
+        for n in [&a, &r] {
+            let ann = admitted(
+                &f.gate,
+                &n.peer,
+                announcement_from(&n.peer, Some(cert_of(&n.peer))),
+            )
+            .unwrap();
+            view.apply(&ann, now).unwrap();
+        }
+        // The reader is in the view but never an owner, whatever it announced.
+        let mut peers = view.placement_peers();
+        peers.sort();
+        let mut expected = vec![(a.peer, 1 << 30), (r.peer, 0)];
+        expected.sort();
+        assert_eq!(peers, expected);
+
+        // No certificate (an uncertified node, or one older than certificates): ignored.
+        assert_eq!(admitted(&f.gate, &u.peer, plain), Err(Verdict::Ignore));
+        // A self-signed certificate, someone else's, garbage: the source's offence.
+        let selfsigned = Signed::sign(
+            CertBody {
+                network: f.user.user_id(),
+                peer: u.peer.to_bytes(),
+                name: "u".into(),
+                user: u.user.user_id(),
+                recipient: u.user.recipient().to_string(),
+                role: NodeRole::Storage,
+                issued_at: 1,
+            },
+            &u.user,
+        );
+        let offence = Err(Verdict::Offence(Offence::InvalidGossip));
+        assert_eq!(
+            admitted(
+                &f.gate,
+                &u.peer,
+                announcement_from(&u.peer, Some(&selfsigned))
+            ),
+            offence
+        );
+        assert_eq!(
+            admitted(
+                &f.gate,
+                &u.peer,
+                announcement_from(&u.peer, Some(cert_of(&a.peer)))
+            ),
+            offence
+        );
+        let mut junk = announcement_from(&u.peer, None);
+        junk.cert = vec![0xff, 0x00, 0x13];
+        assert_eq!(admitted(&f.gate, &u.peer, junk.clone()), offence);
+        // Over the bound: refused before it is decoded.
+        junk.cert = vec![0; MAX_ANNOUNCED_CERT + 1];
+        assert_eq!(admitted(&f.gate, &u.peer, junk), Err(Verdict::Reject));
+        assert!(!f.gate.admits(&u.peer));
+
+        // Expelled: its announcements, certificate and all, are ignored (stale, no offence).
+        f.gate.expel(&a.peer).unwrap();
+        assert_eq!(
+            admitted(
+                &f.gate,
+                &a.peer,
+                announcement_from(&a.peer, Some(cert_of(&a.peer)))
+            ),
+            Err(Verdict::Ignore)
+        );
+
+        // A member whose ledger lacks c's certificate takes it from c's announcement.
+        let without_c: Vec<LedgerRecord> = f
+            .gate
+            .records()
+            .into_iter()
+            .filter(|rec| !matches!(rec, LedgerRecord::Cert(x) if x.peer_id() == Some(c.peer)))
+            .collect();
+        assert!(r.gate.adopt_upgrade(without_c));
+        assert!(!r.gate.admits(&c.peer));
+        let from_c = admitted(
+            &r.gate,
+            &c.peer,
+            announcement_from(&c.peer, Some(cert_of(&c.peer))),
+        )
+        .unwrap();
+        assert_eq!(from_c.capacity, 1 << 30);
+        assert!(r.gate.admits(&c.peer));
+    }
+
+    #[test]
+    fn an_expelled_users_volumes_are_rekeyed_only_when_it_has_no_other_node() {
+        let (f, x1, x2, y) = (test_gate(), test_gate(), test_gate(), test_gate());
+        // x2 is another node of x1's user.
+        let mut second = member_of(&x1, NodeRole::Storage);
+        second.0 = x2.peer;
+        f.gate
+            .certify(&[
+                member_of(&x1, NodeRole::Storage),
+                second,
+                member_of(&y, NodeRole::Reader),
+            ])
+            .unwrap();
+        f.gate.expel(&x1.peer).unwrap();
+        assert_eq!(user_losing_access(&f.gate.ledger(), &x1.peer), None);
+        f.gate.expel(&x2.peer).unwrap();
+        assert_eq!(
+            user_losing_access(&f.gate.ledger(), &x2.peer),
+            Some(x1.user.user_id())
+        );
+        f.gate.expel(&y.peer).unwrap();
+        assert_eq!(
+            user_losing_access(&f.gate.ledger(), &y.peer),
+            Some(y.user.user_id())
+        );
+        // A peer the ledger has no certificate of: nobody to re-key.
+        assert_eq!(
+            user_losing_access(&f.gate.ledger(), &PeerId::random()),
+            None
+        );
     }
 }

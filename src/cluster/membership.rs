@@ -56,7 +56,21 @@ pub struct Announcement {
     /// [`crate::cluster::names::check_name`] accepts it. Empty from nodes older than names.
     #[serde(default)]
     pub name: String,
+    /// The node's certificate in a certified network (CBOR of an
+    /// [`crate::admission::NodeCert`]), checked by the cluster before the announcement is
+    /// applied; empty in a key-only network and from nodes older than certificates.
+    #[serde(default, with = "serde_bytes")]
+    pub cert: Vec<u8>,
+    /// The node's user, and that user's age recipient: what `p2pfs-ctl certify` needs to
+    /// certify a member it sees. Absent from nodes older than certificates.
+    #[serde(default)]
+    pub user: Option<crate::identity::UserId>,
+    #[serde(default)]
+    pub recipient: String,
 }
+
+/// Longest age recipient kept from an announcement (an X25519 recipient is 62 characters).
+pub const MAX_RECIPIENT_CHARS: usize = 128;
 
 /// The rule of announcements without the field: every node before rule 2 placed by rule 1.
 fn placement_rule_1() -> u8 {
@@ -138,6 +152,10 @@ pub struct Member {
     /// Whether its newest announcement's name was refused (so the refusal is logged once,
     /// not with every announcement).
     pub name_refused: bool,
+    /// Its user and that user's age recipient, as announced (empty recipient when it
+    /// announced none or one too long).
+    pub user: Option<crate::identity::UserId>,
+    pub recipient: String,
     /// When it first announced the leave it is in (kept once the leave timed out, so a
     /// member that keeps announcing `Leaving` stays dead; cleared once it has stayed alive for
     /// the dead-after time, see [`Member::alive_since`]).
@@ -319,6 +337,14 @@ impl Membership {
                 a.name.clone()
             },
             name_refused,
+            user: a.user,
+            recipient: if a.recipient.len() <= MAX_RECIPIENT_CHARS
+                && !a.recipient.chars().any(char::is_control)
+            {
+                a.recipient.clone()
+            } else {
+                String::new()
+            },
             leave_started,
             down_since,
             alive_since,
@@ -426,6 +452,27 @@ impl Membership {
 
     pub fn get(&self, peer: &PeerId) -> Option<&Member> {
         self.members.get(peer)
+    }
+
+    /// Drops `peer` from the view at once (it was expelled, or is not certified): it is no
+    /// owner any more, so repair re-replicates what it held, and it holds back nothing. It
+    /// comes back only with an announcement the caller accepts again. True when it was in
+    /// the view.
+    pub fn remove(&mut self, peer: &PeerId) -> bool {
+        self.members.remove(peer).is_some()
+    }
+
+    /// Drops every member `keep` refuses (see [`Membership::remove`]); returns them.
+    pub fn retain(&mut self, mut keep: impl FnMut(&PeerId) -> bool) -> Vec<PeerId> {
+        let mut dropped = Vec::new();
+        self.members.retain(|peer, _| {
+            let k = keep(peer);
+            if !k {
+                dropped.push(*peer);
+            }
+            k
+        });
+        dropped
     }
 
     /// Announcements whose name was refused ([`crate::cluster::names::check_name`]), since
@@ -585,6 +632,9 @@ mod tests {
             knows: 1,
             placement_rule: crate::cluster::placement::RULE,
             name: format!("node-{seq}"),
+            cert: Vec::new(),
+            user: None,
+            recipient: String::new(),
         }
     }
 
@@ -1189,7 +1239,7 @@ mod tests {
         ) {
             let mut view = view();
             let t0 = Instant::now();
-            let a = Announcement { peer: peer_bytes, addrs, capacity, free: capacity / 2, version, state, seq, knows: 0, placement_rule, name };
+            let a = Announcement { peer: peer_bytes, addrs, capacity, free: capacity / 2, version, state, seq, knows: 0, placement_rule, name, cert: Vec::new(), user: None, recipient: String::new() };
             match view.apply(&a, t0) {
                 Ok(_) => {
                     for m in view.members() {

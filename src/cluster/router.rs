@@ -53,7 +53,9 @@ pub struct ChunkRouter {
     pub(super) client: ChunkClient,
     pub(super) membership: Arc<RwLock<Membership>>,
     pub(super) replicas: usize,
-    pub(super) capacity: u64,
+    /// Bytes offered for chunks: the configured capacity, or 0 for a reader (its certificate
+    /// may arrive after start, see `Cluster::apply_own_role`).
+    pub(super) capacity: AtomicU64,
     pub(super) rt: tokio::runtime::Handle,
     /// Chunks written with fewer than R copies (too few live nodes, or owners that failed).
     pub(super) under_replicated: AtomicU64,
@@ -101,7 +103,7 @@ impl ChunkRouter {
     /// placement seed), while every chunk written or read asks for it.
     pub fn placement(&self) -> Arc<Placement> {
         let mut peers = self.membership.read().placement_peers();
-        peers.push((self.local, self.capacity));
+        peers.push((self.local, self.capacity()));
         let mut cache = self.placement_cache.lock();
         if let Some((key, placement)) = cache.as_ref()
             && *key == peers
@@ -152,7 +154,7 @@ impl ChunkRouter {
 
     /// Bytes this node offers for chunks (its placement weight).
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.capacity.load(Ordering::Relaxed)
     }
 
     /// Whether `peer` is alive in the view now. Repair plans with the view at the start of a

@@ -55,6 +55,16 @@ pub fn name_is_valid(name: &[u8]) -> bool {
         && !name.contains(&0)
 }
 
+/// The tag a node writes into its entries' `origin`: derived from its peer id's bytes, so
+/// every node can tell which node a tag names.
+pub fn node_tag(peer_id_bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(
+        blake3::hash(peer_id_bytes).as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    )
+}
+
 /// Random, permanent id of a file, directory or symlink (survives renames).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EntryId(#[serde(with = "fixed_bytes")] pub [u8; 16]);

@@ -428,6 +428,24 @@ impl Volume {
         volume
     }
 
+    /// Sets the network volume's key epochs (`epochs` oldest first, after the key derived
+    /// from the network key): new entries and chunks use the newest, older entries stay
+    /// readable. Only for the network volume; true when its keys changed.
+    pub fn set_network_epochs(&mut self, epochs: &[[u8; 32]]) -> bool {
+        if !self.open || self.keys.is_empty() {
+            return false;
+        }
+        let same = self.keys.len() == epochs.len() + 1
+            && self.keys[1..].iter().zip(epochs).all(|(a, b)| **a == *b);
+        if same {
+            return false;
+        }
+        let mut keys = vec![self.keys[0].clone()];
+        keys.extend(epochs.iter().map(|k| Zeroizing::new(*k)));
+        self.set_keys(keys);
+        true
+    }
+
     pub fn is_personal(&self) -> bool {
         self.nonce == [0; 16] && !self.open
     }

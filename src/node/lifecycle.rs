@@ -117,6 +117,9 @@ impl Node {
             },
             &workers,
         )?;
+        let name = self.config.node_name(&self.node_id.peer_id().to_string());
+        // One gate per node: the handshake, the control server and the cluster share it.
+        let gate = self.gate.clone();
         let cluster = Cluster::new(
             net.clone(),
             self.chunks.clone(),
@@ -131,21 +134,22 @@ impl Node {
                 },
                 sync_every: Duration::from_secs(n.sync_interval_secs),
                 capacity: self.capacity(),
-                name: self.config.node_name(&self.node_id.peer_id().to_string()),
-                gate: self.gate.clone(),
+                name,
+                user: self.user.user_id(),
+                recipient: self.user.recipient().to_string(),
             },
+            gate,
             workers.clone(),
         );
         let (publish_tx, publish_rx) = tokio::sync::mpsc::unbounded_channel();
-        let peer = self.node_id.peer_id().to_bytes();
-        let origin = u64::from_le_bytes(
-            blake3::hash(&peer).as_bytes()[..8]
-                .try_into()
-                .expect("8 bytes"),
-        );
+        let origin = crate::namespace::entry::node_tag(&self.node_id.peer_id().to_bytes());
         let s = &self.config.storage;
         let mount = Arc::new(Mount::load(MountParts {
-            network: Volume::for_network(&self.network_key),
+            network: {
+                let mut network = Volume::for_network(&self.network_key);
+                network.set_network_epochs(&cluster.gate.network_epoch_keys());
+                network
+            },
             user: self.user,
             origin,
             namespace: self.namespace,

@@ -107,6 +107,9 @@ pub async fn run(args: &Args, key: &NetworkKey, target: PeerId) -> Result<(), St
                     knows: u32::MAX,
                     placement_rule: p2pfs::cluster::placement::RULE,
                     name: "rogue".into(),
+                    cert: Vec::new(),
+                    user: None,
+                    recipient: String::new(),
                 };
                 let mut bytes = Vec::new();
                 ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");

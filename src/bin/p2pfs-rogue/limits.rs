@@ -105,6 +105,9 @@ pub(super) async fn announce_leaving_forever(rogue: &Rogue, args: &Args) {
                 knows: 0,
                 placement_rule: p2pfs::cluster::placement::RULE,
                 name: "rogue".into(),
+                cert: Vec::new(),
+                user: None,
+                recipient: String::new(),
             };
             let mut bytes = Vec::new();
             ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");

@@ -722,6 +722,9 @@ async fn announce_old_rule(rogue: &Rogue, args: &Args) {
             knows: 0,
             placement_rule: 1,
             name: String::new(),
+            cert: Vec::new(),
+            user: None,
+            recipient: String::new(),
         };
         let mut bytes = Vec::new();
         ciborium::into_writer(&a, &mut bytes).expect("an announcement serializes");

@@ -37,6 +37,14 @@ pub struct HeldStatus {
     pub dropped: u64,
 }
 
+/// Whether `e` is by an expelled node (`expelled`: node tag → revocation time, unix ms) and
+/// stamped after its revocation.
+fn written_after_expulsion(expelled: &HashMap<u64, u64>, e: &Entry) -> bool {
+    expelled
+        .get(&e.origin)
+        .is_some_and(|at_ms| e.hlc.millis() > *at_ms)
+}
+
 /// What an entry costs held in memory (its variable parts, and the rest roughly).
 pub(super) fn held_size(e: &Entry) -> usize {
     e.payload.len() + e.chunks.len() * 32 + e.seen.len() * 16 + 256
@@ -254,6 +262,20 @@ impl Mount {
         let mut report = RemoteApply::default();
         // Refusals made here; a core counts its own.
         let mut refused = 0usize;
+        let entries = {
+            let expelled = self.expelled.read();
+            if expelled.is_empty() {
+                entries
+            } else {
+                let before = entries.len();
+                let kept: Vec<Entry> = entries
+                    .into_iter()
+                    .filter(|e| !written_after_expulsion(&expelled, e))
+                    .collect();
+                refused += before - kept.len();
+                kept
+            }
+        };
         let (records, others): (Vec<Entry>, Vec<Entry>) =
             entries.into_iter().partition(VolumeRecord::is_record);
         let mut valid_records = Vec::new();
@@ -331,6 +353,27 @@ impl Mount {
         report.rejected += refused;
         self.rejected.fetch_add(refused as u64, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Refuses, from now on, entries written by the node tagged `origin` (an expelled node)
+    /// stamped after `at_unix_secs`: what it wrote before its expulsion stays.
+    pub fn refuse_node_after(&self, origin: u64, at_unix_secs: u64) {
+        let at_ms = at_unix_secs.saturating_mul(1000);
+        let mut expelled = self.expelled.write();
+        let t = expelled.entry(origin).or_insert(at_ms);
+        *t = (*t).min(at_ms);
+    }
+
+    /// Sets the network volume's key epochs (oldest first, see
+    /// [`Volume::set_network_epochs`]): what is written from now on uses the newest; entries
+    /// that only the new keys open show up. True when the keys changed.
+    pub fn set_network_epochs(&self, epochs: &[[u8; 32]]) -> FsResult<bool> {
+        let mut volume = self.network.volume.read().clone();
+        if !volume.set_network_epochs(epochs) {
+            return Ok(false);
+        }
+        self.network.set_volume(volume)?;
+        Ok(true)
     }
 
     /// Expires tombstones every member has seen (see

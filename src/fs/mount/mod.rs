@@ -93,6 +93,9 @@ pub struct Mount {
     rejected: AtomicU64,
     /// Serializes volume record changes made here.
     record_changes: Mutex<()>,
+    /// Node tags of expelled nodes, with the revocation's time (unix ms): their entries
+    /// stamped later are refused wherever they arrive from ([`Mount::refuse_node_after`]).
+    expelled: RwLock<HashMap<u64, u64>>,
 }
 
 impl Mount {
@@ -159,6 +162,7 @@ impl Mount {
             listings: Mutex::new(HashMap::new()),
             rejected: AtomicU64::new(rejected),
             record_changes: Mutex::new(()),
+            expelled: RwLock::new(HashMap::new()),
         };
         // Every version stored, of any volume, is older than the next one written here.
         let clock_max = mount.clock.now();

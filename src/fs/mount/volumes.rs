@@ -142,6 +142,21 @@ impl Mount {
         Ok((slot.volume.clone(), base))
     }
 
+    /// Names of the volumes owned by this user that `user` is a member of (what to unshare
+    /// when `user` loses its last node).
+    pub fn owned_volumes_shared_with(&self, user: &UserId) -> Vec<String> {
+        let me = self.me();
+        if *user == me {
+            return Vec::new();
+        }
+        self.slots
+            .read()
+            .iter()
+            .filter(|s| s.member && s.volume.owner == me && s.volume.role(user).is_some())
+            .map(|s| s.volume.name.clone())
+            .collect()
+    }
+
     /// Creates a volume owned by this user; it appears as `@NAME` in the mount.
     pub fn create_volume(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
         let _g = self.record_changes.lock();

@@ -84,6 +84,13 @@ pub enum Request {
         node: String,
         admin: bool,
     },
+    /// Upgrade a key-only network (`p2pfs-ctl certify`): without `peers`, the plan (the live
+    /// members and which can be certified); with them, this node founds the network and
+    /// certifies exactly those that are still live and announce a user.
+    Certify {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peers: Option<Vec<String>>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +145,7 @@ pub enum Reply {
     NoSuchNode {
         message: String,
     },
+    Certify(CertifyReply),
     Error {
         message: String,
     },
@@ -263,6 +271,29 @@ pub struct PassesStatus {
     pub audit: u64,
     /// Anti-entropy sessions this node started that completed (with any peer).
     pub sync: u64,
+}
+
+/// What `certify` plans or did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CertifyReply {
+    /// Whether the network is now certified (false: this is the plan).
+    pub done: bool,
+    /// The founder's user id (this node's user).
+    pub founder: String,
+    /// Members certified (or to certify), this node first once done.
+    pub members: Vec<CertifyMember>,
+    /// Live members that announce no user (older versions): they cannot be certified.
+    pub uncertifiable: Vec<CertifyMember>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CertifyMember {
+    pub peer_id: String,
+    pub name: String,
+    /// Hex user id; empty when the member announces none.
+    pub user: String,
+    /// `storage`, or `reader` for a member offering no capacity.
+    pub role: String,
 }
 
 /// One entry of `ls`.

@@ -734,6 +734,7 @@ async fn handle(
                 source.rm(source.relative(&path), recursive).await
             }
             Ok(Request::Df) => source.df().await,
+            Ok(Request::Certify { peers }) => certify(&source.cluster, peers),
             Ok(Request::Health) => source.health().await,
             Ok(Request::Invite { role, expires_in }) => source.invite(&role, expires_in),
             Ok(Request::Invites) => source.invites(),
@@ -777,6 +778,62 @@ async fn handle(
         send(&mut write, &reply).await?;
     }
     Ok(())
+}
+
+/// `certify`: the plan, or the upgrade of the chosen members (see [`Cluster::certify`]).
+fn certify(cluster: &Cluster, peers: Option<Vec<String>>) -> Reply {
+    use crate::admission::NodeRole;
+    let member =
+        |peer: &libp2p::PeerId, name: &str, user: Option<crate::identity::UserId>, role| {
+            CertifyMember {
+                peer_id: peer.to_string(),
+                name: name.to_string(),
+                user: user.map(|u| u.to_string()).unwrap_or_default(),
+                role: NodeRole::as_str(role).to_string(),
+            }
+        };
+    let (candidates, uncertifiable) = match cluster.certify_candidates() {
+        Ok(c) => c,
+        Err(e) => return io_error(e),
+    };
+    let uncertifiable = uncertifiable
+        .iter()
+        .map(|(peer, name)| member(peer, name, None, NodeRole::Storage))
+        .collect();
+    let Some(peers) = peers else {
+        return Reply::Certify(CertifyReply {
+            done: false,
+            founder: cluster.config_user().to_string(),
+            members: candidates
+                .iter()
+                .map(|(p, name, user, _, role)| member(p, name, Some(*user), *role))
+                .collect(),
+            uncertifiable,
+        });
+    };
+    let chosen: Vec<_> = candidates
+        .into_iter()
+        .filter(|(p, ..)| peers.contains(&p.to_string()))
+        .collect();
+    match cluster.certify(&chosen) {
+        Ok(certs) => Reply::Certify(CertifyReply {
+            done: true,
+            founder: cluster.config_user().to_string(),
+            members: certs
+                .iter()
+                .filter_map(|c| {
+                    Some(member(
+                        &c.peer_id()?,
+                        &c.body.name,
+                        Some(c.body.user),
+                        c.body.role,
+                    ))
+                })
+                .collect(),
+            uncertifiable,
+        }),
+        Err(e) => io_error(e),
+    }
 }
 
 /// Runs a volume command on the mount (blocking: it commits to the namespace store).
