@@ -667,11 +667,15 @@ impl Gate {
 
     /// Decides on a peer's hello: `Ok(Some(grant))` admits it and hands it a certificate.
     pub fn check(&self, remote: &PeerId, hello: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        // Every holder of the key is a member, whatever its hello says (the network layer's
+        // `KeyOnlyAdmission` sends an empty one); a certified peer is one too.
+        if self.mode() == Mode::KeyOnly {
+            return Ok(None);
+        }
         let hello: Hello =
             ciborium::from_reader(hello).map_err(|_| "malformed admission hello".to_string())?;
         let mut st = self.state.lock();
         match st.file.mode {
-            // Every holder of the key is a member; a certified peer is one too.
             Mode::KeyOnly => Ok(None),
             Mode::Joining => {
                 let (Mode::Certified, Some(cert)) = (hello.mode, &hello.cert) else {
