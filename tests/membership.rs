@@ -110,8 +110,9 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// (a) An invite admits one node: the second node with the same token is refused at the
-/// inviter ("already used"), never certified, never listed, never given data; a fresh invite
-/// admits a node. Fails if redemption did not record the invite as used.
+/// inviter ("already used"), never certified, never listed, never given data; with a fresh
+/// invite (its data dir started over) it joins. Fails if redemption did not record the invite
+/// as used (checked: with `InviteBook::redeem` ignoring `used`, the second node is certified).
 #[test]
 fn a_reused_invite_is_refused_and_a_fresh_one_admits() {
     let mut c = Cluster::certified(1, 1);
@@ -165,21 +166,38 @@ fn a_reused_invite_is_refused_and_a_fresh_one_admits() {
     );
     assert_eq!(admission_mode(&second).as_deref(), Some("joining"));
 
-    // A fresh invite admits a node at once.
+    // With a fresh invite it joins: its data dir started over, as `init` says to do.
+    second.stop();
+    fs::remove_dir_all(&second.dir).unwrap();
     let fresh = make_invite(&c.nodes[0], &[]);
-    let mut again = init_joining(&fresh, "second-again", &c);
-    again.start_args(&c.run_args(Some(&boot)));
-    c.nodes.push(again);
+    init_join(&second, &fresh, "second");
+    second.start();
+    c.nodes.push(second);
     c.wait_formed();
     c.wait_certified();
     wait_for_file(&c.nodes[2].p("shared.bin"), &data, SPREAD_TIMEOUT).unwrap();
     assert_never_listed(&[&c.nodes[0], &c.nodes[1]], &second_id, "the reused invite");
+    let book: Value = serde_json::from_str(&c.nodes[0].ctl_ok(&["invites", "--json"])).unwrap();
+    let names: BTreeSet<&str> = book
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["used_by_name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["first", "second"]),
+        "invites: {book}"
+    );
 }
 
 /// (b) A node holding the right network key but no certificate cannot connect: the certified
 /// nodes refuse it ("certified nodes only"), never list it, never place a chunk on it, and it
 /// sees no file. With 3 certified nodes and R = 2, a fourth node in the view would own about
-/// half of 64 chunks: fails if certified nodes admitted key-only peers.
+/// half of 64 chunks: fails if certified nodes admitted key-only peers (checked: with the
+/// certified gate admitting them, the intruder is never refused, and without that wait it
+/// lists the network's files; the view's own certificate filter still kept it from owning
+/// chunks).
 #[test]
 fn a_node_with_only_the_network_key_cannot_connect_or_own_chunks() {
     let c = Cluster::certified_opts(
@@ -273,7 +291,7 @@ fn a_node_with_only_the_network_key_cannot_connect_or_own_chunks() {
 /// node's data dir (which holds every entry and chunk of that file) and mounted offline, read a
 /// file from before the expel and not the one from after; the same copy with its own keys reads
 /// both. Fails without the revocation (it reconnects) or without the key rotation (its keys
-/// read the new file).
+/// read the new file; checked with `Volume::set_network_epochs` made a no-op).
 #[test]
 fn expel_under_writes_disconnects_rereplicates_and_rotates_the_key() {
     let mut c = Cluster::certified_opts(
@@ -461,7 +479,8 @@ fn expel_under_writes_disconnects_rereplicates_and_rotates_the_key() {
 /// itself, a member's certificate shown from its own peer id (the member's membership file
 /// stolen), and that certificate edited to its peer id. Each is refused with the reason; the
 /// honest nodes never list the rogue and keep working. Fails if a certificate's signer, peer
-/// or signature went unchecked.
+/// or signature went unchecked (checked: with `check_cert` skipped, every phase connects and
+/// its probe is served).
 #[test]
 fn forged_stolen_and_self_signed_certificates_are_refused() {
     let c = Cluster::certified(3, 2);
@@ -512,7 +531,8 @@ fn forged_stolen_and_self_signed_certificates_are_refused() {
 
 /// (e) The founder promotes B; B's invite admits C; the founder demotes B: C stays a member
 /// (across a restart), B can no longer make invites, and an invite B made while an admin admits
-/// nobody once B is demoted.
+/// nobody once B is demoted. Fails if a demotion dropped the members the admin let in
+/// (checked: with the grant's `keep` ignored, C is refused after the demotion).
 #[test]
 fn an_admin_admits_until_demoted_and_its_members_stay() {
     let mut c = Cluster::certified(2, 2);
@@ -588,7 +608,8 @@ fn an_admin_admits_until_demoted_and_its_members_stay() {
 
 /// (f) A key-only network of 3 becomes certified by `p2pfs-ctl certify --yes` on one node:
 /// all three are certified with that node's user as founder, the files written before stay
-/// readable, and a fourth node with only the key is refused and told why.
+/// readable, and a fourth node with only the key is refused and told why (checked: with the
+/// certified gate admitting key-only peers, it is never refused).
 #[test]
 fn a_key_only_network_upgrades_and_then_refuses_key_only_nodes() {
     let c = Cluster::start(3, 2);

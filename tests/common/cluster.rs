@@ -405,11 +405,17 @@ pub fn make_invite(node: &Node, args: &[&str]) -> String {
 #[track_caller]
 pub fn init_joining(token: &str, name: &str, c: &Cluster) -> Node {
     let node = Node::uninit();
+    init_join(&node, token, name);
+    c.configure(&node);
+    node
+}
+
+/// Runs `p2pfs init --join-file F --name NAME` (F holding `token`) for `node`'s data dir.
+#[track_caller]
+pub fn init_join(node: &Node, token: &str, name: &str) {
     let file = node.scratch().join("invite");
     fs::write(&file, format!("{token}\n")).unwrap();
     node.init_ok(&["--join-file", file.to_str().unwrap(), "--name", name]);
-    c.configure(&node);
-    node
 }
 
 /// The node's `admission` status (`mode`, `founder`, `admin`, `role`, `last_refusal`,
