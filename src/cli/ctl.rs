@@ -11,7 +11,7 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  the node answered with an error, or a local file could not be read or written
-  2  bad usage
+  2  bad usage; expel, admin: the name matches no certified node, or several
   3  no node is running for the data dir
   4  the control socket failed or spoke nonsense
   5  health: chunks have fewer than R copies, counting claims it could not check now (degraded: fewer live nodes hold chunks than R)

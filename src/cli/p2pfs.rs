@@ -48,20 +48,23 @@ pub enum ConfigCommand {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Create a node: identities, network key and a config with every default.
+    /// Create a node: identities, network key and a config with every default; without
+    /// --network-key or --join, it founds a certified network.
     Init {
         /// Where the node keeps its keys, config, chunks and namespace.
         #[arg(long, env = "P2PFS_DATA_DIR")]
         data_dir: PathBuf,
         /// Network key file: used if it exists, created (mode 0600) with a fresh key if not.
-        /// Without it (and without --join), a fresh key is made inside the data dir: a new
-        /// network.
+        /// The network is then key-only: every holder of the key is a member. Without it (and
+        /// without --join), a fresh key is made inside the data dir and the node founds a new
+        /// certified network: this node's user is its founder and admin.
         #[arg(long, conflicts_with = "join")]
         network_key: Option<PathBuf>,
-        /// Join the network of an invite token (`p2pfs-ctl invite` on any member prints one):
-        /// its network key and the inviter's addresses are all that is needed. `-` reads it
-        /// from standard input; a token given here is visible to every local user in the
-        /// process list while the command runs (prefer `-` or --join-file).
+        /// Join the network of an invite token (`p2pfs-ctl invite` prints one): its network key
+        /// and the inviter's addresses are all that is needed; a certified network's token
+        /// (p2pfs-invite-3-) admits this node once, at its first connection to the inviting
+        /// node. `-` reads it from standard input; a token given here is visible to every
+        /// local user in the process list while the command runs (prefer `-` or --join-file).
         #[arg(long, value_name = "TOKEN")]
         join: Option<String>,
         /// As --join, the token read from FILE (keep it mode 0600, delete it after).

@@ -439,3 +439,80 @@ fn lazy_unmount(mountpoint: &Path) {
         unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::Mode;
+    use crate::identity::CertifiedInvite;
+
+    fn gate_of(dir: &Path) -> Gate {
+        let node = Node::load(dir).unwrap();
+        Arc::try_unwrap(node.gate).ok().unwrap()
+    }
+
+    /// Without a key or an invite, init founds a certified network; with a key, or a v2
+    /// invite, the node is key-only; with a v3 invite it waits to be admitted.
+    #[test]
+    fn init_founds_joins_or_stays_key_only() {
+        let base = tempfile::tempdir().unwrap();
+        let founded = base.path().join("founded");
+        let r = init(&founded, None, None, None, Some("home")).unwrap();
+        let gate = gate_of(&founded);
+        assert_eq!(gate.mode(), Mode::Certified);
+        let cert = gate.own_cert().unwrap();
+        assert_eq!(cert.body.name, "home");
+        assert_eq!(cert.peer_id().unwrap().to_string(), r.peer_id);
+        assert_eq!(cert.body.user.to_string(), r.user_id);
+        assert!(gate.ledger().is_admin(&cert.body.user));
+        assert_eq!(
+            r.membership,
+            InitMembership::Founded {
+                user: r.user_id[..12].to_string()
+            }
+        );
+
+        let keyed = base.path().join("keyed");
+        let r = init(&keyed, Some(&base.path().join("k")), None, None, None).unwrap();
+        assert_eq!(r.membership, InitMembership::KeyOnly);
+        assert!(!keyed.join(crate::admission::gate::MEMBERSHIP_FILE).exists());
+        assert_eq!(gate_of(&keyed).mode(), Mode::KeyOnly);
+
+        let mut invite = Invite {
+            network_key: NetworkKey::generate(),
+            bootstrap: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            inviter: "12D3KooWinviter".into(),
+            expires: None,
+            certified: None,
+        };
+        let v2 = base.path().join("v2");
+        let r = init(&v2, None, None, Some(&invite), None).unwrap();
+        assert_eq!(r.membership, InitMembership::KeyOnly);
+        assert_eq!(gate_of(&v2).mode(), Mode::KeyOnly);
+
+        let founder = UserIdentity::generate().user_id();
+        invite.certified = Some(CertifiedInvite {
+            founder,
+            secret: [7; 32],
+            role: "reader".into(),
+        });
+        let v3 = base.path().join("v3");
+        let r = init(&v3, None, None, Some(&invite), None).unwrap();
+        assert_eq!(
+            r.membership,
+            InitMembership::Joining {
+                founder: short_user(&founder),
+                role: "reader".into()
+            }
+        );
+        let gate = gate_of(&v3);
+        assert_eq!(gate.mode(), Mode::Joining);
+        assert_eq!(gate.ledger().root(), Some(founder));
+        assert!(gate.own_cert().is_none());
+
+        // A refused name founds nothing.
+        let bad = base.path().join("bad");
+        assert!(init(&bad, None, None, None, Some("a\nb")).is_err());
+        assert!(!bad.exists());
+    }
+}

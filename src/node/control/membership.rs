@@ -57,6 +57,53 @@ pub fn label_of(ledger: &Ledger, peer: &PeerId) -> String {
         .unwrap_or_default()
 }
 
+/// The admins of the network, for a person: each user with the labels of its nodes
+/// (`home (user 0a1b2c3d4e5f)`), the founder first.
+pub fn admins_named(ledger: &Ledger) -> String {
+    let labels = cert_labels(ledger);
+    ledger
+        .admins()
+        .iter()
+        .map(|user| {
+            let mut nodes: Vec<&String> = ledger
+                .certs()
+                .filter(|c| c.body.user == *user)
+                .filter_map(|c| labels.get(&c.peer_id()?.to_string()))
+                .collect();
+            nodes.sort();
+            let nodes: Vec<&str> = nodes.iter().map(|l| l.as_str()).collect();
+            if nodes.is_empty() {
+                format!("user {}", short_user(user))
+            } else {
+                format!("{} (user {})", nodes.join(", "), short_user(user))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What `p2pfs-ctl expel` says once `peer` (labelled `label`) is revoked: with the number of
+/// the key epoch made, or the error that kept the key from being rotated (then `Err`).
+pub fn expelled_message(
+    label: &str,
+    peer: &PeerId,
+    epoch: Result<usize, String>,
+) -> Result<String, String> {
+    let done = format!(
+        "expelled {label} ({}): its connections are closed, it cannot reconnect",
+        crate::cluster::names::short_id(&peer.to_string())
+    );
+    match epoch {
+        Ok(n) => Ok(format!(
+            "{done}; network key rotated (epoch {n}); volumes its user could read are re-keyed \
+             by their owners' nodes"
+        )),
+        Err(e) => Err(format!(
+            "{done}; but the network key could not be rotated: {e}"
+        )),
+    }
+}
+
 /// The rows of `p2pfs-ctl members`: every certificate of the ledger, with the node's state:
 /// `expelled` when revoked, else its state in `states` (this node's view, by peer id; `local`
 /// is alive), else `not seen`. Sorted by label.
@@ -281,6 +328,30 @@ mod tests {
         );
         assert!(resolve(l, &user, false).is_err());
         assert_eq!(resolve(l, "home", true), Ok(Target::Node(n.home)));
+        // Admins are named by their nodes.
+        assert_eq!(
+            admins_named(l),
+            format!("home (user {})", short_user(&n.founder.user_id()))
+        );
+    }
+
+    #[test]
+    fn expel_says_what_happened_in_one_line() {
+        let peer = PeerId::random();
+        let short = crate::cluster::names::short_id(&peer.to_string());
+        assert_eq!(
+            expelled_message("nas", &peer, Ok(2)),
+            Ok(format!(
+                "expelled nas ({short}): its connections are closed, it cannot reconnect; network \
+                 key rotated (epoch 2); volumes its user could read are re-keyed by their owners' \
+                 nodes"
+            ))
+        );
+        let failed = expelled_message("nas", &peer, Err("no recipient".into())).unwrap_err();
+        assert!(
+            failed.ends_with("reconnect; but the network key could not be rotated: no recipient")
+        );
+        assert!(!failed.contains("  "), "{failed}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::membership::{Target, invite_rows, label_of, member_rows, resolve};
+use super::membership::{
+    Target, admins_named, expelled_message, invite_rows, label_of, member_rows, resolve,
+};
 use super::proto::*;
 use super::{ControlError, SOCKET_FILE};
 use crate::admission::gate::short_user;
@@ -474,7 +476,7 @@ impl ControlService {
         let expires = expires_in.map(|s| crate::admission::cert::now_unix().saturating_add(s));
         let (founder, secret, made) = match self.gate.make_invite(role, expires) {
             Ok(x) => x,
-            Err(e) => return io_error(e),
+            Err(e) => return self.refused(e),
         };
         let invite = crate::identity::Invite {
             network_key: self.network_key.clone(),
@@ -558,7 +560,7 @@ impl ControlService {
         }
         let revocation = match self.gate.expel(&peer) {
             Ok(r) => r,
-            Err(e) => return io_error(e),
+            Err(e) => return self.refused(e),
         };
         let rotated = self.gate.rotate_network_key();
         let mut records = vec![LedgerRecord::Revocation(revocation)];
@@ -567,23 +569,43 @@ impl ControlService {
         }
         self.publish_records(records);
         tracing::info!(%peer, name = %label, "node expelled");
-        let short = crate::cluster::names::short_id(&peer.to_string());
-        match rotated {
-            Ok(_) => Reply::Done {
-                message: format!(
-                    "expelled {label} ({short}): its connections are closed, it cannot reconnect;                      network key rotated (epoch {}); volumes its user could read are re-keyed by                      their owners' nodes",
-                    self.gate.ledger().epochs().len()
-                ),
-            },
-            Err(e) => io_error(format!(
-                "expelled {label} ({short}): its connections are closed, it cannot reconnect;                  but the network key could not be rotated: {e}"
-            )),
+        let said = expelled_message(
+            &label,
+            &peer,
+            rotated
+                .map(|_| self.gate.ledger().epochs().len())
+                .map_err(|e| e.to_string()),
+        );
+        match said {
+            Ok(message) => Reply::Done { message },
+            Err(message) => Reply::Error { message },
+        }
+    }
+
+    /// A gate's refusal as one line; a refusal for not being an admin names the admins by
+    /// their nodes.
+    fn refused(&self, e: GateError) -> Reply {
+        match e {
+            GateError::NotAdmin(_) => {
+                io_error(GateError::NotAdmin(admins_named(&self.gate.ledger())))
+            }
+            e => io_error(e),
         }
     }
 
     fn admin(&self, given: &str, admin: bool) -> Reply {
         let ledger = self.gate.ledger();
-        let (user, shown) = match self.target(given, true) {
+        let target = self.target(given, true);
+        if target.is_ok() {
+            match self.gate.own_cert() {
+                None => return io_error(GateError::NotCertified),
+                Some(c) if Some(c.body.user) != ledger.root() => {
+                    return io_error(GateError::NotFounder);
+                }
+                Some(_) => {}
+            }
+        }
+        let (user, shown) = match target {
             Ok(Target::User(u)) => (u, format!("user {}", short_user(&u))),
             Ok(Target::Node(p)) => {
                 let Some(cert) = ledger.cert(&p) else {
