@@ -577,3 +577,143 @@ fn names_reach_the_other_nodes_status_and_where_unambiguously() {
     assert!(laptop_owned > 0, "{chunks:?}");
     net.stop_all();
 }
+
+/// Issue 19: a key-only network upgraded by `certify` (node 0 founds it), then node 0 expels
+/// the node holding the most of a file: every other node cuts it off and drops it from its
+/// view, its chunks go back to R copies on the others, and a file written after the expulsion
+/// (under the rotated network key) does not open with what the expelled node holds.
+#[test]
+fn an_expelled_node_is_cut_off_its_chunks_repaired_and_later_files_sealed_from_it() {
+    use p2pfs::admission::Mode;
+    let mut net = Net::new(3600, 1);
+    for _ in 0..4 {
+        net.start();
+    }
+    net.wait_converged();
+    let founder = net.node(0).cluster.clone();
+    // `p2pfs-ctl certify`: the plan, then the members confirmed.
+    use node::control::{Reply, Request};
+    let certify = |peers| node::control::call(&net.data_dir(0), &Request::Certify { peers });
+    let Reply::Certify(plan) = certify(None).unwrap() else {
+        panic!("not a certify reply")
+    };
+    assert!(!plan.done && plan.uncertifiable.is_empty(), "{plan:?}");
+    assert_eq!(plan.members.len(), 3);
+    let peers: Vec<String> = plan.members.iter().map(|m| m.peer_id.clone()).collect();
+    let Reply::Certify(done) = certify(Some(peers)).unwrap() else {
+        panic!("not a certify reply")
+    };
+    assert!(done.done);
+    assert_eq!(done.members.len(), 4, "{done:?}");
+    assert_eq!(done.founder, founder.config_user().to_string());
+    // Run again, it refuses: the network is certified.
+    assert!(matches!(certify(None).unwrap(), Reply::Error { .. }));
+    wait_until("every node adopted its certificate", || {
+        net.running()
+            .all(|n| n.cluster.gate.mode() == Mode::Certified)
+    });
+    net.wait_converged();
+
+    let data = content(19, 6 * CHUNK as usize);
+    write_file(&net, 0, "before.bin", &data);
+    let ids = net.node(0).mount.file_chunks("before.bin").unwrap();
+    wait_placed(&net, 0, &ids);
+    let gone = (1..4)
+        .max_by_key(|i| ids.iter().filter(|id| net.holders(id).contains(i)).count())
+        .unwrap();
+    let gone_peer = net.node(gone).peer_id();
+    wait_known(&net, gone, "before.bin", data.len());
+
+    // A volume of node 0's user shared with the user of the node to be expelled (its only
+    // node): node 0 removes that user from it at the expulsion, with a new key.
+    let gone_cert = founder.gate.ledger().cert(&gone_peer).unwrap().clone();
+    let gone_user = gone_cert.body.user;
+    let owner = net.node(0).mount.clone();
+    owner.create_volume("team").unwrap();
+    owner
+        .share(
+            "team",
+            &p2pfs::namespace::volume::UserKey {
+                id: gone_user,
+                recipient: gone_cert.body.recipient.parse().unwrap(),
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(owner.owned_volumes_shared_with(&gone_user), vec!["team"]);
+    let team_keys = || {
+        owner
+            .volumes()
+            .into_iter()
+            .find(|v| v.name == "team")
+            .unwrap()
+            .keys
+    };
+    assert_eq!(team_keys(), 1);
+
+    let gate = &founder.gate;
+    gate.expel(&gone_peer).unwrap();
+    gate.rotate_network_key().unwrap();
+    founder.publish_ledger(&gate.records());
+    let others: Vec<usize> = (0..4).filter(|i| *i != gone).collect();
+    for &i in &others {
+        let n = net.node(i);
+        wait_until(&format!("node {i} cut the expelled node off"), || {
+            n.cluster.membership.read().get(&gone_peer).is_none()
+                && n.guard.is_blocked(&gone_peer)
+                && !n.cluster.net.connected().contains(&gone_peer)
+                && n.cluster.gate.network_epoch_keys().len() == 1
+        });
+    }
+    assert!(net.node(gone).cluster.gate.network_epoch_keys().is_empty());
+    wait_until(
+        "the expelled node's user is out of the owner's volume",
+        || owner.owned_volumes_shared_with(&gone_user).is_empty(),
+    );
+    assert_eq!(
+        team_keys(),
+        2,
+        "a new key protects what is written from now on"
+    );
+    // Its chunks are back at R copies on the nodes that remain.
+    wait_until("every chunk on R remaining owners", || {
+        ids.iter().all(|id| {
+            let owners = net.node(0).cluster.router.placement().owners(id, R);
+            owners.len() == R
+                && owners.iter().all(|p| {
+                    *p != gone_peer
+                        && others.iter().any(|&i| {
+                            net.node(i).peer_id() == *p && net.node(i).chunks.contains(id)
+                        })
+                })
+        })
+    });
+
+    // Written after the expulsion: every member reads it; the expelled node, given every
+    // entry, cannot open it (what it knew before, it keeps).
+    write_file(
+        &net,
+        others[1],
+        "after.txt",
+        b"sealed from the expelled node",
+    );
+    wait_known(&net, others[2], "after.txt", 29);
+    assert_reads(
+        &net,
+        others[2],
+        "after.txt",
+        b"sealed from the expelled node",
+    );
+    let entries = net
+        .node(others[1])
+        .mount
+        .namespace()
+        .load_all()
+        .unwrap()
+        .entries;
+    net.node(gone).mount.apply_remote(entries).unwrap();
+    assert!(net.node(gone).mount.resolve("after.txt").is_err());
+    assert!(net.node(gone).mount.resolve("before.bin").is_ok());
+    drop(owner);
+    net.stop_all();
+}

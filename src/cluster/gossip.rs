@@ -49,7 +49,7 @@ pub const MAX_ANNOUNCED_CERT: usize = 4 * 1024;
 /// Largest ledger gossip message (the handshake hello's bound too).
 pub const MAX_LEDGER_GOSSIP: usize = 512 * 1024;
 /// What the periodic ledger republication carries at most (see `Cluster::republish_ledger`).
-const LEDGER_REPUBLISH_BUDGET: usize = 256 * 1024;
+pub const LEDGER_REPUBLISH_BUDGET: usize = 256 * 1024;
 /// After a change of the ledger, it is republished every this many announce periods (at
 /// least [`LEDGER_REPUBLISH_MIN`]) for [`LEDGER_REPUBLISH_FOR`]: members that missed the
 /// gossip of a revocation while connected learn it without waiting for a reconnection.
@@ -223,6 +223,31 @@ pub fn admit_announcement(
             Err(Verdict::Offence(Offence::InvalidGossip))
         }
         _ => Err(Verdict::Ignore),
+    }
+}
+
+/// Whether this node (`me`) is the one of its user's live nodes (`others`, the rest) that
+/// re-keys the user's volumes: the one with the smallest peer id.
+pub fn rekeys_here(me: &PeerId, others: &[PeerId]) -> bool {
+    others.iter().all(|p| p > me)
+}
+
+/// Takes a ledger gossip message into `gate` and says what it was: merged by a certified
+/// node (accepted, so forwarded, when it brought something new; ignored otherwise); a key-only
+/// node takes only an upgrade certifying it; undecodable or over the bound: an offence.
+pub fn ledger_verdict(gate: &Gate, data: &[u8]) -> Verdict {
+    let Some(records) = decode_ledger_gossip(data) else {
+        return Verdict::Offence(Offence::InvalidGossip);
+    };
+    let new = if gate.mode() == Mode::KeyOnly {
+        gate.adopt_upgrade(records)
+    } else {
+        !gate.merge_records(records).is_empty()
+    };
+    if new {
+        Verdict::Accept
+    } else {
+        Verdict::Ignore
     }
 }
 
@@ -502,26 +527,12 @@ impl Cluster {
         }
     }
 
-    /// A ledger gossip message: merged by a certified node (accepted, so forwarded, when it
-    /// brought something new); a key-only node takes only an upgrade certifying it.
+    /// A ledger gossip message ([`ledger_verdict`]).
     fn on_ledger_gossip(&self, from: PeerId, data: &[u8], id: GossipId) {
-        let Some(records) = decode_ledger_gossip(data) else {
+        let verdict = ledger_verdict(&self.gate, data);
+        if verdict == Verdict::Offence(Offence::InvalidGossip) {
             tracing::debug!(%from, "undecodable ledger gossip dropped");
-            self.net
-                .validated(id, Verdict::Offence(Offence::InvalidGossip));
-            return;
-        };
-        let verdict = if self.gate.mode() == Mode::KeyOnly {
-            if self.gate.adopt_upgrade(records) {
-                Verdict::Accept
-            } else {
-                Verdict::Ignore
-            }
-        } else if self.gate.merge_records(records).is_empty() {
-            Verdict::Ignore
-        } else {
-            Verdict::Accept
-        };
+        }
         self.net.validated(id, verdict);
     }
 
@@ -687,6 +698,12 @@ impl Cluster {
     }
 
     async fn on_revocation(&self, peer: PeerId, mount: &Arc<Mount>) {
+        if peer == self.net.local {
+            tracing::error!(
+                "this node was expelled from the network: the other members refuse it from now on"
+            );
+            return;
+        }
         let ledger = self.gate.ledger();
         let name = ledger
             .cert(&peer)
@@ -703,6 +720,23 @@ impl Cluster {
         let Some(user) = user_losing_access(&ledger, &peer) else {
             return;
         };
+        // One node of this user re-keys (two rotating one volume at once would each make a
+        // key, and the record that loses would take its key with it).
+        let live_nodes_of_my_user: Vec<PeerId> = self
+            .membership
+            .read()
+            .members()
+            .filter(|m| {
+                m.state.is_live()
+                    && ledger.cert(&m.peer).map(|c| c.body.user).or(m.user)
+                        == Some(self.config.user)
+            })
+            .map(|m| m.peer)
+            .collect();
+        if !rekeys_here(&self.net.local, &live_nodes_of_my_user) {
+            tracing::debug!(%peer, "another node of this user removes the expelled user from its volumes");
+            return;
+        }
         let mount = mount.clone();
         let rekeyed = tokio::task::spawn_blocking(move || {
             let mut done = Vec::new();
@@ -1154,10 +1188,46 @@ mod tests {
             user_losing_access(&f.gate.ledger(), &y.peer),
             Some(y.user.user_id())
         );
+        // Of the owner's live nodes, one re-keys.
+        let mut nodes: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+        nodes.sort();
+        assert!(rekeys_here(&nodes[0], &nodes[1..]));
+        assert!(!rekeys_here(&nodes[1], &[nodes[0], nodes[2]]));
+        assert!(rekeys_here(&nodes[2], &[]));
         // A peer the ledger has no certificate of: nobody to re-key.
         assert_eq!(
             user_losing_access(&f.gate.ledger(), &PeerId::random()),
             None
+        );
+    }
+
+    #[test]
+    fn ledger_gossip_merges_what_is_new_upgrades_key_only_members_and_refuses_junk() {
+        let (f, m, other) = (test_gate(), test_gate(), test_gate());
+        f.gate.certify(&[member_of(&m, NodeRole::Storage)]).unwrap();
+        let all = cbor(&f.gate.records());
+        // A key-only member finds its certificate; a key-only node not in it stays as it is.
+        assert_eq!(ledger_verdict(&other.gate, &all), Verdict::Ignore);
+        assert_eq!(other.gate.mode(), Mode::KeyOnly);
+        assert_eq!(ledger_verdict(&m.gate, &all), Verdict::Accept);
+        assert_eq!(m.gate.mode(), Mode::Certified);
+        // Known already: not forwarded again.
+        assert_eq!(ledger_verdict(&m.gate, &all), Verdict::Ignore);
+        // A revocation is new to m.
+        let r = f.gate.expel(&other.peer).unwrap();
+        let revocation = cbor(&vec![LedgerRecord::Revocation(r)]);
+        assert_eq!(ledger_verdict(&m.gate, &revocation), Verdict::Accept);
+        assert!(m.gate.ledger().is_revoked(&other.peer));
+        // A record nobody entitled signed changes nothing.
+        let forged = other.gate.certify(&[]).unwrap();
+        let forged = cbor(&vec![LedgerRecord::Cert(forged[0].clone())]);
+        assert_eq!(ledger_verdict(&m.gate, &forged), Verdict::Ignore);
+        // Junk, and a message over the bound, are offences.
+        let offence = Verdict::Offence(Offence::InvalidGossip);
+        assert_eq!(ledger_verdict(&m.gate, b"\xff\x00junk"), offence);
+        assert_eq!(
+            ledger_verdict(&m.gate, &vec![0x80; MAX_LEDGER_GOSSIP + 1]),
+            offence
         );
     }
 }

@@ -1194,6 +1194,34 @@ mod tests {
     }
 
     #[test]
+    fn the_announced_user_and_recipient_are_kept_bounded_and_members_can_be_dropped() {
+        let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+        let user = crate::identity::UserIdentity::generate();
+        let mut a = announcement(p, 1, AnnouncedState::Alive);
+        a.user = Some(user.user_id());
+        a.recipient = user.recipient().to_string();
+        view.apply(&a, t0).unwrap();
+        let m = view.get(&p).unwrap();
+        assert_eq!((m.user, m.recipient.clone()), (a.user, a.recipient.clone()));
+        // Too long, or with control characters: dropped, the rest applies.
+        for bad in ["x".repeat(MAX_RECIPIENT_CHARS + 1), "age1\nforged".into()] {
+            a.seq += 1;
+            a.recipient = bad;
+            view.apply(&a, t0).unwrap();
+            assert_eq!(view.get(&p).unwrap().recipient, "");
+        }
+        // Dropped (expelled, uncertified): gone at once, no sign of life brings it back.
+        view.apply(&announcement(peer(2), 1, AnnouncedState::Alive), t0)
+            .unwrap();
+        assert!(view.remove(&p));
+        assert!(!view.remove(&p));
+        assert_eq!(view.heard_from(&p, t0), vec![]);
+        assert!(view.get(&p).is_none());
+        assert_eq!(view.retain(|q| *q != peer(2)), vec![peer(2)]);
+        assert_eq!(view.live_count(), 0);
+    }
+
+    #[test]
     fn state_names_are_the_status_contract() {
         for (state, name) in [
             (PeerState::Alive, "alive"),

@@ -664,3 +664,79 @@ fn a_removal_keeps_live_versions_before_tombstones() {
     assert_eq!(held.iter().filter(|d| **d).count(), 6);
     assert!(held.is_sorted(), "{held:?}");
 }
+
+/// Unix seconds now.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn entries_an_expelled_node_writes_after_its_revocation_are_refused() {
+    let net = Net::new();
+    let (a, _) = net.mount("a", 1);
+    let (x, _) = net.mount("x", 7);
+    let (y, _) = net.mount("y", 8);
+    write(&x, ROOT_INO, "early", b"before the expulsion").unwrap();
+    // x is expelled at `at`; its clock (and y's) then runs past it.
+    let at = now_secs() + 1;
+    let after = Hlc(((at + 1) * 1000) << 16);
+    x.network.clock.observe(after);
+    y.network.clock.observe(after);
+    write(&x, ROOT_INO, "late", b"after the expulsion").unwrap();
+    write(&y, ROOT_INO, "other", b"a member's").unwrap();
+    a.refuse_node_after(7, at);
+    let from_x = x.namespace().load_all().unwrap().entries;
+    let report = a.apply_remote(from_x).unwrap();
+    assert!(report.rejected >= 1, "{report:?}");
+    exchange(&[&a, &y]);
+    // What x wrote before stays; what it wrote after is refused; others' writes are not.
+    assert_eq!(names(&a, ROOT_INO), vec!["@home", "early", "other"]);
+    // Arriving again (sync, gossip relayed by another member) changes nothing.
+    exchange(&[&a, &x, &y]);
+    assert_eq!(names(&a, ROOT_INO), vec!["@home", "early", "other"]);
+}
+
+#[test]
+fn a_file_written_after_a_network_key_rotation_needs_the_new_key() {
+    let net = Net::new();
+    let (a, _) = net.mount("a", 1);
+    let (kept_old, _) = net.mount("old", 2);
+    let (member, _) = net.mount("member", 3);
+    let before = write(&a, ROOT_INO, "before", b"written under the founding key").unwrap();
+    let epoch = [42u8; 32];
+    assert!(a.set_network_epochs(&[epoch]).unwrap());
+    assert!(!a.set_network_epochs(&[epoch]).unwrap(), "no change");
+    assert!(member.set_network_epochs(&[epoch]).unwrap());
+    write(&a, ROOT_INO, "after", b"written after the rotation").unwrap();
+    // Old files stay readable where the new key is.
+    assert_eq!(read(&a, before), b"written under the founding key");
+    exchange(&[&a, &kept_old, &member]);
+    // With only the old key (what an expelled node kept), the new file does not open.
+    assert_eq!(names(&kept_old, ROOT_INO), vec!["@home", "before"]);
+    let old_only = Volume::for_network(&NetworkKey([9; 32]));
+    let after_entry = a
+        .namespace()
+        .load_all()
+        .unwrap()
+        .entries
+        .into_iter()
+        .find(|e| {
+            a.network
+                .volume
+                .read()
+                .open_entry(e)
+                .is_ok_and(|m| m.name == b"after")
+        })
+        .expect("the new file's entry");
+    assert!(old_only.open_entry(&after_entry).is_err());
+    // A member with the new key reads both.
+    assert_eq!(names(&member, ROOT_INO), vec!["@home", "after", "before"]);
+    let ino = member.lookup(ROOT_INO, b"after").unwrap().ino;
+    assert_eq!(read(&member, ino), b"written after the rotation");
+    // Given the key later, the old-key node sees the file (entries it held but could not open).
+    assert!(kept_old.set_network_epochs(&[epoch]).unwrap());
+    assert_eq!(names(&kept_old, ROOT_INO), vec!["@home", "after", "before"]);
+}
