@@ -152,6 +152,7 @@ impl NodeCert {
     pub fn check_form(&self) -> Result<(), CertError> {
         let b = &self.body;
         if b.name.len() > MAX_CERT_NAME
+            || !(b.name.is_empty() || super::names::check_name(&b.name).is_ok())
             || b.recipient.len() > MAX_RECIPIENT
             || self.peer_id().is_none()
             || b.recipient.parse::<age::x25519::Recipient>().is_err()

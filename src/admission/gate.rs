@@ -97,6 +97,20 @@ struct Redeem {
     name: String,
     user: UserId,
     recipient: String,
+    /// By `user`'s signing key over [`redeem_message`]: the joiner holds the user it claims
+    /// (so it cannot claim the founder's, or a volume owner's).
+    #[serde(with = "serde_bytes")]
+    sig: Vec<u8>,
+}
+
+/// What a joiner signs with its user key when it redeems an invite.
+fn redeem_message(root: &UserId, peer: &PeerId, invite: &[u8; 16], recipient: &str) -> Vec<u8> {
+    let mut m = b"p2pfs invite redemption by a user v1\0".to_vec();
+    m.extend_from_slice(&root.0);
+    m.extend_from_slice(&peer.to_bytes());
+    m.extend_from_slice(invite);
+    m.extend_from_slice(recipient.as_bytes());
+    m
 }
 
 /// What an admitting node hands a peer it just certified.
@@ -432,6 +446,23 @@ impl Gate {
             ));
         }
         let root = st.file.ledger.root().expect("certified");
+        if let Some(c) = st.file.ledger.cert(peer) {
+            let user = c.body.user;
+            if user == root {
+                return Err(GateError::Refused(
+                    "this is one of the founder's nodes: it holds the founder's user key, which \
+                     signs for the whole network, so expelling the node would not stop it"
+                        .into(),
+                ));
+            }
+            if st.file.ledger.is_admin(&user) {
+                return Err(GateError::Refused(format!(
+                    "this node's user ({}) is an admin: its user key could admit the node again; \
+                     the founder removes the admin first (p2pfs-ctl admin remove)",
+                    short_user(&user)
+                )));
+            }
+        }
         let r = Signed::sign(
             RevocationBody {
                 network: root,
@@ -515,11 +546,18 @@ impl Gate {
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
         let sealed = seal_key(&key, &recipients)?;
+        // Epochs are ordered by time: a new one comes after every known one, whatever this
+        // node's clock says (two rotations within a second, or a clock behind another admin's).
+        let at = ledger
+            .epochs()
+            .last()
+            .map_or(0, |e| e.body.at + 1)
+            .max(now_unix());
         let e = Signed::sign(
             EpochBody {
                 network: root,
                 id,
-                at: now_unix(),
+                at,
                 sealed,
             },
             &self.user,
@@ -611,7 +649,11 @@ impl Gate {
         records: Vec<LedgerRecord>,
         keys: Option<&[u8]>,
     ) -> bool {
-        let mut ledger = Ledger::new(root);
+        let mut ledger = if st.file.ledger.root() == Some(root) {
+            st.file.ledger.clone()
+        } else {
+            Ledger::new(root)
+        };
         ledger.merge_all(records);
         if ledger.check_cert(&cert, &self.me).is_err() || cert.body.user != self.user.user_id() {
             return false;
@@ -643,13 +685,23 @@ impl Gate {
         let st = self.state.lock();
         let f = &st.file;
         let redeem = match (&f.mode, &f.pending) {
-            (Mode::Joining, Some(p)) => Some(Redeem {
-                invite: invite_id(&p.secret),
-                proof: redemption_proof(&p.secret, &self.me),
-                name: self.name.clone(),
-                user: self.user.user_id(),
-                recipient: self.user.recipient().to_string(),
-            }),
+            (Mode::Joining, Some(p)) => {
+                let invite = invite_id(&p.secret);
+                let recipient = self.user.recipient().to_string();
+                let root = f.ledger.root().expect("a joining node knows its founder");
+                let sig = ed25519_dalek::Signer::sign(
+                    &self.user.signing,
+                    &redeem_message(&root, &self.me, &invite, &recipient),
+                );
+                Some(Redeem {
+                    invite,
+                    proof: redemption_proof(&p.secret, &self.me),
+                    name: self.name.clone(),
+                    user: self.user.user_id(),
+                    recipient,
+                    sig: sig.to_bytes().to_vec(),
+                })
+            }
             _ => None,
         };
         encode(&Hello {
@@ -667,14 +719,14 @@ impl Gate {
 
     /// Decides on a peer's hello: `Ok(Some(grant))` admits it and hands it a certificate.
     pub fn check(&self, remote: &PeerId, hello: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        // Every holder of the key is a member, whatever its hello says (the network layer's
-        // `KeyOnlyAdmission` sends an empty one); a certified peer is one too.
-        if self.mode() == Mode::KeyOnly {
+        let mut st = self.state.lock();
+        // Every holder of the key is a member (a certified peer is one too), whatever its
+        // hello says: pre-certificate tools send none.
+        if st.file.mode == Mode::KeyOnly {
             return Ok(None);
         }
         let hello: Hello =
             ciborium::from_reader(hello).map_err(|_| "malformed admission hello".to_string())?;
-        let mut st = self.state.lock();
         match st.file.mode {
             Mode::KeyOnly => Ok(None),
             Mode::Joining => {
@@ -689,6 +741,9 @@ impl Gate {
                 ledger.check_cert(cert, remote).map_err(|e| {
                     format!("not a member of the network this node was invited to: {e}")
                 })?;
+                // Kept (without the rest of the hello) so that the members this node met
+                // while joining are admitted once it is certified.
+                let _ = st.file.ledger.merge(LedgerRecord::Cert(cert.clone()));
                 Ok(None)
             }
             Mode::Certified => self.check_certified(&mut st, remote, hello),
@@ -718,9 +773,18 @@ impl Gate {
                     ));
                 }
                 let cert = hello.cert.ok_or("no certificate")?;
-                let (changed, _) = st.file.ledger.merge_all(hello.records);
+                // Only the grants (the chain a certificate may need) are taken before the
+                // certificate checks; the rest only from an admitted peer, so a refused one
+                // cannot make this node verify a hello's worth of signatures each time.
+                let (grants, rest): (Vec<LedgerRecord>, Vec<LedgerRecord>) = hello
+                    .records
+                    .into_iter()
+                    .partition(|r| matches!(r, LedgerRecord::Grant(_)));
+                let (mut changed, _) = st.file.ledger.merge_all(grants);
                 let result = st.file.ledger.check_cert(&cert, remote);
-                let mut changed = changed;
+                if result.is_ok() {
+                    changed.extend(st.file.ledger.merge_all(rest).0);
+                }
                 if result.is_ok()
                     && let Ok(m @ Merged::Cert(_)) = st.file.ledger.merge(LedgerRecord::Cert(cert))
                 {
@@ -763,9 +827,25 @@ impl Gate {
             return Err(RedeemError::Unknown.to_string());
         }
         if r.name.len() > super::cert::MAX_CERT_NAME
+            || !(r.name.is_empty() || super::names::check_name(&r.name).is_ok())
             || r.recipient.parse::<age::x25519::Recipient>().is_err()
         {
             return Err("malformed invite redemption".into());
+        }
+        let root = st.file.ledger.root().expect("certified");
+        let signed = ed25519_dalek::VerifyingKey::from_bytes(&r.user.0)
+            .ok()
+            .zip(<[u8; 64]>::try_from(r.sig.as_slice()).ok())
+            .is_some_and(|(key, sig)| {
+                ed25519_dalek::Verifier::verify(
+                    &key,
+                    &redeem_message(&root, remote, &r.invite, &r.recipient),
+                    &ed25519_dalek::Signature::from_bytes(&sig),
+                )
+                .is_ok()
+            });
+        if !signed {
+            return Err("the invite redemption is not signed by the user it names".into());
         }
         let now = now_unix();
         let role = st
@@ -775,7 +855,8 @@ impl Gate {
         // An earlier certificate for this peer (a retried redemption) is handed out again.
         let cert = match st.file.ledger.cert(remote) {
             Some(c) if c.body.user == r.user => c.clone(),
-            _ => {
+            Some(_) => return Err("this node is certified already, as another user".into()),
+            None => {
                 let root = st.file.ledger.root().expect("certified");
                 let c = Signed::sign(
                     CertBody {
@@ -1067,5 +1148,52 @@ mod tests {
         // A node nobody certified is told why it cannot connect.
         let err = handshake(&stranger, &f).1.unwrap_err();
         assert!(err.contains("certified nodes only"), "{err}");
+    }
+
+    /// Review findings: a joiner claiming a user it does not hold, an admin re-issuing the
+    /// founder's node, an admin's node expelled by an admin, and a pre-certificate tool's empty
+    /// hello in a key-only network.
+    #[test]
+    fn claims_nobody_can_back_are_refused() {
+        let f = founder();
+        // A redemption naming the founder's user, signed with the joiner's own key.
+        let (root, secret, _) = f.gate.make_invite(NodeRole::Storage, None).unwrap();
+        let j = node(|dir, _, _| join(dir, root, secret).unwrap());
+        let mut hello: Hello = ciborium::from_reader(&j.gate.hello(&f.peer)[..]).unwrap();
+        let founder_user = f.gate.user.user_id();
+        hello.redeem.as_mut().unwrap().user = founder_user;
+        let err = f.gate.check(&j.peer, &encode(&hello)).unwrap_err();
+        assert!(err.contains("not signed by the user"), "{err}");
+        // Its honest redemption still works (the invite was not used up by the forgery).
+        assert_eq!(handshake(&j, &f), (Ok(()), Ok(())));
+
+        // An admin cannot re-issue another node's certificate (here the founder's) under a
+        // user or role of its choosing.
+        let a = invited(&f, NodeRole::Storage);
+        assert_eq!(handshake(&a, &f), (Ok(()), Ok(())));
+        let a_user = a.gate.user.user_id();
+        f.gate.set_admin(a_user, true).unwrap();
+        assert_eq!(handshake(&a, &f), (Ok(()), Ok(())));
+        let mut body = f.gate.own_cert().unwrap().body;
+        body.user = a_user;
+        body.role = NodeRole::Reader;
+        body.issued_at += 10;
+        let reissued = Signed::sign(body, &a.gate.user);
+        assert!(
+            f.gate
+                .merge_records(vec![LedgerRecord::Cert(reissued)])
+                .is_empty()
+        );
+        assert_eq!(f.gate.role_of(&f.peer), Some(NodeRole::Storage));
+
+        // An admin's node, and the founder's, are not expelled (their user keys would admit
+        // them again); a plain member's is.
+        assert!(matches!(f.gate.expel(&a.peer), Err(GateError::Refused(_))));
+        assert!(matches!(a.gate.expel(&f.peer), Err(GateError::Refused(_))));
+        assert!(f.gate.expel(&j.peer).is_ok());
+
+        // A key-only node takes any hello, even none (pre-certificate tools send none).
+        let keyonly = node(|_, _, _| {});
+        assert_eq!(keyonly.gate.check(&PeerId::random(), b""), Ok(None));
     }
 }

@@ -15,7 +15,8 @@ use crate::identity::UserId;
 
 /// Bounds on what one ledger keeps (a member cannot grow every node's ledger without end).
 pub const MAX_CERTS: usize = 16_384;
-pub const MAX_REVOCATIONS: usize = 4_096;
+/// (A hello carries every grant and revocation: 2,048 revocations are ~300 KiB.)
+pub const MAX_REVOCATIONS: usize = 2_048;
 pub const MAX_GRANTS: usize = 1_024;
 pub const MAX_EPOCHS: usize = 1_024;
 
@@ -160,6 +161,12 @@ impl Ledger {
     }
 
     fn merge_grant(&mut self, g: AdminGrant) -> Result<Merged, CertError> {
+        // What is known already costs no signature check (every hello repeats the grants).
+        if let Some(old) = self.grants.get(&g.body.user)
+            && old.body.seq >= g.body.seq
+        {
+            return Ok(Merged::Nothing);
+        }
         g.verify_signature()?;
         if g.body.network != self.network() || self.root.is_none() {
             return Err(CertError::OtherNetwork("admin grant"));
@@ -190,12 +197,18 @@ impl Ledger {
         if let Some(r) = self.revocations.get(&c.body.peer) {
             return Err(CertError::Revoked(r.body.at));
         }
-        self.check_cert(&c, &peer)?;
-        if let Some(old) = self.certs.get(&c.body.peer)
-            && (old.body.issued_at, old.digest()) >= (c.body.issued_at, c.digest())
-        {
-            return Ok(Merged::Nothing);
+        if let Some(old) = self.certs.get(&c.body.peer) {
+            if *old == c || old.body.issued_at >= c.body.issued_at {
+                return Ok(Merged::Nothing);
+            }
+            // A newer certificate replaces a node's only when its first signer or the founder
+            // made it: an admin cannot re-issue another admin's node (or the founder's) under
+            // another user or role, then expel it as that.
+            if c.by != old.by && Some(c.by) != self.root {
+                return Err(CertError::NotAdmitter(c.by.to_string()));
+            }
         }
+        self.check_cert(&c, &peer)?;
         if !self.certs.contains_key(&c.body.peer) && self.certs.len() >= MAX_CERTS {
             return Err(CertError::Full("certificates"));
         }
@@ -204,6 +217,11 @@ impl Ledger {
     }
 
     fn merge_revocation(&mut self, r: Revocation) -> Result<Merged, CertError> {
+        if let Some(old) = self.revocations.get(&r.body.peer)
+            && old.body.at <= r.body.at
+        {
+            return Ok(Merged::Nothing);
+        }
         r.verify_signature()?;
         if r.body.network != self.network() || self.root.is_none() {
             return Err(CertError::OtherNetwork("revocation"));
@@ -235,6 +253,9 @@ impl Ledger {
     }
 
     fn merge_epoch(&mut self, e: KeyEpoch) -> Result<Merged, CertError> {
+        if self.epochs.contains_key(&e.body.id) {
+            return Ok(Merged::Nothing);
+        }
         e.verify_signature()?;
         if e.body.network != self.network() || self.root.is_none() {
             return Err(CertError::OtherNetwork("key epoch"));
@@ -283,8 +304,19 @@ impl Ledger {
                 .cloned()
                 .map(LedgerRecord::Revocation),
         );
-        out.extend(self.epochs.values().cloned().map(LedgerRecord::Epoch));
         let mut used = encoded_len(&out);
+        // Epochs grow with every expel: the newest ones, as many as fit (a node that missed
+        // older ones was a member then, and had them; a node admitted later gets the keys
+        // sealed to it with its certificate).
+        for e in self.epochs().into_iter().rev() {
+            let rec = LedgerRecord::Epoch(e.clone());
+            let n = encoded_len(std::slice::from_ref(&rec));
+            if used + n > budget {
+                break;
+            }
+            used += n;
+            out.push(rec);
+        }
         let mut certs: Vec<&NodeCert> = self.certs.values().collect();
         certs.sort_by_key(|c| std::cmp::Reverse(c.body.issued_at));
         for c in certs {

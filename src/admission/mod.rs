@@ -8,6 +8,7 @@ pub mod cert;
 pub mod gate;
 pub mod invites;
 pub mod ledger;
+pub mod names;
 
 pub use cert::{LedgerRecord, NodeCert, NodeRole};
 pub use gate::{Gate, GateError, GateEvent, Mode};

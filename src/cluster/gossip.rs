@@ -613,9 +613,28 @@ impl Cluster {
                         );
                         self.router.repair_wanted.notify_one();
                     }
+                    self.drop_unadmitted_connections();
                     self.announce().await;
                 }
+                // A demotion can void the certificates an admin issued after it.
+                GateEvent::Merged(Merged::Grant(_)) => self.drop_unadmitted_connections(),
                 GateEvent::Merged(_) => {}
+            }
+        }
+    }
+
+    /// Closes (and blocks) the connections of peers the gate no longer admits: a node that
+    /// just became certified keeps no uncertified key holder connected, and a demotion cuts
+    /// the nodes whose certificates it voided. The rpc servers serve connected peers, so the
+    /// connection is what must go.
+    fn drop_unadmitted_connections(&self) {
+        if self.gate.mode() != Mode::Certified {
+            return;
+        }
+        for peer in self.net.connected() {
+            if !self.gate.admits(&peer) {
+                tracing::info!(%peer, "connection of a peer without a valid certificate closed");
+                self.net.disconnect_and_block(peer);
             }
         }
     }

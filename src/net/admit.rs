@@ -23,7 +23,7 @@
 //! `/p2pfs/admit/1`, so such nodes fail at the negotiation.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use libp2p::PeerId;
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
@@ -205,14 +205,27 @@ pub(super) fn find_admit_error<'a>(
 #[derive(Clone)]
 pub struct AdmitThenYamux {
     admission: Arc<dyn Admission>,
+    /// Blocked peers are refused in the handshake itself, so that they never see a connection
+    /// established (the block list would otherwise close it only after it was).
+    guard: Arc<super::guard::PeerGuard>,
     peer: PeerId,
     yamux: yamux::Config,
 }
 
+/// What a blocked peer is told.
+const BLOCKED: &str =
+    "this node has blocked yours (expelled from the network, or repeated offences)";
+
 impl AdmitThenYamux {
-    pub fn new(admission: Arc<dyn Admission>, peer: PeerId, yamux: yamux::Config) -> Self {
+    pub fn new(
+        admission: Arc<dyn Admission>,
+        guard: Arc<super::guard::PeerGuard>,
+        peer: PeerId,
+        yamux: yamux::Config,
+    ) -> Self {
         Self {
             admission,
+            guard,
             peer,
             yamux,
         }
@@ -235,6 +248,12 @@ impl AdmitThenYamux {
             return Err(AdmitError::Refused {
                 peer,
                 by_us: Some("this node admits only peers that pass the admission handshake".into()),
+                by_peer: None,
+            });
+        } else if self.guard.is_blocked(&peer) {
+            return Err(AdmitError::Refused {
+                peer,
+                by_us: Some(BLOCKED.into()),
                 by_peer: None,
             });
         }
@@ -269,14 +288,21 @@ impl AdmitThenYamux {
         };
         // A failed write is reported after their verdict: a peer that refused our hello may
         // have closed before taking all of it, and its reason is what matters.
+        let mut unread = 0u64;
         let (ours, desynced) = match theirs.map_err(io)? {
             // Their hello is left unread, so whatever they send next cannot be framed.
-            Frame::TooLong(len) => (
-                Verdict::Refused(format!(
-                    "hello of {len} bytes is over the {MAX_HELLO}-byte limit"
-                )),
-                true,
-            ),
+            Frame::TooLong(len) => {
+                unread = len;
+                (
+                    Verdict::Refused(format!(
+                        "hello of {len} bytes is over the {MAX_HELLO}-byte limit"
+                    )),
+                    true,
+                )
+            }
+            Frame::Bytes(_) if self.guard.is_blocked(&peer) => {
+                (Verdict::Refused(BLOCKED.into()), false)
+            }
             Frame::Bytes(hello) => {
                 let admission = self.admission.clone();
                 let verdict = match off_runtime(peer, move || admission.check(&peer, &hello))
@@ -334,6 +360,9 @@ impl AdmitThenYamux {
         if by_us.is_some() || by_peer.is_some() {
             if let Some(reason) = &by_peer {
                 self.told_refused(reason).await?;
+            }
+            if unread > 0 {
+                drain_unread(socket, unread).await;
             }
             let _ = socket.close().await;
             return Err(AdmitError::Refused {
@@ -411,6 +440,22 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Res
     r.read_exact(&mut bytes).await?;
     Ok(Frame::Bytes(bytes))
 }
+
+/// Reads and drops what is left of a refused, over-long hello (at most twice the limit, for
+/// at most [`DRAIN_FOR`]) before the connection is closed: closing with unread bytes makes
+/// the kernel reset the connection, and a reset can discard the refusal the peer has not read
+/// yet, leaving it without the reason.
+async fn drain_unread<R: AsyncRead + Unpin>(r: &mut R, declared: u64) {
+    let limit = declared.min(2 * MAX_HELLO as u64);
+    let mut sink = libp2p::futures::io::sink();
+    let copy = libp2p::futures::io::copy(r.take(limit), &mut sink);
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = tokio::time::timeout(DRAIN_FOR, copy).await;
+    }
+}
+
+/// How long a refused, over-long hello is drained at most.
+const DRAIN_FOR: Duration = Duration::from_secs(2);
 
 async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(bytes.len())

@@ -583,19 +583,6 @@ impl PeerGuard {
     }
 
     /// Peers to disconnect now (taken once).
-    /// Blocks `peer` for good (an expelled member) and has its connections closed.
-    pub fn block_for_good(&self, peer: PeerId) {
-        let now = Instant::now();
-        let forever = now
-            .checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
-            .unwrap_or(now + BLOCK_FOR);
-        let mut state = self.state.lock();
-        state.record(peer).blocked_until = Some(forever);
-        state.pending.push(peer);
-        drop(state);
-        self.wake.notify_one();
-    }
-
     pub(super) fn take_pending(&self) -> Vec<PeerId> {
         std::mem::take(&mut self.state.lock().pending)
     }

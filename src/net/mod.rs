@@ -363,6 +363,7 @@ pub fn build_swarm_limited(
 ) -> Result<Swarm<Behaviour>, NetError> {
     use libp2p::Transport;
     let prologue = admission_prologue(network_key);
+    let handshake_guard = guard.clone();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|kp: &libp2p::identity::Keypair| {
@@ -372,7 +373,12 @@ pub fn build_swarm_limited(
                     .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                     .authenticate(noise)
                     .multiplex_ext(move |peer, _| {
-                        admit::AdmitThenYamux::new(admission.clone(), *peer, yamux_config())
+                        admit::AdmitThenYamux::new(
+                            admission.clone(),
+                            handshake_guard.clone(),
+                            *peer,
+                            yamux_config(),
+                        )
                     })
                     .timeout(limits::HANDSHAKE_TIMEOUT),
             )

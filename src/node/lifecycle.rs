@@ -47,7 +47,7 @@ pub struct RunningNode {
     pub gc: Arc<Gc>,
     /// The node's guard: offences, per-peer limits and the block list.
     pub guard: Arc<PeerGuard>,
-    /// Who may connect (the cluster has it too, as `ClusterConfig::gate`), and the refusals
+    /// Who may connect (the cluster has the same gate, `Cluster::gate`), and the refusals
     /// counted in the handshake.
     pub admission: Arc<GateAdmission>,
     leave: Arc<control::LeaveSignal>,
@@ -118,8 +118,6 @@ impl Node {
             &workers,
         )?;
         let name = self.config.node_name(&self.node_id.peer_id().to_string());
-        // One gate per node: the handshake, the control server and the cluster share it.
-        let gate = self.gate.clone();
         let cluster = Cluster::new(
             net.clone(),
             self.chunks.clone(),
@@ -138,7 +136,7 @@ impl Node {
                 user: self.user.user_id(),
                 recipient: self.user.recipient().to_string(),
             },
-            gate,
+            self.gate.clone(),
             workers.clone(),
         );
         let (publish_tx, publish_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -564,6 +564,11 @@ impl ControlService {
         };
         let rotated = self.gate.rotate_network_key();
         let mut records = vec![LedgerRecord::Revocation(revocation)];
+        // With its certificate, so that every node knows whose user lost access (the volume
+        // owners' nodes re-key on it) even if the certificate had not reached it yet.
+        if let Some(cert) = ledger.cert(&peer) {
+            records.insert(0, LedgerRecord::Cert(cert.clone()));
+        }
         if let Ok(epoch) = &rotated {
             records.push(LedgerRecord::Epoch(epoch.clone()));
         }

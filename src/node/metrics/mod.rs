@@ -20,7 +20,7 @@
 pub mod http;
 
 use crate::fuse::counters::{FUSE, FuseOp};
-use crate::net::counters::{ADMISSION, GOSSIP, GOSSIP_TOPICS};
+use crate::net::counters::{GOSSIP, GOSSIP_TOPICS};
 use crate::rpc::counters::{CHUNK_TRAFFIC, SYNC_TRAFFIC};
 
 use std::fmt;
@@ -221,7 +221,7 @@ impl Collector for Scrape {
                 None,
                 MetricType::Counter,
             )?;
-            let (by_us, by_peers) = ADMISSION.refused();
+            let (by_us, by_peers) = (status.admission.refused_in, status.admission.refused_out);
             for (direction, n) in [("in", by_us), ("out", by_peers)] {
                 m.encode_family(&[("direction", direction)])?
                     .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
@@ -335,18 +335,6 @@ impl Collector for Scrape {
             "certified",
             "1 when this node is a certified member of a certified network, else 0.",
             u64::from(status.admission.mode == "certified"),
-        )?;
-        counter(
-            e,
-            "admission_refused",
-            "Connections this node refused in the admission handshake.",
-            status.admission.refused_in,
-        )?;
-        counter(
-            e,
-            "admission_refused_by_peers",
-            "Connections in which another node refused this one.",
-            status.admission.refused_out,
         )?;
         {
             let mut m = e.encode_descriptor(
@@ -528,10 +516,9 @@ mod tests {
             "p2pfs_audit_passes_total 5\n",
             "p2pfs_sync_passes_total 6\n",
             "p2pfs_certified 1\n",
-            "p2pfs_admission_refused_total 7\n",
-            "p2pfs_admission_refused_by_peers_total 0\n",
             "p2pfs_gossip_dropped_total ",
-            "p2pfs_admission_refused_total{direction=\"in\"} ",
+            "p2pfs_admission_refused_total{direction=\"in\"} 7\n",
+            "p2pfs_admission_refused_total{direction=\"out\"} 0\n",
             "p2pfs_fuse_operations_total{op=\"create\"} ",
             "p2pfs_fuse_operation_duration_seconds_bucket{le=\"0.00005\",op=\"read\"} ",
         ] {
