@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::data::write_and_close;
 use super::node::{Node, status_peers};
-use super::process::wait_until;
+use super::process::{out_text, wait_until};
 
 /// How long a cluster may take to form (every node sees every other alive).
 pub const FORM_TIMEOUT: Duration = Duration::from_secs(40);
@@ -134,10 +134,81 @@ impl Cluster {
     /// started and not part of `nodes`.
     pub fn init_node(&self) -> Node {
         let node = Node::init_with_key(&self.key);
+        self.configure(&node);
+        node
+    }
+
+    fn configure(&self, node: &Node) {
         if let Some(cs) = self.opts.chunk_size {
             node.set_chunk_size(cs);
         }
-        node
+    }
+
+    /// `n` nodes of a certified network with `--replicas replicas`, formed and certified (see
+    /// [`Cluster::certified_opts`]).
+    pub fn certified(n: usize, replicas: u32) -> Cluster {
+        Cluster::certified_opts(n, ClusterOpts::replicas(replicas))
+    }
+
+    /// `n` nodes of a certified network: the first, initialized without a network key, founds
+    /// it; each next one joins with a fresh invite of the first (`init --join-file`) and
+    /// bootstraps to it. Node `i` is named `node{i+1}`. `key` is a copy of the network key
+    /// (what a holder of the key without a certificate would have). Returns once every node
+    /// lists the others alive and reports itself certified.
+    pub fn certified_opts(n: usize, opts: ClusterOpts) -> Cluster {
+        assert!(n >= 1);
+        let mut c = Cluster::empty(opts);
+        let first = Node::uninit();
+        let out = first.run_init(&["--name", "node1"]);
+        assert!(
+            out.status.success() && out_text(&out).contains("founded a certified network"),
+            "p2pfs init without a network key did not found a certified network: {}",
+            out_text(&out)
+        );
+        c.configure(&first);
+        c.nodes.push(first);
+        c.start_node(0, None);
+        fs::copy(c.nodes[0].dir.join("network.key"), &c.key).expect("copy the network key");
+        for _ in 1..n {
+            c.add_invited(0);
+        }
+        c.wait_formed();
+        c.wait_certified();
+        c
+    }
+
+    /// A fresh node initialized (`init --join-file`) with a fresh invite made on `nodes[by]`,
+    /// named `name`, with the cluster's chunk size; not started, not part of `nodes`.
+    pub fn init_invited(&self, by: usize, name: &str) -> Node {
+        let token = make_invite(&self.nodes[by], &[]);
+        init_joining(&token, name, self)
+    }
+
+    /// Inits a node invited by `nodes[by]` and starts it bootstrapped to `nodes[by]`; returns
+    /// its index. Does not wait for it to join.
+    pub fn add_invited(&mut self, by: usize) -> usize {
+        let boot = self.nodes[by].bootstrap_addr();
+        let node = self.init_invited(by, &format!("node{}", self.nodes.len() + 1));
+        self.nodes.push(node);
+        let i = self.nodes.len() - 1;
+        self.start_node(i, Some(&boot));
+        i
+    }
+
+    /// Waits until every node's status says `admission.mode: certified`.
+    #[track_caller]
+    pub fn wait_certified(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let ok = wait_until(FORM_TIMEOUT, || {
+                admission_mode(n).as_deref() == Some("certified")
+            });
+            assert!(
+                ok,
+                "node {} is not certified within {FORM_TIMEOUT:?}: {:?}",
+                i + 1,
+                n.try_status().map(|s| s["admission"].clone())
+            );
+        }
     }
 
     /// The run arguments of a node of this cluster, bootstrapping to `boot`.
@@ -316,4 +387,73 @@ pub fn wait_for_file(path: &Path, want: &[u8], timeout: Duration) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// A token made by `p2pfs-ctl invite ARGS` on `node` (the word of its output that starts with
+/// `p2pfs-invite-`); panics if the command fails.
+#[track_caller]
+pub fn make_invite(node: &Node, args: &[&str]) -> String {
+    let out = node.ctl_ok(&[&["invite"], args].concat());
+    out.split_whitespace()
+        .find(|w| w.starts_with("p2pfs-invite-"))
+        .unwrap_or_else(|| panic!("p2pfs-ctl invite printed no token: {out}"))
+        .to_string()
+}
+
+/// A fresh node initialized with `p2pfs init --join-file F --name NAME` (F holding `token`),
+/// with `c`'s chunk size; not started.
+#[track_caller]
+pub fn init_joining(token: &str, name: &str, c: &Cluster) -> Node {
+    let node = Node::uninit();
+    init_join(&node, token, name);
+    c.configure(&node);
+    node
+}
+
+/// Runs `p2pfs init --join-file F --name NAME` (F holding `token`) for `node`'s data dir.
+#[track_caller]
+pub fn init_join(node: &Node, token: &str, name: &str) {
+    let file = node.scratch().join("invite");
+    fs::write(&file, format!("{token}\n")).unwrap();
+    node.init_ok(&["--join-file", file.to_str().unwrap(), "--name", name]);
+}
+
+/// The node's `admission` status (`mode`, `founder`, `admin`, `role`, `last_refusal`,
+/// `refused_in`, `refused_out`); `Null` without a status.
+pub fn admission(node: &Node) -> serde_json::Value {
+    node.try_status()
+        .map(|s| s["admission"].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// `admission.mode` of the node's status (`certified`, `joining`, `key-only`).
+pub fn admission_mode(node: &Node) -> Option<String> {
+    admission(node)["mode"].as_str().map(str::to_string)
+}
+
+/// `admission.last_refusal.reason` of the node's status: why a peer last refused it, or why
+/// it last refused a peer.
+pub fn last_refusal(node: &Node) -> Option<String> {
+    admission(node)["last_refusal"]["reason"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Waits until the node's last admission refusal contains `want`; panics (with its status
+/// and log) after `FORM_TIMEOUT`.
+#[track_caller]
+pub fn wait_refusal(node: &Node, want: &str) -> String {
+    let mut last = None;
+    let ok = wait_until(FORM_TIMEOUT, || {
+        last = last_refusal(node);
+        last.as_deref().is_some_and(|r| r.contains(want))
+    });
+    assert!(
+        ok,
+        "{} was never refused for {want:?} (last refusal {last:?}); admission {}; log:\n{}",
+        node.dir.display(),
+        admission(node),
+        node.log_text()
+    );
+    last.unwrap()
 }

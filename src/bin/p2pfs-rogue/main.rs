@@ -40,6 +40,10 @@
 //! the node does not own; `leaving-forever` (`announce`) announces `Leaving` once a second for
 //! `--duration-secs` (with `--flap-secs N`, one `Alive` every N seconds in between).
 //!
+//! `forged-cert` (`self-signed`, `stolen`, `edited`; `forged_cert.rs`): a holder of a
+//! certified network's key with no certificate shows a made-up one in the admission handshake
+//! (`--member-data-dir`: the member whose certificate it steals).
+//!
 //! Every phase uses a fresh identity unless `--seed` gives one for all (to show that a peer
 //! that offends again and again is blocked); `--rounds` repeats each phase on new connections.
 //!
@@ -47,6 +51,7 @@
 //! `tests/insider_*.rs` run it as a child process (`tests/common/rogue.rs`).
 
 mod fake_holder;
+mod forged_cert;
 mod limits;
 mod namespace;
 mod removed_writer;
@@ -99,6 +104,8 @@ pub enum Attack {
     JunkChunks,
     /// A member that announces `Leaving` for `--duration-secs` (`announce`).
     LeavingForever,
+    /// Made-up certificates shown to a certified network (`self-signed`, `stolen`, `edited`).
+    ForgedCert,
 }
 
 impl Attack {
@@ -118,6 +125,7 @@ impl Attack {
             Attack::PeerNames => &["sync", "gossip"],
             Attack::JunkChunks => &["put"],
             Attack::LeavingForever => &["announce"],
+            Attack::ForgedCert => &["self-signed", "stolen", "edited"],
         }
     }
 
@@ -174,6 +182,9 @@ pub struct Args {
     /// its capacity).
     #[arg(long)]
     pub keep_chunks: bool,
+    /// `forged-cert`: the data dir of a certified member whose certificate it steals.
+    #[arg(long)]
+    pub member_data_dir: Option<PathBuf>,
 }
 
 fn now_ms() -> u64 {
@@ -230,6 +241,14 @@ async fn attack(args: Args) -> Result<(), String> {
     };
     if args.attack == Attack::FakeHolder {
         return fake_holder::run(&args, &key, target).await;
+    }
+    if args.attack == Attack::ForgedCert {
+        for phase in &phases {
+            if !args.attack.phases().contains(&phase.as_str()) {
+                return Err(format!("{:?} has no phase {phase}", args.attack));
+            }
+        }
+        return forged_cert::run(&args, &key, &args.target, target, &phases).await;
     }
     let seeded = args
         .seed
@@ -306,7 +325,8 @@ async fn attack(args: Args) -> Result<(), String> {
                 | Attack::OldRule
                 | Attack::FakeHolder
                 | Attack::JunkChunks
-                | Attack::LeavingForever => {
+                | Attack::LeavingForever
+                | Attack::ForgedCert => {
                     unreachable!("handled above")
                 }
             }
@@ -868,16 +888,22 @@ impl Rogue {
         target_addr: &Multiaddr,
         target: PeerId,
     ) -> Result<Self, String> {
+        let admission = Arc::new(p2pfs::net::admit::KeyOnlyAdmission);
+        Self::start_admitting(keypair, key, target_addr, target, admission)
+    }
+
+    /// [`Rogue::start`] showing the hellos of `admission` in the admission handshake.
+    fn start_admitting(
+        keypair: libp2p::identity::Keypair,
+        key: &NetworkKey,
+        target_addr: &Multiaddr,
+        target: PeerId,
+        admission: Arc<dyn p2pfs::net::admit::Admission>,
+    ) -> Result<Self, String> {
         let id = keypair.public().to_peer_id();
         // The node's own swarm; the rogue's guard blocks nobody.
-        let mut swarm = p2pfs::net::build_swarm(
-            keypair,
-            key,
-            false,
-            PeerGuard::new(),
-            Arc::new(p2pfs::net::admit::KeyOnlyAdmission),
-        )
-        .map_err(|e| e.to_string())?;
+        let mut swarm = p2pfs::net::build_swarm(keypair, key, false, PeerGuard::new(), admission)
+            .map_err(|e| e.to_string())?;
         for t in [Topic::Membership, Topic::Namespace] {
             swarm
                 .behaviour_mut()
