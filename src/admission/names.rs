@@ -20,7 +20,7 @@ pub enum NameError {
 /// Whether `name` can be a node name: 1 to [`MAX_NAME_BYTES`] bytes, no control characters (a
 /// name is printed on terminals and in logs), no characters that reorder the text around them
 /// (they would let one name pose as another), no leading or trailing space, and no `…`, so a
-/// name cannot pose as a label with a short peer id ([`labels`]).
+/// name cannot pose as a label with a short peer id (`cluster::names::labels`).
 pub fn check_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
