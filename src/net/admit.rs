@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use libp2p::PeerId;
-use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
+use libp2p::core::upgrade::{
+    InboundConnectionUpgrade, Negotiated, OutboundConnectionUpgrade, UpgradeInfo,
+};
 use libp2p::futures::future::BoxFuture;
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::yamux;
@@ -531,16 +533,27 @@ where
     }
 }
 
-impl<C> OutboundConnectionUpgrade<C> for AdmitThenYamux
+/// The dialer waits for the listener to confirm the protocol before its hello: the transport
+/// negotiates lazily, and a listener that does not speak it (a node before certificates)
+/// answers "not available" while the dialer writes, which left the stream in a state where the
+/// write panicked (multistream-select's `Negotiated: Invalid state`).
+impl<C> OutboundConnectionUpgrade<Negotiated<C>> for AdmitThenYamux
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = yamux::Muxer<C>;
+    type Output = yamux::Muxer<Negotiated<C>>;
     type Error = AdmitError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
-    fn upgrade_outbound(self, socket: C, protocol: Self::Info) -> Self::Future {
-        Box::pin(self.upgrade(socket, protocol, true))
+    fn upgrade_outbound(self, socket: Negotiated<C>, protocol: Self::Info) -> Self::Future {
+        Box::pin(async move {
+            let peer = self.peer;
+            let socket = socket.complete().await.map_err(|e| AdmitError::Io {
+                peer,
+                source: e.into(),
+            })?;
+            self.upgrade(socket, protocol, true).await
+        })
     }
 }
 
