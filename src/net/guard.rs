@@ -222,7 +222,8 @@ pub struct BlockedPeer {
 
 #[derive(Default)]
 struct PeerRecord {
-    /// Open connections, and a number that changes with every new connection session.
+    /// Open connections, and a number that changes with every new connection session (a
+    /// connection opened with none open, or after a strike).
     connections: u32,
     generation: u64,
     /// The session a strike was last counted for (one per connection).
@@ -546,7 +547,9 @@ impl PeerGuard {
     pub(super) fn connection_opened(&self, peer: PeerId) {
         let mut state = self.state.lock();
         let rec = state.record(peer);
-        if rec.connections == 0 {
+        // A new session: the first connection, or one opened after a strike (its predecessor
+        // is being closed, but may not be gone yet).
+        if rec.connections == 0 || rec.struck == Some(rec.generation) {
             rec.generation += 1;
         }
         rec.connections += 1;
@@ -732,6 +735,28 @@ mod tests {
 
     fn connected(g: &PeerGuard, p: PeerId) {
         g.connection_opened(p);
+    }
+
+    /// A peer that reconnects at once after a strike opens its new connection before the
+    /// node has seen the old one close: the new connection is a new chance all the same (it
+    /// was counted as the same one, so a flooder coming straight back was never struck again
+    /// nor blocked: `hostile::flood_is_throttled…` failed so under load).
+    #[test]
+    fn a_connection_opened_after_a_strike_is_struck_anew_even_before_the_old_closes() {
+        let g = PeerGuard::new();
+        let p = PeerId::random();
+        connected(&g, p);
+        g.offence(p, Offence::Malformed, "t");
+        assert_eq!(g.take_pending(), vec![p]);
+        for _ in 0..2 {
+            // The old connection is still counted open when the new one arrives.
+            connected(&g, p);
+            g.offence(p, Offence::Malformed, "t");
+            g.connection_closed(p, 1);
+        }
+        let s = g.status();
+        assert_eq!(s.disconnects, 3, "three connections, three strikes");
+        assert!(g.is_blocked(&p), "three strikes block");
     }
 
     #[test]
