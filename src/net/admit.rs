@@ -1148,6 +1148,7 @@ mod tests {
                 mdns: false,
                 max_queued_gossip: 64,
                 limits: crate::net::limits::AdmissionLimits::default(),
+                reach: Default::default(),
                 guard: PeerGuard::new(),
                 admission,
             },
