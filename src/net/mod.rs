@@ -326,8 +326,7 @@ pub struct Behaviour {
     /// Hole punching over a relayed connection.
     pub dcutr: dcutr::Behaviour,
     /// Asks members to dial this node's addresses back, and does it for them.
-    pub autonat_client: autonat::v2::client::Behaviour,
-    pub autonat_server: autonat::v2::server::Behaviour,
+    pub autonat: autonat::v1::Behaviour,
     pub upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
@@ -523,8 +522,7 @@ pub fn build_swarm_limited(
                 relay_client,
                 relay: Toggle::from(relay),
                 dcutr: dcutr::Behaviour::new(peer),
-                autonat_client: autonat::v2::client::Behaviour::default(),
-                autonat_server: autonat::v2::server::Behaviour::default(),
+                autonat: autonat::v1::Behaviour::new(peer, reach::autonat_config()),
                 upnp: Toggle::from(reach.upnp.then(upnp::tokio::Behaviour::default)),
             })
         })
@@ -647,7 +645,7 @@ struct RelayUse {
 }
 
 /// A relay that refused or dropped a reservation is asked again after this.
-const RELAY_RETRY: Duration = Duration::from_secs(60);
+const RELAY_RETRY: Duration = Duration::from_secs(20);
 /// A failed hole punch is tried again after this (DCUtR itself tries three times at once).
 const PUNCH_RETRY: Duration = Duration::from_secs(5 * 60);
 
@@ -1021,17 +1019,23 @@ impl EventLoop {
                 self.shared.write().reachability.expired(&address);
                 self.update_reachability();
             }
-            SwarmEvent::Behaviour(BehaviourEvent::AutonatClient(autonat::v2::client::Event {
-                tested_addr,
-                server,
-                result,
-                ..
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::v1::Event::StatusChanged {
+                old,
+                new,
             })) => {
-                tracing::debug!(%tested_addr, %server, ok = result.is_ok(), "reachability test");
+                tracing::info!(?old, ?new, "reachability");
+                // The address members dialed back is this node's confirmed external address
+                // (a relay hands those out in its reservations).
+                if let autonat::v1::NatStatus::Public(addr) = &old {
+                    self.swarm.remove_external_address(addr);
+                }
+                if let autonat::v1::NatStatus::Public(addr) = &new {
+                    self.swarm.add_external_address(addr.clone());
+                }
                 self.shared
                     .write()
                     .reachability
-                    .tested(tested_addr, result.is_ok());
+                    .autonat(new == autonat::v1::NatStatus::Private);
                 self.update_reachability();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
@@ -1237,16 +1241,32 @@ mod tests {
     use super::*;
 
     fn node(key: &NetworkKey, bootstrap: Vec<Multiaddr>, queue: usize) -> (NetHandle, NetEvents) {
+        node_with(
+            key,
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap,
+            queue,
+            ReachConfig::default(),
+        )
+    }
+
+    fn node_with(
+        key: &NetworkKey,
+        listen: Vec<Multiaddr>,
+        bootstrap: Vec<Multiaddr>,
+        queue: usize,
+        reach: ReachConfig,
+    ) -> (NetHandle, NetEvents) {
         start(
             NetConfig {
                 keypair: libp2p::identity::Keypair::generate_ed25519(),
                 network_key: key.clone(),
-                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                listen,
                 bootstrap,
                 mdns: false,
                 max_queued_gossip: queue,
                 limits: limits::AdmissionLimits::default(),
-                reach: ReachConfig::default(),
+                reach,
                 guard: PeerGuard::new(),
                 admission: Arc::new(admit::KeyOnlyAdmission),
             },
@@ -1341,5 +1361,95 @@ mod tests {
             }
         });
         again.await.expect("the queue drains and takes new gossip");
+    }
+
+    /// A node that listens nowhere finds itself private, reserves a relayed address on the
+    /// member that relays (which finds itself public), and a third member reaches it through
+    /// that address: status and the connection kinds say so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_private_node_is_reached_through_a_relaying_member() {
+        let key = NetworkKey::generate();
+        // Takes a node's events, as its program does.
+        fn drain(mut events: NetEvents) {
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+        }
+        let relay_reach = ReachConfig {
+            relay_server: RelayServerMode::Auto,
+            ..ReachConfig::default()
+        };
+        let (relay, relay_events) = node_with(
+            &key,
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            vec![],
+            64,
+            relay_reach,
+        );
+        drain(relay_events);
+        eventually("relay listening", || !relay.listen_addrs().is_empty()).await;
+        let relay_addr = relay.listen_addrs()[0]
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(relay.local));
+        let (private, private_events) = node_with(
+            &key,
+            vec![],
+            vec![relay_addr.clone()],
+            64,
+            ReachConfig::default(),
+        );
+        drain(private_events);
+        let deadline = Duration::from_secs(60);
+        eventually_within(
+            "the relay is found public (the private node dialed it back)",
+            deadline,
+            || relay.reachability().0 == ReachState::Public,
+        )
+        .await;
+        assert!(relay.relaying(), "an auto relay relays while public");
+        eventually_within("the private node finds itself private", deadline, || {
+            private.reachability().0 == ReachState::Private
+        })
+        .await;
+        assert!(!private.relaying());
+        eventually_within("the private node holds a relayed address", deadline, || {
+            private.reachability().1.iter().any(reach::is_relayed)
+        })
+        .await;
+        let (third, third_events) = node_with(
+            &key,
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            vec![relay_addr],
+            64,
+            ReachConfig::default(),
+        );
+        drain(third_events);
+        third.add_addresses(private.local, private.listen_addrs());
+        third.dial(private.local);
+        eventually_within("the third node reaches the private one", deadline, || {
+            !third.connection_kinds(&private.local).is_empty()
+        })
+        .await;
+        // The connection is relayed, or already hole-punched (the third node listens, so the
+        // private one can dial it back directly); never plainly direct: nothing can dial the
+        // private node.
+        let kinds = third.connection_kinds(&private.local);
+        assert!(
+            kinds
+                .iter()
+                .all(|k| matches!(k, ConnKind::Relayed | ConnKind::HolePunched)),
+            "{kinds:?}"
+        );
+        let kinds = relay.connection_kinds(&private.local);
+        assert!(
+            !kinds.is_empty() && kinds.iter().all(|k| *k == ConnKind::Direct),
+            "the relay and the private node are connected directly: {kinds:?}"
+        );
+    }
+
+    async fn eventually_within(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

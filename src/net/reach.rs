@@ -1,4 +1,4 @@
-//! Reachability beyond a LAN: whether this node can be dialed from outside (AutoNAT v2), relays
+//! Reachability beyond a LAN: whether this node can be dialed from outside (AutoNAT), relays
 //! among members (circuit relay v2), hole punching (DCUtR) and, when asked for, UPnP port
 //! mapping; and what kind each connection is (direct, hole-punched, relayed).
 //!
@@ -129,8 +129,8 @@ pub enum ReachState {
 pub struct Reachability {
     /// External addresses confirmed reachable (not relayed ones).
     confirmed: Vec<Multiaddr>,
-    /// Addresses AutoNAT tested, and whether the test reached this node.
-    tested: HashMap<Multiaddr, bool>,
+    /// AutoNAT found members could not dial this node back.
+    private: bool,
     /// Relayed addresses this node listens on (`.../p2p-circuit`).
     relayed: Vec<Multiaddr>,
 }
@@ -139,7 +139,7 @@ impl Reachability {
     pub fn state(&self) -> ReachState {
         if !self.confirmed.is_empty() {
             ReachState::Public
-        } else if self.tested.values().any(|ok| !ok) {
+        } else if self.private {
             ReachState::Private
         } else {
             ReachState::Unknown
@@ -160,8 +160,9 @@ impl Reachability {
         &self.relayed
     }
 
-    pub(crate) fn tested(&mut self, addr: Multiaddr, reached: bool) {
-        self.tested.insert(addr, reached);
+    /// AutoNAT's finding: members could (or could not) dial this node back.
+    pub(crate) fn autonat(&mut self, private: bool) {
+        self.private = private;
     }
 
     pub(crate) fn confirmed(&mut self, addr: Multiaddr) {
@@ -206,6 +207,27 @@ impl ConnKind {
             ConnKind::HolePunched => "hole-punched",
             ConnKind::Relayed => "relayed",
         }
+    }
+}
+
+/// AutoNAT (v1) for members: any member may be asked to dial back, private addresses included
+/// (a network of friends' machines, or a lab of namespaces, is not on global addresses), and the
+/// tests are repeated often enough that a node learns it is reachable within seconds of its
+/// first connections.
+///
+/// Not v2: its server answers only on connections the client dialed, so a lone public member,
+/// dialed by everyone and able to dial no one behind the NATs, could never learn it is public
+/// (and would never relay).
+pub fn autonat_config() -> libp2p::autonat::v1::Config {
+    libp2p::autonat::v1::Config {
+        timeout: Duration::from_secs(15),
+        boot_delay: Duration::from_secs(3),
+        retry_interval: Duration::from_secs(15),
+        refresh_interval: Duration::from_secs(5 * 60),
+        throttle_server_period: Duration::from_secs(10),
+        confidence_max: 2,
+        only_global_ips: false,
+        ..Default::default()
     }
 }
 
@@ -280,7 +302,7 @@ mod tests {
         let mut r = Reachability::default();
         assert_eq!(r.state(), ReachState::Unknown);
         let a: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().unwrap();
-        r.tested(a.clone(), false);
+        r.autonat(true);
         assert_eq!(r.state(), ReachState::Private);
         let relay = PeerId::random();
         let circuit = circuit_listen_addr(relay, &"/ip4/198.51.100.7/tcp/4001".parse().unwrap());
