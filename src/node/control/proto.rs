@@ -254,13 +254,13 @@ pub struct Status {
     /// Who may connect: key-only, or certified (founder, this node's role, refusals).
     #[serde(default)]
     pub admission: AdmissionStatus,
-    /// Passes of the background workers completed since start.
-    #[serde(default)]
-    pub passes: PassesStatus,
     /// Whether other members can dial this node (AutoNAT), by which addresses, and whether it
     /// relays for them.
     #[serde(default)]
     pub reachability: ReachabilityStatus,
+    /// Passes of the background workers completed since start.
+    #[serde(default)]
+    pub passes: PassesStatus,
 }
 
 /// This node's reachability from outside its LAN (`net::reach`).
