@@ -1452,4 +1452,81 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Chunk-sized data crosses a connection that can only be relayed (neither end listens, so
+    /// no hole punch can succeed): the relay's limits carry it, and the connection stays
+    /// relayed. The libp2p defaults (128 KiB per circuit) would cut it off.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_cross_a_relayed_connection() {
+        use libp2p::futures::{AsyncReadExt, AsyncWriteExt};
+        fn drain(mut events: NetEvents) {
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+        }
+        let key = NetworkKey::generate();
+        let (relay, relay_events) = node_with(
+            &key,
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            vec![],
+            64,
+            ReachConfig::default(),
+        );
+        drain(relay_events);
+        eventually("relay listening", || !relay.listen_addrs().is_empty()).await;
+        let relay_addr = relay.listen_addrs()[0]
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(relay.local));
+        let mut private = Vec::new();
+        for _ in 0..2 {
+            let (node, events) = node_with(
+                &key,
+                vec![],
+                vec![relay_addr.clone()],
+                64,
+                ReachConfig::default(),
+            );
+            drain(events);
+            private.push(node);
+        }
+        let deadline = Duration::from_secs(60);
+        for node in &private {
+            eventually_within("a private node holds a relayed address", deadline, || {
+                node.reachability().1.iter().any(reach::is_relayed)
+            })
+            .await;
+        }
+        let (sender, receiver) = (&private[0], &private[1]);
+        const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/test-relayed/1");
+        const LEN: usize = 3 << 20;
+        let mut incoming = receiver.streams.clone().accept(PROTOCOL).unwrap();
+        let received = tokio::spawn(async move {
+            let (_, mut stream) = incoming.next().await.unwrap();
+            let mut data = Vec::new();
+            stream.read_to_end(&mut data).await.unwrap();
+            data
+        });
+        sender.add_addresses(receiver.local, receiver.listen_addrs());
+        sender.dial(receiver.local);
+        eventually_within("the sender reaches the receiver", deadline, || {
+            !sender.connection_kinds(&receiver.local).is_empty()
+        })
+        .await;
+        let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        let mut stream = sender
+            .streams
+            .clone()
+            .open_stream(receiver.local, PROTOCOL)
+            .await
+            .unwrap();
+        stream.write_all(&data).await.unwrap();
+        stream.close().await.unwrap();
+        let got = tokio::time::timeout(deadline, received)
+            .await
+            .expect("the data arrives")
+            .unwrap();
+        assert!(got == data, "{} bytes of {LEN} arrived intact", got.len());
+        assert_eq!(
+            sender.connection_kinds(&receiver.local),
+            vec![ConnKind::Relayed]
+        );
+    }
 }
