@@ -586,6 +586,8 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         circuit_dialed: Default::default(),
         reach: config.reach,
         relays: Default::default(),
+        reserved_here: Default::default(),
+        circuits_here: Default::default(),
         punch_failed: Default::default(),
     };
     workers.spawn(event_loop.run());
@@ -629,6 +631,10 @@ struct EventLoop {
     /// Members that relay (they advertise the relay protocol), and this node's reservation on
     /// each, if any.
     relays: std::collections::HashMap<PeerId, RelayUse>,
+    /// Members with a reservation on this node, and the circuits through it per member: their
+    /// connections are never closed as surplus (that would end the reservation or the circuit).
+    reserved_here: HashSet<PeerId>,
+    circuits_here: std::collections::HashMap<PeerId, usize>,
     /// Peers a hole punch failed with, when, and the relayed address to retry it through.
     punch_failed: std::collections::HashMap<PeerId, (std::time::Instant, Option<Multiaddr>)>,
 }
@@ -684,7 +690,7 @@ impl EventLoop {
     }
 
     /// Closes surplus connections: past [`MAX_CONNECTED_PEERS`] peers, those not in a gossip
-    /// mesh, connected for at least [`CONNECTION_GRACE`] and not used by a request within it,
+    /// mesh, not carrying a relay reservation or circuit ([`EventLoop::relay_pinned`]), connected for at least [`CONNECTION_GRACE`] and not used by a request within it,
     /// longest connected first. A request that still races a close is retried on a fresh
     /// connection by the rpc clients.
     fn trim_connections(&mut self) {
@@ -708,6 +714,7 @@ impl EventLoop {
             .iter()
             .filter(|(peer, since)| {
                 !mesh.contains(peer)
+                    && !self.relay_pinned(peer)
                     && now.saturating_duration_since(**since) >= CONNECTION_GRACE
                     && !self.guard.in_use(peer, CONNECTION_GRACE, now)
             })
@@ -833,6 +840,52 @@ impl EventLoop {
             && let Some(listener) = used.listener
         {
             self.swarm.remove_listener(listener);
+        }
+    }
+
+    /// Whether `peer`'s connection carries a relay's reservation or circuit, either way: this
+    /// node's reservation on it, its reservation here, or a circuit through here.
+    fn relay_pinned(&self, peer: &PeerId) -> bool {
+        self.relays.get(peer).is_some_and(|r| r.listener.is_some())
+            || self.reserved_here.contains(peer)
+            || self.circuits_here.contains_key(peer)
+    }
+
+    /// Keeps count of the reservations and circuits this node holds for members.
+    fn relayed_for(&mut self, event: &relay::Event) {
+        match event {
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                self.reserved_here.insert(*src_peer_id);
+            }
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                self.reserved_here.remove(src_peer_id);
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                for p in [src_peer_id, dst_peer_id] {
+                    *self.circuits_here.entry(*p).or_default() += 1;
+                }
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                for p in [src_peer_id, dst_peer_id] {
+                    if let std::collections::hash_map::Entry::Occupied(mut n) =
+                        self.circuits_here.entry(*p)
+                    {
+                        *n.get_mut() -= 1;
+                        if *n.get() == 0 {
+                            n.remove();
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1062,6 +1115,7 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => {
                 tracing::debug!(event = ?e, "relay server");
+                self.relayed_for(&e);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Upnp(e)) => match e {
                 upnp::Event::NewExternalAddr { external_addr, .. } => {
