@@ -690,9 +690,10 @@ impl EventLoop {
     }
 
     /// Closes surplus connections: past [`MAX_CONNECTED_PEERS`] peers, those not in a gossip
-    /// mesh, not carrying a relay reservation or circuit ([`EventLoop::relay_pinned`]), connected for at least [`CONNECTION_GRACE`] and not used by a request within it,
-    /// longest connected first. A request that still races a close is retried on a fresh
-    /// connection by the rpc clients.
+    /// mesh, not carrying a relay reservation or circuit ([`EventLoop::relay_pinned`]),
+    /// connected for at least [`CONNECTION_GRACE`] and not used by a request within it, longest
+    /// connected first. A request that still races a close is retried on a fresh connection by
+    /// the rpc clients.
     fn trim_connections(&mut self) {
         let now = std::time::Instant::now();
         let surplus = self
