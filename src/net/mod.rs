@@ -584,6 +584,7 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         refusals_logged: Default::default(),
         guard: guard.clone(),
         circuit_dialed: Default::default(),
+        direct_dialed: Default::default(),
         reach: config.reach,
         relays: Default::default(),
         reserved_here: Default::default(),
@@ -628,6 +629,8 @@ struct EventLoop {
     /// The relayed address each peer was last dialed by (a failed hole punch is retried
     /// through it).
     circuit_dialed: std::collections::HashMap<PeerId, Multiaddr>,
+    /// The direct address each connected peer was last dialed at.
+    direct_dialed: std::collections::HashMap<PeerId, Multiaddr>,
     /// Members that relay (they advertise the relay protocol), and this node's reservation on
     /// each, if any.
     relays: std::collections::HashMap<PeerId, RelayUse>,
@@ -818,6 +821,7 @@ impl EventLoop {
             if relayed {
                 self.circuit_dialed.insert(peer, address.clone());
             } else {
+                self.direct_dialed.insert(peer, address.clone());
                 self.relays.entry(peer).and_modify(|r| {
                     r.addr = Some(address.clone());
                 });
@@ -829,12 +833,17 @@ impl EventLoop {
     fn relay_seen(&mut self, peer: PeerId, info: &identify::Info) {
         if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
             let used = self.relays.entry(peer).or_default();
-            if used.addr.is_none() {
-                used.addr = info
+            // Where this node reached it, else where it listens: loopback last (a relayed
+            // address is advertised to others, who must be able to reach the relay there).
+            let dialed = self.direct_dialed.get(&peer).cloned();
+            if dialed.is_some() || used.addr.is_none() {
+                let mut listening: Vec<&Multiaddr> = info
                     .listen_addrs
                     .iter()
-                    .find(|a| !reach::is_relayed(a))
-                    .cloned();
+                    .filter(|a| !reach::is_relayed(a))
+                    .collect();
+                listening.sort_by_key(|a| reach::is_loopback(a));
+                used.addr = dialed.or_else(|| listening.first().map(|a| (*a).clone()));
             }
             self.keep_reservations();
         } else if let Some(used) = self.relays.remove(&peer)
@@ -1165,6 +1174,8 @@ impl EventLoop {
                     .closed(peer_id, connection_id);
                 if num_established == 0 {
                     self.connected_since.remove(&peer_id);
+                    self.direct_dialed.remove(&peer_id);
+                    self.circuit_dialed.remove(&peer_id);
                 }
                 if num_established == 0 && self.shared.write().connected.remove(&peer_id) {
                     self.emit(NetEvent::Disconnected(peer_id));
