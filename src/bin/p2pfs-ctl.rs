@@ -222,6 +222,9 @@ fn print_status(s: &Status, ids: bool) {
         "  reachable:   {}{}{}",
         match reach.state.as_str() {
             "public" => "public",
+            "private" if reach.addrs.is_empty() => {
+                "private (behind a NAT or firewall), and no relay: only members it dials reach it"
+            }
             "private" => "private (behind a NAT or firewall: reached through relays)",
             _ => "unknown (not tested yet)",
         },
