@@ -1594,5 +1594,10 @@ mod tests {
             sender.connection_kinds(&receiver.local),
             vec![ConnKind::Relayed]
         );
+        assert_eq!(
+            receiver.connection_kinds(&sender.local),
+            vec![ConnKind::Relayed],
+            "the accepting side sees it relayed too"
+        );
     }
 }
