@@ -196,6 +196,11 @@ fn peer_labels(s: &Status, ids: bool) -> HashMap<String, String> {
     }
 }
 
+/// A peer's connection kinds for the `peers` table: `-` when not connected.
+fn connection_column(kinds: &str) -> &str {
+    if kinds.is_empty() { "-" } else { kinds }
+}
+
 fn print_status(s: &Status, ids: bool) {
     let labels = peer_labels(s, ids);
     let label = |id: &String| labels.get(id).cloned().unwrap_or_else(|| id.clone());
@@ -212,6 +217,28 @@ fn print_status(s: &Status, ids: bool) {
     if !s.listen_addrs.is_empty() {
         println!("  listening:   {}", s.listen_addrs.join(", "));
     }
+    let reach = &s.reachability;
+    println!(
+        "  reachable:   {}{}{}",
+        match reach.state.as_str() {
+            "public" => "public",
+            "private" if reach.addrs.is_empty() => {
+                "private (behind a NAT or firewall), and no relay: only members it dials reach it"
+            }
+            "private" => "private (behind a NAT or firewall: reached through relays)",
+            _ => "unknown (not tested yet)",
+        },
+        if reach.addrs.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", reach.addrs.join(", "))
+        },
+        if reach.relaying {
+            "; relaying for members"
+        } else {
+            ""
+        }
+    );
     println!("  membership:  {}", membership_line(&s.admission));
     if let Some(r) = &s.admission.last_refusal {
         println!(
@@ -224,11 +251,16 @@ fn print_status(s: &Status, ids: bool) {
     println!("  peers:       {}", s.peers.len());
     for p in &s.peers {
         println!(
-            "    {} {} (seen {:.1} s ago, {} free) {}",
+            "    {} {} (seen {:.1} s ago, {} free{}) {}",
             label(&p.peer_id),
             p.state,
             p.last_seen_ms as f64 / 1000.0,
             human_bytes(p.free_bytes),
+            if p.connection.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", p.connection)
+            },
             p.addrs.join(", ")
         );
     }
@@ -782,7 +814,13 @@ fn main() -> ExitCode {
                         labels.extend(c.owners.iter().zip(&c.owner_names));
                         labels.extend(c.holders.iter().zip(&c.holder_names));
                     }
-                    let label = |id: &String| labels.get(id).copied().unwrap_or(id).clone();
+                    let label = |id: &String| {
+                        let name = labels.get(id).copied().unwrap_or(id);
+                        match c.connections.get(id) {
+                            Some(kinds) => format!("{name} ({kinds})"),
+                            None => name.clone(),
+                        }
+                    };
                     let n = c.holders.len();
                     println!(
                         "  {}  {n} of {replicas} copies{}{}  owners {}",
@@ -922,31 +960,33 @@ fn main() -> ExitCode {
             } else if !ids {
                 let labels = peer_labels(&status, false);
                 println!(
-                    "{:<24} {:<8} {:>12} {:>10}  addresses",
-                    "name", "state", "last seen", "free"
+                    "{:<24} {:<8} {:>12} {:>10} {:<12}  addresses",
+                    "name", "state", "last seen", "free", "connection"
                 );
                 for p in &status.peers {
                     println!(
-                        "{:<24} {:<8} {:>10.1} s {:>10}  {}",
+                        "{:<24} {:<8} {:>10.1} s {:>10} {:<12}  {}",
                         labels[&p.peer_id],
                         p.state,
                         p.last_seen_ms as f64 / 1000.0,
                         human_bytes(p.free_bytes),
+                        connection_column(&p.connection),
                         p.addrs.join(", ")
                     );
                 }
             } else {
                 println!(
-                    "{:<54} {:<8} {:>12} {:>10}  addresses",
-                    "peer", "state", "last seen", "free"
+                    "{:<54} {:<8} {:>12} {:>10} {:<12}  addresses",
+                    "peer", "state", "last seen", "free", "connection"
                 );
                 for p in &status.peers {
                     println!(
-                        "{:<54} {:<8} {:>10.1} s {:>10}  {}",
+                        "{:<54} {:<8} {:>10.1} s {:>10} {:<12}  {}",
                         p.peer_id,
                         p.state,
                         p.last_seen_ms as f64 / 1000.0,
                         human_bytes(p.free_bytes),
+                        connection_column(&p.connection),
                         p.addrs.join(", ")
                     );
                 }

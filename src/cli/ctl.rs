@@ -50,7 +50,8 @@ pub enum Command {
     /// The peers this node knows, with their state and when they were last heard from.
     Peers {
         /// Print JSON: [{peer_id, name, addrs, state, last_seen_ms, capacity, free_bytes,
-        /// version, placement_rule}].
+        /// version, placement_rule, connection}]; connection: direct, hole-punched or relayed
+        /// (comma-separated when several), empty when not connected.
         #[arg(long)]
         json: bool,
         /// Show the peer id of each peer instead of its name.

@@ -337,7 +337,7 @@ impl Cluster {
 
     async fn announce(&self) {
         let state = *self.state.lock();
-        let addrs = self.net.listen_addrs();
+        let addrs = self.net.advertised_addrs();
         let a = Announcement {
             peer: self.net.local.to_bytes(),
             addrs: addrs.iter().map(Multiaddr::to_string).collect(),

@@ -687,7 +687,12 @@ mod tests {
                             SwarmEvent::NewListenAddr { address, .. } => Seen::Listening(address),
                             SwarmEvent::ConnectionEstablished { peer_id, .. } => Seen::Established(peer_id),
                             SwarmEvent::ConnectionClosed { peer_id, .. } => Seen::Closed(peer_id),
-                            SwarmEvent::Behaviour(e) => Seen::Protocol(protocol(&e)),
+                            // An empty name: the behaviour's own event, nothing ran on a
+                            // connection.
+                            SwarmEvent::Behaviour(e) => match protocol(&e) {
+                                "" => continue,
+                                p => Seen::Protocol(p),
+                            },
                             SwarmEvent::OutgoingConnectionError { error, .. } => Seen::OutgoingError(format!("{error:?}")),
                             SwarmEvent::IncomingConnectionError { error, .. } => Seen::IncomingError(format!("{error:?}")),
                             _ => continue,
@@ -775,6 +780,10 @@ mod tests {
             BehaviourEvent::Identify(_) => "identify",
             BehaviourEvent::Ping(_) => "ping",
             BehaviourEvent::Kad(_) => "kad",
+            // AutoNAT found no member to ask (a timer, with no connection).
+            BehaviourEvent::Autonat(libp2p::autonat::Event::OutboundProbe(
+                libp2p::autonat::OutboundProbeEvent::Error { peer: None, .. },
+            )) => "",
             _ => "other",
         }
     }
@@ -1161,6 +1170,7 @@ mod tests {
                 mdns: false,
                 max_queued_gossip: 64,
                 limits: crate::net::limits::AdmissionLimits::default(),
+                reach: Default::default(),
                 guard: PeerGuard::new(),
                 admission,
             },

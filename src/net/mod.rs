@@ -19,18 +19,21 @@ pub mod admit;
 pub mod counters;
 pub mod guard;
 pub mod limits;
+pub mod reach;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use libp2p::core::ConnectedPoint;
 use libp2p::futures::StreamExt;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, noise, ping, tcp,
-    yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns,
+    noise, ping, relay, tcp, upnp, yamux,
 };
 use tokio::sync::mpsc;
 
@@ -38,6 +41,7 @@ use crate::identity::NetworkKey;
 use crate::util::workers::Workers;
 use admit::{Admission, AdmissionRefusal, AdmissionRefusals, AdmitError, RefusalSide};
 use guard::{Blocklist, Offence, PeerGuard};
+use reach::{ConnKind, ConnKinds, ReachConfig, ReachState, Reachability, RelayServerMode};
 
 /// Largest gossip message (an entry announcement or a membership announcement).
 pub const MAX_GOSSIP: usize = 1 << 20;
@@ -89,6 +93,8 @@ pub struct NetConfig {
     /// Who is admitted past the admission handshake ([`admit`]); a key-only node passes
     /// [`admit::KeyOnlyAdmission`].
     pub admission: Arc<dyn Admission>,
+    /// Reachability beyond the LAN: relaying for members, UPnP ([`reach`]).
+    pub reach: ReachConfig,
 }
 
 pub enum NetEvent {
@@ -169,6 +175,12 @@ struct SharedState {
     listen_addrs: Vec<Multiaddr>,
     /// Admission refusals, both ways.
     refusals: AdmissionRefusals,
+    /// Whether this node is reachable from outside, and by which addresses.
+    reachability: Reachability,
+    /// How each open connection reaches its peer.
+    conn_kinds: ConnKinds,
+    /// Whether this node relays for members now.
+    relaying: bool,
 }
 
 /// Gossip messages waiting to be taken by the program at most; past it, new ones are dropped
@@ -227,9 +239,22 @@ impl NetHandle {
         let _ = self.tx.try_send(Command::Dial(peer));
     }
 
-    /// Concrete addresses this node listens on.
+    /// Concrete addresses this node listens on (relayed ones included).
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.shared.read().listen_addrs.clone()
+    }
+
+    /// The addresses to announce: those listened on, and the external ones members confirmed
+    /// (a router's mapped port, a public address in front of a forwarded port).
+    pub fn advertised_addrs(&self) -> Vec<Multiaddr> {
+        let shared = self.shared.read();
+        let mut addrs = shared.listen_addrs.clone();
+        for a in shared.reachability.addrs() {
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+        addrs
     }
 
     /// Peers with at least one open connection.
@@ -245,6 +270,22 @@ impl NetHandle {
     /// The admission refusals seen since start, both ways, and the last one.
     pub fn admission_refusals(&self) -> AdmissionRefusals {
         self.shared.read().refusals.clone()
+    }
+
+    /// Whether this node is reachable from outside (AutoNAT), and by which addresses.
+    pub fn reachability(&self) -> (ReachState, Vec<Multiaddr>) {
+        let shared = self.shared.read();
+        (shared.reachability.state(), shared.reachability.addrs())
+    }
+
+    /// Whether this node relays for other members now.
+    pub fn relaying(&self) -> bool {
+        self.shared.read().relaying
+    }
+
+    /// How `peer`'s open connections reach it, best first; empty when not connected.
+    pub fn connection_kinds(&self, peer: &PeerId) -> Vec<ConnKind> {
+        self.shared.read().conn_kinds.of(peer)
     }
 
     /// The last admission refusal, either way: this node refused a peer, or a peer refused it.
@@ -278,6 +319,15 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub ping: ping::Behaviour,
     pub stream: libp2p_stream::Behaviour,
+    /// Reservations on members that relay, and circuits through them ([`reach`]).
+    pub relay_client: relay::client::Behaviour,
+    /// Relaying for members (absent when `relay_server = off`).
+    pub relay: Toggle<relay::Behaviour>,
+    /// Hole punching over a relayed connection.
+    pub dcutr: dcutr::Behaviour,
+    /// Asks members to dial this node's addresses back, and does it for them.
+    pub autonat: autonat::v1::Behaviour,
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
 /// The value both ends of a connection mix into the Noise handshake.
@@ -348,11 +398,18 @@ pub fn build_swarm(
         guard,
         admission,
         limits::AdmissionLimits::default(),
+        &ReachConfig::default(),
     )
 }
 
-/// [`build_swarm`] with the given connection limits. The handshakes (TCP, Noise, admission,
-/// Yamux) must finish within [`limits::HANDSHAKE_TIMEOUT`].
+/// [`build_swarm`] with the given connection limits and reachability parts. The handshakes
+/// (TCP or a relay's circuit, Noise, admission, Yamux) must finish within
+/// [`limits::HANDSHAKE_TIMEOUT`].
+///
+/// A connection through a relay runs the same upgrade as a TCP one: the relay client's
+/// transport is composed with TCP under one Noise + admission + Yamux stack, never the
+/// SwarmBuilder's own relay client (which would upgrade circuits without the admission
+/// handshake).
 pub fn build_swarm_limited(
     keypair: libp2p::identity::Keypair,
     network_key: &NetworkKey,
@@ -360,16 +417,21 @@ pub fn build_swarm_limited(
     guard: Arc<PeerGuard>,
     admission: Arc<dyn Admission>,
     limits: limits::AdmissionLimits,
+    reach: &ReachConfig,
 ) -> Result<Swarm<Behaviour>, NetError> {
     use libp2p::Transport;
     let prologue = admission_prologue(network_key);
     let handshake_guard = guard.clone();
+    let (relay_transport, relay_client) = relay::client::new(keypair.public().to_peer_id());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|kp: &libp2p::identity::Keypair| {
             let noise = noise::Config::new(kp)?.with_prologue(prologue.clone());
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                relay_transport
+                    .or_transport(tcp::tokio::Transport::new(
+                        tcp::Config::default().nodelay(true),
+                    ))
                     .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                     .authenticate(noise)
                     .multiplex_ext(move |peer, _| {
@@ -422,15 +484,31 @@ pub fn build_swarm_limited(
             let mut kad =
                 kad::Behaviour::with_config(peer, kad::store::MemoryStore::new(peer), kad_config);
             kad.set_mode(Some(kad::Mode::Server));
+            let relay = match reach.relay_server {
+                RelayServerMode::Off => None,
+                mode => {
+                    let mut relay =
+                        relay::Behaviour::new(peer, reach::relay_config(&reach.relay_limits));
+                    // The event loop decides (`EventLoop::update_reachability`), not the relay's
+                    // own rule, which counts a relayed address as reachable.
+                    relay.set_status(Some(if mode == RelayServerMode::On {
+                        relay::Status::Enable
+                    } else {
+                        relay::Status::Disable
+                    }));
+                    Some(relay)
+                }
+            };
             Ok(Behaviour {
                 limits: limits::ConnectionLimits::new(limits, guard.clone()),
                 blocklist: Blocklist::new(guard),
                 gossipsub,
                 mdns: Toggle::from(mdns),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/p2pfs/id/1".into(),
-                    kp.public(),
-                )),
+                // Address updates are pushed: a relayed address arrives after the connection.
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/p2pfs/id/1".into(), kp.public())
+                        .with_push_listen_addr_updates(true),
+                ),
                 kad,
                 // A connection whose peer stopped answering (a cut link: TCP itself notices
                 // only after minutes) is closed after one missed ping, so requests on it fail
@@ -441,6 +519,11 @@ pub fn build_swarm_limited(
                         .with_timeout(Duration::from_secs(4)),
                 ),
                 stream: libp2p_stream::Behaviour::new(),
+                relay_client,
+                relay: Toggle::from(relay),
+                dcutr: dcutr::Behaviour::new(peer),
+                autonat: autonat::v1::Behaviour::new(peer, reach::autonat_config()),
+                upnp: Toggle::from(reach.upnp.then(upnp::tokio::Behaviour::default)),
             })
         })
         .map_err(|e| NetError::Build(e.to_string()))?
@@ -460,6 +543,7 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         guard.clone(),
         config.admission,
         config.limits,
+        &config.reach,
     )?;
 
     for t in [Topic::Membership, Topic::Namespace, Topic::Ledger] {
@@ -482,7 +566,10 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     let queued_gossip = Arc::new(AtomicUsize::new(0));
-    let shared = Arc::new(parking_lot::RwLock::new(SharedState::default()));
+    let shared = Arc::new(parking_lot::RwLock::new(SharedState {
+        relaying: config.reach.relay_server == RelayServerMode::On,
+        ..SharedState::default()
+    }));
     let event_loop = EventLoop {
         swarm,
         network_key: config.network_key,
@@ -496,6 +583,13 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         dial_failures_reported: HashSet::new(),
         refusals_logged: Default::default(),
         guard: guard.clone(),
+        circuit_dialed: Default::default(),
+        direct_dialed: Default::default(),
+        reach: config.reach,
+        relays: Default::default(),
+        reserved_here: Default::default(),
+        circuits_here: Default::default(),
+        punch_failed: Default::default(),
     };
     workers.spawn(event_loop.run());
     Ok((
@@ -531,7 +625,38 @@ struct EventLoop {
     /// The admission refusals already logged.
     refusals_logged: admit::RefusalLog,
     guard: Arc<PeerGuard>,
+    reach: ReachConfig,
+    /// The relayed address each peer was last dialed by (a failed hole punch is retried
+    /// through it).
+    circuit_dialed: std::collections::HashMap<PeerId, Multiaddr>,
+    /// The direct address each connected peer was last dialed at.
+    direct_dialed: std::collections::HashMap<PeerId, Multiaddr>,
+    /// Members that relay (they advertise the relay protocol), and this node's reservation on
+    /// each, if any.
+    relays: std::collections::HashMap<PeerId, RelayUse>,
+    /// Members with a reservation on this node, and the circuits through it per member: their
+    /// connections are never closed as surplus (that would end the reservation or the circuit).
+    reserved_here: HashSet<PeerId>,
+    circuits_here: std::collections::HashMap<PeerId, usize>,
+    /// Peers a hole punch failed with, when, and the relayed address to retry it through.
+    punch_failed: std::collections::HashMap<PeerId, (std::time::Instant, Option<Multiaddr>)>,
 }
+
+/// A member that relays, as this node knows it.
+#[derive(Default)]
+struct RelayUse {
+    /// Its address as this node dialed it directly (a reservation goes there).
+    addr: Option<Multiaddr>,
+    /// The listener holding this node's reservation on it.
+    listener: Option<libp2p::core::transport::ListenerId>,
+    /// When a reservation on it last failed (it is retried after [`RELAY_RETRY`]).
+    failed: Option<std::time::Instant>,
+}
+
+/// A relay that refused or dropped a reservation is asked again after this.
+const RELAY_RETRY: Duration = Duration::from_secs(20);
+/// A failed hole punch is tried again after this (DCUtR itself tries three times at once).
+const PUNCH_RETRY: Duration = Duration::from_secs(5 * 60);
 
 impl EventLoop {
     async fn run(mut self) {
@@ -539,6 +664,7 @@ impl EventLoop {
         // Re-dial bootstrap addresses while alone.
         let mut redial = tokio::time::interval(Duration::from_secs(5));
         let mut trim = tokio::time::interval(Duration::from_secs(10));
+        let mut reach = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -552,6 +678,10 @@ impl EventLoop {
                     }
                 }
                 _ = trim.tick() => self.trim_connections(),
+                _ = reach.tick() => {
+                    self.keep_reservations();
+                    self.retry_hole_punches();
+                }
                 _ = self.guard.pending_changed() => {
                     for peer in self.guard.take_pending() {
                         tracing::debug!(%peer, "disconnecting a hostile peer");
@@ -563,9 +693,10 @@ impl EventLoop {
     }
 
     /// Closes surplus connections: past [`MAX_CONNECTED_PEERS`] peers, those not in a gossip
-    /// mesh, connected for at least [`CONNECTION_GRACE`] and not used by a request within it,
-    /// longest connected first. A request that still races a close is retried on a fresh
-    /// connection by the rpc clients.
+    /// mesh, not carrying a relay reservation or circuit ([`EventLoop::relay_pinned`]),
+    /// connected for at least [`CONNECTION_GRACE`] and not used by a request within it, longest
+    /// connected first. A request that still races a close is retried on a fresh connection by
+    /// the rpc clients.
     fn trim_connections(&mut self) {
         let now = std::time::Instant::now();
         let surplus = self
@@ -587,6 +718,7 @@ impl EventLoop {
             .iter()
             .filter(|(peer, since)| {
                 !mesh.contains(peer)
+                    && !self.relay_pinned(peer)
                     && now.saturating_duration_since(**since) >= CONNECTION_GRACE
                     && !self.guard.in_use(peer, CONNECTION_GRACE, now)
             })
@@ -668,6 +800,218 @@ impl EventLoop {
         }
     }
 
+    /// Records how a new connection reaches its peer, and the addresses worth keeping: the
+    /// relayed one a peer was dialed by (a failed hole punch is retried through it), the direct
+    /// one a relay was dialed at (a reservation goes there).
+    fn connection_opened(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
+        let relayed = match endpoint {
+            ConnectedPoint::Dialer { address, .. } => reach::is_relayed(address),
+            ConnectedPoint::Listener {
+                local_addr,
+                send_back_addr,
+            } => reach::is_relayed(local_addr) || reach::is_relayed(send_back_addr),
+        };
+        let kind = if relayed {
+            ConnKind::Relayed
+        } else {
+            ConnKind::Direct
+        };
+        self.shared.write().conn_kinds.opened(peer, id, kind);
+        if let ConnectedPoint::Dialer { address, .. } = endpoint {
+            if relayed {
+                self.circuit_dialed.insert(peer, address.clone());
+            } else {
+                self.direct_dialed.insert(peer, address.clone());
+                self.relays.entry(peer).and_modify(|r| {
+                    r.addr = Some(address.clone());
+                });
+            }
+        }
+    }
+
+    /// Keeps track of the members that relay (those whose identify lists the relay protocol).
+    fn relay_seen(&mut self, peer: PeerId, info: &identify::Info) {
+        if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            let used = self.relays.entry(peer).or_default();
+            // Where this node reached it, else where it listens: loopback last (a relayed
+            // address is advertised to others, who must be able to reach the relay there).
+            let dialed = self.direct_dialed.get(&peer).cloned();
+            if dialed.is_some() || used.addr.is_none() {
+                let mut listening: Vec<&Multiaddr> = info
+                    .listen_addrs
+                    .iter()
+                    .filter(|a| !reach::is_relayed(a))
+                    .collect();
+                listening.sort_by_key(|a| reach::is_loopback(a));
+                used.addr = dialed.or_else(|| listening.first().map(|a| (*a).clone()));
+            }
+            self.keep_reservations();
+        } else if let Some(used) = self.relays.remove(&peer)
+            && let Some(listener) = used.listener
+        {
+            self.swarm.remove_listener(listener);
+        }
+    }
+
+    /// Whether `peer`'s connection carries a relay's reservation or circuit, either way: this
+    /// node's reservation on it, its reservation here, or a circuit through here.
+    fn relay_pinned(&self, peer: &PeerId) -> bool {
+        self.relays.get(peer).is_some_and(|r| r.listener.is_some())
+            || self.reserved_here.contains(peer)
+            || self.circuits_here.contains_key(peer)
+    }
+
+    /// Keeps count of the reservations and circuits this node holds for members.
+    fn relayed_for(&mut self, event: &relay::Event) {
+        match event {
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                self.reserved_here.insert(*src_peer_id);
+            }
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                self.reserved_here.remove(src_peer_id);
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                for p in [src_peer_id, dst_peer_id] {
+                    *self.circuits_here.entry(*p).or_default() += 1;
+                }
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                for p in [src_peer_id, dst_peer_id] {
+                    if let std::collections::hash_map::Entry::Occupied(mut n) =
+                        self.circuits_here.entry(*p)
+                    {
+                        *n.get_mut() -= 1;
+                        if *n.get() == 0 {
+                            n.remove();
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Follows a change of reachability: an `auto` relay relays while public.
+    fn update_reachability(&mut self) {
+        let state = self.shared.read().reachability.state();
+        if self.reach.relay_server == RelayServerMode::Auto {
+            let relay = state == ReachState::Public;
+            if std::mem::replace(&mut self.shared.write().relaying, relay) != relay {
+                tracing::info!(
+                    relay,
+                    "relaying for members: {}",
+                    if relay {
+                        "on (publicly reachable)"
+                    } else {
+                        "off (not publicly reachable)"
+                    }
+                );
+                if let Some(r) = self.swarm.behaviour_mut().relay.as_mut() {
+                    r.set_status(Some(if relay {
+                        relay::Status::Enable
+                    } else {
+                        relay::Status::Disable
+                    }));
+                }
+            }
+        }
+        self.keep_reservations();
+    }
+
+    /// A private node keeps reservations on up to `relay_reservations` relays (its relayed
+    /// addresses); a public one needs none.
+    fn keep_reservations(&mut self) {
+        let state = self.shared.read().reachability.state();
+        if state == ReachState::Public {
+            for used in self.relays.values_mut() {
+                if let Some(listener) = used.listener.take() {
+                    self.swarm.remove_listener(listener);
+                }
+            }
+            return;
+        }
+        if state != ReachState::Private {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut held = self
+            .relays
+            .values()
+            .filter(|r| r.listener.is_some())
+            .count();
+        let mut candidates: Vec<PeerId> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| {
+                r.listener.is_none()
+                    && r.addr.is_some()
+                    && r.failed
+                        .is_none_or(|t| now.duration_since(t) >= RELAY_RETRY)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        // Connected relays first: a reservation on them needs no new connection.
+        candidates.sort_by_key(|p| !self.swarm.is_connected(p));
+        for relay in candidates {
+            if held >= self.reach.relay_reservations {
+                break;
+            }
+            let used = self.relays.get_mut(&relay).expect("listed above");
+            let addr = reach::circuit_listen_addr(relay, used.addr.as_ref().expect("filtered"));
+            match self.swarm.listen_on(addr.clone()) {
+                Ok(listener) => {
+                    tracing::info!(%relay, %addr, "reserving a relayed address");
+                    used.listener = Some(listener);
+                    held += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(%relay, error = %e, "cannot reserve on a relay");
+                    used.failed = Some(now);
+                }
+            }
+        }
+    }
+
+    /// Tries again a hole punch that failed [`PUNCH_RETRY`] ago, with a peer still reached only
+    /// through a relay: a new relayed connection starts DCUtR again (the NATs' mappings may
+    /// have changed, the peer may have moved).
+    fn retry_hole_punches(&mut self) {
+        let now = std::time::Instant::now();
+        let mut retry = Vec::new();
+        {
+            let shared = self.shared.read();
+            let swarm = &self.swarm;
+            self.punch_failed.retain(|peer, (when, via)| {
+                if !swarm.is_connected(peer) || shared.conn_kinds.has_direct(peer) {
+                    return false;
+                }
+                if now.duration_since(*when) >= PUNCH_RETRY
+                    && let Some(addr) = via
+                {
+                    retry.push((*peer, addr.clone()));
+                    *when = now;
+                }
+                true
+            });
+        }
+        for (peer, addr) in retry {
+            tracing::debug!(%peer, "retrying a hole punch");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr])
+                .condition(PeerCondition::Always)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Publish { topic: t, data } => {
@@ -698,17 +1042,111 @@ impl EventLoop {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
                 let mut shared = self.shared.write();
+                if reach::is_relayed(&address) {
+                    shared.reachability.relayed_listen(address.clone(), true);
+                }
                 if !shared.listen_addrs.contains(&address) {
                     shared.listen_addrs.push(address);
                 }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.shared.write().listen_addrs.retain(|a| *a != address);
+                let mut shared = self.shared.write();
+                shared.listen_addrs.retain(|a| *a != address);
+                shared.reachability.relayed_listen(address, false);
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                {
+                    let mut shared = self.shared.write();
+                    for address in addresses {
+                        shared.listen_addrs.retain(|a| *a != address);
+                        shared.reachability.relayed_listen(address, false);
+                    }
+                }
+                for (relay, used) in &mut self.relays {
+                    if used.listener == Some(listener_id) {
+                        tracing::info!(%relay, ?reason, "relay reservation ended");
+                        used.listener = None;
+                        used.failed = Some(std::time::Instant::now());
+                    }
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                self.shared.write().reachability.confirmed(address);
+                self.update_reachability();
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                self.shared.write().reachability.expired(&address);
+                self.update_reachability();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::v1::Event::StatusChanged {
+                old,
+                new,
+            })) => {
+                tracing::info!(?old, ?new, "reachability");
+                // The address members dialed back is this node's confirmed external address
+                // (a relay hands those out in its reservations).
+                if let autonat::v1::NatStatus::Public(addr) = &old {
+                    self.swarm.remove_external_address(addr);
+                }
+                if let autonat::v1::NatStatus::Public(addr) = &new {
+                    self.swarm.add_external_address(addr.clone());
+                }
+                self.shared
+                    .write()
+                    .reachability
+                    .autonat(new == autonat::v1::NatStatus::Private);
+                self.update_reachability();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(connection) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punch succeeded: direct connection");
+                    self.punch_failed.remove(&remote_peer_id);
+                    self.shared
+                        .write()
+                        .conn_kinds
+                        .punched(remote_peer_id, connection);
+                }
+                Err(e) => {
+                    tracing::info!(peer = %remote_peer_id, error = %e, "hole punch failed; staying relayed, retrying later");
+                    let via = self.circuit_dialed.get(&remote_peer_id).cloned();
+                    self.punch_failed
+                        .insert(remote_peer_id, (std::time::Instant::now(), via));
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => {
+                tracing::debug!(event = ?e, "relay client");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => {
+                tracing::debug!(event = ?e, "relay server");
+                self.relayed_for(&e);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(e)) => match e {
+                upnp::Event::NewExternalAddr { external_addr, .. } => {
+                    tracing::info!(%external_addr, "router mapped a port (UPnP)");
+                }
+                upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+                    tracing::info!(%external_addr, "router port mapping expired (UPnP)");
+                }
+                upnp::Event::GatewayNotFound => tracing::info!("no UPnP router found"),
+                upnp::Event::NonRoutableGateway => {
+                    tracing::info!("the UPnP router is itself behind a NAT: no mapping")
+                }
+            },
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                connection_id,
+                ..
             } => {
                 self.guard.connection_opened(peer_id);
+                self.connection_opened(peer_id, connection_id, &endpoint);
                 if endpoint.is_dialer() {
                     self.swarm
                         .behaviour_mut()
@@ -726,11 +1164,18 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established,
+                connection_id,
                 ..
             } => {
                 self.guard.connection_closed(peer_id, num_established);
+                self.shared
+                    .write()
+                    .conn_kinds
+                    .closed(peer_id, connection_id);
                 if num_established == 0 {
                     self.connected_since.remove(&peer_id);
+                    self.direct_dialed.remove(&peer_id);
+                    self.circuit_dialed.remove(&peer_id);
                 }
                 if num_established == 0 && self.shared.write().connected.remove(&peer_id) {
                     self.emit(NetEvent::Disconnected(peer_id));
@@ -788,6 +1233,7 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                self.relay_seen(peer_id, &info);
                 for addr in info.listen_addrs.into_iter().take(16) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
@@ -861,15 +1307,32 @@ mod tests {
     use super::*;
 
     fn node(key: &NetworkKey, bootstrap: Vec<Multiaddr>, queue: usize) -> (NetHandle, NetEvents) {
+        node_with(
+            key,
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            bootstrap,
+            queue,
+            ReachConfig::default(),
+        )
+    }
+
+    fn node_with(
+        key: &NetworkKey,
+        listen: Vec<Multiaddr>,
+        bootstrap: Vec<Multiaddr>,
+        queue: usize,
+        reach: ReachConfig,
+    ) -> (NetHandle, NetEvents) {
         start(
             NetConfig {
                 keypair: libp2p::identity::Keypair::generate_ed25519(),
                 network_key: key.clone(),
-                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                listen,
                 bootstrap,
                 mdns: false,
                 max_queued_gossip: queue,
                 limits: limits::AdmissionLimits::default(),
+                reach,
                 guard: PeerGuard::new(),
                 admission: Arc::new(admit::KeyOnlyAdmission),
             },
@@ -964,5 +1427,177 @@ mod tests {
             }
         });
         again.await.expect("the queue drains and takes new gossip");
+    }
+
+    /// A node that listens nowhere finds itself private, reserves a relayed address on the
+    /// member that relays (which finds itself public), and a third member reaches it through
+    /// that address: status and the connection kinds say so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_private_node_is_reached_through_a_relaying_member() {
+        let key = NetworkKey::generate();
+        // Takes a node's events, as its program does.
+        fn drain(mut events: NetEvents) {
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+        }
+        let relay_reach = ReachConfig {
+            relay_server: RelayServerMode::Auto,
+            ..ReachConfig::default()
+        };
+        let (relay, relay_events) = node_with(
+            &key,
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            vec![],
+            64,
+            relay_reach,
+        );
+        drain(relay_events);
+        eventually("relay listening", || !relay.listen_addrs().is_empty()).await;
+        let relay_addr = relay.listen_addrs()[0]
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(relay.local));
+        let (private, private_events) = node_with(
+            &key,
+            vec![],
+            vec![relay_addr.clone()],
+            64,
+            ReachConfig::default(),
+        );
+        drain(private_events);
+        let deadline = Duration::from_secs(60);
+        eventually_within(
+            "the relay is found public (the private node dialed it back)",
+            deadline,
+            || relay.reachability().0 == ReachState::Public,
+        )
+        .await;
+        assert!(relay.relaying(), "an auto relay relays while public");
+        eventually_within("the private node finds itself private", deadline, || {
+            private.reachability().0 == ReachState::Private
+        })
+        .await;
+        assert!(!private.relaying());
+        eventually_within("the private node holds a relayed address", deadline, || {
+            private.reachability().1.iter().any(reach::is_relayed)
+        })
+        .await;
+        let (third, third_events) = node_with(
+            &key,
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            vec![relay_addr],
+            64,
+            ReachConfig::default(),
+        );
+        drain(third_events);
+        third.add_addresses(private.local, private.listen_addrs());
+        third.dial(private.local);
+        eventually_within("the third node reaches the private one", deadline, || {
+            !third.connection_kinds(&private.local).is_empty()
+        })
+        .await;
+        // The connection is relayed, or already hole-punched (the third node listens, so the
+        // private one can dial it back directly); never plainly direct: nothing can dial the
+        // private node.
+        let kinds = third.connection_kinds(&private.local);
+        assert!(
+            kinds
+                .iter()
+                .all(|k| matches!(k, ConnKind::Relayed | ConnKind::HolePunched)),
+            "{kinds:?}"
+        );
+        let kinds = relay.connection_kinds(&private.local);
+        assert!(
+            !kinds.is_empty() && kinds.iter().all(|k| *k == ConnKind::Direct),
+            "the relay and the private node are connected directly: {kinds:?}"
+        );
+    }
+
+    async fn eventually_within(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Chunk-sized data crosses a connection that can only be relayed (neither end listens, so
+    /// no hole punch can succeed): the relay's limits carry it, and the connection stays
+    /// relayed. The libp2p defaults (128 KiB per circuit) would cut it off.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_cross_a_relayed_connection() {
+        use libp2p::futures::{AsyncReadExt, AsyncWriteExt};
+        fn drain(mut events: NetEvents) {
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+        }
+        let key = NetworkKey::generate();
+        let (relay, relay_events) = node_with(
+            &key,
+            vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            vec![],
+            64,
+            ReachConfig::default(),
+        );
+        drain(relay_events);
+        eventually("relay listening", || !relay.listen_addrs().is_empty()).await;
+        let relay_addr = relay.listen_addrs()[0]
+            .clone()
+            .with(libp2p::multiaddr::Protocol::P2p(relay.local));
+        let mut private = Vec::new();
+        for _ in 0..2 {
+            let (node, events) = node_with(
+                &key,
+                vec![],
+                vec![relay_addr.clone()],
+                64,
+                ReachConfig::default(),
+            );
+            drain(events);
+            private.push(node);
+        }
+        let deadline = Duration::from_secs(60);
+        for node in &private {
+            eventually_within("a private node holds a relayed address", deadline, || {
+                node.reachability().1.iter().any(reach::is_relayed)
+            })
+            .await;
+        }
+        let (sender, receiver) = (&private[0], &private[1]);
+        const PROTOCOL: StreamProtocol = StreamProtocol::new("/p2pfs/test-relayed/1");
+        const LEN: usize = 3 << 20;
+        let mut incoming = receiver.streams.clone().accept(PROTOCOL).unwrap();
+        let received = tokio::spawn(async move {
+            let (_, mut stream) = incoming.next().await.unwrap();
+            let mut data = Vec::new();
+            stream.read_to_end(&mut data).await.unwrap();
+            data
+        });
+        sender.add_addresses(receiver.local, receiver.listen_addrs());
+        sender.dial(receiver.local);
+        eventually_within("the sender reaches the receiver", deadline, || {
+            !sender.connection_kinds(&receiver.local).is_empty()
+        })
+        .await;
+        let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        let mut stream = sender
+            .streams
+            .clone()
+            .open_stream(receiver.local, PROTOCOL)
+            .await
+            .unwrap();
+        stream.write_all(&data).await.unwrap();
+        stream.close().await.unwrap();
+        let got = tokio::time::timeout(deadline, received)
+            .await
+            .expect("the data arrives")
+            .unwrap();
+        assert!(got == data, "{} bytes of {LEN} arrived intact", got.len());
+        assert_eq!(
+            sender.connection_kinds(&receiver.local),
+            vec![ConnKind::Relayed]
+        );
+        assert_eq!(
+            receiver.connection_kinds(&sender.local),
+            vec![ConnKind::Relayed],
+            "the accepting side sees it relayed too"
+        );
     }
 }

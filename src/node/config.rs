@@ -108,6 +108,36 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Chunk bytes each peer may have this node read and hash for its proof requests, in MB/s\n(10^6 bytes); a request that would wait over 5 s for its peer's share is refused as busy.",
     ),
     (
+        "network",
+        "relay_server",
+        "Relay connections between members that cannot reach each other (behind NATs):\n\"auto\" while this node is publicly reachable, \"on\" always, \"off\" never. Only members'\nconnections are relayed; the relay sees encrypted bytes only.",
+    ),
+    (
+        "network",
+        "relay_max_circuits",
+        "Relayed connections this node carries at once, all members together.",
+    ),
+    (
+        "network",
+        "relay_max_circuit_mb",
+        "Megabytes (10^6 bytes) one relayed connection carries before the relay closes it (the\nmembers reconnect).",
+    ),
+    (
+        "network",
+        "relay_max_circuit_secs",
+        "Seconds a relayed connection lasts at most.",
+    ),
+    (
+        "network",
+        "relay_circuits_per_minute",
+        "New relayed connections each member may open through this node per minute.",
+    ),
+    (
+        "network",
+        "upnp",
+        "Ask the router (UPnP) to forward the listening port to this node. Off by default: a\nprogram that opens ports on a router unasked is a surprise to its owner.",
+    ),
+    (
         "storage",
         "chunk_size",
         "Size of a file chunk in bytes (4096 to 16777216; a file's last chunk is shorter).",
@@ -238,6 +268,18 @@ pub struct NetworkConfig {
     pub audit_interval_secs: u64,
     /// Chunk bytes each peer may have this node read for its proofs, in MB/s (10^6 bytes).
     pub prove_rate_mb: u64,
+    /// Relay for members: while publicly reachable (auto), always (on), never (off).
+    pub relay_server: crate::net::reach::RelayServerMode,
+    /// Relayed connections carried at once.
+    pub relay_max_circuits: usize,
+    /// Megabytes one relayed connection carries at most.
+    pub relay_max_circuit_mb: u64,
+    /// Seconds one relayed connection lasts at most.
+    pub relay_max_circuit_secs: u64,
+    /// New relayed connections per member per minute.
+    pub relay_circuits_per_minute: u32,
+    /// Ask the router (UPnP) to forward the listening port.
+    pub upnp: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -329,6 +371,12 @@ impl Default for NetworkConfig {
             repair_rate_mb: 100,
             audit_interval_secs: 10,
             prove_rate_mb: 16,
+            relay_server: crate::net::reach::RelayServerMode::Auto,
+            relay_max_circuits: 32,
+            relay_max_circuit_mb: 1024,
+            relay_max_circuit_secs: 3600,
+            relay_circuits_per_minute: 6,
+            upnp: false,
         }
     }
 }
@@ -475,6 +523,16 @@ impl Config {
         if n.audit_interval_secs == 0 {
             return Err("network.audit_interval_secs must be > 0".into());
         }
+        if n.relay_max_circuits == 0
+            || n.relay_max_circuit_mb == 0
+            || n.relay_max_circuit_secs == 0
+            || n.relay_max_circuit_secs > u32::MAX.into()
+            || n.relay_circuits_per_minute == 0
+        {
+            return Err(
+                "network.relay_max_circuits, relay_max_circuit_mb, relay_max_circuit_secs (up to 2^32-1) and relay_circuits_per_minute must be > 0 (relay_server = \"off\" turns relaying off)".into(),
+            );
+        }
         for a in n.listen.iter().chain(&n.bootstrap) {
             a.parse::<libp2p::Multiaddr>()
                 .map_err(|e| format!("network: {a:?} is not a multiaddr: {e}"))?;
@@ -511,6 +569,23 @@ impl Config {
             .iter()
             .filter_map(|a| a.parse().ok())
             .collect()
+    }
+
+    /// The reachability parts of the network ([`crate::net::reach`]).
+    pub fn reach(&self) -> crate::net::reach::ReachConfig {
+        let n = &self.network;
+        crate::net::reach::ReachConfig {
+            relay_server: n.relay_server,
+            relay_limits: crate::net::reach::RelayLimits {
+                max_circuits: n.relay_max_circuits,
+                max_circuit_bytes: n.relay_max_circuit_mb.saturating_mul(1_000_000),
+                max_circuit_duration: std::time::Duration::from_secs(n.relay_max_circuit_secs),
+                circuits_per_minute: n.relay_circuits_per_minute,
+                ..Default::default()
+            },
+            upnp: n.upnp,
+            ..Default::default()
+        }
     }
 
     pub fn bootstrap_addrs(&self) -> Vec<libp2p::Multiaddr> {

@@ -114,6 +114,7 @@ impl Node {
                 limits: admission,
                 guard: guard.clone(),
                 admission: gate_admission.clone(),
+                reach: self.config.reach(),
             },
             &workers,
         )?;

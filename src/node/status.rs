@@ -14,10 +14,11 @@ use crate::cluster::audit::Audit;
 use crate::cluster::gc::Gc;
 use crate::cluster::repair::Repair;
 use crate::fs::Mount;
+use crate::net::reach::ReachState;
 use crate::node::admission::GateAdmission;
 use crate::node::control::proto::{
-    AdmissionStatus, AuditStatus, CacheStatus, GcStatus, PassesStatus, PeerStatus, RefusalStatus,
-    ReplicationStatus, Status,
+    AdmissionStatus, AuditStatus, CacheStatus, GcStatus, PassesStatus, PeerStatus,
+    ReachabilityStatus, RefusalStatus, ReplicationStatus, Status,
 };
 
 /// A throttled listing of the chunk store is redone at most this often, or, for a large store,
@@ -42,6 +43,17 @@ struct StoredCount {
     took: Duration,
     chunks: u64,
     bytes: u64,
+}
+
+/// How `net`'s connections reach `peer` (`PeerStatus::connection`).
+pub(crate) fn connection_kinds(net: &crate::net::NetHandle, peer: &libp2p::PeerId) -> String {
+    let mut kinds = net.connection_kinds(peer);
+    kinds.dedup();
+    kinds
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The node's parts a status is read from.
@@ -165,6 +177,7 @@ impl StatusReader {
                     free_bytes: m.free,
                     version: m.version.clone(),
                     placement_rule: m.placement_rule,
+                    connection: connection_kinds(net, &m.peer),
                 })
                 .collect();
             (peers, view.refused_names())
@@ -178,6 +191,19 @@ impl StatusReader {
             network_fingerprint: self.network_fingerprint.clone(),
             placement_rule: crate::cluster::placement::RULE,
             listen_addrs: net.listen_addrs().iter().map(|a| a.to_string()).collect(),
+            reachability: {
+                let (state, addrs) = net.reachability();
+                ReachabilityStatus {
+                    state: match state {
+                        ReachState::Public => "public",
+                        ReachState::Private => "private",
+                        ReachState::Unknown => "unknown",
+                    }
+                    .into(),
+                    addrs: addrs.iter().map(|a| a.to_string()).collect(),
+                    relaying: net.relaying(),
+                }
+            },
             network: if connected == 0 {
                 "isolated"
             } else {

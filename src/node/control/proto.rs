@@ -254,9 +254,26 @@ pub struct Status {
     /// Who may connect: key-only, or certified (founder, this node's role, refusals).
     #[serde(default)]
     pub admission: AdmissionStatus,
+    /// Whether other members can dial this node (AutoNAT), by which addresses, and whether it
+    /// relays for them.
+    #[serde(default)]
+    pub reachability: ReachabilityStatus,
     /// Passes of the background workers completed since start.
     #[serde(default)]
     pub passes: PassesStatus,
+}
+
+/// This node's reachability from outside its LAN (`net::reach`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReachabilityStatus {
+    /// `public`: a member dialed one of its addresses back; `private`: members tried and could
+    /// not (behind a NAT or firewall; it is reached through relays); `unknown`: not tested yet.
+    pub state: String,
+    /// Public: the addresses confirmed reachable. Private: its relayed (`/p2p-circuit`)
+    /// addresses.
+    pub addrs: Vec<String>,
+    /// Whether this node relays for other members now.
+    pub relaying: bool,
 }
 
 /// Completed passes since start, by worker: tests (and operators) wait for "two more passes"
@@ -383,6 +400,10 @@ pub struct ChunkLocation {
     pub owner_names: Vec<String>,
     #[serde(default)]
     pub holder_names: Vec<String>,
+    /// How this node's connections reach the owners and holders it is connected to, by peer
+    /// id: `direct`, `hole-punched` or `relayed` (comma-separated when several).
+    #[serde(default)]
+    pub connections: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -402,6 +423,10 @@ pub struct PeerStatus {
     /// versions that did not announce one.
     #[serde(default)]
     pub placement_rule: u8,
+    /// How this node's connections reach the peer: `direct`, `hole-punched` or `relayed`
+    /// (best first, comma-separated when several); empty when not connected.
+    #[serde(default)]
+    pub connection: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

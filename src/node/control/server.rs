@@ -432,9 +432,20 @@ impl ControlService {
         let chunks = places
             .into_iter()
             .map(|place| {
+                let connections = place
+                    .owners
+                    .iter()
+                    .chain(&place.holders.proven)
+                    .chain(&place.holders.unverified)
+                    .filter_map(|p| {
+                        let kinds = crate::node::status::connection_kinds(&self.cluster.net, p);
+                        (!kinds.is_empty()).then(|| (p.to_string(), kinds))
+                    })
+                    .collect();
                 let owners = ids(place.owners);
                 let holders = ids(place.holders.proven);
                 ChunkLocation {
+                    connections,
                     id: place.id.to_string(),
                     owner_names: label(&owners),
                     holder_names: label(&holders),

@@ -120,6 +120,40 @@ impl Collector for Scrape {
             "Peers with an open connection.",
             snapshot.connected,
         )?;
+        {
+            let mut m = e.encode_descriptor(
+                "peers_connected_by_kind",
+                "Members connected, by their best connection: direct, hole-punched or relayed.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for kind in ["direct", "hole-punched", "relayed"] {
+                let n = status
+                    .peers
+                    .iter()
+                    .filter(|p| p.connection.split(',').next() == Some(kind))
+                    .count() as u64;
+                m.encode_family(&[("kind", kind)])?.encode_gauge(&n)?;
+            }
+        }
+        {
+            let mut m = e.encode_descriptor(
+                "reachability",
+                "Whether members can dial this node (AutoNAT): 1 for the current state.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for state in ["public", "private", "unknown"] {
+                let v = u64::from(status.reachability.state == state);
+                m.encode_family(&[("state", state)])?.encode_gauge(&v)?;
+            }
+        }
+        gauge(
+            e,
+            "relaying",
+            "1 while this node relays for other members.",
+            u64::from(status.reachability.relaying),
+        )?;
         gauge(
             e,
             "chunks_stored",
