@@ -1,0 +1,251 @@
+//! Nodes behind NATs, in network namespaces (`common::netlab::NatLab`): iptables MASQUERADE
+//! routers with conntrack filtering, a public segment, no way out of the lab.
+//!
+//! The `lab_*` tests check the lab itself with plain sockets (no p2pfs): a NATed host's
+//! connections show its router's public address; nothing reaches it unsolicited; a cone NAT
+//! keeps one outside port per inside port, a symmetric one does not; two cone NATs let a TCP
+//! simultaneous open (what hole punching does) through, two symmetric ones do not. The other
+//! tests run p2pfs nodes in that lab. Needs root.
+
+mod common;
+
+use common::netlab::*;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::time::Duration;
+
+fn v4(addr: &str, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(addr.parse::<Ipv4Addr>().unwrap(), port)
+}
+
+/// A listener on `addr:0` in namespace `ns`.
+fn listen_in(ns: &str, addr: &str) -> TcpListener {
+    let a = v4(addr, 0);
+    in_ns(ns, move || TcpListener::bind(a).unwrap())
+}
+
+/// Connects from host `h` (from `local_port`, 0 for any) to `to`; on success, the address
+/// `listener` (which `to` must reach) saw the connection come from.
+fn observed_source(
+    lab: &NatLab,
+    h: usize,
+    local_port: u16,
+    to: SocketAddrV4,
+    listener: &TcpListener,
+) -> std::io::Result<SocketAddrV4> {
+    let stream = in_ns(&lab.hosts[h].ns, move || {
+        connect_from(local_port, to, Duration::from_secs(5))
+    })?;
+    let (mut conn, from) = listener.accept().unwrap();
+    // A byte each way: the connection carries data, not only a handshake.
+    let mut stream = stream;
+    stream.write_all(b"x").unwrap();
+    let mut b = [0u8];
+    conn.read_exact(&mut b).unwrap();
+    conn.write_all(b"y").unwrap();
+    stream.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"y");
+    match from {
+        std::net::SocketAddr::V4(a) => Ok(a),
+        other => panic!("IPv6 source {other}"),
+    }
+}
+
+/// A free local port in host `h`'s namespace (bound once, then released).
+fn free_port(lab: &NatLab, h: usize) -> u16 {
+    let a = v4(&lab.hosts[h].addr, 0);
+    in_ns(&lab.hosts[h].ns, move || {
+        TcpListener::bind(a).unwrap().local_addr().unwrap().port()
+    })
+}
+
+#[test]
+fn lab_cone_nat_masquerades_and_drops_unsolicited_inbound() {
+    let mut lab = NatLab::new(0);
+    let public = lab.public_host();
+    let r = lab.router(Nat::Cone);
+    let a = lab.host_behind(r);
+    let wan = lab.routers[r].wan_addr.clone();
+    assert_eq!(lab.public_addr_of(a), wan);
+
+    // Outbound works and comes from the router's public address, the inside port kept.
+    let l = listen_in(&lab.hosts[public].ns, &lab.hosts[public].addr);
+    let to = v4(&lab.hosts[public].addr, l.local_addr().unwrap().port());
+    let port = free_port(&lab, a);
+    let seen = observed_source(&lab, a, port, to, &l).expect("A connects out");
+    assert_eq!(seen.ip().to_string(), wan, "not masqueraded");
+    assert_eq!(seen.port(), port, "a cone NAT keeps a free inside port");
+
+    // A listens; its router's LAN reaches it (the listener is up) ...
+    let al = listen_in(&lab.hosts[a].ns, &lab.hosts[a].addr);
+    let aport = al.local_addr().unwrap().port();
+    let lan_side = in_ns(&lab.routers[r].ns, {
+        let to = v4(&lab.hosts[a].addr, aport);
+        move || connect_from(0, to, Duration::from_secs(5))
+    });
+    assert!(lan_side.is_ok(), "the router cannot reach A: {lan_side:?}");
+    drop(al.accept().unwrap());
+    // ... but the public side does not: not at the router's address (nothing forwarded) ...
+    let at_router = in_ns(&lab.hosts[public].ns, {
+        let to = v4(&wan, aport);
+        move || connect_from(0, to, Duration::from_secs(3))
+    });
+    assert!(
+        at_router.is_err(),
+        "unsolicited inbound at the router's address got through"
+    );
+    // ... nor straight at A's private address through the router (an ISP-side host routing to
+    // the LAN): the FORWARD policy drops what no connection from inside opened.
+    ip(&[
+        "-n",
+        &lab.hosts[public].ns,
+        "route",
+        "add",
+        &format!("{}.0/24", lab.routers[r].lan_net),
+        "via",
+        &wan,
+    ]);
+    let through = in_ns(&lab.hosts[public].ns, {
+        let to = v4(&lab.hosts[a].addr, aport);
+        move || connect_from(0, to, Duration::from_secs(3))
+    });
+    assert!(
+        through.is_err(),
+        "unsolicited inbound through the router got through; conntrack:\n{}",
+        lab.conntrack(r)
+    );
+    let left = lab.teardown();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn lab_symmetric_nat_maps_each_destination_to_its_own_port() {
+    let mut lab = NatLab::new(1);
+    let public = lab.public_host();
+    let (cone, sym) = (lab.router(Nat::Cone), lab.router(Nat::Symmetric));
+    let (c, s) = (lab.host_behind(cone), lab.host_behind(sym));
+    // Three destinations: three listeners on the public host.
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| listen_in(&lab.hosts[public].ns, &lab.hosts[public].addr))
+        .collect();
+    let dest = |l: &TcpListener| v4(&lab.hosts[public].addr, l.local_addr().unwrap().port());
+    let mapped = |h: usize| -> Vec<SocketAddrV4> {
+        let port = free_port(&lab, h);
+        listeners
+            .iter()
+            .map(|l| observed_source(&lab, h, port, dest(l), l).expect("connects out"))
+            .collect()
+    };
+
+    let from_cone = mapped(c);
+    assert!(
+        from_cone.iter().all(|a| *a == from_cone[0]),
+        "a cone NAT mapped one inside port to several outside ones: {from_cone:?}"
+    );
+    let from_sym = mapped(s);
+    assert!(
+        from_sym
+            .iter()
+            .all(|a| a.ip().to_string() == lab.routers[sym].wan_addr),
+        "{from_sym:?}"
+    );
+    let mut ports: Vec<u16> = from_sym.iter().map(|a| a.port()).collect();
+    ports.sort();
+    ports.dedup();
+    // Random ports: two of three may collide by chance (~1 in 20 000), all three never.
+    assert!(
+        ports.len() >= 2,
+        "a symmetric NAT mapped one inside port to one outside port for 3 destinations: \
+         {from_sym:?}; conntrack:\n{}",
+        lab.conntrack(sym)
+    );
+    eprintln!(
+        "cone: {from_cone:?}\nsymmetric: {from_sym:?}\nsymmetric router's conntrack:\n{}",
+        lab.conntrack(sym)
+    );
+    let left = lab.teardown();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn lab_carrier_nat_shows_the_outermost_address() {
+    let mut lab = NatLab::new(2);
+    let public = lab.public_host();
+    let carrier = lab.router(Nat::Cone);
+    let home = lab.router_behind(carrier, Nat::Cone);
+    let a = lab.host_behind(home);
+    assert_eq!(lab.public_addr_of(a), lab.routers[carrier].wan_addr);
+    assert!(
+        lab.routers[home]
+            .wan_addr
+            .starts_with(&lab.routers[carrier].lan_net),
+        "the home router's WAN is on the carrier's LAN"
+    );
+    let l = listen_in(&lab.hosts[public].ns, &lab.hosts[public].addr);
+    let to = v4(&lab.hosts[public].addr, l.local_addr().unwrap().port());
+    let seen = observed_source(&lab, a, 0, to, &l).expect("A connects out through both NATs");
+    assert_eq!(seen.ip().to_string(), lab.routers[carrier].wan_addr);
+
+    let al = listen_in(&lab.hosts[a].ns, &lab.hosts[a].addr);
+    let aport = al.local_addr().unwrap().port();
+    let inbound = in_ns(&lab.hosts[public].ns, {
+        let to = v4(&lab.routers[carrier].wan_addr, aport);
+        move || connect_from(0, to, Duration::from_secs(3))
+    });
+    assert!(
+        inbound.is_err(),
+        "unsolicited inbound through the carrier NAT"
+    );
+    let left = lab.teardown();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Hosts `a` and `b` connect to each other's public address at once, each from the port it
+/// expects the other to aim at (its own: a cone NAT keeps it): a TCP simultaneous open, as a
+/// hole punch does. Ok if both ends connect and carry a byte.
+fn simultaneous_open(lab: &NatLab, a: usize, b: usize) -> Result<(), String> {
+    let (pa, pb) = (free_port(lab, a), free_port(lab, b));
+    let (to_b, to_a) = (
+        v4(&lab.public_addr_of(b), pb),
+        v4(&lab.public_addr_of(a), pa),
+    );
+    let (na, nb) = (lab.hosts[a].ns.clone(), lab.hosts[b].ns.clone());
+    let ta = std::thread::spawn(move || {
+        in_ns(&na, move || connect_from(pa, to_b, Duration::from_secs(10)))
+    });
+    let tb = std::thread::spawn(move || {
+        in_ns(&nb, move || connect_from(pb, to_a, Duration::from_secs(10)))
+    });
+    let (sa, sb) = (ta.join().unwrap(), tb.join().unwrap());
+    let (mut sa, mut sb) = (
+        sa.map_err(|e| format!("A: {e}"))?,
+        sb.map_err(|e| format!("B: {e}"))?,
+    );
+    sa.write_all(b"p").unwrap();
+    let mut buf = [0u8];
+    sb.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"p");
+    Ok(())
+}
+
+#[test]
+fn lab_cone_nats_let_a_simultaneous_open_through_symmetric_ones_do_not() {
+    let mut lab = NatLab::new(3);
+    let (r1, r2) = (lab.router(Nat::Cone), lab.router(Nat::Cone));
+    let (a, b) = (lab.host_behind(r1), lab.host_behind(r2));
+    let (s1, s2) = (lab.router(Nat::Symmetric), lab.router(Nat::Symmetric));
+    let (c, d) = (lab.host_behind(s1), lab.host_behind(s2));
+    simultaneous_open(&lab, a, b).unwrap_or_else(|e| {
+        panic!(
+            "no simultaneous open through two cone NATs: {e}\nconntrack 1:\n{}\nconntrack 2:\n{}",
+            lab.conntrack(r1),
+            lab.conntrack(r2)
+        )
+    });
+    assert!(
+        simultaneous_open(&lab, c, d).is_err(),
+        "a simultaneous open went through two symmetric NATs"
+    );
+    let left = lab.teardown();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
