@@ -822,3 +822,102 @@ impl Drop for NatLab {
         }
     }
 }
+
+/// Nodes of one certified network in a [`NatLab`], node `i` in `cluster.nodes[i]` on host
+/// `hosts[i]`. Fields drop in order: the nodes (killed, unmounted) before the namespaces.
+pub struct NatNet {
+    pub cluster: Cluster,
+    /// The host each node runs on.
+    pub hosts: Vec<usize>,
+    pub net: NatLab,
+    replicas: u32,
+}
+
+impl NatNet {
+    /// An empty network of `replicas` copies in an empty [`NatLab`] of salt `salt`.
+    pub fn new(salt: usize, replicas: u32) -> NatNet {
+        NatNet {
+            cluster: Cluster::empty(ClusterOpts::replicas(replicas)),
+            hosts: Vec::new(),
+            net: NatLab::new(salt),
+            replicas,
+        }
+    }
+
+    /// Run arguments for a node on host `h`: listening on its address, no mDNS (the lab's
+    /// nodes find each other by bootstrapping, as across the internet), `extra` last.
+    fn run_args(&self, h: usize, boot: Option<&str>, extra: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "--listen".into(),
+            format!("/ip4/{}/tcp/0", self.net.hosts[h].addr),
+            "--no-mdns".into(),
+            "--replicas".into(),
+            self.replicas.to_string(),
+        ];
+        if let Some(b) = boot {
+            v.push("--bootstrap".into());
+            v.push(b.into());
+        }
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+
+    fn start(&mut self, mut node: Node, h: usize, boot: Option<&str>, extra: &[&str]) -> usize {
+        node.set_run_prefix(&self.net.enter(h));
+        node.set_run_args(&self.run_args(h, boot, extra));
+        self.cluster.nodes.push(node);
+        self.hosts.push(h);
+        let i = self.cluster.nodes.len() - 1;
+        self.cluster.nodes[i].start();
+        i
+    }
+
+    /// Founds the network with a node on host `h` (node 0, named `node1`); returns its index.
+    pub fn found(&mut self, h: usize, extra: &[&str]) -> usize {
+        assert!(self.cluster.nodes.is_empty(), "the network is founded once");
+        let node = Node::uninit();
+        node.init_ok(&["--name", "node1"]);
+        let i = self.start(node, h, None, extra);
+        std::fs::copy(
+            self.cluster.nodes[0].dir.join("network.key"),
+            &self.cluster.key,
+        )
+        .expect("copy the network key");
+        i
+    }
+
+    /// Node `i`'s address to bootstrap from: its listen address on its host's own address (the
+    /// one other hosts can dial if any can), with its peer id.
+    pub fn dial_addr(&self, i: usize) -> String {
+        let node = &self.cluster.nodes[i];
+        let own = format!("/ip4/{}/tcp/", self.net.hosts[self.hosts[i]].addr);
+        let mut found = None;
+        let ok = wait_until(START_TIMEOUT, || {
+            found = node.try_status().ok().and_then(|s| {
+                s["listen_addrs"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|a| a.as_str())
+                    .find(|a| a.starts_with(&own))
+                    .map(str::to_string)
+            });
+            found.is_some()
+        });
+        assert!(
+            ok,
+            "node{} does not listen on {own}...; log:\n{}",
+            i + 1,
+            node.log_text()
+        );
+        format!("{}/p2p/{}", found.unwrap(), node.peer_id())
+    }
+
+    /// A node on host `h` invited by node 0, started bootstrapped to node `boot`; returns its
+    /// index. Does not wait for it to join.
+    pub fn join(&mut self, h: usize, boot: usize, extra: &[&str]) -> usize {
+        let name = format!("node{}", self.cluster.nodes.len() + 1);
+        let node = self.cluster.init_invited(0, &name);
+        let boot = self.dial_addr(boot);
+        self.start(node, h, Some(&boot), extra)
+    }
+}
