@@ -256,9 +256,10 @@ fn lab_cone_nats_let_a_simultaneous_open_through_symmetric_ones_do_not() {
 // and the reader behind NAT B too, with one copy per chunk: every byte B reads comes from A over
 // the connection between A and B, relayed or direct; none from a public node.
 //
-// The status names below are the (`reachability`: public, private or unknown, with the
-// node's addresses and the relays it holds a reservation on; per peer, the connection: direct,
-// hole-punched or relayed), kept in these helpers so that matching the node's names is one edit.
+// The status names below are the and i20-reach's (`reachability`: public, private or
+// unknown, with the node's addresses and the relays it holds a reservation on; per peer, the
+// connection: direct, hole-punched or relayed), kept in these helpers so that matching the
+// node's names is one edit.
 
 /// How long a file may take to move between NATed nodes (a relay reservation, a relayed
 /// connection, maybe a hole punch first).
@@ -269,13 +270,27 @@ fn reachability(s: &serde_json::Value) -> Option<String> {
     s["reachability"]["state"].as_str().map(str::to_string)
 }
 
-/// `status.reachability.relays`: peer ids of the relays the node holds a reservation on.
+/// The relays the node holds a reservation on: `status.reachability.relays` (peer ids) if the
+/// status has it, else the relay peer ids of its relayed addresses in `reachability.addrs`
+/// (`.../p2p/RELAY/p2p-circuit`); `None` if it has neither.
 fn relays(s: &serde_json::Value) -> Option<Vec<String>> {
-    s["reachability"]["relays"].as_array().map(|a| {
-        a.iter()
-            .filter_map(|r| r.as_str().map(str::to_string))
-            .collect()
-    })
+    let r = &s["reachability"];
+    if let Some(a) = r["relays"].as_array() {
+        return Some(
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect(),
+        );
+    }
+    let addrs = r["addrs"].as_array()?;
+    let mut ids: Vec<String> = addrs
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_suffix("/p2p-circuit"))
+        .filter_map(|a| a.rsplit_once("/p2p/").map(|(_, id)| id.to_string()))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Some(ids)
 }
 
 /// `status.peers[peer].connection`: `direct`, `hole-punched` or `relayed`; `None` when the

@@ -576,13 +576,14 @@ impl NatLab {
     }
 
     /// Plugs namespace `ns` into the segment above it (the public bridge, or `router`'s LAN) as
-    /// interface `ifname` with the next free address there; returns (address, gateway, port).
+    /// interface `ifname` with the next free address there, routing by default via the router
+    /// if any; returns (address, the veth's other end as (namespace, name)).
     fn plug(
         &mut self,
         ns: &str,
         ifname: &str,
         router: Option<usize>,
-    ) -> (String, Option<String>, (String, String)) {
+    ) -> (String, (String, String)) {
         self.ports += 1;
         let port_name = format!("p{}", self.ports);
         let (seg_ns, bridge, addr, gw) = match router {
@@ -625,7 +626,7 @@ impl NatLab {
         if let Some(gw) = &gw {
             ip(&["-n", ns, "route", "add", "default", "via", gw]);
         }
-        (addr, gw, (seg_ns, port_name))
+        (addr, (seg_ns, port_name))
     }
 
     /// A host on the public segment; returns its index in `hosts`.
@@ -641,7 +642,7 @@ impl NatLab {
     fn add_host(&mut self, behind: Option<usize>) -> usize {
         let i = self.hosts.len() + 1;
         let ns = self.add_ns(&format!("h{i}"));
-        let (addr, _, port) = self.plug(&ns, "eth0", behind);
+        let (addr, port) = self.plug(&ns, "eth0", behind);
         // mDNS goes out by eth0 whatever the default route.
         ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
         self.hosts.push(NatHost {
@@ -667,7 +668,7 @@ impl NatLab {
     fn add_router(&mut self, kind: Nat, upstream: Option<usize>) -> usize {
         let r = self.routers.len() + 1;
         let ns = self.add_ns(&format!("r{r}"));
-        let (wan_addr, _, _) = self.plug(&ns, "wan0", upstream);
+        let (wan_addr, _) = self.plug(&ns, "wan0", upstream);
         let lan_net = format!("192.168.{r}");
         ip(&["-n", &ns, "link", "add", "lan0", "type", "bridge"]);
         ip(&[
