@@ -119,6 +119,30 @@ fn lab_cone_nat_masquerades_and_drops_unsolicited_inbound() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// The outside ports (reply direction's `dport`) of the TCP connections `conntrack -L` lists
+/// from `inside_addr`, sorted, without repeats.
+fn outside_ports(table: &str, inside_addr: &str) -> Vec<u16> {
+    let mut ports: Vec<u16> = table
+        .lines()
+        .filter(|l| l.starts_with("tcp"))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let srcs: Vec<usize> = (0..f.len()).filter(|&i| f[i].starts_with("src=")).collect();
+            // Original direction first, then the reply: src= dst= sport= dport= each.
+            if srcs.len() != 2 || f[srcs[0]] != format!("src={inside_addr}") {
+                return None;
+            }
+            f[srcs[1]..]
+                .iter()
+                .find_map(|w| w.strip_prefix("dport="))
+                .and_then(|p| p.parse().ok())
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
 #[test]
 fn lab_symmetric_nat_maps_each_destination_to_its_own_port() {
     let mut lab = NatLab::new(1);
@@ -160,10 +184,19 @@ fn lab_symmetric_nat_maps_each_destination_to_its_own_port() {
          {from_sym:?}; conntrack:\n{}",
         lab.conntrack(sym)
     );
-    eprintln!(
-        "cone: {from_cone:?}\nsymmetric: {from_sym:?}\nsymmetric router's conntrack:\n{}",
-        lab.conntrack(sym)
-    );
+    // The routers' own tables say the same: the reply direction of each connection from the
+    // host's port goes to the outside port the public host saw.
+    for (r, h, seen) in [(cone, c, &from_cone), (sym, s, &from_sym)] {
+        let mut want: Vec<u16> = seen.iter().map(|a| a.port()).collect();
+        want.sort();
+        want.dedup();
+        let table = lab.conntrack(r);
+        assert_eq!(
+            outside_ports(&table, &lab.hosts[h].addr),
+            want,
+            "router {r}'s conntrack:\n{table}"
+        );
+    }
     let left = lab.teardown();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -784,7 +784,8 @@ impl NatLab {
         ip(&["-n", ns, "link", "set", port, "down"]);
     }
 
-    /// The router's conntrack table (`conntrack -L`), for failure reports.
+    /// The router's conntrack table (`conntrack -L`: one connection a line), or why there is
+    /// none.
     pub fn conntrack(&self, r: usize) -> String {
         let out = try_run_cmd(
             Command::new("nsenter")
@@ -793,6 +794,7 @@ impl NatLab {
             Duration::from_secs(30),
         );
         match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
             Ok(o) => out_text(&o),
             Err(e) => e,
         }
