@@ -338,16 +338,16 @@ impl Lab {
 // NAT topologies.
 //
 // A [`NatLab`] is a small internet in namespaces: a "switch" namespace whose bridge is the public
-// segment (198.51.100.0/24), public hosts on it, and routers: a router is a namespace with a
-// public-side `wan0` (on the segment above it) and a LAN bridge `lan0` (192.168.R.1/24, or
-// 100.64.R.1/24 for a carrier router) that its hosts' veths are plugged into. A router masquerades
-// what leaves by `wan0` and forwards inbound only for connections its LAN opened (conntrack), like
-// a home router with no port forwarded: a cone-like NAT (Linux keeps the source port when free,
-// so one inside port maps to one outside port for every destination), or a symmetric one with
-// `--random-fully` (a new outside port per connection). Unsolicited packets to the router itself
-// are dropped silently. A router behind another router's LAN is
-// a NAT in series (carrier-grade NAT). Hosts and routers route by default via their router;
-// hosts on the public segment have no default route: nothing leaves the lab.
+// segment (198.51.100.0/24), public hosts on it, and routers. A router is a namespace with a
+// `wan0` on the segment above it and a LAN bridge `lan0` (192.168.R.1/24) that the veths of the
+// hosts behind it are plugged into. It masquerades what leaves by `wan0` and forwards inbound only
+// for connections its LAN opened (conntrack), like a home router with no port forwarded: a
+// cone-like NAT (Linux keeps the source port when free, so one inside port maps to one outside
+// port for every destination), or a symmetric one with `--random-fully` (a new outside port per
+// connection). Unsolicited packets to the router itself are dropped silently. A router on another
+// router's LAN makes two NATs in series (the outer one plays the carrier-grade NAT). Hosts and
+// routers behind a router route by default via it; public hosts and routers on the public segment
+// have no default route: nothing leaves the lab.
 //
 // Every link and bridge lives inside the lab's namespaces (none in the root namespace), and the
 // iptables rules and `ip_forward` live in the router namespaces, so deleting the namespaces
