@@ -289,10 +289,10 @@ fn lab_cone_nats_let_a_simultaneous_open_through_symmetric_ones_do_not() {
 // and the reader behind NAT B too, with one copy per chunk: every byte B reads comes from A over
 // the connection between A and B, relayed or direct; none from a public node.
 //
-// The status names below are the and i20-reach's (`reachability`: public, private or
-// unknown, with the node's addresses and the relays it holds a reservation on; per peer, the
-// connection: direct, hole-punched or relayed), kept in these helpers so that matching the
-// node's names is one edit.
+// The status names below are i20-reach's (`reachability`: public, private or unknown, the
+// node's addresses, relayed ones while private, and whether it relays; per peer, the connection
+// kinds: direct, hole-punched or relayed), kept in these helpers so that a change of name is one
+// edit.
 
 /// How long a file may take to move between NATed nodes (a relay reservation, a relayed
 /// connection, maybe a hole punch first).
@@ -326,15 +326,25 @@ fn relays(s: &serde_json::Value) -> Option<Vec<String>> {
     Some(ids)
 }
 
-/// `status.peers[peer].connection`: `direct`, `hole-punched` or `relayed`; `None` when the
-/// node does not list the peer or has no connection to it.
+/// `status.peers[peer].connection`, its best kind: `direct`, `hole-punched` or `relayed` (the
+/// node lists every kind of its connections to the peer, best first, comma-separated); `None`
+/// when the node does not list the peer or has no connection to it.
 fn connection(s: &serde_json::Value, peer: &str) -> Option<String> {
-    s["peers"]
+    let kinds = s["peers"]
         .as_array()?
         .iter()
         .find(|p| p["peer_id"] == peer)?["connection"]
-        .as_str()
+        .as_str()?;
+    kinds
+        .split(',')
+        .map(str::trim)
+        .find(|k| !k.is_empty())
         .map(str::to_string)
+}
+
+/// `status.reachability.relaying`: whether the node relays for other members now.
+fn relaying(s: &serde_json::Value) -> bool {
+    s["reachability"]["relaying"] == true
 }
 
 /// Waits until `f` holds for node `i`'s status; panics with the last status and what `what`
@@ -420,8 +430,8 @@ fn nat_net(salt: usize, a: &[Nat], b: Nat) -> (NatNet, usize, usize) {
 fn two_cone_nats_a_file_moves_and_the_connection_becomes_direct() {
     let (net, a, b) = nat_net(4, &[Nat::Cone], Nat::Cone);
     moves(&net, a, b, "behind-a.bin", &random_bytes(20, 3 * MIB));
-    wait_status(&net, 0, "reachability public", |s| {
-        reachability(s).as_deref() == Some("public")
+    wait_status(&net, 0, "reachability public, relaying", |s| {
+        reachability(s).as_deref() == Some("public") && relaying(s)
     });
     for i in [a, b] {
         wait_status(&net, i, "reachability private with a relay", |s| {
