@@ -305,7 +305,7 @@ fn reachability(s: &serde_json::Value) -> Option<String> {
 
 /// The relays the node holds a reservation on: `status.reachability.relays` (peer ids) if the
 /// status has it, else the relay peer ids of its relayed addresses in `reachability.addrs`
-/// (`.../p2p/RELAY/p2p-circuit`); `None` if it has neither.
+/// (`.../p2p/RELAY/p2p-circuit/p2p/SELF`); `None` if it has neither.
 fn relays(s: &serde_json::Value) -> Option<Vec<String>> {
     let r = &s["reachability"];
     if let Some(a) = r["relays"].as_array() {
@@ -318,7 +318,11 @@ fn relays(s: &serde_json::Value) -> Option<Vec<String>> {
     let addrs = r["addrs"].as_array()?;
     let mut ids: Vec<String> = addrs
         .iter()
-        .filter_map(|a| a.as_str()?.strip_suffix("/p2p-circuit"))
+        .filter_map(|a| {
+            a.as_str()?
+                .split_once("/p2p-circuit")
+                .map(|(relay, _)| relay)
+        })
         .filter_map(|a| a.rsplit_once("/p2p/").map(|(_, id)| id.to_string()))
         .collect();
     ids.sort();
