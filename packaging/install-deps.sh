@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, mounting and testing p2pfs need on Debian: a Rust toolchain (if
 # cargo is missing), a C compiler, FUSE 3 (fusermount3 for mounts by non-root users) and the
-# tools the tests use (iproute2 for network namespaces, util-linux for setpriv and mount,
+# tools the tests use (iproute2 for network namespaces, iptables and conntrack for the NAT
+# routers of tests/nat.rs, util-linux for setpriv and mount,
 # man-db to find the packaged man pages) and the linters .ci/run runs on the scripts
 # (shellcheck, pyflakes3).
 # Safe to run again: it installs only what is missing.
@@ -22,6 +23,8 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v man >/dev/null || need+=(man-db) # tests/package.rs checks the man pages with man -w
 command -v python3 >/dev/null || need+=(python3) # bench/scale's measuring half (stdlib only)
 command -v ss >/dev/null || need+=(iproute2)      # bench/scale reads tcp_info with ss
+command -v iptables >/dev/null || need+=(iptables)   # tests/nat.rs: the NAT routers
+command -v conntrack >/dev/null || need+=(conntrack) # tests/nat.rs: NAT tables in failure reports
 command -v shellcheck >/dev/null || need+=(shellcheck) # .ci/run lints every shell script
 command -v pyflakes3 >/dev/null || need+=(pyflakes3)   # .ci/run lints bench/*.py
 if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then

@@ -17,7 +17,7 @@
 //! them all (printing every node's status and log if the test panicked).
 //!
 //! [`netlab`] puts nodes into network namespaces of their own, on one bridge,
-//! for tests that need a network between them (mDNS, partitions).
+//! for tests that need a network between them (mDNS, partitions), or behind NAT routers.
 //!
 //! All tests need root (FUSE mounts, tmpfs mounts, setpriv, namespaces).
 //!
