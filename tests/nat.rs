@@ -430,7 +430,6 @@ fn nat_net(salt: usize, a: &[Nat], b: Nat) -> (NatNet, usize, usize) {
 }
 
 #[test]
-#[ignore = "needs i20-reach (relay/dcutr)"]
 fn two_cone_nats_a_file_moves_and_the_connection_becomes_direct() {
     let (net, a, b) = nat_net(4, &[Nat::Cone], Nat::Cone);
     moves(&net, a, b, "behind-a.bin", &random_bytes(20, 3 * MIB));
@@ -460,7 +459,6 @@ fn two_cone_nats_a_file_moves_and_the_connection_becomes_direct() {
 }
 
 #[test]
-#[ignore = "needs i20-reach (relay/dcutr)"]
 fn symmetric_nats_a_file_still_moves_relayed() {
     let (net, a, b) = nat_net(5, &[Nat::Symmetric], Nat::Symmetric);
     moves(&net, a, b, "behind-a.bin", &random_bytes(30, 3 * MIB));
@@ -481,7 +479,6 @@ fn symmetric_nats_a_file_still_moves_relayed() {
 }
 
 #[test]
-#[ignore = "needs i20-reach (relay/dcutr)"]
 fn carrier_nat_two_nats_in_series_a_file_moves_both_ways() {
     let (net, a, b) = nat_net(6, &[Nat::Cone, Nat::Cone], Nat::Cone);
     moves(&net, a, b, "behind-carrier.bin", &random_bytes(40, 3 * MIB));
@@ -502,7 +499,6 @@ fn carrier_nat_two_nats_in_series_a_file_moves_both_ways() {
 }
 
 #[test]
-#[ignore = "needs i20-reach (relay/dcutr)"]
 fn relay_killed_another_member_relays_and_status_says_when_none_is_left() {
     let mut net = NatNet::new(7, 1);
     let (p1, p2) = (net.net.public_host(), net.net.public_host());
