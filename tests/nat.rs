@@ -334,16 +334,23 @@ fn relays(s: &serde_json::Value) -> Option<Vec<String>> {
 /// node lists every kind of its connections to the peer, best first, comma-separated); `None`
 /// when the node does not list the peer or has no connection to it.
 fn connection(s: &serde_json::Value, peer: &str) -> Option<String> {
-    let kinds = s["peers"]
-        .as_array()?
-        .iter()
-        .find(|p| p["peer_id"] == peer)?["connection"]
-        .as_str()?;
+    connections(s, peer).into_iter().next()
+}
+
+/// Every kind `status.peers[peer].connection` lists, best first.
+fn connections(s: &serde_json::Value, peer: &str) -> Vec<String> {
+    let Some(kinds) = s["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["peer_id"] == peer)?["connection"].as_str())
+    else {
+        return Vec::new();
+    };
     kinds
         .split(',')
         .map(str::trim)
-        .find(|k| !k.is_empty())
+        .filter(|k| !k.is_empty())
         .map(str::to_string)
+        .collect()
 }
 
 /// `status.reachability.relaying`: whether the node relays for other members now.
@@ -446,12 +453,15 @@ fn two_cone_nats_a_file_moves_and_the_connection_becomes_direct() {
         net.cluster.nodes[a].peer_id(),
         net.cluster.nodes[b].peer_id(),
     );
-    let direct = |k: Option<String>| matches!(k.as_deref(), Some("direct" | "hole-punched"));
-    wait_status(&net, a, "a direct connection to B", |s| {
-        direct(connection(s, &idb))
+    // Direct (or hole-punched) only: the relayed connection beside it is closed, so the
+    // traffic between A and B no longer crosses the relay.
+    let only_direct =
+        |k: Vec<String>| !k.is_empty() && k.iter().all(|k| k == "direct" || k == "hole-punched");
+    wait_status(&net, a, "only direct connections to B", |s| {
+        only_direct(connections(s, &idb))
     });
-    wait_status(&net, b, "a direct connection to A", |s| {
-        direct(connection(s, &ida))
+    wait_status(&net, b, "only direct connections to A", |s| {
+        only_direct(connections(s, &ida))
     });
     // And data over the punched connection, both ways.
     moves(&net, a, b, "after-punch.bin", &random_bytes(21, 2 * MIB));

@@ -590,6 +590,7 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         reserved_here: Default::default(),
         circuits_here: Default::default(),
         punch_failed: Default::default(),
+        relayed_superseded: Default::default(),
     };
     workers.spawn(event_loop.run());
     Ok((
@@ -640,6 +641,9 @@ struct EventLoop {
     circuits_here: std::collections::HashMap<PeerId, usize>,
     /// Peers a hole punch failed with, when, and the relayed address to retry it through.
     punch_failed: std::collections::HashMap<PeerId, (std::time::Instant, Option<Multiaddr>)>,
+    /// Relayed connections found beside a direct one at the last reach tick: closed at the
+    /// next if still there, so requests already on them finish first.
+    relayed_superseded: HashSet<(PeerId, ConnectionId)>,
 }
 
 /// A member that relays, as this node knows it.
@@ -681,6 +685,7 @@ impl EventLoop {
                 _ = reach.tick() => {
                     self.keep_reservations();
                     self.retry_hole_punches();
+                    self.close_superseded_relayed();
                 }
                 _ = self.guard.pending_changed() => {
                     for peer in self.guard.take_pending() {
@@ -978,6 +983,18 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Closes the relayed connections of peers also reached directly (or by a hole punch), once
+    /// they have been so for a reach tick: traffic then leaves the relay (a stream opened on the
+    /// relayed one meanwhile is retried on a fresh connection by the rpc clients).
+    fn close_superseded_relayed(&mut self) {
+        let now = self.shared.read().conn_kinds.superseded_relayed();
+        for (peer, id) in now.intersection(&self.relayed_superseded) {
+            tracing::debug!(%peer, "closing a relayed connection beside a direct one");
+            self.swarm.close_connection(*id);
+        }
+        self.relayed_superseded = now;
     }
 
     /// Tries again a hole punch that failed [`PUNCH_RETRY`] ago, with a peer still reached only

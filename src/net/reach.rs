@@ -8,7 +8,7 @@
 //! yamux upgrade end to end as a TCP one (`net::build_swarm_limited` composes the relay client
 //! transport by hand for that). A relay only forwards bytes it cannot read between two members.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -283,6 +283,21 @@ impl ConnKinds {
         kinds
     }
 
+    /// Relayed connections of peers that also have a direct or hole-punched one: they cost a
+    /// relay's bandwidth and CPU for nothing.
+    pub(crate) fn superseded_relayed(&self) -> HashSet<(PeerId, ConnectionId)> {
+        self.0
+            .iter()
+            .filter(|(_, conns)| conns.iter().any(|(_, k)| *k != ConnKind::Relayed))
+            .flat_map(|(peer, conns)| {
+                conns
+                    .iter()
+                    .filter(|(_, k)| *k == ConnKind::Relayed)
+                    .map(|(id, _)| (*peer, *id))
+            })
+            .collect()
+    }
+
     /// Whether `peer` has a connection that is not relayed.
     pub fn has_direct(&self, peer: &PeerId) -> bool {
         self.of(peer)
@@ -341,6 +356,17 @@ mod tests {
         assert!(k.punched(p, ConnectionId::new_unchecked(2)));
         assert_eq!(k.of(&p), vec![ConnKind::HolePunched, ConnKind::Relayed]);
         assert!(k.has_direct(&p));
+        let only_relayed = PeerId::random();
+        k.opened(
+            only_relayed,
+            ConnectionId::new_unchecked(3),
+            ConnKind::Relayed,
+        );
+        assert_eq!(
+            k.superseded_relayed(),
+            HashSet::from([(p, ConnectionId::new_unchecked(1))]),
+            "only the relayed connection beside a punched one is superseded"
+        );
         k.closed(p, ConnectionId::new_unchecked(2));
         k.closed(p, ConnectionId::new_unchecked(1));
         assert!(k.of(&p).is_empty());
