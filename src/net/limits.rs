@@ -8,7 +8,7 @@
 //! raised to its hard limit at start ([`raise_open_file_limit`]), and [`AdmissionLimits`],
 //! sized to fit under that limit with a reserve for the node's own files, bound the incoming
 //! connections being handshaken (in total and per remote IP address) and the established ones
-//! (in total and per remote IP address). A connection over a limit is closed at once, at
+//! (in total and per remote IP address, or per relay for a relayed connection). A connection over a limit is closed at once, at
 //! `accept`, and counted in the guard's refusals (`status` `hostile.refused`).
 
 use std::collections::HashMap;
@@ -113,12 +113,46 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// Where a connection comes from, as its per-address limits count it: a remote IP address, or
+/// for a relayed connection the relay it crosses. A relayed connection holds no descriptor of
+/// its own (it is a stream on the connection to the relay), and counting it against the relay's
+/// IP address would let the members relayed by one node crowd out the direct connections of the
+/// other nodes behind that address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Origin {
+    Ip(IpAddr),
+    Relay(PeerId),
+}
+
 fn remote_ip(addr: &Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
         _ => None,
     })
+}
+
+/// The relay a relayed address goes through: the peer id just before `/p2p-circuit`.
+fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let mut last_peer = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2p(peer) => last_peer = Some(peer),
+            Protocol::P2pCircuit => return last_peer,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The origin of a connection with these addresses (`local` is the circuit address an inbound
+/// relayed connection arrived on; its remote address names only the source peer).
+fn origin(local: Option<&Multiaddr>, remote: &Multiaddr) -> Option<Origin> {
+    local
+        .and_then(relay_of)
+        .or_else(|| relay_of(remote))
+        .map(Origin::Relay)
+        .or_else(|| remote_ip(remote).map(Origin::Ip))
 }
 
 #[derive(Debug)]
@@ -141,19 +175,19 @@ impl std::error::Error for OverLimit {}
 pub struct ConnectionLimits {
     limits: AdmissionLimits,
     guard: Arc<PeerGuard>,
-    pending: HashMap<ConnectionId, Option<IpAddr>>,
-    established: HashMap<ConnectionId, Option<IpAddr>>,
-    pending_by_ip: HashMap<IpAddr, usize>,
-    established_by_ip: HashMap<IpAddr, usize>,
+    pending: HashMap<ConnectionId, Option<Origin>>,
+    established: HashMap<ConnectionId, Option<Origin>>,
+    pending_by_ip: HashMap<Origin, usize>,
+    established_by_ip: HashMap<Origin, usize>,
 }
 
-fn add(map: &mut HashMap<IpAddr, usize>, ip: Option<IpAddr>) {
+fn add(map: &mut HashMap<Origin, usize>, ip: Option<Origin>) {
     if let Some(ip) = ip {
         *map.entry(ip).or_default() += 1;
     }
 }
 
-fn remove(map: &mut HashMap<IpAddr, usize>, ip: Option<IpAddr>) {
+fn remove(map: &mut HashMap<Origin, usize>, ip: Option<Origin>) {
     if let Some(ip) = ip
         && let Some(n) = map.get_mut(&ip)
     {
@@ -181,7 +215,7 @@ impl ConnectionLimits {
         ConnectionDenied::new(OverLimit(kind, limit))
     }
 
-    fn check_pending(&self, ip: Option<IpAddr>, addr: &Multiaddr) -> Result<(), ConnectionDenied> {
+    fn check_pending(&self, ip: Option<Origin>, addr: &Multiaddr) -> Result<(), ConnectionDenied> {
         if self.pending.len() >= self.limits.pending_incoming {
             return Err(self.refuse(
                 Refusal::PendingConnections,
@@ -203,9 +237,14 @@ impl ConnectionLimits {
         }
     }
 
-    fn establish(&mut self, id: ConnectionId, addr: &Multiaddr) -> Result<(), ConnectionDenied> {
+    fn establish(
+        &mut self,
+        id: ConnectionId,
+        local: Option<&Multiaddr>,
+        addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
         self.end_pending(id);
-        let ip = remote_ip(addr);
+        let ip = origin(local, addr);
         if self.established.len() >= self.limits.established {
             return Err(self.refuse(
                 Refusal::EstablishedConnections,
@@ -242,10 +281,10 @@ impl NetworkBehaviour for ConnectionLimits {
     fn handle_pending_inbound_connection(
         &mut self,
         id: ConnectionId,
-        _: &Multiaddr,
+        local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let ip = remote_ip(remote);
+        let ip = origin(Some(local), remote);
         self.check_pending(ip, remote)?;
         self.pending.insert(id, ip);
         add(&mut self.pending_by_ip, ip);
@@ -256,10 +295,10 @@ impl NetworkBehaviour for ConnectionLimits {
         &mut self,
         id: ConnectionId,
         _: PeerId,
-        _: &Multiaddr,
+        local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.establish(id, remote)?;
+        self.establish(id, Some(local), remote)?;
         Ok(dummy::ConnectionHandler)
     }
 
@@ -281,7 +320,7 @@ impl NetworkBehaviour for ConnectionLimits {
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.establish(id, remote)?;
+        self.establish(id, None, remote)?;
         Ok(dummy::ConnectionHandler)
     }
 
@@ -430,6 +469,62 @@ mod tests {
         let refused = guard.status().refused;
         assert_eq!(refused["established_per_address"], 1);
         assert_eq!(refused["established_connections"], 1);
+    }
+
+    /// Relayed connections count per relay, not against the relay's IP address: the direct
+    /// connections from that address keep their own share.
+    #[test]
+    fn relayed_connections_count_per_relay_not_per_relay_address() {
+        let guard = PeerGuard::new();
+        let mut l = ConnectionLimits::new(limits(), guard.clone());
+        let relay = PeerId::random();
+        let relay_ip = "198.51.100.7";
+        let circuit: Multiaddr = format!("/ip4/{relay_ip}/tcp/4001/p2p/{relay}/p2p-circuit")
+            .parse()
+            .unwrap();
+        let via_relay = |i: usize| {
+            let src: Multiaddr = format!("/p2p/{}", PeerId::random()).parse().unwrap();
+            (ConnectionId::new_unchecked(200 + i), src)
+        };
+        // Two relayed connections in: the per-origin limit (2) for this relay is full ...
+        for i in 0..2 {
+            let (id, src) = via_relay(i);
+            l.handle_pending_inbound_connection(id, &circuit, &src)
+                .unwrap();
+            l.handle_established_inbound_connection(id, PeerId::random(), &circuit, &src)
+                .expect("within the relay's share");
+        }
+        let (id, src) = via_relay(2);
+        assert!(
+            l.handle_established_inbound_connection(id, PeerId::random(), &circuit, &src)
+                .is_err(),
+            "a third through the same relay is over its share"
+        );
+        // ... and an outbound relayed dial through it counts there too ...
+        let out: Multiaddr = format!("{circuit}/p2p/{}", PeerId::random())
+            .parse()
+            .unwrap();
+        assert!(
+            l.handle_established_outbound_connection(
+                ConnectionId::new_unchecked(250),
+                PeerId::random(),
+                &out,
+                Endpoint::Dialer,
+                PortUse::Reuse,
+            )
+            .is_err()
+        );
+        // ... while direct connections from the relay's IP address keep their own share.
+        let local = addr("127.0.0.1", 4001);
+        let direct = addr(relay_ip, 6000);
+        l.handle_established_inbound_connection(
+            ConnectionId::new_unchecked(260),
+            PeerId::random(),
+            &local,
+            &direct,
+        )
+        .expect("the relay's address is not charged for what it relays");
+        assert_eq!(guard.status().refused["established_per_address"], 2);
     }
 
     #[test]
