@@ -581,6 +581,7 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         connected_since: Default::default(),
         shared: shared.clone(),
         dial_failures_reported: HashSet::new(),
+        dial_failures_unreported: Default::default(),
         refusals_logged: Default::default(),
         guard: guard.clone(),
         circuit_dialed: Default::default(),
@@ -623,6 +624,10 @@ struct EventLoop {
     shared: Arc<parking_lot::RwLock<SharedState>>,
     /// Bootstrap failures already logged (each is logged once).
     dial_failures_reported: HashSet<String>,
+    /// Bootstrap failures not logged yet, and when each was first seen: logged only if no
+    /// bootstrap peer is reached within [`BOOTSTRAP_WARN_AFTER`] (a busy peer refusing the
+    /// first attempt of many nodes starting at once is not worth a warning).
+    dial_failures_unreported: std::collections::HashMap<String, std::time::Instant>,
     /// The admission refusals already logged.
     refusals_logged: admit::RefusalLog,
     guard: Arc<PeerGuard>,
@@ -657,6 +662,8 @@ struct RelayUse {
     failed: Option<std::time::Instant>,
 }
 
+/// A bootstrap failure is logged if no bootstrap peer is reached within this of it.
+const BOOTSTRAP_WARN_AFTER: Duration = Duration::from_secs(10);
 /// A relay that refused or dropped a reservation is asked again after this.
 const RELAY_RETRY: Duration = Duration::from_secs(20);
 /// A failed hole punch is tried again after this (DCUtR itself tries three times at once).
@@ -680,6 +687,7 @@ impl EventLoop {
                     if self.shared.read().connected.is_empty() {
                         self.dial_bootstrap();
                     }
+                    self.report_bootstrap_failures();
                 }
                 _ = trim.tick() => self.trim_connections(),
                 _ = reach.tick() => {
@@ -795,6 +803,49 @@ impl EventLoop {
         self.bootstrap.iter().any(
             |a| matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(p)) if p == *peer),
         )
+    }
+
+    /// Whether a peer named by a bootstrap address is connected (any peer, when no bootstrap
+    /// address names one).
+    fn bootstrap_reached(&self) -> bool {
+        let shared = self.shared.read();
+        let named = self
+            .bootstrap
+            .iter()
+            .any(|a| matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))));
+        if named {
+            shared.connected.iter().any(|p| self.is_bootstrap_peer(p))
+        } else {
+            !shared.connected.is_empty()
+        }
+    }
+
+    /// Logs, once each, the bootstrap failures not followed by a connection to a bootstrap
+    /// peer within [`BOOTSTRAP_WARN_AFTER`]: a wrong key or address is visible without debug
+    /// logs, a transient refusal at start is not.
+    fn report_bootstrap_failures(&mut self) {
+        if self.dial_failures_unreported.is_empty() {
+            return;
+        }
+        if self.bootstrap_reached() {
+            self.dial_failures_unreported.clear();
+            return;
+        }
+        let now = std::time::Instant::now();
+        let due: Vec<String> = self
+            .dial_failures_unreported
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= BOOTSTRAP_WARN_AFTER)
+            .map(|(why, _)| why.clone())
+            .collect();
+        for why in due {
+            self.dial_failures_unreported.remove(&why);
+            tracing::warn!(
+                error = %why,
+                "cannot connect to a bootstrap address (a peer with a different network key fails the handshake; a busy one closes connections over its limits); retrying every 5 s"
+            );
+            self.dial_failures_reported.insert(why);
+        }
     }
 
     fn dial_bootstrap(&mut self) {
@@ -1219,14 +1270,13 @@ impl EventLoop {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. }
                 if peer_id.is_none_or(|p| self.is_bootstrap_peer(&p)) =>
             {
-                // A bootstrap address (with or without its peer id): say once why it fails, so
-                // a wrong network key or address is visible without debug logs.
+                // A bootstrap address (with or without its peer id): said once, if it keeps
+                // failing ([`EventLoop::report_bootstrap_failures`]).
                 let why = error.to_string();
-                if self.dial_failures_reported.insert(why.clone()) {
-                    tracing::warn!(
-                        error = %why,
-                        "cannot connect to a bootstrap address (a peer with a different network key fails the handshake; a busy one closes connections over its limits); retrying every 5 s"
-                    );
+                if !self.dial_failures_reported.contains(&why) {
+                    self.dial_failures_unreported
+                        .entry(why)
+                        .or_insert_with(std::time::Instant::now);
                 }
             }
             SwarmEvent::IncomingConnectionError {
