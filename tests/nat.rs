@@ -13,7 +13,7 @@ use common::netlab::*;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn v4(addr: &str, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(addr.parse::<Ipv4Addr>().unwrap(), port)
@@ -549,4 +549,48 @@ fn relay_killed_another_member_relays_and_status_says_when_none_is_left() {
             relays(s).is_some_and(|r| r.is_empty()) && reachability(s).as_deref() == Some("private")
         });
     }
+}
+
+/// A member on the same LAN answering a NATed node's reachability test (it can dial the node's
+/// LAN address) does not make that node public: it keeps its relayed address, so a member
+/// beyond both NATs still reaches it. Before LAN-only confirmations counted as private, the
+/// node said `public` and dropped its reservation.
+#[test]
+fn a_member_on_the_same_lan_does_not_make_a_nated_node_public() {
+    let mut net = NatNet::new(8, 1);
+    let public = net.net.public_host();
+    let (ra, rb) = (net.net.router(Nat::Cone), net.net.router(Nat::Symmetric));
+    let (ha, ha2, hb) = (
+        net.net.host_behind(ra),
+        net.net.host_behind(ra),
+        net.net.host_behind(rb),
+    );
+    net.found(public, &["--no-storage"]);
+    let a = net.join(ha, 0, &[]);
+    let neighbour = net.join(ha2, 0, &["--no-storage"]);
+    let b = net.join(hb, 0, &["--no-storage"]);
+    net.cluster.wait_certified();
+    let neighbour_id = net.cluster.nodes[neighbour].peer_id();
+    wait_status(&net, a, "a direct connection to its LAN neighbour", |s| {
+        connection(s, &neighbour_id).as_deref() == Some("direct")
+    });
+    // Several AutoNAT rounds (one every 15 s while unknown; the neighbour is asked too): the
+    // node never says public, and holds a relayed address once private.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while Instant::now() < deadline {
+        if let Ok(s) = net.cluster.nodes[a].try_status_within(Duration::from_secs(30)) {
+            assert_ne!(
+                reachability(&s).as_deref(),
+                Some("public"),
+                "node{} behind a NAT says it is public: {}",
+                a + 1,
+                s["reachability"]
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    wait_status(&net, a, "private with a relay", |s| {
+        reachability(s).as_deref() == Some("private") && relays(s).is_some_and(|r| !r.is_empty())
+    });
+    moves(&net, a, b, "behind-a-lan.bin", &random_bytes(60, 2 * MIB));
 }

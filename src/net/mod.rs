@@ -590,8 +590,12 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         relays: Default::default(),
         reserved_here: Default::default(),
         circuits_here: Default::default(),
-        punch_failed: Default::default(),
+        upgrade_tried: Default::default(),
+        peer_addrs: Default::default(),
         relayed_superseded: Default::default(),
+        observed_ips: Default::default(),
+        upnp_addrs: Default::default(),
+        implausible_logged: false,
     };
     workers.spawn(event_loop.run());
     Ok((
@@ -644,12 +648,25 @@ struct EventLoop {
     /// connections are never closed as surplus (that would end the reservation or the circuit).
     reserved_here: HashSet<PeerId>,
     circuits_here: std::collections::HashMap<PeerId, usize>,
-    /// Peers a hole punch failed with, when, and the relayed address to retry it through.
-    punch_failed: std::collections::HashMap<PeerId, (std::time::Instant, Option<Multiaddr>)>,
+    /// Peers reached only through a relay, and when a direct connection to them was last
+    /// tried ([`EventLoop::retry_direct`]).
+    upgrade_tried: std::collections::HashMap<PeerId, std::time::Instant>,
+    /// The addresses each connected peer listens on (identify; at most [`PEER_ADDRS`]).
+    peer_addrs: std::collections::HashMap<PeerId, Vec<Multiaddr>>,
     /// Relayed connections found beside a direct one at the last reach tick: closed at the
     /// next if still there, so requests already on them finish first.
     relayed_superseded: HashSet<(PeerId, ConnectionId)>,
+    /// The IP addresses members last saw this node's connections come from (identify), the
+    /// only ones a dial-back can honestly confirm besides its listen addresses.
+    observed_ips: std::collections::VecDeque<std::net::IpAddr>,
+    /// Addresses a router mapped for this node (UPnP).
+    upnp_addrs: HashSet<Multiaddr>,
+    /// Whether an implausible confirmation was already logged.
+    implausible_logged: bool,
 }
+
+/// How many of the IP addresses members observed are kept.
+const OBSERVED_IPS: usize = 16;
 
 /// A member that relays, as this node knows it.
 #[derive(Default)]
@@ -666,6 +683,8 @@ struct RelayUse {
 const BOOTSTRAP_WARN_AFTER: Duration = Duration::from_secs(10);
 /// A relay that refused or dropped a reservation is asked again after this.
 const RELAY_RETRY: Duration = Duration::from_secs(20);
+/// How many of a peer's listen addresses are kept.
+const PEER_ADDRS: usize = 16;
 /// A failed hole punch is tried again after this (DCUtR itself tries three times at once).
 const PUNCH_RETRY: Duration = Duration::from_secs(5 * 60);
 
@@ -692,7 +711,7 @@ impl EventLoop {
                 _ = trim.tick() => self.trim_connections(),
                 _ = reach.tick() => {
                     self.keep_reservations();
-                    self.retry_hole_punches();
+                    self.retry_direct();
                     self.close_superseded_relayed();
                 }
                 _ = self.guard.pending_changed() => {
@@ -923,8 +942,14 @@ impl EventLoop {
             relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
                 self.reserved_here.insert(*src_peer_id);
             }
+            // The relay reports this for every closed connection of the member, including
+            // ones that held no reservation: its reservation may live on another.
             relay::Event::ReservationClosed { src_peer_id }
-            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                if !self.swarm.is_connected(src_peer_id) =>
+            {
+                self.reserved_here.remove(src_peer_id);
+            }
+            relay::Event::ReservationTimedOut { src_peer_id } => {
                 self.reserved_here.remove(src_peer_id);
             }
             relay::Event::CircuitReqAccepted {
@@ -1036,6 +1061,47 @@ impl EventLoop {
         }
     }
 
+    /// Whether `addr`, confirmed by a member's dial-back, can be this node's: its IP is one this
+    /// node listens on or members saw its connections come from (AutoNAT's server dials only
+    /// addresses the client sent it; a hostile member answering with another must not have it
+    /// announced to the network), or a router mapped it.
+    fn plausible_external(&self, addr: &Multiaddr) -> bool {
+        if self.upnp_addrs.contains(addr) {
+            return true;
+        }
+        let Some(ip) = reach::ip_of(addr) else {
+            return false;
+        };
+        self.observed_ips.contains(&ip)
+            || self
+                .shared
+                .read()
+                .listen_addrs
+                .iter()
+                .any(|a| reach::ip_of(a) == Some(ip))
+    }
+
+    /// Keeps as confirmed external addresses only AutoNAT's current public address and the
+    /// routers' mappings: AutoNAT moving to another address (or to private) says nothing
+    /// else about the old one, which would otherwise keep the node "public" for good.
+    fn prune_external(&mut self) {
+        let current = self.swarm.behaviour().autonat.public_address().cloned();
+        let stale: Vec<Multiaddr> = self
+            .shared
+            .read()
+            .reachability
+            .confirmed_addrs()
+            .iter()
+            .filter(|a| Some(*a) != current.as_ref() && !self.upnp_addrs.contains(*a))
+            .cloned()
+            .collect();
+        for addr in stale {
+            tracing::debug!(%addr, "external address no longer confirmed");
+            self.swarm.remove_external_address(&addr);
+            self.shared.write().reachability.expired(&addr);
+        }
+    }
+
     /// Closes the relayed connections of peers also reached directly (or by a hole punch), once
     /// they have been so for a reach tick: traffic then leaves the relay (a stream opened on the
     /// relayed one meanwhile is retried on a fresh connection by the rpc clients).
@@ -1048,32 +1114,63 @@ impl EventLoop {
         self.relayed_superseded = now;
     }
 
-    /// Tries again a hole punch that failed [`PUNCH_RETRY`] ago, with a peer still reached only
-    /// through a relay: a new relayed connection starts DCUtR again (the NATs' mappings may
-    /// have changed, the peer may have moved).
-    fn retry_hole_punches(&mut self) {
+    /// Tries to reach directly the peers reached only through a relay: at once, at their
+    /// advertised direct addresses (a member on the same LAN is dialed there, where no hole
+    /// punch is needed and hairpinning through the router may not work), then every
+    /// [`PUNCH_RETRY`] both there and by a new relayed dial, which starts DCUtR again (the
+    /// NATs' mappings may have changed, the peer may have moved). DCUtR tells only one side of
+    /// a failed punch, so neither side waits for its verdict.
+    fn retry_direct(&mut self) {
         let now = std::time::Instant::now();
-        let mut retry = Vec::new();
+        let mut dials = Vec::new();
         {
             let shared = self.shared.read();
-            let swarm = &self.swarm;
-            self.punch_failed.retain(|peer, (when, via)| {
-                if !swarm.is_connected(peer) || shared.conn_kinds.has_direct(peer) {
-                    return false;
+            let relayed_only: Vec<PeerId> = self
+                .connected_since
+                .keys()
+                .filter(|p| !shared.conn_kinds.of(p).is_empty() && !shared.conn_kinds.has_direct(p))
+                .copied()
+                .collect();
+            self.upgrade_tried.retain(|p, _| relayed_only.contains(p));
+            for peer in relayed_only {
+                let known = self.peer_addrs.get(&peer);
+                let direct: Vec<Multiaddr> = known
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| !reach::is_relayed(a))
+                    .cloned()
+                    .collect();
+                match self.upgrade_tried.get_mut(&peer) {
+                    None => {
+                        self.upgrade_tried.insert(peer, now);
+                        if !direct.is_empty() {
+                            dials.push((peer, direct));
+                        }
+                    }
+                    Some(when) if now.duration_since(*when) >= PUNCH_RETRY => {
+                        *when = now;
+                        if !direct.is_empty() {
+                            dials.push((peer, direct));
+                        }
+                        let via = self.circuit_dialed.get(&peer).cloned().or_else(|| {
+                            known
+                                .into_iter()
+                                .flatten()
+                                .find(|a| reach::is_relayed(a))
+                                .cloned()
+                        });
+                        if let Some(via) = via {
+                            dials.push((peer, vec![via]));
+                        }
+                    }
+                    Some(_) => {}
                 }
-                if now.duration_since(*when) >= PUNCH_RETRY
-                    && let Some(addr) = via
-                {
-                    retry.push((*peer, addr.clone()));
-                    *when = now;
-                }
-                true
-            });
+            }
         }
-        for (peer, addr) in retry {
-            tracing::debug!(%peer, "retrying a hole punch");
+        for (peer, addresses) in dials {
+            tracing::debug!(%peer, ?addresses, "trying to reach a relayed peer directly");
             let opts = DialOpts::peer_id(peer)
-                .addresses(vec![addr])
+                .addresses(addresses)
                 .condition(PeerCondition::Always)
                 .build();
             let _ = self.swarm.dial(opts);
@@ -1143,7 +1240,15 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
-                self.shared.write().reachability.confirmed(address);
+                if self.plausible_external(&address) {
+                    self.shared.write().reachability.confirmed(address);
+                    self.prune_external();
+                } else {
+                    if !std::mem::replace(&mut self.implausible_logged, true) {
+                        tracing::warn!(%address, "a member confirmed an address this node neither listens on nor was seen at; ignored");
+                    }
+                    self.swarm.remove_external_address(&address);
+                }
                 self.update_reachability();
             }
             SwarmEvent::ExternalAddrExpired { address } => {
@@ -1156,17 +1261,14 @@ impl EventLoop {
             })) => {
                 tracing::info!(?old, ?new, "reachability");
                 // The address members dialed back is this node's confirmed external address
-                // (a relay hands those out in its reservations).
-                if let autonat::v1::NatStatus::Public(addr) = &old {
-                    self.swarm.remove_external_address(addr);
-                }
-                if let autonat::v1::NatStatus::Public(addr) = &new {
-                    self.swarm.add_external_address(addr.clone());
-                }
+                // (a relay hands those out in its reservations); AutoNAT confirms it itself
+                // (`ExternalAddrConfirmed`, checked there), and the ones it confirmed before
+                // go.
                 self.shared
                     .write()
                     .reachability
                     .autonat(new == autonat::v1::NatStatus::Private);
+                self.prune_external();
                 self.update_reachability();
             }
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
@@ -1175,7 +1277,6 @@ impl EventLoop {
             })) => match result {
                 Ok(connection) => {
                     tracing::info!(peer = %remote_peer_id, "hole punch succeeded: direct connection");
-                    self.punch_failed.remove(&remote_peer_id);
                     self.shared
                         .write()
                         .conn_kinds
@@ -1183,9 +1284,6 @@ impl EventLoop {
                 }
                 Err(e) => {
                     tracing::info!(peer = %remote_peer_id, error = %e, "hole punch failed; staying relayed, retrying later");
-                    let via = self.circuit_dialed.get(&remote_peer_id).cloned();
-                    self.punch_failed
-                        .insert(remote_peer_id, (std::time::Instant::now(), via));
                 }
             },
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => {
@@ -1198,9 +1296,15 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Upnp(e)) => match e {
                 upnp::Event::NewExternalAddr { external_addr, .. } => {
                     tracing::info!(%external_addr, "router mapped a port (UPnP)");
+                    self.upnp_addrs.insert(external_addr.clone());
+                    self.shared.write().reachability.confirmed(external_addr);
+                    self.update_reachability();
                 }
                 upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
                     tracing::info!(%external_addr, "router port mapping expired (UPnP)");
+                    self.upnp_addrs.remove(&external_addr);
+                    self.shared.write().reachability.expired(&external_addr);
+                    self.update_reachability();
                 }
                 upnp::Event::GatewayNotFound => tracing::info!("no UPnP router found"),
                 upnp::Event::NonRoutableGateway => {
@@ -1244,6 +1348,19 @@ impl EventLoop {
                     self.connected_since.remove(&peer_id);
                     self.direct_dialed.remove(&peer_id);
                     self.circuit_dialed.remove(&peer_id);
+                    self.peer_addrs.remove(&peer_id);
+                    self.upgrade_tried.remove(&peer_id);
+                    self.reserved_here.remove(&peer_id);
+                    // A relay that left is found again by identify if it comes back; one
+                    // holding this node's reservation keeps its entry until the listener
+                    // closes.
+                    if self
+                        .relays
+                        .get(&peer_id)
+                        .is_some_and(|r| r.listener.is_none())
+                    {
+                        self.relays.remove(&peer_id);
+                    }
                 }
                 if num_established == 0 && self.shared.write().connected.remove(&peer_id) {
                     self.emit(NetEvent::Disconnected(peer_id));
@@ -1301,6 +1418,18 @@ impl EventLoop {
                 ..
             })) => {
                 self.relay_seen(peer_id, &info);
+                self.peer_addrs.insert(
+                    peer_id,
+                    info.listen_addrs.iter().take(PEER_ADDRS).cloned().collect(),
+                );
+                if let Some(ip) = reach::ip_of(&info.observed_addr)
+                    && !self.observed_ips.contains(&ip)
+                {
+                    if self.observed_ips.len() == OBSERVED_IPS {
+                        self.observed_ips.pop_front();
+                    }
+                    self.observed_ips.push_back(ip);
+                }
                 for addr in info.listen_addrs.into_iter().take(16) {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }

@@ -136,10 +136,13 @@ pub struct Reachability {
 }
 
 impl Reachability {
+    /// Public once an address others can reach from beyond a LAN is confirmed; private when
+    /// members could not dial this node back, or could only at a LAN address (a member on the
+    /// same LAN answering says nothing about the members beyond it, who still need a relay).
     pub fn state(&self) -> ReachState {
-        if !self.confirmed.is_empty() {
+        if self.confirmed.iter().any(|a| !is_lan_only(a)) {
             ReachState::Public
-        } else if self.private {
+        } else if self.private || !self.confirmed.is_empty() {
             ReachState::Private
         } else {
             ReachState::Unknown
@@ -147,13 +150,22 @@ impl Reachability {
     }
 
     /// The addresses others reach this node by: confirmed ones when public, else the relayed
-    /// ones.
+    /// ones (then the LAN ones members confirmed).
     pub fn addrs(&self) -> Vec<Multiaddr> {
-        if self.confirmed.is_empty() {
-            self.relayed.clone()
-        } else {
+        if self.state() == ReachState::Public {
             self.confirmed.clone()
+        } else {
+            self.relayed
+                .iter()
+                .chain(&self.confirmed)
+                .cloned()
+                .collect()
         }
+    }
+
+    /// The confirmed external addresses (relayed ones never are).
+    pub fn confirmed_addrs(&self) -> &[Multiaddr] {
+        &self.confirmed
     }
 
     pub fn relayed(&self) -> &[Multiaddr] {
@@ -186,6 +198,32 @@ impl Reachability {
 /// Whether `addr` goes through a relay.
 pub fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
+/// Whether `addr` is reachable only within a private network: RFC 1918, carrier-grade NAT
+/// (100.64.0.0/10), link-local, IPv6 unique-local. Loopback is not: a network on one machine
+/// reaches it from every member.
+pub fn is_lan_only(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_private() || ip.is_link_local() || (a == 100 && (64..128).contains(&b))
+        }
+        Protocol::Ip6(ip) => {
+            let first = ip.segments()[0];
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+        _ => false,
+    })
+}
+
+/// The IP address of `addr`, if it has one.
+pub fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }
 
 /// Whether `addr` is on a loopback interface.
@@ -337,12 +375,43 @@ mod tests {
             "a relayed address is no proof"
         );
         r.relayed_listen(circuit.clone(), true);
-        assert_eq!(r.addrs(), vec![circuit]);
+        assert_eq!(r.addrs(), vec![circuit.clone()]);
         r.confirmed(a.clone());
         assert_eq!(r.state(), ReachState::Public);
         assert_eq!(r.addrs(), vec![a.clone()]);
         r.expired(&a);
         assert_eq!(r.state(), ReachState::Private);
+        r.autonat(false);
+        assert_eq!(r.state(), ReachState::Unknown);
+        // A member on this node's LAN dialing it back proves nothing about the others.
+        let lan: Multiaddr = "/ip4/192.168.1.2/tcp/4001".parse().unwrap();
+        r.confirmed(lan.clone());
+        assert_eq!(r.state(), ReachState::Private);
+        assert_eq!(r.addrs(), vec![circuit, lan]);
+    }
+
+    #[test]
+    fn lan_only_addresses() {
+        for a in [
+            "/ip4/10.1.2.3/tcp/1",
+            "/ip4/172.16.0.1/tcp/1",
+            "/ip4/192.168.1.2/tcp/1",
+            "/ip4/100.64.0.1/tcp/1",
+            "/ip4/169.254.1.1/tcp/1",
+            "/ip6/fd00::1/tcp/1",
+            "/ip6/fe80::1/tcp/1",
+        ] {
+            assert!(is_lan_only(&a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "/ip4/198.51.100.2/tcp/1",
+            "/ip4/8.8.8.8/tcp/1",
+            "/ip4/100.128.0.1/tcp/1",
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip6/2001:db8::1/tcp/1",
+        ] {
+            assert!(!is_lan_only(&a.parse().unwrap()), "{a}");
+        }
     }
 
     #[test]

@@ -704,6 +704,14 @@ impl NatLab {
                 "iptables", "-A", "FORWARD", "-i", "lan0", "-o", "wan0", "-j", "ACCEPT",
             ],
         );
+        // Hosts on one LAN reach each other, as through a home router's switch (with
+        // br_netfilter loaded, frames bridged on lan0 cross this chain too).
+        in_ns_cmd(
+            &ns,
+            &[
+                "iptables", "-A", "FORWARD", "-i", "lan0", "-o", "lan0", "-j", "ACCEPT",
+            ],
+        );
         in_ns_cmd(
             &ns,
             &[
