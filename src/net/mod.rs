@@ -1061,6 +1061,33 @@ impl EventLoop {
         }
     }
 
+    /// Whether `addr`, a relayed address the reservation on `listener` handed out, goes through
+    /// that relay at the IP address this node reached it at: a relay's reservation reply lists
+    /// the addresses to advertise, and a hostile one must not point members elsewhere.
+    fn relayed_addr_of_relay(
+        &self,
+        listener: libp2p::core::transport::ListenerId,
+        addr: &Multiaddr,
+    ) -> bool {
+        let Some((relay, used)) = self
+            .relays
+            .iter()
+            .find(|(_, r)| r.listener == Some(listener))
+        else {
+            return false;
+        };
+        let through = addr
+            .iter()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| matches!(w, [libp2p::multiaddr::Protocol::P2p(p), libp2p::multiaddr::Protocol::P2pCircuit] if p == relay));
+        through
+            && used
+                .addr
+                .as_ref()
+                .is_some_and(|dialed| reach::ip_of(dialed) == reach::ip_of(addr))
+    }
+
     /// Whether `addr`, confirmed by a member's dial-back, can be this node's: its IP is one this
     /// node listens on or members saw its connections come from (AutoNAT's server dials only
     /// addresses the client sent it; a hostile member answering with another must not have it
@@ -1204,7 +1231,15 @@ impl EventLoop {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
+                if reach::is_relayed(&address) && !self.relayed_addr_of_relay(listener_id, &address)
+                {
+                    tracing::warn!(%address, "a relay handed out an address that is not its own; not advertised");
+                    return;
+                }
                 tracing::info!(%address, "listening");
                 let mut shared = self.shared.write();
                 if reach::is_relayed(&address) {
