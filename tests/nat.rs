@@ -289,7 +289,7 @@ fn lab_cone_nats_let_a_simultaneous_open_through_symmetric_ones_do_not() {
 // and the reader behind NAT B too, with one copy per chunk: every byte B reads comes from A over
 // the connection between A and B, relayed or direct; none from a public node.
 //
-// The status names below are i20-reach's (`reachability`: public, private or unknown, the
+// The status names below are the node's (`reachability`: public, private or unknown, the
 // node's addresses, relayed ones while private, and whether it relays; per peer, the connection
 // kinds: direct, hole-punched or relayed), kept in these helpers so that a change of name is one
 // edit.
