@@ -2,7 +2,8 @@
 # Installs what building, mounting and testing p2pfs need on Debian: a Rust toolchain (if
 # cargo is missing), a C compiler, FUSE 3 (fusermount3 for mounts by non-root users) and the
 # tools the tests use (iproute2 for network namespaces, iptables and conntrack for the NAT
-# routers of tests/nat.rs, util-linux for setpriv and mount,
+# routers of tests/nat.rs, util-linux for setpriv and mount, e2fsprogs for the reference ext4
+# of the conformance tests, rsync and attr (getfattr/setfattr) for the tests that copy trees,
 # man-db to find the packaged man pages) and the linters .ci/run runs on the scripts
 # (shellcheck, pyflakes3).
 # Safe to run again: it installs only what is missing.
@@ -27,6 +28,9 @@ command -v iptables >/dev/null || need+=(iptables)   # tests/nat.rs: the NAT rou
 command -v conntrack >/dev/null || need+=(conntrack) # tests/nat.rs: NAT tables in failure reports
 command -v shellcheck >/dev/null || need+=(shellcheck) # .ci/run lints every shell script
 command -v pyflakes3 >/dev/null || need+=(pyflakes3)   # .ci/run lints bench/*.py
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # tests/conform_*: the reference ext4
+command -v rsync >/dev/null || need+=(rsync)          # tests/rsync_ahax.rs
+command -v getfattr >/dev/null || need+=(attr)        # xattr tests: getfattr/setfattr
 if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
     need+=(rustup)
 fi

@@ -113,6 +113,10 @@ fn meta(kind: EntryKind, name: &[u8], blocks: Vec<Option<ChunkRef>>) -> EntryMet
         } else {
             Vec::new()
         },
+        rdev: 0,
+        target: None,
+        unnamed: false,
+        xattrs: Vec::new(),
     }
 }
 

@@ -1001,6 +1001,10 @@ fn main() -> ExitCode {
                     let kind = match e.kind.as_str() {
                         "dir" => 'd',
                         "symlink" => 'l',
+                        "fifo" => 'p',
+                        "socket" => 's',
+                        "char" => 'c',
+                        "block" => 'b',
                         _ => '-',
                     };
                     // Names come from peers: never raw control characters on a terminal.

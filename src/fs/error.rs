@@ -31,6 +31,14 @@ pub enum FsError {
     ReadOnly,
     #[error("cannot move between volumes")]
     CrossVolume,
+    #[error("no such attribute")]
+    NoData,
+    #[error("result does not fit the buffer")]
+    Range,
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("too many links")]
+    TooManyLinks,
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -51,6 +59,10 @@ impl FsError {
             FsError::TooLarge => libc::EFBIG,
             FsError::ReadOnly => libc::EROFS,
             FsError::CrossVolume => libc::EXDEV,
+            FsError::NoData => libc::ENODATA,
+            FsError::Range => libc::ERANGE,
+            FsError::NotSupported => libc::EOPNOTSUPP,
+            FsError::TooManyLinks => libc::EMLINK,
             FsError::Io(_) => libc::EIO,
         }
     }

@@ -19,6 +19,7 @@ mod merge;
 pub mod mount;
 mod ops;
 pub mod tree;
+mod xattr;
 
 pub use error::{FsError, FsResult};
 pub use file::ReadBuf;
@@ -46,6 +47,8 @@ pub struct Attr {
     pub mtime: Timestamp,
     pub ctime: Timestamp,
     pub blksize: u32,
+    /// Device number of a device node (kernel encoding), else 0.
+    pub rdev: u32,
 }
 
 /// Who is asking (from the kernel request).
@@ -68,6 +71,30 @@ impl TimeSet {
             TimeSet::At(t) => t,
         }
     }
+}
+
+/// How `rename` treats its destination (`renameat2` flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replaces the destination if there is one.
+    Plain,
+    /// Fails with EEXIST if the destination exists (RENAME_NOREPLACE).
+    NoReplace,
+    /// Swaps source and destination, both of which must exist (RENAME_EXCHANGE).
+    Exchange,
+    /// As `Plain`, leaving a whiteout device node at the source (RENAME_WHITEOUT).
+    Whiteout,
+}
+
+/// What `setxattr` requires of the attribute it sets (`XATTR_CREATE` / `XATTR_REPLACE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrSet {
+    /// Creates or replaces.
+    Any,
+    /// Fails with EEXIST if the attribute exists.
+    Create,
+    /// Fails with ENODATA if the attribute does not exist.
+    Replace,
 }
 
 /// The changes of a `setattr`.

@@ -14,8 +14,8 @@ use parking_lot::{Mutex, RwLock};
 use super::file::{ChunkIo, OpenFile, SealPool};
 use super::tree::{Node, Tree};
 use super::{
-    Attr, Caller, CoreStats, DirEntry, FsError, FsResult, ROOT_INO, ReadBuf, RemoteChunks, SetAttr,
-    StatFs, TimeSet,
+    Attr, Caller, CoreStats, DirEntry, FsError, FsResult, ROOT_INO, ReadBuf, RemoteChunks,
+    RenameMode, SetAttr, StatFs, TimeSet,
 };
 use crate::block::{ChunkCache, ChunkStore};
 use crate::namespace::entry::{EntrySealer, MAX_NAME_LEN};
@@ -245,6 +245,11 @@ impl FsCore {
             EntryKind::Dir => 4096,
             EntryKind::Symlink => m.symlink_target.len() as u64,
             EntryKind::File => m.size,
+            EntryKind::Fifo
+            | EntryKind::Socket
+            | EntryKind::CharDev
+            | EntryKind::BlockDev
+            | EntryKind::Link => 0,
         };
         Attr {
             ino,
@@ -263,6 +268,7 @@ impl FsCore {
             mtime: m.mtime,
             ctime: m.ctime,
             blksize: self.io.chunk_size as u32,
+            rdev: m.rdev,
         }
     }
 
@@ -293,7 +299,12 @@ impl FsCore {
         match node.meta.kind {
             EntryKind::File => Ok(node),
             EntryKind::Dir => Err(FsError::IsDir),
-            EntryKind::Symlink => Err(FsError::Invalid),
+            EntryKind::Symlink
+            | EntryKind::Fifo
+            | EntryKind::Socket
+            | EntryKind::CharDev
+            | EntryKind::BlockDev
+            | EntryKind::Link => Err(FsError::Invalid),
         }
     }
 
@@ -421,8 +432,16 @@ impl FsCore {
         )
     }
 
-    /// Creates a regular file (mknod or the create half of `create`).
-    pub fn mknod(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> FsResult<Attr> {
+    /// Creates a regular file (mknod or the create half of `create`); `mode` carries the file
+    /// type bits, `rdev` the device number of a device node.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        _rdev: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
         let kind = mode & libc::S_IFMT;
         if kind != libc::S_IFREG && kind != 0 {
             return Err(FsError::NotPermitted(
@@ -441,7 +460,7 @@ impl FsCore {
         caller: Caller,
         writable: bool,
     ) -> FsResult<(Attr, u64)> {
-        let attr = self.mknod(parent, name, mode, caller)?;
+        let attr = self.mknod(parent, name, mode, 0, caller)?;
         let fh = self.open(attr.ino, writable)?;
         Ok((attr, fh))
     }
@@ -494,14 +513,25 @@ impl FsCore {
         Ok(())
     }
 
+    /// Gives the inode `ino` a further name `new_name` in `new_parent` (a hard link).
+    pub fn link(&self, _ino: u64, _new_parent: u64, _new_name: &[u8]) -> FsResult<Attr> {
+        Err(FsError::NotPermitted("hard links are not supported"))
+    }
+
     pub fn rename(
         &self,
         parent: u64,
         name: &[u8],
         new_parent: u64,
         new_name: &[u8],
-        no_replace: bool,
+        mode: RenameMode,
     ) -> FsResult<()> {
+        let no_replace = match mode {
+            RenameMode::Plain => false,
+            RenameMode::NoReplace => true,
+            // What the kernel answers for a flag a filesystem does not support.
+            RenameMode::Exchange | RenameMode::Whiteout => return Err(FsError::Invalid),
+        };
         check_name(new_name)?;
         let guard = self.mutate.lock();
         let now = Timestamp::now();

@@ -190,23 +190,23 @@ fn posix_errors() {
     assert_eq!(c.unlink(ROOT_INO, b"dir").unwrap_err(), FsError::IsDir);
     let long = vec![b'n'; 256];
     assert_eq!(
-        c.mknod(ROOT_INO, &long, 0o644, ME).unwrap_err(),
+        c.mknod(ROOT_INO, &long, 0o644, 0, ME).unwrap_err(),
         FsError::NameTooLong
     );
     let file_ino = c.lookup(ROOT_INO, b"file").unwrap().ino;
     assert_eq!(c.lookup(file_ino, b"x").unwrap_err(), FsError::NotDir);
     assert_eq!(
-        c.rename(ROOT_INO, b"dir", d.ino, b"sub", false)
+        c.rename(ROOT_INO, b"dir", d.ino, b"sub", RenameMode::Plain)
             .unwrap_err(),
         FsError::Invalid
     );
     assert_eq!(
-        c.rename(ROOT_INO, b"file", ROOT_INO, b"dir", false)
+        c.rename(ROOT_INO, b"file", ROOT_INO, b"dir", RenameMode::Plain)
             .unwrap_err(),
         FsError::IsDir
     );
     assert_eq!(
-        c.rename(ROOT_INO, b"dir", ROOT_INO, b"file", false)
+        c.rename(ROOT_INO, b"dir", ROOT_INO, b"file", RenameMode::Plain)
             .unwrap_err(),
         FsError::NotDir
     );
@@ -219,7 +219,7 @@ fn rename_overwrites_and_directory_rename_rewrites_only_it_and_its_parents() {
     let c = &f.core;
     let a = c.mkdir(ROOT_INO, b"a", 0o755, ME).unwrap();
     for i in 0..10_000 {
-        c.mknod(a.ino, format!("f{i}").as_bytes(), 0o644, ME)
+        c.mknod(a.ino, format!("f{i}").as_bytes(), 0o644, 0, ME)
             .unwrap();
     }
     let before = c.namespace.load_all().unwrap().entries;
@@ -232,7 +232,8 @@ fn rename_overwrites_and_directory_rename_rewrites_only_it_and_its_parents() {
         })
         .unwrap()
         .unwrap();
-    c.rename(ROOT_INO, b"a", b.ino, b"moved", false).unwrap();
+    c.rename(ROOT_INO, b"a", b.ino, b"moved", RenameMode::Plain)
+        .unwrap();
     let after = c.namespace.load_all().unwrap().entries;
     let known: std::collections::HashSet<[u8; 64]> = before
         .iter()
@@ -252,17 +253,18 @@ fn rename_overwrites_and_directory_rename_rewrites_only_it_and_its_parents() {
     // Rename over an existing file replaces it.
     write_file(c, ROOT_INO, "x", b"new");
     write_file(c, ROOT_INO, "y", b"old");
-    c.rename(ROOT_INO, b"x", ROOT_INO, b"y", false).unwrap();
+    c.rename(ROOT_INO, b"x", ROOT_INO, b"y", RenameMode::Plain)
+        .unwrap();
     let y = c.lookup(ROOT_INO, b"y").unwrap();
     assert_eq!(read_all(c, y.ino), b"new");
     assert_eq!(c.lookup(ROOT_INO, b"x").unwrap_err(), FsError::NotFound);
     assert_eq!(
-        c.rename(ROOT_INO, b"y", ROOT_INO, b"moved-no", true),
+        c.rename(ROOT_INO, b"y", ROOT_INO, b"moved-no", RenameMode::NoReplace),
         Ok(())
     );
     write_file(c, ROOT_INO, "z", b"");
     assert_eq!(
-        c.rename(ROOT_INO, b"z", ROOT_INO, b"moved-no", true)
+        c.rename(ROOT_INO, b"z", ROOT_INO, b"moved-no", RenameMode::NoReplace)
             .unwrap_err(),
         FsError::Exists
     );

@@ -182,6 +182,27 @@ impl Tree {
             .map(|&(_, ino)| ino)
     }
 
+    /// The node that claims `name` in `dir`, as [`Tree::lookup`] finds it: an entry or a
+    /// further name of one (a `Link` node, which [`Tree::resolve`] turns into its entry).
+    pub fn claim(&self, dir: u64, name: &[u8]) -> Option<u64> {
+        self.lookup(dir, name)
+    }
+
+    /// The inode a claim stands for: the entry a `Link` node names, any other node itself.
+    pub fn resolve(&self, claim: u64) -> u64 {
+        claim
+    }
+
+    /// The link count of `ino` as `stat` shows it: a directory has its own name, its `.` and
+    /// every child directory's `..`; anything else one per name.
+    pub fn nlink(&self, ino: u64) -> u32 {
+        match self.nodes.get(ino) {
+            Some(n) if n.meta.kind == EntryKind::Dir => 2 + n.subdirs,
+            Some(_) => 1,
+            None => 0,
+        }
+    }
+
     /// Every child with the name it is shown under, in order of the claimed names (a name's
     /// winner first, then its losers, oldest first).
     pub fn children(&self, dir: u64) -> Vec<(Vec<u8>, u64)> {
@@ -225,6 +246,8 @@ impl Tree {
             _ => 0,
         };
         let is_dir = meta.kind == EntryKind::Dir;
+        // An unnamed entry (only its links name it) claims no place in its parent.
+        let parent = parent.filter(|_| !meta.unnamed);
         let hash = self.hasher.hash_one(&meta.name[..]);
         self.nodes.insert(
             ino,
@@ -429,6 +452,35 @@ mod tests {
         assert_eq!(tree.lookup(ROOT_INO, b"c"), Some(i30));
         assert_eq!(tree.children(ROOT_INO).len(), 2);
         assert_eq!(tree.len(), 3);
+    }
+
+    #[test]
+    fn claims_resolve_and_count_links_and_unnamed_entries_claim_no_name() {
+        let mut tree = Tree::new(id(0));
+        upsert(&mut tree, entry(0, 0, "", 1, 1));
+        upsert(&mut tree, entry(1, 0, "d", 2, 1));
+        upsert(&mut tree, entry(2, 1, "sub", 3, 1));
+        upsert(&mut tree, entry(10, 1, "f", 4, 1));
+        let ino = |tree: &Tree, n| tree.ino_if_known(&id(n)).unwrap();
+        let (d, f) = (ino(&tree, 1), ino(&tree, 10));
+        assert_eq!(tree.claim(d, b"f"), Some(f));
+        assert_eq!(tree.resolve(f), f);
+        assert_eq!(tree.nlink(d), 3);
+        assert_eq!(tree.nlink(ROOT_INO), 3);
+        assert_eq!(tree.nlink(f), 1);
+        let (e, mut m) = entry(10, 1, "", 5, 1);
+        m.unnamed = true;
+        tree.upsert(&e, m);
+        assert_eq!(tree.children(d).len(), 1);
+        assert_eq!(tree.claim(d, b"f"), None);
+        assert_eq!(tree.claim(d, b""), None);
+        assert!(tree.get(f).is_some());
+        // Named again, it claims its name; removed, it is gone.
+        upsert(&mut tree, entry(10, 1, "g", 6, 1));
+        assert_eq!(tree.claim(d, b"g"), Some(f));
+        tree.remove(&id(10));
+        assert_eq!(tree.nlink(f), 0);
+        assert_eq!(tree.children(d).len(), 1);
     }
 
     #[derive(Debug, Clone)]

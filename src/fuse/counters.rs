@@ -33,10 +33,14 @@ pub enum FuseOp {
     Statfs,
     Access,
     Create,
+    Getxattr,
+    Listxattr,
+    Setxattr,
+    Removexattr,
 }
 
 impl FuseOp {
-    pub const ALL: [FuseOp; 25] = [
+    pub const ALL: [FuseOp; 29] = [
         FuseOp::Lookup,
         FuseOp::Getattr,
         FuseOp::Setattr,
@@ -62,6 +66,10 @@ impl FuseOp {
         FuseOp::Statfs,
         FuseOp::Access,
         FuseOp::Create,
+        FuseOp::Getxattr,
+        FuseOp::Listxattr,
+        FuseOp::Setxattr,
+        FuseOp::Removexattr,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +99,10 @@ impl FuseOp {
             FuseOp::Statfs => "statfs",
             FuseOp::Access => "access",
             FuseOp::Create => "create",
+            FuseOp::Getxattr => "getxattr",
+            FuseOp::Listxattr => "listxattr",
+            FuseOp::Setxattr => "setxattr",
+            FuseOp::Removexattr => "removexattr",
         }
     }
 }

@@ -14,10 +14,10 @@ use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Caller, FsError, Mount, SetAttr, TimeSet};
+use crate::fs::{Attr, Caller, FsError, Mount, RenameMode, SetAttr, TimeSet, XattrSet};
 use crate::namespace::{EntryKind, Timestamp};
 use counters::{FuseOp, fuse_op};
 
@@ -44,6 +44,12 @@ fn file_type(kind: EntryKind) -> FileType {
         EntryKind::File => FileType::RegularFile,
         EntryKind::Dir => FileType::Directory,
         EntryKind::Symlink => FileType::Symlink,
+        EntryKind::Fifo => FileType::NamedPipe,
+        EntryKind::Socket => FileType::Socket,
+        EntryKind::CharDev => FileType::CharDevice,
+        EntryKind::BlockDev => FileType::BlockDevice,
+        // Never shown: the mount answers for a link with the entry it names.
+        EntryKind::Link => FileType::RegularFile,
     }
 }
 
@@ -61,7 +67,7 @@ fn to_fuse(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: a.blksize,
         flags: 0,
     }
@@ -115,6 +121,44 @@ fn writable(flags: OpenFlags) -> bool {
     !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY)
 }
 
+/// The rename `renameat2` flags ask for; `None` for a combination the mount does not serve
+/// (the VFS already refused the invalid ones; WHITEOUT|NOREPLACE remains).
+fn rename_mode(flags: RenameFlags) -> Option<RenameMode> {
+    const NOREPLACE: RenameFlags = RenameFlags::RENAME_NOREPLACE;
+    const EXCHANGE: RenameFlags = RenameFlags::RENAME_EXCHANGE;
+    const WHITEOUT: RenameFlags = RenameFlags::RENAME_WHITEOUT;
+    match flags {
+        f if f.is_empty() => Some(RenameMode::Plain),
+        NOREPLACE => Some(RenameMode::NoReplace),
+        EXCHANGE => Some(RenameMode::Exchange),
+        WHITEOUT => Some(RenameMode::Whiteout),
+        _ => None,
+    }
+}
+
+/// What `setxattr` flags require; `None` for flags it does not know.
+fn xattr_set(flags: i32) -> Option<XattrSet> {
+    match flags {
+        0 => Some(XattrSet::Any),
+        libc::XATTR_CREATE => Some(XattrSet::Create),
+        libc::XATTR_REPLACE => Some(XattrSet::Replace),
+        _ => None,
+    }
+}
+
+/// Answers a `getxattr`/`listxattr` the way the kernel asks: the length alone when `size` is
+/// 0, the bytes when they fit in `size`, ERANGE when they do not.
+fn xattr_reply(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, FsError>) {
+    match result {
+        Ok(value) => match u32::try_from(value.len()) {
+            Ok(len) if size == 0 => reply.size(len),
+            Ok(len) if len <= size => reply.data(&value),
+            _ => reply.error(errno(&FsError::Range)),
+        },
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         if let Err(max) = config.set_max_write(MAX_IO) {
@@ -130,6 +174,10 @@ impl Filesystem for FuseAdapter {
             tracing::debug!(?missing, "kernel lacks some FUSE capabilities");
             let _ = config.add_capabilities(wanted - missing);
         }
+        // FUSE_POSIX_LOCKS and FUSE_FLOCK_LOCKS are deliberately not asked for: the kernel
+        // then serves fcntl (incl. OFD) and flock locks itself, on its inode, as for a local
+        // filesystem. Locks exclude processes of this node only; locking across nodes would
+        // need a lock manager with leases (see README, "Semantics worth knowing").
         Ok(())
     }
 
@@ -192,14 +240,14 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let _timer = fuse_op(FuseOp::Mknod);
         self.entry(
             reply,
             self.mount
-                .mknod(parent.0, name.as_bytes(), mode & !umask, caller(req)),
+                .mknod(parent.0, name.as_bytes(), mode & !umask, rdev, caller(req)),
         )
     }
 
@@ -261,11 +309,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _timer = fuse_op(FuseOp::Rename);
-        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+        let Some(mode) = rename_mode(flags) else {
             reply.error(Errno::EINVAL);
             return;
-        }
-        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        };
         empty(
             reply,
             self.mount.rename(
@@ -273,7 +320,7 @@ impl Filesystem for FuseAdapter {
                 name.as_bytes(),
                 newparent.0,
                 newname.as_bytes(),
-                no_replace,
+                mode,
             ),
         )
     }
@@ -281,15 +328,52 @@ impl Filesystem for FuseAdapter {
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
         let _timer = fuse_op(FuseOp::Link);
-        // Hard links would give one entry two parents; the namespace keys entries by a single
-        // (parent, name). Refuse clearly, as filesystems without hard links do.
-        reply.error(Errno::EPERM);
+        self.entry(
+            reply,
+            self.mount.link(ino.0, newparent.0, newname.as_bytes()),
+        )
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let _timer = fuse_op(FuseOp::Setxattr);
+        // `position` is for macOS resource forks; never set on Linux.
+        match xattr_set(flags) {
+            Some(how) if position == 0 => empty(
+                reply,
+                self.mount.setxattr(ino.0, name.as_bytes(), value, how),
+            ),
+            _ => reply.error(Errno::EINVAL),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _timer = fuse_op(FuseOp::Getxattr);
+        xattr_reply(reply, size, self.mount.getxattr(ino.0, name.as_bytes()))
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _timer = fuse_op(FuseOp::Listxattr);
+        xattr_reply(reply, size, self.mount.listxattr(ino.0, req.uid()))
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _timer = fuse_op(FuseOp::Removexattr);
+        empty(reply, self.mount.removexattr(ino.0, name.as_bytes()))
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

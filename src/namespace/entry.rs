@@ -136,11 +136,48 @@ impl fmt::Display for VolumeId {
     }
 }
 
+/// What an entry is. Encoded by variant name: a decoder that does not know a variant refuses
+/// the entry, so new kinds are only ever appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryKind {
     File,
     Dir,
     Symlink,
+    /// A named pipe (served by the kernel of each node: a pipe between local processes).
+    Fifo,
+    /// A Unix socket's name (the socket itself lives in the kernel of the node that bound it).
+    Socket,
+    /// A character device node; `rdev` names the device.
+    CharDev,
+    /// A block device node; `rdev` names the device.
+    BlockDev,
+    /// A further name of another entry of the volume (a hard link): `target` is that entry,
+    /// which holds the attributes, content and extended attributes.
+    Link,
+}
+
+impl EntryKind {
+    /// Kinds that have no content and no size: they only name something the kernel serves.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            EntryKind::Fifo | EntryKind::Socket | EntryKind::CharDev | EntryKind::BlockDev
+        )
+    }
+}
+
+/// Longest extended attribute name, prefix included (`user.x`), as on Linux.
+pub const MAX_XATTR_NAME_LEN: usize = 255;
+/// Largest extended attribute value, as on Linux.
+pub const MAX_XATTR_VALUE_LEN: usize = 65_536;
+
+/// One extended attribute of an entry: its full name (`user.comment`) and value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
 }
 
 /// Seconds and nanoseconds since the Unix epoch.
@@ -209,6 +246,26 @@ pub struct EntryMeta {
     pub blocks: Vec<Option<ChunkRef>>,
     #[serde(with = "serde_bytes")]
     pub symlink_target: Vec<u8>,
+    // The fields below are left out of the encoding when unused, so an entry that uses none
+    // of them encodes exactly as before they existed (and old nodes keep reading it).
+    /// The device number of a CharDev/BlockDev as the kernel encodes it (`new_encode_dev`):
+    /// stored and returned, never interpreted. 0 for every other kind.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u32,
+    /// `Link` only: the entry (of the same volume) this name points at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<EntryId>,
+    /// An entry whose own name was removed while other names (`Link` entries) remain: its
+    /// `name` is empty and it claims no place in a directory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unnamed: bool,
+    /// Extended attributes, sorted by name, names unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl EntryMeta {
@@ -234,7 +291,47 @@ impl EntryMeta {
             ctime: now,
             blocks: vec![],
             symlink_target: vec![],
+            rdev: 0,
+            target: None,
+            unnamed: false,
+            xattrs: vec![],
         }
+    }
+
+    /// The structural rules every payload must follow, whoever wrote it (`id` is the entry's
+    /// own). Name rules that depend on the volume (its root has no name) are checked by
+    /// `Volume::open_entry`.
+    fn check(&self, id: EntryId) -> Result<(), &'static str> {
+        if self.name.len() > MAX_NAME_LEN || self.name.contains(&b'/') || self.name.contains(&0) {
+            return Err("invalid name");
+        }
+        if self.unnamed && (!self.name.is_empty() || self.kind == EntryKind::Dir) {
+            return Err("an unnamed entry has a name or is a directory");
+        }
+        let contentless = self.kind.is_special() || self.kind == EntryKind::Link;
+        if contentless && (!self.blocks.is_empty() || self.size != 0) {
+            return Err("a special file or link has content");
+        }
+        if self.kind == EntryKind::Link {
+            if self.target.is_none_or(|t| t == id) || self.unnamed || !self.xattrs.is_empty() {
+                return Err("a link has no target, itself as target, no name or attributes");
+            }
+        } else if self.target.is_some() {
+            return Err("only a link has a target");
+        }
+        if self.rdev != 0 && !matches!(self.kind, EntryKind::CharDev | EntryKind::BlockDev) {
+            return Err("only a device node has a device number");
+        }
+        let names_ok = self.xattrs.iter().all(|x| {
+            !x.name.is_empty()
+                && x.name.len() <= MAX_XATTR_NAME_LEN
+                && !x.name.contains(&0)
+                && x.value.len() <= MAX_XATTR_VALUE_LEN
+        });
+        if !names_ok || !self.xattrs.windows(2).all(|w| w[0].name < w[1].name) {
+            return Err("extended attributes are not sorted, unique and within limits");
+        }
+        Ok(())
     }
 }
 
@@ -520,9 +617,8 @@ impl Entry {
             .map_err(|_| EntryError::Decrypt(self.id))?;
         let meta: EntryMeta =
             ciborium::from_reader(&plain[..]).map_err(|e| EntryError::Decode(e.to_string()))?;
-        if meta.name.len() > MAX_NAME_LEN || meta.name.contains(&b'/') || meta.name.contains(&0) {
-            return Err(EntryError::Inconsistent(self.id, "invalid name"));
-        }
+        meta.check(self.id)
+            .map_err(|why| EntryError::Inconsistent(self.id, why))?;
         if meta
             .blocks
             .iter()
@@ -648,6 +744,10 @@ mod tests {
                 None,
             ],
             symlink_target: vec![],
+            rdev: 0,
+            target: None,
+            unnamed: false,
+            xattrs: vec![],
         }
     }
 
@@ -672,6 +772,275 @@ mod tests {
         assert_eq!(back.open(&[3; 32]).unwrap(), m);
         assert_eq!(back.chunks, vec![ChunkId([7; 32])]);
         assert_eq!(back.open(&[4; 32]), Err(EntryError::Decrypt(e.id)));
+    }
+
+    /// `EntryMeta` and `EntryKind` as they were before special files, links and extended
+    /// attributes: what nodes of that version encode and decode.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    enum OldKind {
+        File,
+        Dir,
+        Symlink,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    struct OldMeta {
+        parent: EntryId,
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        kind: OldKind,
+        size: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        atime: Timestamp,
+        mtime: Timestamp,
+        ctime: Timestamp,
+        blocks: Vec<Option<ChunkRef>>,
+        #[serde(with = "serde_bytes")]
+        symlink_target: Vec<u8>,
+    }
+
+    fn old_of(m: &EntryMeta) -> OldMeta {
+        OldMeta {
+            parent: m.parent,
+            name: m.name.clone(),
+            kind: match m.kind {
+                EntryKind::File => OldKind::File,
+                EntryKind::Dir => OldKind::Dir,
+                EntryKind::Symlink => OldKind::Symlink,
+                k => panic!("{k:?} did not exist"),
+            },
+            size: m.size,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            atime: m.atime,
+            mtime: m.mtime,
+            ctime: m.ctime,
+            blocks: m.blocks.clone(),
+            symlink_target: m.symlink_target.clone(),
+        }
+    }
+
+    fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::into_writer(v, &mut out).unwrap();
+        out
+    }
+
+    /// Existing entries need no conversion: a payload that uses none of the new fields
+    /// encodes byte for byte as before, and what older nodes wrote decodes unchanged.
+    #[test]
+    fn unused_new_fields_encode_as_before_and_old_payloads_decode() {
+        let mut link = meta("l");
+        link.symlink_target = b"../target".to_vec();
+        link.kind = EntryKind::Symlink;
+        let dir = EntryMeta::new_empty(
+            EntryId([4; 16]),
+            b"d".to_vec(),
+            EntryKind::Dir,
+            0o2755,
+            (1000, 100),
+            Timestamp::now(),
+        );
+        for m in [meta("file.txt"), link, dir] {
+            let old = old_of(&m);
+            assert_eq!(cbor(&m), cbor(&old), "{m:?}");
+            let decoded: EntryMeta = ciborium::from_reader(&cbor(&old)[..]).unwrap();
+            assert_eq!(decoded, m);
+        }
+        // What an old node makes of the new fields: extended attributes of a file are
+        // ignored (so it drops them if it rewrites the entry), a new kind refuses the entry.
+        let mut with_xattr = meta("f");
+        with_xattr.xattrs = vec![Xattr {
+            name: b"user.a".to_vec(),
+            value: b"1".to_vec(),
+        }];
+        let old: OldMeta = ciborium::from_reader(&cbor(&with_xattr)[..]).unwrap();
+        let without = EntryMeta {
+            xattrs: vec![],
+            ..with_xattr.clone()
+        };
+        assert_eq!(old, old_of(&without));
+        let mut fifo = EntryMeta::new_empty(
+            EntryId([1; 16]),
+            b"p".to_vec(),
+            EntryKind::Fifo,
+            0o644,
+            (0, 0),
+            Timestamp::now(),
+        );
+        fifo.ctime = with_xattr.ctime;
+        assert!(ciborium::from_reader::<OldMeta, _>(&cbor(&fifo)[..]).is_err());
+        // And every new field round-trips.
+        let mut dev = fifo.clone();
+        dev.kind = EntryKind::CharDev;
+        dev.rdev = (4 << 8) | 1;
+        dev.xattrs = with_xattr.xattrs.clone();
+        let mut unnamed = meta("");
+        unnamed.unnamed = true;
+        let mut hard = fifo.clone();
+        hard.kind = EntryKind::Link;
+        hard.target = Some(EntryId([6; 16]));
+        for m in [dev, unnamed, hard] {
+            let back: EntryMeta = ciborium::from_reader(&cbor(&m)[..]).unwrap();
+            assert_eq!(back, m);
+            assert_ne!(cbor(&m), cbor(&meta("f")));
+        }
+    }
+
+    /// Opens `m` sealed as entry `[9; 16]`: the rules every payload is held to.
+    fn open_as_sealed(m: &EntryMeta) -> Result<EntryMeta, EntryError> {
+        let sk = SigningKey::from_bytes(&[5; 32]);
+        sealer(&sk)
+            .seal(EntryId([9; 16]), Hlc(1), &[], m)
+            .open(&[3; 32])
+    }
+
+    #[test]
+    fn payloads_of_every_kind_are_checked() {
+        let own = EntryId([9; 16]);
+        let empty = |kind| {
+            EntryMeta::new_empty(
+                EntryId([1; 16]),
+                b"n".to_vec(),
+                kind,
+                0o644,
+                (0, 0),
+                Timestamp::now(),
+            )
+        };
+        let link_to = |target| EntryMeta {
+            target,
+            ..empty(EntryKind::Link)
+        };
+        let xattr = |name: &[u8], len: usize| Xattr {
+            name: name.to_vec(),
+            value: vec![7; len],
+        };
+        let good = vec![
+            meta("file"),
+            empty(EntryKind::Fifo),
+            empty(EntryKind::Socket),
+            EntryMeta {
+                rdev: (8 << 8) | 1,
+                ..empty(EntryKind::BlockDev)
+            },
+            EntryMeta {
+                rdev: u32::MAX,
+                ..empty(EntryKind::CharDev)
+            },
+            link_to(Some(EntryId([6; 16]))),
+            EntryMeta {
+                name: vec![],
+                unnamed: true,
+                ..meta("")
+            },
+            EntryMeta {
+                name: vec![],
+                unnamed: true,
+                ..empty(EntryKind::Fifo)
+            },
+            EntryMeta {
+                xattrs: vec![
+                    xattr(b"trusted.x", MAX_XATTR_VALUE_LEN),
+                    xattr(&[b'u'; MAX_XATTR_NAME_LEN], 0),
+                ],
+                ..empty(EntryKind::Dir)
+            },
+        ];
+        for m in &good {
+            assert_eq!(open_as_sealed(m).as_ref(), Ok(m), "{m:?}");
+        }
+        let with_content = |kind| EntryMeta {
+            kind,
+            target: (kind == EntryKind::Link).then_some(EntryId([6; 16])),
+            ..meta("n")
+        };
+        let sized = |kind| EntryMeta {
+            size: 1,
+            ..empty(kind)
+        };
+        let bad = [
+            // A name no directory may hold.
+            meta("a/b"),
+            // Unnamed yet named, or an unnamed directory.
+            EntryMeta {
+                unnamed: true,
+                ..meta("n")
+            },
+            EntryMeta {
+                name: vec![],
+                unnamed: true,
+                ..empty(EntryKind::Dir)
+            },
+            // Special files and links have no content.
+            with_content(EntryKind::Fifo),
+            with_content(EntryKind::Socket),
+            with_content(EntryKind::CharDev),
+            with_content(EntryKind::BlockDev),
+            with_content(EntryKind::Link),
+            sized(EntryKind::Fifo),
+            sized(EntryKind::BlockDev),
+            // A link needs a target other than itself, a name, no attributes.
+            link_to(None),
+            link_to(Some(own)),
+            EntryMeta {
+                name: vec![],
+                unnamed: true,
+                ..link_to(Some(EntryId([6; 16])))
+            },
+            EntryMeta {
+                xattrs: vec![xattr(b"user.a", 1)],
+                ..link_to(Some(EntryId([6; 16])))
+            },
+            // Only a link has a target.
+            EntryMeta {
+                target: Some(EntryId([6; 16])),
+                ..meta("n")
+            },
+            // Only a device node has a device number.
+            EntryMeta {
+                rdev: 1,
+                ..empty(EntryKind::Fifo)
+            },
+            EntryMeta {
+                rdev: 1,
+                ..meta("n")
+            },
+            // Attributes sorted and unique, names and values within Linux's limits.
+            EntryMeta {
+                xattrs: vec![xattr(b"user.b", 1), xattr(b"user.a", 1)],
+                ..meta("n")
+            },
+            EntryMeta {
+                xattrs: vec![xattr(b"user.a", 1), xattr(b"user.a", 2)],
+                ..meta("n")
+            },
+            EntryMeta {
+                xattrs: vec![xattr(b"", 1)],
+                ..meta("n")
+            },
+            EntryMeta {
+                xattrs: vec![xattr(&[b'u'; MAX_XATTR_NAME_LEN + 1], 1)],
+                ..meta("n")
+            },
+            EntryMeta {
+                xattrs: vec![xattr(b"user.\0a", 1)],
+                ..meta("n")
+            },
+            EntryMeta {
+                xattrs: vec![xattr(b"user.a", MAX_XATTR_VALUE_LEN + 1)],
+                ..meta("n")
+            },
+        ];
+        for m in &bad {
+            assert!(
+                matches!(open_as_sealed(m), Err(EntryError::Inconsistent(..))),
+                "{m:?}"
+            );
+        }
     }
 
     #[test]

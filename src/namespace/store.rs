@@ -858,6 +858,10 @@ mod tests {
             ctime: Timestamp::now(),
             blocks: vec![],
             symlink_target: vec![],
+            rdev: 0,
+            target: None,
+            unnamed: false,
+            xattrs: vec![],
         };
         let id = EntryId([5; 16]);
         let new = sealer.seal(id, Hlc(10), &[], &meta);
@@ -929,6 +933,10 @@ mod tests {
                 })
                 .collect(),
             symlink_target: vec![],
+            rdev: 0,
+            target: None,
+            unnamed: false,
+            xattrs: vec![],
         }
     }
 

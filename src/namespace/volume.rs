@@ -499,9 +499,17 @@ impl Volume {
             match entry.open(key) {
                 // The name a local create would refuse ("", ".", ".."...) is refused from
                 // anyone: the kernel fails a whole directory listing on one such name. The
-                // root's name is never shown (it is the volume's directory).
-                Ok(meta) if entry.id != self.root_id() && !name_is_valid(&meta.name) => {
+                // root's name is never shown (it is the volume's directory). An unnamed
+                // entry (its names are links) has none and shows in no directory.
+                Ok(meta)
+                    if entry.id != self.root_id()
+                        && !meta.unnamed
+                        && !name_is_valid(&meta.name) =>
+                {
                     return Err(EntryError::Inconsistent(entry.id, "invalid name"));
+                }
+                Ok(meta) if entry.id == self.root_id() && meta.unnamed => {
+                    return Err(EntryError::Inconsistent(entry.id, "the root is unnamed"));
                 }
                 Ok(meta) => return Ok(meta),
                 Err(e @ EntryError::Decrypt(_)) => last = e,
@@ -1000,6 +1008,51 @@ mod tests {
             assert!(bad.parse::<UserKey>().is_err(), "{bad}");
         }
         assert!(Volume::personal(&user).share(&key, false).is_err());
+    }
+
+    #[test]
+    fn opened_entries_have_names_except_the_root_and_unnamed_ones() {
+        let owner = UserIdentity::generate();
+        let volume = Volume::create(&owner, "v").unwrap();
+        let seal = |id, meta: &EntryMeta| {
+            let sealed = EntrySealer {
+                volume: volume.id,
+                payload_key: volume.payload_key(),
+                signer: &owner.signing,
+                origin: 1,
+            }
+            .seal(id, Hlc(1), &[], meta);
+            volume.open_entry(&sealed)
+        };
+        let unnamed = EntryMeta {
+            unnamed: true,
+            ..meta(b"")
+        };
+        let root = EntryMeta {
+            kind: EntryKind::Dir,
+            ..meta(b"")
+        };
+        assert!(seal(EntryId::random(), &meta(b"f")).is_ok());
+        assert!(seal(EntryId::random(), &unnamed).is_ok());
+        assert!(seal(volume.root_id(), &root).is_ok());
+        let refused = [
+            (EntryId::random(), meta(b"")),
+            (EntryId::random(), meta(b"..")),
+            (volume.root_id(), unnamed.clone()),
+            (
+                volume.root_id(),
+                EntryMeta {
+                    kind: EntryKind::Dir,
+                    ..unnamed.clone()
+                },
+            ),
+        ];
+        for (id, m) in refused {
+            assert!(
+                matches!(seal(id, &m), Err(EntryError::Inconsistent(..))),
+                "{m:?}"
+            );
+        }
     }
 
     #[test]

@@ -24,14 +24,16 @@
 //! The harness by concern: [`node`] (one node's process, control and status), [`cluster`]
 //! (nodes of one network, status helpers), [`mounts`] (the mount table), [`process`]
 //! (commands, child processes, polling), [`data`] (test data, comparisons, config edits),
-//! [`netlab`] (network namespaces) and [`rogue`] (the rogue peer process). Everything is
+//! [`netlab`] (network namespaces), [`rogue`] (the rogue peer process) and [`conform`] (the
+//! mount against a reference ext4, operations under other credentials). Everything is
 //! re-exported here, so a test says `use common::*`. Within the harness, uses run one way:
-//! `process` and `data` at the bottom, then `mounts`, `node`, `cluster`, and `netlab` and
-//! `rogue` on top.
+//! `process` and `data` at the bottom, then `mounts`, `node`, `cluster`, and `netlab`,
+//! `rogue` and `conform` on top.
 
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod conform;
 pub mod data;
 pub mod mounts;
 pub mod netlab;
@@ -42,6 +44,8 @@ pub mod rogue;
 // Not every test binary uses every part.
 #[allow(unused_imports)]
 pub use cluster::*;
+#[allow(unused_imports)]
+pub use conform::*;
 #[allow(unused_imports)]
 pub use data::*;
 #[allow(unused_imports)]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::{Mount, VOLUME_PREFIX};
 use crate::fs::{
-    Attr, Caller, DirEntry, FsCore, FsError, FsResult, ROOT_INO, ReadBuf, SetAttr, StatFs,
+    Attr, Caller, DirEntry, FsCore, FsError, FsResult, ROOT_INO, ReadBuf, RenameMode, SetAttr,
+    StatFs, XattrSet,
 };
 
 const SLOT_SHIFT: u32 = 40;
@@ -102,10 +103,17 @@ impl Mount {
         Ok(out(slot, core.symlink(local, name, target, caller)?))
     }
 
-    pub fn mknod(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> FsResult<Attr> {
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
         Self::reserved(parent, name)?;
         let (slot, core, local) = self.route_mut(parent)?;
-        Ok(out(slot, core.mknod(local, name, mode, caller)?))
+        Ok(out(slot, core.mknod(local, name, mode, rdev, caller)?))
     }
 
     pub fn create(
@@ -145,7 +153,7 @@ impl Mount {
         name: &[u8],
         new_parent: u64,
         new_name: &[u8],
-        no_replace: bool,
+        mode: RenameMode,
     ) -> FsResult<()> {
         Self::reserved(parent, name)?;
         Self::reserved(new_parent, new_name)?;
@@ -155,7 +163,39 @@ impl Mount {
             // As between filesystems: `mv` then copies and deletes.
             return Err(FsError::CrossVolume);
         }
-        core.rename(local, name, new_local, new_name, no_replace)
+        core.rename(local, name, new_local, new_name, mode)
+    }
+
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> FsResult<Attr> {
+        Self::reserved(new_parent, new_name)?;
+        let (slot, core, local) = self.route_mut(ino)?;
+        let (new_slot, _, new_local) = self.route_mut(new_parent)?;
+        if slot != new_slot {
+            // A name and its inode live in one volume, as on one filesystem (`cp -l` fails).
+            return Err(FsError::CrossVolume);
+        }
+        Ok(out(slot, core.link(local, new_local, new_name)?))
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        let (_, core, local) = self.route(ino)?;
+        core.getxattr(local, name)
+    }
+
+    /// The attribute names of `ino` that `uid` may see, each followed by a NUL byte.
+    pub fn listxattr(&self, ino: u64, uid: u32) -> FsResult<Vec<u8>> {
+        let (_, core, local) = self.route(ino)?;
+        core.listxattr(local, uid)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], how: XattrSet) -> FsResult<()> {
+        let (_, core, local) = self.route_mut(ino)?;
+        core.setxattr(local, name, value, how)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        let (_, core, local) = self.route_mut(ino)?;
+        core.removexattr(local, name)
     }
 
     pub fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<Attr> {

@@ -3,7 +3,7 @@
 use super::ingest::{Held, MAX_HELD, held_size};
 use super::*;
 use crate::block::ChunkStore;
-use crate::fs::{Caller, ROOT_INO};
+use crate::fs::{Caller, ROOT_INO, RenameMode};
 use crate::identity::NetworkKey;
 use crate::namespace::entry::{EntryId, EntryKind, EntryMeta, EntrySealer, Timestamp};
 use crate::namespace::volume::UserKey;
@@ -268,15 +268,21 @@ fn volume_directories_are_reserved_and_moves_between_volumes_are_cross_device() 
     write(&a, ROOT_INO, "top.txt", b"top").unwrap();
     let inner = write(&a, home, "in-home.txt", b"home data").unwrap();
     assert_eq!(
-        a.rename(ROOT_INO, b"top.txt", home, b"moved.txt", false),
+        a.rename(ROOT_INO, b"top.txt", home, b"moved.txt", RenameMode::Plain),
         Err(FsError::CrossVolume)
     );
     assert_eq!(names(&a, ROOT_INO), vec!["@home", "top.txt"]);
     assert_eq!(names(&a, home), vec!["in-home.txt"]);
     assert_eq!(read(&a, inner), b"home data");
     assert_eq!(a.file_chunks("@home/in-home.txt").unwrap().len(), 1);
-    a.rename(home, b"in-home.txt", home, b"renamed.txt", false)
-        .unwrap();
+    a.rename(
+        home,
+        b"in-home.txt",
+        home,
+        b"renamed.txt",
+        RenameMode::Plain,
+    )
+    .unwrap();
     assert_eq!(names(&a, home), vec!["renamed.txt"]);
     assert!(a.create_volume("home").is_err());
     assert!(a.create_volume("a/b").is_err());

@@ -229,6 +229,12 @@ impl ControlService {
                             crate::namespace::EntryKind::File => "file",
                             crate::namespace::EntryKind::Dir => "dir",
                             crate::namespace::EntryKind::Symlink => "symlink",
+                            crate::namespace::EntryKind::Fifo => "fifo",
+                            crate::namespace::EntryKind::Socket => "socket",
+                            crate::namespace::EntryKind::CharDev => "char",
+                            crate::namespace::EntryKind::BlockDev => "block",
+                            // Never listed: a link is shown as the entry it names.
+                            crate::namespace::EntryKind::Link => "file",
                         }
                         .into(),
                         size: d.attr.size,
@@ -295,7 +301,7 @@ impl ControlService {
             let released = mount.release(fh);
             let done = result.and(released).and_then(|()| {
                 if complete {
-                    mount.rename(parent, &temp, parent, &name, false)
+                    mount.rename(parent, &temp, parent, &name, crate::fs::RenameMode::Plain)
                 } else {
                     Err(crate::fs::FsError::Io("the upload was cut short".into()))
                 }

@@ -1,0 +1,637 @@
+//! Differential conformance: the same operations run on the mount and on a reference ext4
+//! made like it, and must give the same results and errnos.
+//!
+//! [`RefDisk`] is a fresh ext4 on a loop device, mounted with the mount's options
+//! (`nodev,nosuid,noatime`, and `noacl` since the mount does not do POSIX ACLs), registered
+//! with the node so its drop unmounts it. A [`Pair`] is one directory on each side;
+//! [`Pair::same`] runs a closure on both and compares. [`run_as`] runs [`Op`]s under other
+//! credentials (uid, gid, supplementary groups) in a child process: the test binary itself,
+//! re-executed into its [`conform_child!`] test, so no `fork` in a multithreaded process.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fmt::Debug;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::node::Node;
+use super::process::{CMD_TIMEOUT, out_text, run_cmd};
+
+/// A reference ext4, made and mounted like the p2pfs mount.
+pub struct RefDisk {
+    /// Where it is mounted.
+    pub root: PathBuf,
+}
+
+impl RefDisk {
+    /// A fresh ext4 of `size_mib` MiB on a sparse file in the node's base dir: 4 KiB blocks
+    /// and 256-byte inodes (nanosecond times, in-inode xattrs), mounted
+    /// `loop,nodev,nosuid,noatime,noacl` (without `noacl` where ext4 has no ACLs); unmounted (and its loop device freed) by the
+    /// node's drop.
+    pub fn new(node: &mut Node, size_mib: u64) -> RefDisk {
+        let image = node.base_path.join("ref-ext4.img");
+        let root = node.base_path.join("ref");
+        fs::create_dir_all(&root).unwrap();
+        fs::File::create(&image)
+            .and_then(|f| f.set_len(size_mib << 20))
+            .unwrap();
+        let out = run_cmd(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-b", "4096", "-I", "256"])
+                .arg(&image),
+            CMD_TIMEOUT,
+        );
+        assert!(out.status.success(), "mkfs.ext4: {}", out_text(&out));
+        // A kernel built without ext4 ACLs knows no `noacl` (and has none to turn off).
+        let mount = |options: &str| {
+            run_cmd(
+                Command::new("mount")
+                    .args(["-o", options])
+                    .arg(&image)
+                    .arg(&root),
+                CMD_TIMEOUT,
+            )
+        };
+        let mut out = mount("loop,nodev,nosuid,noatime,noacl");
+        if !out.status.success() {
+            out = mount("loop,nodev,nosuid,noatime");
+        }
+        assert!(out.status.success(), "mount ext4: {}", out_text(&out));
+        node.register_mount(&root);
+        RefDisk { root }
+    }
+}
+
+/// One directory on the mount and its twin on the reference disk.
+pub struct Pair {
+    pub mnt: PathBuf,
+    pub reference: PathBuf,
+}
+
+/// What a side answered: a value, or an errno (an error without one is a test failure).
+pub type Outcome<T> = Result<T, i32>;
+
+fn outcome<T>(side: &str, r: io::Result<T>) -> Outcome<T> {
+    r.map_err(|e| {
+        e.raw_os_error()
+            .unwrap_or_else(|| panic!("{side}: error without errno: {e:?}"))
+    })
+}
+
+impl Pair {
+    /// A new directory `name` (mode 0755, owned by root) in the mount's root and in the
+    /// reference's root.
+    pub fn new(node: &Node, reference: &RefDisk, name: &str) -> Pair {
+        let pair = Pair {
+            mnt: node.mnt.join(name),
+            reference: reference.root.join(name),
+        };
+        for dir in [&pair.mnt, &pair.reference] {
+            fs::create_dir(dir).unwrap();
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        pair
+    }
+
+    /// Both twins of `rel`.
+    pub fn both(&self, rel: &str) -> [PathBuf; 2] {
+        [self.mnt.join(rel), self.reference.join(rel)]
+    }
+
+    /// Runs `op` on the mount's directory, then on the reference's; asserts both gave the
+    /// same value or the same errno, and returns that.
+    #[track_caller]
+    pub fn same<T: PartialEq + Debug>(
+        &self,
+        what: &str,
+        op: impl Fn(&Path) -> io::Result<T>,
+    ) -> Outcome<T> {
+        let mnt = outcome("mount", op(&self.mnt));
+        let reference = outcome("reference", op(&self.reference));
+        assert_eq!(
+            mnt, reference,
+            "{what}: the mount (left) and ext4 (right) differ"
+        );
+        mnt
+    }
+
+    /// Runs the operations `ops(root)` makes as `creds` (see [`run_as`]) on the mount's
+    /// directory, then on the reference's; asserts every outcome agrees and returns them.
+    #[track_caller]
+    pub fn same_as(
+        &self,
+        what: &str,
+        creds: &Creds,
+        ops: impl Fn(&Path) -> Vec<Op>,
+    ) -> Vec<Outcome<Done>> {
+        let mnt = run_as(creds, &ops(&self.mnt));
+        let reference = run_as(creds, &ops(&self.reference));
+        assert_eq!(
+            mnt, reference,
+            "{what} as {creds:?}: the mount (left) and ext4 (right) differ"
+        );
+        mnt
+    }
+
+    /// Asserts `rel` looks the same on both sides to `lstat`: type, permission bits, owner,
+    /// link count, device number and size. Times are compared with [`Pair::stamp`].
+    #[track_caller]
+    pub fn same_stat(&self, rel: &str) -> Outcome<Stat> {
+        self.same(&format!("lstat {rel}"), |root| {
+            fs::symlink_metadata(root.join(rel)).map(|m| Stat::of(&m))
+        })
+    }
+
+    /// Asserts `rel` has the same extended attributes (names and values) on both sides.
+    #[track_caller]
+    pub fn same_xattrs(&self, rel: &str) -> Outcome<BTreeMap<Vec<u8>, Vec<u8>>> {
+        self.same(&format!("xattrs of {rel}"), |root| xattrs(&root.join(rel)))
+    }
+
+    /// The times of `rel` on both sides now. Waits a little afterwards, so that a change made
+    /// next shows in ext4's (coarse-clocked) times.
+    pub fn stamp(&self, rel: &str) -> Stamp {
+        let times = self.both(rel).map(|p| Times::of(&p));
+        std::thread::sleep(Duration::from_millis(20));
+        Stamp {
+            rel: rel.to_string(),
+            times,
+        }
+    }
+
+    /// Asserts which of `rel`'s modification and change times moved since `stamp` is the
+    /// same on both sides; returns (mtime changed, ctime changed).
+    #[track_caller]
+    pub fn same_times_since(&self, stamp: &Stamp) -> (bool, bool) {
+        let [mnt, reference] = self
+            .both(&stamp.rel)
+            .map(|p| Times::of(&p))
+            .into_iter()
+            .zip(&stamp.times)
+            .map(|(now, then)| (now.mtime != then.mtime, now.ctime != then.ctime))
+            .collect::<Vec<_>>()
+            .try_into()
+            .expect("two sides");
+        assert_eq!(
+            mnt, reference,
+            "{}: (mtime, ctime) changed on the mount (left) and ext4 (right)",
+            stamp.rel
+        );
+        mnt
+    }
+}
+
+/// What `lstat` says of a path, without its inode number and times (which differ between two
+/// filesystems by nature).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    /// `S_IFMT` bits.
+    pub kind: u32,
+    /// Permission bits (`0o7777`).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u64,
+    pub rdev: u64,
+    /// Size of a regular file or symlink; 0 for anything else (directory sizes are
+    /// filesystem-specific).
+    pub size: u64,
+}
+
+impl Stat {
+    pub fn of(m: &fs::Metadata) -> Stat {
+        let t = m.file_type();
+        Stat {
+            kind: m.mode() & libc::S_IFMT,
+            perm: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            nlink: m.nlink(),
+            rdev: if t.is_char_device() || t.is_block_device() {
+                m.rdev()
+            } else {
+                0
+            },
+            size: if t.is_file() || t.is_symlink() {
+                m.size()
+            } else {
+                0
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Times {
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Times {
+    fn of(p: &Path) -> Times {
+        let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
+        Times {
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// The times of one path on both sides of a [`Pair`], taken by [`Pair::stamp`].
+pub struct Stamp {
+    rel: String,
+    times: [Times; 2],
+}
+
+fn cpath(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(rc: libc::ssize_t) -> io::Result<usize> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// Every extended attribute of `p` (not following a symlink), by name.
+pub fn xattrs(p: &Path) -> io::Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let path = cpath(p)?;
+    // SAFETY: a NULL buffer of size 0 asks for the size only.
+    let len = check(unsafe { libc::llistxattr(path.as_ptr(), std::ptr::null_mut(), 0) })?;
+    let mut names = vec![0u8; len];
+    // SAFETY: `names` has `len` writable bytes.
+    let len = check(unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), len) })?;
+    names.truncate(len);
+    let mut out = BTreeMap::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        out.insert(name.to_vec(), get_xattr(p, name)?);
+    }
+    Ok(out)
+}
+
+/// The value of attribute `name` of `p` (not following a symlink).
+pub fn get_xattr(p: &Path, name: &[u8]) -> io::Result<Vec<u8>> {
+    let path = cpath(p)?;
+    let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a NULL buffer of size 0 asks for the size only.
+    let len =
+        check(unsafe { libc::lgetxattr(path.as_ptr(), cname.as_ptr(), std::ptr::null_mut(), 0) })?;
+    let mut value = vec![0u8; len];
+    // SAFETY: `value` has `len` writable bytes.
+    let len = check(unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            cname.as_ptr(),
+            value.as_mut_ptr().cast(),
+            len,
+        )
+    })?;
+    value.truncate(len);
+    Ok(value)
+}
+
+/// Sets attribute `name` of `p` (not following a symlink); `flags` as `lsetxattr`'s.
+pub fn set_xattr(p: &Path, name: &[u8], value: &[u8], flags: i32) -> io::Result<()> {
+    let path = cpath(p)?;
+    let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `value` is readable for its length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            cname.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    };
+    check(rc as libc::ssize_t).map(|_| ())
+}
+
+/// Credentials to run [`Op`]s under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl Creds {
+    pub fn nobody() -> Creds {
+        Creds {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![],
+        }
+    }
+}
+
+/// A time for [`Op::Utimens`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeArg {
+    Now,
+    Omit,
+    At(i64, i64),
+}
+
+impl TimeArg {
+    fn timespec(self) -> libc::timespec {
+        let (tv_sec, tv_nsec) = match self {
+            TimeArg::Now => (0, libc::UTIME_NOW),
+            TimeArg::Omit => (0, libc::UTIME_OMIT),
+            TimeArg::At(s, ns) => (s, ns),
+        };
+        libc::timespec { tv_sec, tv_nsec }
+    }
+}
+
+/// One system call (or a short fixed sequence) on paths, for [`run_as`]. Paths are absolute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// `open(path, flags, mode)` then `close`.
+    Open {
+        path: PathBuf,
+        flags: i32,
+        mode: u32,
+    },
+    /// Opens for writing (flags | O_WRONLY), writes `data`, closes.
+    Write {
+        path: PathBuf,
+        flags: i32,
+        data: Vec<u8>,
+    },
+    /// Opens read-only and reads everything.
+    Read {
+        path: PathBuf,
+    },
+    Truncate {
+        path: PathBuf,
+        len: i64,
+    },
+    Mkdir {
+        path: PathBuf,
+        mode: u32,
+    },
+    Mknod {
+        path: PathBuf,
+        mode: u32,
+        rdev: u64,
+    },
+    Link {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    Symlink {
+        target: PathBuf,
+        path: PathBuf,
+    },
+    Unlink {
+        path: PathBuf,
+    },
+    Rmdir {
+        path: PathBuf,
+    },
+    /// `renameat2(from, to, flags)`.
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        flags: u32,
+    },
+    Chmod {
+        path: PathBuf,
+        mode: u32,
+    },
+    /// `lchown`; `u32::MAX` leaves that id unchanged, as -1 does.
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
+    /// `utimensat(AT_FDCWD, path, [atime, mtime], AT_SYMLINK_NOFOLLOW)`.
+    Utimens {
+        path: PathBuf,
+        atime: TimeArg,
+        mtime: TimeArg,
+    },
+    SetXattr {
+        path: PathBuf,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        flags: i32,
+    },
+    GetXattr {
+        path: PathBuf,
+        name: Vec<u8>,
+    },
+    /// Every attribute the caller may list, with values.
+    ListXattr {
+        path: PathBuf,
+    },
+    RemoveXattr {
+        path: PathBuf,
+        name: Vec<u8>,
+    },
+    Stat {
+        path: PathBuf,
+    },
+}
+
+/// What an [`Op`] returned when it succeeded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Done {
+    Ok,
+    Bytes(Vec<u8>),
+    Xattrs(BTreeMap<Vec<u8>, Vec<u8>>),
+    Stat(Stat),
+}
+
+fn rc(r: libc::c_int) -> io::Result<Done> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(Done::Ok)
+    }
+}
+
+impl Op {
+    /// Runs the operation in this process, with its credentials.
+    pub fn run(&self) -> io::Result<Done> {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        match self {
+            Op::Open { path, flags, mode } => {
+                let c = cpath(path)?;
+                // SAFETY: a valid C string; the descriptor is closed right away.
+                let fd = unsafe { libc::open(c.as_ptr(), *flags | libc::O_CLOEXEC, *mode) };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: `fd` was just opened by this call.
+                rc(unsafe { libc::close(fd) })
+            }
+            Op::Write { path, flags, data } => {
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(*flags)
+                    .open(path)?;
+                f.write_all(data)?;
+                Ok(Done::Ok)
+            }
+            Op::Read { path } => {
+                let mut data = Vec::new();
+                fs::File::open(path)?.read_to_end(&mut data)?;
+                Ok(Done::Bytes(data))
+            }
+            Op::Truncate { path, len } => {
+                let c = cpath(path)?;
+                // SAFETY: a valid C string.
+                rc(unsafe { libc::truncate(c.as_ptr(), *len) })
+            }
+            Op::Mkdir { path, mode } => {
+                let c = cpath(path)?;
+                // SAFETY: a valid C string.
+                rc(unsafe { libc::mkdir(c.as_ptr(), *mode) })
+            }
+            Op::Mknod { path, mode, rdev } => {
+                let c = cpath(path)?;
+                // SAFETY: a valid C string.
+                rc(unsafe { libc::mknod(c.as_ptr(), *mode, *rdev) })
+            }
+            Op::Link { from, to } => fs::hard_link(from, to).map(|()| Done::Ok),
+            Op::Symlink { target, path } => {
+                std::os::unix::fs::symlink(target, path).map(|()| Done::Ok)
+            }
+            Op::Unlink { path } => fs::remove_file(path).map(|()| Done::Ok),
+            Op::Rmdir { path } => fs::remove_dir(path).map(|()| Done::Ok),
+            Op::Rename { from, to, flags } => {
+                let (f, t) = (cpath(from)?, cpath(to)?);
+                // SAFETY: valid C strings.
+                rc(unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        f.as_ptr(),
+                        libc::AT_FDCWD,
+                        t.as_ptr(),
+                        *flags,
+                    )
+                })
+            }
+            Op::Chmod { path, mode } => {
+                let c = cpath(path)?;
+                // SAFETY: a valid C string.
+                rc(unsafe { libc::chmod(c.as_ptr(), *mode) })
+            }
+            Op::Chown { path, uid, gid } => {
+                let c = cpath(path)?;
+                // SAFETY: a valid C string.
+                rc(unsafe { libc::lchown(c.as_ptr(), *uid, *gid) })
+            }
+            Op::Utimens { path, atime, mtime } => {
+                let c = cpath(path)?;
+                let times = [atime.timespec(), mtime.timespec()];
+                // SAFETY: a valid C string and two timespecs.
+                rc(unsafe {
+                    libc::utimensat(
+                        libc::AT_FDCWD,
+                        c.as_ptr(),
+                        times.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                })
+            }
+            Op::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } => set_xattr(path, name, value, *flags).map(|()| Done::Ok),
+            Op::GetXattr { path, name } => get_xattr(path, name).map(Done::Bytes),
+            Op::ListXattr { path } => xattrs(path).map(Done::Xattrs),
+            Op::RemoveXattr { path, name } => {
+                let c = cpath(path)?;
+                let n = CString::new(name.as_slice())
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+                // SAFETY: valid C strings.
+                rc(unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) })
+            }
+            Op::Stat { path } => fs::symlink_metadata(path).map(|m| Done::Stat(Stat::of(&m))),
+        }
+    }
+}
+
+/// The environment variable carrying the child's credentials and operations.
+const CHILD_ENV: &str = "P2PFS_CONFORM_CHILD";
+/// The name of the test [`conform_child!`] defines.
+const CHILD_TEST: &str = "conform_child";
+/// What precedes the child's outcomes on its stdout (the test harness prints too).
+const OUTCOMES_MARK: &str = "conform-outcomes:";
+
+/// Runs `ops` in order as `creds` and returns each one's outcome: in a child process (this
+/// test binary re-executed into its [`conform_child!`] test, which takes the credentials
+/// before running them), so no `fork` in a multithreaded process.
+pub fn run_as(creds: &Creds, ops: &[Op]) -> Vec<Outcome<Done>> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let request = serde_json::to_string(&(creds, ops)).unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, request);
+    let out = run_cmd(&mut cmd, CMD_TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once(OUTCOMES_MARK).map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("run_as {creds:?}: no outcomes: {}", out_text(&out)));
+    let outcomes: Vec<Outcome<Done>> = serde_json::from_str(line).unwrap();
+    assert_eq!(outcomes.len(), ops.len(), "run_as: one outcome per op");
+    outcomes
+}
+
+/// The child half of [`run_as`]: runs the operations it was handed and prints their outcomes.
+/// A no-op when run as an ordinary test.
+pub fn child_main() {
+    let Ok(request) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (creds, ops): (Creds, Vec<Op>) = serde_json::from_str(&request).unwrap();
+    // glibc applies these to every thread of the process (the test harness runs the test on
+    // a thread of its own).
+    // SAFETY: plain system calls on valid memory.
+    let set = unsafe {
+        [
+            libc::setgroups(creds.groups.len(), creds.groups.as_ptr()),
+            libc::setresgid(creds.gid, creds.gid, creds.gid),
+            libc::setresuid(creds.uid, creds.uid, creds.uid),
+        ]
+    };
+    assert!(
+        set.iter().all(|&r| r == 0),
+        "taking the credentials {creds:?}: {}",
+        io::Error::last_os_error()
+    );
+    let outcomes: Vec<Outcome<Done>> = ops.iter().map(|op| outcome("child", op.run())).collect();
+    println!(
+        "{OUTCOMES_MARK}{}",
+        serde_json::to_string(&outcomes).unwrap()
+    );
+}
+
+/// Defines the test [`run_as`] re-executes the test binary into. Put it once in every test
+/// file that calls `run_as`.
+#[macro_export]
+macro_rules! conform_child {
+    () => {
+        #[test]
+        fn conform_child() {
+            $crate::common::conform::child_main();
+        }
+    };
+}
