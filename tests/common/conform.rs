@@ -785,12 +785,12 @@ pub fn hold_as(creds: &Creds, ops: &[Op]) -> Held {
     let guard = super::process::ChildGuard(Some(child));
     // Read on a thread, so a child that never answers fails the test after a deadline.
     let (tx, rx) = std::sync::mpsc::channel();
+    // It drains stdout to the end: the child's test harness still prints when it exits.
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some((_, rest)) = line.split_once(OUTCOMES_MARK) {
                 let _ = tx.send(rest.to_string());
-                break;
             }
         }
     });
