@@ -373,10 +373,14 @@ fn a_lock_on_one_node_does_not_bind_another() {
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
     fs::write(a.p("f"), b"shared").unwrap();
     fs::set_permissions(a.p("f"), fs::Permissions::from_mode(0o666)).unwrap();
+    // Content and mode arrive as separate versions: wait for both.
+    let arrived = || {
+        fs::read(b.p("f")).is_ok_and(|d| d == b"shared")
+            && fs::metadata(b.p("f")).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o666)
+    };
     assert!(
-        wait_until(Duration::from_secs(60), || fs::read(b.p("f"))
-            .is_ok_and(|d| d == b"shared")),
-        "f never reached B"
+        wait_until(Duration::from_secs(60), arrived),
+        "f (0666) never reached B"
     );
     let holder = hold_as(
         &Creds::user(),

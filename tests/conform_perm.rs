@@ -661,13 +661,18 @@ fn ownership_set_on_one_node_governs_checks_on_another() {
     };
     let secret = Ok(Done::Bytes(b"secret".to_vec()));
     let start = Instant::now();
+    // Content, owner and mode arrive as separate versions: wait for the last.
+    let ownership_on_b = || {
+        fs::metadata(b.p("shared/f"))
+            .map(|m| (m.uid(), m.gid(), m.mode() & 0o7777))
+            .ok()
+    };
     assert!(
-        wait_until(Duration::from_secs(60), || read_on_b(&Creds::nobody())
-            == secret),
-        "the owner never read its file on the other node"
+        wait_until(Duration::from_secs(60), || ownership_on_b()
+            == Some((65534, 65533, 0o600))),
+        "the chown and chmod never reached the other node"
     );
-    let m = fs::metadata(b.p("shared/f")).unwrap();
-    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (65534, 65533, 0o600));
+    assert_eq!(read_on_b(&Creds::nobody()), secret);
     assert_eq!(read_on_b(&Creds::user()), Err(libc::EACCES));
 
     // Opened up on A: B's users may read once the change arrived and B's cache expired;
@@ -688,8 +693,7 @@ fn ownership_set_on_one_node_governs_checks_on_another() {
     );
     eprintln!("ownership round trips took {:?}", start.elapsed());
     // B's own view agrees numerically.
-    let m = fs::metadata(b.p("shared/f")).unwrap();
-    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1000, 0o600));
+    assert_eq!(ownership_on_b(), Some((1000, 1000, 0o600)));
 }
 
 /// The mount's own root is a directory like any other: a chown/chmod of it (e.g. a
