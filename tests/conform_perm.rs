@@ -308,7 +308,26 @@ fn setid_bits_cleared_on_write_truncate_chown_as_ext4() {
     });
     assert_eq!(perm_of(&root[2]).0, 0o6755);
     assert_eq!(perm_of(&root[3]).0, 0o755);
-    for f in ["w", "t", "nogx", "o_trunc", "rootw", "c"] {
+    // A writer who is not the owner clears them too; a directory's chown keeps its setgid.
+    make(&pair, "d/shared", false, 1000, 1000, 0o6777);
+    make(&pair, "d/sgdir", true, 1000, 1000, 0o2755);
+    let nobody = pair.same_as("other writer", &Creds::nobody(), |r| {
+        vec![
+            Op::Write {
+                path: at(r, "d/shared"),
+                flags: libc::O_APPEND,
+                data: b"!".to_vec(),
+            },
+            stat(r, "d/shared"),
+        ]
+    });
+    assert_eq!(perm_of(&nobody[1]).0, 0o777);
+    pair.same("chown a setgid dir", |r| {
+        std::os::unix::fs::chown(r.join("d/sgdir"), Some(65534), Some(65534))
+    })
+    .unwrap();
+    assert_eq!(pair.same_stat("d/sgdir").unwrap().perm, 0o2755);
+    for f in ["w", "t", "nogx", "o_trunc", "rootw", "c", "shared"] {
         pair.same(&format!("content of {f}"), |r| {
             fs::read(r.join("d").join(f))
         })
@@ -445,6 +464,33 @@ fn sticky_dirs_and_path_components_as_ext4() {
     let user = pair.same_as("walk as a member of 2000", &Creds::user(), walk);
     assert_eq!(user[4], Ok(Done::Ok));
     assert_eq!(user[5], Ok(Done::Ok));
+    // Moving a directory to another parent rewrites its `..`: that needs write permission
+    // on the directory itself, not only on both parents.
+    make(&pair, "open", true, 0, 0, 0o777);
+    make(&pair, "open/a", true, 0, 0, 0o777);
+    make(&pair, "open/b", true, 0, 0, 0o777);
+    make(&pair, "open/a/roots", true, 0, 0, 0o755);
+    make(&pair, "open/a/mine", true, 65534, 65534, 0o755);
+    let moves = pair.same_as("move dirs as nobody", &Creds::nobody(), |r| {
+        vec![
+            Op::Rename {
+                from: at(r, "open/a/roots"),
+                to: at(r, "open/b/roots"),
+                flags: 0,
+            },
+            Op::Rename {
+                from: at(r, "open/a/roots"),
+                to: at(r, "open/a/renamed"),
+                flags: 0,
+            },
+            Op::Rename {
+                from: at(r, "open/a/mine"),
+                to: at(r, "open/b/mine"),
+                flags: 0,
+            },
+        ]
+    });
+    assert_eq!(moves, [Err(libc::EACCES), Ok(Done::Ok), Ok(Done::Ok)]);
     pair.same_stat("p/grp/sub").unwrap();
     pair.same_stat("p/grp/deeper/new").unwrap();
 }
