@@ -7,7 +7,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -58,23 +58,6 @@ fn normalized(outcomes: Vec<Outcome<Done>>, holder: i32) -> Vec<Outcome<Done>> {
         .collect()
 }
 
-/// Runs `scenario` (which returns everything it saw) on the mount's directory and on the
-/// reference's; asserts both saw the same and returns that.
-#[track_caller]
-fn same<T: PartialEq + std::fmt::Debug>(
-    pair: &Pair,
-    what: &str,
-    scenario: impl Fn(&Path) -> T,
-) -> T {
-    let mnt = scenario(&pair.mnt);
-    let reference = scenario(&pair.reference);
-    assert_eq!(
-        mnt, reference,
-        "{what}: the mount (left) and ext4 (right) differ"
-    );
-    mnt
-}
-
 /// A node, its reference disk and a directory pair `name` holding `f`, a 0666 file of root's.
 fn setup(name: &str) -> (Node, RefDisk, Pair) {
     let mut n = Node::init();
@@ -92,7 +75,7 @@ fn setup(name: &str) -> (Node, RefDisk, Pair) {
 #[test]
 fn flock_excludes_other_processes_until_released() {
     let (_n, _r, pair) = setup("flock");
-    let seen = same(&pair, "flock", |r| {
+    let seen = pair.same_seen("flock", |r| {
         let f = r.join("f");
         let holder = hold_as(
             &Creds::user(),
@@ -157,7 +140,7 @@ fn flock_excludes_other_processes_until_released() {
 #[test]
 fn fcntl_byte_ranges_conflict_split_and_report_the_holder() {
     let (_n, _r, pair) = setup("posix");
-    let seen = same(&pair, "fcntl", |r| {
+    let seen = pair.same_seen("fcntl", |r| {
         let f = r.join("f");
         // Holds a write lock on [0,10) with [2,5) unlocked again, and a read lock on [20,30).
         let holder = hold_as(
@@ -233,7 +216,7 @@ fn fcntl_byte_ranges_conflict_split_and_report_the_holder() {
 #[test]
 fn ofd_locks_belong_to_the_open_file_and_go_with_it() {
     let (_n, _r, pair) = setup("ofd");
-    let seen = same(&pair, "ofd", |r| {
+    let seen = pair.same_seen("ofd", |r| {
         let f = r.join("f");
         // In one process: two POSIX locks of one process never conflict; two open file
         // descriptions' OFD locks do.
@@ -303,7 +286,7 @@ fn sqlite_survives_two_concurrent_writers() {
     let (_n, _r, pair) = setup("sqlite");
     const ROWS: usize = 150;
     for mode in ["DELETE", "WAL"] {
-        same(&pair, &format!("sqlite {mode}"), |r| {
+        pair.same_seen(&format!("sqlite {mode}"), |r| {
             let db = r.join(format!("{mode}.db"));
             let sql = |q: &str| {
                 let out = run_cmd(

@@ -852,3 +852,41 @@ fn a_volume_directory_stays_private_whatever_its_owner() {
     assert_eq!(nobody[0], Err(libc::EACCES));
     assert!(matches!(nobody[1], Ok(Done::Stat(_))), "{nobody:?}");
 }
+
+/// A chown or chmod while another process has the file open with unwritten data stays after
+/// that process closes it (its commit must not bring back the attributes it opened with).
+#[test]
+fn owner_and_mode_changed_while_open_survive_the_close() {
+    let (_n, _r, pair) = setup("open_while");
+    make(&pair, "d", true, 0, 0, 0o777);
+    make(&pair, "d/f", false, 1000, 1000, 0o666);
+    let seen = pair.same_seen("chown while open", |r| {
+        let writer = hold_as(
+            &Creds::user(),
+            &[
+                Op::Keep {
+                    path: at(r, "d/f"),
+                    flags: libc::O_WRONLY | libc::O_APPEND,
+                    mode: 0,
+                },
+                Op::WriteFd {
+                    fd: 0,
+                    data: b" written while open".to_vec(),
+                },
+            ],
+        );
+        assert!(writer.outcomes.iter().all(|o| o == &Ok(Done::Ok)));
+        std::os::unix::fs::chown(r.join("d/f"), Some(65534), Some(65533)).unwrap();
+        fs::set_permissions(r.join("d/f"), fs::Permissions::from_mode(0o640)).unwrap();
+        writer.release();
+        run_as(
+            &Creds::nobody(),
+            &[Op::Read { path: at(r, "d/f") }, stat(r, "d/f")],
+        )
+    });
+    assert_eq!(
+        seen[0],
+        Ok(Done::Bytes(b"hello written while open".to_vec()))
+    );
+    assert_eq!(perm_of(&seen[1]), (0o640, 65534, 65533));
+}

@@ -122,6 +122,19 @@ impl Pair {
         mnt
     }
 
+    /// Runs `scenario` (which may start processes, take locks, and returns all it saw) on the
+    /// mount's directory, then on the reference's; asserts both saw the same and returns it.
+    #[track_caller]
+    pub fn same_seen<T: PartialEq + Debug>(&self, what: &str, scenario: impl Fn(&Path) -> T) -> T {
+        let mnt = scenario(&self.mnt);
+        let reference = scenario(&self.reference);
+        assert_eq!(
+            mnt, reference,
+            "{what}: the mount (left) and ext4 (right) differ"
+        );
+        mnt
+    }
+
     /// Runs the operations `ops(root)` makes as `creds` (see [`run_as`]) on the mount's
     /// directory, then on the reference's; asserts every outcome agrees and returns them.
     #[track_caller]
