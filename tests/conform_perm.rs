@@ -171,6 +171,25 @@ fn chown_chgrp_chmod_follow_ext4() {
     });
     assert_eq!(perm_of(&root[2]), (0o644, 65534, 65533));
     assert_eq!(perm_of(&root[3]), (0o755, 65534, 2000));
+
+    // A symlink has an owner of its own (lchown), and its target keeps its own.
+    pair.same("symlink", |r| {
+        std::os::unix::fs::symlink("u", r.join("d/l"))
+    })
+    .unwrap();
+    let link = pair.same_as("lchown", &Creds::root(), |r| {
+        vec![
+            Op::Chown {
+                path: at(r, "d/l"),
+                uid: 1000,
+                gid: 2000,
+            },
+            stat(r, "d/l"),
+            stat(r, "d/u"),
+        ]
+    });
+    assert_eq!(perm_of(&link[1]), (0o777, 1000, 2000));
+    assert_eq!(perm_of(&link[2]), (0o755, 65534, 2000));
 }
 
 /// The report: after `chown 65534:65533`, that user's (and that group's) later checks
