@@ -122,6 +122,19 @@ impl Pair {
         mnt
     }
 
+    /// Runs `scenario` (which may start processes, take locks, and returns all it saw) on the
+    /// mount's directory, then on the reference's; asserts both saw the same and returns it.
+    #[track_caller]
+    pub fn same_seen<T: PartialEq + Debug>(&self, what: &str, scenario: impl Fn(&Path) -> T) -> T {
+        let mnt = scenario(&self.mnt);
+        let reference = scenario(&self.reference);
+        assert_eq!(
+            mnt, reference,
+            "{what}: the mount (left) and ext4 (right) differ"
+        );
+        mnt
+    }
+
     /// Runs the operations `ops(root)` makes as `creds` (see [`run_as`]) on the mount's
     /// directory, then on the reference's; asserts every outcome agrees and returns them.
     #[track_caller]
@@ -326,6 +339,23 @@ pub struct Creds {
 }
 
 impl Creds {
+    pub fn root() -> Creds {
+        Creds {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        }
+    }
+
+    /// uid and gid 1000, also in group 2000.
+    pub fn user() -> Creds {
+        Creds {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 2000],
+        }
+    }
+
     pub fn nobody() -> Creds {
         Creds {
             uid: 65534,
@@ -443,6 +473,37 @@ pub enum Op {
     Stat {
         path: PathBuf,
     },
+    /// `open(path, flags, mode)`, keeping the descriptor open until [`Op::Close`] or the
+    /// process exits. Descriptors are numbered from 0 in the order `Keep`s succeed.
+    Keep {
+        path: PathBuf,
+        flags: i32,
+        mode: u32,
+    },
+    /// `write` on a kept descriptor.
+    WriteFd {
+        fd: usize,
+        data: Vec<u8>,
+    },
+    /// `flock(fd, how)` on a kept descriptor.
+    Flock {
+        fd: usize,
+        how: i32,
+    },
+    /// `fcntl(fd, cmd, &flock { kind, SEEK_SET, start, len })` on a kept descriptor: a set
+    /// (`F_SETLK`, `F_OFD_SETLK`, …) answers [`Done::Ok`], a test (`F_GETLK`, `F_OFD_GETLK`)
+    /// answers [`Done::Lock`].
+    Fcntl {
+        fd: usize,
+        cmd: i32,
+        kind: i16,
+        start: i64,
+        len: i64,
+    },
+    /// Closes a kept descriptor.
+    Close {
+        fd: usize,
+    },
 }
 
 /// What an [`Op`] returned when it succeeded.
@@ -452,6 +513,29 @@ pub enum Done {
     Bytes(Vec<u8>),
     Xattrs(BTreeMap<Vec<u8>, Vec<u8>>),
     Stat(Stat),
+    /// What `F_GETLK`/`F_OFD_GETLK` reported: the conflicting lock's type (`F_UNLCK` for
+    /// none), holder's pid (-1 for an OFD lock), start and length.
+    Lock {
+        kind: i16,
+        pid: i32,
+        start: i64,
+        len: i64,
+    },
+}
+
+/// The descriptors [`Op::Keep`] opened in one process, by number.
+#[derive(Default)]
+pub struct Fds(Vec<Option<std::os::fd::OwnedFd>>);
+
+impl Fds {
+    fn raw(&self, fd: usize) -> io::Result<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.0
+            .get(fd)
+            .and_then(|f| f.as_ref())
+            .map(|f| f.as_raw_fd())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
+    }
 }
 
 fn rc(r: libc::c_int) -> io::Result<Done> {
@@ -463,9 +547,15 @@ fn rc(r: libc::c_int) -> io::Result<Done> {
 }
 
 impl Op {
-    /// Runs the operation in this process, with its credentials.
+    /// Runs the operation in this process, with its credentials (and no kept descriptors).
     pub fn run(&self) -> io::Result<Done> {
+        self.run_with(&mut Fds::default())
+    }
+
+    /// Runs the operation in this process, with its credentials and kept descriptors `fds`.
+    pub fn run_with(&self, fds: &mut Fds) -> io::Result<Done> {
         use std::io::{Read, Write};
+        use std::os::fd::{FromRawFd, OwnedFd};
         use std::os::unix::fs::OpenOptionsExt;
         match self {
             Op::Open { path, flags, mode } => {
@@ -564,6 +654,67 @@ impl Op {
                 rc(unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) })
             }
             Op::Stat { path } => fs::symlink_metadata(path).map(|m| Done::Stat(Stat::of(&m))),
+            Op::Keep { path, flags, mode } => {
+                let c = cpath(path)?;
+                // SAFETY: a valid C string.
+                let fd = unsafe { libc::open(c.as_ptr(), *flags | libc::O_CLOEXEC, *mode) };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: `fd` was just opened by this call and is owned by nothing else.
+                fds.0.push(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+                Ok(Done::Ok)
+            }
+            Op::WriteFd { fd, data } => {
+                let fd = fds.raw(*fd)?;
+                // SAFETY: `data` is readable for its length; `fd` is open.
+                let n = check(unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) })?;
+                if n != data.len() {
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                Ok(Done::Ok)
+            }
+            Op::Flock { fd, how } => {
+                let fd = fds.raw(*fd)?;
+                // SAFETY: `fd` is open.
+                rc(unsafe { libc::flock(fd, *how) })
+            }
+            Op::Fcntl {
+                fd,
+                cmd,
+                kind,
+                start,
+                len,
+            } => {
+                let fd = fds.raw(*fd)?;
+                // SAFETY: all-zero is a valid `flock` (OFD commands require `l_pid` 0).
+                let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+                lock.l_type = *kind;
+                lock.l_whence = libc::SEEK_SET as i16;
+                lock.l_start = *start;
+                lock.l_len = *len;
+                // SAFETY: `fd` is open and `lock` a valid `flock` for the call to fill.
+                rc(unsafe { libc::fcntl(fd, *cmd, &mut lock) })?;
+                if *cmd == libc::F_GETLK || *cmd == libc::F_OFD_GETLK {
+                    Ok(Done::Lock {
+                        kind: lock.l_type,
+                        pid: lock.l_pid,
+                        start: lock.l_start,
+                        len: lock.l_len,
+                    })
+                } else {
+                    Ok(Done::Ok)
+                }
+            }
+            Op::Close { fd } => {
+                let owned = fds
+                    .0
+                    .get_mut(*fd)
+                    .and_then(Option::take)
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+                drop(owned);
+                Ok(Done::Ok)
+            }
         }
     }
 }
@@ -572,27 +723,111 @@ impl Op {
 const CHILD_ENV: &str = "P2PFS_CONFORM_CHILD";
 /// The name of the test [`conform_child!`] defines.
 const CHILD_TEST: &str = "conform_child";
+/// Set in a child started by [`hold_as`]: after its operations it keeps its descriptors (and
+/// so its locks) until its stdin closes.
+const HOLD_ENV: &str = "P2PFS_CONFORM_HOLD";
 /// What precedes the child's outcomes on its stdout (the test harness prints too).
 const OUTCOMES_MARK: &str = "conform-outcomes:";
 
-/// Runs `ops` in order as `creds` and returns each one's outcome: in a child process (this
-/// test binary re-executed into its [`conform_child!`] test, which takes the credentials
-/// before running them), so no `fork` in a multithreaded process.
-pub fn run_as(creds: &Creds, ops: &[Op]) -> Vec<Outcome<Done>> {
+fn child_command(creds: &Creds, ops: &[Op]) -> Command {
     let exe = std::env::current_exe().expect("the test binary's path");
     let request = serde_json::to_string(&(creds, ops)).unwrap();
     let mut cmd = Command::new(exe);
     cmd.args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, request);
-    let out = run_cmd(&mut cmd, CMD_TIMEOUT);
+    cmd
+}
+
+fn parse_outcomes(creds: &Creds, ops: &[Op], line: &str) -> Vec<Outcome<Done>> {
+    let outcomes: Vec<Outcome<Done>> = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("{creds:?}: bad outcomes {line:?}: {e}"));
+    assert_eq!(outcomes.len(), ops.len(), "run_as: one outcome per op");
+    outcomes
+}
+
+/// A child process that ran [`Op`]s (see [`hold_as`]) and holds its descriptors, with the
+/// locks taken on them, until released or dropped (killed).
+pub struct Held {
+    child: super::process::ChildGuard,
+    stdin: Option<std::process::ChildStdin>,
+    /// The outcome of each operation.
+    pub outcomes: Vec<Outcome<Done>>,
+}
+
+impl Held {
+    /// The holder's process id (as `F_GETLK` reports it).
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Lets the holder exit (closing its descriptors) and waits until it did.
+    pub fn release(mut self) {
+        self.stdin.take();
+        let status = self
+            .child
+            .wait_timeout(CMD_TIMEOUT)
+            .expect("the lock holder exits once released");
+        assert!(status.success(), "lock holder: {status}");
+    }
+
+    /// Kills the holder (SIGKILL) and waits until it is gone: the kernel closes its
+    /// descriptors.
+    pub fn kill(mut self) {
+        // SAFETY: a signal to our own child, not yet reaped.
+        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        self.child
+            .wait_timeout(CMD_TIMEOUT)
+            .expect("killed holder exits");
+    }
+}
+
+/// Runs `ops` in order as `creds` in a child process that then stays alive, keeping its
+/// descriptors ([`Op::Keep`]) and so its locks, until [`Held::release`] (or drop). Returns once
+/// the operations ran.
+pub fn hold_as(creds: &Creds, ops: &[Op]) -> Held {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut cmd = child_command(creds, ops);
+    cmd.env(HOLD_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn the lock holder");
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().unwrap();
+    let guard = super::process::ChildGuard(Some(child));
+    // Read on a thread, so a child that never answers fails the test after a deadline.
+    let (tx, rx) = std::sync::mpsc::channel();
+    // It drains stdout to the end: the child's test harness still prints when it exits.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some((_, rest)) = line.split_once(OUTCOMES_MARK) {
+                let _ = tx.send(rest.to_string());
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(CMD_TIMEOUT)
+        .unwrap_or_else(|e| panic!("hold_as {creds:?}: no outcomes: {e}"));
+    Held {
+        child: guard,
+        stdin,
+        outcomes: parse_outcomes(creds, ops, &line),
+    }
+}
+
+/// Runs `ops` in order as `creds` and returns each one's outcome: in a child process (this
+/// test binary re-executed into its [`conform_child!`] test, which takes the credentials
+/// before running them), so no `fork` in a multithreaded process.
+pub fn run_as(creds: &Creds, ops: &[Op]) -> Vec<Outcome<Done>> {
+    let out = run_cmd(&mut child_command(creds, ops), CMD_TIMEOUT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
         .find_map(|l| l.split_once(OUTCOMES_MARK).map(|(_, rest)| rest))
         .unwrap_or_else(|| panic!("run_as {creds:?}: no outcomes: {}", out_text(&out)));
-    let outcomes: Vec<Outcome<Done>> = serde_json::from_str(line).unwrap();
-    assert_eq!(outcomes.len(), ops.len(), "run_as: one outcome per op");
-    outcomes
+    parse_outcomes(creds, ops, line)
 }
 
 /// The child half of [`run_as`]: runs the operations it was handed and prints their outcomes.
@@ -617,11 +852,20 @@ pub fn child_main() {
         "taking the credentials {creds:?}: {}",
         io::Error::last_os_error()
     );
-    let outcomes: Vec<Outcome<Done>> = ops.iter().map(|op| outcome("child", op.run())).collect();
+    let mut fds = Fds::default();
+    let outcomes: Vec<Outcome<Done>> = ops
+        .iter()
+        .map(|op| outcome("child", op.run_with(&mut fds)))
+        .collect();
     println!(
         "{OUTCOMES_MARK}{}",
         serde_json::to_string(&outcomes).unwrap()
     );
+    if std::env::var_os(HOLD_ENV).is_some() {
+        // Hold the descriptors until the parent closes our stdin (or kills us).
+        let _ = io::Read::read_to_end(&mut io::stdin(), &mut Vec::new());
+    }
+    drop(fds);
 }
 
 /// Defines the test [`run_as`] re-executes the test binary into. Put it once in every test
