@@ -13,7 +13,7 @@
 
 use super::{FsCore, FsError, FsResult, XattrSet};
 use crate::namespace::entry::{MAX_XATTR_NAME_LEN, Xattr};
-use crate::namespace::{EntryMeta, Timestamp};
+use crate::namespace::{EntryKind, EntryMeta, Timestamp};
 
 /// Namespaces that are stored, with whether listing them needs uid 0.
 const STORED: [(&[u8], bool); 3] = [
@@ -26,6 +26,12 @@ const STORED: [(&[u8], bool); 3] = [
 /// marker, counted as ext4 does (see [`cost`]). Past it ext4 (without `ea_inode`) and this
 /// filesystem answer ENOSPC.
 const BUDGET: usize = 4096 - 32 - 4;
+
+const S_ISUID: u32 = 0o4000;
+const S_ISGID: u32 = 0o2000;
+const S_IXGRP: u32 = 0o0010;
+/// File capabilities, removed by a write as the set-user-id bit is.
+const CAPABILITY: &[u8] = b"security.capability";
 
 fn pad4(n: usize) -> usize {
     n.div_ceil(4) * 4
@@ -122,6 +128,56 @@ impl FsCore {
             meta.xattrs.remove(i);
             Ok(())
         })
+    }
+
+    /// What ext4 does to a non-directory on a write or truncate by a caller without
+    /// CAP_FSETID (`privileged` false) and on any chown, which the kernel leaves to the
+    /// filesystem under FUSE_HANDLE_KILLPRIV_V2: clears set-user-id; set-group-id when the
+    /// group may execute, or (unprivileged) when the caller is not in the file's group, known
+    /// here only by its primary `gid`; and the file capabilities (`security.capability`).
+    /// Asked on every unprivileged write, so a tree read when there is nothing to clear.
+    pub fn kill_privileges(&self, ino: u64, privileged: bool, gid: u32) -> FsResult<()> {
+        let killed = |meta: &EntryMeta| -> Option<EntryMeta> {
+            if meta.kind == EntryKind::Dir {
+                return None;
+            }
+            let mut mode = meta.mode & !S_ISUID;
+            if mode & S_IXGRP != 0 || (!privileged && gid != meta.gid) {
+                mode &= !S_ISGID;
+            }
+            let cap = find(meta, CAPABILITY);
+            if mode == meta.mode && cap.is_err() {
+                return None;
+            }
+            let mut out = meta.clone();
+            out.mode = mode;
+            if let Ok(i) = cap {
+                out.xattrs.remove(i);
+            }
+            Some(out)
+        };
+        {
+            let tree = self.tree.read();
+            let node = tree.get(tree.resolve(ino)).ok_or(FsError::NotFound)?;
+            if killed(&node.meta).is_none() {
+                return Ok(());
+            }
+        }
+        let _g = self.mutate.lock();
+        let (id, meta) = {
+            let tree = self.tree.read();
+            let node = tree.get(tree.resolve(ino)).ok_or(FsError::NotFound)?;
+            match killed(&node.meta) {
+                Some(meta) => (node.id, meta),
+                None => return Ok(()),
+            }
+        };
+        let meta = EntryMeta {
+            ctime: Timestamp::now(),
+            ..meta
+        };
+        self.persist(vec![(id, Some(meta))])?;
+        Ok(())
     }
 
     /// Applies `change` to the attributes of `ino` and commits the result as a new version
@@ -253,6 +309,4 @@ mod tests {
             (EntryKind::CharDev, rdev, ME.uid)
         );
     }
-
-    use crate::namespace::EntryKind;
 }
