@@ -156,21 +156,17 @@ impl FsCore {
             }
             Some(out)
         };
-        {
-            let tree = self.tree.read();
-            let node = tree.get(tree.resolve(ino)).ok_or(FsError::NotFound)?;
-            if killed(&node.meta).is_none() {
-                return Ok(());
-            }
+        // A file unlinked while open has no entry left to change; its writes go on.
+        let pending = |tree: &super::tree::Tree| {
+            let node = tree.get(tree.resolve(ino))?;
+            Some((node.id, killed(&node.meta)?))
+        };
+        if pending(&self.tree.read()).is_none() {
+            return Ok(());
         }
         let _g = self.mutate.lock();
-        let (id, meta) = {
-            let tree = self.tree.read();
-            let node = tree.get(tree.resolve(ino)).ok_or(FsError::NotFound)?;
-            match killed(&node.meta) {
-                Some(meta) => (node.id, meta),
-                None => return Ok(()),
-            }
+        let Some((id, meta)) = pending(&self.tree.read()) else {
+            return Ok(());
         };
         let meta = EntryMeta {
             ctime: Timestamp::now(),
@@ -204,7 +200,7 @@ impl FsCore {
 mod tests {
     use super::super::tests::{ME, fixture, write_file};
     use super::*;
-    use crate::fs::ROOT_INO;
+    use crate::fs::{ROOT_INO, SetAttr};
 
     #[test]
     fn set_get_list_remove_round_trip() {
@@ -269,6 +265,44 @@ mod tests {
             .unwrap();
         c.setxattr(dir, b"user.big2", &[7; 2000], XattrSet::Any)
             .unwrap();
+    }
+
+    #[test]
+    fn privileges_are_killed_once_and_not_on_directories_or_unlinked_files() {
+        let f = fixture(4096);
+        let c = &f.core;
+        let ino = write_file(c, ROOT_INO, "f", b"data");
+        let set = |mode| {
+            c.setattr(
+                ino,
+                SetAttr {
+                    mode: Some(mode),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        set(0o6755);
+        c.setxattr(ino, CAPABILITY, b"cap", XattrSet::Any).unwrap();
+        c.setxattr(ino, b"user.keep", b"k", XattrSet::Any).unwrap();
+        c.kill_privileges(ino, false, ME.gid).unwrap();
+        assert_eq!(c.getattr(ino).unwrap().perm, 0o755);
+        assert_eq!(c.listxattr(ino, 0).unwrap(), b"user.keep\0");
+        // Set-group-id without group execute: kept for a member of the group or root.
+        set(0o2745);
+        let file_gid = c.getattr(ino).unwrap().gid;
+        c.kill_privileges(ino, false, file_gid).unwrap();
+        c.kill_privileges(ino, true, file_gid + 1).unwrap();
+        assert_eq!(c.getattr(ino).unwrap().perm, 0o2745);
+        c.kill_privileges(ino, false, file_gid + 1).unwrap();
+        assert_eq!(c.getattr(ino).unwrap().perm, 0o745);
+        let dir = c.mkdir(ROOT_INO, b"d", 0o2775, ME).unwrap().ino;
+        c.kill_privileges(dir, false, 1).unwrap();
+        assert_eq!(c.getattr(dir).unwrap().perm, 0o2775);
+        let fh = c.open(ino, true).unwrap();
+        c.unlink(ROOT_INO, b"f").unwrap();
+        c.kill_privileges(ino, false, 1).unwrap();
+        c.release(fh).unwrap();
     }
 
     #[test]
