@@ -429,6 +429,31 @@ fn set_id_bits_are_cleared_by_writes_as_on_ext4() {
             ("chown", 0o777),
         ]
     );
+    // File capabilities go with any write, root's too.
+    let cap = [2u32 << 24, 1 << 10, 0, 0, 0]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect::<Vec<u8>>();
+    pair.same("setcap", |r| {
+        ["cap-root", "cap-nobody"].iter().try_for_each(|name| {
+            fs::write(r.join(name), b"bin")?;
+            fs::set_permissions(r.join(name), fs::Permissions::from_mode(0o777))?;
+            set(&r.join(name), "security.capability", &cap, 0)
+        })
+    })
+    .unwrap();
+    assert_eq!(pair.same_xattrs("cap-root").unwrap().len(), 1);
+    pair.same("root writes cap-root", |r| {
+        write(r, "cap-root").run().map(|_| ())
+    })
+    .unwrap();
+    let outcomes = pair.same_as("nobody writes cap-nobody", &Creds::nobody(), |r| {
+        vec![write(r, "cap-nobody")]
+    });
+    assert_eq!(outcomes, [Ok(Done::Ok)]);
+    for name in ["cap-root", "cap-nobody"] {
+        assert_eq!(pair.same_xattrs(name).unwrap().len(), 0, "{name}");
+    }
     // The cleared bits are committed, not just shown.
     n.stop();
     n.start();
