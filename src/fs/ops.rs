@@ -366,6 +366,7 @@ impl FsCore {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn create_node(
         &self,
         parent: u64,
@@ -374,6 +375,7 @@ impl FsCore {
         mode: u32,
         caller: Caller,
         target: Vec<u8>,
+        rdev: u32,
     ) -> FsResult<Attr> {
         let _g = self.mutate.lock();
         let dir = self.prepare_create(&self.tree.read(), parent, name)?;
@@ -392,6 +394,7 @@ impl FsCore {
         };
         let meta = EntryMeta {
             symlink_target: target,
+            rdev,
             ..EntryMeta::new_empty(dir.id, name.to_vec(), kind, mode, (caller.uid, gid), now)
         };
         self.persist(vec![
@@ -405,7 +408,7 @@ impl FsCore {
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> FsResult<Attr> {
-        self.create_node(parent, name, EntryKind::Dir, mode, caller, Vec::new())
+        self.create_node(parent, name, EntryKind::Dir, mode, caller, Vec::new(), 0)
     }
 
     pub fn symlink(
@@ -429,26 +432,35 @@ impl FsCore {
             0o777,
             caller,
             target.to_vec(),
+            0,
         )
     }
 
-    /// Creates a regular file (mknod or the create half of `create`); `mode` carries the file
-    /// type bits, `rdev` the device number of a device node.
+    /// Creates a node of the type `mode`'s file type bits name (mknod, or the create half of
+    /// `create`): a regular file, FIFO, socket or device node. `rdev` (a device node's number,
+    /// kernel encoding) is stored verbatim and never interpreted: the kernel serves opens of
+    /// special files itself.
     pub fn mknod(
         &self,
         parent: u64,
         name: &[u8],
         mode: u32,
-        _rdev: u32,
+        rdev: u32,
         caller: Caller,
     ) -> FsResult<Attr> {
-        let kind = mode & libc::S_IFMT;
-        if kind != libc::S_IFREG && kind != 0 {
-            return Err(FsError::NotPermitted(
-                "only regular files, directories and symlinks are supported",
-            ));
-        }
-        self.create_node(parent, name, EntryKind::File, mode, caller, Vec::new())
+        let kind = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => EntryKind::File,
+            libc::S_IFIFO => EntryKind::Fifo,
+            libc::S_IFSOCK => EntryKind::Socket,
+            libc::S_IFCHR => EntryKind::CharDev,
+            libc::S_IFBLK => EntryKind::BlockDev,
+            _ => return Err(FsError::Invalid),
+        };
+        let rdev = match kind {
+            EntryKind::CharDev | EntryKind::BlockDev => rdev,
+            _ => 0,
+        };
+        self.create_node(parent, name, kind, mode, caller, Vec::new(), rdev)
     }
 
     /// Creates and opens a regular file.

@@ -7,12 +7,12 @@ use crate::namespace::{NamespaceStore, Volume};
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Fixture {
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
-    core: FsCore,
+    pub(super) core: FsCore,
 }
 
-const ME: Caller = Caller {
+pub(super) const ME: Caller = Caller {
     uid: 1000,
     gid: 1000,
 };
@@ -40,7 +40,7 @@ fn parts(
     }
 }
 
-fn fixture(chunk_size: u32) -> Fixture {
+pub(super) fn fixture(chunk_size: u32) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let user = UserIdentity::generate();
     let volume = Volume::create(&user, "v").unwrap();
@@ -55,7 +55,7 @@ fn fixture(chunk_size: u32) -> Fixture {
     Fixture { _dir: dir, core }
 }
 
-fn write_file(core: &FsCore, parent: u64, name: &str, data: &[u8]) -> u64 {
+pub(super) fn write_file(core: &FsCore, parent: u64, name: &str, data: &[u8]) -> u64 {
     let (attr, fh) = core
         .create(parent, name.as_bytes(), 0o644, ME, true)
         .unwrap();

@@ -167,9 +167,14 @@ impl Filesystem for FuseAdapter {
         if let Err(max) = config.set_max_readahead(MAX_IO) {
             let _ = config.set_max_readahead(max);
         }
+        // HANDLE_KILLPRIV_V2: the mount clears set-id bits and file capabilities on writes
+        // itself (`WriteFlags::FUSE_WRITE_KILL_SUIDGID`), and in return the kernel marks
+        // inodes without them S_NOSEC, so it stops asking `security.capability` before
+        // every write(2) (one GETXATTR per write otherwise).
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_PARALLEL_DIROPS;
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if let Err(missing) = config.add_capabilities(wanted) {
             tracing::debug!(?missing, "kernel lacks some FUSE capabilities");
             let _ = config.add_capabilities(wanted - missing);
@@ -197,7 +202,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -214,6 +219,16 @@ impl Filesystem for FuseAdapter {
         reply: ReplyAttr,
     ) {
         let _timer = fuse_op(FuseOp::Setattr);
+        // Under HANDLE_KILLPRIV_V2 the kernel drops the mode change that clears set-id bits on
+        // a truncate or chown and flags the request instead, a flag fuser does not pass on:
+        // truncates by anyone but root (taken as the holder of CAP_FSETID, as FUSE passes no
+        // capabilities) and every chown clear them here, as on ext4.
+        let chown = (uid.is_some() || gid.is_some()) && mode.is_none();
+        if (chown || (size.is_some() && req.uid() != 0))
+            && let Err(e) = self.mount.kill_privileges(ino.0, req.uid() == 0, req.gid())
+        {
+            return reply.error(errno(&e));
+        }
         let set = SetAttr {
             mode,
             uid,
@@ -415,18 +430,24 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let _timer = fuse_op(FuseOp::Write);
         tracing::trace!(fh = fh.0, offset, size = data.len(), "write");
+        // Set by the kernel for a writer without CAP_FSETID (see `init`).
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            && let Err(e) = self.mount.kill_privileges(ino.0, false, req.gid())
+        {
+            return reply.error(errno(&e));
+        }
         match self.mount.write(fh.0, offset, data) {
             Ok(n) => {
                 crate::fuse::counters::fuse_written(n as usize);

@@ -511,7 +511,8 @@ pub enum Op {
 pub enum Done {
     Ok,
     Bytes(Vec<u8>),
-    Xattrs(BTreeMap<Vec<u8>, Vec<u8>>),
+    /// Name and value pairs, sorted by name (a list: JSON maps take only string keys).
+    Xattrs(Vec<(Vec<u8>, Vec<u8>)>),
     Stat(Stat),
     /// What `F_GETLK`/`F_OFD_GETLK` reported: the conflicting lock's type (`F_UNLCK` for
     /// none), holder's pid (-1 for an OFD lock), start and length.
@@ -645,7 +646,7 @@ impl Op {
                 flags,
             } => set_xattr(path, name, value, *flags).map(|()| Done::Ok),
             Op::GetXattr { path, name } => get_xattr(path, name).map(Done::Bytes),
-            Op::ListXattr { path } => xattrs(path).map(Done::Xattrs),
+            Op::ListXattr { path } => xattrs(path).map(|x| Done::Xattrs(x.into_iter().collect())),
             Op::RemoveXattr { path, name } => {
                 let c = cpath(path)?;
                 let n = CString::new(name.as_slice())

@@ -198,6 +198,12 @@ impl Mount {
         core.removexattr(local, name)
     }
 
+    /// See [`FsCore::kill_privileges`].
+    pub fn kill_privileges(&self, ino: u64, privileged: bool, gid: u32) -> FsResult<()> {
+        let (_, core, local) = self.route_mut(ino)?;
+        core.kill_privileges(local, privileged, gid)
+    }
+
     pub fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<Attr> {
         let (slot, core, local) = self.route_mut(ino)?;
         Ok(out(slot, core.setattr(local, set)?))
