@@ -158,6 +158,16 @@ fn rename_replaces_and_refuses_as_on_ext4() {
     .unwrap();
     assert_eq!(pair.same_times_since(&kept), (false, true));
     pair.same_stat("a/l2").unwrap();
+
+    // RENAME_WHITEOUT (root only): a character device 0:0 stays at the old name.
+    pair.same("whiteout", |r| {
+        fs::write(r.join("a/w"), b"w")?;
+        rename2(r, "a/w", "b/w", libc::RENAME_WHITEOUT)?;
+        fs::read(r.join("b/w"))
+    })
+    .unwrap();
+    let stat = pair.same_stat("a/w").unwrap();
+    assert_eq!((stat.kind, stat.rdev), (libc::S_IFCHR, 0));
 }
 
 #[test]

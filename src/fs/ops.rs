@@ -605,7 +605,7 @@ impl FsCore {
         Ok(self.live_attr(ino, node))
     }
 
-    /// Renames a name (`Plain`, `NoReplace`) or swaps two (`Exchange`). The name moved is
+    /// Renames a name (`Plain`, `NoReplace`, `Whiteout`) or swaps two (`Exchange`). The name moved is
     /// the claim's: a `Link` entry moves alone, an entry's own name moves the entry. The
     /// inodes get their ctime, both directories their mtime and ctime, as on ext4.
     pub fn rename(
@@ -616,12 +616,11 @@ impl FsCore {
         new_name: &[u8],
         mode: RenameMode,
     ) -> FsResult<()> {
-        let (no_replace, exchange) = match mode {
-            RenameMode::Plain => (false, false),
-            RenameMode::NoReplace => (true, false),
-            RenameMode::Exchange => (false, true),
-            // What the kernel answers for a flag a filesystem does not support.
-            RenameMode::Whiteout => return Err(FsError::Invalid),
+        let (no_replace, exchange, whiteout) = match mode {
+            RenameMode::Plain => (false, false, false),
+            RenameMode::NoReplace => (true, false, false),
+            RenameMode::Exchange => (false, true, false),
+            RenameMode::Whiteout => (false, false, true),
         };
         check_name(new_name)?;
         let guard = self.mutate.lock();
@@ -704,6 +703,21 @@ impl FsCore {
                 }
             } else {
                 changes.extend(moves(src_claim, to_dir, new_name)?);
+            }
+            if whiteout {
+                // What overlayfs asks for: a character device 0:0 left at the old name. The
+                // kernel lets only a caller with CAP_MKNOD ask, so it is root's, as on ext4.
+                changes.push((
+                    EntryId::random(),
+                    Some(EntryMeta::new_empty(
+                        from_dir.id,
+                        name.to_vec(),
+                        EntryKind::CharDev,
+                        0,
+                        (0, 0),
+                        now,
+                    )),
+                ));
             }
             changes.push((from_dir.id, Some(Self::touched(&from_dir.meta, now))));
             if new_parent != parent {
