@@ -925,3 +925,26 @@ fn links_made_while_a_file_is_written_are_not_conflicts() {
         ]
     );
 }
+
+/// An unnamed inode that arrives before its links (a node catching up) is not an orphan: it
+/// is never deleted for lack of links it has not received yet.
+#[test]
+fn links_an_unnamed_inode_arriving_before_its_links_is_kept() {
+    let p = pair();
+    let ino = write_file(&p.a, ROOT_INO, "f", b"v0");
+    p.a.link(ino, ROOT_INO, b"l").unwrap();
+    p.a.unlink(ROOT_INO, b"f").unwrap();
+    let id = p.a.tree.read().get(ino).unwrap().id;
+    let (inode, rest): (Vec<_>, Vec<_>) =
+        p.a.namespace()
+            .load_all()
+            .unwrap()
+            .entries
+            .into_iter()
+            .partition(|e| e.id == id);
+    p.b.apply_remote(inode).unwrap();
+    assert_eq!(p.b.settle_orphans(Duration::ZERO).unwrap(), 0);
+    p.b.apply_remote(rest).unwrap();
+    p.exchange();
+    assert_eq!(agreed(&p), vec![("l".into(), b"v0".to_vec(), 1)]);
+}

@@ -107,6 +107,16 @@ impl Slab {
 /// one it was hashed under (a node leaves its parent's table before it changes).
 type Claims = HashTable<u64>;
 
+/// What the tree knows of an unnamed inode, to tell an orphan (its last link went while it
+/// was unnamed) from an inode whose links have not arrived yet (a node catching up).
+#[derive(Clone, Copy, Default)]
+struct Unnamed {
+    /// Seen here unnamed and with a live link.
+    linked: bool,
+    /// First seen here as an orphan.
+    orphan_since: Option<std::time::Instant>,
+}
+
 pub struct Tree {
     root_id: EntryId,
     nodes: Slab,
@@ -115,9 +125,8 @@ pub struct Tree {
     /// The `Link` nodes naming each inode, by the inode's number (kept whether or not that
     /// inode is present: a link can arrive before the entry it names).
     links: HashMap<u64, Vec<u64>>,
-    /// Unnamed inodes, with when this node first saw each one without any live link (an
-    /// orphan, see `FsCore::settle_orphans`).
-    unnamed: HashMap<u64, Option<std::time::Instant>>,
+    /// Unnamed inodes: whether this tree saw each with a link, and since when without one.
+    unnamed: HashMap<u64, Unnamed>,
     hasher: RandomState,
     next_ino: u64,
 }
@@ -254,18 +263,19 @@ impl Tree {
         links.into_iter().map(|(_, l)| l).collect()
     }
 
-    /// Unnamed inodes with no live link left, with when this tree first saw each so: an
-    /// orphan of concurrent unlinks of its last names on two nodes. Marks new ones seen now.
+    /// Orphans, with when this tree first saw each so: unnamed inodes seen here with a link
+    /// and now without any (left by concurrent unlinks of their last names on two nodes).
+    /// One that never had a link here is not one: its links may still be on their way.
+    /// Marks new ones seen `now`.
     pub fn orphans(&mut self, now: std::time::Instant) -> Vec<(u64, std::time::Instant)> {
-        let inos: Vec<u64> = self.unnamed.keys().copied().collect();
         let mut out = Vec::new();
-        for ino in inos {
-            let orphan = self.nodes.get(ino).is_some_and(|n| n.links == 0);
-            let since = self.unnamed.get_mut(&ino).expect("listed above");
-            if orphan {
-                out.push((ino, *since.get_or_insert(now)));
+        for (&ino, state) in &mut self.unnamed {
+            let links = self.nodes.get(ino).map_or(0, |n| n.links);
+            state.linked |= links > 0;
+            if links == 0 && state.linked {
+                out.push((ino, *state.orphan_since.get_or_insert(now)));
             } else {
-                *since = None;
+                state.orphan_since = None;
             }
         }
         out
@@ -308,6 +318,7 @@ impl Tree {
     pub fn upsert(&mut self, entry: &Entry, meta: EntryMeta) {
         let (id, version) = (entry.id, entry.version());
         let ino = self.ino_of(id);
+        let was_unnamed = self.unnamed.get(&ino).copied();
         let previous = self.remove_claim(ino).map(|n| n.subdirs);
         let parent = (id != self.root_id).then(|| self.ino_of(meta.parent));
         let target = match (meta.kind, meta.target) {
@@ -316,9 +327,9 @@ impl Tree {
         };
         let links = self.links.get(&ino).map_or(0, |l| l.len() as u32);
         if meta.unnamed {
-            self.unnamed.entry(ino).or_insert(None);
-        } else {
-            self.unnamed.remove(&ino);
+            let mut state = was_unnamed.unwrap_or_default();
+            state.linked |= links > 0;
+            self.unnamed.insert(ino, state);
         }
         // Counted once when a node first appears (its children may have been loaded before
         // it); afterwards kept up to date incrementally.
@@ -346,6 +357,9 @@ impl Tree {
             self.links.entry(target).or_default().push(ino);
             if let Some(t) = self.nodes.get_mut(target) {
                 t.links += 1;
+            }
+            if let Some(state) = self.unnamed.get_mut(&target) {
+                state.linked = true;
             }
         }
         if let Some(parent) = parent {
@@ -619,6 +633,8 @@ mod tests {
         version: Version,
         unnamed: bool,
         target: Option<u8>,
+        /// Unnamed and seen with a link since.
+        linked: bool,
     }
 
     proptest! {
@@ -637,7 +653,7 @@ mod tests {
                     Op::Upsert(n, parent, name, hlc) => {
                         let name = format!("n{name}");
                         let (e, m) = entry(n, parent, &name, hlc, u64::from(n));
-                        live.insert(n, Live { parent, name: name.into_bytes(), version: e.version(), unnamed: false, target: None });
+                        live.insert(n, Live { parent, name: name.into_bytes(), version: e.version(), unnamed: false, target: None, linked: false });
                         tree.upsert(&e, m);
                     }
                     Op::Link(n, parent, name, target, hlc) => {
@@ -645,13 +661,18 @@ mod tests {
                         let (e, mut m) = entry(n, parent, &name, hlc, u64::from(n));
                         m.kind = EntryKind::Link;
                         m.target = Some(id(target));
-                        live.insert(n, Live { parent, name: name.into_bytes(), version: e.version(), unnamed: false, target: Some(target) });
+                        live.insert(n, Live { parent, name: name.into_bytes(), version: e.version(), unnamed: false, target: Some(target), linked: false });
+                        if let Some(t) = live.get_mut(&target) {
+                            t.linked |= t.unnamed;
+                        }
                         tree.upsert(&e, m);
                     }
                     Op::Unname(n, hlc) => {
                         let (e, mut m) = entry(n, 1, "", hlc, u64::from(n));
                         m.unnamed = true;
-                        live.insert(n, Live { parent: 1, name: Vec::new(), version: e.version(), unnamed: true, target: None });
+                        let linked = live.get(&n).is_some_and(|l| l.unnamed && l.linked)
+                            || live.values().any(|k| k.target == Some(n));
+                        live.insert(n, Live { parent: 1, name: Vec::new(), version: e.version(), unnamed: true, target: None, linked });
                         tree.upsert(&e, m);
                     }
                     Op::Remove(n) => {
@@ -718,7 +739,7 @@ mod tests {
             orphans.sort_unstable();
             let expected: Vec<u8> = live
                 .iter()
-                .filter(|(n, l)| l.unnamed && !live.values().any(|k| k.target == Some(**n)))
+                .filter(|(n, l)| l.unnamed && l.linked && !live.values().any(|k| k.target == Some(**n)))
                 .map(|(n, _)| *n)
                 .collect();
             prop_assert_eq!(orphans, expected);
