@@ -606,8 +606,8 @@ impl FsCore {
     }
 
     /// Renames a name (`Plain`, `NoReplace`, `Whiteout`) or swaps two (`Exchange`). The name moved is
-    /// the claim's: a `Link` entry moves alone, an entry's own name moves the entry. The
-    /// inodes get their ctime, both directories their mtime and ctime, as on ext4.
+    /// the claim's: a `Link` entry moves alone, an entry's own name moves the entry (with its
+    /// ctime, as on ext4). Both directories get their mtime and ctime.
     pub fn rename(
         &self,
         parent: u64,
@@ -645,10 +645,12 @@ impl FsCore {
             if src_is_dir && tree.is_ancestor(src_ino, new_parent) {
                 return Err(FsError::Invalid);
             }
-            // Moves a claim to (dir, name): a link alone, an inode with its ctime.
-            let moves = |claim: u64, dir: &Node, name: &[u8]| -> FsResult<Vec<_>> {
+            // Moves a claim to (dir, name): the entry itself, or only the link. A link's inode
+            // gets no new version (its ctime stays): one would be concurrent with a rename of
+            // its first name on another node, and could undo it.
+            let moves = |claim: u64, dir: &Node, name: &[u8]| -> FsResult<Change> {
                 let node = tree.get(claim).ok_or(FsError::NotFound)?;
-                let mut changes = vec![(
+                Ok((
                     node.id,
                     Some(EntryMeta {
                         parent: dir.id,
@@ -656,19 +658,7 @@ impl FsCore {
                         ctime: now,
                         ..node.meta.clone()
                     }),
-                )];
-                let ino = tree.resolve(claim);
-                if ino != claim {
-                    let inode = tree.get(ino).ok_or(FsError::NotFound)?;
-                    changes.push((
-                        inode.id,
-                        Some(EntryMeta {
-                            ctime: now,
-                            ..inode.meta.clone()
-                        }),
-                    ));
-                }
-                Ok(changes)
+                ))
             };
             if let Some(dst_claim) = dst_claim {
                 let dst_ino = tree.resolve(dst_claim);
@@ -682,8 +672,8 @@ impl FsCore {
                     if dst_is_dir && tree.is_ancestor(dst_ino, parent) {
                         return Err(FsError::Invalid);
                     }
-                    changes.extend(moves(src_claim, to_dir, new_name)?);
-                    changes.extend(moves(dst_claim, from_dir, name)?);
+                    changes.push(moves(src_claim, to_dir, new_name)?);
+                    changes.push(moves(dst_claim, from_dir, name)?);
                 } else {
                     if no_replace {
                         return Err(FsError::Exists);
@@ -699,10 +689,10 @@ impl FsCore {
                     let (dropped, gone) = Self::drop_name(&tree, dst_claim, now)?;
                     changes.extend(dropped);
                     replaced = gone;
-                    changes.extend(moves(src_claim, to_dir, new_name)?);
+                    changes.push(moves(src_claim, to_dir, new_name)?);
                 }
             } else {
-                changes.extend(moves(src_claim, to_dir, new_name)?);
+                changes.push(moves(src_claim, to_dir, new_name)?);
             }
             if whiteout {
                 // What overlayfs asks for: a character device 0:0 left at the old name. The
@@ -724,16 +714,7 @@ impl FsCore {
                 changes.push((to_dir.id, Some(Self::touched(&to_dir.meta, now))));
             }
         }
-        // One version per entry: a later change of an entry (the moved inode after its
-        // dropped name's ctime) supersedes an earlier one.
-        let mut seen = std::collections::HashSet::new();
-        let mut unique: Vec<_> = changes
-            .into_iter()
-            .rev()
-            .filter(|(id, _)| seen.insert(*id))
-            .collect();
-        unique.reverse();
-        self.persist(unique)?;
+        self.persist(changes)?;
         drop(guard);
         if let Some((ino, node)) = replaced {
             self.detach_if_open(ino, node);

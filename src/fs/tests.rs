@@ -948,3 +948,22 @@ fn links_an_unnamed_inode_arriving_before_its_links_is_kept() {
     p.exchange();
     assert_eq!(agreed(&p), vec![("l".into(), b"v0".to_vec(), 1)]);
 }
+
+/// Two nodes rename two different names of one file: both renames stay (each name is its own
+/// entry, and renaming a link writes nothing else).
+#[test]
+fn links_renames_of_two_names_on_two_nodes_both_stay() {
+    let p = linked_pair();
+    p.b.rename(ROOT_INO, b"f", ROOT_INO, b"f2", RenameMode::Plain)
+        .unwrap();
+    p.a.rename(ROOT_INO, b"l", ROOT_INO, b"l2", RenameMode::Plain)
+        .unwrap();
+    p.exchange();
+    assert_eq!(
+        agreed(&p),
+        vec![
+            ("f2".into(), b"v0".to_vec(), 2),
+            ("l2".into(), b"v0".to_vec(), 2)
+        ]
+    );
+}
