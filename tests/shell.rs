@@ -551,22 +551,37 @@ fn chmod_modes() {
 }
 
 #[test]
-fn hard_link_fails_cleanly() {
+fn hard_links_share_data_and_count_names() {
     let n = started();
     fs::write(n.p("a"), b"data").unwrap();
-    let err = n.sh_fail("ln a b");
-    assert!(
-        err.contains("Operation not permitted") || err.contains("not supported"),
-        "ln error should be EPERM/ENOTSUP, got: {err}"
+    n.sh_ok("ln a b");
+    assert_file_eq(&n.p("b"), b"data");
+    let (ma, mb) = (
+        fs::metadata(n.p("a")).unwrap(),
+        fs::metadata(n.p("b")).unwrap(),
     );
+    assert_eq!((ma.nlink(), mb.nlink()), (2, 2));
+    assert_eq!(ma.ino(), mb.ino(), "two names of one file show one inode");
+    n.sh_ok("echo more >> b");
+    assert_file_eq(&n.p("a"), b"datamore\n");
+    n.sh_ok("rm a");
+    assert!(!n.p("a").exists());
+    assert_file_eq(&n.p("b"), b"datamore\n");
+    assert_eq!(fs::metadata(n.p("b")).unwrap().nlink(), 1);
+    // A directory gets no second name, and a failed link leaves none behind.
+    fs::create_dir(n.p("d")).unwrap();
     expect_errno(
-        "hard_link",
-        fs::hard_link(n.p("a"), n.p("b")),
-        &[libc::EPERM, libc::EOPNOTSUPP],
+        "hard_link of a directory",
+        fs::hard_link(n.p("d"), n.p("dl")),
+        &[libc::EPERM],
     );
-    assert!(!n.p("b").exists(), "failed hard link left a name behind");
-    assert_file_eq(&n.p("a"), b"data");
-    assert_eq!(fs::metadata(n.p("a")).unwrap().nlink(), 1);
+    assert!(!n.p("dl").exists(), "failed hard link left a name behind");
+    expect_errno(
+        "hard_link onto an existing name",
+        fs::hard_link(n.p("b"), n.p("d")),
+        &[libc::EEXIST],
+    );
+    assert_eq!(fs::metadata(n.p("b")).unwrap().nlink(), 1);
 }
 
 #[test]

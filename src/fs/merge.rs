@@ -149,6 +149,60 @@ impl FsCore {
         Ok(copies)
     }
 
+    /// Deletes the orphans that settled: unnamed inodes whose every link is gone, left by
+    /// concurrent unlinks of their last names on two nodes (one made the inode unnamed, the
+    /// other deleted the link it knew). Each is deleted on top of what this node has seen
+    /// once it has been an orphan here for at least `min_age`: a link made concurrently on
+    /// another node comes with a new version of the inode, which beats the delete. Until then
+    /// it is invisible (no name shows it). Returns how many were deleted.
+    pub fn settle_orphans(&self, min_age: std::time::Duration) -> FsResult<usize> {
+        if !self.writable() {
+            // A reader's delete would be refused; a writer settles it.
+            return Ok(0);
+        }
+        let _g = self.mutate.lock();
+        let now = std::time::Instant::now();
+        let settled: Vec<(u64, super::tree::Node)> = {
+            let mut tree = self.tree.write();
+            tree.orphans(now)
+                .into_iter()
+                .filter(|(_, since)| now.duration_since(*since) >= min_age)
+                .filter_map(|(ino, _)| Some((ino, tree.get(ino)?.clone())))
+                .collect()
+        };
+        if settled.is_empty() {
+            return Ok(0);
+        }
+        tracing::info!(
+            orphans = settled.len(),
+            "unnamed entries whose last links went concurrently: deleted"
+        );
+        // Written on every version of it this node holds, the concurrent ones that lost too
+        // (a node that still has one as its state then takes the delete; once such a version
+        // is settled here, that node's named version beats the delete and the name comes back).
+        let displaced = self.namespace.displaced()?;
+        let deletes = settled
+            .iter()
+            .map(|(_, n)| {
+                let mut base: std::collections::BTreeMap<u64, crate::util::hlc::Hlc> =
+                    n.seen.iter().copied().collect();
+                for (_, e) in displaced.iter().filter(|(_, e)| e.id == n.id) {
+                    for &(o, h) in &e.seen {
+                        let slot = base.entry(o).or_insert(h);
+                        *slot = (*slot).max(h);
+                    }
+                }
+                (n.id, None, Some(base.into_iter().collect()))
+            })
+            .collect();
+        self.persist_on(deletes)?;
+        let n = settled.len();
+        for (ino, node) in settled {
+            self.detach_if_open(ino, node);
+        }
+        Ok(n)
+    }
+
     /// Keeps each live file or symlink version that lost to a concurrent one as a new entry
     /// named `name.conflict-<node>-<time>` beside it. Every node that sees the conflict makes
     /// the same copy (same id, derived from the lost version), so they merge into one.
@@ -172,7 +226,9 @@ impl FsCore {
             let Ok(mut meta) = volume.open_entry(&lost) else {
                 continue;
             };
-            if meta.kind == EntryKind::Dir {
+            // A link has no content of its own (a lost rename of it is just lost, as for a
+            // directory).
+            if matches!(meta.kind, EntryKind::Dir | EntryKind::Link) {
                 continue;
             }
             // A concurrent version with the same content loses nothing (two nodes making the
@@ -191,6 +247,20 @@ impl FsCore {
             };
             if self.namespace.get(&copy_key)?.is_some() {
                 continue;
+            }
+            if meta.unnamed {
+                // Named after the inode's oldest live link, beside it.
+                let tree = self.tree.read();
+                let link = tree
+                    .ino_if_known(&lost.id)
+                    .and_then(|ino| tree.links_of(ino).first().copied())
+                    .and_then(|l| tree.get(l));
+                let Some(link) = link else {
+                    continue;
+                };
+                meta.parent = link.meta.parent;
+                meta.name = link.meta.name.clone();
+                meta.unnamed = false;
             }
             let mut name = meta.name.clone();
             name.truncate(MAX_NAME_LEN - 40);

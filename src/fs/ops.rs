@@ -26,6 +26,15 @@ use crate::util::hlc::HlcClock;
 
 const S_ISGID: u32 = 0o2000;
 
+/// A new version of an entry, `None` deleting it.
+type Change = (EntryId, Option<EntryMeta>);
+
+/// An inode deleted with its last name (its number and last state), for its open files.
+type Gone = Option<(u64, Node)>;
+
+/// Most names one inode may have (ext4's `EXT4_LINK_MAX`).
+const MAX_LINKS: u32 = 65_000;
+
 /// Files whose kernel-cached version is remembered (about 100 bytes each).
 pub(super) const KERNEL_CACHED_FILES: usize = 65_536;
 
@@ -257,11 +266,7 @@ impl FsCore {
             size,
             blocks: size.div_ceil(512),
             perm: (m.mode & 0o7777) as u16,
-            nlink: if m.kind == EntryKind::Dir {
-                2 + node.subdirs
-            } else {
-                1
-            },
+            nlink: node.nlink(),
             uid: m.uid,
             gid: m.gid,
             atime: m.atime,
@@ -323,7 +328,7 @@ impl FsCore {
     }
 
     /// Keeps the last metadata of a removed file for its open handles.
-    fn detach_if_open(&self, ino: u64, node: Node) {
+    pub(super) fn detach_if_open(&self, ino: u64, node: Node) {
         if let Some(file) = self.open_files.lock().get(&ino).cloned() {
             *file.detached.lock() = Some(node);
         }
@@ -495,14 +500,16 @@ impl FsCore {
 
     fn remove(&self, parent: u64, name: &[u8], dir_wanted: bool) -> FsResult<()> {
         let guard = self.mutate.lock();
-        let (dir, victim, victim_ino) = {
+        let now = Timestamp::now();
+        let (changes, gone) = {
             let tree = self.tree.read();
             let dir = tree.get(parent).ok_or(FsError::NotFound)?.clone();
             if dir.meta.kind != EntryKind::Dir {
                 return Err(FsError::NotDir);
             }
-            let ino = tree.lookup(parent, name).ok_or(FsError::NotFound)?;
-            let victim = tree.get(ino).ok_or(FsError::NotFound)?.clone();
+            let claim = tree.claim(parent, name).ok_or(FsError::NotFound)?;
+            let ino = tree.resolve(claim);
+            let victim = tree.get(ino).ok_or(FsError::NotFound)?;
             let is_dir = victim.meta.kind == EntryKind::Dir;
             if dir_wanted && !is_dir {
                 return Err(FsError::NotDir);
@@ -513,23 +520,106 @@ impl FsCore {
             if is_dir && tree.has_children(ino) {
                 return Err(FsError::NotEmpty);
             }
-            (dir, victim, ino)
+            let (mut changes, gone) = Self::drop_name(&tree, claim, now)?;
+            changes.push((dir.id, Some(Self::touched(&dir.meta, now))));
+            (changes, gone)
         };
-        let now = Timestamp::now();
-        self.persist(vec![
-            (victim.id, None),
-            (dir.id, Some(Self::touched(&dir.meta, now))),
-        ])?;
+        self.persist(changes)?;
         drop(guard);
-        self.detach_if_open(victim_ino, victim);
+        if let Some((ino, node)) = gone {
+            self.detach_if_open(ino, node);
+        }
         Ok(())
     }
 
-    /// Gives the inode `ino` a further name `new_name` in `new_parent` (a hard link).
-    pub fn link(&self, _ino: u64, _new_parent: u64, _new_name: &[u8]) -> FsResult<Attr> {
-        Err(FsError::NotPermitted("hard links are not supported"))
+    /// The changes that take the name `claim` away (unlink, or the target of a rename):
+    /// a `Link` node is deleted; an entry's own name is dropped by making it unnamed while
+    /// links to it remain. The inode gets a new version with its ctime (as ext4 counts a
+    /// changed link count), or is deleted with its last name; then it is returned (with its
+    /// number) so that open files keep it.
+    fn drop_name(tree: &Tree, claim: u64, now: Timestamp) -> FsResult<(Vec<Change>, Gone)> {
+        let node = tree.get(claim).ok_or(FsError::NotFound)?;
+        let ino = tree.resolve(claim);
+        let mut changes = Vec::new();
+        if ino != claim {
+            // A further name: it goes, the inode stays while it has another one.
+            changes.push((node.id, None));
+        }
+        let inode = tree.get(ino).ok_or(FsError::NotFound)?;
+        let other_links = tree
+            .links_of(ino)
+            .into_iter()
+            .filter(|&l| l != claim)
+            .count();
+        let named = !inode.meta.unnamed && ino != claim;
+        if inode.meta.kind == EntryKind::Dir || (other_links == 0 && !named) {
+            changes.push((inode.id, None));
+            return Ok((changes, Some((ino, inode.clone()))));
+        }
+        let mut meta = EntryMeta {
+            ctime: now,
+            ..inode.meta.clone()
+        };
+        if ino == claim {
+            meta.unnamed = true;
+            meta.name = Vec::new();
+        }
+        changes.push((inode.id, Some(meta)));
+        Ok((changes, None))
     }
 
+    /// Gives the inode `ino` a further name `new_name` in `new_parent` (a hard link): a `Link`
+    /// entry there, and a new version of the inode with its ctime (which also makes it win
+    /// over a concurrent delete of its last name elsewhere: a modify beats a delete).
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> FsResult<Attr> {
+        let _g = self.mutate.lock();
+        let now = Timestamp::now();
+        let (inode, dir) = {
+            let tree = self.tree.read();
+            let inode = tree.get(ino).ok_or(FsError::NotFound)?.clone();
+            match inode.meta.kind {
+                EntryKind::Dir => {
+                    return Err(FsError::NotPermitted(
+                        "a directory cannot have further names",
+                    ));
+                }
+                EntryKind::Link => return Err(FsError::Invalid),
+                _ => {}
+            }
+            let dir = self.prepare_create(&tree, new_parent, new_name)?;
+            if inode.nlink() >= MAX_LINKS {
+                return Err(FsError::TooManyLinks);
+            }
+            (inode, dir)
+        };
+        let link = EntryMeta {
+            target: Some(inode.id),
+            ..EntryMeta::new_empty(
+                dir.id,
+                new_name.to_vec(),
+                EntryKind::Link,
+                0,
+                (inode.meta.uid, inode.meta.gid),
+                now,
+            )
+        };
+        let touched_inode = EntryMeta {
+            ctime: now,
+            ..inode.meta.clone()
+        };
+        self.persist(vec![
+            (EntryId::random(), Some(link)),
+            (inode.id, Some(touched_inode)),
+            (dir.id, Some(Self::touched(&dir.meta, now))),
+        ])?;
+        let tree = self.tree.read();
+        let node = tree.get(ino).ok_or(FsError::NotFound)?;
+        Ok(self.live_attr(ino, node))
+    }
+
+    /// Renames a name (`Plain`, `NoReplace`, `Whiteout`) or swaps two (`Exchange`). The name moved is
+    /// the claim's: a `Link` entry moves alone, an entry's own name moves the entry (with its
+    /// ctime, as on ext4). Both directories get their mtime and ctime.
     pub fn rename(
         &self,
         parent: u64,
@@ -538,16 +628,16 @@ impl FsCore {
         new_name: &[u8],
         mode: RenameMode,
     ) -> FsResult<()> {
-        let no_replace = match mode {
-            RenameMode::Plain => false,
-            RenameMode::NoReplace => true,
-            // What the kernel answers for a flag a filesystem does not support.
-            RenameMode::Exchange | RenameMode::Whiteout => return Err(FsError::Invalid),
+        let (no_replace, exchange, whiteout) = match mode {
+            RenameMode::Plain => (false, false, false),
+            RenameMode::NoReplace => (true, false, false),
+            RenameMode::Exchange => (false, true, false),
+            RenameMode::Whiteout => (false, false, true),
         };
         check_name(new_name)?;
         let guard = self.mutate.lock();
         let now = Timestamp::now();
-        let mut changes = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
         let mut replaced = None;
         {
             let tree = self.tree.read();
@@ -556,36 +646,81 @@ impl FsCore {
             if from_dir.meta.kind != EntryKind::Dir || to_dir.meta.kind != EntryKind::Dir {
                 return Err(FsError::NotDir);
             }
-            let src_ino = tree.lookup(parent, name).ok_or(FsError::NotFound)?;
+            let src_claim = tree.claim(parent, name).ok_or(FsError::NotFound)?;
+            let src_ino = tree.resolve(src_claim);
             let src = tree.get(src_ino).ok_or(FsError::NotFound)?;
             let src_is_dir = src.meta.kind == EntryKind::Dir;
-            if let Some(dst_ino) = tree.lookup(new_parent, new_name) {
-                if dst_ino == src_ino {
-                    return Ok(());
-                }
-                if no_replace {
-                    return Err(FsError::Exists);
-                }
-                let dst = tree.get(dst_ino).ok_or(FsError::NotFound)?;
-                match (src_is_dir, dst.meta.kind == EntryKind::Dir) {
-                    (true, false) => return Err(FsError::NotDir),
-                    (false, true) => return Err(FsError::IsDir),
-                    (true, true) if tree.has_children(dst_ino) => return Err(FsError::NotEmpty),
-                    _ => {}
-                }
-                changes.push((dst.id, None));
-                replaced = Some((dst_ino, dst.clone()));
+            let dst_claim = tree.claim(new_parent, new_name);
+            if exchange && dst_claim.is_none() {
+                return Err(FsError::NotFound);
             }
             if src_is_dir && tree.is_ancestor(src_ino, new_parent) {
                 return Err(FsError::Invalid);
             }
-            let moved = EntryMeta {
-                parent: to_dir.id,
-                name: new_name.to_vec(),
-                ctime: now,
-                ..src.meta.clone()
+            // Moves a claim to (dir, name): the entry itself, or only the link. A link's inode
+            // gets no new version (its ctime stays): one would be concurrent with a rename of
+            // its first name on another node, and could undo it.
+            let moves = |claim: u64, dir: &Node, name: &[u8]| -> FsResult<Change> {
+                let node = tree.get(claim).ok_or(FsError::NotFound)?;
+                Ok((
+                    node.id,
+                    Some(EntryMeta {
+                        parent: dir.id,
+                        name: name.to_vec(),
+                        ctime: now,
+                        ..node.meta.clone()
+                    }),
+                ))
             };
-            changes.push((src.id, Some(moved)));
+            if let Some(dst_claim) = dst_claim {
+                let dst_ino = tree.resolve(dst_claim);
+                if dst_ino == src_ino {
+                    // Two names of one inode: nothing changes (POSIX).
+                    return Ok(());
+                }
+                let dst = tree.get(dst_ino).ok_or(FsError::NotFound)?;
+                let dst_is_dir = dst.meta.kind == EntryKind::Dir;
+                if exchange {
+                    if dst_is_dir && tree.is_ancestor(dst_ino, parent) {
+                        return Err(FsError::Invalid);
+                    }
+                    changes.push(moves(src_claim, to_dir, new_name)?);
+                    changes.push(moves(dst_claim, from_dir, name)?);
+                } else {
+                    if no_replace {
+                        return Err(FsError::Exists);
+                    }
+                    match (src_is_dir, dst_is_dir) {
+                        (true, false) => return Err(FsError::NotDir),
+                        (false, true) => return Err(FsError::IsDir),
+                        (true, true) if tree.has_children(dst_ino) => {
+                            return Err(FsError::NotEmpty);
+                        }
+                        _ => {}
+                    }
+                    let (dropped, gone) = Self::drop_name(&tree, dst_claim, now)?;
+                    changes.extend(dropped);
+                    replaced = gone;
+                    changes.push(moves(src_claim, to_dir, new_name)?);
+                }
+            } else {
+                changes.push(moves(src_claim, to_dir, new_name)?);
+            }
+            if whiteout {
+                // What overlayfs asks for: a character device 0:0 left at the old name. The
+                // kernel lets only a caller with CAP_MKNOD ask, so it is root's, as on ext4.
+                changes.push((
+                    EntryId::random(),
+                    Some(EntryMeta::new_empty(
+                        from_dir.id,
+                        name.to_vec(),
+                        EntryKind::CharDev,
+                        0,
+                        (0, 0),
+                        now,
+                    )),
+                ));
+            }
             changes.push((from_dir.id, Some(Self::touched(&from_dir.meta, now))));
             if new_parent != parent {
                 changes.push((to_dir.id, Some(Self::touched(&to_dir.meta, now))));

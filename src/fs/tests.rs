@@ -356,7 +356,9 @@ impl Pair {
             let changed = self.b.apply_remote(from_a).unwrap().applied
                 + self.a.apply_remote(from_b).unwrap().applied
                 + self.a.settle_conflicts(Duration::ZERO).unwrap()
-                + self.b.settle_conflicts(Duration::ZERO).unwrap();
+                + self.b.settle_conflicts(Duration::ZERO).unwrap()
+                + self.a.settle_orphans(Duration::ZERO).unwrap()
+                + self.b.settle_orphans(Duration::ZERO).unwrap();
             if changed == 0 {
                 return;
             }
@@ -617,4 +619,351 @@ fn a_write_that_lands_while_a_flush_waits_is_committed_not_lost() {
     assert_eq!(read_all(&core, attr.ino), want);
     let blocks = core.tree.read().get(attr.ino).unwrap().meta.blocks.len();
     assert_eq!(blocks, 2, "both chunks are in the committed version");
+}
+
+fn ino_of(core: &FsCore, parent: u64, name: &str) -> u64 {
+    core.lookup(parent, name.as_bytes()).unwrap().ino
+}
+
+fn nlink_of(core: &FsCore, name: &str) -> u32 {
+    core.lookup(ROOT_INO, name.as_bytes()).unwrap().nlink
+}
+
+/// The names in the root and the link count each shows, after checking that both nodes agree.
+fn agreed(p: &Pair) -> Vec<(String, Vec<u8>, u32)> {
+    let (la, lb) = (listing(&p.a), listing(&p.b));
+    assert_eq!(la, lb, "the two nodes disagree");
+    let with_links = |core: &FsCore| -> Vec<(String, Vec<u8>, u32)> {
+        listing(core)
+            .into_iter()
+            .map(|(n, c)| {
+                let nlink = nlink_of(core, &n);
+                (n, c, nlink)
+            })
+            .collect()
+    };
+    let (a, b) = (with_links(&p.a), with_links(&p.b));
+    assert_eq!(a, b, "the two nodes disagree on link counts");
+    a
+}
+
+#[test]
+fn hard_links_share_the_inode_and_its_content_and_count_every_name() {
+    let f = fixture(4096);
+    let c = &f.core;
+    let dir = c.mkdir(ROOT_INO, b"d", 0o755, ME).unwrap().ino;
+    let ino = write_file(c, ROOT_INO, "f", b"shared bytes");
+    let before = c.getattr(ino).unwrap();
+    let attr = c.link(ino, dir, b"g").unwrap();
+    assert_eq!((attr.ino, attr.nlink), (ino, 2));
+    assert!(c.getattr(ino).unwrap().ctime >= before.ctime);
+    assert_eq!(ino_of(c, dir, "g"), ino);
+    assert_eq!(c.lookup(dir, b"g").unwrap().nlink, 2);
+    c.link(ino, ROOT_INO, b"h").unwrap();
+    assert_eq!(nlink_of(c, "f"), 3);
+    let fh = c.opendir(dir).unwrap();
+    let shown: Vec<(Vec<u8>, u64, u32)> = c
+        .readdir(fh)
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.clone(), e.attr.ino, e.attr.nlink))
+        .collect();
+    c.releasedir(fh);
+    assert_eq!(shown[2..], [(b"g".to_vec(), ino, 3)]);
+    // Errors: a taken name, a directory, a name in a file.
+    assert!(matches!(c.link(ino, ROOT_INO, b"f"), Err(FsError::Exists)));
+    assert!(matches!(
+        c.link(dir, ROOT_INO, b"dl"),
+        Err(FsError::NotPermitted(_))
+    ));
+    assert!(matches!(c.link(ino, ino, b"x"), Err(FsError::NotDir)));
+    // Writing through one name shows through the others.
+    let fh = c.open(ino_of(c, dir, "g"), true).unwrap();
+    c.write(fh, 0, b"SHARED").unwrap();
+    c.release(fh).unwrap();
+    assert_eq!(read_all(c, ino_of(c, ROOT_INO, "h")), b"SHARED bytes");
+    // A rename of one name onto another name of the same inode changes nothing.
+    c.rename(ROOT_INO, b"h", dir, b"g", RenameMode::Plain)
+        .unwrap();
+    assert_eq!(nlink_of(c, "h"), 3);
+    // Its first name goes: the others keep it (and the path of its chunks follows them).
+    c.unlink(ROOT_INO, b"f").unwrap();
+    assert!(c.lookup(ROOT_INO, b"f").is_err());
+    assert_eq!(nlink_of(c, "h"), 2);
+    assert_eq!(read_all(c, ino), b"SHARED bytes");
+    let paths: Vec<String> = c.file_chunk_lists().into_iter().map(|(p, _)| p).collect();
+    assert!(paths == ["h"] || paths == ["d/g"], "{paths:?}");
+    // Renames of a link and over a link.
+    c.rename(ROOT_INO, b"h", ROOT_INO, b"h2", RenameMode::Plain)
+        .unwrap();
+    let other = write_file(c, ROOT_INO, "other", b"other");
+    c.rename(ROOT_INO, b"other", dir, b"g", RenameMode::Plain)
+        .unwrap();
+    assert_eq!(ino_of(c, dir, "g"), other);
+    assert_eq!(nlink_of(c, "h2"), 1);
+    // Open while its last name goes: still readable, no links.
+    let fh = c.open(ino, false).unwrap();
+    c.unlink(ROOT_INO, b"h2").unwrap();
+    assert_eq!(c.getattr(ino).unwrap().nlink, 0);
+    assert_eq!(c.read(fh, 0, 100).unwrap().to_vec(), b"SHARED bytes");
+    c.release(fh).unwrap();
+    assert!(c.getattr(ino).is_err());
+    assert_eq!(
+        c.stats().entries,
+        3,
+        "root, d and other; no link or inode left"
+    );
+}
+
+#[test]
+fn rename_exchange_swaps_two_names() {
+    let f = fixture(4096);
+    let c = &f.core;
+    let dir = c.mkdir(ROOT_INO, b"d", 0o755, ME).unwrap().ino;
+    let a = write_file(c, ROOT_INO, "a", b"A");
+    let b = write_file(c, dir, "b", b"B");
+    let l = c.link(a, dir, b"la").unwrap().ino;
+    assert_eq!(l, a);
+    c.rename(ROOT_INO, b"a", dir, b"b", RenameMode::Exchange)
+        .unwrap();
+    assert_eq!(ino_of(c, ROOT_INO, "a"), b);
+    assert_eq!(ino_of(c, dir, "b"), a);
+    // A link and a directory swap too; a missing side is ENOENT; a directory into itself
+    // EINVAL.
+    let e = c.mkdir(ROOT_INO, b"e", 0o755, ME).unwrap().ino;
+    c.rename(dir, b"la", ROOT_INO, b"e", RenameMode::Exchange)
+        .unwrap();
+    assert_eq!(ino_of(c, ROOT_INO, "e"), a);
+    assert_eq!(ino_of(c, dir, "la"), e);
+    assert_eq!(c.lookup(dir, b"la").unwrap().nlink, 2);
+    assert_eq!(c.lookup(ROOT_INO, b"d").unwrap().nlink, 3);
+    assert_eq!(nlink_of(c, "e"), 2);
+    assert!(matches!(
+        c.rename(dir, b"b", ROOT_INO, b"d", RenameMode::Exchange),
+        Err(FsError::Invalid)
+    ));
+    assert!(matches!(
+        c.rename(ROOT_INO, b"a", ROOT_INO, b"none", RenameMode::Exchange),
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(read_all(c, ino_of(c, dir, "b")), b"A");
+}
+
+/// A pair where `f` (content "v0") also has the name `l`, known to both.
+fn linked_pair() -> Pair {
+    let p = pair();
+    let ino = write_file(&p.a, ROOT_INO, "f", b"v0");
+    p.a.link(ino, ROOT_INO, b"l").unwrap();
+    p.exchange();
+    assert_eq!(nlink_of(&p.b, "f"), 2);
+    assert_eq!(ino_of(&p.b, ROOT_INO, "l"), ino_of(&p.b, ROOT_INO, "f"));
+    p
+}
+
+fn names(l: &[(String, Vec<u8>, u32)]) -> Vec<&str> {
+    l.iter().map(|(n, _, _)| n.as_str()).collect()
+}
+
+/// Case 1: a rename of a link on one node and its unlink on another: the rename (a modify)
+/// beats the delete.
+#[test]
+fn links_concurrent_rename_beats_unlink() {
+    let p = linked_pair();
+    p.a.rename(ROOT_INO, b"l", ROOT_INO, b"m", RenameMode::Plain)
+        .unwrap();
+    p.b.unlink(ROOT_INO, b"l").unwrap();
+    p.exchange();
+    let l = agreed(&p);
+    assert_eq!(
+        l,
+        vec![
+            ("f".into(), b"v0".to_vec(), 2),
+            ("m".into(), b"v0".to_vec(), 2)
+        ]
+    );
+}
+
+/// Case 2: two renames of one link: one wins, no conflict copy.
+#[test]
+fn links_concurrent_renames_of_one_name_keep_one() {
+    let p = linked_pair();
+    p.a.rename(ROOT_INO, b"l", ROOT_INO, b"x", RenameMode::Plain)
+        .unwrap();
+    p.b.rename(ROOT_INO, b"l", ROOT_INO, b"y", RenameMode::Plain)
+        .unwrap();
+    p.exchange();
+    let l = agreed(&p);
+    assert_eq!(l.len(), 2, "{:?}", names(&l));
+    assert_eq!(l[0], ("f".into(), b"v0".to_vec(), 2));
+    assert!(l[1].0 == "x" || l[1].0 == "y", "{:?}", names(&l));
+}
+
+/// Case 3: both nodes link at the same name: both names count, one shows as a conflict name.
+#[test]
+fn links_concurrent_links_at_one_name_both_count() {
+    let p = linked_pair();
+    p.a.link(ino_of(&p.a, ROOT_INO, "f"), ROOT_INO, b"n")
+        .unwrap();
+    p.b.link(ino_of(&p.b, ROOT_INO, "f"), ROOT_INO, b"n")
+        .unwrap();
+    p.exchange();
+    let l = agreed(&p);
+    assert_eq!(l.len(), 4, "{:?}", names(&l));
+    assert!(l.iter().all(|(_, c, n)| c == b"v0" && *n == 4), "{l:?}");
+    assert!(l[3].0.starts_with("n.conflict-"), "{:?}", names(&l));
+    let f = ino_of(&p.b, ROOT_INO, "f");
+    assert!(l.iter().all(|(n, _, _)| ino_of(&p.b, ROOT_INO, n) == f));
+}
+
+/// Case 4: an unlink of the last name known on one node races a link on another: the link's
+/// new version of the inode beats the delete; both names show.
+#[test]
+fn links_a_link_beats_a_concurrent_delete_of_the_last_name() {
+    let p = pair();
+    write_file(&p.a, ROOT_INO, "f", b"v0");
+    p.exchange();
+    p.a.unlink(ROOT_INO, b"f").unwrap();
+    p.b.link(ino_of(&p.b, ROOT_INO, "f"), ROOT_INO, b"g")
+        .unwrap();
+    p.exchange();
+    let l = agreed(&p);
+    assert_eq!(
+        l,
+        vec![
+            ("f".into(), b"v0".to_vec(), 2),
+            ("g".into(), b"v0".to_vec(), 2)
+        ]
+    );
+}
+
+/// Case 5: the first name goes on one node, the other name on the other. When the node that
+/// kept the first name wrote last, it comes back; otherwise the inode is left unnamed with no
+/// link (an orphan), invisible, and deleted once settled.
+#[test]
+fn links_concurrent_unlinks_of_both_names_restore_or_settle_the_orphan() {
+    // B (which drops the link) writes last: its version of the inode, named, wins.
+    let p = linked_pair();
+    p.a.unlink(ROOT_INO, b"f").unwrap();
+    p.b.unlink(ROOT_INO, b"l").unwrap();
+    p.exchange();
+    assert_eq!(agreed(&p), vec![("f".into(), b"v0".to_vec(), 1)]);
+
+    // A (which drops the first name) writes last: an orphan.
+    let p = linked_pair();
+    p.b.unlink(ROOT_INO, b"l").unwrap();
+    p.a.unlink(ROOT_INO, b"f").unwrap();
+    let b_entries = p.b.namespace().load_all().unwrap().entries;
+    p.a.apply_remote(b_entries).unwrap();
+    assert!(listing(&p.a).is_empty());
+    // Invisible until it settles, then deleted.
+    assert_eq!(p.a.settle_orphans(Duration::from_secs(600)).unwrap(), 0);
+    assert_eq!(p.a.stats().entries, 2, "root and the unnamed inode");
+    assert_eq!(p.a.settle_orphans(Duration::ZERO).unwrap(), 1);
+    p.exchange();
+    assert!(agreed(&p).is_empty());
+    assert_eq!(p.a.stats().entries, 1);
+    assert_eq!(p.b.stats().entries, 1);
+}
+
+/// Case 6: a write through one name races a link on the other node: concurrent versions of
+/// the inode with different content, the loser kept as a conflict copy; an unnamed loser's
+/// copy sits beside its link.
+#[test]
+fn links_a_write_racing_a_name_change_keeps_a_conflict_copy() {
+    let p = linked_pair();
+    p.b.link(ino_of(&p.b, ROOT_INO, "f"), ROOT_INO, b"g")
+        .unwrap();
+    overwrite(&p.a, "l", b"written on A");
+    p.exchange();
+    let l = agreed(&p);
+    assert_eq!(l.len(), 4, "{:?}", names(&l));
+    assert_eq!(l[0], ("f".into(), b"written on A".to_vec(), 3));
+    assert!(
+        l[1].0.starts_with("f.conflict-") && l[1].1 == b"v0",
+        "{l:?}"
+    );
+    assert_eq!(
+        &l[2..],
+        [
+            ("g".into(), b"written on A".to_vec(), 3),
+            ("l".into(), b"written on A".to_vec(), 3)
+        ]
+    );
+
+    // The first name goes on A while B writes (later): the unnamed version lost; its copy
+    // is named after the link.
+    let p = linked_pair();
+    p.a.unlink(ROOT_INO, b"f").unwrap();
+    overwrite(&p.b, "f", b"written on B");
+    p.exchange();
+    let l = agreed(&p);
+    assert_eq!(l.len(), 3, "{:?}", names(&l));
+    assert_eq!(l[0], ("f".into(), b"written on B".to_vec(), 2));
+    assert_eq!(l[1], ("l".into(), b"written on B".to_vec(), 2));
+    assert!(
+        l[2].0.starts_with("l.conflict-") && l[2].1 == b"v0",
+        "{l:?}"
+    );
+}
+
+/// A link made while the file is open for writing is the node's own history: the close is
+/// written on it, no conflict.
+#[test]
+fn links_made_while_a_file_is_written_are_not_conflicts() {
+    let p = pair();
+    let (attr, fh) = p.a.create(ROOT_INO, b"f", 0o644, ME, true).unwrap();
+    p.a.write(fh, 0, b"first ").unwrap();
+    p.a.link(attr.ino, ROOT_INO, b"g").unwrap();
+    p.a.write(fh, 6, b"second").unwrap();
+    p.a.release(fh).unwrap();
+    p.exchange();
+    assert_eq!(
+        agreed(&p),
+        vec![
+            ("f".into(), b"first second".to_vec(), 2),
+            ("g".into(), b"first second".to_vec(), 2)
+        ]
+    );
+}
+
+/// An unnamed inode that arrives before its links (a node catching up) is not an orphan: it
+/// is never deleted for lack of links it has not received yet.
+#[test]
+fn links_an_unnamed_inode_arriving_before_its_links_is_kept() {
+    let p = pair();
+    let ino = write_file(&p.a, ROOT_INO, "f", b"v0");
+    p.a.link(ino, ROOT_INO, b"l").unwrap();
+    p.a.unlink(ROOT_INO, b"f").unwrap();
+    let id = p.a.tree.read().get(ino).unwrap().id;
+    let (inode, rest): (Vec<_>, Vec<_>) =
+        p.a.namespace()
+            .load_all()
+            .unwrap()
+            .entries
+            .into_iter()
+            .partition(|e| e.id == id);
+    p.b.apply_remote(inode).unwrap();
+    assert_eq!(p.b.settle_orphans(Duration::ZERO).unwrap(), 0);
+    p.b.apply_remote(rest).unwrap();
+    p.exchange();
+    assert_eq!(agreed(&p), vec![("l".into(), b"v0".to_vec(), 1)]);
+}
+
+/// Two nodes rename two different names of one file: both renames stay (each name is its own
+/// entry, and renaming a link writes nothing else).
+#[test]
+fn links_renames_of_two_names_on_two_nodes_both_stay() {
+    let p = linked_pair();
+    p.b.rename(ROOT_INO, b"f", ROOT_INO, b"f2", RenameMode::Plain)
+        .unwrap();
+    p.a.rename(ROOT_INO, b"l", ROOT_INO, b"l2", RenameMode::Plain)
+        .unwrap();
+    p.exchange();
+    assert_eq!(
+        agreed(&p),
+        vec![
+            ("f2".into(), b"v0".to_vec(), 2),
+            ("l2".into(), b"v0".to_vec(), 2)
+        ]
+    );
 }

@@ -27,6 +27,21 @@ pub struct Node {
     pub meta: EntryMeta,
     /// Number of child directories (a directory's link count is 2 + this).
     pub subdirs: u32,
+    /// Number of live `Link` entries naming this one (its further names).
+    pub links: u32,
+}
+
+impl Node {
+    /// The link count `stat` shows: a directory has its own name, its `.` and every child
+    /// directory's `..`; anything else one per name (its own unless unnamed, and each link).
+    /// Never stored: every node holding the same entries shows the same count.
+    pub fn nlink(&self) -> u32 {
+        if self.meta.kind == EntryKind::Dir {
+            2 + self.subdirs
+        } else {
+            u32::from(!self.meta.unnamed) + self.links
+        }
+    }
 }
 
 /// Nodes by inode number. Pages of [`Slab::PAGE`] slots: a `Vec` of nodes would double (and
@@ -92,11 +107,26 @@ impl Slab {
 /// one it was hashed under (a node leaves its parent's table before it changes).
 type Claims = HashTable<u64>;
 
+/// What the tree knows of an unnamed inode, to tell an orphan (its last link went while it
+/// was unnamed) from an inode whose links have not arrived yet (a node catching up).
+#[derive(Clone, Copy, Default)]
+struct Unnamed {
+    /// Seen here unnamed and with a live link.
+    linked: bool,
+    /// First seen here as an orphan.
+    orphan_since: Option<std::time::Instant>,
+}
+
 pub struct Tree {
     root_id: EntryId,
     nodes: Slab,
     inos: HashMap<EntryId, u64>,
     children: HashMap<u64, Claims>,
+    /// The `Link` nodes naming each inode, by the inode's number (kept whether or not that
+    /// inode is present: a link can arrive before the entry it names).
+    links: HashMap<u64, Vec<u64>>,
+    /// Unnamed inodes: whether this tree saw each with a link, and since when without one.
+    unnamed: HashMap<u64, Unnamed>,
     hasher: RandomState,
     next_ino: u64,
 }
@@ -114,6 +144,8 @@ impl Tree {
             nodes: Slab::default(),
             inos,
             children: HashMap::new(),
+            links: HashMap::new(),
+            unnamed: HashMap::new(),
             hasher: RandomState::new(),
             next_ino: ROOT_INO + 1,
         }
@@ -159,15 +191,38 @@ impl Tree {
             .iter_hash(self.hasher.hash_one(name))
             .filter_map(|&ino| {
                 let node = self.nodes.get(ino)?;
-                (node.meta.name == name).then_some((node.version, ino))
+                (node.meta.name == name && !self.dangling(node)).then_some((node.version, ino))
             })
             .collect();
         claims.sort_unstable();
         claims
     }
 
-    /// Resolves a name as shown by [`Tree::children`].
+    /// The entry a `Link` node names when it is present and may be linked (not a directory,
+    /// not a link).
+    fn link_target(&self, node: &Node) -> Option<u64> {
+        if node.meta.kind != EntryKind::Link {
+            return None;
+        }
+        let ino = *self.inos.get(node.meta.target.as_ref()?)?;
+        let target = self.nodes.get(ino)?;
+        (!matches!(target.meta.kind, EntryKind::Dir | EntryKind::Link)).then_some(ino)
+    }
+
+    /// A `Link` node whose entry is not (yet, or any more) here: it names nothing and is not
+    /// shown.
+    fn dangling(&self, node: &Node) -> bool {
+        node.meta.kind == EntryKind::Link && self.link_target(node).is_none()
+    }
+
+    /// Resolves a name as shown by [`Tree::children`]: the inode it names.
     pub fn lookup(&self, dir: u64, name: &[u8]) -> Option<u64> {
+        self.claim(dir, name).map(|c| self.resolve(c))
+    }
+
+    /// The node that claims `name` in `dir` as [`Tree::children`] shows it: an entry or a
+    /// further name of one (a `Link` node, which [`Tree::resolve`] turns into its entry).
+    pub fn claim(&self, dir: u64, name: &[u8]) -> Option<u64> {
         if let Some(&(_, winner)) = self.claims(dir, name).last() {
             return Some(winner);
         }
@@ -182,25 +237,48 @@ impl Tree {
             .map(|&(_, ino)| ino)
     }
 
-    /// The node that claims `name` in `dir`, as [`Tree::lookup`] finds it: an entry or a
-    /// further name of one (a `Link` node, which [`Tree::resolve`] turns into its entry).
-    pub fn claim(&self, dir: u64, name: &[u8]) -> Option<u64> {
-        self.lookup(dir, name)
-    }
-
     /// The inode a claim stands for: the entry a `Link` node names, any other node itself.
     pub fn resolve(&self, claim: u64) -> u64 {
-        claim
+        self.nodes
+            .get(claim)
+            .and_then(|n| self.link_target(n))
+            .unwrap_or(claim)
     }
 
-    /// The link count of `ino` as `stat` shows it: a directory has its own name, its `.` and
-    /// every child directory's `..`; anything else one per name.
+    /// The link count of `ino` as `stat` shows it ([`Node::nlink`]); 0 when it is gone.
     pub fn nlink(&self, ino: u64) -> u32 {
-        match self.nodes.get(ino) {
-            Some(n) if n.meta.kind == EntryKind::Dir => 2 + n.subdirs,
-            Some(_) => 1,
-            None => 0,
+        self.nodes.get(ino).map_or(0, Node::nlink)
+    }
+
+    /// The live `Link` nodes naming `ino`, oldest version first.
+    pub fn links_of(&self, ino: u64) -> Vec<u64> {
+        let mut links: Vec<(Version, u64)> = self
+            .links
+            .get(&ino)
+            .into_iter()
+            .flatten()
+            .filter_map(|&l| Some((self.nodes.get(l)?.version, l)))
+            .collect();
+        links.sort_unstable();
+        links.into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// Orphans, with when this tree first saw each so: unnamed inodes seen here with a link
+    /// and now without any (left by concurrent unlinks of their last names on two nodes).
+    /// One that never had a link here is not one: its links may still be on their way.
+    /// Marks new ones seen `now`.
+    pub fn orphans(&mut self, now: std::time::Instant) -> Vec<(u64, std::time::Instant)> {
+        let mut out = Vec::new();
+        for (&ino, state) in &mut self.unnamed {
+            let links = self.nodes.get(ino).map_or(0, |n| n.links);
+            state.linked |= links > 0;
+            if links == 0 && state.linked {
+                out.push((ino, *state.orphan_since.get_or_insert(now)));
+            } else {
+                state.orphan_since = None;
+            }
         }
+        out
     }
 
     /// Every child with the name it is shown under, in order of the claimed names (a name's
@@ -213,31 +291,46 @@ impl Tree {
             .iter()
             .filter_map(|&ino| {
                 let node = self.nodes.get(ino)?;
-                Some((&node.meta.name[..], node.version, ino))
+                (!self.dangling(node)).then_some((&node.meta.name[..], node.version, ino))
             })
             .collect();
         claims.sort_unstable();
         let mut out = Vec::with_capacity(claims.len());
         for group in claims.chunk_by(|a, b| a.0 == b.0) {
             let (&(name, _, winner), losers) = group.split_last().expect("chunks are non-empty");
-            out.push((name.to_vec(), winner));
+            out.push((name.to_vec(), self.resolve(winner)));
             for &(_, ver, ino) in losers {
-                out.push((conflict_name(name, &ver), ino));
+                out.push((conflict_name(name, &ver), self.resolve(ino)));
             }
         }
         out
     }
 
+    /// Whether `dir` shows any child (a dangling link is not one).
     pub fn has_children(&self, dir: u64) -> bool {
-        self.children.get(&dir).is_some_and(|c| !c.is_empty())
+        self.children.get(&dir).is_some_and(|c| {
+            c.iter()
+                .any(|&i| self.nodes.get(i).is_some_and(|n| !self.dangling(n)))
+        })
     }
 
     /// Applies a live version of an entry (`meta` is its opened payload).
     pub fn upsert(&mut self, entry: &Entry, meta: EntryMeta) {
         let (id, version) = (entry.id, entry.version());
         let ino = self.ino_of(id);
+        let was_unnamed = self.unnamed.get(&ino).copied();
         let previous = self.remove_claim(ino).map(|n| n.subdirs);
         let parent = (id != self.root_id).then(|| self.ino_of(meta.parent));
+        let target = match (meta.kind, meta.target) {
+            (EntryKind::Link, Some(t)) => Some(self.ino_of(t)),
+            _ => None,
+        };
+        let links = self.links.get(&ino).map_or(0, |l| l.len() as u32);
+        if meta.unnamed {
+            let mut state = was_unnamed.unwrap_or_default();
+            state.linked |= links > 0;
+            self.unnamed.insert(ino, state);
+        }
         // Counted once when a node first appears (its children may have been loaded before
         // it); afterwards kept up to date incrementally.
         let subdirs = match (meta.kind, previous) {
@@ -257,8 +350,18 @@ impl Tree {
                 seen: entry.seen.clone(),
                 meta,
                 subdirs,
+                links,
             },
         );
+        if let Some(target) = target {
+            self.links.entry(target).or_default().push(ino);
+            if let Some(t) = self.nodes.get_mut(target) {
+                t.links += 1;
+            }
+            if let Some(state) = self.unnamed.get_mut(&target) {
+                state.linked = true;
+            }
+        }
         if let Some(parent) = parent {
             // The node is in the slab first: growing the table rehashes by the nodes' names.
             let Self {
@@ -300,6 +403,20 @@ impl Tree {
     /// Takes a node out of its parent's children (and the slab); returns it.
     fn remove_claim(&mut self, ino: u64) -> Option<Node> {
         let mut node = self.nodes.remove(ino)?;
+        self.unnamed.remove(&ino);
+        if node.meta.kind == EntryKind::Link
+            && let Some(&target) = node.meta.target.as_ref().and_then(|t| self.inos.get(t))
+        {
+            if let Some(links) = self.links.get_mut(&target) {
+                links.retain(|&l| l != ino);
+                if links.is_empty() {
+                    self.links.remove(&target);
+                }
+            }
+            if let Some(t) = self.nodes.get_mut(target) {
+                t.links = t.links.saturating_sub(1);
+            }
+        }
         if node.id != self.root_id
             && let Some(&parent) = self.inos.get(&node.meta.parent)
         {
@@ -352,10 +469,14 @@ impl Tree {
 
     /// The `/`-separated path of `ino` from the root (lossy UTF-8), `None` when it is not
     /// attached to the root (an orphan of a concurrent directory delete).
+    /// An unnamed entry goes by its oldest live link's name.
     pub fn path_of(&self, mut ino: u64) -> Option<String> {
         let mut parts = Vec::new();
         while ino != ROOT_INO {
-            let node = self.nodes.get(ino)?;
+            let mut node = self.nodes.get(ino)?;
+            if node.meta.unnamed {
+                node = self.nodes.get(*self.links_of(ino).first()?)?;
+            }
             parts.push(String::from_utf8_lossy(&node.meta.name).into_owned());
             let parent = self.parent_ino(node);
             if parent == ino || parts.len() > 4096 {
@@ -487,32 +608,71 @@ mod tests {
     enum Op {
         /// Entry, parent (0 is the root), name, clock.
         Upsert(u8, u8, u8, u64),
+        /// Link entry (12..16), parent, name, target (2..12: directories make it dangle),
+        /// clock.
+        Link(u8, u8, u8, u8, u64),
+        /// A file entry (4..12) left unnamed, clock.
+        Unname(u8, u64),
         Remove(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             3 => (1u8..12, 0u8..4, 0u8..3, 1u64..50).prop_map(|(n, p, name, hlc)| Op::Upsert(n, p, name, hlc)),
-            1 => (1u8..12).prop_map(Op::Remove),
+            2 => (12u8..16, 0u8..4, 0u8..3, 2u8..12, 1u64..50)
+                .prop_map(|(n, p, name, t, hlc)| Op::Link(n, p, name, t, hlc)),
+            1 => (4u8..12, 1u64..50).prop_map(|(n, hlc)| Op::Unname(n, hlc)),
+            1 => (1u8..16).prop_map(Op::Remove),
         ]
+    }
+
+    /// A live entry of the model.
+    struct Live {
+        parent: u8,
+        name: Vec<u8>,
+        version: Version,
+        unnamed: bool,
+        target: Option<u8>,
+        /// Unnamed and seen with a link since.
+        linked: bool,
     }
 
     proptest! {
         /// Whatever order versions and deletions arrive in, the tree shows what the live
         /// entries say: per directory, each claimed name's highest version under the name and
-        /// the others under conflict names; every directory's count of child directories.
+        /// the others under conflict names, a link as the entry it names (hidden while that
+        /// entry is missing or a directory), unnamed entries nowhere; every directory's count
+        /// of child directories and every file's count of names.
         #[test]
         fn the_tree_shows_exactly_the_live_entries(ops in proptest::collection::vec(op(), 1..80)) {
             let mut tree = Tree::new(id(0));
             upsert(&mut tree, entry(0, 0, "", 1, 0));
-            // The model: live entries by id: (parent, name, version).
-            let mut live: BTreeMap<u8, (u8, Vec<u8>, Version)> = BTreeMap::new();
+            let mut live: BTreeMap<u8, Live> = BTreeMap::new();
             for op in ops {
                 match op {
                     Op::Upsert(n, parent, name, hlc) => {
                         let name = format!("n{name}");
                         let (e, m) = entry(n, parent, &name, hlc, u64::from(n));
-                        live.insert(n, (parent, name.into_bytes(), e.version()));
+                        live.insert(n, Live { parent, name: name.into_bytes(), version: e.version(), unnamed: false, target: None, linked: false });
+                        tree.upsert(&e, m);
+                    }
+                    Op::Link(n, parent, name, target, hlc) => {
+                        let name = format!("n{name}");
+                        let (e, mut m) = entry(n, parent, &name, hlc, u64::from(n));
+                        m.kind = EntryKind::Link;
+                        m.target = Some(id(target));
+                        live.insert(n, Live { parent, name: name.into_bytes(), version: e.version(), unnamed: false, target: Some(target), linked: false });
+                        if let Some(t) = live.get_mut(&target) {
+                            t.linked |= t.unnamed;
+                        }
+                        tree.upsert(&e, m);
+                    }
+                    Op::Unname(n, hlc) => {
+                        let (e, mut m) = entry(n, 1, "", hlc, u64::from(n));
+                        m.unnamed = true;
+                        let linked = live.get(&n).is_some_and(|l| l.unnamed && l.linked)
+                            || live.values().any(|k| k.target == Some(n));
+                        live.insert(n, Live { parent: 1, name: Vec::new(), version: e.version(), unnamed: true, target: None, linked });
                         tree.upsert(&e, m);
                     }
                     Op::Remove(n) => {
@@ -522,19 +682,27 @@ mod tests {
                 }
             }
             prop_assert_eq!(tree.len(), live.len() + 1);
+            // What a live entry is shown as: itself, or a link's target when that is a live
+            // file; `None` when it is a dangling link.
+            let shown_as = |n: u8| -> Option<u8> {
+                match live[&n].target {
+                    None => Some(n),
+                    Some(t) => (t >= 4 && live.contains_key(&t)).then_some(t),
+                }
+            };
             for dir in 0u8..4 {
                 let mut claims: Vec<(Vec<u8>, Version, u8)> = live
                     .iter()
-                    .filter(|(_, (p, _, _))| *p == dir)
-                    .map(|(&n, (_, name, ver))| (name.clone(), *ver, n))
+                    .filter(|(n, l)| l.parent == dir && !l.unnamed && shown_as(**n).is_some())
+                    .map(|(&n, l)| (l.name.clone(), l.version, n))
                     .collect();
                 claims.sort();
                 let mut expected = Vec::new();
                 for group in claims.chunk_by(|a, b| a.0 == b.0) {
                     let ((name, _, winner), losers) = group.split_last().unwrap();
-                    expected.push((name.clone(), *winner));
+                    expected.push((name.clone(), shown_as(*winner).unwrap()));
                     for (_, ver, n) in losers {
-                        expected.push((conflict_name(name, ver), *n));
+                        expected.push((conflict_name(name, ver), shown_as(*n).unwrap()));
                     }
                 }
                 let shown: Vec<(Vec<u8>, u8)> = match tree.ino_if_known(&id(dir)) {
@@ -547,16 +715,34 @@ mod tests {
                 };
                 prop_assert_eq!(&shown, &expected);
                 if let Some(ino) = tree.ino_if_known(&id(dir)) {
+                    prop_assert_eq!(tree.has_children(ino), !expected.is_empty());
                     for (name, n) in &expected {
                         let found = tree.lookup(ino, name).map(|i| tree.get(i).unwrap().id.0[0]);
                         prop_assert_eq!(found, Some(*n));
                     }
                     if let Some(node) = tree.get(ino) {
-                        let subdirs = live.iter().filter(|(n, (p, _, _))| *p == dir && **n < 4).count();
+                        let subdirs = live.iter().filter(|(n, l)| l.parent == dir && **n < 4 && !l.unnamed).count();
                         prop_assert_eq!(node.subdirs as usize, subdirs);
                     }
                 }
             }
+            for (&n, l) in live.iter().filter(|(n, _)| (4u8..12).contains(*n)) {
+                let links = live.values().filter(|k| k.target == Some(n)).count();
+                let ino = tree.ino_if_known(&id(n)).unwrap();
+                prop_assert_eq!(tree.nlink(ino) as usize, usize::from(!l.unnamed) + links);
+            }
+            let mut orphans: Vec<u8> = tree
+                .orphans(std::time::Instant::now())
+                .into_iter()
+                .map(|(ino, _)| tree.get(ino).unwrap().id.0[0])
+                .collect();
+            orphans.sort_unstable();
+            let expected: Vec<u8> = live
+                .iter()
+                .filter(|(n, l)| l.unnamed && l.linked && !live.values().any(|k| k.target == Some(**n)))
+                .map(|(n, _)| *n)
+                .collect();
+            prop_assert_eq!(orphans, expected);
         }
     }
 }

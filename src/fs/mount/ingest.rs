@@ -413,12 +413,14 @@ impl Mount {
         self.held.lock().status()
     }
 
-    /// Makes conflict copies in every mounted volume; displaced versions of volumes this node
-    /// does not mount are settled without a copy (their members make it).
+    /// Makes conflict copies and deletes settled orphans (unnamed entries left without links)
+    /// in every mounted volume; displaced versions of volumes this node does not mount are
+    /// settled without a copy (their members make it).
     pub fn settle_conflicts(&self, min_age: std::time::Duration) -> FsResult<usize> {
         let mut copies = 0;
         for core in self.cores() {
             copies += core.settle_conflicts(min_age)?;
+            core.settle_orphans(min_age)?;
         }
         let mounted: HashSet<VolumeId> = std::iter::once(self.network_id)
             .chain(self.slots.read().iter().map(|s| s.volume.id))
