@@ -33,7 +33,8 @@ pub struct RefDisk {
 impl RefDisk {
     /// A fresh ext4 of `size_mib` MiB on a sparse file in the node's base dir: 4 KiB blocks
     /// and 256-byte inodes (nanosecond times, in-inode xattrs), mounted
-    /// `loop,nodev,nosuid,noatime,noacl` (without `noacl` where ext4 has no ACLs); unmounted (and its loop device freed) by the
+    /// `loop,nodev,nosuid,noatime,noacl` (without `noacl` on kernels that no longer know it:
+    /// ext4 then does ACLs, which the mount refuses); unmounted (and its loop device freed) by the
     /// node's drop.
     pub fn new(node: &mut Node, size_mib: u64) -> RefDisk {
         let image = node.base_path.join("ref-ext4.img");
@@ -49,7 +50,8 @@ impl RefDisk {
             CMD_TIMEOUT,
         );
         assert!(out.status.success(), "mkfs.ext4: {}", out_text(&out));
-        // A kernel built without ext4 ACLs knows no `noacl` (and has none to turn off).
+        // Recent kernels (6.18 here) no longer take `noacl`: ext4 then keeps ACLs, so a test of
+        // `system.posix_acl_*` checks the mount alone.
         let mount = |options: &str| {
             run_cmd(
                 Command::new("mount")
