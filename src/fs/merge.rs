@@ -353,6 +353,9 @@ impl FsCore {
                 }
             }
         }
+        for lost in &committed.displaced {
+            tree.contested(&lost.id);
+        }
         drop(tree);
         drop(volume);
         if report.rejected > 0 {

@@ -949,6 +949,41 @@ fn links_an_unnamed_inode_arriving_before_its_links_is_kept() {
     assert_eq!(agreed(&p), vec![("l".into(), b"v0".to_vec(), 1)]);
 }
 
+/// Links arriving out of order: B saw the inode unnamed with link `l1`; A then links `l2` and
+/// unlinks `l1`. B gets the inode's newer version and `l1`'s delete before `l2`: no concurrent
+/// versions met, so it is no orphan, and B must not delete the file everyone else still names.
+#[test]
+fn links_a_link_arriving_after_its_predecessors_delete_is_not_an_orphan() {
+    let p = pair();
+    let ino = write_file(&p.a, ROOT_INO, "f", b"v0");
+    p.a.link(ino, ROOT_INO, b"l1").unwrap();
+    p.a.unlink(ROOT_INO, b"f").unwrap();
+    p.exchange();
+    p.a.link(ino, ROOT_INO, b"l2").unwrap();
+    p.a.unlink(ROOT_INO, b"l1").unwrap();
+    let l2_id = {
+        let tree = p.a.tree.read();
+        let l2 = tree.claim(ROOT_INO, b"l2").unwrap();
+        tree.get(l2).unwrap().id
+    };
+    let (l2, rest): (Vec<_>, Vec<_>) =
+        p.a.namespace()
+            .load_all()
+            .unwrap()
+            .entries
+            .into_iter()
+            .partition(|e| e.id == l2_id);
+    p.b.apply_remote(rest).unwrap();
+    assert_eq!(
+        p.b.settle_orphans(Duration::ZERO).unwrap(),
+        0,
+        "an inode whose newer link is still on its way is no orphan"
+    );
+    p.b.apply_remote(l2).unwrap();
+    p.exchange();
+    assert_eq!(agreed(&p), vec![("l2".into(), b"v0".to_vec(), 1)]);
+}
+
 /// Two nodes rename two different names of one file: both renames stay (each name is its own
 /// entry, and renaming a link writes nothing else).
 #[test]

@@ -113,6 +113,9 @@ type Claims = HashTable<u64>;
 struct Unnamed {
     /// Seen here unnamed and with a live link.
     linked: bool,
+    /// Concurrent versions of it met here (one displaced the other): the only way an
+    /// unnamed inode loses its last link without a newer version of it saying so.
+    contested: bool,
     /// First seen here as an orphan.
     orphan_since: Option<std::time::Instant>,
 }
@@ -263,22 +266,33 @@ impl Tree {
         links.into_iter().map(|(_, l)| l).collect()
     }
 
-    /// Orphans, with when this tree first saw each so: unnamed inodes seen here with a link
-    /// and now without any (left by concurrent unlinks of their last names on two nodes).
-    /// One that never had a link here is not one: its links may still be on their way.
-    /// Marks new ones seen `now`.
+    /// Orphans, with when this tree first saw each so: unnamed inodes seen here with a link,
+    /// with concurrent versions met here, and now without any link (left by concurrent unlinks
+    /// of their last names on two nodes). One that never had a link here is not one: its
+    /// links may still be on their way; nor is one without concurrent versions: an honest
+    /// node never leaves an inode unnamed without links, so a link made after the last one
+    /// seen here is on its way. Marks new ones seen `now`.
     pub fn orphans(&mut self, now: std::time::Instant) -> Vec<(u64, std::time::Instant)> {
         let mut out = Vec::new();
         for (&ino, state) in &mut self.unnamed {
             let links = self.nodes.get(ino).map_or(0, |n| n.links);
             state.linked |= links > 0;
-            if links == 0 && state.linked {
+            if links == 0 && state.linked && state.contested {
                 out.push((ino, *state.orphan_since.get_or_insert(now)));
             } else {
                 state.orphan_since = None;
             }
         }
         out
+    }
+
+    /// Records that concurrent versions of `id` met here (see [`Tree::orphans`]).
+    pub fn contested(&mut self, id: &EntryId) {
+        if let Some(&ino) = self.inos.get(id)
+            && let Some(state) = self.unnamed.get_mut(&ino)
+        {
+            state.contested = true;
+        }
     }
 
     /// Every child with the name it is shown under, in order of the claimed names (a name's
@@ -730,6 +744,13 @@ mod tests {
                 let links = live.values().filter(|k| k.target == Some(n)).count();
                 let ino = tree.ino_if_known(&id(n)).unwrap();
                 prop_assert_eq!(tree.nlink(ino) as usize, usize::from(!l.unnamed) + links);
+            }
+            prop_assert!(
+                tree.orphans(std::time::Instant::now()).is_empty(),
+                "no orphan without concurrent versions met"
+            );
+            for n in 4u8..12 {
+                tree.contested(&id(n));
             }
             let mut orphans: Vec<u8> = tree
                 .orphans(std::time::Instant::now())
