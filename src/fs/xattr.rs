@@ -12,40 +12,17 @@
 //! so `listxattr` hides `trusted.` names from every caller but uid 0.
 
 use super::{FsCore, FsError, FsResult, XattrSet};
-use crate::namespace::entry::{MAX_XATTR_NAME_LEN, Xattr};
+use crate::namespace::entry::{
+    MAX_XATTR_NAME_LEN, XATTR_BUDGET as BUDGET, XATTR_NAMESPACES as STORED, Xattr,
+    xattr_cost as cost,
+};
 use crate::namespace::{EntryKind, EntryMeta, Timestamp};
-
-/// Namespaces that are stored, with whether listing them needs uid 0.
-const STORED: [(&[u8], bool); 3] = [
-    (b"user.", false),
-    (b"trusted.", true),
-    (b"security.", false),
-];
-
-/// Room for attributes per inode: one 4 KiB ext4 block less its 32-byte header and 4-byte end
-/// marker, counted as ext4 does (see [`cost`]). Past it ext4 (without `ea_inode`) and this
-/// filesystem answer ENOSPC.
-const BUDGET: usize = 4096 - 32 - 4;
 
 const S_ISUID: u32 = 0o4000;
 const S_ISGID: u32 = 0o2000;
 const S_IXGRP: u32 = 0o0010;
 /// File capabilities, removed by a write as the set-user-id bit is.
 const CAPABILITY: &[u8] = b"security.capability";
-
-fn pad4(n: usize) -> usize {
-    n.div_ceil(4) * 4
-}
-
-/// What one attribute takes of [`BUDGET`]: ext4's 16-byte entry header, its name without the
-/// namespace prefix and its value, each padded to 4 bytes.
-fn cost(name: &[u8], value: &[u8]) -> usize {
-    let prefix = STORED
-        .iter()
-        .find(|(p, _)| name.starts_with(p))
-        .map_or(0, |(p, _)| p.len());
-    16 + pad4(name.len() - prefix) + pad4(value.len())
-}
 
 /// Checks that `name` is in a stored namespace and names something in it.
 fn check_name(name: &[u8]) -> FsResult<()> {

@@ -171,6 +171,32 @@ pub const MAX_XATTR_NAME_LEN: usize = 255;
 /// Largest extended attribute value, as on Linux.
 pub const MAX_XATTR_VALUE_LEN: usize = 65_536;
 
+/// Namespaces an extended attribute may be in, with whether listing it needs uid 0.
+pub const XATTR_NAMESPACES: [(&[u8], bool); 3] = [
+    (b"user.", false),
+    (b"trusted.", true),
+    (b"security.", false),
+];
+
+/// Room for extended attributes per entry: one 4 KiB ext4 block less its 32-byte header and
+/// 4-byte end marker, counted as ext4 does (see [`xattr_cost`]). Past it ext4 (without
+/// `ea_inode`) and the mount answer ENOSPC, and an entry from a peer is refused.
+pub const XATTR_BUDGET: usize = 4096 - 32 - 4;
+
+fn pad4(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// What one attribute takes of [`XATTR_BUDGET`]: ext4's 16-byte entry header, its name without
+/// the namespace prefix and its value, each padded to 4 bytes.
+pub fn xattr_cost(name: &[u8], value: &[u8]) -> usize {
+    let prefix = XATTR_NAMESPACES
+        .iter()
+        .find(|(p, _)| name.starts_with(p))
+        .map_or(0, |(p, _)| p.len());
+    16 + pad4(name.len() - prefix) + pad4(value.len())
+}
+
 /// One extended attribute of an entry: its full name (`user.comment`) and value.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Xattr {
@@ -330,6 +356,20 @@ impl EntryMeta {
         });
         if !names_ok || !self.xattrs.windows(2).all(|w| w[0].name < w[1].name) {
             return Err("extended attributes are not sorted, unique and within limits");
+        }
+        // What a local setxattr allows, so that a peer cannot make every node hold more.
+        let in_namespace = self.xattrs.iter().all(|x| {
+            XATTR_NAMESPACES
+                .iter()
+                .any(|(p, _)| x.name.starts_with(p) && x.name.len() > p.len())
+        });
+        let used: usize = self
+            .xattrs
+            .iter()
+            .map(|x| xattr_cost(&x.name, &x.value))
+            .sum();
+        if !in_namespace || used > XATTR_BUDGET {
+            return Err("extended attributes outside the stored namespaces or over the budget");
         }
         Ok(())
     }
@@ -944,8 +984,11 @@ mod tests {
             },
             EntryMeta {
                 xattrs: vec![
-                    xattr(b"trusted.x", MAX_XATTR_VALUE_LEN),
-                    xattr(&[b'u'; MAX_XATTR_NAME_LEN], 0),
+                    xattr(b"trusted.x", 3700),
+                    xattr(
+                        &[&b"user."[..], &[b'u'; MAX_XATTR_NAME_LEN - 5]].concat(),
+                        0,
+                    ),
                 ],
                 ..empty(EntryKind::Dir)
             },
@@ -1007,6 +1050,20 @@ mod tests {
             },
             EntryMeta {
                 rdev: 1,
+                ..meta("n")
+            },
+            // Attributes within the per-entry budget a local setxattr keeps to, in the stored
+            // namespaces.
+            EntryMeta {
+                xattrs: vec![xattr(b"user.a", 2100), xattr(b"user.b", 2100)],
+                ..meta("n")
+            },
+            EntryMeta {
+                xattrs: vec![xattr(b"other.a", 1)],
+                ..meta("n")
+            },
+            EntryMeta {
+                xattrs: vec![xattr(b"user.", 1)],
                 ..meta("n")
             },
             // Attributes sorted and unique, names and values within Linux's limits.
