@@ -175,7 +175,7 @@ impl FsCore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{ME, fixture, write_file};
+    use crate::fs::tests::{ME, fixture, write_file};
     use super::*;
     use crate::fs::{ROOT_INO, SetAttr};
 
