@@ -177,9 +177,10 @@ impl FsCore {
             orphans = settled.len(),
             "unnamed entries whose last links went concurrently: deleted"
         );
-        // Written on every version of it this node holds, the concurrent ones that lost too
-        // (a node that still has one as its state then takes the delete; once such a version
-        // is settled here, that node's named version beats the delete and the name comes back).
+        // Written on top of every version of it this node still holds, the concurrent ones that
+        // lost too (a node that still has one as its state then takes the delete). Usually the
+        // conflict settle of the same pass has already dropped those; then a node whose state
+        // is the named version that lost keeps it, it beats the delete, and the name comes back.
         let displaced = self.namespace.displaced()?;
         let deletes = settled
             .iter()

@@ -175,8 +175,8 @@ impl FsCore {
 
 #[cfg(test)]
 mod tests {
-    use crate::fs::tests::{ME, fixture, write_file};
     use super::*;
+    use crate::fs::tests::{ME, fixture, write_file};
     use crate::fs::{ROOT_INO, SetAttr};
 
     #[test]

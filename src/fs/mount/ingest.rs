@@ -420,7 +420,10 @@ impl Mount {
         let mut copies = 0;
         for core in self.cores() {
             copies += core.settle_conflicts(min_age)?;
-            core.settle_orphans(min_age)?;
+            // One volume's failure leaves the others' orphans to be settled all the same.
+            if let Err(e) = core.settle_orphans(min_age) {
+                tracing::warn!(error = %e, "cannot settle a volume's orphaned entries; retrying at the next pass");
+            }
         }
         let mounted: HashSet<VolumeId> = std::iter::once(self.network_id)
             .chain(self.slots.read().iter().map(|s| s.volume.id))
