@@ -546,11 +546,8 @@ impl FsCore {
             changes.push((node.id, None));
         }
         let inode = tree.get(ino).ok_or(FsError::NotFound)?;
-        let other_links = tree
-            .links_of(ino)
-            .into_iter()
-            .filter(|&l| l != claim)
-            .count();
+        // The tree keeps the count: a file with many names is not walked for every unlink.
+        let other_links = inode.links - u32::from(ino != claim);
         let named = !inode.meta.unnamed && ino != claim;
         if inode.meta.kind == EntryKind::Dir || (other_links == 0 && !named) {
             changes.push((inode.id, None));

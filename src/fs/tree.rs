@@ -8,7 +8,7 @@
 //! a directory's children are a hash table of inode numbers alone: the name and version of a
 //! claim are read from the child's node, not copied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
@@ -127,7 +127,7 @@ pub struct Tree {
     children: HashMap<u64, Claims>,
     /// The `Link` nodes naming each inode, by the inode's number (kept whether or not that
     /// inode is present: a link can arrive before the entry it names).
-    links: HashMap<u64, Vec<u64>>,
+    links: HashMap<u64, HashSet<u64>>,
     /// Unnamed inodes: whether this tree saw each with a link, and since when without one.
     unnamed: HashMap<u64, Unnamed>,
     hasher: RandomState,
@@ -368,7 +368,7 @@ impl Tree {
             },
         );
         if let Some(target) = target {
-            self.links.entry(target).or_default().push(ino);
+            self.links.entry(target).or_default().insert(ino);
             if let Some(t) = self.nodes.get_mut(target) {
                 t.links += 1;
             }
@@ -422,7 +422,7 @@ impl Tree {
             && let Some(&target) = node.meta.target.as_ref().and_then(|t| self.inos.get(t))
         {
             if let Some(links) = self.links.get_mut(&target) {
-                links.retain(|&l| l != ino);
+                links.remove(&ino);
                 if links.is_empty() {
                     self.links.remove(&target);
                 }
