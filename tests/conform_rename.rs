@@ -13,16 +13,6 @@ use common::*;
 
 conform_child!();
 
-fn rename2(root: &Path, from: &str, to: &str, flags: u32) -> io::Result<()> {
-    Op::Rename {
-        from: root.join(from),
-        to: root.join(to),
-        flags,
-    }
-    .run()
-    .map(|_| ())
-}
-
 /// The names in `dir` (relative to `root`) with each file's content, sorted.
 fn tree(root: &Path, dir: &str) -> io::Result<Vec<(String, Option<Vec<u8>>)>> {
     let mut out = Vec::new();

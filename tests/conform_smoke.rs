@@ -11,16 +11,6 @@ use common::*;
 
 conform_child!();
 
-fn rename2(root: &Path, from: &str, to: &str, flags: u32) -> io::Result<()> {
-    Op::Rename {
-        from: root.join(from),
-        to: root.join(to),
-        flags,
-    }
-    .run()
-    .map(|_| ())
-}
-
 #[test]
 fn mkdir_write_stat_rename_agree_with_ext4() {
     let mut n = Node::init();

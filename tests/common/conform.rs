@@ -820,6 +820,17 @@ pub fn hold_as(creds: &Creds, ops: &[Op]) -> Held {
     }
 }
 
+/// `renameat2(from, to, flags)` under `root`, as a test calls it in its own process.
+pub fn rename2(root: &Path, from: &str, to: &str, flags: u32) -> io::Result<()> {
+    Op::Rename {
+        from: root.join(from),
+        to: root.join(to),
+        flags,
+    }
+    .run()
+    .map(|_| ())
+}
+
 /// Runs `ops` in order as `creds` and returns each one's outcome: in a child process (this
 /// test binary re-executed into its [`conform_child!`] test, which takes the credentials
 /// before running them), so no `fork` in a multithreaded process.
