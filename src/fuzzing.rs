@@ -212,6 +212,7 @@ fn with_payload(plain: &[u8]) -> Entry {
         author: UserId([0; 32]),
         origin: 1,
         deleted: false,
+        purge: false,
         seen: vec![(1, Hlc(1))],
         chunks,
         payload,

@@ -539,6 +539,7 @@ mod tests {
             author: UserId([0; 32]),
             origin,
             deleted: false,
+            purge: false,
             seen: vec![(origin, Hlc(hlc << 16))],
             chunks: vec![],
             payload: vec![],

@@ -417,6 +417,11 @@ pub struct Entry {
     /// Tag of the node that wrote this version (for conflict names and tie-breaks).
     pub origin: u64,
     pub deleted: bool,
+    /// A tombstone that also erases every kept earlier version of the entry it covers (`p2pfs-ctl
+    /// purge`): nodes drop their history of it and delete the chunks only it kept at once.
+    /// Left out of the encoding when false, so every other entry encodes as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub purge: bool,
     /// The history this version was written on (see [`Seen`]); holds `(origin, hlc)` itself.
     pub seen: Seen,
     /// Sorted, de-duplicated ids of the chunks this version references.
@@ -437,6 +442,8 @@ struct DecodedEntry {
     author: UserId,
     origin: u64,
     deleted: bool,
+    #[serde(default)]
+    purge: bool,
     seen: Seen,
     chunks: Vec<ChunkId>,
     #[serde(with = "serde_bytes")]
@@ -456,6 +463,7 @@ impl TryFrom<DecodedEntry> for Entry {
             author: d.author,
             origin: d.origin,
             deleted: d.deleted,
+            purge: d.purge,
             seen: d.seen,
             chunks: d.chunks,
             payload: d.payload,
@@ -463,6 +471,9 @@ impl TryFrom<DecodedEntry> for Entry {
         };
         if !entry.chunks.windows(2).all(|w| w[0] < w[1]) {
             return Err("chunk set is not sorted and unique");
+        }
+        if entry.purge && !entry.deleted {
+            return Err("only a tombstone can purge");
         }
         if entry.seen.len() > MAX_SEEN
             || !entry.seen.windows(2).all(|w| w[0].0 < w[1].0)
@@ -482,6 +493,8 @@ struct SignedFields<'a> {
     author: &'a UserId,
     origin: u64,
     deleted: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    purge: bool,
     seen: &'a [(u64, Hlc)],
     chunks: &'a [ChunkId],
     #[serde(with = "serde_bytes")]
@@ -546,6 +559,17 @@ impl EntrySealer<'_> {
         self.sign(id, hlc, base, true, Vec::new(), Vec::new())
     }
 
+    /// A tombstone for `id` that also erases every earlier version of it that it covers (see
+    /// [`Entry::purge`]).
+    pub fn purge_tombstone(&self, id: EntryId, hlc: Hlc, base: &[(u64, Hlc)]) -> Entry {
+        let mut entry = Entry {
+            purge: true,
+            ..self.sign(id, hlc, base, true, Vec::new(), Vec::new())
+        };
+        entry.signature = self.signer.sign(&entry.signed_bytes()).to_bytes();
+        entry
+    }
+
     fn sign(
         &self,
         id: EntryId,
@@ -562,6 +586,7 @@ impl EntrySealer<'_> {
             author: UserId(self.signer.verifying_key().to_bytes()),
             origin: self.origin,
             deleted,
+            purge: false,
             seen: descend(base, self.origin, hlc),
             chunks,
             payload,
@@ -620,6 +645,7 @@ impl Entry {
                 author: &self.author,
                 origin: self.origin,
                 deleted: self.deleted,
+                purge: self.purge,
                 seen: &self.seen,
                 chunks: &self.chunks,
                 payload: &self.payload,
@@ -1134,6 +1160,7 @@ mod tests {
             author: UserId([origin as u8; 32]),
             origin,
             deleted,
+            purge: false,
             seen: descend(base, origin, Hlc(hlc)),
             chunks: vec![],
             payload: vec![],

@@ -7,6 +7,8 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::entry::{self, Entry, EntryError, EntryKey, VolumeId};
+use super::history::HistoryTables;
+use super::retention::{RetentionPolicy, RetentionTable};
 use crate::block::ChunkId;
 use crate::util::hlc::Hlc;
 
@@ -15,7 +17,7 @@ use crate::util::hlc::Hlc;
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 /// Chunk id -> how many stored live entries reference it. Kept in the same transaction as
 /// `entries`, so garbage collection asks it instead of scanning the namespace.
-const CHUNK_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("chunk_refs");
+pub(super) const CHUNK_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("chunk_refs");
 /// Ids of stored tombstones (for expiry, without a scan).
 const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("tombstones");
 /// Expired tombstones: gone from `entries` (so from digests and sync), kept here to refuse the
@@ -39,6 +41,34 @@ fn displaced_key(e: &Entry) -> Vec<u8> {
     k
 }
 
+/// Removes the displaced versions of `purge`'s entry that it covers; their released chunks go
+/// into `released`.
+fn drop_covered_displaced(
+    displaced: &mut redb::Table<&[u8], &[u8]>,
+    refs: &mut redb::Table<&[u8], u64>,
+    purge: &Entry,
+    released: &mut Vec<ChunkId>,
+) -> Result<(), NamespaceError> {
+    let prefix = purge.key().to_bytes();
+    let mut covered = Vec::new();
+    for row in displaced.range(&prefix[..]..).map_err(db_err)? {
+        let (k, v) = row.map_err(db_err)?;
+        if !k.value().starts_with(&prefix) {
+            break;
+        }
+        if let Some(e) = v.value().get(8..).and_then(|b| Entry::from_bytes(b).ok())
+            && purge.covers(&e)
+        {
+            covered.push((k.value().to_vec(), e));
+        }
+    }
+    for (key, e) in covered {
+        displaced.remove(key.as_slice()).map_err(db_err)?;
+        count_refs(refs, &e.chunks, -1, released)?;
+    }
+    Ok(())
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -48,7 +78,7 @@ fn now_ms() -> u64 {
 
 /// Adds `delta` (+1 or -1) to the reference count of each chunk; a count that reaches zero is
 /// removed and reported in `released`.
-fn count_refs(
+pub(super) fn count_refs(
     refs: &mut redb::Table<&[u8], u64>,
     chunks: &[ChunkId],
     delta: i64,
@@ -163,7 +193,7 @@ impl NamespaceError {
     }
 }
 
-fn db_err(e: impl Into<redb::Error>) -> NamespaceError {
+pub(super) fn db_err(e: impl Into<redb::Error>) -> NamespaceError {
     NamespaceError::Db(e.into())
 }
 
@@ -193,6 +223,9 @@ pub struct NamespaceStore {
     digest: std::sync::Arc<parking_lot::Mutex<Option<Digest>>>,
     /// Scans made by [`NamespaceStore::versions_in_where`] (status and tests).
     version_scans: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// How long each volume keeps replaced versions ([`super::history`]). Until the node sets
+    /// it, none are kept.
+    retention: std::sync::Arc<parking_lot::RwLock<RetentionTable>>,
 }
 
 /// What a commit changed.
@@ -205,6 +238,8 @@ pub struct Committed {
     pub displaced: Vec<Entry>,
     /// Chunks no stored entry references any more.
     pub released: Vec<ChunkId>,
+    /// Chunks a purge tombstone released: GC deletes them at once, without the grace period.
+    pub purged: Vec<ChunkId>,
     /// Incoming versions refused because an expired tombstone deleted them, with that
     /// tombstone (the sender had missed the deletion).
     pub forgotten: Vec<Entry>,
@@ -228,6 +263,7 @@ impl NamespaceStore {
         txn.open_table(TOMBSTONES).map_err(db_err)?;
         txn.open_table(FORGOTTEN).map_err(db_err)?;
         txn.open_table(DISPLACED).map_err(db_err)?;
+        HistoryTables::open(&txn)?;
         {
             let mut meta = txn.open_table(META).map_err(db_err)?;
             let layout = meta.get("layout").map_err(db_err)?.map(|v| v.value());
@@ -245,7 +281,19 @@ impl NamespaceStore {
             db: std::sync::Arc::new(db),
             digest: Default::default(),
             version_scans: Default::default(),
+            retention: std::sync::Arc::new(parking_lot::RwLock::new(RetentionTable {
+                default: RetentionPolicy::OFF,
+                volumes: Default::default(),
+            })),
         })
+    }
+
+    pub(super) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    pub(super) fn retention_table(&self) -> &parking_lot::RwLock<RetentionTable> {
+        &self.retention
     }
 
     /// Versions waiting to become conflict copies, with their arrival (ms since the epoch).
@@ -496,6 +544,8 @@ impl NamespaceStore {
     /// Returns the entries that changed the store, and the live versions that lost to a
     /// concurrent one (whose content the caller keeps as conflict copies).
     pub fn commit(&self, entries: &[Entry]) -> Result<Committed, NamespaceError> {
+        let policies = self.retention.read().clone();
+        let now = now_ms();
         let mut digest = self.digest.lock();
         let mut delta = vec![[0u8; 32]; 256];
         let txn = self.db.begin_write().map_err(db_err)?;
@@ -506,6 +556,7 @@ impl NamespaceStore {
             let mut index = txn.open_table(TOMBSTONES).map_err(db_err)?;
             let mut displaced = txn.open_table(DISPLACED).map_err(db_err)?;
             let forgotten = txn.open_table(FORGOTTEN).map_err(db_err)?;
+            let mut history = HistoryTables::open(&txn)?;
             for incoming in entries {
                 let key = &incoming.key().to_bytes()[..];
                 let (current, current_hash) = match table.get(key).map_err(db_err)? {
@@ -531,6 +582,13 @@ impl NamespaceStore {
                         continue;
                     }
                 };
+                // A purge erases what it covers whether or not it wins: the versions it was
+                // written on top of, kept here or waiting as conflict copies.
+                let mut purged = Vec::new();
+                if incoming.purge && incoming.deleted {
+                    history.purge(&mut refs, incoming, &mut purged)?;
+                    drop_covered_displaced(&mut displaced, &mut refs, incoming, &mut purged)?;
+                }
                 if let Some(lost) = resolution.displaced {
                     let dkey = displaced_key(lost);
                     if displaced.get(dkey.as_slice()).map_err(db_err)?.is_none() {
@@ -544,6 +602,7 @@ impl NamespaceStore {
                     }
                 }
                 if !std::ptr::eq(resolution.keep, incoming) {
+                    out.purged.extend(purged);
                     continue;
                 }
                 let bytes = incoming.to_bytes();
@@ -561,8 +620,22 @@ impl NamespaceStore {
                 // Count the new version's chunks before releasing the old one's, so chunks
                 // the two share never drop to zero.
                 count_refs(&mut refs, &incoming.chunks, 1, &mut out.released)?;
-                let old: &[ChunkId] = current.as_ref().map_or(&[], |c| &c.chunks);
-                count_refs(&mut refs, old, -1, &mut out.released)?;
+                let policy = policies.of(&incoming.volume);
+                let released = if incoming.purge {
+                    &mut purged
+                } else {
+                    &mut out.released
+                };
+                match &current {
+                    Some(old) if !old.deleted && !incoming.purge && policy.keeps_versions() => {
+                        history.keep(&mut refs, old, incoming.hlc, now, policy, released)?
+                    }
+                    _ => {
+                        let old: &[ChunkId] = current.as_ref().map_or(&[], |c| &c.chunks);
+                        count_refs(&mut refs, old, -1, released)?;
+                    }
+                }
+                out.purged.extend(purged);
                 out.applied.push(incoming.clone());
             }
         }
@@ -739,14 +812,15 @@ impl NamespaceStore {
 }
 
 #[cfg(test)]
-mod purge_tests {
+pub(super) mod purge_tests {
     use super::*;
     use crate::block::{ChunkKey, ChunkRef};
     use crate::namespace::EntryId;
     use crate::namespace::entry::{EntryKind, EntryMeta, EntrySealer, Timestamp, VolumeId};
     use ed25519_dalek::SigningKey;
 
-    fn file(chunk: u8) -> EntryMeta {
+    /// A one-chunk file's metadata (also for `history`'s tests).
+    pub(in crate::namespace) fn file(chunk: u8) -> EntryMeta {
         let mut m = EntryMeta::new_empty(
             EntryId([0; 16]),
             b"f".to_vec(),

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::entry::{Entry, EntryError, EntryMeta, EntrySealer, VersionHash, name_is_valid};
+use super::retention::RetentionPolicy;
 use super::{EntryId, EntryKey, UserId, VolumeId};
 use crate::block::ChunkSecret;
 use crate::identity::UserIdentity;
@@ -136,6 +137,10 @@ pub struct VolumeRecord {
     /// removed writer signs later).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<KeptVersions>,
+    /// How long replaced versions are kept (see `namespace::retention`); absent: the node's
+    /// config decides. In clear: every node holding the volume's chunks honours it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPolicy>,
     /// age-encrypted to every member: the `Secrets`.
     #[serde(with = "serde_bytes")]
     pub sealed: Vec<u8>,
@@ -315,6 +320,8 @@ pub struct Volume {
     pub writers: Vec<UserId>,
     pub revoked: Vec<(UserId, Hlc)>,
     pub kept: Vec<KeptVersions>,
+    /// The owner's retention policy, if it set one.
+    pub retention: Option<RetentionPolicy>,
     pub members: Vec<Member>,
     /// Anyone who can sign may write (the network volume: admission is the network key).
     pub open: bool,
@@ -353,6 +360,7 @@ impl Volume {
             writers: vec![me.id],
             revoked: Vec::new(),
             kept: Vec::new(),
+            retention: None,
             members: vec![Member {
                 user: me.id,
                 recipient: me.recipient.to_string(),
@@ -418,6 +426,7 @@ impl Volume {
             writers: Vec::new(),
             revoked: Vec::new(),
             kept: Vec::new(),
+            retention: None,
             members: Vec::new(),
             open: true,
             keys: Vec::new(),
@@ -662,6 +671,7 @@ impl Volume {
             writers: self.writers.clone(),
             revoked: self.revoked.clone(),
             kept: self.kept.clone(),
+            retention: self.retention,
             sealed,
         })
     }
@@ -727,6 +737,7 @@ impl Volume {
             writers: record.writers.clone(),
             revoked: record.revoked.clone(),
             kept: record.kept.clone(),
+            retention: record.retention.map(RetentionPolicy::clipped),
             members: secrets.members.clone(),
             open: false,
             keys: Vec::new(),

@@ -212,6 +212,16 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "allow_remote",
         "Allow `listen` on an address other than loopback. Off by default: the metrics show\nthis node's peer id, its peers by state and its traffic and activity to anyone\nwho can reach the port, without authentication.",
     ),
+    (
+        "retention",
+        "days",
+        "Days a file's earlier versions (overwritten or deleted) are kept for `p2pfs-ctl\nversions`, `restore` and the snapshot views, in the network volume and in\nvolumes whose owner set no policy; fractions allowed; 0 keeps none.",
+    ),
+    (
+        "retention",
+        "max_versions",
+        "At most this many earlier versions kept per file (the newest); 0: no cap.",
+    ),
 ];
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -222,6 +232,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub fuse: FuseConfig,
     pub metrics: MetricsConfig,
+    pub retention: RetentionConfig,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -330,6 +341,31 @@ pub struct MetricsConfig {
     /// Allow `listen` on a non-loopback address: the metrics reveal the node's peer id, its
     /// peers and its traffic, and the endpoint has no authentication.
     pub allow_remote: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days a version replaced by an overwrite or a delete is kept (fractions allowed); 0: none.
+    pub days: f64,
+    /// At most this many replaced versions per file; 0: no cap.
+    pub max_versions: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            days: 7.0,
+            max_versions: 0,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The policy of the network volume, and of member volumes whose owner set none.
+    pub fn policy(&self) -> crate::namespace::RetentionPolicy {
+        crate::namespace::RetentionPolicy::from_days(self.days, self.max_versions)
+    }
 }
 
 impl MetricsConfig {
@@ -495,6 +531,13 @@ impl Config {
         }
         if s.seal_threads == 0 || s.seal_threads > 64 {
             return Err("storage.seal_threads must be between 1 and 64".into());
+        }
+        let r = &self.retention;
+        if !r.days.is_finite() || r.days < 0.0 || r.days > 3650.0 {
+            return Err(format!(
+                "retention.days must be between 0 and 3650, not {}",
+                r.days
+            ));
         }
         let n = &self.network;
         if n.replicas == 0 || n.replicas > 16 {

@@ -478,6 +478,7 @@ fn unknown_volume_entry(volume: u8, payload: usize) -> Entry {
         author: UserId([1; 32]),
         origin: 1,
         deleted: false,
+        purge: false,
         seen: vec![(1, crate::util::hlc::Hlc(1))],
         chunks: vec![],
         payload: vec![0; payload],
