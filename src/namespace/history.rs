@@ -234,6 +234,32 @@ impl NamespaceStore {
         Ok(())
     }
 
+    /// The state of every entry of `volume` at `at`: for each entry, the version that was
+    /// current then, i.e. a kept version with `hlc <= at < replaced_at`, or the stored live
+    /// version if its `hlc <= at`. Entries deleted by then, or created after, are absent; so
+    /// are versions this node never held (it keeps what it saw). One scan of the current
+    /// states (rows of other volumes skipped by key) and one range of the volume's history.
+    pub fn versions_at(&self, volume: &VolumeId, at: Hlc) -> Result<Vec<Entry>, NamespaceError> {
+        let mut state: std::collections::HashMap<super::EntryId, Entry> = Default::default();
+        let current = self.placed_versions_in_where(|v| v == volume, |e| e.hlc <= at)?;
+        for (placed, e) in current {
+            if placed == super::StoredAs::Current && !e.deleted {
+                state.insert(e.id, e);
+            }
+        }
+        self.for_each_history(volume, |row| {
+            if row.entry.hlc <= at && at < row.replaced_at && !row.entry.deleted {
+                let newer = state
+                    .get(&row.entry.id)
+                    .is_none_or(|held| row.entry.hlc > held.hlc);
+                if newer {
+                    state.insert(row.entry.id, row.entry);
+                }
+            }
+        })?;
+        Ok(state.into_values().collect())
+    }
+
     /// How many versions are kept, in all volumes.
     pub fn history_len(&self) -> Result<u64, NamespaceError> {
         let txn = self.db().begin_read().map_err(db_err)?;
@@ -532,5 +558,39 @@ mod tests {
         let mut live = sealer(&sk).seal(EntryId([5; 16]), Hlc(10), &[], &file(1));
         live.purge = true;
         assert!(Entry::from_bytes(&live.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_state_at_a_time_is_the_version_current_then() {
+        let (_dir, store) = store(DAY);
+        let sk = SigningKey::from_bytes(&[1; 32]);
+        let (a, b) = (EntryId([5; 16]), EntryId([6; 16]));
+        let a1 = sealer(&sk).seal(a, Hlc(10), &[], &file(1));
+        let a2 = sealer(&sk).seal(a, Hlc(20), &a1.seen, &file(2));
+        let b1 = sealer(&sk).seal(b, Hlc(15), &[], &file(3));
+        let b_gone = sealer(&sk).tombstone(b, Hlc(25), &b1.seen);
+        for e in [&a1, &b1, &a2, &b_gone] {
+            store.commit(std::slice::from_ref(e)).unwrap();
+        }
+        let at = |t| {
+            let mut v = store.versions_at(&VOLUME, Hlc(t)).unwrap();
+            v.sort_by_key(|e| e.id);
+            v
+        };
+        assert_eq!(at(5), vec![]);
+        assert_eq!(at(12), vec![a1.clone()]);
+        assert_eq!(at(16), vec![a1.clone(), b1.clone()]);
+        assert_eq!(at(22), vec![a2.clone(), b1.clone()]);
+        assert_eq!(at(30), vec![a2.clone()]);
+        // Once the tombstone expired, the kept version still ends where it was deleted.
+        assert_eq!(store.forget(std::slice::from_ref(&b_gone)).unwrap(), 1);
+        assert_eq!(at(22), vec![a2.clone(), b1]);
+        assert_eq!(at(30), vec![a2]);
+        assert!(
+            store
+                .versions_at(&VolumeId([9; 16]), Hlc(30))
+                .unwrap()
+                .is_empty()
+        );
     }
 }
