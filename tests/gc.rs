@@ -1,6 +1,7 @@
 //! Garbage collection with real nodes: a deleted or overwritten file's chunks leave every
-//! node's store after the grace period, tombstones expire, and nothing still referenced (a
-//! long write in progress, the same content written again right after a delete) is touched.
+//! node's store after the grace period (with retention off), or once its retention passed,
+//! tombstones expire, nothing still referenced (a long write in progress, the same content
+//! written again right after a delete) is touched, and a purge erases every version at once.
 //! Needs root (FUSE mounts).
 
 mod common;
@@ -13,12 +14,23 @@ use std::time::Duration;
 const CHUNK: usize = 65_536;
 const GRACE: &str = "2";
 
+/// Nodes that keep no earlier versions: deleted data is garbage after the grace period.
 fn gc_cluster(n: usize) -> Cluster {
+    gc_cluster_keeping(n, "0", GRACE)
+}
+
+/// Nodes that keep earlier versions `days` (`--retention-days`), with a GC grace of `grace` s.
+fn gc_cluster_keeping(n: usize, days: &str, grace: &str) -> Cluster {
     Cluster::start_opts(
         n,
         ClusterOpts {
             chunk_size: Some(CHUNK),
-            extra_args: vec!["--gc-grace".into(), GRACE.into()],
+            extra_args: vec![
+                "--gc-grace".into(),
+                grace.into(),
+                "--retention-days".into(),
+                days.into(),
+            ],
             ..ClusterOpts::replicas(3)
         },
     )
@@ -189,4 +201,146 @@ fn content_written_again_just_before_collection_survives() {
         );
         wait_for_file(&n.p("y.bin"), &data, SPREAD_TIMEOUT).unwrap();
     }
+}
+
+fn kept_versions(n: &Node) -> u64 {
+    n.status()["retention"]["kept_versions"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// With retention on, a deleted and an overwritten file's chunks stay on every node for the
+/// retention period (well past the grace period), counted as what retention costs; then they
+/// leave every node.
+#[test]
+fn retention_keeps_old_versions_then_their_chunks_leave_every_node() {
+    // 0.0004 days = 34.6 s.
+    let c = gc_cluster_keeping(3, "0.0004", GRACE);
+    let (a, b) = (random_bytes(11, 6 * CHUNK), random_bytes(12, 5 * CHUNK));
+    write_and_close(&c.nodes[0].p("a.bin"), &a).unwrap();
+    write_and_close(&c.nodes[0].p("b.bin"), &b).unwrap();
+    for n in &c.nodes {
+        wait_for_file(&n.p("b.bin"), &b, SPREAD_TIMEOUT).unwrap();
+    }
+    let old: BTreeSet<String> = chunks_of(&c, "a.bin")
+        .union(&chunks_of(&c, "b.bin"))
+        .cloned()
+        .collect();
+    std::fs::remove_file(c.nodes[1].p("a.bin")).unwrap();
+    let b2 = random_bytes(13, 5 * CHUNK);
+    write_and_close(&c.nodes[2].p("b.bin"), &b2).unwrap();
+    for n in &c.nodes {
+        wait_for_file(&n.p("b.bin"), &b2, SPREAD_TIMEOUT).unwrap();
+    }
+    let deleted_at = std::time::Instant::now();
+    // Several grace periods later every node still holds the old versions' chunks, and says
+    // what they cost.
+    // (a pass every second, 2 s of grace).
+    wait_passes(&c.nodes, "gc", 4);
+    assert!(
+        deleted_at.elapsed() < Duration::from_secs(30),
+        "too slow to check before the retention ends"
+    );
+    for (i, n) in c.nodes.iter().enumerate() {
+        let held = n.chunk_ids();
+        assert!(
+            old.is_subset(&held),
+            "node {} dropped chunks of kept versions: {} missing",
+            i + 1,
+            old.difference(&held).count()
+        );
+        let s = n.status();
+        assert!(kept_versions(n) >= 2, "{}", s["retention"]);
+        assert!(
+            s["retention"]["retained_bytes"].as_u64().unwrap_or(0) >= 11 * CHUNK as u64,
+            "{}",
+            s["retention"]
+        );
+    }
+    let df = c.nodes[0].ctl_ok(&["df"]);
+    assert!(df.contains("earlier versions kept (retention)"), "{df}");
+    // Past the retention period they leave every node.
+    assert!(
+        wait_until(Duration::from_secs(90), || stores(&c)
+            .iter()
+            .all(|s| s.is_disjoint(&old))),
+        "expired versions' chunks left behind: {:?}{}",
+        stores(&c)
+            .iter()
+            .map(|s| s.intersection(&old).count())
+            .collect::<Vec<_>>(),
+        c.report()
+    );
+    assert!(deleted_at.elapsed() >= Duration::from_secs(34));
+    for n in &c.nodes {
+        assert_file_eq(&n.p("b.bin"), &b2);
+    }
+}
+
+/// `p2pfs-ctl purge` erases a file and every earlier version from every node at once: with
+/// a week of retention and a minute of GC grace, the chunks of all its versions leave every
+/// store within seconds. A node that was down when the purge was issued erases them when it
+/// is back.
+#[test]
+fn purge_erases_every_version_on_every_node_at_once() {
+    let mut c = gc_cluster_keeping(3, "7", "60");
+    let v1 = random_bytes(21, 4 * CHUNK);
+    let v2 = random_bytes(22, 4 * CHUNK);
+    write_and_close(&c.nodes[0].p("secret.bin"), &v1).unwrap();
+    for n in &c.nodes {
+        wait_for_file(&n.p("secret.bin"), &v1, SPREAD_TIMEOUT).unwrap();
+    }
+    let first = chunks_of(&c, "secret.bin");
+    write_and_close(&c.nodes[0].p("secret.bin"), &v2).unwrap();
+    for n in &c.nodes {
+        wait_for_file(&n.p("secret.bin"), &v2, SPREAD_TIMEOUT).unwrap();
+    }
+    let both: BTreeSet<String> = first.union(&chunks_of(&c, "secret.bin")).cloned().collect();
+    assert_eq!(both.len(), 8);
+    // Node 3 goes down; the file is deleted, then purged, on node 2.
+    c.nodes[2].stop();
+    std::fs::remove_file(c.nodes[1].p("secret.bin")).unwrap();
+    let kept_before: Vec<u64> = c.nodes[..2].iter().map(kept_versions).collect();
+    let out = c.nodes[1].ctl_ok(&["purge", "secret.bin"]);
+    assert!(out.contains("purged secret.bin"), "{out}");
+    let purged_at = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || c.nodes[..2]
+            .iter()
+            .all(|n| n.chunk_ids().is_disjoint(&both))),
+        "purged chunks left on a running node: {}",
+        c.report()
+    );
+    assert!(
+        purged_at.elapsed() < Duration::from_secs(60),
+        "waited for GC grace"
+    );
+    // Its kept versions are gone (what stays is the root directory's: its times changed).
+    for (n, before) in c.nodes[..2].iter().zip(&kept_before) {
+        assert!(
+            kept_versions(n) + 3 <= *before,
+            "{before} -> {}",
+            n.status()["retention"]
+        );
+        assert!(!n.p("secret.bin").exists());
+    }
+    // Node 3 comes back holding its copies and its history: it erases them once it syncs.
+    assert!(!c.nodes[2].chunk_ids().is_disjoint(&both));
+    c.nodes[2].start();
+    assert!(
+        wait_until(Duration::from_secs(60), || c.nodes[2]
+            .chunk_ids()
+            .is_disjoint(&both)),
+        "the returning node kept purged chunks: {}",
+        c.report()
+    );
+    assert!(!c.nodes[2].p("secret.bin").exists());
+    // Purging what is not there, now or in retention, is a clear error.
+    let err = c.nodes[0].ctl(&["purge", "never-was.bin"]);
+    assert!(!err.status.success());
+    assert!(
+        String::from_utf8_lossy(&err.stderr)
+            .contains("no such file or directory, now or within retention"),
+        "{err:?}"
+    );
 }

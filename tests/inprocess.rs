@@ -124,6 +124,8 @@ impl Net {
         s.capacity_bytes = 1 << 30;
         s.sync_chunks = false;
         s.gc_grace_secs = self.gc_grace_secs;
+        // Deleted data is garbage after the grace period: no earlier versions kept.
+        n.config.retention.days = 0.0;
         s.scrub_interval_secs = 3600;
         n.config.metrics.listen = String::new();
     }

@@ -334,7 +334,13 @@ fn leaving_forever_flapping_does_not_hold_back_deletion() {
 
 fn leaving_forever(flap_secs: u64) {
     let mut opts = ClusterOpts::replicas(2);
-    opts.extra_args = vec!["--gc-grace".into(), GC_GRACE_SECS.to_string()];
+    // Deleted data is garbage at once (no earlier versions kept): what is measured is GC.
+    opts.extra_args = vec![
+        "--gc-grace".into(),
+        GC_GRACE_SECS.to_string(),
+        "--retention-days".into(),
+        "0".into(),
+    ];
     let c = cluster_with(2, opts, |n| {
         n.set_config("network", "dead_after_secs", "10");
         n.set_config(

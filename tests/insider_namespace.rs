@@ -60,7 +60,13 @@ fn cross_volume_tombstones_touch_no_other_volume() {
         ClusterOpts {
             replicas: 2,
             chunk_size: Some(64 * KIB),
-            extra_args: vec!["--gc-grace".into(), "2".into()],
+            // No earlier versions kept: deleted data is garbage after the grace period.
+            extra_args: vec![
+                "--gc-grace".into(),
+                "2".into(),
+                "--retention-days".into(),
+                "0".into(),
+            ],
         },
     );
     // The victim (node 1's user): a file in its @home, and a volume shared with node 2's user.

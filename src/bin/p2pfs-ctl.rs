@@ -316,6 +316,32 @@ fn print_status(s: &Status, ids: bool) {
         c.hits,
         c.misses
     );
+    let r = &s.retention;
+    println!(
+        "  retention:   {}; {} earlier version{} kept, {} chunks ({}) held here only for them",
+        if r.keep_secs == 0 {
+            "off".to_string()
+        } else {
+            format!(
+                "{} days{}{}",
+                format_days(r.keep_secs),
+                if r.max_versions > 0 {
+                    format!(", at most {} versions per file", r.max_versions)
+                } else {
+                    String::new()
+                },
+                if r.volumes_with_own_policy > 0 {
+                    format!(" ({} volumes set their own)", r.volumes_with_own_policy)
+                } else {
+                    String::new()
+                }
+            )
+        },
+        r.kept_versions,
+        if r.kept_versions == 1 { "" } else { "s" },
+        r.retained_chunks,
+        human_bytes(r.retained_bytes)
+    );
     let g = &s.gc;
     println!(
         "  gc:          {} unreferenced chunks ({}), {} deleted, {} tombstones, {} expired (grace {} s)",
@@ -718,9 +744,28 @@ fn main() -> ExitCode {
     let request = match &cli.command {
         Command::Status { .. } | Command::Invite { .. } | Command::Peers { .. } => Request::Status,
         Command::Ls { path, .. } => Request::Ls { path: path.clone() },
-        Command::Rm { path, recursive } => Request::Rm {
+        Command::Rm {
+            path, purge: true, ..
+        }
+        | Command::Purge { path } => Request::Purge { path: path.clone() },
+        Command::Rm {
+            path, recursive, ..
+        } => Request::Rm {
             path: path.clone(),
             recursive: *recursive,
+        },
+        Command::Retention {
+            volume,
+            days,
+            max_versions,
+            use_config,
+            ..
+        } => match retention_change(volume, *days, *max_versions, *use_config) {
+            Ok(set) => Request::Retention { set },
+            Err(message) => {
+                eprintln!("p2pfs-ctl: {message}");
+                return ExitCode::from(EXIT_USAGE);
+            }
         },
         Command::Df { .. } => Request::Df,
         Command::Health { .. } => Request::Health,
@@ -1024,7 +1069,42 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        (Command::Rm { .. }, Reply::Done { .. }) => ExitCode::SUCCESS,
+        (Command::Rm { purge: false, .. }, Reply::Done { .. }) => ExitCode::SUCCESS,
+        (Command::Rm { .. } | Command::Purge { .. }, Reply::Done { message }) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        (Command::Retention { json, .. }, Reply::Retention { volumes }) => {
+            if json {
+                print_json(&volumes);
+            } else {
+                for v in &volumes {
+                    let policy = if v.keep_secs == 0 {
+                        "keeps no earlier versions".to_string()
+                    } else {
+                        format!(
+                            "keeps earlier versions {} days{}",
+                            format_days(v.keep_secs),
+                            if v.max_versions > 0 {
+                                format!(", at most {} per file", v.max_versions)
+                            } else {
+                                String::new()
+                            }
+                        )
+                    };
+                    let source = if v.source == "owner" {
+                        "set by its owner"
+                    } else {
+                        "from this node's config"
+                    };
+                    println!(
+                        "{:<20} {policy} ({source})",
+                        if v.dir.is_empty() { "/" } else { &v.dir }
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
         (Command::Df { json }, Reply::Df(df)) => {
             if json {
                 print_json(&df);
@@ -1045,6 +1125,12 @@ fn main() -> ExitCode {
                     if df.copies == 1 { "y" } else { "ies" }
                 );
                 println!("  stored here: {}", human_bytes(df.stored_here_bytes));
+                println!(
+                    "  of which {} only for {} earlier version{} kept (retention)",
+                    human_bytes(df.retained_here_bytes),
+                    df.kept_versions,
+                    if df.kept_versions == 1 { "" } else { "s" }
+                );
             }
             ExitCode::SUCCESS
         }
@@ -1122,4 +1208,50 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_IO)
         }
     }
+}
+
+/// Days, as few digits as the value needs (`7`, `0.5`, `0.001`).
+fn format_days(secs: u64) -> String {
+    let days = secs as f64 / 86_400.0;
+    let text = format!("{days:.4}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// The change `p2pfs-ctl retention` asks for, if any.
+fn retention_change(
+    volume: &Option<String>,
+    days: Option<f64>,
+    max_versions: Option<u32>,
+    use_config: bool,
+) -> Result<Option<p2pfs::node::control::RetentionChange>, String> {
+    let changing = days.is_some() || max_versions.is_some() || use_config;
+    let Some(volume) = volume else {
+        return if changing {
+            Err("name the volume to change: p2pfs-ctl retention VOLUME --days N".into())
+        } else {
+            Ok(None)
+        };
+    };
+    if !changing {
+        return Err(format!(
+            "say what to change for {volume:?}: --days N, --max-versions M or --use-config"
+        ));
+    }
+    if use_config {
+        return Ok(Some(p2pfs::node::control::RetentionChange {
+            volume: volume.clone(),
+            policy: None,
+        }));
+    }
+    let days = days.unwrap_or(p2pfs::namespace::retention::DEFAULT_KEEP_SECS as f64 / 86_400.0);
+    if !days.is_finite() || !(0.0..=3650.0).contains(&days) {
+        return Err(format!("--days must be between 0 and 3650, not {days}"));
+    }
+    Ok(Some(p2pfs::node::control::RetentionChange {
+        volume: volume.clone(),
+        policy: Some(p2pfs::namespace::RetentionPolicy::from_days(
+            days,
+            max_versions.unwrap_or(0),
+        )),
+    }))
 }

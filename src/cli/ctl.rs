@@ -77,12 +77,17 @@ pub enum Command {
         path: std::ffi::OsString,
         local: PathBuf,
     },
-    /// Remove a file, symlink or empty directory.
+    /// Remove a file, symlink or empty directory. Its earlier versions stay for the
+    /// retention period (`p2pfs-ctl versions`, `restore`) unless `--purge`.
     Rm {
         path: String,
         /// Remove a directory and everything in it.
         #[arg(short, long)]
         recursive: bool,
+        /// Erase it and every earlier version, on every node: as `p2pfs-ctl purge` (implies
+        /// -r for a directory).
+        #[arg(long)]
+        purge: bool,
     },
     /// Capacity and free space of the network; usable space counts the copies that can be
     /// made (fewer than R while fewer live nodes hold chunks).
@@ -173,6 +178,30 @@ pub enum Command {
     Volume {
         #[command(subcommand)]
         command: VolumeCommand,
+    },
+    /// Erase a file or directory tree (live, or deleted and still within retention) and every
+    /// earlier version of it from every node, at once, without waiting for retention or the
+    /// GC grace period. Nodes offline now erase it when they are back. Cannot be undone.
+    Purge { path: String },
+    /// How long each volume keeps earlier versions of its files (after an overwrite or a
+    /// delete). Without options: show every volume's policy. With VOLUME and an option: set
+    /// the policy of a volume you own (in its record: every node honours it). The network
+    /// volume follows `[retention]` in each node's config.toml.
+    Retention {
+        /// A volume you own (its name, as `volume list` shows it).
+        volume: Option<String>,
+        /// Keep earlier versions this many days (fractions allowed; 0: keep none).
+        #[arg(long)]
+        days: Option<f64>,
+        /// Keep at most this many earlier versions per file (0: no cap).
+        #[arg(long)]
+        max_versions: Option<u32>,
+        /// Drop the volume's own policy: each node's `[retention]` config applies again.
+        #[arg(long, conflicts_with_all = ["days", "max_versions"])]
+        use_config: bool,
+        /// Print JSON: [{name, dir, keep_secs, max_versions, source}].
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -152,6 +152,11 @@ pub struct NetFlags {
     /// collection removes it everywhere (default 60).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub gc_grace: Option<u64>,
+    /// Days earlier versions of files (overwritten or deleted) are kept, for the network
+    /// volume and volumes whose owner set no policy (`retention.days`, default 7; fractions
+    /// allowed; 0 keeps none, so deleted data leaves after the GC grace period).
+    #[arg(long, value_name = "DAYS", value_parser = parse_days)]
+    pub retention_days: Option<f64>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (`metrics.listen`).
     /// Loopback only, unless config.toml sets `allow_remote = true` in its metrics section.
     #[arg(long, value_name = "ADDR")]
@@ -187,8 +192,19 @@ impl NetFlags {
         if self.no_storage {
             config.storage.hold_chunks = false;
         }
+        if let Some(days) = self.retention_days {
+            config.retention.days = days;
+        }
         if let Some(addr) = self.metrics {
             config.metrics.listen = addr.to_string();
         }
+    }
+}
+
+/// Parses `--retention-days`: a number of days between 0 and 3650.
+fn parse_days(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(d) if d.is_finite() && (0.0..=3650.0).contains(&d) => Ok(d),
+        _ => Err(format!("{s:?} is not a number of days between 0 and 3650")),
     }
 }

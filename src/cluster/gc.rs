@@ -49,6 +49,14 @@ pub struct GcReport {
     pub expired_tombstones: usize,
     /// Whether every member was alive (collection and expiry run only then).
     pub healthy: bool,
+    /// Versions kept for retention, in all volumes (see `namespace::history`).
+    pub kept_versions: u64,
+    /// Kept versions that passed their retention and were dropped by this pass.
+    pub expired_versions: u64,
+    /// Chunks stored here that only kept versions reference, and their bytes on disk: what
+    /// retention costs this node.
+    pub retained_chunks: u64,
+    pub retained_bytes: u64,
 }
 
 pub struct Gc {
@@ -65,6 +73,13 @@ pub struct Gc {
     last: Mutex<GcReport>,
     /// Passes completed since start (tests wait on it).
     passes: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A rendezvous key for an entry id, so placement picks the leader of its expiry.
@@ -126,10 +141,14 @@ impl Gc {
                 }
                 _ = pass.tick() => {
                     let report = self.pass().await;
-                    if report.deleted_chunks > 0 || report.expired_tombstones > 0 {
+                    if report.deleted_chunks > 0
+                        || report.expired_tombstones > 0
+                        || report.expired_versions > 0
+                    {
                         tracing::info!(
                             deleted_chunks = report.deleted_chunks,
                             expired_tombstones = report.expired_tombstones,
+                            expired_versions = report.expired_versions,
                             "garbage collected"
                         );
                     }
@@ -149,7 +168,11 @@ impl Gc {
 
     pub async fn pass(&self) -> GcReport {
         let healthy = self.healthy();
-        let (unreferenced, deleted_chunks) = self.collect_chunks(healthy).await;
+        // Retention is this node's own clock against its own policy: it runs in any weather.
+        // What it releases is collected below like any unreferenced chunk.
+        let (expired_versions, kept_versions) = self.expire_history().await;
+        let (unreferenced, deleted_chunks, (retained_chunks, retained_bytes)) =
+            self.collect_chunks(healthy).await;
         let expired_tombstones = if healthy {
             self.expire_tombstones().await
         } else {
@@ -160,37 +183,71 @@ impl Gc {
             deleted_chunks,
             expired_tombstones,
             healthy,
+            kept_versions,
+            expired_versions,
+            retained_chunks,
+            retained_bytes,
         };
         *self.last.lock() = report;
         self.passes.fetch_add(1, Ordering::Relaxed);
         report
     }
 
-    async fn collect_chunks(&self, healthy: bool) -> (usize, usize) {
+    /// Drops kept versions past their retention. Returns how many went, and how many stay.
+    async fn expire_history(&self) -> (u64, u64) {
+        let mount = self.mount.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let ns = mount.namespace();
+            let before = ns.history_len()?;
+            ns.expire_history(now_ms())?;
+            let after = ns.history_len()?;
+            Ok::<_, crate::namespace::NamespaceError>((before.saturating_sub(after), after))
+        })
+        .await;
+        match done {
+            Ok(Ok(counts)) => counts,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "kept versions cannot be expired");
+                (0, 0)
+            }
+            Err(_) => (0, 0),
+        }
+    }
+
+    /// Returns the unreferenced chunks found, those deleted, and the chunks (and bytes) held
+    /// only for kept versions.
+    async fn collect_chunks(&self, healthy: bool) -> (usize, usize, (u64, u64)) {
         let (store, mount) = (self.router.store().clone(), self.mount.clone());
         let found = tokio::task::spawn_blocking(move || {
-            let held: Vec<ChunkId> = store.list()?.into_iter().map(|(id, _)| id).collect();
-            let referenced = mount
-                .namespace()
-                .referenced(&held)
+            let (held, sizes): (Vec<ChunkId>, Vec<u64>) = store.list()?.into_iter().unzip();
+            let ns = mount.namespace();
+            let referenced = ns.referenced(&held).map_err(std::io::Error::other)?;
+            let retained = ns
+                .kept_only_for_history(&held)
                 .map_err(std::io::Error::other)?;
+            let retained = retained
+                .iter()
+                .zip(&sizes)
+                .filter(|(r, _)| **r)
+                .fold((0u64, 0u64), |(n, b), (_, size)| (n + 1, b + size));
             let pending = mount.pending_chunks();
-            Ok::<_, std::io::Error>(
+            Ok::<_, std::io::Error>((
                 held.into_iter()
                     .zip(referenced)
                     .filter(|(id, r)| !r && !pending.contains(id))
                     .map(|(id, _)| id)
                     .collect::<Vec<ChunkId>>(),
-            )
+                retained,
+            ))
         })
         .await;
-        let garbage = match found {
+        let (garbage, retained) = match found {
             Ok(Ok(g)) => g,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "garbage collection cannot list chunks");
-                return (0, 0);
+                return (0, 0, (0, 0));
             }
-            Err(_) => return (0, 0),
+            Err(_) => return (0, 0, (0, 0)),
         };
         let now = Instant::now();
         let due: Vec<ChunkId> = {
@@ -207,7 +264,7 @@ impl Gc {
                 .collect()
         };
         if !healthy || due.is_empty() {
-            return (garbage.len(), 0);
+            return (garbage.len(), 0, retained);
         }
         let (store, mount, grace) = (
             self.router.store().clone(),
@@ -244,16 +301,13 @@ impl Gc {
         .unwrap_or(0);
         self.deleted_chunks
             .fetch_add(deleted as u64, Ordering::Relaxed);
-        (garbage.len(), deleted)
+        (garbage.len(), deleted, retained)
     }
 
     /// Expires the tombstones older than the grace period that this node leads, once every
     /// alive member has taken them.
     async fn expire_tombstones(&self) -> usize {
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = now_ms();
         let horizon = Hlc(now_ms.saturating_sub(self.config.grace.as_millis() as u64) << 16);
         let mount = self.mount.clone();
         let Ok(Ok(old)) =

@@ -329,6 +329,7 @@ impl FsCore {
         report.rejected += before - valid.len();
         let committed = self.namespace.commit(&valid)?;
         self.evict(&committed.released);
+        self.erase(&committed.purged);
         report.applied = committed.applied.len();
         report.forgotten = committed.forgotten;
         let volume = self.volume.read();

@@ -18,6 +18,7 @@ mod load;
 mod merge;
 pub mod mount;
 mod ops;
+mod purge;
 pub mod tree;
 mod xattr;
 
@@ -25,8 +26,9 @@ pub use error::{FsError, FsResult};
 pub use file::ReadBuf;
 pub use file::RemoteChunks;
 pub use load::TreeLoader;
-pub use mount::{HeldStatus, Mount, MountParts, VolumeInfo};
+pub use mount::{HeldStatus, Mount, MountParts, RetentionInfo, VolumeInfo};
 pub use ops::{CoreParts, FsCore};
+pub use purge::PurgeReport;
 pub use tree::ROOT_INO;
 
 use crate::block::cache::CacheStats;

@@ -151,6 +151,7 @@ impl FsCore {
         drop(volume);
         let committed = self.namespace.commit(&entries)?;
         self.evict(&committed.released);
+        self.erase(&committed.purged);
         {
             let mut tree = self.tree.write();
             // Only what the store took: a local write can lose to a concurrent remote version
@@ -189,6 +190,17 @@ impl FsCore {
         for id in released {
             self.io.cache.remove(id);
         }
+    }
+
+    /// Chunks a purge released: out of the cache and off this node's disk now, not after
+    /// GC's grace period (a purge is a user's request to erase). A chunk an open file of this
+    /// node holds (the same bytes being written again) stays for GC to decide.
+    pub(super) fn erase(&self, purged: &[crate::block::ChunkId]) {
+        if purged.is_empty() {
+            return;
+        }
+        let pending = self.pending_chunks();
+        erase_chunks(&self.io.store, &self.io.cache, purged, &pending);
     }
 
     /// Chunks the open files of this node hold that no committed entry may reference yet.
@@ -1027,4 +1039,23 @@ impl FsCore {
         }
         self.pool.shutdown();
     }
+}
+
+/// Deletes purged chunks from the cache and the store (see [`FsCore::erase`]), but not those in
+/// `keep`.
+pub(super) fn erase_chunks(
+    store: &crate::block::ChunkStore,
+    cache: &crate::block::ChunkCache,
+    purged: &[crate::block::ChunkId],
+    keep: &std::collections::HashSet<crate::block::ChunkId>,
+) {
+    let mut erased = 0usize;
+    for id in purged.iter().filter(|id| !keep.contains(id)) {
+        cache.remove(id);
+        match store.delete(id) {
+            Ok(()) => erased += 1,
+            Err(e) => tracing::warn!(chunk = %id, error = %e, "cannot delete a purged chunk"),
+        }
+    }
+    tracing::info!(chunks = erased, "purged chunks erased");
 }

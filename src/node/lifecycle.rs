@@ -143,6 +143,12 @@ impl Node {
         let (publish_tx, publish_rx) = tokio::sync::mpsc::unbounded_channel();
         let origin = crate::namespace::entry::node_tag(&self.node_id.peer_id().to_bytes());
         let s = &self.config.storage;
+        // The network volume's policy, and every volume's whose owner set none.
+        self.namespace
+            .set_retention(crate::namespace::RetentionTable {
+                default: self.config.retention.policy(),
+                volumes: Default::default(),
+            });
         let mount = Arc::new(Mount::load(MountParts {
             network: {
                 let mut network = Volume::for_network(&self.network_key);

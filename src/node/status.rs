@@ -18,7 +18,7 @@ use crate::net::reach::ReachState;
 use crate::node::admission::GateAdmission;
 use crate::node::control::proto::{
     AdmissionStatus, AuditStatus, CacheStatus, GcStatus, PassesStatus, PeerStatus,
-    ReachabilityStatus, RefusalStatus, ReplicationStatus, Status,
+    ReachabilityStatus, RefusalStatus, ReplicationStatus, RetentionStatus, Status,
 };
 
 /// A throttled listing of the chunk store is redone at most this often, or, for a large store,
@@ -263,6 +263,18 @@ impl StatusReader {
                     deleted_chunks: self.gc.deleted_chunks(),
                     tombstones,
                     expired_tombstones: forgotten,
+                }
+            },
+            retention: {
+                let last = self.gc.last();
+                let table = self.mount.namespace().retention();
+                RetentionStatus {
+                    keep_secs: table.default.keep_secs,
+                    max_versions: table.default.max_versions,
+                    volumes_with_own_policy: table.volumes.len() as u64,
+                    kept_versions: self.mount.namespace().history_len().unwrap_or(0),
+                    retained_chunks: last.retained_chunks,
+                    retained_bytes: last.retained_bytes,
                 }
             },
             files: stats.entries as u64,

@@ -167,7 +167,15 @@ impl Mount {
                 .read()
                 .get(&entry.volume)
                 .is_none_or(|old| old.revoked != record.revoked || old.kept != record.kept);
+        let retention_changed = self
+            .registry
+            .read()
+            .get(&entry.volume)
+            .is_none_or(|old| old.retention != record.retention);
         self.registry.write().insert(entry.volume, record);
+        if retention_changed {
+            self.refresh_retention();
+        }
         let known = self
             .slots
             .read()
@@ -329,6 +337,7 @@ impl Mount {
                         .into_iter()
                         .partition(|e| e.verify_signature().is_ok());
                     let committed = self.namespace.commit(&good)?;
+                    self.erase(&committed.purged);
                     refused += bad.len();
                     // A removal may have arrived since the check: what it refuses is not kept.
                     let stale = self
@@ -400,7 +409,8 @@ impl Mount {
                             })
                             .collect()
                     };
-                    self.namespace.commit(&valid)?;
+                    let committed = self.namespace.commit(&valid)?;
+                    self.erase(&committed.purged);
                     self.namespace.forget(&valid)?
                 }
             };

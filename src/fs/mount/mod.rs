@@ -15,7 +15,7 @@ mod volumes;
 
 pub use ingest::{HELD_BYTES, HELD_BYTES_PER_PEER, HeldStatus, Source};
 pub use route::VOLUME_ROOT_MODE;
-pub use volumes::VolumeInfo;
+pub use volumes::{RetentionInfo, VolumeInfo};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -191,6 +191,7 @@ impl Mount {
         slots.sort_by(|a, b| (&a.volume.name, a.volume.id).cmp(&(&b.volume.name, b.volume.id)));
         *mount.slots.write() = slots;
         *mount.registry.write() = registry;
+        mount.refresh_retention();
         // Versions a removal does not keep, stored before it arrived (a crash in between): one
         // pass for every volume with a removal. The trees above already left them out.
         {
@@ -210,6 +211,31 @@ impl Mount {
             mount.publish_record(&personal, &[])?;
         }
         Ok(mount)
+    }
+
+    /// Chunks a purge released in a volume no core of this node serves (see `FsCore::erase`).
+    pub(super) fn erase(&self, purged: &[ChunkId]) {
+        if !purged.is_empty() {
+            crate::fs::ops::erase_chunks(
+                &self.template.chunks,
+                &self.template.cache,
+                purged,
+                &self.pending_chunks(),
+            );
+        }
+    }
+
+    /// Gives the store the retention policy each volume's record sets (the others keep the
+    /// store's default: the node's config).
+    pub(super) fn refresh_retention(&self) {
+        let mut table = self.namespace.retention();
+        table.volumes = self
+            .registry
+            .read()
+            .iter()
+            .filter_map(|(id, r)| r.retention.map(|p| (*id, p.clipped())))
+            .collect();
+        self.namespace.set_retention(table);
     }
 
     /// The core of a member volume, from a tree built from the store.

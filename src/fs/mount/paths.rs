@@ -25,6 +25,24 @@ impl Mount {
         self.network.file_chunks(path)
     }
 
+    /// Purges the entry at `path` (live, or deleted within retention) and everything under it:
+    /// every version of them, on every node (see `fs::purge`). The root and volume
+    /// directories themselves cannot be purged.
+    pub fn purge(&self, path: &str) -> FsResult<crate::fs::PurgeReport> {
+        let trimmed = path.trim_start_matches('/');
+        let (first, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        if first.as_bytes().first() == Some(&VOLUME_PREFIX) {
+            let slot = self
+                .volume_dirs()
+                .into_iter()
+                .find(|(_, dir)| dir == first.as_bytes())
+                .map(|(slot, _)| slot)
+                .ok_or(FsError::NotFound)?;
+            return self.core(slot)?.purge_path(rest);
+        }
+        self.network.purge_path(path)
+    }
+
     /// The attributes of `path`, relative to the mount's root (`/`-separated; `""` or `/` is
     /// the root; a first component `@NAME` is a volume, as in the mount).
     pub fn resolve(&self, path: &str) -> FsResult<Attr> {

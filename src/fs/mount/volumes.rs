@@ -129,7 +129,9 @@ impl Mount {
             return Err(VolumeError::NotAllowed(if matching.is_empty() {
                 format!("no volume named {name:?} (see `p2pfs-ctl volume list`)")
             } else {
-                format!("volume {name:?} is not yours; only its owner can change who shares it")
+                format!(
+                    "volume {name:?} is not yours; only its owner can change who shares it or how long it keeps versions"
+                )
             }));
         };
         let base = self
@@ -210,6 +212,64 @@ impl Mount {
         self.publish_record(&volume, &base)
             .map_err(|e| VolumeError::Record(e.to_string()))?;
         Ok(Some(left_out))
+    }
+}
+
+/// One line of `p2pfs-ctl retention`: a volume's policy and where it comes from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetentionInfo {
+    /// The volume's name (`""` for the network volume) and where it shows in the mount.
+    pub name: String,
+    pub dir: String,
+    pub keep_secs: u64,
+    pub max_versions: u32,
+    /// `"owner"`: its record sets it; `"config"`: `[retention]` of this node's config.
+    pub source: String,
+}
+
+impl Mount {
+    /// The retention policy of every volume this user is a member of, the network volume
+    /// first.
+    pub fn retention_list(&self) -> Vec<RetentionInfo> {
+        let table = self.namespace.retention();
+        let registry = self.registry.read();
+        self.volumes()
+            .into_iter()
+            .map(|v| {
+                let id = self.volume_id_of(&v.name).unwrap_or(self.network_id);
+                let own = registry.get(&id).and_then(|r| r.retention);
+                let policy = own.map_or(table.default, |p| p.clipped());
+                RetentionInfo {
+                    name: v.name,
+                    dir: v.dir,
+                    keep_secs: policy.keep_secs,
+                    max_versions: policy.max_versions,
+                    source: if own.is_some() { "owner" } else { "config" }.into(),
+                }
+            })
+            .collect()
+    }
+
+    fn volume_id_of(&self, name: &str) -> Option<VolumeId> {
+        self.slots
+            .read()
+            .iter()
+            .find(|s| s.member && s.volume.name == name)
+            .map(|s| s.volume.id)
+    }
+
+    /// Sets (or, with `None`, clears: back to each node's config) the retention policy of a
+    /// volume of this user's, in its record: every node holding its data honours it.
+    pub fn set_volume_retention(
+        &self,
+        name: &str,
+        policy: Option<crate::namespace::RetentionPolicy>,
+    ) -> Result<(), VolumeError> {
+        let _g = self.record_changes.lock();
+        let (mut volume, base) = self.owned(name)?;
+        volume.retention = policy.map(crate::namespace::RetentionPolicy::clipped);
+        self.publish_record(&volume, &base)
+            .map_err(|e| VolumeError::Record(e.to_string()))
     }
 }
 

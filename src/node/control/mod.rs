@@ -5,6 +5,7 @@
 pub mod client;
 pub mod membership;
 pub mod proto;
+mod retention;
 pub mod server;
 
 use std::path::PathBuf;

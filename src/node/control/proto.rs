@@ -91,6 +91,25 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peers: Option<Vec<String>>,
     },
+    /// Erase the file or tree at `path` (live, or deleted within retention) and every earlier
+    /// version of it, on every node.
+    Purge {
+        path: String,
+    },
+    /// Show every volume's retention policy; with `set`, change the policy of `volume` (one of
+    /// this user's).
+    Retention {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        set: Option<RetentionChange>,
+    },
+}
+
+/// A change of a volume's retention policy (`p2pfs-ctl retention VOLUME ...`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionChange {
+    pub volume: String,
+    /// `None`: back to each node's `[retention]` config.
+    pub policy: Option<crate::namespace::RetentionPolicy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +167,9 @@ pub enum Reply {
     Certify(CertifyReply),
     Error {
         message: String,
+    },
+    Retention {
+        volumes: Vec<crate::fs::RetentionInfo>,
     },
 }
 
@@ -240,6 +262,9 @@ pub struct Status {
     pub replication: ReplicationStatus,
     pub cache: CacheStatus,
     pub gc: GcStatus,
+    /// Versions kept after overwrites and deletes, and what they cost this node.
+    #[serde(default)]
+    pub retention: RetentionStatus,
     /// Files, directories and symlinks in every mounted volume (their roots excluded).
     pub files: u64,
     pub rejected_entries: u64,
@@ -352,6 +377,12 @@ pub struct DfStatus {
     /// Roughly how many more bytes of files fit: free space over the copies that can be made
     /// (`copies`).
     pub usable_bytes: u64,
+    /// Of `stored_here_bytes`, what only earlier versions kept for retention hold.
+    #[serde(default)]
+    pub retained_here_bytes: u64,
+    /// Earlier versions kept on this node.
+    #[serde(default)]
+    pub kept_versions: u64,
 }
 
 /// Replication health of the files this node can see.
@@ -496,6 +527,22 @@ pub struct GcStatus {
     /// Tombstones in the namespace, and expired ones kept to refuse stale versions.
     pub tombstones: u64,
     pub expired_tombstones: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RetentionStatus {
+    /// The config's policy (the network volume's, and that of volumes whose owner set none):
+    /// seconds a replaced version is kept (0: none), and at most how many per file (0: no cap).
+    pub keep_secs: u64,
+    pub max_versions: u32,
+    /// Volumes whose owner set a policy of their own (`p2pfs-ctl retention`).
+    pub volumes_with_own_policy: u64,
+    /// Versions kept on this node, in all volumes.
+    pub kept_versions: u64,
+    /// Chunks stored here that only kept versions reference, and their bytes (at the last GC
+    /// pass, every half grace period): what retention costs this node's disk.
+    pub retained_chunks: u64,
+    pub retained_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

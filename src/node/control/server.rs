@@ -208,6 +208,8 @@ impl ControlService {
             free_bytes: free,
             stored_here_bytes: stored,
             usable_bytes: free / u64::from(copies.max(1)),
+            retained_here_bytes: self.status.gc.last().retained_bytes,
+            kept_versions: self.mount.namespace().history_len().unwrap_or(0),
         })
     }
 
@@ -779,6 +781,12 @@ async fn handle(
             }
             Ok(Request::Df) => source.df().await,
             Ok(Request::Certify { peers }) => certify(&source.cluster, peers),
+            Ok(Request::Purge { path }) => {
+                super::retention::purge(source.mount.clone(), source.relative(&path)).await
+            }
+            Ok(Request::Retention { set }) => {
+                super::retention::retention(source.mount.clone(), set).await
+            }
             Ok(Request::Health) => source.health().await,
             Ok(Request::Invite { role, expires_in }) => source.invite(&role, expires_in),
             Ok(Request::Invites) => source.invites(),
