@@ -6,6 +6,8 @@ pub mod client;
 pub mod membership;
 pub mod proto;
 pub mod server;
+// `versions` and `restore`.
+mod history;
 
 use std::path::PathBuf;
 

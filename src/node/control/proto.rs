@@ -91,6 +91,22 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peers: Option<Vec<String>>,
     },
+    /// Every kept version of the file or directory at `path`, deleted or not.
+    Versions {
+        path: String,
+    },
+    /// Restore `path` as new versions: version `version` (1 = oldest), or the state at `at`
+    /// (a time as `fs::history::parse_time` reads it), or by default the last before its
+    /// deletion (the one before the current for a live file); in place, or at `to`.
+    Restore {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +165,7 @@ pub enum Reply {
     Error {
         message: String,
     },
+    Versions(Box<crate::fs::history::VersionList>),
 }
 
 /// One invite this node made, as `p2pfs-ctl invites` lists it.
