@@ -79,7 +79,8 @@ fn an_overwrite_a_delete_and_an_rm_rf_on_one_node_are_undone_from_another() {
     // Written by A: named as B knows A, not by its bare tag.
     let a_name = a.status()["name"].as_str().unwrap().to_string();
     assert!(
-        old["node"].as_str().unwrap().contains(&a_name),
+        old["node"].as_str().unwrap().contains(&a_name)
+            && old["author"].as_str().unwrap().contains(&a_name),
         "{old} (A is {a_name})"
     );
     let number = old["number"].as_u64().unwrap().to_string();

@@ -25,6 +25,11 @@ impl Mount {
         Ok((self.network.clone(), trimmed.to_string(), String::new()))
     }
 
+    /// This node's user (the author of what it writes), for naming authors.
+    pub fn user_id(&self) -> crate::namespace::UserId {
+        self.me()
+    }
+
     /// Every kept version of the file or directory at `path`, deleted or not.
     pub fn versions(&self, path: &str, labels: &Labels) -> HistoryResult<VersionList> {
         let (core, inner, _) = self.core_at(path)?;

@@ -24,6 +24,13 @@ impl ControlService {
                 users.entry(cert.body.user).or_default().push(label);
             }
         }
+        let local = self.cluster.net.local.to_string();
+        if let Some(label) = by_peer.get(&local) {
+            users
+                .entry(self.mount.user_id())
+                .or_default()
+                .push(label.clone());
+        }
         for m in self.cluster.membership.read().members() {
             if let (Some(user), Some(label)) = (m.user, by_peer.get(&m.peer.to_string())) {
                 users.entry(user).or_default().push(label.clone());
