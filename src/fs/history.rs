@@ -553,12 +553,21 @@ impl FsCore {
                     path: path.to_string(),
                 });
             }
-            let base: Seen = a
-                .stored
-                .get(&id)
-                .map(|e| e.seen.clone())
-                .or_else(|| a.of(&id).last().map(|h| h.entry.seen.clone()))
-                .unwrap_or_default();
+            // Written on the state stored now (read under the lock: a version that arrived
+            // since the archive was read is replaced, not raced), else the newest known.
+            let key = crate::namespace::EntryKey {
+                id,
+                volume: self.volume_id(),
+            };
+            let base: Seen = match self.namespace.get(&key).map_err(FsError::from)? {
+                Some(stored) => stored.seen,
+                None => a
+                    .stored
+                    .get(&id)
+                    .map(|e| e.seen.clone())
+                    .or_else(|| a.of(&id).last().map(|h| h.entry.seen.clone()))
+                    .unwrap_or_default(),
+            };
             changes.push((id, Some(EntryMeta { ctime: now, ..meta }), Some(base)));
         }
         drop(tree);
