@@ -103,6 +103,16 @@ fn an_overwrite_a_delete_and_an_rm_rf_on_one_node_are_undone_from_another() {
     assert!(list["deleted"].is_object(), "{list}");
     let text = b.ctl_ok(&["versions", "gone.bin"]);
     assert!(text.contains("deleted"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("   1  ")) && !text.contains("(current)"),
+        "{text}"
+    );
+    let text = b.ctl_ok(&["versions", "doc.bin"]);
+    assert!(
+        text.contains("(current)") && !text.contains("deleted"),
+        "{text}"
+    );
+    eprintln!("{text}");
     b.ctl_ok(&["restore", "gone.bin"]);
     wait_bytes(&[third, a], "gone.bin", &gone);
     assert_eq!(versions(third, "gone.bin")["id"], list["id"]);
