@@ -81,3 +81,119 @@ fn shown(e: HistoryError, path: &str) -> HistoryError {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::ChunkStore;
+    use crate::fs::{Caller, MountParts, ROOT_INO};
+    use crate::identity::{NetworkKey, UserIdentity};
+    use crate::namespace::{NamespaceStore, RetentionPolicy, RetentionTable, Volume};
+
+    const ME: Caller = Caller { uid: 0, gid: 0 };
+
+    fn mount(dir: &std::path::Path, chunks: &Arc<ChunkStore>, origin: u64) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        let namespace = NamespaceStore::open(&dir.join("ns.redb")).unwrap();
+        namespace.set_retention(RetentionTable {
+            default: RetentionPolicy::default(),
+            volumes: Default::default(),
+        });
+        Mount::load(MountParts {
+            network: Volume::for_network(&NetworkKey([9; 32])),
+            user: UserIdentity::generate(),
+            origin,
+            namespace,
+            chunks: chunks.clone(),
+            remote: None,
+            publish: None,
+            chunk_size: 4096,
+            cache_bytes: 1 << 20,
+            write_buffer_bytes: 1 << 20,
+            seal_threads: 1,
+            data_dir: dir.to_path_buf(),
+        })
+        .unwrap()
+    }
+
+    fn write(m: &Mount, parent: u64, name: &str, data: &[u8]) {
+        let (_, fh) = m.create(parent, name.as_bytes(), 0o644, ME, true).unwrap();
+        m.write(fh, 0, data).unwrap();
+        m.release(fh).unwrap();
+    }
+
+    fn read(m: &Mount, path: &str) -> Vec<u8> {
+        let ino = m.resolve(path).unwrap().ino;
+        let fh = m.open(ino, false).unwrap();
+        let data = m.read(fh, 0, 1 << 20).unwrap().to_vec();
+        m.release(fh).unwrap();
+        data
+    }
+
+    fn exchange(mounts: &[&Mount]) {
+        for _ in 0..5 {
+            let mut changed = 0;
+            for from in mounts {
+                let entries = from.namespace().load_all().unwrap().entries;
+                for to in mounts {
+                    changed += to.apply_remote(entries.clone()).unwrap().applied;
+                }
+            }
+            if changed == 0 {
+                return;
+            }
+        }
+        panic!("mounts keep changing each other");
+    }
+
+    #[test]
+    fn a_deletion_made_elsewhere_is_undone_here_and_the_restore_wins_there_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks = Arc::new(ChunkStore::open(&dir.path().join("chunks")).unwrap());
+        let (a, b) = (
+            mount(&dir.path().join("a"), &chunks, 1),
+            mount(&dir.path().join("b"), &chunks, 2),
+        );
+        let docs = a.mkdir(ROOT_INO, b"docs", 0o755, ME).unwrap().ino;
+        write(&a, docs, "f", b"kept");
+        exchange(&[&a, &b]);
+        a.remove("docs", true).unwrap();
+        exchange(&[&a, &b]);
+        assert!(b.resolve("docs").is_err());
+        let list = b.versions("/docs/f", &Labels::default()).unwrap();
+        assert_eq!(list.path, "/docs/f");
+        assert!(list.deleted.is_some());
+        assert_eq!(list.versions.last().unwrap().node, format!("{:016x}", 1));
+        b.restore("docs/f", Pick::Latest, None).unwrap();
+        exchange(&[&a, &b]);
+        assert_eq!(read(&a, "docs/f"), b"kept");
+        assert_eq!(read(&b, "docs/f"), b"kept");
+    }
+
+    #[test]
+    fn member_volume_paths_are_routed_and_restores_stay_in_their_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks = Arc::new(ChunkStore::open(&dir.path().join("chunks")).unwrap());
+        let m = mount(&dir.path().join("m"), &chunks, 1);
+        m.create_volume("team").unwrap();
+        let team = m.resolve("@team").unwrap().ino;
+        write(&m, team, "f", b"team file");
+        m.remove("@team/f", false).unwrap();
+        let list = m.versions("@team/f", &Labels::default()).unwrap();
+        assert!(list.deleted.is_some());
+        assert!(matches!(
+            m.versions("f", &Labels::default()),
+            Err(HistoryError::NotFound(_))
+        ));
+        assert!(matches!(
+            m.restore("@team/f", Pick::Latest, Some("copy")),
+            Err(HistoryError::OtherVolume)
+        ));
+        let done = m.restore("@team/f", Pick::Latest, None).unwrap();
+        assert_eq!(done.path, "@team/f");
+        assert_eq!(read(&m, "@team/f"), b"team file");
+        let done = m.restore("@team/f", Pick::Latest, Some("@team/g")).unwrap();
+        assert_eq!(done.path, "@team/g");
+        assert_eq!(read(&m, "@team/g"), b"team file");
+    }
+}
