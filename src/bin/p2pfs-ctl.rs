@@ -1172,7 +1172,13 @@ fn print_versions(list: &p2pfs::fs::history::VersionList) {
             p2pfs::cli::ctl::escape_name(v.node.as_bytes()),
             p2pfs::cli::ctl::escape_name(v.author.as_bytes()),
             p2pfs::cli::ctl::escape_name(v.name.as_bytes()),
-            if v.current { "  (current)" } else { "" }
+            if v.current {
+                "  (current)"
+            } else if v.replaced_file {
+                "  (a file this one replaced: --to)"
+            } else {
+                ""
+            }
         );
     }
     if let Some(d) = &list.deleted {

@@ -100,6 +100,10 @@ pub struct VersionInfo {
     /// When it stopped being current (None: it is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_at: Option<String>,
+    /// A version of a file that had this name before the current one replaced it (another
+    /// entry): restored with `--to`, the name being the current file's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replaced_file: bool,
 }
 
 /// The deletion of an entry.
@@ -370,12 +374,19 @@ impl FsCore {
     }
 
     /// The entry at `path` (relative to the volume root) now or at any time within retention.
-    fn resolve_over_time(&self, a: &Archive, path: &str) -> HistoryResult<EntryId> {
+    /// Also returns where the last component was looked up: its parent's id and its name.
+    fn resolve_over_time(
+        &self,
+        a: &Archive,
+        path: &str,
+    ) -> HistoryResult<(EntryId, Option<(EntryId, Vec<u8>)>)> {
         let tree = self.tree.read();
         let mut id = a.root;
         let mut live = Some(super::ROOT_INO);
+        let mut place = None;
         for part in parts(path)? {
             let name = part.as_bytes();
+            place = Some((id, name.to_vec()));
             let now = live.and_then(|ino| tree.lookup(ino, name));
             match now.and_then(|ino| tree.get(ino)) {
                 Some(node) => {
@@ -400,19 +411,50 @@ impl FsCore {
         if a.of(&id).is_empty() && id != a.root {
             return Err(HistoryError::NotFound(path.to_string()));
         }
-        Ok(id)
+        Ok((id, place))
+    }
+
+    /// What `versions` lists for a path: every version of its entry, and, for a file, the
+    /// versions under that name of the files it replaced (deleted since: a rename over the
+    /// name, as `p2pfs-ctl put` and many editors save, puts a new entry there), oldest first.
+    fn lineage<'a>(
+        a: &'a Archive,
+        id: &EntryId,
+        place: &Option<(EntryId, Vec<u8>)>,
+    ) -> Vec<(EntryId, &'a Held)> {
+        let mut out: Vec<(EntryId, &Held)> = a.of(id).iter().map(|h| (*id, h)).collect();
+        let is_dir = out
+            .last()
+            .is_some_and(|(_, h)| h.meta.kind == EntryKind::Dir);
+        if let (Some((parent, name)), false) = (place, is_dir)
+            && let Some(others) = a.named.get(&(*parent, name.clone()))
+        {
+            for other in others.iter().filter(|o| *o != id && !a.is_live(o)) {
+                out.extend(
+                    a.of(other)
+                        .iter()
+                        .filter(|h| {
+                            h.meta.parent == *parent
+                                && h.meta.name == *name
+                                && h.meta.kind != EntryKind::Dir
+                        })
+                        .map(|h| (*other, h)),
+                );
+            }
+        }
+        out.sort_by_key(|(_, h)| (h.entry.hlc, h.until));
+        out
     }
 
     /// Every kept version of the file or directory at `path` (which may be deleted, or inside
     /// a deleted directory), oldest first, with the current one.
     pub fn versions(&self, path: &str, labels: &Labels) -> HistoryResult<VersionList> {
         let a = self.archive()?;
-        let id = self.resolve_over_time(&a, path)?;
-        let versions = a
-            .of(&id)
-            .iter()
+        let (id, place) = self.resolve_over_time(&a, path)?;
+        let versions = Self::lineage(&a, &id, &place)
+            .into_iter()
             .enumerate()
-            .map(|(i, h)| VersionInfo {
+            .map(|(i, (of, h))| VersionInfo {
                 number: i as u32 + 1,
                 time: format_utc(h.entry.hlc.millis()),
                 hlc: h.entry.hlc.0,
@@ -427,6 +469,7 @@ impl FsCore {
                 name: String::from_utf8_lossy(&h.meta.name).into_owned(),
                 current: h.until.is_none(),
                 replaced_at: h.until.map(|u| format_utc(u.millis())),
+                replaced_file: of != id,
             })
             .collect();
         let deleted = match (a.is_live(&id), a.deleted(&id)) {
@@ -450,25 +493,40 @@ impl FsCore {
     /// entries at `to` (a path in this volume: a directory to restore into, or the new name).
     pub fn restore(&self, path: &str, pick: Pick, to: Option<&str>) -> HistoryResult<Restored> {
         let a = self.archive()?;
-        let id = self.resolve_over_time(&a, path)?;
+        let (id, place) = self.resolve_over_time(&a, path)?;
         let versions = a.of(&id);
         let last = versions
             .last()
             .ok_or_else(|| HistoryError::NotFound(path.to_string()))?;
         let is_dir = last.meta.kind == EntryKind::Dir;
-        let (held, t) = match pick {
+        let (id, held, t) = match pick {
             Pick::Number(n) => {
-                let h = versions
+                let lineage = Self::lineage(&a, &id, &place);
+                let (of, h) = *lineage
                     .get((n as usize).wrapping_sub(1))
                     .ok_or_else(|| HistoryError::NoVersion(format!("{path} version {n}")))?;
-                (h, self.end_of(&a, &id, h))
+                (of, h, self.end_of(&a, &of, h))
             }
-            Pick::At(t) => (
-                a.at(&id, t)
-                    .ok_or_else(|| HistoryError::NothingAt(path.to_string()))?,
-                t,
-            ),
-            Pick::Latest if !a.is_live(&id) => (last, self.end_of(&a, &id, last)),
+            Pick::At(t) => {
+                // The file that had this name then (the current one, or one it replaced),
+                // else the entry's version then (under another name).
+                let lineage = Self::lineage(&a, &id, &place);
+                let under_name = place.as_ref().and_then(|(parent, name)| {
+                    lineage.iter().rev().find(|(_, h)| {
+                        h.live_at(t) && h.meta.parent == *parent && h.meta.name == *name
+                    })
+                });
+                match under_name {
+                    Some(&(of, h)) => (of, h, t),
+                    None => (
+                        id,
+                        a.at(&id, t)
+                            .ok_or_else(|| HistoryError::NothingAt(path.to_string()))?,
+                        t,
+                    ),
+                }
+            }
+            Pick::Latest if !a.is_live(&id) => (id, last, self.end_of(&a, &id, last)),
             Pick::Latest if is_dir => return Err(HistoryError::LiveDirectory(path.to_string())),
             Pick::Latest => {
                 let h = versions
@@ -476,7 +534,7 @@ impl FsCore {
                     .checked_sub(2)
                     .map(|i| &versions[i])
                     .ok_or_else(|| HistoryError::NoEarlier(path.to_string()))?;
-                (h, self.end_of(&a, &id, h))
+                (id, h, self.end_of(&a, &id, h))
             }
         };
         let mut set = vec![(id, held.meta.clone())];

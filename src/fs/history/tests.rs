@@ -298,3 +298,52 @@ fn times_parse_and_print_in_utc() {
         assert!(parse_time(bad, 0).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn files_replaced_by_a_rename_over_their_name_are_listed_and_restored_beside() {
+    let f = core_keeping_versions();
+    // As `p2pfs-ctl put` and many editors save: a new file renamed over the name.
+    let save = |tmp: &str, data: &[u8]| {
+        write_file(&f.core, ROOT_INO, tmp, data);
+        f.core
+            .rename(
+                ROOT_INO,
+                tmp.as_bytes(),
+                ROOT_INO,
+                b"doc",
+                crate::fs::RenameMode::Plain,
+            )
+            .unwrap();
+    };
+    save(".tmp1", b"first save");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let then = f.core.clock.now();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    save(".tmp2", b"second save, longer");
+    let list = f.core.versions("doc", &labels()).unwrap();
+    let old = list
+        .versions
+        .iter()
+        .find(|v| v.replaced_file && v.size == 10)
+        .unwrap_or_else(|| panic!("{list:?}"));
+    assert!(
+        list.versions
+            .iter()
+            .filter(|v| v.replaced_file)
+            .all(|v| v.name == "doc")
+    );
+    let err = f
+        .core
+        .restore("doc", Pick::Number(old.number), None)
+        .unwrap_err();
+    assert!(matches!(err, HistoryError::NameTaken { .. }), "{err}");
+    f.core
+        .restore("doc", Pick::Number(old.number), Some("doc-first"))
+        .unwrap();
+    assert_eq!(read(&f.core, "doc-first"), b"first save");
+    f.core
+        .restore("doc", Pick::At(then), Some("doc-then"))
+        .unwrap();
+    assert_eq!(read(&f.core, "doc-then"), b"first save");
+    assert_eq!(read(&f.core, "doc"), b"second save, longer");
+}
