@@ -149,6 +149,9 @@ pub struct Restored {
     pub time: String,
 }
 
+/// Where a path's last component is looked up: its parent's id and its name.
+type Place = (EntryId, Vec<u8>);
+
 /// One version this node holds, opened.
 #[derive(Clone, Debug)]
 struct Held {
@@ -379,7 +382,7 @@ impl FsCore {
         &self,
         a: &Archive,
         path: &str,
-    ) -> HistoryResult<(EntryId, Option<(EntryId, Vec<u8>)>)> {
+    ) -> HistoryResult<(EntryId, Option<Place>)> {
         let tree = self.tree.read();
         let mut id = a.root;
         let mut live = Some(super::ROOT_INO);
@@ -420,7 +423,7 @@ impl FsCore {
     fn lineage<'a>(
         a: &'a Archive,
         id: &EntryId,
-        place: &Option<(EntryId, Vec<u8>)>,
+        place: &Option<Place>,
     ) -> Vec<(EntryId, &'a Held)> {
         let mut out: Vec<(EntryId, &Held)> = a.of(id).iter().map(|h| (*id, h)).collect();
         let is_dir = out
