@@ -27,9 +27,23 @@ fn wait_bytes(nodes: &[&Node], rel: &str, want: &[u8]) {
     }
 }
 
+/// `n` nodes (as `Cluster::start`) that keep replaced versions for two days.
+fn keeping_versions(n: usize, replicas: u32) -> Cluster {
+    let mut c = Cluster::empty(ClusterOpts::replicas(replicas));
+    for i in 0..n {
+        let node = c.init_node();
+        node.set_config("retention", "days", "2");
+        c.nodes.push(node);
+        let boot = (i > 0).then(|| c.nodes[0].bootstrap_addr());
+        c.start_node(i, boot.as_deref());
+    }
+    c.wait_formed();
+    c
+}
+
 #[test]
 fn an_overwrite_a_delete_and_an_rm_rf_on_one_node_are_undone_from_another() {
-    let c = Cluster::start(3, 2);
+    let c = keeping_versions(3, 2);
     let (a, b, third) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
     let all = [a, b, third];
 

@@ -249,12 +249,14 @@ impl Node {
                 .with_sync_each(config.storage.sync_chunks),
         );
         let namespace = NamespaceStore::open(&data_dir.join(NAMESPACE_FILE))?;
-        // Versions are kept by the config's `[retention]` (volume records' own policies are
-        // not read here yet).
-        namespace.set_retention(crate::namespace::RetentionTable {
-            default: config.retention.policy(),
-            volumes: Default::default(),
-        });
+        // Stand-in until the node wires retention for every volume: versions are kept only
+        // when `[retention]` is set apart from its default (so nothing else changes yet).
+        if config.retention != config::RetentionConfig::default() {
+            namespace.set_retention(crate::namespace::RetentionTable {
+                default: config.retention.policy(),
+                volumes: Default::default(),
+            });
+        }
         Ok(Self {
             config,
             data_dir: data_dir.to_path_buf(),
