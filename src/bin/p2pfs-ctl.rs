@@ -806,9 +806,23 @@ fn main() -> ExitCode {
                 with: with.clone(),
             },
         },
+        Command::Versions { path, .. } => Request::Versions { path: path.clone() },
+        Command::Restore {
+            path,
+            version,
+            at,
+            to,
+        } => Request::Restore {
+            path: path.clone(),
+            version: *version,
+            at: at.clone(),
+            to: to.clone(),
+        },
     };
     let timeout = match request {
-        Request::Health | Request::Rm { .. } => std::time::Duration::from_secs(600),
+        Request::Health | Request::Rm { .. } | Request::Restore { .. } => {
+            std::time::Duration::from_secs(600)
+        }
         _ => std::time::Duration::from_secs(30),
     };
     let reply = match control::call_within(&data_dir, &request, timeout) {
@@ -1195,6 +1209,18 @@ fn main() -> ExitCode {
             println!("{message}");
             ExitCode::SUCCESS
         }
+        (Command::Versions { json, .. }, Reply::Versions(list)) => {
+            if json {
+                print_json(&list);
+            } else {
+                print_versions(&list);
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Restore { .. }, Reply::Done { message }) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
         (_, Reply::NoSuchNode { message }) => {
             eprintln!("p2pfs-ctl: {message}");
             ExitCode::from(EXIT_USAGE)
@@ -1254,4 +1280,45 @@ fn retention_change(
             max_versions.unwrap_or(0),
         )),
     }))
+}
+
+/// `versions`: one line per version, oldest first, then the deletion if any.
+fn print_versions(list: &p2pfs::fs::history::VersionList) {
+    println!(
+        "{} ({} version{} kept)",
+        list.path,
+        list.versions.len(),
+        if list.versions.len() == 1 { "" } else { "s" }
+    );
+    for v in &list.versions {
+        let size = if v.kind == "file" {
+            human_bytes(v.size)
+        } else {
+            v.kind.clone()
+        };
+        println!(
+            "{:>4}  {}  {:>10}  {:<16} by {:<16} {}{}",
+            v.number,
+            v.time,
+            size,
+            p2pfs::cli::ctl::escape_name(v.node.as_bytes()),
+            p2pfs::cli::ctl::escape_name(v.author.as_bytes()),
+            p2pfs::cli::ctl::escape_name(v.name.as_bytes()),
+            if v.current {
+                "  (current)"
+            } else if v.replaced_file {
+                "  (a file this one replaced: --to)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(d) = &list.deleted {
+        println!(
+            "   -  {}  deleted     {:<16} by {}",
+            d.time,
+            p2pfs::cli::ctl::escape_name(d.node.as_bytes()),
+            p2pfs::cli::ctl::escape_name(d.author.as_bytes())
+        );
+    }
 }

@@ -203,6 +203,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every kept version of a file or directory, also a deleted one (or one inside a deleted
+    /// directory): number (1 = oldest), time (UTC), node, author, size; the current one and
+    /// the deletion marked. How long versions are kept: `[retention]` (7 days by default).
+    Versions {
+        /// Path inside the mount (relative to its root, or absolute under the mount point).
+        path: String,
+        /// Print JSON: {path, id, versions: [{number, time, hlc, node, author, size, kind,
+        /// name, current, replaced_at}], deleted: {time, hlc, node, author}}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring back an earlier version as a new version (the current one becomes a version
+    /// too: nothing is lost). A directory comes back with its contents as they were; a
+    /// deleted directory by default as it was just before its deletion (`rm -rf`). A deleted
+    /// file's deleted directories come back with it.
+    Restore {
+        /// Path inside the mount, now or as it was (a deleted file or directory).
+        path: String,
+        /// The version number `versions` lists. Default: the last before the deletion; for a
+        /// live file, the one before the current.
+        #[arg(long, value_name = "N", conflicts_with = "at")]
+        version: Option<u32>,
+        /// The state at this time: 2026-12-01T10:00[:05][Z] (UTC), or an age: 10m, 2h, 3d.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Restore as new files at DEST (an existing directory to restore into, or the new
+        /// path) instead of in place; needed when the name is another file's now.
+        #[arg(long, value_name = "DEST")]
+        to: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod file;
+pub mod history;
 mod load;
 mod merge;
 pub mod mount;

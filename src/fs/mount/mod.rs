@@ -12,6 +12,8 @@ mod ingest;
 mod paths;
 mod route;
 mod volumes;
+// `p2pfs-ctl versions` and `restore`.
+mod history;
 
 pub use ingest::{HELD_BYTES, HELD_BYTES_PER_PEER, HeldStatus, Source};
 pub use route::VOLUME_ROOT_MODE;

@@ -7,6 +7,8 @@ pub mod membership;
 pub mod proto;
 mod retention;
 pub mod server;
+// `versions` and `restore`.
+mod history;
 
 use std::path::PathBuf;
 

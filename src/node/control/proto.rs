@@ -102,6 +102,22 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         set: Option<RetentionChange>,
     },
+    /// Every kept version of the file or directory at `path`, deleted or not.
+    Versions {
+        path: String,
+    },
+    /// Restore `path` as new versions: version `version` (1 = oldest), or the state at `at`
+    /// (a time as `fs::history::parse_time` reads it), or by default the last before its
+    /// deletion (the one before the current for a live file); in place, or at `to`.
+    Restore {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+    },
 }
 
 /// A change of a volume's retention policy (`p2pfs-ctl retention VOLUME ...`).
@@ -171,6 +187,7 @@ pub enum Reply {
     Retention {
         volumes: Vec<crate::fs::RetentionInfo>,
     },
+    Versions(Box<crate::fs::history::VersionList>),
 }
 
 /// One invite this node made, as `p2pfs-ctl invites` lists it.

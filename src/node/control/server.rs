@@ -823,6 +823,18 @@ async fn handle(
                         message: e.to_string(),
                     })
             }
+            Ok(Request::Versions { path }) => source.versions(source.relative(&path)).await,
+            Ok(Request::Restore {
+                path,
+                version,
+                at,
+                to,
+            }) => {
+                let to = to.map(|t| source.relative(&t));
+                source
+                    .restore(source.relative(&path), version, at, to)
+                    .await
+            }
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },
