@@ -18,6 +18,7 @@ mod load;
 mod merge;
 pub mod mount;
 mod ops;
+pub mod snapshot;
 pub mod tree;
 mod xattr;
 
@@ -25,7 +26,7 @@ pub use error::{FsError, FsResult};
 pub use file::ReadBuf;
 pub use file::RemoteChunks;
 pub use load::TreeLoader;
-pub use mount::{HeldStatus, Mount, MountParts, VolumeInfo};
+pub use mount::{HeldStatus, Mount, MountParts, SnapshotInfo, VolumeInfo};
 pub use ops::{CoreParts, FsCore};
 pub use tree::ROOT_INO;
 

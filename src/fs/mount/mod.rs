@@ -11,10 +11,12 @@
 mod ingest;
 mod paths;
 mod route;
+mod snapshots;
 mod volumes;
 
 pub use ingest::{HELD_BYTES, HELD_BYTES_PER_PEER, HeldStatus, Source};
 pub use route::VOLUME_ROOT_MODE;
+pub use snapshots::{NamedSnapshot, SNAPSHOTS_DIR, SnapshotError, SnapshotInfo};
 pub use volumes::VolumeInfo;
 
 use std::collections::{HashMap, HashSet};
@@ -96,6 +98,8 @@ pub struct Mount {
     /// Node tags of expelled nodes, with the revocation's time (unix ms): their entries
     /// stamped later are refused wherever they arrive from ([`Mount::refuse_node_after`]).
     expelled: RwLock<HashMap<u64, u64>>,
+    /// The views of `.snapshots` and the named snapshots.
+    snapshots: snapshots::Snapshots,
 }
 
 impl Mount {
@@ -149,6 +153,7 @@ impl Mount {
             ),
             network_tree,
         )?);
+        let snapshots = snapshots::Snapshots::new(&template.data_dir);
         let mount = Self {
             user: parts.user,
             template,
@@ -163,6 +168,7 @@ impl Mount {
             rejected: AtomicU64::new(rejected),
             record_changes: Mutex::new(()),
             expelled: RwLock::new(HashMap::new()),
+            snapshots,
         };
         // Every version stored, of any volume, is older than the next one written here.
         let clock_max = mount.clock.now();
