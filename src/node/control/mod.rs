@@ -6,6 +6,7 @@ pub mod client;
 pub mod membership;
 pub mod proto;
 pub mod server;
+mod snapshots;
 
 use std::path::PathBuf;
 

@@ -91,6 +91,19 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peers: Option<Vec<String>>,
     },
+    /// The read-only view of a volume (`None`: the network volume) at a time (`None`: now),
+    /// recorded under `name` when given.
+    Snapshot {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        volume: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// UTC, `2026-12-01T10:00[:05][Z]`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+    },
+    /// The named snapshots.
+    Snapshots,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +161,13 @@ pub enum Reply {
     Certify(CertifyReply),
     Error {
         message: String,
+    },
+    /// Where a snapshot view is (an absolute path under the mount point).
+    Snapshot {
+        path: String,
+    },
+    Snapshots {
+        snapshots: Vec<crate::fs::SnapshotInfo>,
     },
 }
 

@@ -815,6 +815,10 @@ async fn handle(
                         message: e.to_string(),
                     })
             }
+            Ok(Request::Snapshot { volume, name, at }) => {
+                super::snapshots::snapshot(source, volume, name, at).await
+            }
+            Ok(Request::Snapshots) => super::snapshots::named(source),
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },
