@@ -249,6 +249,10 @@ impl Node {
                 .with_sync_each(config.storage.sync_chunks),
         );
         let namespace = NamespaceStore::open(&data_dir.join(NAMESPACE_FILE))?;
+        namespace.set_retention(crate::namespace::RetentionTable {
+            default: config.retention.policy(),
+            volumes: Default::default(),
+        });
         Ok(Self {
             config,
             data_dir: data_dir.to_path_buf(),
