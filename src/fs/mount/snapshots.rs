@@ -393,10 +393,12 @@ impl Mount {
             .filter(|n| n.volume == vol && self.check_time(&volume, n.at_ms).is_ok())
             .map(|n| (n.name.clone().into_bytes(), n.at_ms))
             .collect();
-        let mut minutes = BTreeSet::new();
-        self.namespace.for_each_history(&volume, |row| {
-            minutes.insert(row.replaced_at.millis() / 60_000 * 60_000);
-        })?;
+        let minutes: BTreeSet<u64> = self
+            .namespace
+            .replaced_times(&volume)?
+            .into_iter()
+            .map(|t| t.millis() / 60_000 * 60_000)
+            .collect();
         let recent: Vec<u64> = minutes
             .into_iter()
             .rev()
