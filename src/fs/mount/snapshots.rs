@@ -127,7 +127,9 @@ struct View {
 
 struct Built {
     snapshot: Arc<Snapshot>,
+    /// When it was built, or last found current.
     at: Instant,
+    /// The store's digest it was built from.
     digest: Vec<[u8; 32]>,
 }
 
@@ -279,15 +281,26 @@ impl Mount {
     fn view(&self, n: u32) -> FsResult<(View, Arc<Snapshot>)> {
         let mut state = self.snapshots.state.lock();
         let view = state.views.get(&n).cloned().ok_or(FsError::NotFound)?;
-        let digest = self.namespace.digest()?;
         let recent = now_ms().saturating_sub(view.at_ms) < RECENT.as_millis() as u64;
         let refresh = if recent { REFRESH_RECENT } else { REFRESH_OLD };
-        let seed = match state.built.get(&n) {
-            Some(b) if b.digest == digest || b.at.elapsed() < refresh => {
-                return Ok((view, b.snapshot.clone()));
+        // The digest is read only when a refresh is due: it waits for a commit in progress.
+        let mut digest = None;
+        let seed = match state.built.get_mut(&n) {
+            Some(b) if b.at.elapsed() < refresh => return Ok((view, b.snapshot.clone())),
+            Some(b) => {
+                let now = self.namespace.digest()?;
+                if b.digest == now {
+                    b.at = Instant::now();
+                    return Ok((view, b.snapshot.clone()));
+                }
+                digest = Some(now);
+                b.snapshot.order().to_vec()
             }
-            Some(b) => b.snapshot.order().to_vec(),
             None => Vec::new(),
+        };
+        let digest = match digest {
+            Some(d) => d,
+            None => self.namespace.digest()?,
         };
         let core = self.core(view.slot)?;
         let volume = core.volume.read().clone();

@@ -334,3 +334,41 @@ fn views_past_the_built_ones_are_rebuilt_and_their_old_inode_numbers_name_nothin
     assert_ne!(again, first);
     assert_eq!(read(&a, again), b"0");
 }
+
+#[test]
+fn a_view_takes_in_versions_that_arrive_late_and_keeps_its_inode_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = Arc::new(ChunkStore::open(&dir.path().join("chunks")).unwrap());
+    let a = mount(dir.path(), &chunks, "a", 1);
+    let b = mount(dir.path(), &chunks, "b", 2);
+    write(&b, ROOT_INO, "here.txt", b"b's");
+    // Several, so that without the earlier build's order some would take `here.txt`'s
+    // inode number (a build numbers entries by id).
+    for i in 0..8 {
+        write(
+            &a,
+            ROOT_INO,
+            &format!("late{i}.txt"),
+            b"a's, before the view's time",
+        );
+    }
+    let at = next_second();
+    let view = walk(
+        &b,
+        ROOT_INO,
+        &format!(".snapshots/{}", snapshot::format_second(at)),
+    )
+    .unwrap();
+    let here = walk(&b, view, "here.txt").unwrap();
+    assert_eq!(names(&b, view), ["here.txt"]);
+    // Node A's version reaches node B after the view was built.
+    exchange(&a, &b);
+    std::thread::sleep(REFRESH_RECENT + Duration::from_millis(100));
+    assert_eq!(names(&b, view).len(), 9);
+    assert_eq!(walk(&b, view, "here.txt").unwrap(), here);
+    assert_eq!(read(&b, here), b"b's");
+    assert_eq!(
+        read(&b, walk(&b, view, "late5.txt").unwrap()),
+        b"a's, before the view's time"
+    );
+}
