@@ -98,6 +98,22 @@ fn a_view_on_another_node_reads_what_was_there_before_an_overwrite_and_a_delete(
             .unwrap()
             .any(|e| e.unwrap().file_name() == "before-edit")
     );
+    // A member volume has its views too, private to the node's user as the volume is.
+    write_and_close(&b.p("@home/diary.txt"), b"monday").unwrap();
+    let home = b.ctl_ok(&["snapshot", "@home"]).trim().to_string();
+    assert!(
+        home.starts_with(&format!("{}/@home/.snapshots/", b.mnt.display())),
+        "{home}"
+    );
+    write_and_close(&b.p("@home/diary.txt"), b"tuesday").unwrap();
+    assert_eq!(
+        fs::read(Path::new(&home).join("diary.txt")).unwrap(),
+        b"monday"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(&home).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o500, "{mode:o}");
+
     // A time to come names nothing; asking for it is an error.
     let out = b.ctl(&["snapshot", "--at", "2999-01-01T00:00"]);
     assert!(!out.status.success(), "{}", out_text(&out));
