@@ -818,6 +818,12 @@ fn main() -> ExitCode {
             at: at.clone(),
             to: to.clone(),
         },
+        Command::Snapshot { volume, name, at } => Request::Snapshot {
+            volume: volume.clone(),
+            name: name.clone(),
+            at: at.clone(),
+        },
+        Command::Snapshots { .. } => Request::Snapshots,
     };
     let timeout = match request {
         Request::Health | Request::Rm { .. } | Request::Restore { .. } => {
@@ -1219,6 +1225,21 @@ fn main() -> ExitCode {
         }
         (Command::Restore { .. }, Reply::Done { message }) => {
             println!("{message}");
+            ExitCode::SUCCESS
+        }
+        (Command::Snapshot { .. }, Reply::Snapshot { path }) => {
+            println!("{path}");
+            ExitCode::SUCCESS
+        }
+        (Command::Snapshots { json }, Reply::Snapshots { snapshots }) => {
+            if json {
+                print_json(&snapshots);
+            } else {
+                for s in &snapshots {
+                    let hidden = if s.visible { "" } else { "  (past retention)" };
+                    println!("{}  {}  {}{hidden}", s.time, s.name, s.path);
+                }
+            }
             ExitCode::SUCCESS
         }
         (_, Reply::NoSuchNode { message }) => {

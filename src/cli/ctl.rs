@@ -233,6 +233,27 @@ pub enum Command {
         #[arg(long, value_name = "DEST")]
         to: Option<String>,
     },
+    /// Print the path of a read-only view of a volume as it was at a time (default: now),
+    /// within the volume's retention: MOUNT/.snapshots/TIME (the network volume) or
+    /// MOUNT/@VOLUME/.snapshots/TIME. With --name, records the time under that name (shown in
+    /// .snapshots and by `p2pfs-ctl snapshots`).
+    Snapshot {
+        /// The volume (`@team`, `team`, `home`); the network volume when left out.
+        volume: Option<String>,
+        /// Record the view under this name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The time, in UTC: 2026-12-01T10:00 or 2026-12-01T10:00:05 (Z optional).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// The named snapshots: name, volume, time (UTC) and path.
+    Snapshots {
+        /// Print JSON: [{name, volume_dir, time, path, visible}]; visible: the time is within
+        /// the volume's retention, so the view shows.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

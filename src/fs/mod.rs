@@ -20,6 +20,7 @@ mod merge;
 pub mod mount;
 mod ops;
 mod purge;
+pub mod snapshot;
 pub mod tree;
 mod xattr;
 
@@ -27,7 +28,7 @@ pub use error::{FsError, FsResult};
 pub use file::ReadBuf;
 pub use file::RemoteChunks;
 pub use load::TreeLoader;
-pub use mount::{HeldStatus, Mount, MountParts, RetentionInfo, VolumeInfo};
+pub use mount::{HeldStatus, Mount, MountParts, RetentionInfo, SnapshotInfo, VolumeInfo};
 pub use ops::{CoreParts, FsCore};
 pub use purge::PurgeReport;
 pub use tree::ROOT_INO;

@@ -260,7 +260,7 @@ impl FsCore {
         &self.namespace
     }
 
-    fn attr_of(&self, ino: u64, node: &Node) -> Attr {
+    pub(super) fn attr_of(&self, ino: u64, node: &Node) -> Attr {
         let m = &node.meta;
         let size = match m.kind {
             EntryKind::Dir => 4096,

@@ -234,6 +234,25 @@ impl NamespaceStore {
         Ok(())
     }
 
+    /// The `replaced_at` of every kept version of one volume, read from the keys alone (no
+    /// entry decoded): when the volume changed, for the listing of `.snapshots`.
+    pub fn replaced_times(&self, volume: &VolumeId) -> Result<Vec<Hlc>, NamespaceError> {
+        let txn = self.db().begin_read().map_err(db_err)?;
+        let table = txn.open_table(HISTORY).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.range(&volume.0[..]..).map_err(db_err)? {
+            let (k, _) = row.map_err(db_err)?;
+            let k = k.value();
+            if !k.starts_with(&volume.0) {
+                break;
+            }
+            if let Some(at) = k.get(32..40) {
+                out.push(Hlc(u64::from_be_bytes(at.try_into().expect("8 bytes"))));
+            }
+        }
+        Ok(out)
+    }
+
     /// The state of every entry of `volume` at `at`: for each entry, the version that was
     /// current then, i.e. a kept version with `hlc <= at < replaced_at`, or the stored live
     /// version if its `hlc <= at`. Entries deleted by then, or created after, are absent; so

@@ -11,12 +11,14 @@
 mod ingest;
 mod paths;
 mod route;
+mod snapshots;
 mod volumes;
 // `p2pfs-ctl versions` and `restore`.
 mod history;
 
 pub use ingest::{HELD_BYTES, HELD_BYTES_PER_PEER, HeldStatus, Source};
 pub use route::VOLUME_ROOT_MODE;
+pub use snapshots::{NamedSnapshot, SNAPSHOTS_DIR, SnapshotError, SnapshotInfo};
 pub use volumes::{RetentionInfo, VolumeInfo};
 
 use std::collections::{HashMap, HashSet};
@@ -98,6 +100,8 @@ pub struct Mount {
     /// Node tags of expelled nodes, with the revocation's time (unix ms): their entries
     /// stamped later are refused wherever they arrive from ([`Mount::refuse_node_after`]).
     expelled: RwLock<HashMap<u64, u64>>,
+    /// The views of `.snapshots` and the named snapshots.
+    snapshots: snapshots::Snapshots,
 }
 
 impl Mount {
@@ -151,6 +155,7 @@ impl Mount {
             ),
             network_tree,
         )?);
+        let snapshots = snapshots::Snapshots::new(&template.data_dir);
         let mount = Self {
             user: parts.user,
             template,
@@ -165,6 +170,7 @@ impl Mount {
             rejected: AtomicU64::new(rejected),
             record_changes: Mutex::new(()),
             expelled: RwLock::new(HashMap::new()),
+            snapshots,
         };
         // Every version stored, of any volume, is older than the next one written here.
         let clock_max = mount.clock.now();

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::snapshots::is_snapshot;
 use super::{Mount, VOLUME_PREFIX};
 use crate::fs::{
     Attr, Caller, DirEntry, FsCore, FsError, FsResult, ROOT_INO, ReadBuf, RenameMode, SetAttr,
@@ -22,7 +23,7 @@ fn dec(ino: u64) -> (usize, u64) {
     ((ino >> SLOT_SHIFT) as usize, ino & LOCAL_MASK)
 }
 
-fn out(slot: usize, mut attr: Attr) -> Attr {
+pub(super) fn out(slot: usize, mut attr: Attr) -> Attr {
     if slot != 0 && attr.ino == ROOT_INO {
         // A volume's root is private to the user the node runs as, whatever mode and owner
         // its (synced) entry carries: with `allow_other` every local user could read it
@@ -46,6 +47,10 @@ impl Mount {
 
     /// As [`route`](Self::route), for a change: refused when the user may only read.
     fn route_mut(&self, ino: u64) -> FsResult<(usize, Arc<FsCore>, u64)> {
+        if is_snapshot(ino) {
+            // Views of the past are read-only.
+            return Err(FsError::ReadOnly);
+        }
         let routed = self.route(ino)?;
         if routed.0 != 0 && !routed.1.writable() {
             return Err(FsError::ReadOnly);
@@ -63,10 +68,17 @@ impl Mount {
                 "names starting with @ in the root are volume directories",
             ));
         }
+        if Self::names_snapshots(dec(parent).1, name) {
+            // `.snapshots` in a volume's root is the read-only directory of its views.
+            return Err(FsError::ReadOnly);
+        }
         Ok(())
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        if is_snapshot(ino) {
+            return self.snap_getattr(ino);
+        }
         let (slot, core, local) = self.route(ino)?;
         Ok(out(slot, core.getattr(local)?))
     }
@@ -81,7 +93,13 @@ impl Mount {
                 .ok_or(FsError::NotFound)?;
             return Ok(out(slot, self.core(slot)?.getattr(ROOT_INO)?));
         }
+        if is_snapshot(parent) {
+            return self.snap_lookup(parent, name);
+        }
         let (slot, core, local) = self.route(parent)?;
+        if Self::names_snapshots(local, name) {
+            return self.snapshots_dir(slot);
+        }
         Ok(out(slot, core.lookup(local, name)?))
     }
 
@@ -131,6 +149,9 @@ impl Mount {
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        if is_snapshot(ino) {
+            return self.snap_readlink(ino);
+        }
         let (_, core, local) = self.route(ino)?;
         core.readlink(local)
     }
@@ -178,12 +199,18 @@ impl Mount {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        if is_snapshot(ino) {
+            return self.snap_getxattr(ino, name);
+        }
         let (_, core, local) = self.route(ino)?;
         core.getxattr(local, name)
     }
 
     /// The attribute names of `ino` that `uid` may see, each followed by a NUL byte.
     pub fn listxattr(&self, ino: u64, uid: u32) -> FsResult<Vec<u8>> {
+        if is_snapshot(ino) {
+            return self.snap_listxattr(ino, uid);
+        }
         let (_, core, local) = self.route(ino)?;
         core.listxattr(local, uid)
     }
@@ -210,6 +237,9 @@ impl Mount {
     }
 
     pub fn open(&self, ino: u64, writable: bool) -> FsResult<u64> {
+        if is_snapshot(ino) && !writable {
+            return self.snap_open(ino);
+        }
         let (slot, core, local) = if writable {
             self.route_mut(ino)?
         } else {
@@ -226,21 +256,33 @@ impl Mount {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<ReadBuf> {
+        if is_snapshot(fh) {
+            return self.snap_read(fh, offset, size);
+        }
         let (_, core, local) = self.route(fh)?;
         core.read(local, offset, size)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        if is_snapshot(fh) {
+            return Err(FsError::ReadOnly);
+        }
         let (_, core, local) = self.route(fh)?;
         core.write(local, offset, data)
     }
 
     pub fn flush(&self, fh: u64) -> FsResult<()> {
+        if is_snapshot(fh) {
+            return Ok(());
+        }
         let (_, core, local) = self.route(fh)?;
         core.flush(local)
     }
 
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        if is_snapshot(fh) {
+            return Ok(());
+        }
         let (_, core, local) = self.route(fh)?;
         core.fsync(local)
     }
@@ -248,6 +290,9 @@ impl Mount {
     /// Releases a handle even of a volume this user was removed from meanwhile (its writes
     /// are committed; other nodes refuse them if they came after the removal).
     pub fn release(&self, fh: u64) -> FsResult<()> {
+        if is_snapshot(fh) {
+            return self.snap_release(fh);
+        }
         let (slot, local) = dec(fh);
         let core = match slot {
             0 => self.network.clone(),
@@ -262,6 +307,9 @@ impl Mount {
     }
 
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        if is_snapshot(ino) {
+            return self.snap_opendir(ino);
+        }
         let (slot, core, local) = self.route(ino)?;
         let fh = core.opendir(local)?;
         if slot == 0 && local != ROOT_INO {
@@ -274,6 +322,9 @@ impl Mount {
         let mut mapped: Vec<DirEntry> = listing
             .iter()
             .filter(|d| !(slot == 0 && is_root && d.name.first() == Some(&VOLUME_PREFIX)))
+            // A stored entry named `.snapshots` in a root is shadowed by the views' directory,
+            // which is not listed.
+            .filter(|d| !(is_root && d.name == super::snapshots::SNAPSHOTS_DIR))
             .map(|d| {
                 let mut d = d.clone();
                 d.attr = out(slot, d.attr);
@@ -309,7 +360,9 @@ impl Mount {
 
     pub fn releasedir(&self, fh: u64) {
         self.listings.lock().remove(&fh);
-        if let Ok((_, core, local)) = self.route(fh) {
+        if !is_snapshot(fh)
+            && let Ok((_, core, local)) = self.route(fh)
+        {
             core.releasedir(local);
         }
     }

@@ -9,6 +9,7 @@ mod retention;
 pub mod server;
 // `versions` and `restore`.
 mod history;
+mod snapshots;
 
 use std::path::PathBuf;
 

@@ -118,14 +118,19 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
     },
-}
-
-/// A change of a volume's retention policy (`p2pfs-ctl retention VOLUME ...`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RetentionChange {
-    pub volume: String,
-    /// `None`: back to each node's `[retention]` config.
-    pub policy: Option<crate::namespace::RetentionPolicy>,
+    /// The read-only view of a volume (`None`: the network volume) at a time (`None`: now),
+    /// recorded under `name` when given.
+    Snapshot {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        volume: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// UTC, `2026-12-01T10:00[:05][Z]`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<String>,
+    },
+    /// The named snapshots.
+    Snapshots,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +193,13 @@ pub enum Reply {
         volumes: Vec<crate::fs::RetentionInfo>,
     },
     Versions(Box<crate::fs::history::VersionList>),
+    /// Where a snapshot view is (an absolute path under the mount point).
+    Snapshot {
+        path: String,
+    },
+    Snapshots {
+        snapshots: Vec<crate::fs::SnapshotInfo>,
+    },
 }
 
 /// One invite this node made, as `p2pfs-ctl invites` lists it.
@@ -568,6 +580,14 @@ pub struct CacheStatus {
     pub capacity: u64,
     pub hits: u64,
     pub misses: u64,
+}
+
+/// A change of a volume's retention policy (`p2pfs-ctl retention VOLUME ...`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionChange {
+    pub volume: String,
+    /// `None`: back to each node's `[retention]` config.
+    pub policy: Option<crate::namespace::RetentionPolicy>,
 }
 
 #[cfg(test)]

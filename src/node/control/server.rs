@@ -835,6 +835,10 @@ async fn handle(
                     .restore(source.relative(&path), version, at, to)
                     .await
             }
+            Ok(Request::Snapshot { volume, name, at }) => {
+                super::snapshots::snapshot(source, volume, name, at).await
+            }
+            Ok(Request::Snapshots) => super::snapshots::named(source),
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },
