@@ -18,6 +18,7 @@ mod load;
 mod merge;
 pub mod mount;
 mod ops;
+mod pinned;
 pub mod tree;
 mod xattr;
 
@@ -27,6 +28,7 @@ pub use file::RemoteChunks;
 pub use load::TreeLoader;
 pub use mount::{HeldStatus, Mount, MountParts, VolumeInfo};
 pub use ops::{CoreParts, FsCore};
+pub use pinned::{ConflictInfo, PinnedFile};
 pub use tree::ROOT_INO;
 
 use crate::block::cache::CacheStats;

@@ -383,6 +383,32 @@ fn overwrite(core: &FsCore, name: &str, data: &[u8]) {
 }
 
 /// The root's listing with each file's content.
+/// Whether `shown` is a conflict name of `base` as a core without node names shows it:
+/// `stem (conflict TAG YYYY-MM-DD HH.MM).ext`, TAG the writer's tag in 8 hex digits.
+fn is_conflict_name(shown: &str, base: &str) -> bool {
+    let (stem, ext) = match base.rfind('.') {
+        Some(p) if p > 0 && p + 1 < base.len() => base.split_at(p),
+        _ => (base, ""),
+    };
+    let Some(inner) = shown
+        .strip_prefix(stem)
+        .and_then(|s| s.strip_suffix(ext))
+        .and_then(|s| s.strip_prefix(" (conflict "))
+        .and_then(|s| s.strip_suffix(')'))
+    else {
+        return false;
+    };
+    let shape: Vec<bool> = inner.bytes().map(|b| b.is_ascii_hexdigit()).collect();
+    let parts: Vec<&str> = inner.split([' ', '-', '.']).collect();
+    let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    inner.len() == 25
+        && shape.iter().filter(|h| **h).count() == 20
+        && lens == [8, 4, 2, 2, 2, 2]
+        && parts[1..]
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn listing(core: &FsCore) -> Vec<(String, Vec<u8>)> {
     let fh = core.opendir(ROOT_INO).unwrap();
     let mut out: Vec<(String, Vec<u8>)> = core
@@ -428,7 +454,7 @@ fn concurrent_writes_keep_both_versions_and_a_modify_beats_a_concurrent_delete()
     assert_eq!(get("race.txt"), Some(&b"written on B, later"[..]));
     let copies: Vec<&(String, Vec<u8>)> = la
         .iter()
-        .filter(|(n, _)| n.starts_with("race.txt.conflict-"))
+        .filter(|(n, _)| is_conflict_name(n, "race.txt"))
         .collect();
     assert_eq!(copies.len(), 1, "{names:?}");
     assert_eq!(copies[0].1, b"written on A");
@@ -505,7 +531,7 @@ fn an_intermediate_version_makes_no_conflict_copy() {
     assert_eq!(la, lb);
     let copies: Vec<&Vec<u8>> = la
         .iter()
-        .filter(|(n, _)| n.starts_with("f.conflict-"))
+        .filter(|(n, _)| is_conflict_name(n, "f"))
         .map(|(_, c)| c)
         .collect();
     assert_eq!(copies, vec![&b"final on A".to_vec()], "{la:?}");
@@ -810,7 +836,7 @@ fn links_concurrent_links_at_one_name_both_count() {
     let l = agreed(&p);
     assert_eq!(l.len(), 4, "{:?}", names(&l));
     assert!(l.iter().all(|(_, c, n)| c == b"v0" && *n == 4), "{l:?}");
-    assert!(l[3].0.starts_with("n.conflict-"), "{:?}", names(&l));
+    assert!(is_conflict_name(&l[3].0, "n"), "{:?}", names(&l));
     let f = ino_of(&p.b, ROOT_INO, "f");
     assert!(l.iter().all(|(n, _, _)| ino_of(&p.b, ROOT_INO, n) == f));
 }
@@ -878,10 +904,7 @@ fn links_a_write_racing_a_name_change_keeps_a_conflict_copy() {
     let l = agreed(&p);
     assert_eq!(l.len(), 4, "{:?}", names(&l));
     assert_eq!(l[0], ("f".into(), b"written on A".to_vec(), 3));
-    assert!(
-        l[1].0.starts_with("f.conflict-") && l[1].1 == b"v0",
-        "{l:?}"
-    );
+    assert!(is_conflict_name(&l[1].0, "f") && l[1].1 == b"v0", "{l:?}");
     assert_eq!(
         &l[2..],
         [
@@ -900,10 +923,7 @@ fn links_a_write_racing_a_name_change_keeps_a_conflict_copy() {
     assert_eq!(l.len(), 3, "{:?}", names(&l));
     assert_eq!(l[0], ("f".into(), b"written on B".to_vec(), 2));
     assert_eq!(l[1], ("l".into(), b"written on B".to_vec(), 2));
-    assert!(
-        l[2].0.starts_with("l.conflict-") && l[2].1 == b"v0",
-        "{l:?}"
-    );
+    assert!(is_conflict_name(&l[2].0, "l") && l[2].1 == b"v0", "{l:?}");
 }
 
 /// A link made while the file is open for writing is the node's own history: the close is

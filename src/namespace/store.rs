@@ -862,6 +862,7 @@ mod tests {
             target: None,
             unnamed: false,
             xattrs: vec![],
+            conflict_of: None,
         };
         let id = EntryId([5; 16]);
         let new = sealer.seal(id, Hlc(10), &[], &meta);
@@ -937,6 +938,7 @@ mod tests {
             target: None,
             unnamed: false,
             xattrs: vec![],
+            conflict_of: None,
         }
     }
 

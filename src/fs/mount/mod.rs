@@ -10,6 +10,7 @@
 
 mod ingest;
 mod paths;
+mod pinned;
 mod route;
 mod volumes;
 
@@ -64,6 +65,8 @@ struct Template {
     write_buffer_bytes: u64,
     seal_threads: usize,
     data_dir: PathBuf,
+    /// Node names for conflict names, shared by every core's tree.
+    names: crate::namespace::view::NodeNamer,
 }
 
 /// A member volume in the mount.
@@ -96,6 +99,8 @@ pub struct Mount {
     /// Node tags of expelled nodes, with the revocation's time (unix ms): their entries
     /// stamped later are refused wherever they arrive from ([`Mount::refuse_node_after`]).
     expelled: RwLock<HashMap<u64, u64>>,
+    /// Notified when entries from peers were stored (the pin worker waits on it).
+    applied: Arc<tokio::sync::Notify>,
 }
 
 impl Mount {
@@ -112,6 +117,7 @@ impl Mount {
             write_buffer_bytes: parts.write_buffer_bytes,
             seal_threads: parts.seal_threads,
             data_dir: parts.data_dir,
+            names: Default::default(),
         };
         let clock = HlcClock::new();
         let mut registry = HashMap::new();
@@ -149,6 +155,7 @@ impl Mount {
             ),
             network_tree,
         )?);
+        network.set_node_names(template.names.clone());
         let mount = Self {
             user: parts.user,
             template,
@@ -163,6 +170,7 @@ impl Mount {
             rejected: AtomicU64::new(rejected),
             record_changes: Mutex::new(()),
             expelled: RwLock::new(HashMap::new()),
+            applied: Arc::new(tokio::sync::Notify::new()),
         };
         // Every version stored, of any volume, is older than the next one written here.
         let clock_max = mount.clock.now();
@@ -214,20 +222,24 @@ impl Mount {
 
     /// The core of a member volume, from a tree built from the store.
     fn build_core(&self, volume: Volume, loader: TreeLoader) -> FsResult<Arc<FsCore>> {
-        Ok(Arc::new(FsCore::load_from(
+        let core = FsCore::load_from(
             core_parts(&self.template, &self.user, self.namespace.clone(), volume),
             loader,
-        )?))
+        )?;
+        core.set_node_names(self.template.names.clone());
+        Ok(Arc::new(core))
     }
 
     /// The core of a member volume, read from the store.
     fn load_core(&self, volume: Volume) -> FsResult<Arc<FsCore>> {
-        Ok(Arc::new(FsCore::load(core_parts(
+        let core = FsCore::load(core_parts(
             &self.template,
             &self.user,
             self.namespace.clone(),
             volume,
-        ))?))
+        ))?;
+        core.set_node_names(self.template.names.clone());
+        Ok(Arc::new(core))
     }
 
     fn me(&self) -> UserId {
