@@ -761,6 +761,10 @@ fn main() -> ExitCode {
                 with: with.clone(),
             },
         },
+        Command::Pin { path } => Request::Pin { path: path.clone() },
+        Command::Unpin { path } => Request::Unpin { path: path.clone() },
+        Command::Pins { .. } => Request::Pins,
+        Command::Conflicts { path, .. } => Request::Conflicts { path: path.clone() },
     };
     let timeout = match request {
         Request::Health | Request::Rm { .. } => std::time::Duration::from_secs(600),
@@ -1107,6 +1111,42 @@ fn main() -> ExitCode {
             Reply::Done { message },
         ) => {
             println!("{message}");
+            ExitCode::SUCCESS
+        }
+        (Command::Pin { .. } | Command::Unpin { .. }, Reply::Done { message }) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        (Command::Pins { json }, Reply::Pins { pins }) => {
+            if json {
+                print_json(&pins);
+            } else {
+                for pin in &pins {
+                    println!(
+                        "/{}  {}",
+                        p2pfs::cli::ctl::escape_name(pin.path.as_bytes()),
+                        p2pfs::node::pins::describe(pin)
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Conflicts { json, .. }, Reply::Conflicts { conflicts }) => {
+            if json {
+                print_json(&conflicts);
+            } else {
+                for c in &conflicts {
+                    let of = c.of.as_deref().unwrap_or("(gone)");
+                    println!(
+                        "/{}  of /{}  {}  {}  {}",
+                        p2pfs::cli::ctl::escape_name(c.path.as_bytes()),
+                        p2pfs::cli::ctl::escape_name(of.as_bytes()),
+                        p2pfs::cli::ctl::escape_name(c.node.as_bytes()),
+                        c.time,
+                        c.kind
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         (_, Reply::NoSuchNode { message }) => {
