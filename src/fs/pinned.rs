@@ -86,8 +86,8 @@ impl FsCore {
         Ok(out)
     }
 
-    /// The conflicts at or under `path`: conflict copies, and entries shown under a conflict
-    /// name because another entry claims their name.
+    /// The conflicts at or under `path`, by path: conflict copies, and entries shown under a
+    /// conflict name because another entry claims their name.
     pub fn conflicts_under(&self, path: &str) -> FsResult<Vec<ConflictInfo>> {
         let top = self.ino_at(path)?;
         let tree = self.tree.read();
@@ -119,6 +119,7 @@ impl FsCore {
                 }
             }
         });
+        out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
 }

@@ -382,7 +382,6 @@ fn overwrite(core: &FsCore, name: &str, data: &[u8]) {
     core.release(fh).unwrap();
 }
 
-/// The root's listing with each file's content.
 /// Whether `shown` is a conflict name of `base` as a core without node names shows it:
 /// `stem (conflict TAG YYYY-MM-DD HH.MM).ext`, TAG the writer's tag in 8 hex digits.
 fn is_conflict_name(shown: &str, base: &str) -> bool {
@@ -409,6 +408,7 @@ fn is_conflict_name(shown: &str, base: &str) -> bool {
             .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The root's listing with each file's content.
 fn listing(core: &FsCore) -> Vec<(String, Vec<u8>)> {
     let fh = core.opendir(ROOT_INO).unwrap();
     let mut out: Vec<(String, Vec<u8>)> = core
@@ -467,6 +467,78 @@ fn concurrent_writes_keep_both_versions_and_a_modify_beats_a_concurrent_delete()
     p.exchange();
     assert_eq!(listing(&p.a).len(), 3);
     assert_eq!(listing(&p.b), listing(&p.a));
+}
+
+/// `p2pfs-ctl conflicts`: a conflict copy (of its file, by the node that wrote the lost
+/// version) and a name two files claim, both under names with the node's name, which lead back.
+#[test]
+fn conflicts_show_node_names_and_list_copies_and_claims() {
+    struct Names;
+    impl crate::namespace::view::NodeNames for Names {
+        fn name_of(&self, origin: u64) -> Option<String> {
+            [(1, "alpha"), (2, "beta")]
+                .into_iter()
+                .find(|(o, _)| *o == origin)
+                .map(|(_, n)| n.to_string())
+        }
+    }
+    let p = pair();
+    let names = crate::namespace::view::NodeNamer::default();
+    names.set(Arc::new(Names));
+    p.a.set_node_names(names.clone());
+    p.b.set_node_names(names);
+    write_file(&p.a, ROOT_INO, "race.txt", b"v0");
+    p.exchange();
+    overwrite(&p.a, "race.txt", b"written on A");
+    overwrite(&p.b, "race.txt", b"written on B, later");
+    write_file(&p.a, ROOT_INO, "new.txt", b"made on A");
+    write_file(&p.b, ROOT_INO, "new.txt", b"made on B, later");
+    p.exchange();
+
+    let l = listing(&p.b);
+    assert_eq!(l, listing(&p.a), "the two nodes disagree");
+    let shown = |prefix: &str| {
+        l.iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}...: {l:?}"))
+            .clone()
+    };
+    let (copy, claim) = (
+        shown("race (conflict alpha "),
+        shown("new (conflict alpha "),
+    );
+    assert_eq!(copy.1, b"written on A");
+    assert_eq!(claim.1, b"made on A");
+    assert_eq!(l.len(), 4, "{l:?}");
+    for (name, bytes) in [&copy, &claim] {
+        assert!(name.ends_with(").txt"), "{name}");
+        let ino = p.a.lookup(ROOT_INO, name.as_bytes()).unwrap().ino;
+        assert_eq!(&read_all(&p.a, ino), bytes);
+    }
+    let listed = p.b.conflicts_under("").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let expect = [(&claim.0, "new.txt", false), (&copy.0, "race.txt", true)];
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for (found, (path, of, is_copy)) in listed.iter().zip(expect) {
+        assert_eq!(&found.path, path);
+        assert_eq!(found.of.as_deref(), Some(of));
+        assert_eq!(found.node, "alpha");
+        assert_eq!(found.copy, is_copy);
+        assert!(
+            found.millis <= now && found.millis + 60_000 > now,
+            "{found:?}"
+        );
+    }
+    // The copy is marked in its entry: a copy of race.txt's entry.
+    let race = p.b.lookup(ROOT_INO, b"race.txt").unwrap().ino;
+    let copy_ino = p.b.lookup(ROOT_INO, copy.0.as_bytes()).unwrap().ino;
+    let tree = p.b.tree.read();
+    let of = tree.get(copy_ino).unwrap().meta.conflict_of.unwrap();
+    assert_eq!(of.entry, tree.get(race).unwrap().id);
+    assert_eq!(of.origin, 1);
 }
 
 /// `cp -p`, `tar`, `rsync`: write, then chmod/utimes through the open file, then close. The
