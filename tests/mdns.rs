@@ -106,7 +106,7 @@ fn partition_then_heal_reconciles_without_losing_writes() {
         let mut names: Vec<String> = std::fs::read_dir(&node.mnt)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("same.txt"))
+            .filter(|n| n == "same.txt" || conflict_label(n, "same.txt").is_some())
             .collect();
         names.sort();
         names
