@@ -152,6 +152,9 @@ pub struct Pins {
     router: Arc<ChunkRouter>,
     repair: Arc<Repair>,
     passes: std::sync::atomic::AtomicU64,
+    /// Pinned chunks the last pass found (or put) in the store: a pass woken by a commit
+    /// checks only the others; the periodic pass checks every one again.
+    held: Mutex<Arc<HashSet<ChunkId>>>,
 }
 
 impl Pins {
@@ -188,6 +191,7 @@ impl Pins {
             router,
             repair,
             passes: Default::default(),
+            held: Default::default(),
         }))
     }
 
@@ -279,26 +283,37 @@ impl Pins {
         self.passes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The pin worker: a pass now, then whenever woken (after a second, so a burst of commits
-    /// makes one pass) or every [`PIN_PASS_EVERY`]. Runs until its task is cancelled.
+    /// The pin worker: a full pass now, then a pass whenever woken (after a second, so a burst
+    /// of commits makes one pass), and a full one every [`PIN_PASS_EVERY`]. Runs until its
+    /// task is cancelled.
     pub async fn run(self: Arc<Self>) {
         let applied = self.mount.entries_applied();
+        let mut full = true;
         loop {
-            self.pass().await;
-            tokio::select! {
-                _ = tokio::time::sleep(PIN_PASS_EVERY) => {}
-                _ = self.wake.notified() => tokio::time::sleep(Duration::from_secs(1)).await,
-                _ = applied.notified() => tokio::time::sleep(Duration::from_secs(1)).await,
+            self.pass(full).await;
+            full = tokio::select! {
+                _ = tokio::time::sleep(PIN_PASS_EVERY) => true,
+                _ = self.wake.notified() => false,
+                _ = applied.notified() => false,
+            };
+            if !full {
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
 
     /// One pass: lists every pinned file, tells repair to keep their chunks, fetches the
-    /// missing ones, and records each pin's state.
-    pub async fn pass(&self) {
+    /// missing ones, and records each pin's state. A `full` pass looks in the store for every
+    /// pinned chunk; another trusts what the last pass found there.
+    pub async fn pass(&self, full: bool) {
         let paths = self.paths.lock().clone();
         let mount = self.mount.clone();
         let store = self.store.clone();
+        let known = if full {
+            Arc::default()
+        } else {
+            self.held.lock().clone()
+        };
         // Listing and checking the store are blocking work.
         let listed = tokio::task::spawn_blocking(move || {
             paths
@@ -312,7 +327,7 @@ impl Pins {
                         }
                         let held: HashSet<ChunkId> = chunks
                             .keys()
-                            .filter(|id| store.contains(id))
+                            .filter(|id| known.contains(id) || store.contains(id))
                             .copied()
                             .collect();
                         (files.len() as u64, chunks, held)
@@ -335,10 +350,12 @@ impl Pins {
         }
         self.repair.set_kept(kept);
         let fetched = self.fetch_all(missing).await;
+        let mut now_held: HashSet<ChunkId> = fetched.clone();
         let mut states = BTreeMap::new();
         for (path, files) in listed {
             let state = match files {
                 Ok((files, chunks, held)) => {
+                    now_held.extend(held.iter().copied());
                     let is_held = |id: &ChunkId| held.contains(id) || fetched.contains(id);
                     PinState {
                         path: path.clone(),
@@ -368,6 +385,7 @@ impl Pins {
         let paths = self.paths.lock().clone();
         states.retain(|p, _| paths.contains(p));
         *self.states.lock() = states;
+        *self.held.lock() = Arc::new(now_held);
         self.passes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
