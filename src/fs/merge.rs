@@ -204,8 +204,9 @@ impl FsCore {
     }
 
     /// Keeps each live file or symlink version that lost to a concurrent one as a new entry
-    /// named `name (conflict NODE DATE TIME).ext` beside it, marked as a copy of the entry. Every node that sees the conflict makes
-    /// the same copy (same id, derived from the lost version), so they merge into one.
+    /// named `name (conflict NODE DATE TIME).ext` beside it, marked as a copy of the entry.
+    /// Every node that sees the conflict makes the same copy (same id, derived from the lost
+    /// version), so they merge into one.
     /// Directories are not copied: their versions differ only in metadata, and their children
     /// stay with the one id. The caller holds `mutate`.
     fn keep_conflict_copies(&self, displaced: Vec<Entry>) -> FsResult<usize> {

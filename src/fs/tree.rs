@@ -754,7 +754,8 @@ mod tests {
                 for group in claims.chunk_by(|a, b| a.0 == b.0) {
                     let ((name, _, winner), losers) = group.split_last().unwrap();
                     expected.push((name.clone(), shown_as(*winner).unwrap()));
-                    let losers: Vec<(Version, u8)> = losers.iter().map(|(_, v, n)| (*v, *n)).collect();
+                    let losers: Vec<(Version, u8)> =
+                        losers.iter().map(|(_, v, n)| (*v, *n)).collect();
                     for (shown, n) in loser_names(name, &losers, &NodeNamer::default()) {
                         expected.push((shown, shown_as(n).unwrap()));
                     }

@@ -35,8 +35,8 @@ const CONFLICT_SETTLE: Duration = Duration::from_secs(10);
 ///
 /// Owns: the [`Workers`] (network event loop, chunk and sync servers and their streams, the
 /// cluster loop and its anti-entropy sessions and gossip batches, repair, scrub, audit, gc,
-/// conflict settling, the pin worker, the control and metrics servers and their connections, the chunk
-/// flusher, the guard's delayed checks). Dropping it without [`RunningNode::shutdown`] leaves
+/// conflict settling, the pin worker, the control and metrics servers and their connections,
+/// the chunk flusher, the guard's delayed checks). Dropping it without [`RunningNode::shutdown`] leaves
 /// them running until the runtime goes.
 pub struct RunningNode {
     pub mount: Arc<Mount>,

@@ -15,7 +15,8 @@ impl ControlService {
         match tokio::task::spawn_blocking(move || pins.pin(&path)).await {
             Ok(Ok(path)) => Reply::Done {
                 message: format!(
-                    "pinned /{path}: every chunk of it is kept on this node (`p2pfs-ctl pins` shows progress)"
+                    "pinned /{path}: every chunk of it is kept on this node \
+                     (`p2pfs-ctl pins` shows progress)"
                 ),
             },
             Ok(Err(e)) => error(e),
