@@ -117,6 +117,7 @@ fn meta(kind: EntryKind, name: &[u8], blocks: Vec<Option<ChunkRef>>) -> EntryMet
         target: None,
         unnamed: false,
         xattrs: Vec::new(),
+        conflict_of: None,
     }
 }
 

@@ -106,7 +106,7 @@ fn partition_then_heal_reconciles_without_losing_writes() {
         let mut names: Vec<String> = std::fs::read_dir(&node.mnt)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("same.txt"))
+            .filter(|n| n == "same.txt" || conflict_label(n, "same.txt").is_some())
             .collect();
         names.sort();
         names
@@ -140,7 +140,8 @@ fn partition_then_heal_reconciles_without_losing_writes() {
     );
     assert!(
         v.iter().any(|(n, _)| n == "same.txt")
-            && v.iter().any(|(n, _)| n.starts_with("same.txt.conflict-"))
+            && v.iter()
+                .any(|(n, _)| conflict_label(n, "same.txt").is_some())
     );
     assert_file_eq(&lab.cluster.nodes[1].p("before.bin"), &before);
 

@@ -77,7 +77,7 @@ fn same_file_changed_on_both_sides_and_delete_against_modify() {
     );
     let copy: Vec<_> = va
         .iter()
-        .filter(|(n, _)| n.starts_with("shared.txt.conflict-"))
+        .filter(|(n, _)| conflict_label(n, "shared.txt").is_some())
         .collect();
     assert_eq!(copy.len(), 1, "{:?}", names(&va));
     assert_eq!(copy[0].1, b"changed on side A\n");

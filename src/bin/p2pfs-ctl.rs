@@ -824,6 +824,10 @@ fn main() -> ExitCode {
             at: at.clone(),
         },
         Command::Snapshots { .. } => Request::Snapshots,
+        Command::Pin { path } => Request::Pin { path: path.clone() },
+        Command::Unpin { path } => Request::Unpin { path: path.clone() },
+        Command::Pins { .. } => Request::Pins,
+        Command::Conflicts { path, .. } => Request::Conflicts { path: path.clone() },
     };
     let timeout = match request {
         Request::Health | Request::Rm { .. } | Request::Restore { .. } => {
@@ -1238,6 +1242,42 @@ fn main() -> ExitCode {
                 for s in &snapshots {
                     let hidden = if s.visible { "" } else { "  (past retention)" };
                     println!("{}  {}  {}{hidden}", s.time, s.name, s.path);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Pin { .. } | Command::Unpin { .. }, Reply::Done { message }) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        (Command::Pins { json }, Reply::Pins { pins }) => {
+            if json {
+                print_json(&pins);
+            } else {
+                for pin in &pins {
+                    println!(
+                        "/{}  {}",
+                        p2pfs::cli::ctl::escape_name(pin.path.as_bytes()),
+                        p2pfs::node::pins::describe(pin)
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Conflicts { json, .. }, Reply::Conflicts { conflicts }) => {
+            if json {
+                print_json(&conflicts);
+            } else {
+                for c in &conflicts {
+                    let of = c.of.as_deref().unwrap_or("(gone)");
+                    println!(
+                        "/{}  of /{}  {}  {}  {}",
+                        p2pfs::cli::ctl::escape_name(c.path.as_bytes()),
+                        p2pfs::cli::ctl::escape_name(of.as_bytes()),
+                        p2pfs::cli::ctl::escape_name(c.node.as_bytes()),
+                        c.time,
+                        c.kind
+                    );
                 }
             }
             ExitCode::SUCCESS

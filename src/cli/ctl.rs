@@ -254,6 +254,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep a file or directory (recursively, files added later included) whole on this node,
+    /// to read and write it while the network is out of reach. Pins are this node's own.
+    Pin {
+        /// Relative to the mount's root (`@NAME/...` for volumes), or absolute under the mount.
+        path: String,
+    },
+    /// Stop keeping a pinned path on this node (its chunks become ordinary copies again).
+    Unpin { path: String },
+    /// This node's pins: PATH, size and state (`3.2 GiB, complete` or `1.1 of 3.2 GiB,
+    /// syncing`).
+    Pins {
+        /// Print JSON: [{path, files, bytes, held_bytes, chunks, held_chunks, checked, error}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Conflicts at or under PATH (the whole mount by default): conflict copies (a version
+    /// that lost to a concurrent one, kept as `name (conflict NODE DATE TIME).ext`) and names
+    /// two entries claim (the loser shown under such a name). PATH  OF  NODE  TIME  KIND.
+    Conflicts {
+        #[arg(default_value = "")]
+        path: String,
+        /// Print JSON: [{path, of, kind, node, time, millis}] (kind: copy or claim; of: null
+        /// when that file is gone).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]

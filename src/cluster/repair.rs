@@ -105,6 +105,9 @@ pub struct Repair {
     pushed_bytes: AtomicU64,
     /// Passes completed since start (tests wait on it).
     passes: AtomicU64,
+    /// Chunks this node keeps whatever their owners hold (pinned for offline use): never
+    /// dropped as surplus copies.
+    kept: parking_lot::RwLock<Arc<HashSet<ChunkId>>>,
 }
 
 impl Repair {
@@ -122,7 +125,14 @@ impl Repair {
             pushed_copies: AtomicU64::new(0),
             pushed_bytes: AtomicU64::new(0),
             passes: AtomicU64::new(0),
+            kept: Default::default(),
         })
+    }
+
+    /// Sets the chunks this node keeps (its pins): a pass pushes them to their owners like
+    /// any other, but never drops them.
+    pub fn set_kept(&self, kept: HashSet<ChunkId>) {
+        *self.kept.write() = Arc::new(kept);
     }
 
     /// Copies still to push in the running pass.
@@ -433,6 +443,11 @@ impl Repair {
             kept,
         } = decided;
         report.kept = kept;
+        let pinned = self.kept.read().clone();
+        let drops: Vec<_> = drops
+            .into_iter()
+            .filter(|(id, _)| !pinned.contains(id))
+            .collect();
         let pushed = self.push_all(pushes).await;
         report.pushed = pushed.pushed;
         report.under_replicated = pushed.under_replicated;

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{FsCore, FsResult, RemoteApply};
 use crate::block::ChunkCache;
-use crate::namespace::entry::MAX_NAME_LEN;
 use crate::namespace::view::conflict_name;
 use crate::namespace::volume::VolumeRecord;
 use crate::namespace::{Entry, EntryId, EntryKind, NamespaceStore, Volume, VolumeId};
@@ -205,8 +204,9 @@ impl FsCore {
     }
 
     /// Keeps each live file or symlink version that lost to a concurrent one as a new entry
-    /// named `name.conflict-<node>-<time>` beside it. Every node that sees the conflict makes
-    /// the same copy (same id, derived from the lost version), so they merge into one.
+    /// named `name (conflict NODE DATE TIME).ext` beside it, marked as a copy of the entry.
+    /// Every node that sees the conflict makes the same copy (same id, derived from the lost
+    /// version), so they merge into one.
     /// Directories are not copied: their versions differ only in metadata, and their children
     /// stay with the one id. The caller holds `mutate`.
     fn keep_conflict_copies(&self, displaced: Vec<Entry>) -> FsResult<usize> {
@@ -263,9 +263,13 @@ impl FsCore {
                 meta.name = link.meta.name.clone();
                 meta.unnamed = false;
             }
-            let mut name = meta.name.clone();
-            name.truncate(MAX_NAME_LEN - 40);
-            meta.name = conflict_name(&name, &lost.version());
+            let names = self.tree.read().names().clone();
+            meta.name = conflict_name(&meta.name, &lost.version(), &names);
+            meta.conflict_of = Some(crate::namespace::entry::ConflictOf {
+                entry: lost.id,
+                origin: lost.origin,
+                hlc: lost.hlc,
+            });
             tracing::warn!(entry = %lost.id, copy = %copy_id, "concurrent writes to one file: the earlier version is kept as a conflict copy");
             copies.push((copy_id, Some(meta), Some(Vec::new())));
         }

@@ -19,6 +19,7 @@ mod load;
 mod merge;
 pub mod mount;
 mod ops;
+mod pinned;
 mod purge;
 pub mod snapshot;
 pub mod tree;
@@ -30,6 +31,7 @@ pub use file::RemoteChunks;
 pub use load::TreeLoader;
 pub use mount::{HeldStatus, Mount, MountParts, RetentionInfo, SnapshotInfo, VolumeInfo};
 pub use ops::{CoreParts, FsCore};
+pub use pinned::{ConflictInfo, PinnedFile};
 pub use purge::PurgeReport;
 pub use tree::ROOT_INO;
 

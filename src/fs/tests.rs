@@ -382,6 +382,32 @@ fn overwrite(core: &FsCore, name: &str, data: &[u8]) {
     core.release(fh).unwrap();
 }
 
+/// Whether `shown` is a conflict name of `base` as a core without node names shows it:
+/// `stem (conflict TAG YYYY-MM-DD HH.MM).ext`, TAG the writer's tag in 8 hex digits.
+fn is_conflict_name(shown: &str, base: &str) -> bool {
+    let (stem, ext) = match base.rfind('.') {
+        Some(p) if p > 0 && p + 1 < base.len() => base.split_at(p),
+        _ => (base, ""),
+    };
+    let Some(inner) = shown
+        .strip_prefix(stem)
+        .and_then(|s| s.strip_suffix(ext))
+        .and_then(|s| s.strip_prefix(" (conflict "))
+        .and_then(|s| s.strip_suffix(')'))
+    else {
+        return false;
+    };
+    let shape: Vec<bool> = inner.bytes().map(|b| b.is_ascii_hexdigit()).collect();
+    let parts: Vec<&str> = inner.split([' ', '-', '.']).collect();
+    let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+    inner.len() == 25
+        && shape.iter().filter(|h| **h).count() == 20
+        && lens == [8, 4, 2, 2, 2, 2]
+        && parts[1..]
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The root's listing with each file's content.
 fn listing(core: &FsCore) -> Vec<(String, Vec<u8>)> {
     let fh = core.opendir(ROOT_INO).unwrap();
@@ -428,7 +454,7 @@ fn concurrent_writes_keep_both_versions_and_a_modify_beats_a_concurrent_delete()
     assert_eq!(get("race.txt"), Some(&b"written on B, later"[..]));
     let copies: Vec<&(String, Vec<u8>)> = la
         .iter()
-        .filter(|(n, _)| n.starts_with("race.txt.conflict-"))
+        .filter(|(n, _)| is_conflict_name(n, "race.txt"))
         .collect();
     assert_eq!(copies.len(), 1, "{names:?}");
     assert_eq!(copies[0].1, b"written on A");
@@ -441,6 +467,78 @@ fn concurrent_writes_keep_both_versions_and_a_modify_beats_a_concurrent_delete()
     p.exchange();
     assert_eq!(listing(&p.a).len(), 3);
     assert_eq!(listing(&p.b), listing(&p.a));
+}
+
+/// `p2pfs-ctl conflicts`: a conflict copy (of its file, by the node that wrote the lost
+/// version) and a name two files claim, both under names with the node's name, which lead back.
+#[test]
+fn conflicts_show_node_names_and_list_copies_and_claims() {
+    struct Names;
+    impl crate::namespace::view::NodeNames for Names {
+        fn name_of(&self, origin: u64) -> Option<String> {
+            [(1, "alpha"), (2, "beta")]
+                .into_iter()
+                .find(|(o, _)| *o == origin)
+                .map(|(_, n)| n.to_string())
+        }
+    }
+    let p = pair();
+    let names = crate::namespace::view::NodeNamer::default();
+    names.set(Arc::new(Names));
+    p.a.set_node_names(names.clone());
+    p.b.set_node_names(names);
+    write_file(&p.a, ROOT_INO, "race.txt", b"v0");
+    p.exchange();
+    overwrite(&p.a, "race.txt", b"written on A");
+    overwrite(&p.b, "race.txt", b"written on B, later");
+    write_file(&p.a, ROOT_INO, "new.txt", b"made on A");
+    write_file(&p.b, ROOT_INO, "new.txt", b"made on B, later");
+    p.exchange();
+
+    let l = listing(&p.b);
+    assert_eq!(l, listing(&p.a), "the two nodes disagree");
+    let shown = |prefix: &str| {
+        l.iter()
+            .find(|(n, _)| n.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}...: {l:?}"))
+            .clone()
+    };
+    let (copy, claim) = (
+        shown("race (conflict alpha "),
+        shown("new (conflict alpha "),
+    );
+    assert_eq!(copy.1, b"written on A");
+    assert_eq!(claim.1, b"made on A");
+    assert_eq!(l.len(), 4, "{l:?}");
+    for (name, bytes) in [&copy, &claim] {
+        assert!(name.ends_with(").txt"), "{name}");
+        let ino = p.a.lookup(ROOT_INO, name.as_bytes()).unwrap().ino;
+        assert_eq!(&read_all(&p.a, ino), bytes);
+    }
+    let listed = p.b.conflicts_under("").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let expect = [(&claim.0, "new.txt", false), (&copy.0, "race.txt", true)];
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for (found, (path, of, is_copy)) in listed.iter().zip(expect) {
+        assert_eq!(&found.path, path);
+        assert_eq!(found.of.as_deref(), Some(of));
+        assert_eq!(found.node, "alpha");
+        assert_eq!(found.copy, is_copy);
+        assert!(
+            found.millis <= now && found.millis + 60_000 > now,
+            "{found:?}"
+        );
+    }
+    // The copy is marked in its entry: a copy of race.txt's entry.
+    let race = p.b.lookup(ROOT_INO, b"race.txt").unwrap().ino;
+    let copy_ino = p.b.lookup(ROOT_INO, copy.0.as_bytes()).unwrap().ino;
+    let tree = p.b.tree.read();
+    let of = tree.get(copy_ino).unwrap().meta.conflict_of.unwrap();
+    assert_eq!(of.entry, tree.get(race).unwrap().id);
+    assert_eq!(of.origin, 1);
 }
 
 /// `cp -p`, `tar`, `rsync`: write, then chmod/utimes through the open file, then close. The
@@ -505,7 +603,7 @@ fn an_intermediate_version_makes_no_conflict_copy() {
     assert_eq!(la, lb);
     let copies: Vec<&Vec<u8>> = la
         .iter()
-        .filter(|(n, _)| n.starts_with("f.conflict-"))
+        .filter(|(n, _)| is_conflict_name(n, "f"))
         .map(|(_, c)| c)
         .collect();
     assert_eq!(copies, vec![&b"final on A".to_vec()], "{la:?}");
@@ -810,7 +908,7 @@ fn links_concurrent_links_at_one_name_both_count() {
     let l = agreed(&p);
     assert_eq!(l.len(), 4, "{:?}", names(&l));
     assert!(l.iter().all(|(_, c, n)| c == b"v0" && *n == 4), "{l:?}");
-    assert!(l[3].0.starts_with("n.conflict-"), "{:?}", names(&l));
+    assert!(is_conflict_name(&l[3].0, "n"), "{:?}", names(&l));
     let f = ino_of(&p.b, ROOT_INO, "f");
     assert!(l.iter().all(|(n, _, _)| ino_of(&p.b, ROOT_INO, n) == f));
 }
@@ -878,10 +976,7 @@ fn links_a_write_racing_a_name_change_keeps_a_conflict_copy() {
     let l = agreed(&p);
     assert_eq!(l.len(), 4, "{:?}", names(&l));
     assert_eq!(l[0], ("f".into(), b"written on A".to_vec(), 3));
-    assert!(
-        l[1].0.starts_with("f.conflict-") && l[1].1 == b"v0",
-        "{l:?}"
-    );
+    assert!(is_conflict_name(&l[1].0, "f") && l[1].1 == b"v0", "{l:?}");
     assert_eq!(
         &l[2..],
         [
@@ -900,10 +995,7 @@ fn links_a_write_racing_a_name_change_keeps_a_conflict_copy() {
     assert_eq!(l.len(), 3, "{:?}", names(&l));
     assert_eq!(l[0], ("f".into(), b"written on B".to_vec(), 2));
     assert_eq!(l[1], ("l".into(), b"written on B".to_vec(), 2));
-    assert!(
-        l[2].0.starts_with("l.conflict-") && l[2].1 == b"v0",
-        "{l:?}"
-    );
+    assert!(is_conflict_name(&l[2].0, "l") && l[2].1 == b"v0", "{l:?}");
 }
 
 /// A link made while the file is open for writing is the node's own history: the close is

@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 
-use crate::namespace::view::conflict_name;
+use crate::namespace::view::{NodeNamer, conflict_bases, loser_names};
 use crate::namespace::{Entry, EntryId, EntryKind, EntryMeta, Seen, Version};
 
 pub const ROOT_INO: u64 = 1;
@@ -100,8 +100,8 @@ impl Slab {
 /// The children of one directory: the inode numbers of every node that claims a name in it,
 /// hashed by that name. Two live entries can claim the same name (concurrent creates or
 /// renames on different nodes); both are kept: the highest version shows under the name,
-/// every other one as `name.conflict-<node>-<time>` ([`conflict_name`]). A write is never
-/// dropped silently.
+/// every other one under a conflict name, `name (conflict NODE DATE TIME).ext`
+/// ([`crate::namespace::view::conflict_name`]). A write is never dropped silently.
 ///
 /// Invariant: every inode in a table has its node in the slab, and that node's name is the
 /// one it was hashed under (a node leaves its parent's table before it changes).
@@ -132,6 +132,8 @@ pub struct Tree {
     unnamed: HashMap<u64, Unnamed>,
     hasher: RandomState,
     next_ino: u64,
+    /// Node names for the conflict names of losing claims.
+    names: NodeNamer,
 }
 
 fn name_of(nodes: &Slab, ino: u64) -> &[u8] {
@@ -151,7 +153,17 @@ impl Tree {
             unnamed: HashMap::new(),
             hasher: RandomState::new(),
             next_ino: ROOT_INO + 1,
+            names: NodeNamer::default(),
         }
+    }
+
+    /// Where conflict names find node names.
+    pub fn set_names(&mut self, names: NodeNamer) {
+        self.names = names;
+    }
+
+    pub fn names(&self) -> &NodeNamer {
+        &self.names
     }
 
     /// The inode number of `id`, allocated on first sight (a child may be seen before its
@@ -229,15 +241,15 @@ impl Tree {
         if let Some(&(_, winner)) = self.claims(dir, name).last() {
             return Some(winner);
         }
-        let marker = b".conflict-";
-        let pos = name.windows(marker.len()).rposition(|w| w == marker)?;
-        let base = &name[..pos];
-        let claims = self.claims(dir, base);
-        let (_, losers) = claims.split_last()?;
-        losers
-            .iter()
-            .find(|(ver, _)| conflict_name(base, ver) == name)
-            .map(|&(_, ino)| ino)
+        // A conflict name: the loser of its base that shows under it.
+        conflict_bases(name).into_iter().find_map(|base| {
+            let claims = self.claims(dir, &base);
+            let (_, losers) = claims.split_last()?;
+            loser_names(&base, losers, &self.names)
+                .into_iter()
+                .find(|(shown, _)| shown == name)
+                .map(|(_, ino)| ino)
+        })
     }
 
     /// The inode a claim stands for: the entry a `Link` node names, any other node itself.
@@ -313,8 +325,32 @@ impl Tree {
         for group in claims.chunk_by(|a, b| a.0 == b.0) {
             let (&(name, _, winner), losers) = group.split_last().expect("chunks are non-empty");
             out.push((name.to_vec(), self.resolve(winner)));
-            for &(_, ver, ino) in losers {
-                out.push((conflict_name(name, &ver), self.resolve(ino)));
+            let losers: Vec<(Version, u64)> = losers.iter().map(|&(_, v, i)| (v, i)).collect();
+            for (shown, ino) in loser_names(name, &losers, &self.names) {
+                out.push((shown, self.resolve(ino)));
+            }
+        }
+        out
+    }
+
+    /// The losing claims of `dir`: (the name each shows under, the name it claims, its
+    /// version, the inode it stands for).
+    pub fn claim_conflicts(&self, dir: u64) -> Vec<(Vec<u8>, Vec<u8>, Version, u64)> {
+        let mut out = Vec::new();
+        let listed = self.children(dir);
+        let mut names: Vec<&[u8]> = listed.iter().map(|(n, _)| &n[..]).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let claims = self.claims(dir, name);
+            let Some((_, losers)) = claims.split_last() else {
+                continue;
+            };
+            for (shown, (ver, ino)) in loser_names(name, losers, &self.names)
+                .into_iter()
+                .zip(losers)
+            {
+                out.push((shown.0, name.to_vec(), *ver, self.resolve(*ino)));
             }
         }
         out
@@ -565,7 +601,7 @@ mod tests {
         let ino = |n| tree.ino_if_known(&id(n)).unwrap();
         let (i10, i20, i30) = (ino(10), ino(20), ino(30));
         let list = tree.children(ROOT_INO);
-        let loser_name = b"a.txt.conflict-00000001-100".to_vec();
+        let loser_name = b"a (conflict 00000001 1970-01-01 00.00).txt".to_vec();
         assert_eq!(
             list,
             vec![
@@ -576,7 +612,10 @@ mod tests {
         );
         assert_eq!(tree.lookup(ROOT_INO, b"a.txt"), Some(i20));
         assert_eq!(tree.lookup(ROOT_INO, &loser_name), Some(i10));
-        assert_eq!(tree.lookup(ROOT_INO, b"a.txt.conflict-00000009-100"), None);
+        assert_eq!(
+            tree.lookup(ROOT_INO, b"a (conflict 00000009 1970-01-01 00.00).txt"),
+            None
+        );
         assert_eq!(tree.lookup(ROOT_INO, b"nope"), None);
         // The winner goes: the other claim shows under the name again.
         tree.remove(&id(20));
@@ -716,8 +755,10 @@ mod tests {
                 for group in claims.chunk_by(|a, b| a.0 == b.0) {
                     let ((name, _, winner), losers) = group.split_last().unwrap();
                     expected.push((name.clone(), shown_as(*winner).unwrap()));
-                    for (_, ver, n) in losers {
-                        expected.push((conflict_name(name, ver), shown_as(*n).unwrap()));
+                    let losers: Vec<(Version, u8)> =
+                        losers.iter().map(|(_, v, n)| (*v, *n)).collect();
+                    for (shown, n) in loser_names(name, &losers, &NodeNamer::default()) {
+                        expected.push((shown, shown_as(n).unwrap()));
                     }
                 }
                 let shown: Vec<(Vec<u8>, u8)> = match tree.ino_if_known(&id(dir)) {

@@ -288,6 +288,18 @@ pub struct EntryMeta {
     /// Extended attributes, sorted by name, names unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xattrs: Vec<Xattr>,
+    /// A conflict copy: the lost version it keeps (`p2pfs-ctl conflicts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_of: Option<ConflictOf>,
+}
+
+/// Which version a conflict copy keeps: the entry, and the node and clock that wrote the
+/// version that lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictOf {
+    pub entry: EntryId,
+    pub origin: u64,
+    pub hlc: Hlc,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -321,6 +333,7 @@ impl EntryMeta {
             target: None,
             unnamed: false,
             xattrs: vec![],
+            conflict_of: None,
         }
     }
 
@@ -347,6 +360,11 @@ impl EntryMeta {
         }
         if self.rdev != 0 && !matches!(self.kind, EntryKind::CharDev | EntryKind::BlockDev) {
             return Err("only a device node has a device number");
+        }
+        if self.conflict_of.is_some_and(|c| c.entry == id)
+            || (self.conflict_of.is_some() && matches!(self.kind, EntryKind::Dir | EntryKind::Link))
+        {
+            return Err("a conflict copy of itself, or of a directory or link");
         }
         let names_ok = self.xattrs.iter().all(|x| {
             !x.name.is_empty()
@@ -814,6 +832,7 @@ mod tests {
             target: None,
             unnamed: false,
             xattrs: vec![],
+            conflict_of: None,
         }
     }
 
@@ -949,7 +968,13 @@ mod tests {
         let mut hard = fifo.clone();
         hard.kind = EntryKind::Link;
         hard.target = Some(EntryId([6; 16]));
-        for m in [dev, unnamed, hard] {
+        let mut copy = meta("f (conflict laptop 2026-12-02 10.31)");
+        copy.conflict_of = Some(ConflictOf {
+            entry: EntryId([6; 16]),
+            origin: 7,
+            hlc: Hlc(9),
+        });
+        for m in [dev, unnamed, hard, copy] {
             let back: EntryMeta = ciborium::from_reader(&cbor(&m)[..]).unwrap();
             assert_eq!(back, m);
             assert_ne!(cbor(&m), cbor(&meta("f")));
@@ -1068,6 +1093,23 @@ mod tests {
             EntryMeta {
                 target: Some(EntryId([6; 16])),
                 ..meta("n")
+            },
+            // A conflict copy of itself, or of a directory or link.
+            EntryMeta {
+                conflict_of: Some(ConflictOf {
+                    entry: own,
+                    origin: 1,
+                    hlc: Hlc(1),
+                }),
+                ..meta("n")
+            },
+            EntryMeta {
+                conflict_of: Some(ConflictOf {
+                    entry: EntryId([6; 16]),
+                    origin: 1,
+                    hlc: Hlc(1),
+                }),
+                ..empty(EntryKind::Dir)
             },
             // Only a device node has a device number.
             EntryMeta {

@@ -936,6 +936,7 @@ mod tests {
             target: None,
             unnamed: false,
             xattrs: vec![],
+            conflict_of: None,
         };
         let id = EntryId([5; 16]);
         let new = sealer.seal(id, Hlc(10), &[], &meta);
@@ -1011,6 +1012,7 @@ mod tests {
             target: None,
             unnamed: false,
             xattrs: vec![],
+            conflict_of: None,
         }
     }
 

@@ -35,8 +35,8 @@ const CONFLICT_SETTLE: Duration = Duration::from_secs(10);
 ///
 /// Owns: the [`Workers`] (network event loop, chunk and sync servers and their streams, the
 /// cluster loop and its anti-entropy sessions and gossip batches, repair, scrub, audit, gc,
-/// conflict settling, the control and metrics servers and their connections, the chunk
-/// flusher, the guard's delayed checks). Dropping it without [`RunningNode::shutdown`] leaves
+/// conflict settling, the pin worker, the control and metrics servers and their connections,
+/// the chunk flusher, the guard's delayed checks). Dropping it without [`RunningNode::shutdown`] leaves
 /// them running until the runtime goes.
 pub struct RunningNode {
     pub mount: Arc<Mount>,
@@ -45,6 +45,8 @@ pub struct RunningNode {
     pub repair: Arc<Repair>,
     pub audit: Arc<Audit>,
     pub gc: Arc<Gc>,
+    /// The paths this node keeps for offline use, and their worker.
+    pub pins: Arc<crate::node::pins::Pins>,
     /// The node's guard: offences, per-peer limits and the block list.
     pub guard: Arc<PeerGuard>,
     /// Who may connect (the cluster has the same gate, `Cluster::gate`), and the refusals
@@ -140,7 +142,21 @@ impl Node {
             self.gate.clone(),
             workers.clone(),
         );
-        let (publish_tx, publish_rx) = tokio::sync::mpsc::unbounded_channel();
+        // Local commits go to the cluster through the pin worker's wake-up.
+        let (publish_tx, mut committed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (to_cluster, publish_rx) = tokio::sync::mpsc::unbounded_channel();
+        let pins_wake = Arc::new(tokio::sync::Notify::new());
+        {
+            let pins_wake = pins_wake.clone();
+            workers.spawn(async move {
+                while let Some(batch) = committed_rx.recv().await {
+                    pins_wake.notify_one();
+                    if to_cluster.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         let origin = crate::namespace::entry::node_tag(&self.node_id.peer_id().to_bytes());
         let s = &self.config.storage;
         // The network volume's policy, and every volume's whose owner set none.
@@ -167,6 +183,9 @@ impl Node {
             seal_threads: s.seal_threads,
             data_dir: self.data_dir.clone(),
         })?);
+        mount.set_node_names(Arc::new(crate::node::names::MemberNames(Arc::downgrade(
+            &cluster,
+        ))));
         let mut streams = net.streams.clone();
         let mut accept = |protocol| {
             streams.accept(protocol).map_err(|e| NodeError::Io {
@@ -200,6 +219,17 @@ impl Node {
                 scrub_bytes_per_sec: s.scrub_rate_mb * 1_000_000,
             },
         );
+        let pins = crate::node::pins::Pins::open(
+            &self.data_dir,
+            pins_wake,
+            mount.clone(),
+            self.chunks.clone(),
+            cluster.router.clone(),
+            repair.clone(),
+        )?;
+        // Before repair's first pass: a pinned chunk is never dropped.
+        repair.set_kept(pins.chunks_now());
+        workers.spawn(pins.clone().run());
         workers.spawn(repair.clone().run());
         workers.spawn(repair.clone().run_scrub());
         let audit = Audit::new(
@@ -253,6 +283,7 @@ impl Node {
                 leave: leave.clone(),
                 mount_path: status.mount_point.clone(),
                 status,
+                pins: pins.clone(),
             }),
             workers.clone(),
         ));
@@ -263,6 +294,7 @@ impl Node {
             repair,
             audit,
             gc,
+            pins,
             guard,
             admission: gate_admission,
             leave,
@@ -359,11 +391,12 @@ impl RunningNode {
             repair,
             audit,
             gc,
+            pins,
             guard,
             data_dir,
             ..
         } = self;
-        drop((chunks, cluster, repair, audit, gc, guard));
+        drop((chunks, cluster, repair, audit, gc, pins, guard));
         // A cancelled worker's blocking call (a namespace commit, a sync page applied, a gc
         // delete) runs to its end on the runtime's blocking pool and holds the core until
         // then: wait for it, so the namespace store is closed when this returns.

@@ -7,6 +7,8 @@ pub mod config;
 pub mod control;
 pub mod lifecycle;
 pub mod metrics;
+pub mod names;
+pub mod pins;
 pub mod status;
 
 pub use lifecycle::{RunningNode, Stopped};
@@ -76,6 +78,8 @@ pub enum NodeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("pins: {0}")]
+    Pins(#[from] crate::node::pins::PinError),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {

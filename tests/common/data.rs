@@ -286,3 +286,37 @@ fn harness_edit_toml() {
     assert_eq!(toml_get(&n, "storage", "chunk_size").as_deref(), Some("7"));
     assert_eq!(toml_get(&n, "b", "chunk_size").as_deref(), Some("3"));
 }
+
+/// The node label of `shown` when it is a conflict name of `base` in the exact form
+/// `stem (conflict LABEL YYYY-MM-DD HH.MM).ext` (dotfiles and names without an extension:
+/// the tag at the end), `None` otherwise.
+pub fn conflict_label(shown: &str, base: &str) -> Option<String> {
+    let (stem, ext) = match base.rfind('.') {
+        Some(p) if p > 0 && p + 1 < base.len() => base.split_at(p),
+        _ => (base, ""),
+    };
+    let inner = shown
+        .strip_prefix(stem)?
+        .strip_suffix(ext)?
+        .strip_prefix(" (conflict ")?
+        .strip_suffix(')')?;
+    // LABEL, then " YYYY-MM-DD HH.MM" (17 characters).
+    let (label, when) = inner.split_at(inner.len().checked_sub(17)?);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let w = when.as_bytes();
+    let shape = w[0] == b' '
+        && w[5] == b'-'
+        && w[8] == b'-'
+        && w[11] == b' '
+        && w[14] == b'.'
+        && [
+            &when[1..5],
+            &when[6..8],
+            &when[9..11],
+            &when[12..14],
+            &when[15..17],
+        ]
+        .iter()
+        .all(|s| digits(s));
+    (shape && !label.is_empty()).then(|| label.to_string())
+}

@@ -361,6 +361,9 @@ impl Mount {
         }
         report.rejected += refused;
         self.rejected.fetch_add(refused as u64, Ordering::Relaxed);
+        if report.applied > 0 {
+            self.applied.notify_one();
+        }
         Ok(report)
     }
 

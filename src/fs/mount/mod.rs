@@ -10,6 +10,7 @@
 
 mod ingest;
 mod paths;
+mod pinned;
 mod route;
 mod snapshots;
 mod volumes;
@@ -68,6 +69,8 @@ struct Template {
     write_buffer_bytes: u64,
     seal_threads: usize,
     data_dir: PathBuf,
+    /// Node names for conflict names, shared by every core's tree.
+    names: crate::namespace::view::NodeNamer,
 }
 
 /// A member volume in the mount.
@@ -102,6 +105,8 @@ pub struct Mount {
     expelled: RwLock<HashMap<u64, u64>>,
     /// The views of `.snapshots` and the named snapshots.
     snapshots: snapshots::Snapshots,
+    /// Notified when entries from peers were stored (the pin worker waits on it).
+    applied: Arc<tokio::sync::Notify>,
 }
 
 impl Mount {
@@ -118,6 +123,7 @@ impl Mount {
             write_buffer_bytes: parts.write_buffer_bytes,
             seal_threads: parts.seal_threads,
             data_dir: parts.data_dir,
+            names: Default::default(),
         };
         let clock = HlcClock::new();
         let mut registry = HashMap::new();
@@ -156,6 +162,7 @@ impl Mount {
             network_tree,
         )?);
         let snapshots = snapshots::Snapshots::new(&template.data_dir);
+        network.set_node_names(template.names.clone());
         let mount = Self {
             user: parts.user,
             template,
@@ -171,6 +178,7 @@ impl Mount {
             record_changes: Mutex::new(()),
             expelled: RwLock::new(HashMap::new()),
             snapshots,
+            applied: Arc::new(tokio::sync::Notify::new()),
         };
         // Every version stored, of any volume, is older than the next one written here.
         let clock_max = mount.clock.now();
@@ -248,20 +256,24 @@ impl Mount {
 
     /// The core of a member volume, from a tree built from the store.
     fn build_core(&self, volume: Volume, loader: TreeLoader) -> FsResult<Arc<FsCore>> {
-        Ok(Arc::new(FsCore::load_from(
+        let core = FsCore::load_from(
             core_parts(&self.template, &self.user, self.namespace.clone(), volume),
             loader,
-        )?))
+        )?;
+        core.set_node_names(self.template.names.clone());
+        Ok(Arc::new(core))
     }
 
     /// The core of a member volume, read from the store.
     fn load_core(&self, volume: Volume) -> FsResult<Arc<FsCore>> {
-        Ok(Arc::new(FsCore::load(core_parts(
+        let core = FsCore::load(core_parts(
             &self.template,
             &self.user,
             self.namespace.clone(),
             volume,
-        ))?))
+        ))?;
+        core.set_node_names(self.template.names.clone());
+        Ok(Arc::new(core))
     }
 
     fn me(&self) -> UserId {

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod membership;
+mod pins;
 pub mod proto;
 mod retention;
 pub mod server;

@@ -131,6 +131,19 @@ pub enum Request {
     },
     /// The named snapshots.
     Snapshots,
+    /// Keep every chunk of the file or tree at `path` on this node (offline use).
+    Pin {
+        path: String,
+    },
+    Unpin {
+        path: String,
+    },
+    /// This node's pins and how complete each is.
+    Pins,
+    /// Conflict copies and names claimed twice at or under `path` (the whole mount: `""`).
+    Conflicts {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,6 +213,29 @@ pub enum Reply {
     Snapshots {
         snapshots: Vec<crate::fs::SnapshotInfo>,
     },
+    Pins {
+        pins: Vec<crate::node::pins::PinState>,
+    },
+    Conflicts {
+        conflicts: Vec<ConflictEntry>,
+    },
+}
+
+/// One conflict, as `p2pfs-ctl conflicts` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictEntry {
+    /// Where it shows, relative to the mount's root.
+    pub path: String,
+    /// The file it is a copy of, or the path whose name it claims; `None` when that is gone.
+    pub of: Option<String>,
+    /// `copy` (a conflict copy: the version that lost, kept as its own file) or `claim` (an
+    /// entry shown under a conflict name because another one claims its name).
+    pub kind: String,
+    /// The node that wrote the version shown (its name, else its tag in hex).
+    pub node: String,
+    /// When that version was written, UTC (RFC 3339), and as ms since the epoch.
+    pub time: String,
+    pub millis: u64,
 }
 
 /// One invite this node made, as `p2pfs-ctl invites` lists it.

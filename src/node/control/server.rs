@@ -89,6 +89,8 @@ pub struct ControlService {
     pub mount_path: PathBuf,
     /// The `status` reply, read by the same code as the metrics scrape.
     pub status: Arc<crate::node::status::StatusReader>,
+    /// `pin`, `unpin` and `pins` act on it.
+    pub pins: Arc<crate::node::pins::Pins>,
 }
 
 /// Bytes moved per piece by put and get.
@@ -103,7 +105,7 @@ fn io_error(e: impl std::fmt::Display) -> Reply {
 impl ControlService {
     /// A path as given by a user: relative to the mount's root, or absolute under the mount
     /// point.
-    fn relative(&self, path: &str) -> String {
+    pub(super) fn relative(&self, path: &str) -> String {
         let p = std::path::Path::new(path);
         match p.strip_prefix(&self.mount_path) {
             Ok(rest) if p.is_absolute() => rest.to_string_lossy().into_owned(),
@@ -794,6 +796,10 @@ async fn handle(
             Ok(Request::Members) => source.members(),
             Ok(Request::Expel { node }) => source.expel(&node),
             Ok(Request::Admin { node, admin }) => source.admin(&node, admin),
+            Ok(Request::Pin { path }) => source.pin(&path).await,
+            Ok(Request::Unpin { path }) => source.unpin(&path),
+            Ok(Request::Pins) => source.pins(),
+            Ok(Request::Conflicts { path }) => source.conflicts(&path).await,
             Ok(Request::Put { path, size, mode }) => {
                 let path = source.relative(&path);
                 source.put(path, size, mode, caller, &mut reader).await?
