@@ -1,4 +1,5 @@
-//! Garbage collection: deleted and overwritten data leaves every node.
+//! Garbage collection: deleted and overwritten data leaves every node (once its retention, if
+//! any, has passed: the pass drops expired kept versions first, see `namespace::history`).
 //!
 //! Chunk ids travel in clear in every entry, and every node keeps the whole namespace with a
 //! count of the live entries referencing each chunk, so each node decides alone which of its
