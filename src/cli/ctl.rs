@@ -225,7 +225,7 @@ pub enum Command {
         /// live file, the one before the current.
         #[arg(long, value_name = "N", conflicts_with = "at")]
         version: Option<u32>,
-        /// The state at this time: 2026-12-01T10:00[:05][Z] (UTC), or an age: 10m, 2h, 3d.
+        /// The state at this time: `2026-12-01T10:00[:05][Z]` (UTC), or an age: 10m, 2h, 3d.
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
         /// Restore as new files at DEST (an existing directory to restore into, or the new
