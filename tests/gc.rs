@@ -318,7 +318,7 @@ fn purge_erases_every_version_on_every_node_at_once() {
     // Its kept versions are gone (what stays is the root directory's: its times changed).
     for (n, before) in c.nodes[..2].iter().zip(&kept_before) {
         assert!(
-            kept_versions(n) + 3 <= *before,
+            kept_versions(n) + 2 <= *before,
             "{before} -> {}",
             n.status()["retention"]
         );
@@ -343,4 +343,62 @@ fn purge_erases_every_version_on_every_node_at_once() {
             .contains("no such file or directory, now or within retention"),
         "{err:?}"
     );
+}
+
+/// Kept versions give way when a node stores more than its capacity: the ones kept longest go
+/// first, whatever their retention, until what is left fits, and the newest kept version stays
+/// restorable.
+#[test]
+fn kept_versions_give_way_when_a_node_is_over_its_capacity() {
+    let mut node = Node::init();
+    node.set_chunk_size(CHUNK);
+    // Room for the current version (8 chunks) and one earlier one within 95%, not two.
+    node.set_config("storage", "capacity_bytes", &(24 * CHUNK).to_string());
+    node.start_args(&loopback_args(
+        1,
+        &[
+            "--gc-grace".into(),
+            GRACE.into(),
+            "--retention-days".into(),
+            "7".into(),
+        ],
+    ));
+    let mut versions = Vec::new();
+    let mut seen = BTreeSet::new();
+    for seed in 31..=35u64 {
+        let data = random_bytes(seed, 8 * CHUNK);
+        write_and_close(&node.p("f.bin"), &data).unwrap();
+        let now = node.chunk_ids();
+        versions.push(now.difference(&seen).cloned().collect::<BTreeSet<String>>());
+        seen = now;
+    }
+    assert!(versions.iter().all(|v| v.len() == 8), "{versions:?}");
+    // The three oldest versions' chunks go; the newest kept one and the current stay.
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let held = node.chunk_ids();
+            versions[..3].iter().all(|v| v.is_disjoint(&held))
+        }),
+        "kept versions did not give way: {}",
+        node.log_text()
+    );
+    let held = node.chunk_ids();
+    assert!(versions[3].is_subset(&held) && versions[4].is_subset(&held));
+    assert!(
+        node.log_text().contains("space is short"),
+        "{}",
+        node.log_text()
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&node.ctl_ok(&["versions", "f.bin", "--json"])).unwrap();
+    let kept: Vec<&serde_json::Value> = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["size"] == 8 * CHUNK && v["current"] == false)
+        .collect();
+    assert_eq!(kept.len(), 1, "{listed}");
+    let n = kept[0]["number"].to_string();
+    node.ctl_ok(&["restore", "f.bin", "--version", &n, "--to", "f-before.bin"]);
+    assert_file_eq(&node.p("f-before.bin"), &random_bytes(34, 8 * CHUNK));
 }

@@ -170,6 +170,22 @@ impl ChunkStore {
             .ok()
     }
 
+    /// How many bytes the store's filesystem is short of having a twentieth of its size free
+    /// (for unprivileged writers); 0 when it has that much.
+    pub fn space_short_by(&self) -> u64 {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(self.root.as_os_str().as_bytes()) else {
+            return 0;
+        };
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a valid out-pointer.
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return 0;
+        }
+        let frsize = st.f_frsize as u64;
+        (st.f_blocks as u64 / 20).saturating_sub(st.f_bavail as u64) * frsize
+    }
+
     /// Free bytes for unprivileged writers on the store's filesystem.
     pub fn free_bytes(&self) -> u64 {
         use std::os::unix::ffi::OsStrExt;

@@ -39,6 +39,8 @@ use crate::util::hlc::Hlc;
 pub struct GcConfig {
     /// How long a chunk stays unreferenced (and a tombstone waits) before it goes.
     pub grace: Duration,
+    /// `storage.capacity_bytes` (0: the disk's size bounds it).
+    pub capacity_bytes: u64,
 }
 
 /// What one pass did.
@@ -67,6 +69,7 @@ pub struct Gc {
     /// Reaches the members for tombstone expiry.
     net: NetHandle,
     config: GcConfig,
+    capacity_bytes: u64,
     /// When each stored chunk was first seen unreferenced (reset when it is referenced again;
     /// lost on restart, which only delays collection).
     unreferenced_since: Mutex<HashMap<ChunkId, Instant>>,
@@ -101,6 +104,7 @@ impl Gc {
             mount,
             membership,
             net,
+            capacity_bytes: config.capacity_bytes,
             config,
             unreferenced_since: Mutex::new(HashMap::new()),
             deleted_chunks: AtomicU64::new(0),
@@ -171,7 +175,8 @@ impl Gc {
         let healthy = self.healthy();
         // Retention is this node's own clock against its own policy: it runs in any weather.
         // What it releases is collected below like any unreferenced chunk.
-        let (expired_versions, kept_versions) = self.expire_history().await;
+        let (mut expired_versions, kept_versions) = self.expire_history().await;
+        expired_versions += self.give_back_space().await;
         let (unreferenced, deleted_chunks, (retained_chunks, retained_bytes)) =
             self.collect_chunks(healthy).await;
         let expired_tombstones = if healthy {
@@ -192,6 +197,61 @@ impl Gc {
         *self.last.lock() = report;
         self.passes.fetch_add(1, Ordering::Relaxed);
         report
+    }
+
+    /// When the disk holding the chunks runs short (under 5% free) or this node stores more
+    /// than 95% of its configured capacity, drops the versions kept longest, whatever their
+    /// retention, until the chunks only they held would give back the difference: kept
+    /// versions never take the room live data needs, and a writer who fills the network with
+    /// versions cannot make a full disk last for the whole retention. Their chunks then go
+    /// by the usual rules (after the grace period). Returns how many went.
+    async fn give_back_space(&self) -> u64 {
+        let (store, mount) = (self.router.store().clone(), self.mount.clone());
+        let capacity = self.capacity_bytes;
+        let done = tokio::task::spawn_blocking(move || {
+            // What must be given back: the bytes over 95% of the configured capacity, or
+            // (disk short) enough to bring free space back to a twentieth of the disk; less
+            // what unreferenced chunks (collected within the grace period) will free anyway.
+            let listed = store.list().unwrap_or_default();
+            let ids: Vec<ChunkId> = listed.iter().map(|(id, _)| *id).collect();
+            let referenced = mount.namespace().referenced(&ids)?;
+            let (live, garbage) = listed.iter().zip(&referenced).fold(
+                (0u64, 0u64),
+                |(live, garbage), ((_, size), r)| {
+                    if *r {
+                        (live + size, garbage)
+                    } else {
+                        (live, garbage + size)
+                    }
+                },
+            );
+            let over_capacity = if capacity > 0 {
+                live.saturating_sub(capacity / 20 * 19)
+            } else {
+                0
+            };
+            let disk_short = store.space_short_by().saturating_sub(garbage);
+            let owed = over_capacity.max(disk_short);
+            if owed == 0 {
+                return Ok(0);
+            }
+            let (dropped, _) = mount
+                .namespace()
+                .drop_oldest_history(owed, |id| store.size_of(id))?;
+            if dropped > 0 {
+                tracing::warn!(dropped, "space is short: the oldest kept versions were dropped before their retention ended");
+            }
+            Ok::<_, crate::namespace::NamespaceError>(dropped)
+        })
+        .await;
+        match done {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "kept versions cannot be dropped");
+                0
+            }
+            Err(_) => 0,
+        }
     }
 
     /// Drops kept versions past their retention. Returns how many went, and how many stay.

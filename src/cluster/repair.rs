@@ -108,6 +108,9 @@ pub struct Repair {
     /// Chunks this node keeps whatever their owners hold (pinned for offline use): never
     /// dropped as surplus copies.
     kept: parking_lot::RwLock<Arc<HashSet<ChunkId>>>,
+    /// The node's namespace, once set: chunks only its kept earlier versions reference are
+    /// neither pushed nor dropped (see [`Repair::set_namespace`]).
+    namespace: std::sync::OnceLock<crate::namespace::NamespaceStore>,
 }
 
 impl Repair {
@@ -126,7 +129,18 @@ impl Repair {
             pushed_bytes: AtomicU64::new(0),
             passes: AtomicU64::new(0),
             kept: Default::default(),
+            namespace: Default::default(),
         })
+    }
+
+    /// Lets passes see which held chunks only earlier versions kept here reference. Such a
+    /// copy is never dropped as surplus (the version it belongs to stays restorable from this
+    /// node whatever the placement says now), and never pushed: history is per node, so an
+    /// owner that did not see the version would find the chunk unreferenced and collect it,
+    /// and the push would repeat every pass for the whole retention. Those versions keep the
+    /// copies placed when they were written.
+    pub fn set_namespace(&self, namespace: crate::namespace::NamespaceStore) {
+        let _ = self.namespace.set(namespace);
     }
 
     /// Sets the chunks this node keeps (its pins): a pass pushes them to their owners like
@@ -344,6 +358,41 @@ impl Repair {
     /// Pushes each chunk to the peers that lack it, [`PUSHES_IN_FLIGHT`] at a time (one
     /// transfer at a time leaves the link idle for a round trip per chunk), paced to the rate
     /// limit, counting progress in `repair_queue`.
+    /// Of the chunks a pass would push or drop, those only this node's kept versions
+    /// reference.
+    async fn history_only(
+        &self,
+        pushes: &[(ChunkId, Vec<PeerId>)],
+        drops: &[(ChunkId, Vec<PeerId>)],
+    ) -> HashSet<ChunkId> {
+        let Some(ns) = self.namespace.get().cloned() else {
+            return HashSet::new();
+        };
+        let ids: Vec<ChunkId> = pushes.iter().chain(drops).map(|(id, _)| *id).collect();
+        if ids.is_empty() {
+            return HashSet::new();
+        }
+        let found = tokio::task::spawn_blocking(move || {
+            let only = ns.kept_only_for_history(&ids)?;
+            Ok::<_, crate::namespace::NamespaceError>(
+                ids.into_iter()
+                    .zip(only)
+                    .filter(|(_, only)| *only)
+                    .map(|(id, _)| id)
+                    .collect::<HashSet<_>>(),
+            )
+        })
+        .await;
+        match found {
+            Ok(Ok(set)) => set,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "repair cannot read the namespace; keeping every copy this pass");
+                drops.iter().map(|(id, _)| *id).collect()
+            }
+            Err(_) => drops.iter().map(|(id, _)| *id).collect(),
+        }
+    }
+
     async fn push_all(&self, pushes: Vec<(ChunkId, Vec<PeerId>)>) -> PassReport {
         use libp2p::futures::StreamExt;
         self.queue.store(
@@ -444,9 +493,14 @@ impl Repair {
         } = decided;
         report.kept = kept;
         let pinned = self.kept.read().clone();
+        let history_only = self.history_only(&pushes, &drops).await;
         let drops: Vec<_> = drops
             .into_iter()
-            .filter(|(id, _)| !pinned.contains(id))
+            .filter(|(id, _)| !pinned.contains(id) && !history_only.contains(id))
+            .collect();
+        let pushes: Vec<_> = pushes
+            .into_iter()
+            .filter(|(id, _)| !history_only.contains(id))
             .collect();
         let pushed = self.push_all(pushes).await;
         report.pushed = pushed.pushed;

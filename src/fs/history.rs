@@ -159,11 +159,14 @@ struct Held {
     meta: EntryMeta,
     /// The clock of the version that replaced it; `None`: current.
     until: Option<Hlc>,
+    /// Since when it stood: its own clock, or earlier when its kept row absorbed intermediate
+    /// versions (`namespace::history::COALESCE_MS`).
+    from: Hlc,
 }
 
 impl Held {
     fn live_at(&self, t: Hlc) -> bool {
-        self.entry.hlc <= t && self.until.is_none_or(|u| t < u)
+        self.from <= t && self.until.is_none_or(|u| t < u)
     }
 }
 
@@ -334,7 +337,7 @@ impl FsCore {
             }
             volume.open_entry(e).ok()
         };
-        let add = |a: &mut Archive, entry: Entry, until: Option<Hlc>| {
+        let add = |a: &mut Archive, entry: Entry, from: Hlc, until: Option<Hlc>| {
             let Some(meta) = open(&entry) else { return };
             if !meta.unnamed {
                 a.named
@@ -342,10 +345,12 @@ impl FsCore {
                     .or_default()
                     .insert(entry.id);
             }
-            a.versions
-                .entry(entry.id)
-                .or_default()
-                .push(Held { entry, meta, until });
+            a.versions.entry(entry.id).or_default().push(Held {
+                entry,
+                meta,
+                until,
+                from,
+            });
         };
         let stored = self
             .namespace
@@ -356,7 +361,8 @@ impl FsCore {
                 StoredAs::Current => {
                     a.stored.insert(e.id, e.clone());
                     if !e.deleted {
-                        add(&mut a, e, None);
+                        let from = e.hlc;
+                        add(&mut a, e, from, None);
                     }
                 }
                 StoredAs::Expired => {
@@ -367,7 +373,7 @@ impl FsCore {
         }
         self.namespace
             .for_each_history(&vid, |row| {
-                add(&mut a, row.entry, Some(row.replaced_at));
+                add(&mut a, row.entry, row.live_from, Some(row.replaced_at));
             })
             .map_err(FsError::from)?;
         for held in a.versions.values_mut() {
@@ -698,6 +704,9 @@ impl FsCore {
             if i == 0 {
                 meta.parent = dir.id;
                 meta.name = name.clone();
+                // Restored under a name of its own (an inode whose own name was gone while
+                // links named it gets this one).
+                meta.unnamed = false;
             } else if let Some(p) = new_ids.get(&meta.parent) {
                 meta.parent = *p;
             }

@@ -89,8 +89,10 @@ impl FsCore {
                 .filter_map(|parent| {
                     tree.ino_if_known(parent)
                         .filter(|dir| tree.get(*dir).is_some())
-                        .and_then(|dir| tree.lookup(dir, part))
-                        .and_then(|ino| tree.get(tree.resolve(ino)))
+                        // The name itself: a further name (`Link`) of a file is purged as a
+                        // name; the file goes only with its last name (below).
+                        .and_then(|dir| tree.claim(dir, part))
+                        .and_then(|ino| tree.get(ino))
                         .map(|n| n.id)
                 })
                 .collect();
@@ -112,7 +114,9 @@ impl FsCore {
         let mut doomed: HashSet<EntryId> = current.iter().copied().collect();
         let mut children_of: HashMap<EntryId, Vec<EntryId>> = HashMap::new();
         for ino in tree.inos() {
-            if let Some(n) = tree.get(ino) {
+            // An unnamed inode's parent is where its gone first name was: it is under no
+            // directory (its links are).
+            if let Some(n) = tree.get(ino).filter(|n| !n.meta.unnamed) {
                 children_of.entry(n.meta.parent).or_default().push(n.id);
             }
         }
@@ -125,6 +129,34 @@ impl FsCore {
                 if doomed.insert(*child) {
                     stack.push(*child);
                 }
+            }
+        }
+        // A file with hard links goes with its last live name: kept while a name outside the
+        // purged tree still shows it, taken when every name it has is purged.
+        let outside_name = |ino: u64, doomed: &HashSet<EntryId>| {
+            let own = tree
+                .get(ino)
+                .is_some_and(|n| !n.meta.unnamed && !doomed.contains(&n.id));
+            own || tree
+                .links_of(ino)
+                .into_iter()
+                .filter_map(|l| tree.get(l))
+                .any(|l| !doomed.contains(&l.id))
+        };
+        let live_inodes: Vec<(u64, EntryId, bool)> = tree
+            .inos()
+            .filter_map(|ino| tree.get(ino).map(|n| (ino, n.id, n.links > 0)))
+            .filter(|(_, _, linked)| *linked)
+            .collect();
+        for (ino, id, _) in live_inodes {
+            if outside_name(ino, &doomed) {
+                doomed.remove(&id);
+            } else if tree
+                .links_of(ino)
+                .iter()
+                .any(|l| tree.get(*l).is_some_and(|l| doomed.contains(&l.id)))
+            {
+                doomed.insert(id);
             }
         }
         drop(tree);
@@ -238,5 +270,29 @@ mod tests {
             core.purge_path(""),
             Err(crate::fs::FsError::Invalid)
         ));
+    }
+
+    #[test]
+    fn a_file_with_a_name_outside_the_purged_tree_stays_and_goes_with_its_last_name() {
+        let f = fixture(4096);
+        let core = &f.core;
+        core.namespace().set_retention(RetentionTable {
+            default: RetentionPolicy::default(),
+            volumes: Default::default(),
+        });
+        let d = core.mkdir(ROOT_INO, b"d", 0o755, ME).unwrap().ino;
+        let e = core.mkdir(ROOT_INO, b"e", 0o755, ME).unwrap().ino;
+        let ino = write_file(core, d, "f", &[7; 5000]);
+        core.link(ino, e, b"l").unwrap();
+        // Its first name goes (the inode is unnamed now, its parent still says d).
+        core.unlink(d, b"f").unwrap();
+        core.purge_path("d").unwrap();
+        let l = core.lookup(e, b"l").unwrap();
+        assert_eq!(l.size, 5000);
+        assert_eq!(chunks_on_disk(core), 2);
+        // Its last name purged: the file goes with it.
+        core.purge_path("e/l").unwrap();
+        assert!(core.lookup(e, b"l").is_err());
+        assert_eq!(chunks_on_disk(core), 0);
     }
 }

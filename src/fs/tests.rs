@@ -940,8 +940,13 @@ fn links_a_link_beats_a_concurrent_delete_of_the_last_name() {
 #[test]
 fn links_concurrent_unlinks_of_both_names_restore_or_settle_the_orphan() {
     // B (which drops the link) writes last: its version of the inode, named, wins.
+    // "Last" by clock, not by wall time: both unlinks can fall in one millisecond, where the
+    // one with more writes in it (the link's tombstone, then the inode) has the later clock.
+    // Observing the other side's clock orders them without making either see the other's
+    // version.
     let p = linked_pair();
     p.a.unlink(ROOT_INO, b"f").unwrap();
+    p.b.clock.observe(p.a.clock.now());
     p.b.unlink(ROOT_INO, b"l").unwrap();
     p.exchange();
     assert_eq!(agreed(&p), vec![("f".into(), b"v0".to_vec(), 1)]);
@@ -949,6 +954,7 @@ fn links_concurrent_unlinks_of_both_names_restore_or_settle_the_orphan() {
     // A (which drops the first name) writes last: an orphan.
     let p = linked_pair();
     p.b.unlink(ROOT_INO, b"l").unwrap();
+    p.a.clock.observe(p.b.clock.now());
     p.a.unlink(ROOT_INO, b"f").unwrap();
     let b_entries = p.b.namespace().load_all().unwrap().entries;
     p.a.apply_remote(b_entries).unwrap();

@@ -23,7 +23,8 @@ use super::store::{NamespaceError, NamespaceStore, count_refs, db_err};
 use crate::block::ChunkId;
 use crate::util::hlc::Hlc;
 
-/// `volume || id || replaced_at (BE) || version hash (8)` -> `kept_since ms (LE, 8) || entry`.
+/// `volume || id || replaced_at (BE) || version hash (8)` -> `kept_since ms (LE, 8) ||
+/// live_from hlc (LE, 8) || entry`.
 /// Volume first, so one volume's rows (snapshots, path lookups) are one range, and one entry's
 /// rows (its versions, oldest first) a sub-range.
 pub(super) const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
@@ -42,8 +43,19 @@ pub struct HistoryRow {
     pub replaced_at: Hlc,
     /// When this node kept it (ms since the epoch): expiry counts from here.
     pub kept_since_ms: u64,
+    /// Since when the state this row stands for held: the entry's own clock, or earlier when
+    /// it absorbed the rows of intermediate versions before it (see [`COALESCE_MS`]).
+    pub live_from: Hlc,
     pub entry: Entry,
 }
+
+/// A replaced version whose predecessor row was kept less than this long before, by the same
+/// node, and references no chunk the newer one does not (a directory whose times changed with
+/// each name made in it, a file's periodic checkpoint while it was being written), takes that
+/// row's place: the history of a busy directory or a long write is one row a minute, not one
+/// per change. The row keeps the start of the absorbed one's life, so "the state at T" has no
+/// gap.
+pub const COALESCE_MS: u64 = 60_000;
 
 fn entry_prefix(key: &EntryKey) -> [u8; 32] {
     let mut k = [0u8; 32];
@@ -61,16 +73,17 @@ fn row_key(entry: &Entry, replaced_at: Hlc) -> [u8; KEY_LEN] {
 }
 
 fn decode_row(key: &[u8], value: &[u8]) -> Option<HistoryRow> {
-    if key.len() != KEY_LEN || value.len() <= 8 {
+    if key.len() != KEY_LEN || value.len() <= 16 {
         return None;
     }
-    let entry = Entry::from_bytes(&value[8..]).ok()?;
+    let entry = Entry::from_bytes(&value[16..]).ok()?;
     if entry_prefix(&entry.key())[..] != key[..32] {
         return None;
     }
     Some(HistoryRow {
         replaced_at: Hlc(u64::from_be_bytes(key[32..40].try_into().ok()?)),
         kept_since_ms: u64::from_le_bytes(value[..8].try_into().ok()?),
+        live_from: Hlc(u64::from_le_bytes(value[8..16].try_into().ok()?)),
         entry,
     })
 }
@@ -110,7 +123,24 @@ impl<'t> HistoryTables<'t> {
             count_refs(chunk_refs, &old.chunks, -1, released)?;
             return Ok(());
         }
+        let prefix = entry_prefix(&old.key());
+        let mut live_from = old.hlc;
+        if let Some((prev_key, prev)) = self.rows_of(&prefix)?.pop()
+            && prev.entry.origin == old.origin
+            && prev.entry.author == old.author
+            && now_ms.saturating_sub(prev.kept_since_ms) < COALESCE_MS
+            && prev
+                .entry
+                .chunks
+                .iter()
+                .all(|c| old.chunks.binary_search(c).is_ok())
+        {
+            // Its chunks are all old's: none is released.
+            live_from = prev.live_from.min(old.hlc);
+            self.remove(chunk_refs, &prev_key, &prev, released)?;
+        }
         let mut value = now_ms.to_le_bytes().to_vec();
+        value.extend_from_slice(&live_from.0.to_le_bytes());
         value.extend_from_slice(&old.to_bytes());
         self.rows
             .insert(&key[..], value.as_slice())
@@ -120,7 +150,6 @@ impl<'t> HistoryTables<'t> {
             .map_err(db_err)?;
         count_refs(&mut self.refs, &old.chunks, 1, &mut Vec::new())?;
         if policy.max_versions > 0 {
-            let prefix = entry_prefix(&old.key());
             let rows = self.rows_of(&prefix)?;
             let excess = rows.len().saturating_sub(policy.max_versions as usize);
             for (key, row) in rows.into_iter().take(excess) {
@@ -267,7 +296,7 @@ impl NamespaceStore {
             }
         }
         self.for_each_history(volume, |row| {
-            if row.entry.hlc <= at && at < row.replaced_at && !row.entry.deleted {
+            if row.live_from <= at && at < row.replaced_at && !row.entry.deleted {
                 let newer = state
                     .get(&row.entry.id)
                     .is_none_or(|held| row.entry.hlc > held.hlc);
@@ -315,6 +344,56 @@ impl NamespaceStore {
     /// expire by the new ones at the next [`expire_history`](Self::expire_history).
     pub fn set_retention(&self, table: RetentionTable) {
         *self.retention_table().write() = table;
+    }
+
+    /// Drops the versions kept longest, whatever their retention (space is short: earlier
+    /// versions never take the room current data needs), one by one until the chunks they
+    /// alone held add up to `owed` bytes (`size_of` tells a chunk's size here; chunks not held
+    /// here count nothing) or none is left, in one transaction. Returns how many rows went and
+    /// the chunks no stored version references any more.
+    pub fn drop_oldest_history(
+        &self,
+        owed: u64,
+        size_of: impl Fn(&ChunkId) -> Option<u64>,
+    ) -> Result<(u64, Vec<ChunkId>), NamespaceError> {
+        let txn = self.db().begin_write().map_err(db_err)?;
+        let mut released = Vec::new();
+        let mut dropped = 0u64;
+        {
+            let mut tables = HistoryTables::open(&txn)?;
+            let mut chunk_refs = txn.open_table(super::store::CHUNK_REFS).map_err(db_err)?;
+            let mut freed = 0u64;
+            while freed < owed {
+                let Some(k) = tables
+                    .by_time
+                    .first()
+                    .map_err(db_err)?
+                    .map(|(k, _)| k.value().to_vec())
+                else {
+                    break;
+                };
+                tables.by_time.remove(k.as_slice()).map_err(db_err)?;
+                let Ok(key) = <[u8; KEY_LEN]>::try_from(&k[8..]) else {
+                    continue;
+                };
+                let row = tables
+                    .rows
+                    .get(&key[..])
+                    .map_err(db_err)?
+                    .and_then(|v| decode_row(&key, v.value()));
+                let before = released.len();
+                match row {
+                    Some(row) => tables.remove(&mut chunk_refs, &key, &row, &mut released)?,
+                    None => {
+                        tables.rows.remove(&key[..]).map_err(db_err)?;
+                    }
+                }
+                dropped += 1;
+                freed += released[before..].iter().filter_map(&size_of).sum::<u64>();
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok((dropped, released))
     }
 
     /// Drops the kept versions past their volume's retention at `now_ms`, the oldest first,
@@ -611,5 +690,91 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn under_pressure_the_versions_kept_longest_go_first() {
+        let (_dir, store) = store(DAY);
+        let sk = SigningKey::from_bytes(&[1; 32]);
+        let id = EntryId([5; 16]);
+        let mut prev: Option<Entry> = None;
+        for n in 1..=4u8 {
+            let base = prev.as_ref().map_or(&[][..], |p| &p.seen[..]);
+            let v = sealer(&sk).seal(id, Hlc(u64::from(n) * 10), base, &file(n));
+            store.commit(std::slice::from_ref(&v)).unwrap();
+            prev = Some(v);
+            // Distinct arrival times, so "kept longest" is an order.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(store.history_len().unwrap(), 3);
+        // Each chunk "weighs" 100 bytes here: 150 owed takes two versions.
+        assert_eq!(
+            store.drop_oldest_history(150, |_| Some(100)).unwrap(),
+            (2, vec![ChunkId([1; 32]), ChunkId([2; 32])])
+        );
+        let left = store.history_of(&prev.unwrap().key()).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].entry.hlc, Hlc(30));
+        assert_eq!(refs(&store, &[1, 2, 3, 4]), vec![false, false, true, true]);
+    }
+
+    #[test]
+    fn a_chunk_a_purge_released_that_a_later_entry_of_the_commit_references_is_not_erased() {
+        let (_dir, store) = store(DAY);
+        let sk = SigningKey::from_bytes(&[1; 32]);
+        let (x, y) = (EntryId([5; 16]), EntryId([6; 16]));
+        let x1 = sealer(&sk).seal(x, Hlc(10), &[], &file(1));
+        store.commit(std::slice::from_ref(&x1)).unwrap();
+        // A copy of x's bytes (the same chunk) and x's purge, caught up with in one commit.
+        let purge = sealer(&sk).purge_tombstone(x, Hlc(20), &x1.seen);
+        let y1 = sealer(&sk).seal(y, Hlc(15), &[], &file(1));
+        let c = store.commit(&[purge, y1]).unwrap();
+        assert!(c.purged.is_empty(), "{:?}", c.purged);
+        assert_eq!(refs(&store, &[1]), vec![true]);
+    }
+
+    #[test]
+    fn quick_intermediate_versions_by_one_node_are_one_row_without_a_gap() {
+        let (_dir, store) = store(DAY);
+        let sk = SigningKey::from_bytes(&[1; 32]);
+        let id = EntryId([5; 16]);
+        let mut dir_meta = file(1);
+        dir_meta.blocks.clear();
+        // A directory whose times change with every name made in it: five versions, no chunks.
+        let mut prev: Option<Entry> = None;
+        for n in 1..=5u64 {
+            let base = prev.as_ref().map_or(&[][..], |p| &p.seen[..]);
+            let v = sealer(&sk).seal(id, Hlc(n * 10), base, &dir_meta);
+            store.commit(std::slice::from_ref(&v)).unwrap();
+            prev = Some(v);
+        }
+        let rows = store.history_of(&prev.clone().unwrap().key()).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].live_from, rows[0].entry.hlc), (Hlc(10), Hlc(40)));
+        // The state at any time before the current one still has the directory.
+        for t in [10, 15, 25, 35, 45] {
+            assert_eq!(
+                store.versions_at(&VOLUME, Hlc(t)).unwrap().len(),
+                1,
+                "at {t}"
+            );
+        }
+        // Another node's version ends the run (and is kept on its own).
+        let other = EntrySealer {
+            origin: 2,
+            ..sealer(&sk)
+        }
+        .seal(id, Hlc(60), &prev.unwrap().seen, &file(2));
+        store.commit(std::slice::from_ref(&other)).unwrap();
+        let last = sealer(&sk).seal(id, Hlc(70), &other.seen, &file(3));
+        store.commit(std::slice::from_ref(&last)).unwrap();
+        let rows = store.history_of(&last.key()).unwrap();
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.live_from, r.entry.hlc))
+                .collect::<Vec<_>>(),
+            vec![(Hlc(10), Hlc(50)), (Hlc(60), Hlc(60))]
+        );
+        assert_eq!(refs(&store, &[2, 3]), vec![true, true]);
     }
 }

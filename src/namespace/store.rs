@@ -638,6 +638,16 @@ impl NamespaceStore {
                 out.purged.extend(purged);
                 out.applied.push(incoming.clone());
             }
+            // Only what nothing references at the end of the transaction is erased: a later
+            // entry of the same commit (a copy of the purged file's bytes, caught up with in
+            // one sync page) may reference a chunk a purge released before it.
+            let mut erased = Vec::with_capacity(out.purged.len());
+            for c in std::mem::take(&mut out.purged) {
+                if refs.get(&c.0[..]).map_err(db_err)?.is_none() && !erased.contains(&c) {
+                    erased.push(c);
+                }
+            }
+            out.purged = erased;
         }
         txn.commit().map_err(db_err)?;
         if let Some(d) = digest.as_mut() {

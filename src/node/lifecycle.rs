@@ -227,8 +227,10 @@ impl Node {
             cluster.router.clone(),
             repair.clone(),
         )?;
-        // Before repair's first pass: a pinned chunk is never dropped.
+        // Before repair's first pass: a pinned chunk is never dropped, nor one only kept
+        // versions reference.
         repair.set_kept(pins.chunks_now());
+        repair.set_namespace(mount.namespace().clone());
         workers.spawn(pins.clone().run());
         workers.spawn(repair.clone().run());
         workers.spawn(repair.clone().run_scrub());
@@ -248,6 +250,7 @@ impl Node {
             net.clone(),
             GcConfig {
                 grace: Duration::from_secs(s.gc_grace_secs),
+                capacity_bytes: s.capacity_bytes,
             },
         );
         workers.spawn(gc.clone().run());

@@ -29,6 +29,11 @@ impl Mount {
     /// every version of them, on every node (see `fs::purge`). The root and volume
     /// directories themselves cannot be purged.
     pub fn purge(&self, path: &str) -> FsResult<crate::fs::PurgeReport> {
+        // A live path is removed first, as `rm -r` would (a file that keeps a name outside it
+        // loses only these names), then purged with what it held before.
+        if path.split('/').any(|p| !p.is_empty() && p != ".") && self.resolve(path).is_ok() {
+            self.remove(path, true)?;
+        }
         let trimmed = path.trim_start_matches('/');
         let (first, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
         if first.as_bytes().first() == Some(&VOLUME_PREFIX) {
