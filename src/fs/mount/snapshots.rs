@@ -9,9 +9,12 @@
 //!
 //! Inode numbers of views have the top bit set ([`SNAPSHOT_BIT`]), then a view number, then
 //! the inode in the view's tree; view number 0 is `.snapshots` itself (its local part the
-//! volume's slot). A view is numbered on first lookup and keeps its number while its tree is
-//! among the [`BUILT`] most recently used; an evicted view's number is retired, so an inode
-//! number the kernel still holds for it answers ENOENT, never another file.
+//! volume's slot). A view is numbered on first lookup. Its tree is kept built while among the
+//! [`BUILT`] most recently used; an evicted view keeps its number and the order its tree gave
+//! inode numbers in (a list of entry ids) among the [`REMEMBERED`] most recently evicted, so a
+//! walk over more views than are built (`find .snapshots`, `diff -r` of two past times) gets
+//! the same inode numbers when a view is built again. Past that, a view's number is retired,
+//! so an inode number the kernel still holds for it answers ENOENT, never another file.
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
@@ -41,6 +44,8 @@ const MAX_NUMBER: u32 = (1 << (63 - NUMBER_SHIFT)) - 1;
 pub const LISTED_CHANGES: usize = 24;
 /// Views whose trees are kept built.
 pub const BUILT: usize = 4;
+/// Evicted views whose numbering is remembered (to rebuild them with the same inodes).
+pub const REMEMBERED: usize = 64;
 /// Views numbered at once (a listing numbers its entries); past it, unbuilt ones are retired.
 const MAX_VIEWS: usize = 1024;
 /// A built view is rebuilt when the store changed since, at most this often: versions
@@ -138,6 +143,8 @@ struct State {
     numbers: HashMap<(usize, Vec<u8>), u32>,
     next: u32,
     built: lru::LruCache<u32, Built>,
+    /// Evicted views' inode order, to rebuild them numbered as before.
+    orders: lru::LruCache<u32, Vec<crate::namespace::EntryId>>,
     named: Vec<NamedSnapshot>,
 }
 
@@ -148,6 +155,7 @@ impl State {
             self.numbers.remove(&(v.slot, v.name));
         }
         self.built.pop(&n);
+        self.orders.pop(&n);
     }
 }
 
@@ -176,6 +184,7 @@ impl Snapshots {
                 numbers: HashMap::new(),
                 next: 1,
                 built: lru::LruCache::new(NonZeroUsize::new(BUILT).expect("non-zero")),
+                orders: lru::LruCache::new(NonZeroUsize::new(REMEMBERED).expect("non-zero")),
                 named,
             }),
             named_path,
@@ -296,7 +305,7 @@ impl Mount {
                 digest = Some(now);
                 b.snapshot.order().to_vec()
             }
-            None => Vec::new(),
+            None => state.orders.pop(&n).unwrap_or_default(),
         };
         let digest = match digest {
             Some(d) => d,
@@ -321,10 +330,16 @@ impl Mount {
             at: Instant::now(),
             digest,
         };
-        if let Some((evicted, _)) = state.built.push(n, built)
+        if let Some((evicted, old)) = state.built.push(n, built)
             && evicted != n
         {
-            state.retire(evicted);
+            let order = old.snapshot.order().to_vec();
+            if let Some((forgotten, _)) = state.orders.push(evicted, order)
+                && forgotten != evicted
+                && !state.built.contains(&forgotten)
+            {
+                state.retire(forgotten);
+            }
         }
         Ok((view, snapshot))
     }
