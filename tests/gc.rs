@@ -203,6 +203,18 @@ fn content_written_again_just_before_collection_survives() {
     }
 }
 
+/// How many versions of `path` `p2pfs-ctl versions` lists on `n` (0 when it finds none).
+fn kept_of(n: &Node, path: &str) -> usize {
+    let out = n.ctl(&["versions", path, "--json"]);
+    if !out.status.success() {
+        return 0;
+    }
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["versions"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
 fn kept_versions(n: &Node) -> u64 {
     n.status()["retention"]["kept_versions"]
         .as_u64()
@@ -300,7 +312,14 @@ fn purge_erases_every_version_on_every_node_at_once() {
     // Node 3 goes down; the file is deleted, then purged, on node 2.
     c.nodes[2].stop();
     std::fs::remove_file(c.nodes[1].p("secret.bin")).unwrap();
-    let kept_before: Vec<u64> = c.nodes[..2].iter().map(kept_versions).collect();
+    // Both running nodes list its kept versions (the deletion reached node 1 too).
+    for n in &c.nodes[..2] {
+        assert!(
+            wait_until(SPREAD_TIMEOUT, || kept_of(n, "secret.bin") >= 2),
+            "{}",
+            String::from_utf8_lossy(&n.ctl(&["versions", "secret.bin"]).stdout)
+        );
+    }
     let out = c.nodes[1].ctl_ok(&["purge", "secret.bin"]);
     assert!(out.contains("purged secret.bin"), "{out}");
     let purged_at = std::time::Instant::now();
@@ -315,13 +334,9 @@ fn purge_erases_every_version_on_every_node_at_once() {
         purged_at.elapsed() < Duration::from_secs(60),
         "waited for GC grace"
     );
-    // Its kept versions are gone (what stays is the root directory's: its times changed).
-    for (n, before) in c.nodes[..2].iter().zip(&kept_before) {
-        assert!(
-            kept_versions(n) + 2 <= *before,
-            "{before} -> {}",
-            n.status()["retention"]
-        );
+    // Its kept versions are gone: `versions` finds nothing by that name.
+    for n in &c.nodes[..2] {
+        assert_eq!(kept_of(n, "secret.bin"), 0);
         assert!(!n.p("secret.bin").exists());
     }
     // Node 3 comes back holding its copies and its history: it erases them once it syncs.
@@ -335,6 +350,10 @@ fn purge_erases_every_version_on_every_node_at_once() {
         c.report()
     );
     assert!(!c.nodes[2].p("secret.bin").exists());
+    assert!(
+        wait_until(SPREAD_TIMEOUT, || kept_of(&c.nodes[2], "secret.bin") == 0),
+        "the returning node still lists versions of the purged file"
+    );
     // Purging what is not there, now or in retention, is a clear error.
     let err = c.nodes[0].ctl(&["purge", "never-was.bin"]);
     assert!(!err.status.success());
