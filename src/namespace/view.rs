@@ -64,16 +64,7 @@ fn civil(millis: u64) -> (i64, u32, u32, u32, u32) {
     let secs = millis / 1000;
     let days = (secs / 86_400) as i64;
     let (h, mi) = (((secs % 86_400) / 3600) as u32, ((secs % 3600) / 60) as u32);
-    // Days to a civil date (H. Hinnant's algorithm), eras of 400 years from 0000-03-01.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(mo <= 2);
+    let (y, mo, d) = crate::util::calendar::civil_from_days(days);
     (y, mo, d, h, mi)
 }
 

@@ -2,6 +2,7 @@
 //! task set a node stops as one.
 
 pub mod blocking;
+pub mod calendar;
 pub mod fixed_bytes;
 pub mod fsutil;
 pub mod hlc;

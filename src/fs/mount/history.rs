@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Mount, VOLUME_PREFIX};
+use super::Mount;
 use crate::fs::history::{HistoryError, HistoryResult, Labels, Pick, Restored, VersionList};
 use crate::fs::{FsCore, FsError};
 
@@ -11,18 +11,11 @@ impl Mount {
     /// The core serving `path` (relative to the mount), the path inside its volume, and the
     /// volume's directory in the mount (`""` for the network volume).
     fn core_at(&self, path: &str) -> HistoryResult<(Arc<FsCore>, String, String)> {
-        let trimmed = path.trim_start_matches('/');
-        let (first, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-        if first.as_bytes().first() == Some(&VOLUME_PREFIX) {
-            let slot = self
-                .volume_dirs()
-                .into_iter()
-                .find(|(_, dir)| dir == first.as_bytes())
-                .map(|(slot, _)| slot)
-                .ok_or_else(|| HistoryError::NotFound(path.to_string()))?;
-            return Ok((self.core(slot)?, rest.to_string(), first.to_string()));
+        match self.route_path(path) {
+            Ok((core, inner, dir)) => Ok((core, inner.to_string(), dir.to_string())),
+            Err(FsError::NotFound) => Err(HistoryError::NotFound(path.to_string())),
+            Err(e) => Err(e.into()),
         }
-        Ok((self.network.clone(), trimmed.to_string(), String::new()))
     }
 
     /// This node's user (the author of what it writes), for naming authors.

@@ -8,9 +8,13 @@ use crate::block::ChunkId;
 use crate::fs::{Attr, DirEntry, FsError, FsResult, ROOT_INO};
 
 impl Mount {
-    /// The chunk ids of the file at `path` (relative to the mount, `/`-separated; a first
-    /// component `@NAME` names a volume).
-    pub fn file_chunks(&self, path: &str) -> FsResult<Vec<ChunkId>> {
+    /// The core serving `path` (relative to the mount, `/`-separated; a first component
+    /// `@NAME` names a volume), the path inside that volume, and the volume's directory in the
+    /// mount (`""` for the network volume).
+    pub(super) fn route_path<'p>(
+        &self,
+        path: &'p str,
+    ) -> FsResult<(std::sync::Arc<crate::fs::FsCore>, &'p str, &'p str)> {
         let trimmed = path.trim_start_matches('/');
         let (first, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
         if first.as_bytes().first() == Some(&VOLUME_PREFIX) {
@@ -20,9 +24,16 @@ impl Mount {
                 .find(|(_, dir)| dir == first.as_bytes())
                 .map(|(slot, _)| slot)
                 .ok_or(FsError::NotFound)?;
-            return self.core(slot)?.file_chunks(rest);
+            return Ok((self.core(slot)?, rest, first));
         }
-        self.network.file_chunks(path)
+        Ok((self.network.clone(), trimmed, ""))
+    }
+
+    /// The chunk ids of the file at `path` (relative to the mount, `/`-separated; a first
+    /// component `@NAME` names a volume).
+    pub fn file_chunks(&self, path: &str) -> FsResult<Vec<ChunkId>> {
+        let (core, inner, _) = self.route_path(path)?;
+        core.file_chunks(inner)
     }
 
     /// Purges the entry at `path` (live, or deleted within retention) and everything under it:
@@ -34,18 +45,8 @@ impl Mount {
         if path.split('/').any(|p| !p.is_empty() && p != ".") && self.resolve(path).is_ok() {
             self.remove(path, true)?;
         }
-        let trimmed = path.trim_start_matches('/');
-        let (first, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-        if first.as_bytes().first() == Some(&VOLUME_PREFIX) {
-            let slot = self
-                .volume_dirs()
-                .into_iter()
-                .find(|(_, dir)| dir == first.as_bytes())
-                .map(|(slot, _)| slot)
-                .ok_or(FsError::NotFound)?;
-            return self.core(slot)?.purge_path(rest);
-        }
-        self.network.purge_path(path)
+        let (core, inner, _) = self.route_path(path)?;
+        core.purge_path(inner)
     }
 
     /// The attributes of `path`, relative to the mount's root (`/`-separated; `""` or `/` is

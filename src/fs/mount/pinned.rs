@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Mount, VOLUME_PREFIX};
-use crate::fs::{ConflictInfo, FsCore, FsError, FsResult, PinnedFile};
+use crate::fs::{ConflictInfo, FsCore, FsResult, PinnedFile};
 use crate::namespace::view::NodeNames;
 
 impl Mount {
@@ -23,19 +23,9 @@ impl Mount {
     /// take in the mount: the root covers the network volume and every visible volume.
     fn cores_at(&self, path: &str) -> FsResult<Vec<(Arc<FsCore>, String, String)>> {
         let trimmed = path.trim_matches('/');
-        let (first, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-        if first.as_bytes().first() == Some(&VOLUME_PREFIX) {
-            let slot = self
-                .volume_dirs()
-                .into_iter()
-                .find(|(_, dir)| dir == first.as_bytes())
-                .map(|(slot, _)| slot)
-                .ok_or(FsError::NotFound)?;
-            return Ok(vec![(
-                self.core(slot)?,
-                rest.to_string(),
-                format!("{first}/"),
-            )]);
+        if trimmed.as_bytes().first() == Some(&VOLUME_PREFIX) {
+            let (core, inner, dir) = self.route_path(trimmed)?;
+            return Ok(vec![(core, inner.to_string(), format!("{dir}/"))]);
         }
         let mut out = vec![(self.network.clone(), trimmed.to_string(), String::new())];
         if trimmed.is_empty() {
