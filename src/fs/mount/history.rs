@@ -79,34 +79,13 @@ fn shown(e: HistoryError, path: &str) -> HistoryError {
 mod tests {
     use super::*;
     use crate::block::ChunkStore;
-    use crate::fs::{Caller, MountParts, ROOT_INO};
-    use crate::identity::{NetworkKey, UserIdentity};
-    use crate::namespace::{NamespaceStore, RetentionPolicy, RetentionTable, Volume};
+    use crate::fs::{Caller, ROOT_INO};
+    use crate::identity::UserIdentity;
 
     const ME: Caller = Caller { uid: 0, gid: 0 };
 
     fn mount(dir: &std::path::Path, chunks: &Arc<ChunkStore>, origin: u64) -> Mount {
-        std::fs::create_dir_all(dir).unwrap();
-        let namespace = NamespaceStore::open(&dir.join("ns.redb")).unwrap();
-        namespace.set_retention(RetentionTable {
-            default: RetentionPolicy::default(),
-            volumes: Default::default(),
-        });
-        Mount::load(MountParts {
-            network: Volume::for_network(&NetworkKey([9; 32])),
-            user: UserIdentity::generate(),
-            origin,
-            namespace,
-            chunks: chunks.clone(),
-            remote: None,
-            publish: None,
-            chunk_size: 4096,
-            cache_bytes: 1 << 20,
-            write_buffer_bytes: 1 << 20,
-            seal_threads: 1,
-            data_dir: dir.to_path_buf(),
-        })
-        .unwrap()
+        crate::fs::mount::tests::test_mount(dir, chunks, origin, UserIdentity::generate(), true)
     }
 
     fn write(m: &Mount, parent: u64, name: &str, data: &[u8]) {
@@ -123,21 +102,7 @@ mod tests {
         data
     }
 
-    fn exchange(mounts: &[&Mount]) {
-        for _ in 0..5 {
-            let mut changed = 0;
-            for from in mounts {
-                let entries = from.namespace().load_all().unwrap().entries;
-                for to in mounts {
-                    changed += to.apply_remote(entries.clone()).unwrap().applied;
-                }
-            }
-            if changed == 0 {
-                return;
-            }
-        }
-        panic!("mounts keep changing each other");
-    }
+    use crate::fs::mount::tests::exchange;
 
     #[test]
     fn a_deletion_made_elsewhere_is_undone_here_and_the_restore_wins_there_too() {

@@ -28,30 +28,49 @@ impl Net {
     }
 
     fn mount_as(&self, name: &str, origin: u64, user: UserIdentity) -> (Mount, UserKey) {
-        let d = self.dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
         let key = UserKey::of(&user);
-        let mount = Mount::load(MountParts {
-            network: Volume::for_network(&NetworkKey([9; 32])),
-            user,
-            origin,
-            namespace: NamespaceStore::open(&d.join("ns.redb")).unwrap(),
-            chunks: self.chunks.clone(),
-            remote: None,
-            publish: None,
-            chunk_size: 4096,
-            cache_bytes: 1 << 20,
-            write_buffer_bytes: 1 << 20,
-            seal_threads: 1,
-            data_dir: d,
-        })
-        .unwrap();
-        (mount, key)
+        let d = self.dir.path().join(name);
+        (test_mount(&d, &self.chunks, origin, user, false), key)
     }
 }
 
+/// A mount of `user` with its store in `dir` and chunks in `chunks` (shared by the mounts of
+/// one test), 4 KiB chunks; keeping earlier versions by the default policy when
+/// `keep_versions` (a store keeps none until a node sets one).
+pub(super) fn test_mount(
+    dir: &std::path::Path,
+    chunks: &Arc<ChunkStore>,
+    origin: u64,
+    user: UserIdentity,
+    keep_versions: bool,
+) -> Mount {
+    std::fs::create_dir_all(dir).unwrap();
+    let namespace = NamespaceStore::open(&dir.join("ns.redb")).unwrap();
+    if keep_versions {
+        namespace.set_retention(crate::namespace::RetentionTable {
+            default: crate::namespace::RetentionPolicy::default(),
+            volumes: Default::default(),
+        });
+    }
+    Mount::load(MountParts {
+        network: Volume::for_network(&NetworkKey([9; 32])),
+        user,
+        origin,
+        namespace,
+        chunks: chunks.clone(),
+        remote: None,
+        publish: None,
+        chunk_size: 4096,
+        cache_bytes: 1 << 20,
+        write_buffer_bytes: 1 << 20,
+        seal_threads: 1,
+        data_dir: dir.to_path_buf(),
+    })
+    .unwrap()
+}
+
 /// Anti-entropy among all mounts until nothing changes.
-fn exchange(mounts: &[&Mount]) {
+pub(super) fn exchange(mounts: &[&Mount]) {
     for _ in 0..10 {
         let mut changed = 0;
         for from in mounts {

@@ -5,48 +5,22 @@ use super::super::*;
 use super::*;
 use crate::block::ChunkStore;
 use crate::fs::{Caller, SetAttr};
-use crate::identity::NetworkKey;
 use crate::namespace::{RetentionPolicy, RetentionTable};
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
 fn mount(dir: &Path, chunks: &Arc<ChunkStore>, name: &str, origin: u64) -> Mount {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    let namespace = NamespaceStore::open(&d.join("ns.redb")).unwrap();
-    namespace.set_retention(RetentionTable {
-        default: RetentionPolicy::default(),
-        volumes: Default::default(),
-    });
-    Mount::load(MountParts {
-        network: Volume::for_network(&NetworkKey([9; 32])),
-        user: UserIdentity::generate(),
+    crate::fs::mount::tests::test_mount(
+        &dir.join(name),
+        chunks,
         origin,
-        namespace,
-        chunks: chunks.clone(),
-        remote: None,
-        publish: None,
-        chunk_size: 4096,
-        cache_bytes: 1 << 20,
-        write_buffer_bytes: 1 << 20,
-        seal_threads: 1,
-        data_dir: d,
-    })
-    .unwrap()
+        UserIdentity::generate(),
+        true,
+    )
 }
 
 fn exchange(a: &Mount, b: &Mount) {
-    for _ in 0..10 {
-        let mut changed = 0;
-        for (from, to) in [(a, b), (b, a)] {
-            let entries = from.namespace().load_all().unwrap().entries;
-            changed += to.apply_remote(entries).unwrap().applied;
-        }
-        if changed == 0 {
-            return;
-        }
-    }
-    panic!("mounts keep changing each other");
+    crate::fs::mount::tests::exchange(&[a, b]);
 }
 
 fn write(m: &Mount, parent: u64, name: &str, data: &[u8]) {
