@@ -16,6 +16,9 @@ use super::WebState;
 use super::auth::error;
 use crate::node::control::{Reply, Request};
 
+/// Bytes a download moves per piece (and buffers between the file's reader and the socket).
+const DOWNLOAD_PIECE: usize = 256 * 1024;
+
 pub fn router() -> Router<WebState> {
     Router::new()
         .route("/call", post(call))
@@ -110,7 +113,7 @@ async fn versions(State(state): State<WebState>, Query(q): Query<PathQuery>) -> 
 /// `GET /api/files?path=P`: the file's bytes, as an attachment named after it.
 async fn download(State(state): State<WebState>, Query(q): Query<PathQuery>) -> Response {
     let path = state.control.relative(&q.path).into_bytes();
-    let (mut to_browser, from_node) = tokio::io::duplex(256 * 1024);
+    let (mut to_browser, from_node) = tokio::io::duplex(DOWNLOAD_PIECE);
     let control = state.control.clone();
     state.workers.spawn(async move {
         if let Err(e) = control.get(path, &mut to_browser).await {
@@ -148,8 +151,9 @@ async fn download(State(state): State<WebState>, Query(q): Query<PathQuery>) -> 
         "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
         percent_encode(name)
     );
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
         tokio::io::AsyncReadExt::take(from_node, size),
+        DOWNLOAD_PIECE,
     ));
     (
         [
