@@ -230,6 +230,12 @@ fn put_r_and_get_r_copy_whole_trees() {
     n.ctl_ok(&["get", "-r", "copy", fresh.to_str().unwrap()]);
     assert_eq!(tree_listing(&fresh), want);
 
+    // Again over the copies: files replaced, directories and links already there kept.
+    n.ctl_ok(&["put", "-r", tree.to_str().unwrap(), "backups"]);
+    assert_eq!(tree_listing(&n.p("backups/project")), want);
+    n.ctl_ok(&["get", "-r", "backups/project", out_dir.to_str().unwrap()]);
+    assert_eq!(tree_listing(&out_dir.join("project")), want);
+
     // Without -r a directory is refused with a pointer to -r.
     let out = n.ctl(&["put", tree.to_str().unwrap(), "x"]);
     assert!(!out.status.success());

@@ -434,6 +434,16 @@ impl ControlService {
         let shown = path.clone();
         let made = tokio::task::spawn_blocking(move || {
             let (parent, name) = mount.resolve_parent(&path)?;
+            // The same link there already (a `put -r` run again) is not an error.
+            if let Ok(attr) = mount.lookup(parent, &name) {
+                let same = attr.kind == crate::namespace::EntryKind::Symlink
+                    && mount.readlink(attr.ino)? == target.as_bytes();
+                return if same {
+                    Ok(())
+                } else {
+                    Err(crate::fs::FsError::Exists)
+                };
+            }
             mount
                 .symlink(parent, &name, target.as_bytes(), caller)
                 .map(|_| ())

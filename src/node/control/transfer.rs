@@ -414,7 +414,11 @@ pub fn get_tree(
             }
             Item::Symlink { rel, target } => {
                 let path = root.join(&rel);
-                std::os::unix::fs::symlink(&target, &path).map_err(local_err(&path))?;
+                // The same link there already (a `get -r` run again) is not an error.
+                let same = std::fs::read_link(&path).is_ok_and(|t| t == Path::new(&target));
+                if !same {
+                    std::os::unix::fs::symlink(&target, &path).map_err(local_err(&path))?;
+                }
                 report.symlinks += 1;
             }
             Item::File { rel, mode, .. } => {
