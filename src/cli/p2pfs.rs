@@ -143,9 +143,10 @@ pub enum Command {
         #[command(flatten)]
         net: NetFlags,
     },
-    /// Remove this machine's node: its keys, user identity (unless exported), config, chunks
-    /// and namespace. Refused while the node runs; asks to confirm on a terminal (--yes
-    /// otherwise). Files stay in the network if other nodes hold copies.
+    /// Remove this machine's node: its keys and user identity (a copy made with `p2pfs user
+    /// export` stays valid), config, chunks and namespace. Refused while the node runs; asks to
+    /// confirm on a terminal (--yes otherwise). Files stay in the network where other nodes
+    /// hold copies.
     Reset {
         /// The node's data dir: its keys, config, chunks and namespace. Defaults to
         /// $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
@@ -161,8 +162,8 @@ pub enum Command {
         /// The page to print, as `man` names it: p2pfs, p2pfs-mount, p2pfs-ctl-status, ...
         #[arg(default_value = "p2pfs")]
         page: String,
-        /// Write every page to DIR (default: share/man/man1 beside the directory of this
-        /// program, e.g. ~/.cargo/share/man/man1, where `man` finds them).
+        /// Write every page to DIR. Default: PREFIX/share/man/man1 for this program in
+        /// PREFIX/bin (~/.local/share/man/man1 for ~/.local/bin/p2pfs), where `man` finds them.
         #[arg(long, value_name = "DIR", num_args = 0..=1)]
         install: Option<Option<PathBuf>>,
     },
