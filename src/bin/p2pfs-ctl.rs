@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use p2pfs::namespace::volume::Role;
-use p2pfs::node::control::{self, ControlError, Reply, Request, Status};
+use p2pfs::node::control::{self, ControlError, Reply, Request, Status, transfer};
 
 // The command line (flags, subcommands, help texts) is defined in src/cli/ctl.rs.
 use p2pfs::cli::ctl::{AdminCommand, Cli, Command, VolumeCommand};
@@ -456,6 +456,13 @@ fn put(data_dir: &std::path::Path, local: &std::path::Path, path: &str) -> ExitC
     };
     let meta = match file.metadata() {
         Ok(m) if m.is_file() => m,
+        Ok(m) if m.is_dir() => {
+            eprintln!(
+                "p2pfs-ctl: {} is a directory: put -r copies a whole tree",
+                local.display()
+            );
+            return ExitCode::from(EXIT_ERROR);
+        }
         Ok(_) => {
             eprintln!("p2pfs-ctl: {}: not a regular file", local.display());
             return ExitCode::from(EXIT_ERROR);
@@ -465,23 +472,14 @@ fn put(data_dir: &std::path::Path, local: &std::path::Path, path: &str) -> ExitC
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    // A path ending in / (or the root) names the directory to put the file in.
-    let target = if path.is_empty() || path.ends_with('/') {
-        format!(
-            "{path}{}",
-            local
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        )
-    } else {
-        path.to_string()
-    };
-    let bar = progress_bar(meta.len(), &target);
+    // When PATH names a directory, the node puts the file in it under this name.
+    let name = local.file_name().and_then(|n| n.to_str());
+    let bar = progress_bar(meta.len(), path);
     let started = std::time::Instant::now();
     let reply = control::put(
         data_dir,
-        &target,
+        path,
+        name,
         meta.permissions().mode() & 0o7777,
         meta.len(),
         &mut file,
@@ -508,60 +506,79 @@ fn put(data_dir: &std::path::Path, local: &std::path::Path, path: &str) -> ExitC
     }
 }
 
-fn get(data_dir: &std::path::Path, path: &[u8], local: &std::path::Path) -> ExitCode {
-    let to_stdout = local.as_os_str() == "-";
-    // Into a temporary file beside LOCAL, renamed when complete: a failed get leaves no
-    // half-written file.
-    let temp = local.with_file_name(format!(
-        ".{}.p2pfs-get",
-        local
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let mut out: Box<dyn std::io::Write> = if to_stdout {
-        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
-    } else {
-        match std::fs::File::create(&temp) {
-            Ok(f) => Box::new(std::io::BufWriter::new(f)),
-            Err(e) => {
-                eprintln!("p2pfs-ctl: {}: {e}", temp.display());
-                return ExitCode::from(EXIT_ERROR);
-            }
+/// A failed transfer's message and exit code.
+fn transfer_failed(e: transfer::TransferError) -> ExitCode {
+    match e {
+        transfer::TransferError::Control(e) => control_failed(e),
+        transfer::TransferError::Usage(message) => {
+            eprintln!("p2pfs-ctl: {message}");
+            ExitCode::from(EXIT_USAGE)
         }
-    };
+        e => {
+            eprintln!("p2pfs-ctl: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn get(data_dir: &std::path::Path, path: &[u8], local: &std::path::Path) -> ExitCode {
     let bar = progress_bar(0, &p2pfs::cli::ctl::escape_name(path));
     let started = std::time::Instant::now();
-    let result = control::get(data_dir, path, &mut out, |got, total| {
+    let progress = |got, total| {
         bar.set_length(total);
         bar.set_position(got);
-    });
-    drop(out);
-    let cleanup = || {
-        if !to_stdout {
-            let _ = std::fs::remove_file(&temp);
+    };
+    let result = if local.as_os_str() == "-" {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        match control::get(data_dir, path, &mut out, progress) {
+            Ok(Ok(size)) => Ok(size),
+            Ok(Err(message)) => Err(transfer::TransferError::Refused(message)),
+            Err(e) => Err(e.into()),
         }
+    } else {
+        transfer::get_destination(path, local)
+            .and_then(|local| transfer::get_file(data_dir, path, &local, progress))
     };
     match result {
-        Ok(Ok(size)) => {
-            if !to_stdout && let Err(e) = std::fs::rename(&temp, local) {
-                eprintln!("p2pfs-ctl: {}: {e}", local.display());
-                cleanup();
-                return ExitCode::from(EXIT_ERROR);
-            }
+        Ok(size) => {
             finish_bar(&bar, size, started);
             ExitCode::SUCCESS
         }
-        Ok(Err(message)) => {
-            cleanup();
+        Err(e) => {
             bar.abandon();
-            eprintln!("p2pfs-ctl: the node refused: {message}");
-            ExitCode::from(EXIT_ERROR)
+            transfer_failed(e)
+        }
+    }
+}
+
+/// `put -r` and `get -r`: one progress bar over the bytes of the whole tree.
+fn copy_tree(
+    what: &str,
+    copy: impl FnOnce(&mut dyn FnMut(u64, u64)) -> Result<transfer::TreeReport, transfer::TransferError>,
+) -> ExitCode {
+    let bar = progress_bar(0, what);
+    let started = std::time::Instant::now();
+    let result = copy(&mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    match result {
+        Ok(r) => {
+            finish_bar(&bar, r.bytes, started);
+            for s in &r.skipped {
+                eprintln!("p2pfs-ctl: skipped {s}");
+            }
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!(
+                    "{} files, {} directories, {} symlinks",
+                    r.files, r.dirs, r.symlinks
+                );
+            }
+            ExitCode::SUCCESS
         }
         Err(e) => {
-            cleanup();
             bar.abandon();
-            control_failed(e)
+            transfer_failed(e)
         }
     }
 }
@@ -732,10 +749,32 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_ERROR);
     };
     match &cli.command {
-        Command::Put { local, path } => return put(&data_dir, local, path),
-        Command::Get { path, local } => {
+        Command::Put {
+            local,
+            path,
+            recursive: false,
+        } => return put(&data_dir, local, path),
+        Command::Put { local, path, .. } => {
+            return copy_tree(path, |progress| {
+                transfer::put_tree(&data_dir, local, path, progress)
+            });
+        }
+        Command::Get {
+            path,
+            local,
+            recursive: false,
+        } => {
             use std::os::unix::ffi::OsStrExt;
             return get(&data_dir, path.as_bytes(), local);
+        }
+        Command::Get { path, local, .. } => {
+            let Some(path) = path.to_str() else {
+                eprintln!("p2pfs-ctl: get -r takes a UTF-8 path");
+                return ExitCode::from(EXIT_USAGE);
+            };
+            return copy_tree(path, |progress| {
+                transfer::get_tree(&data_dir, path, local, progress)
+            });
         }
         Command::Leave => return leave(&data_dir),
         Command::Certify { yes } => return certify(&data_dir, *yes),

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod names;
 pub mod pins;
+pub mod setup;
 pub mod status;
 pub mod web;
 

@@ -8,6 +8,7 @@ mod pins;
 pub mod proto;
 mod retention;
 pub mod server;
+pub mod transfer;
 // `versions` and `restore`.
 mod history;
 mod snapshots;

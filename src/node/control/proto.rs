@@ -41,6 +41,26 @@ pub enum Request {
         path: String,
         size: u64,
         mode: u32,
+        /// The file's own name, used when `path` names a directory (ends in `/`, is the root,
+        /// or is an existing directory): the file goes in it under this name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Wait: the node answers `Ready` (or `Error`) once the destination is checked and the
+        /// temporary file made, and only then are the bytes sent. Without it (older clients)
+        /// the bytes follow the request line at once.
+        #[serde(default)]
+        ready: bool,
+    },
+    /// Create the directory at `path` (its parent must exist); an existing directory there is
+    /// not an error (`put -r` into a tree that is partly there).
+    Mkdir {
+        path: String,
+        mode: u32,
+    },
+    /// Create a symbolic link at `path` pointing to `target`.
+    Symlink {
+        path: String,
+        target: String,
     },
     /// Read the file at `path`: the reply line `Data {size}` is followed by `size` raw bytes.
     Get {
@@ -180,6 +200,11 @@ pub enum Reply {
     /// `size` raw bytes follow this reply line.
     Data {
         size: u64,
+    },
+    /// The destination of a `put` is checked and ready: send the bytes. `path` is where the
+    /// file goes (relative to the mount's root).
+    Ready {
+        path: String,
     },
     Df(DfStatus),
     Health(HealthStatus),
@@ -425,6 +450,9 @@ pub struct ListEntry {
     pub mode: u32,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
+    /// What a symlink points to (absent for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// Capacity and use of the network, from every live node's announcement and this node.

@@ -67,7 +67,7 @@ async fn call(
             "put and get go through /api/files; leave through `p2pfs-ctl leave`",
         );
     }
-    axum::Json(state.control.answer(request).await).into_response()
+    axum::Json(state.control.answer(request, owner()).await).into_response()
 }
 
 /// What `p2pfs-ctl X --json` prints of a reply: its payload. An error reply is a 400 with
@@ -93,7 +93,16 @@ pub fn payload(reply: Reply) -> Response {
 }
 
 async fn read(State(state): State<WebState>, request: Request) -> Response {
-    payload(state.control.answer(request).await)
+    payload(state.control.answer(request, owner()).await)
+}
+
+/// Who the dashboard acts as: the node's own user (whoever holds its token owns the node).
+fn owner() -> crate::fs::Caller {
+    crate::fs::Caller {
+        // SAFETY: geteuid and getegid cannot fail.
+        uid: unsafe { libc::geteuid() },
+        gid: unsafe { libc::getegid() },
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -207,17 +216,21 @@ async fn upload(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut reader = tokio_util::io::StreamReader::new(stream);
     let path = state.control.relative(&q.path);
-    let caller = crate::fs::Caller {
-        // SAFETY: geteuid and getegid cannot fail.
-        uid: unsafe { libc::geteuid() },
-        gid: unsafe { libc::getegid() },
-    };
     let mode = q.mode.unwrap_or(0o644);
-    match state
-        .control
-        .put(path, size, mode, caller, &mut reader)
-        .await
-    {
+    // Checked before a byte is read (`ready`): a missing directory is refused at once, the
+    // browser's bytes unread; the `Ready` line the check writes has nowhere to go.
+    let mut ready_line = tokio::io::sink();
+    let put = state.control.put(
+        path,
+        None,
+        size,
+        mode,
+        true,
+        owner(),
+        &mut reader,
+        &mut ready_line,
+    );
+    match put.await {
         Ok(reply @ Reply::Done { .. }) => axum::Json(reply).into_response(),
         Ok(Reply::Error { message }) => error(StatusCode::BAD_REQUEST, message),
         Ok(other) => axum::Json(other).into_response(),
