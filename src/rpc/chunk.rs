@@ -191,19 +191,23 @@ impl ChunkClient {
         let exchange = async {
             let mut io = Counted::new(&mut stream, &CHUNK_TRAFFIC);
             write_frame_with_body(&mut io, request, body, MAX_BODY).await?;
-            read_frame_with_body::<_, ChunkResponse>(&mut io, MAX_BODY)
+            let response = read_frame_with_body::<_, ChunkResponse>(&mut io, MAX_BODY)
                 .await
-                .inspect_err(|e| frame::report(&self.guard, peer, e, false, "chunk response"))
+                .inspect_err(|e| frame::report(&self.guard, peer, e, false, "chunk response"))?;
+            Ok::<_, FrameError>((response, io.take_tally()))
         };
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let (response, (sent, received)) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .map_err(|_| ChunkRpcError::Timeout(peer))??
-            .ok_or(ChunkRpcError::Closed(peer))?;
-        let mut idle = self.idle.lock();
-        let pool = idle.entry(peer).or_default();
-        if pool.len() < STREAMS_PER_PEER {
-            pool.push(stream);
+            .map_err(|_| ChunkRpcError::Timeout(peer))??;
+        let response = response.ok_or(ChunkRpcError::Closed(peer))?;
+        {
+            let mut idle = self.idle.lock();
+            let pool = idle.entry(peer).or_default();
+            if pool.len() < STREAMS_PER_PEER {
+                pool.push(stream);
+            }
         }
+        self.guard.bandwidth().pace(&peer, sent, received).await;
         Ok(response)
     }
 
@@ -515,6 +519,8 @@ async fn serve_stream(
             server.guard.offence(peer, kind, what);
         }
         written??;
+        let (sent, received) = stream.take_tally();
+        server.guard.bandwidth().pace(&peer, sent, received).await;
     }
 }
 

@@ -140,6 +140,18 @@ pub enum Request {
     },
     /// This node's pins and how complete each is.
     Pins,
+    /// The bandwidth limits in force (`Reply::Limits`); with `set`, new ones until restart;
+    /// with `use_config`, config.toml's again.
+    Limit {
+        #[serde(default)]
+        set: Option<crate::net::bandwidth::Limits>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        use_config: bool,
+    },
+    /// Stop syncing without unmounting: announce `paused`, close every peer connection.
+    Pause,
+    /// Reconnect and sync again after a pause.
+    Resume,
     /// Conflict copies and names claimed twice at or under `path` (the whole mount: `""`).
     Conflicts {
         path: String,
@@ -215,6 +227,12 @@ pub enum Reply {
     },
     Pins {
         pins: Vec<crate::node::pins::PinState>,
+    },
+    /// The bandwidth limits in force, in bytes per second (0 = unlimited); `source`:
+    /// `config` (config.toml's) or `runtime` (set by `p2pfs-ctl limit` since start).
+    Limits {
+        limits: crate::net::bandwidth::Limits,
+        source: String,
     },
     Conflicts {
         conflicts: Vec<ConflictEntry>,
@@ -351,6 +369,12 @@ pub struct Status {
     /// Passes of the background workers completed since start.
     #[serde(default)]
     pub passes: PassesStatus,
+    /// Whether the node is paused (`p2pfs-ctl pause`): no peer connections, no sync.
+    #[serde(default)]
+    pub paused: bool,
+    /// The bandwidth limits in force, bytes per second; 0 = unlimited.
+    #[serde(default)]
+    pub limits: crate::net::bandwidth::Limits,
 }
 
 /// This node's reachability from outside its LAN (`net::reach`).

@@ -91,6 +91,8 @@ pub struct ControlService {
     pub status: Arc<crate::node::status::StatusReader>,
     /// `pin`, `unpin` and `pins` act on it.
     pub pins: Arc<crate::node::pins::Pins>,
+    /// `limit`: config.toml's limits, and whether they were replaced.
+    pub limits: Arc<super::limits::LimitControl>,
 }
 
 /// Bytes moved per piece by put and get.
@@ -490,7 +492,7 @@ impl ControlService {
             Err(e) => return io_error(e),
         };
         let local = self.cluster.net.local;
-        let addrs = self.cluster.net.listen_addrs();
+        let addrs = self.cluster.net.advertised_addrs();
         if addrs.is_empty() {
             return io_error("the node listens on no address yet; try again in a moment");
         }
@@ -799,6 +801,11 @@ async fn handle(
             Ok(Request::Pin { path }) => source.pin(&path).await,
             Ok(Request::Unpin { path }) => source.unpin(&path),
             Ok(Request::Pins) => source.pins(),
+            Ok(Request::Limit { set, use_config }) => {
+                source.limits.limit(&source.cluster, set, use_config)
+            }
+            Ok(Request::Pause) => super::limits::pause(&source.cluster).await,
+            Ok(Request::Resume) => super::limits::resume(&source.cluster).await,
             Ok(Request::Conflicts { path }) => source.conflicts(&path).await,
             Ok(Request::Put { path, size, mode }) => {
                 let path = source.relative(&path);
