@@ -283,7 +283,8 @@ fn print_status(s: &Status, ids: bool) {
         .iter()
         .filter(|p| {
             // Live ones, as repair counts them: a dead or departed peer places nothing.
-            matches!(p.state.as_str(), "alive" | "suspect") && p.placement_rule != s.placement_rule
+            matches!(p.state.as_str(), "alive" | "suspect" | "offline" | "paused")
+                && p.placement_rule != s.placement_rule
         })
         .count();
     if other_rule > 0 {

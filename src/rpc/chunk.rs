@@ -509,7 +509,16 @@ async fn serve_stream(
                 return Err(e.into());
             }
         };
+        let (_, received) = stream.take_tally();
         let (response, data, offence) = answer(&peer, request, body, &server).await;
+        // Paced before the answer goes, so the wait is the answer's own: its header is a few
+        // dozen bytes past the body.
+        let answer_bytes = data.len() as u64 + 64;
+        server
+            .guard
+            .bandwidth()
+            .pace(&peer, answer_bytes, received)
+            .await;
         let write = write_frame_with_body(&mut stream, &response, &data, MAX_BODY);
         let written = tokio::time::timeout(REQUEST_TIMEOUT, write)
             .await
@@ -519,8 +528,8 @@ async fn serve_stream(
             server.guard.offence(peer, kind, what);
         }
         written??;
-        let (sent, received) = stream.take_tally();
-        server.guard.bandwidth().pace(&peer, sent, received).await;
+        // Charged already.
+        stream.take_tally();
     }
 }
 

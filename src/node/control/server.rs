@@ -194,7 +194,7 @@ impl ControlService {
             1u64,
         );
         for m in self.cluster.membership.read().members() {
-            if matches!(m.state.as_str(), "alive" | "suspect") {
+            if m.state.is_live() {
                 capacity += m.capacity;
                 if m.capacity > 0 {
                     free += m.free;
