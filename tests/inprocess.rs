@@ -40,6 +40,8 @@ struct Net {
     bootstrap: Option<String>,
     gc_grace_secs: u64,
     repair_interval_secs: u64,
+    /// The address every node listens on.
+    listen: String,
 }
 
 impl Net {
@@ -64,6 +66,7 @@ impl Net {
             bootstrap: None,
             gc_grace_secs,
             repair_interval_secs,
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
         }
     }
 
@@ -105,7 +108,7 @@ impl Net {
     /// silence, dead after 4 s, a sync every second.
     fn configure(&self, n: &mut Node) {
         let net = &mut n.config.network;
-        net.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        net.listen = vec![self.listen.clone()];
         net.bootstrap = self.bootstrap.iter().cloned().collect();
         net.mdns = false;
         net.replicas = R as u32;
@@ -955,6 +958,68 @@ fn bandwidth_limits_hold_chunk_fetches_to_their_rate() {
     assert!(
         unlimited < bound,
         "the unlimited fetch took {unlimited:?}: too slow to tell a limit from the machine"
+    );
+    net.stop_all();
+}
+
+/// A node listening on every interface tells a peer on another address none of its loopback
+/// addresses: the peer's view of it (from its announcements) lists only addresses another
+/// machine can dial. (Every other test here is a network on loopback alone, which still forms.)
+#[test]
+fn loopback_addresses_are_not_told_to_a_peer_on_another_address() {
+    let mut net = Net::new(3600, 3600);
+    net.listen = "/ip4/0.0.0.0/tcp/0".into();
+    let a = net.start();
+    let a_net = net.node(a).cluster.net.clone();
+    wait_until("the node listens on every interface", || {
+        a_net.listen_addrs().len() >= 2
+    });
+    let lan = a_net
+        .listen_addrs()
+        .into_iter()
+        .find(|addr| !p2pfs::net::reach::is_host_or_link_local(addr))
+        .expect("this machine has an address besides loopback (the test needs one)");
+    assert!(
+        a_net
+            .listen_addrs()
+            .iter()
+            .any(p2pfs::net::reach::is_loopback)
+    );
+    let ip = p2pfs::net::reach::ip_of(&lan).unwrap();
+    // The second node listens and dials only there, as a peer on the LAN would.
+    net.listen = format!("/ip4/{ip}/tcp/0");
+    net.bootstrap = Some(format!("{lan}/p2p/{}", net.node(a).peer_id()));
+    let b = net.start();
+    net.wait_converged();
+    let a_peer = net.node(a).peer_id();
+    wait_until("the second node has the first one's addresses", || {
+        net.node(b)
+            .cluster
+            .membership
+            .read()
+            .get(&a_peer)
+            .is_some_and(|m| !m.addrs.is_empty())
+    });
+    let seen = net
+        .node(b)
+        .cluster
+        .membership
+        .read()
+        .get(&a_peer)
+        .unwrap()
+        .addrs
+        .clone();
+    assert!(
+        seen.iter()
+            .all(|addr| !p2pfs::net::reach::is_loopback(addr)),
+        "a peer on {ip} was told {seen:?}"
+    );
+    assert!(seen.contains(&lan), "{seen:?}");
+    let told = a_net.advertised_addrs();
+    assert!(
+        told.iter()
+            .all(|addr| !p2pfs::net::reach::is_loopback(addr)),
+        "{told:?}"
     );
     net.stop_all();
 }
