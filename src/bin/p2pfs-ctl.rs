@@ -214,6 +214,20 @@ fn print_status(s: &Status, ids: bool) {
         "  network:     {} (key fingerprint {})",
         s.network, s.network_fingerprint
     );
+    if s.paused {
+        println!("  paused:      no peer connections, no sync (p2pfs-ctl resume)");
+    }
+    if s.limits != p2pfs::net::bandwidth::Limits::default() {
+        use p2pfs::net::bandwidth::show_rate;
+        let l = &s.limits;
+        println!(
+            "  bandwidth:   up {}, down {}; per peer up {}, down {}",
+            show_rate(l.upload),
+            show_rate(l.download),
+            show_rate(l.peer_upload),
+            show_rate(l.peer_download)
+        );
+    }
     if !s.listen_addrs.is_empty() {
         println!("  listening:   {}", s.listen_addrs.join(", "));
     }
@@ -269,7 +283,8 @@ fn print_status(s: &Status, ids: bool) {
         .iter()
         .filter(|p| {
             // Live ones, as repair counts them: a dead or departed peer places nothing.
-            matches!(p.state.as_str(), "alive" | "suspect") && p.placement_rule != s.placement_rule
+            matches!(p.state.as_str(), "alive" | "suspect" | "offline" | "paused")
+                && p.placement_rule != s.placement_rule
         })
         .count();
     if other_rule > 0 {
@@ -867,6 +882,47 @@ fn main() -> ExitCode {
         Command::Unpin { path } => Request::Unpin { path: path.clone() },
         Command::Pins { .. } => Request::Pins,
         Command::Web { .. } => Request::Web,
+        Command::Limit {
+            upload,
+            download,
+            peer_upload,
+            peer_download,
+            use_config,
+            ..
+        } => {
+            let change = [upload, download, peer_upload, peer_download];
+            let set = if change.iter().any(|c| c.is_some()) {
+                // Unnamed limits stay as they are.
+                let now = match control::call(
+                    &data_dir,
+                    &Request::Limit {
+                        set: None,
+                        use_config: false,
+                    },
+                ) {
+                    Ok(Reply::Limits { limits, .. }) => limits,
+                    Ok(other) => {
+                        eprintln!("p2pfs-ctl: the node answered out of protocol: {other:?}");
+                        return ExitCode::from(EXIT_IO);
+                    }
+                    Err(e) => return control_failed(e),
+                };
+                Some(p2pfs::net::bandwidth::Limits {
+                    upload: upload.unwrap_or(now.upload),
+                    download: download.unwrap_or(now.download),
+                    peer_upload: peer_upload.unwrap_or(now.peer_upload),
+                    peer_download: peer_download.unwrap_or(now.peer_download),
+                })
+            } else {
+                None
+            };
+            Request::Limit {
+                set,
+                use_config: *use_config,
+            }
+        }
+        Command::Pause => Request::Pause,
+        Command::Resume => Request::Resume,
         Command::Conflicts { path, .. } => Request::Conflicts { path: path.clone() },
     };
     let timeout = match request {
@@ -1313,6 +1369,30 @@ fn main() -> ExitCode {
                     );
                 }
             }
+            ExitCode::SUCCESS
+        }
+        (Command::Limit { json, .. }, Reply::Limits { limits, source }) => {
+            if json {
+                print_json(&serde_json::json!({ "limits": limits, "source": source }));
+            } else {
+                use p2pfs::net::bandwidth::show_rate;
+                println!("upload:         {}", show_rate(limits.upload));
+                println!("download:       {}", show_rate(limits.download));
+                println!("per-peer up:    {}", show_rate(limits.peer_upload));
+                println!("per-peer down:  {}", show_rate(limits.peer_download));
+                println!(
+                    "({})",
+                    if source == "runtime" {
+                        "set by p2pfs-ctl limit until the node restarts; --use-config goes back to config.toml's"
+                    } else {
+                        "from config.toml's [bandwidth] section"
+                    }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Pause | Command::Resume, Reply::Done { message }) => {
+            println!("{message}");
             ExitCode::SUCCESS
         }
         (Command::Conflicts { json, .. }, Reply::Conflicts { conflicts }) => {

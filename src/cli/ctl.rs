@@ -43,7 +43,8 @@ pub enum Command {
         #[arg(long)]
         ids: bool,
     },
-    /// Leave the network: hand this node's data off to the others, then unmount and exit.
+    /// Leave the network for good: hand this node's data off to the others, then unmount and
+    /// exit (peers show it `left`). A plain stop (Ctrl-C, SIGTERM) only takes it offline.
     /// Shows progress on a terminal and the result (chunks handed off, chunks short); exits 6
     /// when some chunks could not be handed off.
     Leave,
@@ -305,6 +306,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the bandwidth limits (bytes per second; unlimited when 0) and, with any flag, change
+    /// them until the node restarts (config.toml's `[bandwidth]` section sets them for good).
+    /// RATE: bytes per second, e.g. 500000, 500KB, 10MiB; 0 = unlimited.
+    Limit {
+        /// Most bytes per second sent to all peers together.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        upload: Option<u64>,
+        /// Most bytes per second received from all peers together.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        download: Option<u64>,
+        /// Most bytes per second sent to any one peer.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        peer_upload: Option<u64>,
+        /// Most bytes per second received from any one peer.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        peer_download: Option<u64>,
+        /// Go back to the limits of config.toml.
+        #[arg(long, conflicts_with_all = ["upload", "download", "peer_upload", "peer_download"])]
+        use_config: bool,
+        /// Print JSON: {limits: {upload, download, peer_upload, peer_download}, source} (source:
+        /// config or runtime).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause this node's sync without unmounting: it tells its peers (they show it `paused`),
+    /// closes its connections and makes none; the mount keeps working on what is here, and
+    /// writes wait here until `p2pfs-ctl resume`.
+    Pause,
+    /// End a pause: reconnect to the peers and sync.
+    Resume,
     /// Conflicts at or under PATH (the whole mount by default): conflict copies (a version
     /// that lost to a concurrent one, kept as `name (conflict NODE DATE TIME).ext`) and names
     /// two entries claim (the loser shown under such a name). PATH  OF  NODE  TIME  KIND.
@@ -437,4 +468,9 @@ pub fn escape_name(name: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A `--upload`-style rate: bytes per second, with an optional unit (`net::bandwidth`).
+fn parse_rate(text: &str) -> Result<u64, String> {
+    crate::net::bandwidth::parse_rate(text).map_err(|e| e.to_string())
 }

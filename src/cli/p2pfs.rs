@@ -242,6 +242,10 @@ pub struct NetFlags {
     /// fetches everything from peers (storage.hold_chunks = false).
     #[arg(long)]
     pub no_storage: bool,
+    /// Leave the network on this run's stop (hand this node's data off to the others), as
+    /// `p2pfs-ctl leave` does; without it, a stop only takes the node offline (`node.leave_on_stop`).
+    #[arg(long)]
+    pub leave_on_stop: bool,
 }
 
 impl NetFlags {
@@ -268,6 +272,9 @@ impl NetFlags {
         }
         if self.no_storage {
             config.storage.hold_chunks = false;
+        }
+        if self.leave_on_stop {
+            config.node.leave_on_stop = true;
         }
         if let Some(days) = self.retention_days {
             config.retention.days = days;

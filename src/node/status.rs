@@ -298,6 +298,8 @@ impl StatusReader {
                 audit: self.audit.passes(),
                 sync: self.cluster.syncs(),
             },
+            paused: net.guard.is_paused(),
+            limits: net.guard.bandwidth().limits(),
         };
         Snapshot {
             status,

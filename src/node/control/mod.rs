@@ -3,6 +3,7 @@
 //! reply per line. The `status` reply is a documented, stable contract (see ARCHITECTURE.md).
 
 pub mod client;
+pub mod limits;
 pub mod membership;
 mod pins;
 pub mod proto;

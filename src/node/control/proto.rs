@@ -162,6 +162,18 @@ pub enum Request {
     Pins,
     /// Where the web dashboard is, and its login link.
     Web,
+    /// The bandwidth limits in force (`Reply::Limits`); with `set`, new ones until restart;
+    /// with `use_config`, config.toml's again.
+    Limit {
+        #[serde(default)]
+        set: Option<crate::net::bandwidth::Limits>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        use_config: bool,
+    },
+    /// Stop syncing without unmounting: announce `paused`, close every peer connection.
+    Pause,
+    /// Reconnect and sync again after a pause.
+    Resume,
     /// Conflict copies and names claimed twice at or under `path` (the whole mount: `""`).
     Conflicts {
         path: String,
@@ -247,6 +259,12 @@ pub enum Reply {
     Web {
         url: String,
         login_url: String,
+    },
+    /// The bandwidth limits in force, in bytes per second (0 = unlimited); `source`:
+    /// `config` (config.toml's) or `runtime` (set by `p2pfs-ctl limit` since start).
+    Limits {
+        limits: crate::net::bandwidth::Limits,
+        source: String,
     },
     Conflicts {
         conflicts: Vec<ConflictEntry>,
@@ -380,6 +398,12 @@ pub struct Status {
     /// relays for them.
     #[serde(default)]
     pub reachability: ReachabilityStatus,
+    /// Whether the node is paused (`p2pfs-ctl pause`): no peer connections, no sync.
+    #[serde(default)]
+    pub paused: bool,
+    /// The bandwidth limits in force, bytes per second; 0 = unlimited.
+    #[serde(default)]
+    pub limits: crate::net::bandwidth::Limits,
     /// Passes of the background workers completed since start.
     #[serde(default)]
     pub passes: PassesStatus,
@@ -692,5 +716,59 @@ mod tests {
             panic!("not a status: {without}");
         };
         assert_eq!(old.passes, PassesStatus::default());
+    }
+
+    /// The shapes the dashboard sends and reads: `limit`, `pause`, `resume` and their replies,
+    /// and `paused` and `limits` in `status` (read as defaults from a node without them).
+    #[test]
+    fn limit_pause_and_resume_keep_their_json_shapes() {
+        let limits = crate::net::bandwidth::Limits {
+            upload: 1,
+            download: 2,
+            peer_upload: 3,
+            peer_download: 4,
+        };
+        let json = |r: &Request| serde_json::to_string(r).unwrap();
+        assert_eq!(
+            json(&Request::Limit {
+                set: None,
+                use_config: false
+            }),
+            r#"{"cmd":"limit","set":null}"#
+        );
+        assert_eq!(
+            json(&Request::Limit {
+                set: Some(limits),
+                use_config: false
+            }),
+            r#"{"cmd":"limit","set":{"upload":1,"download":2,"peer_upload":3,"peer_download":4}}"#
+        );
+        assert_eq!(json(&Request::Pause), r#"{"cmd":"pause"}"#);
+        assert_eq!(json(&Request::Resume), r#"{"cmd":"resume"}"#);
+        let Request::Limit { set: None, .. } = serde_json::from_str(r#"{"cmd":"limit"}"#).unwrap()
+        else {
+            panic!("a bare limit request is a query");
+        };
+        let reply = Reply::Limits {
+            limits,
+            source: "runtime".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"result":"limits","limits":{"upload":1,"download":2,"peer_upload":3,"peer_download":4},"source":"runtime"}"#
+        );
+        let text = serde_json::to_string(&Reply::Status(Box::default())).unwrap();
+        assert!(
+            text.contains(r#""paused":false,"limits":{"upload":0,"download":0,"peer_upload":0,"peer_download":0}"#),
+            "{text}"
+        );
+        let without = text.replace(
+            r#""paused":false,"limits":{"upload":0,"download":0,"peer_upload":0,"peer_download":0},"#,
+            "",
+        );
+        let Reply::Status(old) = serde_json::from_str(&without).unwrap() else {
+            panic!("not a status: {without}");
+        };
+        assert!(!old.paused);
     }
 }

@@ -93,6 +93,8 @@ pub struct ControlService {
     pub pins: Arc<crate::node::pins::Pins>,
     /// Where the web dashboard is, for `p2pfs-ctl web`; `None`: it is off.
     pub web: Option<crate::node::web::WebUrls>,
+    /// `limit`: config.toml's limits, and whether they were replaced.
+    pub limits: Arc<super::limits::LimitControl>,
 }
 
 /// Bytes moved per piece by put and get.
@@ -194,7 +196,7 @@ impl ControlService {
             1u64,
         );
         for m in self.cluster.membership.read().members() {
-            if matches!(m.state.as_str(), "alive" | "suspect") {
+            if m.state.is_live() {
                 capacity += m.capacity;
                 if m.capacity > 0 {
                     free += m.free;
@@ -601,7 +603,7 @@ impl ControlService {
             Err(e) => return io_error(e),
         };
         let local = self.cluster.net.local;
-        let addrs = self.cluster.net.listen_addrs();
+        let addrs = self.cluster.net.advertised_addrs();
         if addrs.is_empty() {
             return io_error("the node listens on no address yet; try again in a moment");
         }
@@ -964,6 +966,9 @@ impl ControlService {
                 super::snapshots::snapshot(self, volume, name, at).await
             }
             Request::Snapshots => super::snapshots::named(self),
+            Request::Limit { set, use_config } => self.limits.limit(&self.cluster, set, use_config),
+            Request::Pause => super::limits::pause(&self.cluster).await,
+            Request::Resume => super::limits::resume(&self.cluster).await,
             Request::Web => match &self.web {
                 Some(w) => Reply::Web {
                     url: w.url.clone(),

@@ -33,6 +33,18 @@ pub fn router() -> Router<WebState> {
             "/retention",
             get(|s| read(s, Request::Retention { set: None })),
         )
+        .route(
+            "/limits",
+            get(|s| {
+                read(
+                    s,
+                    Request::Limit {
+                        set: None,
+                        use_config: false,
+                    },
+                )
+            }),
+        )
         .route("/ls", get(ls))
         .route("/versions", get(versions))
         .route("/files", get(download).put(upload))
@@ -85,6 +97,9 @@ pub fn payload(reply: Reply) -> Response {
         Reply::Retention { volumes } => Json(volumes).into_response(),
         Reply::Listing { entries } => Json(entries).into_response(),
         Reply::Versions(v) => Json(v).into_response(),
+        Reply::Limits { limits, source } => {
+            Json(serde_json::json!({ "limits": limits, "source": source })).into_response()
+        }
         Reply::Error { message } | Reply::NoSuchNode { message } => {
             error(StatusCode::BAD_REQUEST, message)
         }
