@@ -379,6 +379,88 @@ fn force_join_and_reset() {
     assert!(!used.dir.exists());
 }
 
+/// The user id of the node in `dir`.
+fn user_of(dir: &Path) -> String {
+    p2pfs::identity::UserIdentity::load(&dir.join(p2pfs::identity::USER_KEY_FILE))
+        .unwrap()
+        .user_id()
+        .to_string()
+}
+
+/// `--force-join` keeps the earlier node's user identity: a failed first start after it does
+/// not remove the new node (which holds that identity), and `init --force-join --user-key X`
+/// with another identity keeps the earlier one in the file it names instead of saying "kept".
+#[test]
+fn force_join_never_loses_the_user_identity() {
+    // A key-only invite made here: no network needs to answer it for these cases.
+    let token = p2pfs::identity::Invite {
+        network_key: p2pfs::identity::NetworkKey([7; 32]),
+        bootstrap: vec!["/ip4/127.0.0.1/tcp/9".into()],
+        inviter: "inviter".into(),
+        expires: None,
+        certified: None,
+    }
+    .encode();
+
+    // A first start that fails after --force-join replaced the node.
+    let lone = Node::init();
+    let user = user_of(&lone.dir);
+    let out = p2pfs(&[
+        "mount",
+        lone.mnt.to_str().unwrap(),
+        "--data-dir",
+        lone.dir.to_str().unwrap(),
+        "--join",
+        &token,
+        "--force-join",
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--metrics",
+        "192.0.2.1:9464",
+    ]);
+    assert!(!out.status.success(), "{}", out_text(&out));
+    assert!(
+        p2pfs::node::is_initialized(&lone.dir),
+        "the replaced node was removed: {}",
+        out_text(&out)
+    );
+    assert_eq!(user_of(&lone.dir), user, "{}", out_text(&out));
+
+    // --user-key names another identity: the earlier one is not "kept" in the node, but in a
+    // file the output names.
+    let other = Node::init();
+    let earlier = user_of(&other.dir);
+    let theirs = other.scratch().join("theirs.key");
+    let identity = p2pfs::identity::UserIdentity::generate();
+    identity.save_new(&theirs).unwrap();
+    let out = other.run_init(&[
+        "--join",
+        &token,
+        "--force-join",
+        "--user-key",
+        theirs.to_str().unwrap(),
+    ]);
+    let text = out_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(user_of(&other.dir), identity.user_id().to_string());
+    assert!(!text.contains(&format!("user {earlier} kept")), "{text}");
+    let kept = text
+        .split("is kept at ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no path for the earlier identity: {text}"));
+    let kept = Path::new(kept);
+    assert_eq!(
+        p2pfs::identity::UserIdentity::load(kept)
+            .unwrap()
+            .user_id()
+            .to_string(),
+        earlier
+    );
+    std::fs::remove_file(kept).unwrap();
+}
+
 /// `init`, `user show`, `config show` and `p2pfs-ctl` all find the node in
 /// $XDG_DATA_HOME/p2pfs without --data-dir (`init` and `user show` needed it).
 #[test]

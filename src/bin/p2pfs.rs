@@ -93,8 +93,21 @@ fn data_dir_or_default(data_dir: Option<std::path::PathBuf>) -> Result<std::path
     }
 }
 
+/// What `create_node` did to the data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    /// A node was there already: nothing changed.
+    Nothing,
+    /// A new node where there was none: a failed first start removes it again.
+    New,
+    /// The node there was replaced (--force-join): never undone, since the new node holds the
+    /// earlier node's user identity.
+    Replaced,
+}
+
 /// Creates the node for `init` or a first `mount`; with --force-join (and an invite), first
-/// replaces the node already there, keeping its user identity. Returns whether it made one.
+/// replaces the node already there, keeping its user identity (or, with --user-key naming
+/// another identity, setting the earlier one aside in a file it names).
 fn create_node(
     data_dir: &std::path::Path,
     network_key: Option<&std::path::Path>,
@@ -102,7 +115,7 @@ fn create_node(
     invite: Option<&p2pfs::identity::Invite>,
     name: Option<&str>,
     replace: &ReplaceFlags,
-) -> Result<bool> {
+) -> Result<Made> {
     if !node::is_initialized(data_dir) {
         if replace.force_join {
             eprintln!(
@@ -112,10 +125,10 @@ fn create_node(
         }
         let report = node::init(data_dir, network_key, user_key, invite, name)?;
         print_init(data_dir, &report);
-        return Ok(true);
+        return Ok(Made::New);
     }
     if invite.is_none() {
-        return Ok(false);
+        return Ok(Made::Nothing);
     }
     if !replace.force_join {
         anyhow::bail!(
@@ -134,7 +147,8 @@ fn create_node(
             footprint.describe()
         );
     }
-    // The user identity is kept: moved aside, given to the new node, then removed.
+    // The user identity is kept: moved aside, given to the new node (unless --user-key names
+    // one), then removed once the new node holds it.
     let kept = data_dir.with_file_name(format!(".p2pfs-user-key-{}", std::process::id()));
     std::fs::rename(data_dir.join(USER_KEY_FILE), &kept)
         .with_context(|| format!("cannot set the user identity aside at {}", kept.display()))?;
@@ -150,21 +164,36 @@ fn create_node(
             )
             .map_err(anyhow::Error::from)
         });
-    if made.is_err() {
+    let report = match made {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!(
+                "the earlier node's user identity (user {}) is kept at {} (p2pfs init --user-key FILE uses it)",
+                footprint.user_id,
+                kept.display()
+            );
+            return Err(e);
+        }
+    };
+    if report.user_id == footprint.user_id {
+        // The new node's user.key holds the same identity, and a replaced node is never
+        // removed by a failed first start.
+        let _ = std::fs::remove_file(&kept);
         eprintln!(
-            "the earlier node's user identity is kept at {} (p2pfs init --user-key FILE uses it)",
-            kept.display()
+            "replaced the node {} (user {} kept)",
+            footprint.peer_id, footprint.user_id
         );
     } else {
-        let _ = std::fs::remove_file(&kept);
+        eprintln!(
+            "replaced the node {}; its user {} is not this node's user (--user-key): its identity \
+             is kept at {} (p2pfs init --user-key FILE uses it)",
+            footprint.peer_id,
+            footprint.user_id,
+            kept.display()
+        );
     }
-    let report = made?;
-    eprintln!(
-        "replaced the node {} (user {} kept)",
-        footprint.peer_id, footprint.user_id
-    );
     print_init(data_dir, &report);
-    Ok(true)
+    Ok(Made::Replaced)
 }
 
 /// After a failed first start: removes the node made for it, unless it already holds data or
@@ -364,7 +393,7 @@ fn main() -> Result<()> {
             node::setup::check_mountpoint(&mountpoint, mountpoint_flags.allow_non_empty)?;
             let existed = data_dir.exists();
             let invite = read_invite(join, join_file.as_deref())?;
-            let fresh = create_node(
+            let made = create_node(
                 &data_dir,
                 None,
                 None,
@@ -381,8 +410,13 @@ fn main() -> Result<()> {
                 node.run(&mountpoint)?;
                 Ok(())
             })();
-            if started.is_err() && fresh {
-                undo_first_start(&data_dir, existed);
+            match (&started, made) {
+                (Err(_), Made::New) => undo_first_start(&data_dir, existed),
+                (Err(_), Made::Replaced) => eprintln!(
+                    "p2pfs: the first start of the node that replaced the earlier one failed; it \
+                     is kept, with its user identity: start it again with p2pfs mount"
+                ),
+                _ => {}
             }
             started?;
         }

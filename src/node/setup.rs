@@ -209,18 +209,23 @@ const NODE_FILES: &[&str] = &[
     "web.token",
 ];
 
-/// Removes the stopped node in `data_dir`: its files (and its network key when that is in the
-/// data dir), then the data dir itself if nothing else is left in it. Returns what was left
-/// (files the node did not make).
+/// Removes the stopped node in `data_dir`: its files (and its network key when `init` made it
+/// under its default name: a key the user brought, stored by its absolute path, stays even in
+/// the data dir), then the data dir itself if nothing else is left in it. Returns what was
+/// left (files the node did not make).
 pub fn remove_node(data_dir: &Path) -> Result<Vec<PathBuf>, SetupError> {
     if is_running(data_dir) {
         return Err(SetupError::Running(data_dir.to_path_buf()));
     }
+    let made_by_init = crate::node::config::Config::default()
+        .network
+        .network_key_file;
     let key = crate::node::config::Config::load(data_dir)
         .ok()
+        .filter(|c| c.network.network_key_file == made_by_init)
         .map(|c| c.network_key_path(data_dir));
     let mut paths: Vec<PathBuf> = NODE_FILES.iter().map(|f| data_dir.join(f)).collect();
-    paths.extend(key.filter(|k| k.parent() == Some(data_dir)));
+    paths.extend(key);
     for path in paths {
         let removed = match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
@@ -305,5 +310,26 @@ mod tests {
         let left = remove_node(&dir).unwrap();
         assert_eq!(left, vec![dir.join("mine.txt")]);
         assert!(!crate::node::is_initialized(&dir));
+    }
+
+    /// A network key the user brought stays, even one in the data dir (the README's
+    /// `p2pfs init --network-key ./network.key` run inside it); the one `init` made goes.
+    #[test]
+    fn reset_keeps_a_network_key_the_user_brought() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("node");
+        std::fs::create_dir(&dir).unwrap();
+        let key = dir.join("network.key");
+        crate::identity::NetworkKey::load_or_create(&key).unwrap();
+        let before = std::fs::read(&key).unwrap();
+        crate::node::init(&dir, Some(&key), None, None, Some("n")).unwrap();
+        assert_eq!(remove_node(&dir).unwrap(), vec![key.clone()]);
+        assert_eq!(std::fs::read(&key).unwrap(), before);
+
+        let made = base.path().join("made");
+        crate::node::init(&made, None, None, None, Some("n")).unwrap();
+        assert!(made.join("network.key").exists());
+        assert!(remove_node(&made).unwrap().is_empty());
+        assert!(!made.exists());
     }
 }

@@ -58,10 +58,15 @@ pub fn call_within(
 /// How long a transfer may stall before the client gives up.
 const TRANSFER_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How long `put` waits for `Ready` before it sends anyway: a node older than the `ready`
+/// check reads the bytes right after the request and says nothing before them.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Client side of `put`: asks the node to check the destination (`path`, or `path/name` when
 /// `path` names a directory), and only once it is ready sends `size` bytes from `data`
 /// (reporting progress); returns the node's reply: `Done`, or the `Error` that refused the
-/// destination before a byte was read from `data`.
+/// destination before a byte was read from `data`. A node that does not answer within a few
+/// seconds (an older one) gets the bytes anyway.
 pub fn put(
     data_dir: &Path,
     path: &str,
@@ -69,9 +74,23 @@ pub fn put(
     mode: u32,
     size: u64,
     data: &mut impl std::io::Read,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<Reply, ControlError> {
-    let stream = connect(data_dir, TRANSFER_STALL)?;
+    put_waiting(data_dir, path, name, mode, size, data, progress, READY_WAIT)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn put_waiting(
+    data_dir: &Path,
+    path: &str,
+    name: Option<&str>,
+    mode: u32,
+    size: u64,
+    data: &mut impl std::io::Read,
+    mut progress: impl FnMut(u64),
+    ready_wait: std::time::Duration,
+) -> Result<Reply, ControlError> {
+    let stream = connect(data_dir, ready_wait)?;
     let mut reader = std::io::BufReader::new(stream.try_clone()?);
     let mut stream = stream;
     write_request(
@@ -84,10 +103,21 @@ pub fn put(
             ready: true,
         },
     )?;
-    match read_reply(&mut reader)? {
-        Reply::Ready { .. } => {}
-        other => return Ok(other),
-    }
+    let answered = match read_reply(&mut reader) {
+        Ok(Reply::Ready { .. }) => true,
+        Ok(other) => return Ok(other),
+        Err(ControlError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            tracing::debug!("no Ready within {ready_wait:?}: an older node; sending anyway");
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    stream.set_read_timeout(Some(TRANSFER_STALL))?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut sent = 0u64;
     while sent < size {
@@ -98,11 +128,21 @@ pub fn put(
                 "the local file ended after {sent} of {size} bytes (changed while sending?)"
             )));
         }
-        std::io::Write::write_all(&mut stream, &buf[..n])?;
+        if let Err(e) = std::io::Write::write_all(&mut stream, &buf[..n]) {
+            // A slow node that refused the destination after all closed the connection.
+            if !answered && let Ok(refusal @ Reply::Error { .. }) = read_reply(&mut reader) {
+                return Ok(refusal);
+            }
+            return Err(e.into());
+        }
         sent += n as u64;
         progress(sent);
     }
-    read_reply(&mut reader)
+    match read_reply(&mut reader)? {
+        // A slow node's `Ready`, come after the bytes were sent: its verdict is next.
+        Reply::Ready { .. } if !answered => read_reply(&mut reader),
+        reply => Ok(reply),
+    }
 }
 
 /// Client side of `get`: writes the file's bytes to `out` (reporting progress with the total);
@@ -175,5 +215,55 @@ pub fn leave(
                 )));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, Read, Write};
+
+    /// A node older than the `ready` check reads the bytes right after the request and never
+    /// says `Ready`: `put` sends them after a short wait instead of hanging.
+    #[test]
+    fn put_to_a_node_that_ignores_ready_sends_anyway() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener =
+            std::os::unix::net::UnixListener::bind(dir.path().join(SOCKET_FILE)).unwrap();
+        let old_node = std::thread::spawn(move || -> Vec<u8> {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let Request::Put { size, .. } = serde_json::from_str(&line).unwrap() else {
+                panic!("not a put: {line}");
+            };
+            let mut got = vec![0u8; size as usize];
+            reader.read_exact(&mut got).unwrap();
+            let mut done = serde_json::to_vec(&Reply::Done {
+                message: "stored".into(),
+            })
+            .unwrap();
+            done.push(b'\n');
+            (&stream).write_all(&done).unwrap();
+            got
+        });
+        let data = b"bytes for an old node".to_vec();
+        let reply = put_waiting(
+            dir.path(),
+            "f",
+            None,
+            0o644,
+            data.len() as u64,
+            &mut &data[..],
+            |_| {},
+            std::time::Duration::from_millis(300),
+        )
+        .unwrap();
+        assert!(matches!(reply, Reply::Done { .. }), "{reply:?}");
+        assert_eq!(old_node.join().unwrap(), data);
     }
 }

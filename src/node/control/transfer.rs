@@ -2,7 +2,8 @@
 //! puts the file, and whole directory trees (`-r`: directories, files, symlinks, modes), with
 //! one progress count over the bytes of the whole tree.
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -325,6 +326,14 @@ fn walk_remote(
         let mut subdirs = Vec::new();
         for e in entries {
             let rel = join(&rel, &e.name);
+            if !is_plain_name(&e.name) || e.name.contains('/') {
+                report.skipped.push(format!(
+                    "{}: {:?} is not a plain name, not copied",
+                    join(root, &rel),
+                    e.name
+                ));
+                continue;
+            }
             if e.name_bytes.is_some() {
                 report.skipped.push(format!(
                     "{}: the name is not UTF-8 (get it alone, by its bytes)",
@@ -369,7 +378,7 @@ pub fn get_tree(
     data_dir: &Path,
     remote: &str,
     local: &Path,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<TreeReport, TransferError> {
     let top = match remote_entry(data_dir, remote)? {
         Some(e) if e.kind == "dir" => e,
@@ -392,6 +401,60 @@ pub fn get_tree(
     };
     let mut report = TreeReport::default();
     let items = walk_remote(data_dir, remote, &mut report)?;
+    write_tree(
+        &root,
+        top.mode,
+        items,
+        &mut report,
+        progress,
+        |rel, out, progress| client::get(data_dir, join(remote, rel).as_bytes(), out, progress),
+    )?;
+    Ok(report)
+}
+
+/// The process's umask: from /proc (read, not changed), else set and put back (`p2pfs-ctl`
+/// makes no file meanwhile).
+fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let from_proc = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|m| u32::from_str_radix(m.trim(), 8).ok());
+    if let Some(mask) = from_proc {
+        return mask;
+    }
+    // SAFETY: umask cannot fail; the old mask is put back at once.
+    let mask = unsafe { libc::umask(0o077) };
+    // SAFETY: as above.
+    unsafe { libc::umask(mask) };
+    mask as u32
+}
+
+/// Writes a remote tree (`items`, parents first) under the local directory `root`; `fetch`
+/// writes the bytes of one file (by its path relative to the tree) and returns its size.
+///
+/// The tree's writer chooses every name, kind and mode in it, so nothing here follows a
+/// symlink inside `root`: each directory is opened with O_NOFOLLOW from its parent's
+/// descriptor, a symlink found where a directory goes is replaced (a link made by an earlier
+/// run), files are written to a fresh temporary name (O_EXCL, O_NOFOLLOW), chmod-ed through
+/// their descriptor and renamed into place, and modes keep only the permission bits the
+/// umask allows (no setuid, setgid or sticky bit).
+fn write_tree<F>(
+    root: &Path,
+    top_mode: u32,
+    items: Vec<Item>,
+    report: &mut TreeReport,
+    mut progress: impl FnMut(u64, u64),
+    mut fetch: F,
+) -> Result<(), TransferError>
+where
+    F: FnMut(
+        &str,
+        &mut std::io::BufWriter<&std::fs::File>,
+        &mut dyn FnMut(u64, u64),
+    ) -> Result<Result<u64, String>, ControlError>,
+{
+    let allowed = 0o777 & !umask();
     let total: u64 = items
         .iter()
         .map(|i| match i {
@@ -400,58 +463,245 @@ pub fn get_tree(
         })
         .sum();
     progress(0, total);
-    make_local_dir(&root)?;
+    let root_fd = make_root_dir(root)?;
     report.dirs += 1;
     // Directory modes go on last, deepest first: a read-only directory still gets its contents.
-    let mut dir_modes = vec![(root.clone(), top.mode)];
+    let mut dir_modes = Vec::new();
     for item in items {
+        let rel = match &item {
+            Item::Dir { rel, .. } | Item::File { rel, .. } | Item::Symlink { rel, .. } => {
+                rel.clone()
+            }
+        };
+        let path = root.join(&rel);
+        if !rel.split('/').all(is_plain_name) {
+            report
+                .skipped
+                .push(format!("{}: not a plain name, not copied", path.display()));
+            continue;
+        }
+        let (parent, name) = open_parent(&root_fd, &rel).map_err(local_err(&path))?;
+        let parent = parent.as_ref().unwrap_or(&root_fd).as_raw_fd();
+        let name = OsStr::new(name);
         match item {
-            Item::Dir { rel, mode } => {
-                let path = root.join(&rel);
-                make_local_dir(&path)?;
-                dir_modes.push((path, mode));
+            Item::Dir { mode, .. } => {
+                make_dir_at(parent, name).map_err(local_err(&path))?;
+                dir_modes.push((rel, mode));
                 report.dirs += 1;
             }
-            Item::Symlink { rel, target } => {
-                let path = root.join(&rel);
-                // The same link there already (a `get -r` run again) is not an error.
-                let same = std::fs::read_link(&path).is_ok_and(|t| t == Path::new(&target));
-                if !same {
-                    std::os::unix::fs::symlink(&target, &path).map_err(local_err(&path))?;
-                }
+            Item::Symlink { target, .. } => {
+                symlink_at(parent, name, &target).map_err(local_err(&path))?;
                 report.symlinks += 1;
             }
-            Item::File { rel, mode, .. } => {
-                let path = root.join(&rel);
+            Item::File { mode, .. } => {
                 let before = report.bytes;
-                let size = get_file(data_dir, join(remote, &rel).as_bytes(), &path, |got, _| {
-                    progress(before + got, total)
-                })?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .map_err(local_err(&path))?;
+                let size = receive_file(parent, name, 0o600, Some(mode & allowed), |out| {
+                    fetch(&rel, out, &mut |got, _| progress(before + got, total))
+                })
+                .map_err(|e| e.at(&path))?;
                 report.files += 1;
                 report.bytes += size;
             }
         }
     }
-    for (path, mode) in dir_modes.into_iter().rev() {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(local_err(&path))?;
+    for (rel, mode) in dir_modes.into_iter().rev() {
+        let path = root.join(&rel);
+        let (parent, name) = open_parent(&root_fd, &rel).map_err(local_err(&path))?;
+        let parent = parent.as_ref().unwrap_or(&root_fd).as_raw_fd();
+        let dir = open_dir_at(parent, OsStr::new(name)).map_err(local_err(&path))?;
+        fchmod(&dir, mode & allowed).map_err(local_err(&path))?;
     }
-    Ok(report)
+    fchmod(&root_fd, top_mode & allowed).map_err(local_err(root))?;
+    Ok(())
 }
 
-/// A directory at `path`: made, or one already there.
-fn make_local_dir(path: &Path) -> Result<(), TransferError> {
-    match std::fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        Err(e) => Err(local_err(path)(e)),
+/// One name of a tree: not empty, `.` or `..`, no NUL (a `/` splits it already).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('\0')
+}
+
+fn cstring(name: &OsStr) -> std::io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(ret: libc::c_int) -> std::io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
     }
 }
 
-/// Gets the file at `remote` into `local`: written to a temporary file beside it, renamed over
-/// it when complete (a failed get leaves no half-written file). Returns its size.
+/// The directory `name` in `dir`, never through a symlink.
+fn open_dir_at(dir: RawFd, name: &OsStr) -> std::io::Result<OwnedFd> {
+    let c = cstring(name)?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a valid NUL-terminated name; the descriptor returned is owned here.
+    let fd = check(unsafe { libc::openat(dir, c.as_ptr(), flags) })?;
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The directory holding `rel` (opened component by component, never through a symlink;
+/// `None`: `root` itself) and `rel`'s last name.
+fn open_parent<'a>(root: &OwnedFd, rel: &'a str) -> std::io::Result<(Option<OwnedFd>, &'a str)> {
+    let (dirs, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let mut parent: Option<OwnedFd> = None;
+    for part in dirs.split('/').filter(|p| !p.is_empty()) {
+        let at = parent.as_ref().unwrap_or(root).as_raw_fd();
+        parent = Some(open_dir_at(at, OsStr::new(part))?);
+    }
+    Ok((parent, name))
+}
+
+fn is_symlink_at(dir: RawFd, c: &CString) -> bool {
+    // SAFETY: an all-zero stat is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid name and out-buffer.
+    let ret = unsafe { libc::fstatat(dir, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    ret == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
+/// The tree's top directory: made, or one already there that is no symlink.
+fn make_root_dir(root: &Path) -> Result<OwnedFd, TransferError> {
+    match std::fs::create_dir(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(local_err(root)(e)),
+    }
+    let c = cstring(root.as_os_str()).map_err(local_err(root))?;
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a valid NUL-terminated path.
+    let fd = check(unsafe { libc::open(c.as_ptr(), flags) }).map_err(local_err(root))?;
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A directory `name` in `dir`: made (mode 0700 until the modes go on), or one already there;
+/// a symlink there (made by an earlier `get -r`) is replaced, never followed.
+fn make_dir_at(dir: RawFd, name: &OsStr) -> std::io::Result<()> {
+    let c = cstring(name)?;
+    // SAFETY: a valid NUL-terminated name.
+    match check(unsafe { libc::mkdirat(dir, c.as_ptr(), 0o700) }) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    match open_dir_at(dir, name) {
+        Ok(_) => Ok(()),
+        Err(_) if is_symlink_at(dir, &c) => {
+            // SAFETY: a valid NUL-terminated name.
+            check(unsafe { libc::unlinkat(dir, c.as_ptr(), 0) })?;
+            // SAFETY: as above.
+            check(unsafe { libc::mkdirat(dir, c.as_ptr(), 0o700) }).map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A symlink `name` -> `target` in `dir`; the same link there already (a `get -r` run again)
+/// is not an error.
+fn symlink_at(dir: RawFd, name: &OsStr, target: &str) -> std::io::Result<()> {
+    let c = cstring(name)?;
+    let t = cstring(OsStr::new(target))?;
+    // SAFETY: valid NUL-terminated strings.
+    match check(unsafe { libc::symlinkat(t.as_ptr(), dir, c.as_ptr()) }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            let mut buf = vec![0u8; target.len() + 1];
+            // SAFETY: buf is writable for its length; readlinkat does not follow `name`.
+            let n =
+                unsafe { libc::readlinkat(dir, c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 && buf[..n as usize] == *target.as_bytes() {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn fchmod(fd: &impl AsRawFd, mode: u32) -> std::io::Result<()> {
+    // SAFETY: an open descriptor.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(|_| ())
+}
+
+/// Why receiving one file failed: where locally, or the node's refusal.
+enum ReceiveError {
+    Local(std::io::Error),
+    Remote(TransferError),
+}
+
+impl ReceiveError {
+    fn at(self, path: &Path) -> TransferError {
+        match self {
+            ReceiveError::Local(e) => local_err(path)(e),
+            ReceiveError::Remote(e) => e,
+        }
+    }
+}
+
+/// Receives one file as `name` in `dir`: `fetch` writes it to a new temporary file beside it
+/// (a fresh random name, O_EXCL and O_NOFOLLOW: nothing already there is written through),
+/// which gets `mode` through its descriptor, then is renamed over `name` (a symlink there is
+/// replaced, not followed). A failed fetch leaves no file. Returns the size.
+fn receive_file(
+    dir: RawFd,
+    name: &OsStr,
+    create_mode: u32,
+    mode: Option<u32>,
+    fetch: impl FnOnce(
+        &mut std::io::BufWriter<&std::fs::File>,
+    ) -> Result<Result<u64, String>, ControlError>,
+) -> Result<u64, ReceiveError> {
+    let c = cstring(name).map_err(ReceiveError::Local)?;
+    let (temp, file) = loop {
+        // `.NAME.p2pfs-get-XXXXXXXX`, cut to fit a file name.
+        let mut temp = b".".to_vec();
+        temp.extend_from_slice(&name.as_bytes()[..name.len().min(255 - 24)]);
+        temp.extend_from_slice(format!(".p2pfs-get-{:08x}", rand::random::<u32>()).as_bytes());
+        let temp = cstring(OsStr::from_bytes(&temp)).map_err(ReceiveError::Local)?;
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a valid NUL-terminated name.
+        match check(unsafe { libc::openat(dir, temp.as_ptr(), flags, create_mode as libc::c_uint) })
+        {
+            // SAFETY: a fresh descriptor nothing else owns.
+            Ok(fd) => {
+                break (
+                    temp,
+                    std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            Err(e) => return Err(ReceiveError::Local(e)),
+        }
+    };
+    let mut out = std::io::BufWriter::new(&file);
+    let fetched = fetch(&mut out);
+    let flushed = std::io::Write::flush(&mut out);
+    drop(out);
+    let outcome = match fetched {
+        Ok(Ok(size)) => flushed
+            .and_then(|()| mode.map_or(Ok(()), |m| fchmod(&file, m)))
+            // SAFETY: valid NUL-terminated names.
+            .and_then(|()| check(unsafe { libc::renameat(dir, temp.as_ptr(), dir, c.as_ptr()) }))
+            .map(|_| size)
+            .map_err(ReceiveError::Local),
+        Ok(Err(message)) => Err(ReceiveError::Remote(TransferError::Refused(message))),
+        Err(e) => Err(ReceiveError::Remote(e.into())),
+    };
+    if outcome.is_err() {
+        // SAFETY: a valid NUL-terminated name.
+        unsafe { libc::unlinkat(dir, temp.as_ptr(), 0) };
+    }
+    outcome
+}
+
+/// Gets the file at `remote` into `local`: written to a new temporary file beside it, renamed
+/// over it when complete (a failed get leaves no half-written file; a symlink at `local` or
+/// at any temporary name is never written through). Returns its size.
 pub fn get_file(
     data_dir: &Path,
     remote: &[u8],
@@ -461,25 +711,27 @@ pub fn get_file(
     let name = local
         .file_name()
         .ok_or_else(|| TransferError::Usage(format!("{} names no file", local.display())))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(".p2pfs-get");
-    let temp = local.with_file_name(temp_name);
-    let file = std::fs::File::create(&temp).map_err(local_err(&temp))?;
-    let mut out = std::io::BufWriter::new(file);
-    let result = client::get(data_dir, remote, &mut out, progress);
-    drop(out);
-    let outcome = match result {
-        Ok(Ok(size)) => std::fs::rename(&temp, local)
-            .map(|()| size)
-            .map_err(local_err(local)),
-        Ok(Err(message)) => Err(TransferError::Refused(message)),
-        Err(e) => Err(e.into()),
+    let parent = match local.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     };
-    if outcome.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    outcome
+    let c = cstring(parent.as_os_str()).map_err(local_err(parent))?;
+    // The directory LOCAL names is the user's own choice: followed as given.
+    // SAFETY: a valid NUL-terminated path.
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
+    .map_err(local_err(parent))?;
+    // SAFETY: a fresh descriptor nothing else owns.
+    let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A new file gets the usual 0666 less the umask, as `cp` gives it.
+    receive_file(dir.as_raw_fd(), name, 0o666, None, |out| {
+        client::get(data_dir, remote, out, progress)
+    })
+    .map_err(|e| e.at(local))
 }
 
 #[cfg(test)]
@@ -537,6 +789,132 @@ mod tests {
         );
         // The root has no name to use.
         assert!(get_destination(b"", Path::new(".")).is_err());
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    /// Writes `items` under `root` as `get -r` does, every file's bytes being `evil`.
+    fn write_hostile(root: &Path, items: Vec<Item>) -> Result<TreeReport, TransferError> {
+        let mut report = TreeReport::default();
+        write_tree(
+            root,
+            0o7777,
+            items,
+            &mut report,
+            |_, _| {},
+            |_, out, _| {
+                std::io::Write::write_all(out, b"evil")?;
+                Ok(Ok(4))
+            },
+        )
+        .map(|()| report)
+    }
+
+    /// A remote tree chooses names, kinds and modes: a symlink named like the temporary file
+    /// of the file after it, names that climb out, setuid and world-writable modes. Nothing
+    /// outside the target is written or chmod-ed, and modes are masked by the umask.
+    #[test]
+    fn a_hostile_tree_writes_nothing_outside_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let victim = outside.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let root = dir.path().join("copy");
+        let items = vec![
+            Item::Symlink {
+                rel: ".evil.p2pfs-get".into(),
+                target: victim.to_str().unwrap().into(),
+            },
+            Item::File {
+                rel: "evil".into(),
+                mode: 0o6777,
+                size: 4,
+            },
+            Item::Dir {
+                rel: "d".into(),
+                mode: 0o1777,
+            },
+            Item::File {
+                rel: "../escaped".into(),
+                mode: 0o644,
+                size: 4,
+            },
+            Item::Dir {
+                rel: "d/..".into(),
+                mode: 0o777,
+            },
+        ];
+        let report = write_hostile(&root, items).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(mode_of(&victim), 0o600);
+        assert!(!dir.path().join("escaped").exists());
+        assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
+        let allowed = 0o777 & !umask();
+        assert_eq!(std::fs::read(root.join("evil")).unwrap(), b"evil");
+        assert_eq!(mode_of(&root.join("evil")), allowed);
+        assert_eq!(mode_of(&root.join("d")), allowed);
+        assert_eq!(mode_of(&root), allowed);
+        assert_eq!(mode_of(&dir.path().join("outside")) & 0o7000, 0);
+    }
+
+    /// A first run makes a symlink `a` -> a directory outside; the writer then replaces it by a
+    /// directory `a` holding a file, and the second run must not write through the old link.
+    /// A target that is itself a symlink is refused.
+    #[test]
+    fn a_rerun_does_not_write_through_a_link_it_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("ssh");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let root = dir.path().join("copy");
+        let link = vec![Item::Symlink {
+            rel: "a".into(),
+            target: outside.to_str().unwrap().into(),
+        }];
+        write_hostile(&root, link).unwrap();
+        assert!(
+            std::fs::symlink_metadata(root.join("a"))
+                .unwrap()
+                .is_symlink()
+        );
+        let tree = vec![
+            Item::Dir {
+                rel: "a".into(),
+                mode: 0o777,
+            },
+            Item::File {
+                rel: "a/authorized_keys".into(),
+                mode: 0o644,
+                size: 4,
+            },
+        ];
+        write_hostile(&root, tree).unwrap();
+        assert!(!outside.join("authorized_keys").exists());
+        assert_eq!(mode_of(&outside), 0o700);
+        assert!(std::fs::symlink_metadata(root.join("a")).unwrap().is_dir());
+        assert_eq!(
+            std::fs::read(root.join("a/authorized_keys")).unwrap(),
+            b"evil"
+        );
+
+        let root_link = dir.path().join("linked");
+        std::os::unix::fs::symlink(&outside, &root_link).unwrap();
+        let file = vec![Item::File {
+            rel: "x".into(),
+            mode: 0o644,
+            size: 4,
+        }];
+        assert!(write_hostile(&root_link, file).is_err());
+        assert!(!outside.join("x").exists());
+        assert_eq!(mode_of(&outside), 0o700);
     }
 
     /// Parents before children, name order, modes and link targets kept, specials skipped.
