@@ -1,6 +1,7 @@
 //! The frictions a new user hit (issue 23), each fixed: `get` into a directory, `put` checking
 //! its destination before a byte is sent, `put -r`/`get -r`, mount refusals, no node left by
-//! a failed first start, `reset` and `--force-join`, one data-dir default, `p2pfs man`.
+//! a failed first start, `reset` and `--force-join`, one data-dir default, `p2pfs man`; `get -r`
+//! of a hostile tree stays in the copy.
 //! Needs root (mounts).
 
 mod common;
@@ -240,6 +241,65 @@ fn put_r_and_get_r_copy_whole_trees() {
     let out = n.ctl(&["put", tree.to_str().unwrap(), "x"]);
     assert!(!out.status.success());
     assert!(out_text(&out).contains("-r"), "{}", out_text(&out));
+}
+
+/// The process's umask (what `p2pfs-ctl`, its child, inherits).
+fn umask_now() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .unwrap();
+    u32::from_str_radix(mask.trim(), 8).unwrap()
+}
+
+/// `get -r` of a tree another writer shaped: a symlink named like the temporary file of the
+/// file after it, a setuid world-writable file, then (second run) a directory where the first
+/// run made a symlink to a directory outside. Nothing outside the copy is written or chmod-ed.
+#[test]
+fn get_r_of_a_hostile_tree_stays_in_the_copy() {
+    let mut n = Node::init();
+    n.start();
+    let scratch = n.scratch();
+    let outside = scratch.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let victim = outside.join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    std::fs::create_dir(n.p("t")).unwrap();
+    std::os::unix::fs::symlink(&victim, n.p("t/.evil.p2pfs-get")).unwrap();
+    write_and_close(&n.p("t/evil"), b"evil").unwrap();
+    std::fs::set_permissions(n.p("t/evil"), std::fs::Permissions::from_mode(0o4777)).unwrap();
+    std::os::unix::fs::symlink(&outside, n.p("t/a")).unwrap();
+    // Into an existing directory both times: the copy is out/t.
+    let out = scratch.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let copy = out.join("t");
+    n.ctl_ok(&["get", "-r", "t", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&victim), 0o600);
+    assert_eq!(mode(&copy.join("evil")), 0o777 & !umask_now());
+    assert!(
+        std::fs::symlink_metadata(copy.join("a"))
+            .unwrap()
+            .is_symlink()
+    );
+
+    // The writer turns `a` into a directory with a file: the second run replaces the link.
+    std::fs::remove_file(n.p("t/a")).unwrap();
+    std::fs::create_dir(n.p("t/a")).unwrap();
+    write_and_close(&n.p("t/a/authorized_keys"), b"ssh-ed25519 AAAA evil").unwrap();
+    n.ctl_ok(&["get", "-r", "t", out.to_str().unwrap()]);
+    assert!(!outside.join("authorized_keys").exists());
+    assert_eq!(mode(&outside), 0o700);
+    assert!(std::fs::symlink_metadata(copy.join("a")).unwrap().is_dir());
+    assert_eq!(
+        std::fs::read(copy.join("a/authorized_keys")).unwrap(),
+        b"ssh-ed25519 AAAA evil"
+    );
 }
 
 /// `p2pfs mount DIR` refuses a live mountpoint, a file and a non-empty directory (naming
