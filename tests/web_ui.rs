@@ -298,6 +298,19 @@ fn the_dashboard_drives_a_real_network_from_a_real_browser() {
             vec![],
         )
         .await;
+        // A refused request shows as the page's error line (and nothing in the console).
+        b.type_into("#vol-share input[name=with]", "not-a-key").await;
+        b.click("#vol-share button[type=submit]").await;
+        b.wait_js(
+            "the refusal on the error line",
+            "const e = document.getElementById('error'); return !e.hidden && e.textContent.includes('not a user public key')",
+        )
+        .await;
+        b.js(
+            "document.querySelector('#vol-share input[name=with]').value = ''",
+            vec![],
+        )
+        .await;
         b.type_into("#vol-share input[name=with]", &n3_key).await;
         b.click("#vol-share button[type=submit]").await;
         wait_notice(&b, "shared browser-team").await;

@@ -57,6 +57,15 @@ function parseRate(text) {
   return Math.round(Number(m[1]) * Math.pow(base, power));
 }
 
+// A rate as the form shows it, exactly (parseRate reads it back to the same number).
+function rateInput(n) {
+  if (!n) return "";
+  for (const [unit, size] of [["GiB", 1 << 30], ["MiB", 1 << 20], ["KiB", 1 << 10]]) {
+    if (n % size === 0) return n / size + unit;
+  }
+  return String(n);
+}
+
 function rateText(n) {
   return n ? fmtRate(n) : "unlimited";
 }
@@ -363,8 +372,16 @@ function drawPlot(canvas, legend, series, fmt, floor) {
   const last = samples[samples.length - 1] || {};
   legend.replaceChildren(
     ...series.map(([k, label, color]) =>
-      el("span", {}, el("i", { style: "background:" + color }), label + " " + fmt(last[k] || 0))));
+      el("span", {}, swatch(color), label + " " + fmt(last[k] || 0))));
   if (!samples.length) legend.append(el("span", {}, "no samples yet (one every " + state.interval + " s)"));
+}
+
+// A legend's colour square. Set through the style object: the page's policy refuses style
+// attributes.
+function swatch(color) {
+  const i = el("i");
+  i.style.backgroundColor = color;
+  return i;
 }
 
 async function loadOverview() {
@@ -738,11 +755,11 @@ async function expel(m) {
 // ---- Limits and pause ----
 
 async function loadLimits() {
-  const r = await get("/api/limits");
+  const r = await call({ cmd: "limit" });
   const l = r.limits || r;
   const form = $("#lim-form");
   for (const k of ["upload", "download", "peer_upload", "peer_download"]) {
-    form.elements[k].value = l[k] ? String(l[k]) : "";
+    form.elements[k].value = rateInput(l[k]);
     form.elements[k].placeholder = rateText(l[k]);
     form.elements[k].title = rateText(l[k]);
   }
