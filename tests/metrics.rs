@@ -26,7 +26,7 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<(String, String, String)>
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     )?;
     let mut reply = Vec::new();
     s.read_to_end(&mut reply)?;
@@ -60,7 +60,8 @@ fn scrape(addr: &str) -> Scrape {
     let (status, head, body) = http_get(addr, "/metrics").expect("scrape");
     assert_eq!(status, "HTTP/1.1 200 OK", "{head}\n{body}");
     assert!(
-        head.contains("Content-Type: application/openmetrics-text"),
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
         "{head}"
     );
     assert!(body.ends_with("# EOF\n"), "{body}");
@@ -306,16 +307,41 @@ now: {now}"
 
 #[test]
 fn without_the_flag_there_is_no_listener() {
+    // By default: libp2p and the web dashboard (on loopback), nothing else.
     let mut node = Node::init();
     node.start();
     let libp2p = libp2p_ports(&node);
     assert!(!libp2p.is_empty());
-    let listening = listening_ports(node.pid().unwrap());
+    let web: serde_json::Value =
+        serde_json::from_str(&node.ctl_ok(&["web", "--json"])).expect("web --json");
+    let url = web["url"].as_str().unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let web_port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let mut expected = libp2p.clone();
+    expected.insert(web_port);
+    assert_eq!(listening_ports(node.pid().unwrap()), expected);
+    assert!(!node.log_text().contains("/metrics"));
+    node.stop();
+    // With --no-web: libp2p only.
+    node.set_run_args(&run_args_with(&["--no-web"]));
+    node.start();
+    let libp2p = libp2p_ports(&node);
     assert_eq!(
-        listening, libp2p,
+        listening_ports(node.pid().unwrap()),
+        libp2p,
         "the node listens on more than its libp2p addresses"
     );
-    assert!(!node.log_text().contains("/metrics"));
+    let out = node.ctl(&["web"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no web dashboard"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     node.stop();
 }
 

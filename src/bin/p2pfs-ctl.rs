@@ -827,6 +827,7 @@ fn main() -> ExitCode {
         Command::Pin { path } => Request::Pin { path: path.clone() },
         Command::Unpin { path } => Request::Unpin { path: path.clone() },
         Command::Pins { .. } => Request::Pins,
+        Command::Web { .. } => Request::Web,
         Command::Conflicts { path, .. } => Request::Conflicts { path: path.clone() },
     };
     let timeout = match request {
@@ -1248,6 +1249,17 @@ fn main() -> ExitCode {
         }
         (Command::Pin { .. } | Command::Unpin { .. }, Reply::Done { message }) => {
             println!("{message}");
+            ExitCode::SUCCESS
+        }
+        (Command::Web { json }, Reply::Web { url, login_url }) => {
+            if json {
+                print_json(&serde_json::json!({ "url": url, "login_url": login_url }));
+            } else {
+                println!("{url}");
+                println!(
+                    "open to log in (this link is this node's key to its dashboard): {login_url}"
+                );
+            }
             ExitCode::SUCCESS
         }
         (Command::Pins { json }, Reply::Pins { pins }) => {

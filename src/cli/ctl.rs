@@ -262,6 +262,13 @@ pub enum Command {
     },
     /// Stop keeping a pinned path on this node (its chunks become ordinary copies again).
     Unpin { path: String },
+    /// The web dashboard's address and a link that logs a browser in (it carries this node's
+    /// login token: whoever opens it acts as this node's user; do not share it).
+    Web {
+        /// Print JSON: {url, login_url}.
+        #[arg(long)]
+        json: bool,
+    },
     /// This node's pins: PATH, size and state (`3.2 GiB, complete` or `1.1 of 3.2 GiB,
     /// syncing`).
     Pins {

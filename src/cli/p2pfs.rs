@@ -161,6 +161,14 @@ pub struct NetFlags {
     /// Loopback only, unless config.toml sets `allow_remote = true` in its metrics section.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Serve the web dashboard at http://ADDR/ (`web.listen`, default 127.0.0.1:7464; a free
+    /// port on the same IP when that one is taken). Loopback only, unless config.toml sets
+    /// `allow_remote = true` in its web section. `p2pfs-ctl web` prints the login link.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_web")]
+    pub web: Option<std::net::SocketAddr>,
+    /// Serve no web dashboard for this run (`web.listen = ""` turns it off for good).
+    #[arg(long)]
+    pub no_web: bool,
     /// Offer no storage to the network: a reader node that is never an owner of a chunk and
     /// fetches everything from peers (storage.hold_chunks = false).
     #[arg(long)]
@@ -197,6 +205,12 @@ impl NetFlags {
         }
         if let Some(addr) = self.metrics {
             config.metrics.listen = addr.to_string();
+        }
+        if let Some(addr) = self.web {
+            config.web.listen = addr.to_string();
+        }
+        if self.no_web {
+            config.web.listen.clear();
         }
     }
 }

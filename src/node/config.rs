@@ -213,6 +213,16 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Allow `listen` on an address other than loopback. Off by default: the metrics show\nthis node's peer id, its peers by state and its traffic and activity to anyone\nwho can reach the port, without authentication.",
     ),
     (
+        "web",
+        "listen",
+        "Address (IP:port) of the web dashboard (and an authenticated GET /metrics);\nempty = off. When this port is taken, a free one on the same IP is used.\n`p2pfs-ctl web` prints the URL and a login link. `--web ADDR` and `--no-web`\nset it for one run.",
+    ),
+    (
+        "web",
+        "allow_remote",
+        "Allow `listen` on an address other than loopback. Off by default: the dashboard\nacts for this node's user (files, shares, invites, expel) for anyone holding\nits login token, which travels unencrypted over plain HTTP.",
+    ),
+    (
         "retention",
         "days",
         "Days a file's earlier versions (overwritten or deleted) are kept for `p2pfs-ctl\nversions`, `restore` and the snapshot views, in the network volume and in\nvolumes whose owner set no policy; fractions allowed; 0 keeps none.",
@@ -232,6 +242,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub fuse: FuseConfig,
     pub metrics: MetricsConfig,
+    pub web: WebConfig,
     pub retention: RetentionConfig,
 }
 
@@ -345,6 +356,41 @@ pub struct MetricsConfig {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address (IP:port) of the dashboard; empty = off.
+    pub listen: String,
+    /// Allow `listen` on a non-loopback address.
+    pub allow_remote: bool,
+}
+
+/// Where the dashboard listens unless told otherwise (a free port on the same IP when taken).
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:7464";
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_WEB_LISTEN.to_string(),
+            allow_remote: false,
+        }
+    }
+}
+
+impl WebConfig {
+    /// The dashboard's address: `None` when off; an error for an address that is not IP:port,
+    /// or is not loopback without `allow_remote`.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        loopback_listen_addr(
+            "web",
+            &self.listen,
+            self.allow_remote,
+            DEFAULT_WEB_LISTEN,
+            "the dashboard acts for this node's user, and its login token would cross the network in clear; use 127.0.0.1 or [::1] (and an SSH tunnel)",
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Days a version replaced by an overwrite or a delete is kept (fractions allowed); 0: none.
     pub days: f64,
@@ -372,20 +418,39 @@ impl MetricsConfig {
     /// The endpoint's address: `None` when off; an error for an address that is not IP:port,
     /// or is not loopback without `allow_remote`.
     pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
-        let text = self.listen.trim();
-        if text.is_empty() {
-            return Ok(None);
-        }
-        let addr: std::net::SocketAddr = text.parse().map_err(|_| {
-            format!("metrics.listen: {text:?} is not an IP address and port, e.g. 127.0.0.1:9464")
-        })?;
-        if !self.allow_remote && !addr.ip().to_canonical().is_loopback() {
-            return Err(format!(
-                "metrics address {addr} is not a loopback address: the metrics show this node's peer id, its peers and its traffic to anyone who can connect, without authentication; use 127.0.0.1 or [::1] (and a tunnel or a local scraper), or set `allow_remote = true` under [metrics] in config.toml to serve them on the network"
-            ));
-        }
-        Ok(Some(addr))
+        loopback_listen_addr(
+            "metrics",
+            &self.listen,
+            self.allow_remote,
+            "127.0.0.1:9464",
+            "the metrics show this node's peer id, its peers and its traffic to anyone who can connect, without authentication; use 127.0.0.1 or [::1] (and a tunnel or a local scraper)",
+        )
     }
+}
+
+/// A listen address of an HTTP endpoint (`[SECTION] listen`): `None` when empty; an error for
+/// one that is not IP:port, or is not loopback without `allow_remote` (`why` says what a
+/// remote address would expose).
+fn loopback_listen_addr(
+    section: &str,
+    text: &str,
+    allow_remote: bool,
+    example: &str,
+    why: &str,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+        format!("{section}.listen: {text:?} is not an IP address and port, e.g. {example}")
+    })?;
+    if !allow_remote && !addr.ip().to_canonical().is_loopback() {
+        return Err(format!(
+            "{section} address {addr} is not a loopback address: {why}, or set `allow_remote = true` under [{section}] in config.toml to serve it on the network"
+        ));
+    }
+    Ok(Some(addr))
 }
 
 impl Default for NetworkConfig {
@@ -584,6 +649,7 @@ impl Config {
             return Err("fuse.threads must be between 1 and 256".into());
         }
         self.metrics.listen_addr()?;
+        self.web.listen_addr()?;
         Ok(())
     }
 

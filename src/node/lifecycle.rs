@@ -99,7 +99,8 @@ impl Node {
         );
         let control_listener = control::bind(&self.data_dir)?;
         let metrics_listener =
-            crate::node::metrics::bind(&self.config.metrics).map_err(NodeError::Metrics)?;
+            crate::node::web::bind_metrics(&self.config.metrics).map_err(NodeError::Metrics)?;
+        let web_listener = crate::node::web::bind(&self.config.web, &self.data_dir)?;
 
         let workers = Workers::new();
         let guard = PeerGuard::with_workers(workers.clone());
@@ -266,7 +267,7 @@ impl Node {
             std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf()),
         );
         if let Some(listener) = metrics_listener {
-            workers.spawn(crate::node::metrics::serve(
+            workers.spawn(crate::node::web::serve_metrics(
                 listener,
                 status.clone(),
                 workers.clone(),
@@ -274,22 +275,31 @@ impl Node {
         }
         workers.spawn(settle_conflicts(mount.clone()));
         let leave = control::LeaveSignal::new();
+        let control_service = Arc::new(control::ControlService {
+            mount: mount.clone(),
+            chunks: self.chunks.clone(),
+            cluster: cluster.clone(),
+            repair: repair.clone(),
+            gate: self.gate.clone(),
+            network_key: self.network_key.clone(),
+            leave: leave.clone(),
+            mount_path: status.mount_point.clone(),
+            status,
+            pins: pins.clone(),
+            web: web_listener.as_ref().map(|w| w.urls()),
+        });
         workers.spawn(control::serve(
             control_listener,
-            Arc::new(control::ControlService {
-                mount: mount.clone(),
-                chunks: self.chunks.clone(),
-                cluster: cluster.clone(),
-                repair: repair.clone(),
-                gate: self.gate.clone(),
-                network_key: self.network_key.clone(),
-                leave: leave.clone(),
-                mount_path: status.mount_point.clone(),
-                status,
-                pins: pins.clone(),
-            }),
+            control_service.clone(),
             workers.clone(),
         ));
+        if let Some(web) = web_listener {
+            workers.spawn(crate::node::web::serve(
+                web,
+                control_service,
+                workers.clone(),
+            ));
+        }
         Ok(RunningNode {
             mount,
             chunks: self.chunks,

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod names;
 pub mod pins;
 pub mod status;
+pub mod web;
 
 pub use lifecycle::{RunningNode, Stopped};
 
@@ -73,6 +74,8 @@ pub enum NodeError {
     Admission(#[from] GateError),
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("web: {0}")]
+    Web(#[from] web::WebError),
     #[error("cannot mount at {path}: {source}")]
     Mount {
         path: PathBuf,

@@ -140,6 +140,8 @@ pub enum Request {
     },
     /// This node's pins and how complete each is.
     Pins,
+    /// Where the web dashboard is, and its login link.
+    Web,
     /// Conflict copies and names claimed twice at or under `path` (the whole mount: `""`).
     Conflicts {
         path: String,
@@ -215,6 +217,11 @@ pub enum Reply {
     },
     Pins {
         pins: Vec<crate::node::pins::PinState>,
+    },
+    /// The web dashboard's address, and a link that logs a browser in.
+    Web {
+        url: String,
+        login_url: String,
     },
     Conflicts {
         conflicts: Vec<ConflictEntry>,

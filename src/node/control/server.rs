@@ -91,6 +91,8 @@ pub struct ControlService {
     pub status: Arc<crate::node::status::StatusReader>,
     /// `pin`, `unpin` and `pins` act on it.
     pub pins: Arc<crate::node::pins::Pins>,
+    /// Where the web dashboard is, for `p2pfs-ctl web`; `None`: it is off.
+    pub web: Option<crate::node::web::WebUrls>,
 }
 
 /// Bytes moved per piece by put and get.
@@ -105,7 +107,7 @@ fn io_error(e: impl std::fmt::Display) -> Reply {
 impl ControlService {
     /// A path as given by a user: relative to the mount's root, or absolute under the mount
     /// point.
-    pub(super) fn relative(&self, path: &str) -> String {
+    pub(crate) fn relative(&self, path: &str) -> String {
         let p = std::path::Path::new(path);
         match p.strip_prefix(&self.mount_path) {
             Ok(rest) if p.is_absolute() => rest.to_string_lossy().into_owned(),
@@ -272,7 +274,7 @@ impl ControlService {
 
     /// Receives `size` bytes from `reader` into a temporary file beside `path`, then renames
     /// it over `path`. On any failure the temporary file is removed and `path` is untouched.
-    async fn put<R: tokio::io::AsyncRead + Unpin>(
+    pub(crate) async fn put<R: tokio::io::AsyncRead + Unpin>(
         &self,
         path: String,
         size: u64,
@@ -351,7 +353,7 @@ impl ControlService {
     /// Sends the file at `path`: a `Data` reply line, then its bytes; an `Error` line instead
     /// when it cannot be opened. A read that fails midway closes the connection (the client
     /// sees a short transfer).
-    async fn get<W: tokio::io::AsyncWrite + Unpin>(
+    pub(crate) async fn get<W: tokio::io::AsyncWrite + Unpin>(
         &self,
         path: Vec<u8>,
         write: &mut W,
@@ -762,6 +764,77 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
         .map_err(|_| ControlError::Protocol("request is not UTF-8".into()))
 }
 
+impl ControlService {
+    /// The reply to a request that is answered in one line (every request but `leave`, `put`
+    /// and `get`, which stream): the control socket and the web dashboard's API answer with it.
+    pub async fn answer(&self, request: Request) -> Reply {
+        match request {
+            Request::Status => Reply::Status(Box::new(self.status.status().await)),
+            Request::Where { path } => self.locate(&self.relative(&path)).await,
+            Request::Ls { path } => self.ls(self.relative(&path)).await,
+            Request::Rm { path, recursive } => self.rm(self.relative(&path), recursive).await,
+            Request::Df => self.df().await,
+            Request::Certify { peers } => certify(&self.cluster, peers),
+            Request::Purge { path } => {
+                super::retention::purge(self.mount.clone(), self.relative(&path)).await
+            }
+            Request::Retention { set } => {
+                super::retention::retention(self.mount.clone(), set).await
+            }
+            Request::Health => self.health().await,
+            Request::Invite { role, expires_in } => self.invite(&role, expires_in),
+            Request::Invites => self.invites(),
+            Request::InviteRevoke { id } => self.revoke_invite(&id),
+            Request::Members => self.members(),
+            Request::Expel { node } => self.expel(&node),
+            Request::Admin { node, admin } => self.admin(&node, admin),
+            Request::Pin { path } => self.pin(&path).await,
+            Request::Unpin { path } => self.unpin(&path),
+            Request::Pins => self.pins(),
+            Request::Conflicts { path } => self.conflicts(&path).await,
+            request @ (Request::VolumeList
+            | Request::VolumeCreate { .. }
+            | Request::VolumeShare { .. }
+            | Request::VolumeUnshare { .. }) => {
+                let mount = self.mount.clone();
+                tokio::task::spawn_blocking(move || volume_command(&mount, request))
+                    .await
+                    .unwrap_or_else(|e| Reply::Error {
+                        message: e.to_string(),
+                    })
+            }
+            Request::Versions { path } => self.versions(self.relative(&path)).await,
+            Request::Restore {
+                path,
+                version,
+                at,
+                to,
+            } => {
+                let to = to.map(|t| self.relative(&t));
+                self.restore(self.relative(&path), version, at, to).await
+            }
+            Request::Snapshot { volume, name, at } => {
+                super::snapshots::snapshot(self, volume, name, at).await
+            }
+            Request::Snapshots => super::snapshots::named(self),
+            Request::Web => match &self.web {
+                Some(w) => Reply::Web {
+                    url: w.url.clone(),
+                    login_url: w.login_url.clone(),
+                },
+                None => io_error(
+                    "this node serves no web dashboard (it was started with --no-web, or `listen` under [web] in config.toml is empty)",
+                ),
+            },
+            Request::Leave | Request::Put { .. } | Request::Get { .. } => Reply::Error {
+                message:
+                    "bad request: leave, put and get stream; they are not answered in one reply"
+                        .into(),
+            },
+        }
+    }
+}
+
 async fn handle(
     stream: UnixStream,
     source: &ControlService,
@@ -771,35 +844,10 @@ async fn handle(
     let mut reader = BufReader::new(read);
     while let Some(line) = read_request(&mut reader).await? {
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Status) => Reply::Status(Box::new(source.status.status().await)),
             Ok(Request::Leave) => {
                 source.leave_and_report(&mut write).await?;
                 continue;
             }
-            Ok(Request::Where { path }) => source.locate(&source.relative(&path)).await,
-            Ok(Request::Ls { path }) => source.ls(source.relative(&path)).await,
-            Ok(Request::Rm { path, recursive }) => {
-                source.rm(source.relative(&path), recursive).await
-            }
-            Ok(Request::Df) => source.df().await,
-            Ok(Request::Certify { peers }) => certify(&source.cluster, peers),
-            Ok(Request::Purge { path }) => {
-                super::retention::purge(source.mount.clone(), source.relative(&path)).await
-            }
-            Ok(Request::Retention { set }) => {
-                super::retention::retention(source.mount.clone(), set).await
-            }
-            Ok(Request::Health) => source.health().await,
-            Ok(Request::Invite { role, expires_in }) => source.invite(&role, expires_in),
-            Ok(Request::Invites) => source.invites(),
-            Ok(Request::InviteRevoke { id }) => source.revoke_invite(&id),
-            Ok(Request::Members) => source.members(),
-            Ok(Request::Expel { node }) => source.expel(&node),
-            Ok(Request::Admin { node, admin }) => source.admin(&node, admin),
-            Ok(Request::Pin { path }) => source.pin(&path).await,
-            Ok(Request::Unpin { path }) => source.unpin(&path),
-            Ok(Request::Pins) => source.pins(),
-            Ok(Request::Conflicts { path }) => source.conflicts(&path).await,
             Ok(Request::Put { path, size, mode }) => {
                 let path = source.relative(&path);
                 source.put(path, size, mode, caller, &mut reader).await?
@@ -816,35 +864,7 @@ async fn handle(
                 source.get(path, &mut write).await?;
                 continue;
             }
-            Ok(
-                request @ (Request::VolumeList
-                | Request::VolumeCreate { .. }
-                | Request::VolumeShare { .. }
-                | Request::VolumeUnshare { .. }),
-            ) => {
-                let mount = source.mount.clone();
-                tokio::task::spawn_blocking(move || volume_command(&mount, request))
-                    .await
-                    .unwrap_or_else(|e| Reply::Error {
-                        message: e.to_string(),
-                    })
-            }
-            Ok(Request::Versions { path }) => source.versions(source.relative(&path)).await,
-            Ok(Request::Restore {
-                path,
-                version,
-                at,
-                to,
-            }) => {
-                let to = to.map(|t| source.relative(&t));
-                source
-                    .restore(source.relative(&path), version, at, to)
-                    .await
-            }
-            Ok(Request::Snapshot { volume, name, at }) => {
-                super::snapshots::snapshot(source, volume, name, at).await
-            }
-            Ok(Request::Snapshots) => super::snapshots::named(source),
+            Ok(request) => source.answer(request).await,
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },

@@ -15,9 +15,8 @@
 //!   garbage collection, passes, namespace, hostile-peer and admission counters: the snapshot
 //!   [`StatusReader`] gathers, the same one `p2pfs-ctl status` encodes.
 //!
-//! [`http`] is the small HTTP/1.1 responder it is served with.
-
-pub mod http;
+//! The endpoint is served by [`crate::node::web`] (as is the dashboard, which serves the same
+//! scrape behind its login).
 
 use crate::fuse::counters::{FUSE, FuseOp};
 use crate::net::counters::{GOSSIP, GOSSIP_TOPICS};
@@ -25,23 +24,17 @@ use crate::rpc::counters::{CHUNK_TRAFFIC, SYNC_TRAFFIC};
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::node::config::MetricsConfig;
 use crate::node::status::{Recount, Snapshot, StatusReader};
-use crate::util::workers::Workers;
 
 /// The content type of a scrape: OpenMetrics text, which is what the encoder writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// Connections served at once; more are closed at once (a scraper needs one).
-const MAX_CONNECTIONS: usize = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Values read at scrape time
@@ -416,63 +409,6 @@ impl Collector for Scrape {
 // ---------------------------------------------------------------------------------------------
 // The endpoint
 
-/// Binds the endpoint's socket, if one is configured (refusing a non-loopback address without
-/// `allow_remote`). Done before the mount appears, so a bad address stops the start.
-pub fn bind(config: &MetricsConfig) -> Result<Option<std::net::TcpListener>, String> {
-    let Some(addr) = config.listen_addr()? else {
-        return Ok(None);
-    };
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    Ok(Some(listener))
-}
-
-/// Serves `GET /metrics` on `listener` until the task is cancelled, each connection among
-/// `workers`. Call within the runtime.
-pub async fn serve(listener: std::net::TcpListener, status: Arc<StatusReader>, workers: Workers) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "metrics: cannot serve");
-            return;
-        }
-    };
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "metrics at http://{addr}/metrics");
-    }
-    crate::fuse::counters::enable_timing();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors, say: do not spin.
-                tracing::debug!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            continue; // dropped: closed
-        };
-        let status = status.clone();
-        workers.spawn(async move {
-            let _permit = permit;
-            http::serve_connection(stream, |path| async move {
-                if path != "/metrics" {
-                    return None;
-                }
-                let body = render(&status).await.into_bytes();
-                Some(http::Response::ok(CONTENT_TYPE, body))
-            })
-            .await;
-        });
-    }
-}
-
 /// Whether `addr` is on this machine only (IPv4-mapped loopback included).
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().to_canonical().is_loopback()
@@ -483,6 +419,7 @@ mod tests {
     use super::*;
     use crate::net::guard::HostileStatus;
     use crate::node::control::proto::{CacheStatus, PassesStatus, PeerStatus, Status};
+    use std::time::Duration;
 
     #[test]
     fn every_family_has_help_and_type_and_counters_end_in_total() {
