@@ -229,7 +229,6 @@ fn the_dashboard_drives_a_real_network_from_a_real_browser() {
             .await;
         assert_eq!(node_name, json!("node1"));
         assert_clean(&b, "overview").await;
-        screenshot(&b, "overview").await;
 
         // Files: upload with the file input, then a drop; both read back on node 2's mount.
         open_tab(&b, "files").await;
@@ -396,13 +395,15 @@ fn the_dashboard_drives_a_real_network_from_a_real_browser() {
         assert_clean(&b, "members").await;
         screenshot(&b, "members").await;
 
-        open_tab(&b, "limits").await;
-        assert_clean(&b, "limits").await;
-        screenshot(&b, "limits").await;
-
-        // Back to the overview for the picture with the plots drawn.
+        // Back to the overview, for its picture with the files counted and the plots drawn.
         open_tab(&b, "overview").await;
-        assert_clean(&b, "overview again").await;
+        b.wait_js(
+            "the copies census of the files",
+            "return /^[1-9][0-9]* of [1-9][0-9]* at R/.test(document.getElementById('ov-health').textContent)",
+        )
+        .await;
+        assert_clean(&b, "overview").await;
+        screenshot(&b, "overview").await;
         assert_only_origin(&b, &url).await;
     });
 }

@@ -64,7 +64,7 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium (1280x1000). Panics with what to install
+    /// Starts chromedriver and a headless Chromium (1280x1100). Panics with what to install
     /// when either is missing.
     pub async fn start() -> Browser {
         let driver_bin = which(&["chromedriver"]).expect(
@@ -111,7 +111,7 @@ impl Browser {
                     "--no-sandbox",
                     "--disable-gpu",
                     "--disable-dev-shm-usage",
-                    "--window-size=1280,1000",
+                    "--window-size=1280,1100",
                     "--force-device-scale-factor=1",
                     format!("--user-data-dir={}", profile.path().display()),
                     "--no-first-run",

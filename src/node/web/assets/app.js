@@ -326,12 +326,14 @@ function drawPlot(canvas, legend, series, fmt, floor) {
   const pad = { l: 70, r: 10, t: 10, b: 22 };
   const samples = state.history;
   const end = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
-  const start = end - 3600;
+  // The last hour, or less while the node has run for less: at least 10 minutes.
+  const span = Math.min(3600, Math.max(600, samples.length ? end - samples[0].t : 0));
+  const start = end - span;
   let max = 0;
   for (const s of samples) for (const [k] of series) max = Math.max(max, s[k] || 0);
   // An idle hour still gets a readable scale.
   max = Math.max(max, floor);
-  const x = (t) => pad.l + ((t - start) / 3600) * (w - pad.l - pad.r);
+  const x = (t) => pad.l + ((t - start) / span) * (w - pad.l - pad.r);
   const y = (v) => h - pad.b - (v / max) * (h - pad.t - pad.b);
 
   g.font = "11px system-ui, sans-serif";
@@ -349,7 +351,10 @@ function drawPlot(canvas, legend, series, fmt, floor) {
     g.fillText(fmt(v), pad.l - 6, yy + 4);
   }
   g.textAlign = "center";
-  for (const m of [60, 45, 30, 15, 0]) g.fillText(m ? "-" + m + " min" : "now", x(end - m * 60), h - 6);
+  for (let i = 4; i >= 0; i--) {
+    const ago = (span * i) / 4;
+    g.fillText(i ? "-" + Math.round(ago / 60) + " min" : "now", x(end - ago), h - 6);
+  }
 
   for (const [k, , color] of series) {
     g.strokeStyle = color;
@@ -819,6 +824,7 @@ async function showTab() {
   for (const s of $$(".tab")) s.hidden = s.id !== "tab-" + name;
   for (const a of $$("#tabs a")) a.classList.toggle("active", a.dataset.tab === name);
   document.body.dataset.loaded = "";
+  $("#notice").hidden = true;
   await act(null, LOADERS[name]);
   document.body.dataset.loaded = name;
 }
