@@ -402,6 +402,12 @@ fn the_dashboard_drives_a_real_network_from_a_real_browser() {
             "return /^[1-9][0-9]* of [1-9][0-9]* at R/.test(document.getElementById('ov-health').textContent)",
         )
         .await;
+        // The traffic plot shows the uploads' copies going out (a sample arrives every 10 s).
+        b.wait_js(
+            "the uploads in the traffic samples",
+            "return state.history.some((s) => s.sent_bytes_per_sec > 100000)",
+        )
+        .await;
         assert_clean(&b, "overview").await;
         screenshot(&b, "overview").await;
         assert_only_origin(&b, &url).await;

@@ -326,8 +326,8 @@ function drawPlot(canvas, legend, series, fmt, floor) {
   const pad = { l: 70, r: 10, t: 10, b: 22 };
   const samples = state.history;
   const end = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
-  // The last hour, or less while the node has run for less: at least 10 minutes.
-  const span = Math.min(3600, Math.max(600, samples.length ? end - samples[0].t : 0));
+  // The last hour, or less while the node has run for less: at least 2 minutes.
+  const span = Math.min(3600, Math.max(120, samples.length ? end - samples[0].t : 0));
   const start = end - span;
   let max = 0;
   for (const s of samples) for (const [k] of series) max = Math.max(max, s[k] || 0);
@@ -353,7 +353,8 @@ function drawPlot(canvas, legend, series, fmt, floor) {
   g.textAlign = "center";
   for (let i = 4; i >= 0; i--) {
     const ago = (span * i) / 4;
-    g.fillText(i ? "-" + Math.round(ago / 60) + " min" : "now", x(end - ago), h - 6);
+    const label = ago >= 600 ? "-" + Math.round(ago / 60) + " min" : "-" + Math.round(ago) + " s";
+    g.fillText(i ? label : "now", x(end - ago), h - 6);
   }
 
   for (const [k, , color] of series) {
