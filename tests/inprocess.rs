@@ -40,6 +40,8 @@ struct Net {
     bootstrap: Option<String>,
     gc_grace_secs: u64,
     repair_interval_secs: u64,
+    /// The address every node listens on.
+    listen: String,
 }
 
 impl Net {
@@ -64,6 +66,7 @@ impl Net {
             bootstrap: None,
             gc_grace_secs,
             repair_interval_secs,
+            listen: "/ip4/127.0.0.1/tcp/0".into(),
         }
     }
 
@@ -105,7 +108,7 @@ impl Net {
     /// silence, dead after 4 s, a sync every second.
     fn configure(&self, n: &mut Node) {
         let net = &mut n.config.network;
-        net.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+        net.listen = vec![self.listen.clone()];
         net.bootstrap = self.bootstrap.iter().cloned().collect();
         net.mdns = false;
         net.replicas = R as u32;
@@ -717,5 +720,306 @@ fn an_expelled_node_is_cut_off_its_chunks_repaired_and_later_files_sealed_from_i
     assert!(net.node(gone).mount.resolve("after.txt").is_err());
     assert!(net.node(gone).mount.resolve("before.bin").is_ok());
     drop(owner);
+    net.stop_all();
+}
+
+/// The state node `viewer` sees `peer` in, if it knows it.
+fn state_seen(net: &Net, viewer: usize, peer: &libp2p::PeerId) -> Option<PeerState> {
+    net.node(viewer)
+        .cluster
+        .membership
+        .read()
+        .get(peer)
+        .map(|m| m.state)
+}
+
+/// A plain stop is not a leave: the node says it goes offline, the others show it `offline`
+/// at once (not `suspect` after the silence, not `left`) and keep counting it for placement,
+/// and it hands nothing off (its chunks stay where they were).
+#[test]
+fn a_plain_stop_shows_offline_at_once_and_hands_nothing_off() {
+    let mut net = Net::new(3600, 3600);
+    for _ in 0..3 {
+        net.start();
+    }
+    net.wait_converged();
+    let data = content(21, 4 * CHUNK as usize);
+    write_file(&net, 0, "stays.bin", &data);
+    let ids = net.node(0).mount.file_chunks("stays.bin").unwrap();
+    wait_placed(&net, 0, &ids);
+    let peer = net.node(2).peer_id();
+    let held_before: Vec<Vec<usize>> = ids.iter().map(|id| net.holders(id)).collect();
+    net.runtime.block_on(net.node(2).go_offline());
+    net.stop(2);
+    for viewer in 0..2 {
+        wait_until(
+            &format!("node {viewer} shows the stopped node offline"),
+            || state_seen(&net, viewer, &peer) == Some(PeerState::Offline),
+        );
+        // Counted for placement as a silent peer is, until the dead-after time.
+        assert!(
+            net.node(viewer)
+                .cluster
+                .membership
+                .read()
+                .placement_peers()
+                .iter()
+                .any(|(p, _)| *p == peer)
+        );
+    }
+    // No handoff: the survivors hold what they held (node 2's copies went nowhere).
+    for (id, before) in ids.iter().zip(&held_before) {
+        let without: Vec<usize> = before.iter().copied().filter(|&i| i != 2).collect();
+        assert_eq!(net.holders(id), without, "chunk {id}");
+    }
+    // Past the dead-after time (4 s here) it is repaired around as a dead node.
+    wait_until("the offline node is dead after dead_after", || {
+        state_seen(&net, 0, &peer) == Some(PeerState::Dead)
+    });
+    net.stop_all();
+}
+
+/// `pause` (through the control socket, as `p2pfs-ctl pause` and the dashboard send it): the
+/// paused node announces it, drops its connections and makes none; what another node writes
+/// meanwhile does not reach it, its own writes stay local; `resume` brings both across.
+#[test]
+fn a_paused_node_does_not_sync_until_resumed() {
+    use node::control::{Reply, Request, call};
+    let mut net = Net::new(3600, 3600);
+    let a = net.start();
+    let b = net.start();
+    net.wait_converged();
+    let b_peer = net.node(b).peer_id();
+    let b_dir = net.data_dir(b);
+    match call(&b_dir, &Request::Pause).unwrap() {
+        Reply::Done { message } => assert!(message.starts_with("paused"), "{message}"),
+        other => panic!("pause answered {other:?}"),
+    }
+    assert!(status(&net, b).paused);
+    wait_until("the other node shows it paused", || {
+        state_seen(&net, a, &b_peer) == Some(PeerState::Paused)
+    });
+    wait_until("the paused node has no connection", || {
+        net.node(b).cluster.net.connected_count() == 0
+    });
+    let from_a = content(22, 2 * CHUNK as usize);
+    let from_b = content(23, 2 * CHUNK as usize);
+    write_file(&net, a, "written-while-paused.bin", &from_a);
+    // The mount keeps working while paused.
+    write_file(&net, b, "written-by-the-paused.bin", &from_b);
+    assert_reads(&net, b, "written-by-the-paused.bin", &from_b);
+    // Several sync intervals (1 s) and redials: nothing crosses, no connection is made.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        net.node(b)
+            .mount
+            .resolve("written-while-paused.bin")
+            .is_err(),
+        "a paused node got another node's write"
+    );
+    assert!(
+        net.node(a)
+            .mount
+            .resolve("written-by-the-paused.bin")
+            .is_err()
+    );
+    assert_eq!(net.node(b).cluster.net.connected_count(), 0);
+    match call(&b_dir, &Request::Resume).unwrap() {
+        Reply::Done { message } => assert!(message.starts_with("resumed"), "{message}"),
+        other => panic!("resume answered {other:?}"),
+    }
+    assert!(!status(&net, b).paused);
+    wait_known(&net, b, "written-while-paused.bin", from_a.len());
+    wait_known(&net, a, "written-by-the-paused.bin", from_b.len());
+    assert_reads(&net, b, "written-while-paused.bin", &from_a);
+    assert_reads(&net, a, "written-by-the-paused.bin", &from_b);
+    wait_until("the others show it alive again", || {
+        state_seen(&net, a, &b_peer) == Some(PeerState::Alive)
+    });
+    net.stop_all();
+}
+
+/// Bandwidth limits, set through the control socket (`limit`): one node fetches the same
+/// chunks from another with no limit, with its download limit, with the other's upload
+/// limit and with its per-peer download limit. Each limited fetch takes at least what the
+/// rate allows (less the burst), which no fetch can without the limit: the unlimited one
+/// shows the machine moves them far faster.
+#[test]
+fn bandwidth_limits_hold_chunk_fetches_to_their_rate() {
+    use node::control::{Reply, Request, call};
+    use p2pfs::net::bandwidth::{BURST, Limits};
+    const RATE: u64 = 1 << 20;
+    const CHUNKS: usize = 8;
+    const SIZE: usize = 256 * 1024;
+    let mut net = Net::new(3600, 3600);
+    let a = net.start();
+    let b = net.start();
+    net.wait_converged();
+    let ids: Vec<ChunkId> = (0..CHUNKS)
+        .map(|i| {
+            let data = content(30 + i as u8, SIZE);
+            let id = ChunkId::of(&data);
+            // On both (its owners, R = 2): repair moves nothing while the fetches are timed.
+            for n in [a, b] {
+                net.node(n).chunks.put(&id, &data).unwrap();
+            }
+            id
+        })
+        .collect();
+    let fetch = |net: &Net| {
+        let client = net.node(a).cluster.router.client();
+        let from = net.node(b).peer_id();
+        let t0 = Instant::now();
+        net.runtime.block_on(async {
+            for id in &ids {
+                let got = client.get(from, *id).await.unwrap();
+                assert_eq!(got.map(|d| d.len()), Some(SIZE));
+            }
+        });
+        t0.elapsed()
+    };
+    let set = |i: usize, limits: Limits| {
+        let set = Request::Limit {
+            set: Some(limits),
+            use_config: false,
+        };
+        match call(&net.data_dir(i), &set).unwrap() {
+            Reply::Limits {
+                limits: now,
+                source,
+            } => {
+                assert_eq!((now, source.as_str()), (limits, "runtime"));
+            }
+            other => panic!("limit answered {other:?}"),
+        }
+        assert_eq!(status(&net, i).limits, limits);
+    };
+    let bytes = (CHUNKS * SIZE) as f64;
+    let bound = Duration::from_secs_f64(bytes / RATE as f64) - BURST;
+    let unlimited = fetch(&net);
+    set(
+        a,
+        Limits {
+            download: RATE,
+            ..Limits::default()
+        },
+    );
+    let download = fetch(&net);
+    set(a, Limits::default());
+    set(
+        b,
+        Limits {
+            upload: RATE,
+            ..Limits::default()
+        },
+    );
+    let upload = fetch(&net);
+    set(b, Limits::default());
+    set(
+        a,
+        Limits {
+            peer_download: RATE,
+            ..Limits::default()
+        },
+    );
+    let per_peer = fetch(&net);
+    match call(
+        &net.data_dir(a),
+        &Request::Limit {
+            set: None,
+            use_config: true,
+        },
+    )
+    .unwrap()
+    {
+        Reply::Limits { limits, source } => {
+            assert_eq!((limits, source.as_str()), (Limits::default(), "config"));
+        }
+        other => panic!("limit answered {other:?}"),
+    }
+    let mib = bytes / (1 << 20) as f64;
+    let rate = |d: Duration| mib / d.as_secs_f64();
+    println!(
+        "{mib} MiB of chunks fetched: unlimited {unlimited:.2?} ({:.1} MiB/s); limited to 1 MiB/s: \
+         download {download:.2?} ({:.2} MiB/s), the server's upload {upload:.2?} ({:.2} MiB/s), \
+         per-peer download {per_peer:.2?} ({:.2} MiB/s); bound {bound:.2?}",
+        rate(unlimited),
+        rate(download),
+        rate(upload),
+        rate(per_peer)
+    );
+    for (what, took) in [
+        ("download", download),
+        ("upload", upload),
+        ("per-peer download", per_peer),
+    ] {
+        assert!(took >= bound, "{what} limit: {took:?} < {bound:?}");
+    }
+    assert!(
+        unlimited < bound,
+        "the unlimited fetch took {unlimited:?}: too slow to tell a limit from the machine"
+    );
+    net.stop_all();
+}
+
+/// A node listening on every interface tells a peer on another address none of its loopback
+/// addresses: the peer's view of it (from its announcements) lists only addresses another
+/// machine can dial. (Every other test here is a network on loopback alone, which still forms.)
+#[test]
+fn loopback_addresses_are_not_told_to_a_peer_on_another_address() {
+    let mut net = Net::new(3600, 3600);
+    net.listen = "/ip4/0.0.0.0/tcp/0".into();
+    let a = net.start();
+    let a_net = net.node(a).cluster.net.clone();
+    wait_until("the node listens on every interface", || {
+        a_net.listen_addrs().len() >= 2
+    });
+    let lan = a_net
+        .listen_addrs()
+        .into_iter()
+        .find(|addr| !p2pfs::net::reach::is_host_or_link_local(addr))
+        .expect("this machine has an address besides loopback (the test needs one)");
+    assert!(
+        a_net
+            .listen_addrs()
+            .iter()
+            .any(p2pfs::net::reach::is_loopback)
+    );
+    let ip = p2pfs::net::reach::ip_of(&lan).unwrap();
+    // The second node listens and dials only there, as a peer on the LAN would.
+    net.listen = format!("/ip4/{ip}/tcp/0");
+    net.bootstrap = Some(format!("{lan}/p2p/{}", net.node(a).peer_id()));
+    let b = net.start();
+    net.wait_converged();
+    let a_peer = net.node(a).peer_id();
+    wait_until("the second node has the first one's addresses", || {
+        net.node(b)
+            .cluster
+            .membership
+            .read()
+            .get(&a_peer)
+            .is_some_and(|m| !m.addrs.is_empty())
+    });
+    let seen = net
+        .node(b)
+        .cluster
+        .membership
+        .read()
+        .get(&a_peer)
+        .unwrap()
+        .addrs
+        .clone();
+    assert!(
+        seen.iter()
+            .all(|addr| !p2pfs::net::reach::is_loopback(addr)),
+        "a peer on {ip} was told {seen:?}"
+    );
+    assert!(seen.contains(&lan), "{seen:?}");
+    let told = a_net.advertised_addrs();
+    assert!(
+        told.iter()
+            .all(|addr| !p2pfs::net::reach::is_loopback(addr)),
+        "{told:?}"
+    );
     net.stop_all();
 }

@@ -159,6 +159,10 @@ fn the_api_answers_as_p2pfs_ctl_and_moves_files_through_the_node() {
     let ctl_volumes: serde_json::Value =
         serde_json::from_str(&node.ctl_ok(&["volume", "list", "--json"])).unwrap();
     assert_eq!(volumes, ctl_volumes);
+    let limits = request(&addr, "GET", "/api/limits", auth, b"").json();
+    let ctl_limits: serde_json::Value =
+        serde_json::from_str(&node.ctl_ok(&["limit", "--json"])).unwrap();
+    assert_eq!(limits, ctl_limits);
     let df = request(&addr, "GET", "/api/df", auth, b"").json();
     let ctl_df: serde_json::Value = serde_json::from_str(&node.ctl_ok(&["df", "--json"])).unwrap();
     assert_eq!(shape_of(&df), shape_of(&ctl_df));

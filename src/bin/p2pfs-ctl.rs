@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use p2pfs::namespace::volume::Role;
-use p2pfs::node::control::{self, ControlError, Reply, Request, Status};
+use p2pfs::node::control::{self, ControlError, Reply, Request, Status, transfer};
 
 // The command line (flags, subcommands, help texts) is defined in src/cli/ctl.rs.
 use p2pfs::cli::ctl::{AdminCommand, Cli, Command, VolumeCommand};
@@ -214,6 +214,20 @@ fn print_status(s: &Status, ids: bool) {
         "  network:     {} (key fingerprint {})",
         s.network, s.network_fingerprint
     );
+    if s.paused {
+        println!("  paused:      no peer connections, no sync (p2pfs-ctl resume)");
+    }
+    if s.limits != p2pfs::net::bandwidth::Limits::default() {
+        use p2pfs::net::bandwidth::show_rate;
+        let l = &s.limits;
+        println!(
+            "  bandwidth:   up {}, down {}; per peer up {}, down {}",
+            show_rate(l.upload),
+            show_rate(l.download),
+            show_rate(l.peer_upload),
+            show_rate(l.peer_download)
+        );
+    }
     if !s.listen_addrs.is_empty() {
         println!("  listening:   {}", s.listen_addrs.join(", "));
     }
@@ -269,7 +283,8 @@ fn print_status(s: &Status, ids: bool) {
         .iter()
         .filter(|p| {
             // Live ones, as repair counts them: a dead or departed peer places nothing.
-            matches!(p.state.as_str(), "alive" | "suspect") && p.placement_rule != s.placement_rule
+            matches!(p.state.as_str(), "alive" | "suspect" | "offline" | "paused")
+                && p.placement_rule != s.placement_rule
         })
         .count();
     if other_rule > 0 {
@@ -456,6 +471,13 @@ fn put(data_dir: &std::path::Path, local: &std::path::Path, path: &str) -> ExitC
     };
     let meta = match file.metadata() {
         Ok(m) if m.is_file() => m,
+        Ok(m) if m.is_dir() => {
+            eprintln!(
+                "p2pfs-ctl: {} is a directory: put -r copies a whole tree",
+                local.display()
+            );
+            return ExitCode::from(EXIT_ERROR);
+        }
         Ok(_) => {
             eprintln!("p2pfs-ctl: {}: not a regular file", local.display());
             return ExitCode::from(EXIT_ERROR);
@@ -465,23 +487,14 @@ fn put(data_dir: &std::path::Path, local: &std::path::Path, path: &str) -> ExitC
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    // A path ending in / (or the root) names the directory to put the file in.
-    let target = if path.is_empty() || path.ends_with('/') {
-        format!(
-            "{path}{}",
-            local
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        )
-    } else {
-        path.to_string()
-    };
-    let bar = progress_bar(meta.len(), &target);
+    // When PATH names a directory, the node puts the file in it under this name.
+    let name = local.file_name().and_then(|n| n.to_str());
+    let bar = progress_bar(meta.len(), path);
     let started = std::time::Instant::now();
     let reply = control::put(
         data_dir,
-        &target,
+        path,
+        name,
         meta.permissions().mode() & 0o7777,
         meta.len(),
         &mut file,
@@ -508,60 +521,79 @@ fn put(data_dir: &std::path::Path, local: &std::path::Path, path: &str) -> ExitC
     }
 }
 
-fn get(data_dir: &std::path::Path, path: &[u8], local: &std::path::Path) -> ExitCode {
-    let to_stdout = local.as_os_str() == "-";
-    // Into a temporary file beside LOCAL, renamed when complete: a failed get leaves no
-    // half-written file.
-    let temp = local.with_file_name(format!(
-        ".{}.p2pfs-get",
-        local
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let mut out: Box<dyn std::io::Write> = if to_stdout {
-        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
-    } else {
-        match std::fs::File::create(&temp) {
-            Ok(f) => Box::new(std::io::BufWriter::new(f)),
-            Err(e) => {
-                eprintln!("p2pfs-ctl: {}: {e}", temp.display());
-                return ExitCode::from(EXIT_ERROR);
-            }
+/// A failed transfer's message and exit code.
+fn transfer_failed(e: transfer::TransferError) -> ExitCode {
+    match e {
+        transfer::TransferError::Control(e) => control_failed(e),
+        transfer::TransferError::Usage(message) => {
+            eprintln!("p2pfs-ctl: {message}");
+            ExitCode::from(EXIT_USAGE)
         }
-    };
+        e => {
+            eprintln!("p2pfs-ctl: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn get(data_dir: &std::path::Path, path: &[u8], local: &std::path::Path) -> ExitCode {
     let bar = progress_bar(0, &p2pfs::cli::ctl::escape_name(path));
     let started = std::time::Instant::now();
-    let result = control::get(data_dir, path, &mut out, |got, total| {
+    let progress = |got, total| {
         bar.set_length(total);
         bar.set_position(got);
-    });
-    drop(out);
-    let cleanup = || {
-        if !to_stdout {
-            let _ = std::fs::remove_file(&temp);
+    };
+    let result = if local.as_os_str() == "-" {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        match control::get(data_dir, path, &mut out, progress) {
+            Ok(Ok(size)) => Ok(size),
+            Ok(Err(message)) => Err(transfer::TransferError::Refused(message)),
+            Err(e) => Err(e.into()),
         }
+    } else {
+        transfer::get_destination(path, local)
+            .and_then(|local| transfer::get_file(data_dir, path, &local, progress))
     };
     match result {
-        Ok(Ok(size)) => {
-            if !to_stdout && let Err(e) = std::fs::rename(&temp, local) {
-                eprintln!("p2pfs-ctl: {}: {e}", local.display());
-                cleanup();
-                return ExitCode::from(EXIT_ERROR);
-            }
+        Ok(size) => {
             finish_bar(&bar, size, started);
             ExitCode::SUCCESS
         }
-        Ok(Err(message)) => {
-            cleanup();
+        Err(e) => {
             bar.abandon();
-            eprintln!("p2pfs-ctl: the node refused: {message}");
-            ExitCode::from(EXIT_ERROR)
+            transfer_failed(e)
+        }
+    }
+}
+
+/// `put -r` and `get -r`: one progress bar over the bytes of the whole tree.
+fn copy_tree(
+    what: &str,
+    copy: impl FnOnce(&mut dyn FnMut(u64, u64)) -> Result<transfer::TreeReport, transfer::TransferError>,
+) -> ExitCode {
+    let bar = progress_bar(0, what);
+    let started = std::time::Instant::now();
+    let result = copy(&mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    match result {
+        Ok(r) => {
+            finish_bar(&bar, r.bytes, started);
+            for s in &r.skipped {
+                eprintln!("p2pfs-ctl: skipped {s}");
+            }
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!(
+                    "{} files, {} directories, {} symlinks",
+                    r.files, r.dirs, r.symlinks
+                );
+            }
+            ExitCode::SUCCESS
         }
         Err(e) => {
-            cleanup();
             bar.abandon();
-            control_failed(e)
+            transfer_failed(e)
         }
     }
 }
@@ -732,10 +764,32 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_ERROR);
     };
     match &cli.command {
-        Command::Put { local, path } => return put(&data_dir, local, path),
-        Command::Get { path, local } => {
+        Command::Put {
+            local,
+            path,
+            recursive: false,
+        } => return put(&data_dir, local, path),
+        Command::Put { local, path, .. } => {
+            return copy_tree(path, |progress| {
+                transfer::put_tree(&data_dir, local, path, progress)
+            });
+        }
+        Command::Get {
+            path,
+            local,
+            recursive: false,
+        } => {
             use std::os::unix::ffi::OsStrExt;
             return get(&data_dir, path.as_bytes(), local);
+        }
+        Command::Get { path, local, .. } => {
+            let Some(path) = path.to_str() else {
+                eprintln!("p2pfs-ctl: get -r takes a UTF-8 path");
+                return ExitCode::from(EXIT_USAGE);
+            };
+            return copy_tree(path, |progress| {
+                transfer::get_tree(&data_dir, path, local, progress)
+            });
         }
         Command::Leave => return leave(&data_dir),
         Command::Certify { yes } => return certify(&data_dir, *yes),
@@ -828,6 +882,47 @@ fn main() -> ExitCode {
         Command::Unpin { path } => Request::Unpin { path: path.clone() },
         Command::Pins { .. } => Request::Pins,
         Command::Web { .. } => Request::Web,
+        Command::Limit {
+            upload,
+            download,
+            peer_upload,
+            peer_download,
+            use_config,
+            ..
+        } => {
+            let change = [upload, download, peer_upload, peer_download];
+            let set = if change.iter().any(|c| c.is_some()) {
+                // Unnamed limits stay as they are.
+                let now = match control::call(
+                    &data_dir,
+                    &Request::Limit {
+                        set: None,
+                        use_config: false,
+                    },
+                ) {
+                    Ok(Reply::Limits { limits, .. }) => limits,
+                    Ok(other) => {
+                        eprintln!("p2pfs-ctl: the node answered out of protocol: {other:?}");
+                        return ExitCode::from(EXIT_IO);
+                    }
+                    Err(e) => return control_failed(e),
+                };
+                Some(p2pfs::net::bandwidth::Limits {
+                    upload: upload.unwrap_or(now.upload),
+                    download: download.unwrap_or(now.download),
+                    peer_upload: peer_upload.unwrap_or(now.peer_upload),
+                    peer_download: peer_download.unwrap_or(now.peer_download),
+                })
+            } else {
+                None
+            };
+            Request::Limit {
+                set,
+                use_config: *use_config,
+            }
+        }
+        Command::Pause => Request::Pause,
+        Command::Resume => Request::Resume,
         Command::Conflicts { path, .. } => Request::Conflicts { path: path.clone() },
     };
     let timeout = match request {
@@ -1274,6 +1369,30 @@ fn main() -> ExitCode {
                     );
                 }
             }
+            ExitCode::SUCCESS
+        }
+        (Command::Limit { json, .. }, Reply::Limits { limits, source }) => {
+            if json {
+                print_json(&serde_json::json!({ "limits": limits, "source": source }));
+            } else {
+                use p2pfs::net::bandwidth::show_rate;
+                println!("upload:         {}", show_rate(limits.upload));
+                println!("download:       {}", show_rate(limits.download));
+                println!("per-peer up:    {}", show_rate(limits.peer_upload));
+                println!("per-peer down:  {}", show_rate(limits.peer_download));
+                println!(
+                    "({})",
+                    if source == "runtime" {
+                        "set by p2pfs-ctl limit until the node restarts; --use-config goes back to config.toml's"
+                    } else {
+                        "from config.toml's [bandwidth] section"
+                    }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        (Command::Pause | Command::Resume, Reply::Done { message }) => {
+            println!("{message}");
             ExitCode::SUCCESS
         }
         (Command::Conflicts { json, .. }, Reply::Conflicts { conflicts }) => {

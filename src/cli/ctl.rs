@@ -43,7 +43,8 @@ pub enum Command {
         #[arg(long)]
         ids: bool,
     },
-    /// Leave the network: hand this node's data off to the others, then unmount and exit.
+    /// Leave the network for good: hand this node's data off to the others, then unmount and
+    /// exit (peers show it `left`). A plain stop (Ctrl-C, SIGTERM) only takes it offline.
     /// Shows progress on a terminal and the result (chunks handed off, chunks short); exits 6
     /// when some chunks could not be handed off.
     Leave,
@@ -60,26 +61,46 @@ pub enum Command {
     },
     /// List a directory of the mount (PATH relative to its root; `@NAME/...` for volumes).
     Ls {
+        /// The directory (or file) to list; the mount's root by default.
         #[arg(default_value = "")]
         path: String,
-        /// Print JSON: [{name, name_bytes, kind, size, mode, mtime}]. `name` is exact when
+        /// Print JSON: [{name, name_bytes, kind, size, mode, mtime, target}]. `name` is exact when
         /// the name is UTF-8; otherwise `name_bytes` holds its bytes in hex. The text form
         /// escapes control characters, backslashes and bytes that are not UTF-8 (\n, \x1b,
         /// \\, \xe9).
         #[arg(long)]
         json: bool,
     },
-    /// Copy a local file into the network at PATH (replaced atomically when complete).
-    Put { local: PathBuf, path: String },
-    /// Copy the file at PATH out of the network to LOCAL (`-` for standard output). PATH may
-    /// hold any bytes, as `ls --json` gives them in `name_bytes`.
-    Get {
-        path: std::ffi::OsString,
+    /// Copy a local file into the network at PATH (replaced atomically when complete). When
+    /// PATH is a directory (an existing one, the root, or any PATH ending in `/`), the file goes
+    /// in it under its own name. The node checks PATH before a byte is sent.
+    Put {
+        /// The local file (with -r, a directory).
         local: PathBuf,
+        /// Where it goes, relative to the mount's root (`@NAME/...` for volumes).
+        path: String,
+        /// Copy a whole directory tree: directories, files, symlinks and their modes. Into
+        /// PATH/NAME when PATH is an existing directory, else PATH becomes the copy.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Copy the file at PATH out of the network to LOCAL (`-` for standard output). When LOCAL
+    /// is a directory (`.`, `./`, `dir/` or any existing one) the file goes in it under its own
+    /// name. PATH may hold any bytes, as `ls --json` gives them in `name_bytes`.
+    Get {
+        /// The file (with -r, a directory), relative to the mount's root.
+        path: std::ffi::OsString,
+        /// Where it goes: a file name, a directory, or `-` for standard output.
+        local: PathBuf,
+        /// Copy a whole directory tree: directories, files, symlinks and their modes. Into
+        /// LOCAL/NAME when LOCAL is an existing directory, else LOCAL becomes the copy.
+        #[arg(short, long)]
+        recursive: bool,
     },
     /// Remove a file, symlink or empty directory. Its earlier versions stay for the
     /// retention period (`p2pfs-ctl versions`, `restore`) unless `--purge`.
     Rm {
+        /// What to remove, relative to the mount's root (`@NAME/...` for volumes).
         path: String,
         /// Remove a directory and everything in it.
         #[arg(short, long)]
@@ -92,12 +113,15 @@ pub enum Command {
     /// Capacity and free space of the network; usable space counts the copies that can be
     /// made (fewer than R while fewer live nodes hold chunks).
     Df {
+        /// Print JSON: {nodes, replicas, copies, holding_nodes, capacity_bytes, free_bytes,
+        /// stored_here_bytes, usable_bytes, retained_here_bytes, kept_versions}.
         #[arg(long)]
         json: bool,
     },
     /// Files with chunks on fewer than R nodes, by asking every live peer. Exits 5 when
     /// some are, and when fewer live nodes hold chunks than R (degraded).
     Health {
+        /// Print the stable JSON form instead of the summary.
         #[arg(long)]
         json: bool,
     },
@@ -182,7 +206,10 @@ pub enum Command {
     /// Erase a file or directory tree (live, or deleted and still within retention) and every
     /// earlier version of it from every node, at once, without waiting for retention or the
     /// GC grace period. Nodes offline now erase it when they are back. Cannot be undone.
-    Purge { path: String },
+    Purge {
+        /// What to erase, relative to the mount's root (`@NAME/...` for volumes).
+        path: String,
+    },
     /// How long each volume keeps earlier versions of its files (after an overwrite or a
     /// delete). Without options: show every volume's policy. With VOLUME and an option: set
     /// the policy of a volume you own (in its record: every node honours it). The network
@@ -261,7 +288,10 @@ pub enum Command {
         path: String,
     },
     /// Stop keeping a pinned path on this node (its chunks become ordinary copies again).
-    Unpin { path: String },
+    Unpin {
+        /// A path pinned before, as `pins` lists it.
+        path: String,
+    },
     /// The web dashboard's address and a link that logs a browser in (it carries this node's
     /// login token: whoever opens it acts as this node's user; do not share it).
     Web {
@@ -276,10 +306,41 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the bandwidth limits (bytes per second; unlimited when 0) and, with any flag, change
+    /// them until the node restarts (config.toml's `[bandwidth]` section sets them for good).
+    /// RATE: bytes per second, e.g. 500000, 500KB, 10MiB; 0 = unlimited.
+    Limit {
+        /// Most bytes per second sent to all peers together.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        upload: Option<u64>,
+        /// Most bytes per second received from all peers together.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        download: Option<u64>,
+        /// Most bytes per second sent to any one peer.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        peer_upload: Option<u64>,
+        /// Most bytes per second received from any one peer.
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        peer_download: Option<u64>,
+        /// Go back to the limits of config.toml.
+        #[arg(long, conflicts_with_all = ["upload", "download", "peer_upload", "peer_download"])]
+        use_config: bool,
+        /// Print JSON: {limits: {upload, download, peer_upload, peer_download}, source} (source:
+        /// config or runtime).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause this node's sync without unmounting: it tells its peers (they show it `paused`),
+    /// closes its connections and makes none; the mount keeps working on what is here, and
+    /// writes wait here until `p2pfs-ctl resume`.
+    Pause,
+    /// End a pause: reconnect to the peers and sync.
+    Resume,
     /// Conflicts at or under PATH (the whole mount by default): conflict copies (a version
     /// that lost to a concurrent one, kept as `name (conflict NODE DATE TIME).ext`) and names
     /// two entries claim (the loser shown under such a name). PATH  OF  NODE  TIME  KIND.
     Conflicts {
+        /// Where to look, relative to the mount's root; the whole mount by default.
         #[arg(default_value = "")]
         path: String,
         /// Print JSON: [{path, of, kind, node, time, millis}] (kind: copy or claim; of: null
@@ -293,11 +354,13 @@ pub enum Command {
 pub enum AdminCommand {
     /// Make the user of a node (or a user id) an admin.
     Add {
+        /// The node whose user becomes an admin (its name or peer id), or the user id.
         #[arg(value_name = "NAME|PEER_ID|USER_HEX")]
         node: String,
     },
     /// Withdraw a user's admin rights; the nodes it admitted stay members.
     Remove {
+        /// The node whose user is an admin no longer (its name or peer id), or the user id.
         #[arg(value_name = "NAME|PEER_ID|USER_HEX")]
         node: String,
     },
@@ -312,11 +375,16 @@ pub enum VolumeCommand {
         json: bool,
     },
     /// Create a volume owned by you; it appears as `@NAME` in the mount of your nodes.
-    Create { name: String },
+    Create {
+        /// The volume's name: `@NAME` in the mount.
+        name: String,
+    },
     /// Give another user access to a volume you own. USER is what `p2pfs user show` prints
     /// as "public key" on their machine.
     Share {
+        /// A volume you own.
         name: String,
+        /// The user to share with: the "public key" `p2pfs user show` prints on their machine.
         #[arg(long = "with", value_name = "USER")]
         with: String,
         /// They may read but not write.
@@ -326,7 +394,9 @@ pub enum VolumeCommand {
     /// Take a user's access away. They keep what they could already read; a new key encrypts
     /// everything written from now on, and their later writes are refused by every node.
     Unshare {
+        /// A volume you own.
         name: String,
+        /// The user to take access from, as given to `volume share`.
         #[arg(long = "with", value_name = "USER")]
         with: String,
     },
@@ -398,4 +468,9 @@ pub fn escape_name(name: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A `--upload`-style rate: bytes per second, with an optional unit (`net::bandwidth`).
+fn parse_rate(text: &str) -> Result<u64, String> {
+    crate::net::bandwidth::parse_rate(text).map_err(|e| e.to_string())
 }

@@ -3,6 +3,7 @@
 //! asset generator (packaging/gen_assets.rs) renders man pages and shell completions from them.
 
 pub mod ctl;
+pub mod man;
 pub mod p2pfs;
 
 /// The `clap::Command` of `p2pfs`, as it parses its arguments.
@@ -24,6 +25,82 @@ mod tests {
     fn definitions_are_consistent() {
         p2pfs_command().debug_assert();
         ctl_command().debug_assert();
+    }
+
+    /// Why a help text reads as cut off mid-sentence, if it does. clap drops the final period
+    /// of a doc comment, so a complete text ends in a word, a `)` or a quote; one that ends in
+    /// a possessive, an article or a conjunction, or in `,`/`:`/`;`, stopped
+    /// mid-sentence (as `Added to the config's` did).
+    fn unfinished(text: &str) -> Option<String> {
+        const DANGLING: &[&str] = &[
+            "a", "an", "the", "and", "or", "but", "e.g", "i.e", "is", "are", "than", "its",
+            "their", "this", "your", "our",
+        ];
+        let text = text.trim();
+        let first = text.chars().next()?;
+        if !(first.is_uppercase() || first.is_ascii_digit() || "`$-[(".contains(first)) {
+            return Some(format!("starts in lower case: {text:?}"));
+        }
+        let last_word = text
+            .rsplit(|c: char| c.is_whitespace())
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('.');
+        if text.ends_with([',', ':', ';', '-']) {
+            return Some(format!("ends in punctuation that continues: {text:?}"));
+        }
+        if last_word.ends_with("'s") || DANGLING.contains(&last_word.to_lowercase().as_str()) {
+            return Some(format!("ends mid-sentence ({last_word:?}): {text:?}"));
+        }
+        None
+    }
+
+    /// Every subcommand and every argument of both binaries has a help text, and none stops
+    /// mid-sentence.
+    #[test]
+    fn every_help_text_is_complete() {
+        fn walk(cmd: &clap::Command, path: &str, faults: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            match cmd.get_about() {
+                None => faults.push(format!("{path}: no description")),
+                Some(about) => {
+                    faults.extend(unfinished(&about.to_string()).map(|f| format!("{path}: {f}")))
+                }
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                let help = arg.get_long_help().or(arg.get_help());
+                match help {
+                    None => faults.push(format!("{path} <{id}>: no help")),
+                    Some(h) => faults
+                        .extend(unfinished(&h.to_string()).map(|f| format!("{path} <{id}>: {f}"))),
+                }
+                if let Some(h) = arg.get_help() {
+                    faults.extend(
+                        unfinished(&h.to_string()).map(|f| format!("{path} <{id}> (short): {f}")),
+                    );
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &path, faults);
+            }
+        }
+        assert!(unfinished("Peer to dial at start. Added to the config's").is_some());
+        assert!(unfinished("Copies of every chunk (default 3)").is_none());
+        let mut faults = Vec::new();
+        for mut cmd in [p2pfs_command(), ctl_command()] {
+            cmd.build();
+            walk(&cmd, "", &mut faults);
+        }
+        assert!(
+            faults.is_empty(),
+            "{} help texts:\n{}",
+            faults.len(),
+            faults.join("\n")
+        );
     }
 
     #[test]

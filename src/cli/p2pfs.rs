@@ -19,17 +19,23 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum UserCommand {
-    /// Print the user id (ed25519 public key) and age recipient, which others share with.
+    /// Print the user id (ed25519 public key) and age recipient: the public key others share
+    /// volumes with.
     Show {
+        /// The node's data dir: its keys, config, chunks and namespace. Defaults to
+        /// $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
         #[arg(long, env = "P2PFS_DATA_DIR")]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
     },
     /// Write the user identity (secret) to FILE (created with mode 0600, never overwritten),
     /// for `p2pfs init --user-key FILE` on another machine.
     Export {
+        /// The file to write; it must not exist yet.
         file: PathBuf,
+        /// The node's data dir: its keys, config, chunks and namespace. Defaults to
+        /// $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
         #[arg(long, env = "P2PFS_DATA_DIR")]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -38,7 +44,8 @@ pub enum ConfigCommand {
     /// Print the effective configuration: the data dir's config.toml with the given flags
     /// applied (as `run` would use it), every key explained with its default.
     Show {
-        /// Defaults to $XDG_DATA_HOME/p2pfs; without a node there, the defaults are shown.
+        /// The node's data dir. Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs);
+        /// without a node there, the defaults are shown.
         #[arg(long, env = "P2PFS_DATA_DIR")]
         data_dir: Option<PathBuf>,
         #[command(flatten)]
@@ -51,9 +58,10 @@ pub enum Command {
     /// Create a node: identities, network key and a config with every default; without
     /// --network-key or --join, it founds a certified network.
     Init {
-        /// Where the node keeps its keys, config, chunks and namespace.
+        /// The node's data dir: its keys, config, chunks and namespace. Defaults to
+        /// $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
         #[arg(long, env = "P2PFS_DATA_DIR")]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
         /// Network key file: used if it exists, created (mode 0600) with a fresh key if not.
         /// The network is then key-only: every holder of the key is a member. Without it (and
         /// without --join), a fresh key is made inside the data dir and the node founds a new
@@ -78,6 +86,8 @@ pub enum Command {
         /// config.toml): up to 64 bytes, no control characters. Default: the host name.
         #[arg(long, value_parser = parse_name)]
         name: Option<String>,
+        #[command(flatten)]
+        replace: ReplaceFlags,
     },
     /// The node's configuration.
     Config {
@@ -91,16 +101,23 @@ pub enum Command {
     },
     /// Run a node in the foreground with its mount; SIGTERM or SIGINT unmounts and exits.
     Run {
+        /// The node's data dir: its keys, config, chunks and namespace. Defaults to
+        /// $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
         #[arg(long, env = "P2PFS_DATA_DIR")]
-        data_dir: PathBuf,
-        /// Directory to mount the files at (created if missing).
+        data_dir: Option<PathBuf>,
+        /// Directory to mount the files at (created if missing; see --allow-non-empty).
         #[arg(long)]
         mount: PathBuf,
         #[command(flatten)]
+        mountpoint: MountpointFlags,
+        #[command(flatten)]
         net: NetFlags,
     },
-    /// One-command start: mount at MOUNTPOINT using the default data dir, created on first use.
+    /// One-command start: mount at MOUNTPOINT using the default data dir, created on first use
+    /// (and kept only once the mount is up: a failed first start leaves no node behind).
     Mount {
+        /// The directory to mount the files at: created if missing; refused when it is a mount
+        /// point already, a file, or not empty (see --allow-non-empty).
         mountpoint: PathBuf,
         /// On first use, join the network of this invite token instead of starting a new one.
         /// `-` reads it from standard input. A token given here stays in the process list
@@ -115,12 +132,63 @@ pub enum Command {
         /// use; later, names the node for this run. Default: the host name.
         #[arg(long, value_parser = parse_name)]
         name: Option<String>,
-        /// Defaults to $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
+        /// The node's data dir: its keys, config, chunks and namespace. Defaults to
+        /// $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
         #[arg(long, env = "P2PFS_DATA_DIR")]
         data_dir: Option<PathBuf>,
         #[command(flatten)]
+        mountpoint_flags: MountpointFlags,
+        #[command(flatten)]
+        replace: ReplaceFlags,
+        #[command(flatten)]
         net: NetFlags,
     },
+    /// Remove this machine's node: its keys and user identity (a copy made with `p2pfs user
+    /// export` stays valid), config, chunks and namespace. Refused while the node runs; asks to
+    /// confirm on a terminal (--yes otherwise). Files stay in the network where other nodes
+    /// hold copies.
+    Reset {
+        /// The node's data dir: its keys, config, chunks and namespace. Defaults to
+        /// $XDG_DATA_HOME/p2pfs (~/.local/share/p2pfs).
+        #[arg(long, env = "P2PFS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Do not ask: remove the node (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Print a man page (roff: `p2pfs man | man -l -`), or install every page of `p2pfs` and
+    /// `p2pfs-ctl` with --install.
+    Man {
+        /// The page to print, as `man` names it: p2pfs, p2pfs-mount, p2pfs-ctl-status, ...
+        #[arg(default_value = "p2pfs")]
+        page: String,
+        /// Write every page to DIR. Default: PREFIX/share/man/man1 for this program in
+        /// PREFIX/bin (~/.local/share/man/man1 for ~/.local/bin/p2pfs), where `man` finds them.
+        #[arg(long, value_name = "DIR", num_args = 0..=1)]
+        install: Option<Option<PathBuf>>,
+    },
+}
+
+/// How `run` and `mount` treat the directory they mount at.
+#[derive(clap::Args)]
+pub struct MountpointFlags {
+    /// Mount even when the directory holds files: they are hidden (not deleted) while the
+    /// mount is up.
+    #[arg(long)]
+    pub allow_non_empty: bool,
+}
+
+/// Replacing a node that is in the data dir already (`init`, `mount`).
+#[derive(clap::Args)]
+pub struct ReplaceFlags {
+    /// With --join or --join-file: replace the node in the data dir with a new one that joins
+    /// the invite's network (the user identity is kept). Refused when that node holds data
+    /// or has other members, unless --yes.
+    #[arg(long)]
+    pub force_join: bool,
+    /// With --force-join: replace the node even when it holds data or has other members.
+    #[arg(long, requires = "force_join")]
+    pub yes: bool,
 }
 
 /// A `--name`, checked as every node checks the names it hears.
@@ -136,7 +204,8 @@ pub struct NetFlags {
     /// interface, TCP port `network.listen_port`.
     #[arg(long = "listen", value_name = "MULTIADDR")]
     pub listen: Vec<libp2p::Multiaddr>,
-    /// Peer to dial at start (repeatable), e.g. /ip4/192.0.2.7/tcp/4001. Added to the config's.
+    /// Peer to dial at start (repeatable), e.g. /ip4/192.0.2.7/tcp/4001, in addition to the
+    /// bootstrap peers of config.toml.
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]
     pub bootstrap: Vec<libp2p::Multiaddr>,
     /// Do not look for peers on the LAN by multicast DNS.
@@ -173,6 +242,10 @@ pub struct NetFlags {
     /// fetches everything from peers (storage.hold_chunks = false).
     #[arg(long)]
     pub no_storage: bool,
+    /// Leave the network on this run's stop (hand this node's data off to the others), as
+    /// `p2pfs-ctl leave` does; without it, a stop only takes the node offline (`node.leave_on_stop`).
+    #[arg(long)]
+    pub leave_on_stop: bool,
 }
 
 impl NetFlags {
@@ -199,6 +272,9 @@ impl NetFlags {
         }
         if self.no_storage {
             config.storage.hold_chunks = false;
+        }
+        if self.leave_on_stop {
+            config.node.leave_on_stop = true;
         }
         if let Some(days) = self.retention_days {
             config.retention.days = days;

@@ -830,7 +830,7 @@ impl Cluster {
     /// member it thinks dead, so the two halves of a healed partition, or a peer that
     /// restarted, find each other again without mDNS or a bootstrap address. Members that left
     /// are not dialed; forgotten ones are no longer in the view.
-    fn redial_members(&self) {
+    pub fn redial_members(&self) {
         use crate::cluster::membership::PeerState;
         let connected: std::collections::HashSet<PeerId> =
             self.net.connected().into_iter().collect();
@@ -966,7 +966,10 @@ impl Cluster {
                         self.spawn_sync(*peer, &mount);
                     }
                 }
-                _ = redial.tick() => self.redial_members(),
+                // A paused node dials no one (`net::guard::PeerGuard::set_paused`).
+                _ = redial.tick() => if !self.net.guard.is_paused() {
+                    self.redial_members()
+                },
                 _ = tokio::time::sleep_until(next_ledger) => {
                     self.republish_ledger();
                     let every = (self.membership.read().announce_period() * LEDGER_REPUBLISH_PERIODS)

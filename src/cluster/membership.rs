@@ -83,6 +83,11 @@ pub enum AnnouncedState {
     Alive,
     Leaving,
     Left,
+    /// Stopping without leaving (a plain stop: Ctrl-C, SIGTERM): it will be back, keeps its
+    /// data, handed nothing off.
+    Offline,
+    /// Running but not syncing (`p2pfs-ctl pause`): it closes its connections after this.
+    Paused,
 }
 
 /// A peer's state as this node sees it: what the peer announced, downgraded by silence.
@@ -94,6 +99,11 @@ pub enum PeerState {
     Dead,
     Leaving,
     Left,
+    /// It said it stopped without leaving: placed and repaired as a silent peer is (it counts
+    /// until the dead-after time, then it is dead), but shown as what it is at once.
+    Offline,
+    /// It said it paused its sync: treated as [`PeerState::Offline`].
+    Paused,
 }
 
 impl PeerState {
@@ -105,12 +115,27 @@ impl PeerState {
             PeerState::Dead => "dead",
             PeerState::Leaving => "leaving",
             PeerState::Left => "left",
+            PeerState::Offline => "offline",
+            PeerState::Paused => "paused",
         }
     }
 
-    /// Whether the peer counts for placement: alive, or suspect but not yet given up on.
+    /// Whether the peer counts for placement: alive, or silent (suspect, offline, paused) but
+    /// not yet given up on.
     pub fn is_live(self) -> bool {
-        matches!(self, PeerState::Alive | PeerState::Suspect)
+        matches!(
+            self,
+            PeerState::Alive | PeerState::Suspect | PeerState::Offline | PeerState::Paused
+        )
+    }
+
+    /// Whether the peer counts but is not expected to answer now (suspect, offline, paused):
+    /// readers and writers try it last.
+    pub fn is_quiet(self) -> bool {
+        matches!(
+            self,
+            PeerState::Suspect | PeerState::Offline | PeerState::Paused
+        )
     }
 }
 
@@ -126,6 +151,8 @@ impl From<AnnouncedState> for PeerState {
             AnnouncedState::Alive => PeerState::Alive,
             AnnouncedState::Leaving => PeerState::Leaving,
             AnnouncedState::Left => PeerState::Left,
+            AnnouncedState::Offline => PeerState::Offline,
+            AnnouncedState::Paused => PeerState::Paused,
         }
     }
 }
@@ -400,7 +427,12 @@ impl Membership {
                     to: PeerState::Alive,
                 }]
             }
-            PeerState::Alive | PeerState::Leaving | PeerState::Left => Vec::new(),
+            // Offline and paused peers say when they are back, by an announcement.
+            PeerState::Alive
+            | PeerState::Leaving
+            | PeerState::Left
+            | PeerState::Offline
+            | PeerState::Paused => Vec::new(),
         }
     }
 
@@ -578,19 +610,28 @@ fn after_silence(
 ) -> Option<PeerState> {
     match state {
         PeerState::Alive if silence >= config.suspect_after => Some(PeerState::Suspect),
-        PeerState::Suspect if silence >= config.dead_after => Some(PeerState::Dead),
+        // Silence since it said it stopped or paused counts as silence after suspicion does: a
+        // restart causes no repair, a node gone for long is repaired around as a dead one.
+        PeerState::Suspect | PeerState::Offline | PeerState::Paused
+            if silence >= config.dead_after =>
+        {
+            Some(PeerState::Dead)
+        }
         PeerState::Leaving if silence >= config.dead_after => Some(PeerState::Left),
         _ => None,
     }
 }
 
-/// The first [`MAX_ADDRS`] addresses that parse; the rest are dropped.
+/// The first [`MAX_ADDRS`] addresses that parse, without loopback and link-local ones when
+/// there are others (a node older than `net::reach::for_peers` announced them all); the rest
+/// are dropped.
 pub fn parse_addrs(addrs: &[String]) -> Vec<Multiaddr> {
-    addrs
+    let parsed = addrs
         .iter()
         .filter_map(|s| s.parse().ok())
         .take(MAX_ADDRS)
-        .collect()
+        .collect();
+    crate::net::reach::for_peers(parsed)
 }
 
 /// At most [`MAX_VERSION_CHARS`] characters, control characters removed so the string cannot
@@ -839,6 +880,40 @@ mod tests {
         assert!(events.contains(&changed(peers[0], PeerState::Alive, PeerState::Suspect)));
         assert_eq!(view.tick(t0 + 40 * SECOND - MILLI), vec![]);
         assert_eq!(view.tick(t0 + 40 * SECOND).len(), peers.len());
+    }
+
+    /// A plain stop (and a pause) shows at once, but counts as silence does: the peer keeps
+    /// its place until the dead-after time (a restart moves no data), then it is dead; it is
+    /// back only by announcing itself, and holds back GC meanwhile.
+    #[test]
+    fn offline_and_paused_show_at_once_and_are_dead_at_the_dead_after_time() {
+        for (announced, shown) in [
+            (AnnouncedState::Offline, PeerState::Offline),
+            (AnnouncedState::Paused, PeerState::Paused),
+        ] {
+            let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+            view.apply(&announcement(p, 1, AnnouncedState::Alive), t0)
+                .unwrap();
+            assert_eq!(
+                view.apply(&announcement(p, 2, announced), t0 + SECOND),
+                Ok(vec![changed(p, PeerState::Alive, shown)])
+            );
+            assert_eq!(view.get(&p).unwrap().state.as_str(), shown.as_str());
+            assert_eq!(view.placement_peers(), vec![(p, 1 << 30)]);
+            assert!(view.holds_back_gc(view.get(&p).unwrap(), t0 + SECOND));
+            // A late message from it is no announcement of its return.
+            assert_eq!(view.heard_from(&p, t0 + 2 * SECOND), vec![]);
+            assert_eq!(view.tick(t0 + 30 * SECOND), vec![]);
+            assert_eq!(
+                view.tick(t0 + 62 * SECOND),
+                vec![changed(p, shown, PeerState::Dead)]
+            );
+            assert!(view.placement_peers().is_empty());
+            assert_eq!(
+                view.apply(&announcement(p, 3, AnnouncedState::Alive), t0 + 70 * SECOND),
+                Ok(vec![changed(p, PeerState::Dead, PeerState::Alive)])
+            );
+        }
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl ChunkRouter {
         &self.failed_holders
     }
 
-    /// `ranked` with suspect peers, and holders that failed a proof, moved to the end (order
+    /// `ranked` with quiet peers (suspect, offline, paused), and holders that failed a proof, moved to the end (order
     /// otherwise kept): a peer that has gone quiet is tried only after every responsive one,
     /// so a cut-off owner costs a writer or a reader nothing once membership has noticed it,
     /// and a writer's copies go to nodes that have not been caught lying.
@@ -180,9 +180,7 @@ impl ChunkRouter {
         let (mut responsive, suspect): (Vec<PeerId>, Vec<PeerId>) =
             ranked.into_iter().partition(|p| {
                 *p == self.local
-                    || (membership
-                        .get(p)
-                        .is_none_or(|m| m.state != crate::cluster::membership::PeerState::Suspect)
+                    || (membership.get(p).is_none_or(|m| !m.state.is_quiet())
                         && !self.failed_holders.contains(p))
             });
         responsive.extend(suspect);

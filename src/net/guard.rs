@@ -261,6 +261,8 @@ struct State {
     blocks: u64,
     /// Peers the event loop is to disconnect.
     pending: Vec<PeerId>,
+    /// Whether the event loop is to close every connection (the node paused).
+    disconnect_all: bool,
     refused: [u64; Refusal::ALL.len()],
     /// Per kind of refusal: when it was last logged, and the count then.
     refusal_logged: [Option<(Instant, u64)>; Refusal::ALL.len()],
@@ -284,6 +286,10 @@ pub struct PeerGuard {
     gossip_applies: Arc<tokio::sync::Semaphore>,
     /// Where the delayed checks of truncated streams run (the node's tasks).
     workers: Workers,
+    /// Paused (`p2pfs-ctl pause`): every connection is refused, both ways.
+    paused: std::sync::atomic::AtomicBool,
+    /// The node's bandwidth limits, paced by the chunk and sync protocols.
+    bandwidth: super::bandwidth::Bandwidth,
 }
 
 impl PeerGuard {
@@ -299,7 +305,34 @@ impl PeerGuard {
             wake: tokio::sync::Notify::new(),
             gossip_applies: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_GOSSIP_APPLIES)),
             workers,
+            paused: Default::default(),
+            bandwidth: Default::default(),
         })
+    }
+
+    /// The node's bandwidth limits and buckets.
+    pub fn bandwidth(&self) -> &super::bandwidth::Bandwidth {
+        &self.bandwidth
+    }
+
+    /// Pauses (every connection closed now and refused until resumed, both ways) or resumes
+    /// the node's networking.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::SeqCst);
+        if paused {
+            self.state.lock().disconnect_all = true;
+            self.wake.notify_one();
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether every connection is to be closed now (taken once).
+    pub(super) fn take_disconnect_all(&self) -> bool {
+        std::mem::take(&mut self.state.lock().disconnect_all)
     }
 
     /// Counts an offence and acts on it (see the module docs).
@@ -654,6 +687,17 @@ impl std::fmt::Display for Blocked {
 
 impl std::error::Error for Blocked {}
 
+#[derive(Debug)]
+struct Paused;
+
+impl std::fmt::Display for Paused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("this node is paused (p2pfs-ctl resume)")
+    }
+}
+
+impl std::error::Error for Paused {}
+
 /// Denies every connection of a blocked peer, inbound and outbound, before any protocol runs
 /// on it (as libp2p's allow-block-list, with blocks that expire).
 pub struct Blocklist {
@@ -666,6 +710,9 @@ impl Blocklist {
     }
 
     fn enforce(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
+        if self.guard.is_paused() {
+            return Err(ConnectionDenied::new(Paused));
+        }
         if self.guard.is_blocked(&peer) {
             return Err(ConnectionDenied::new(Blocked(peer)));
         }

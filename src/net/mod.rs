@@ -16,6 +16,7 @@
 //! blocked.
 
 pub mod admit;
+pub mod bandwidth;
 pub mod counters;
 pub mod guard;
 pub mod limits;
@@ -244,8 +245,10 @@ impl NetHandle {
         self.shared.read().listen_addrs.clone()
     }
 
-    /// The addresses to announce: those listened on, and the external ones members confirmed
-    /// (a router's mapped port, a public address in front of a forwarded port).
+    /// The addresses to announce (and to put in invites): those listened on, and the external
+    /// ones members confirmed (a router's mapped port, a public address in front of a
+    /// forwarded port); loopback and link-local ones only when there is nothing else
+    /// ([`reach::for_peers`]).
     pub fn advertised_addrs(&self) -> Vec<Multiaddr> {
         let shared = self.shared.read();
         let mut addrs = shared.listen_addrs.clone();
@@ -254,7 +257,7 @@ impl NetHandle {
                 addrs.push(a);
             }
         }
-        addrs
+        reach::for_peers(addrs)
     }
 
     /// Peers with at least one open connection.
@@ -702,7 +705,8 @@ impl EventLoop {
                     Some(c) => self.on_command(c),
                     None => return,
                 },
-                _ = redial.tick() => {
+                // A paused node dials no one (its connections are refused anyway).
+                _ = redial.tick(), if !self.guard.is_paused() => {
                     if self.shared.read().connected.is_empty() {
                         self.dial_bootstrap();
                     }
@@ -718,6 +722,13 @@ impl EventLoop {
                     for peer in self.guard.take_pending() {
                         tracing::debug!(%peer, "disconnecting a hostile peer");
                         let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                    if self.guard.take_disconnect_all() {
+                        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+                        tracing::info!(peers = peers.len(), "paused: closing every connection");
+                        for peer in peers {
+                            let _ = self.swarm.disconnect_peer_id(peer);
+                        }
                     }
                 }
             }
@@ -1453,6 +1464,13 @@ impl EventLoop {
                 ..
             })) => {
                 self.relay_seen(peer_id, &info);
+                // Identify sends every listen address to everyone: one on another machine
+                // (it sees us at a non-loopback address) keeps its loopback and link-local
+                // ones to itself.
+                let mut info = info;
+                if !reach::is_loopback(&info.observed_addr) {
+                    info.listen_addrs = reach::for_peers(info.listen_addrs);
+                }
                 self.peer_addrs.insert(
                     peer_id,
                     info.listen_addrs.iter().take(PEER_ADDRS).cloned().collect(),

@@ -235,6 +235,29 @@ pub fn is_loopback(addr: &Multiaddr) -> bool {
     })
 }
 
+/// Whether `addr` (its first IP: the relay's for a relayed one) reaches only this host or
+/// this link: loopback, IPv4 169.254/16, IPv6 fe80::/10.
+pub fn is_host_or_link_local(addr: &Multiaddr) -> bool {
+    match ip_of(addr) {
+        Some(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_link_local(),
+        Some(std::net::IpAddr::V6(ip)) => ip.is_loopback() || (ip.segments()[0] & 0xffc0) == 0xfe80,
+        None => false,
+    }
+}
+
+/// The addresses worth telling other machines of: `addrs` without the loopback and link-local
+/// ones (a peer on another machine would dial itself, or a link it is not on), unless there
+/// are no others (a network on one machine: its members reach each other only there).
+pub fn for_peers(addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+    if addrs.iter().all(is_host_or_link_local) {
+        return addrs;
+    }
+    addrs
+        .into_iter()
+        .filter(|a| !is_host_or_link_local(a))
+        .collect()
+}
+
 /// How a connection reaches its peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -357,6 +380,30 @@ pub fn circuit_listen_addr(relay: PeerId, addr: &Multiaddr) -> Multiaddr {
 
 #[cfg(test)]
 mod tests {
+    /// A node listening on every interface tells others its LAN and public addresses, not
+    /// 127.0.0.1 nor link-local ones; a node on loopback alone still tells its loopback ones.
+    #[test]
+    fn loopback_and_link_local_addresses_go_only_where_nothing_else_is() {
+        let a = |s: &str| s.parse::<libp2p::Multiaddr>().unwrap();
+        let everywhere = vec![
+            a("/ip4/127.0.0.1/tcp/4001"),
+            a("/ip4/192.168.1.20/tcp/4001"),
+            a("/ip6/::1/tcp/4001"),
+            a("/ip6/fe80::1/tcp/4001"),
+            a("/ip4/169.254.3.4/tcp/4001"),
+            a("/ip4/203.0.113.5/tcp/4001"),
+        ];
+        assert_eq!(
+            super::for_peers(everywhere),
+            vec![
+                a("/ip4/192.168.1.20/tcp/4001"),
+                a("/ip4/203.0.113.5/tcp/4001")
+            ]
+        );
+        let local = vec![a("/ip4/127.0.0.1/tcp/4001"), a("/ip6/::1/tcp/4001")];
+        assert_eq!(super::for_peers(local.clone()), local);
+    }
+
     use super::*;
 
     #[test]

@@ -32,6 +32,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "What this node is called in `p2pfs-ctl status`, `peers`, `where` and logs (up to 64\nbytes, no control characters; not unique: a shared name is shown with a short peer id).\nEmpty: the host name.",
     ),
     (
+        "node",
+        "leave_on_stop",
+        "Leave the network (hand this node's data off to the others) on every stop, as\n`p2pfs-ctl leave` does. Off: a stop (Ctrl-C, SIGTERM, systemctl stop) only takes the\nnode offline; it keeps its data and is back at its next start.",
+    ),
+    (
         "network",
         "network_key_file",
         "File holding the 32-byte network key (raw or 64 hex digits); relative paths are\ninside the data dir. Every node of one network uses the same key.",
@@ -232,6 +237,26 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "max_versions",
         "At most this many earlier versions kept per file (the newest); 0: no cap.",
     ),
+    (
+        "bandwidth",
+        "upload",
+        "Most bytes per second this node sends to all peers together (chunks and\nsync; repair and scrub keep their own rates too), e.g. \"10MiB\", \"500KB\" or a\nplain number; \"0\" = unlimited. `p2pfs-ctl limit` changes the limits while running.",
+    ),
+    (
+        "bandwidth",
+        "download",
+        "Most bytes per second this node receives from all peers together; \"0\" = unlimited.",
+    ),
+    (
+        "bandwidth",
+        "peer_upload",
+        "Most bytes per second this node sends to any one peer; \"0\" = unlimited.",
+    ),
+    (
+        "bandwidth",
+        "peer_download",
+        "Most bytes per second this node receives from any one peer; \"0\" = unlimited.",
+    ),
 ];
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -244,6 +269,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub web: WebConfig,
     pub retention: RetentionConfig,
+    pub bandwidth: BandwidthConfig,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -252,6 +278,8 @@ pub struct NodeConfig {
     /// What this node is called where peers are shown; empty: the host name
     /// ([`Config::node_name`]).
     pub name: String,
+    /// Leave (hand off) on every stop instead of going offline.
+    pub leave_on_stop: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -396,6 +424,61 @@ pub struct RetentionConfig {
     pub days: f64,
     /// At most this many replaced versions per file; 0: no cap.
     pub max_versions: u32,
+}
+
+/// Bandwidth limits (`net::bandwidth`), as rates: a number of bytes per second or a text
+/// with a unit ("10MiB", "500KB"); "0" = unlimited.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BandwidthConfig {
+    #[serde(deserialize_with = "rate_text")]
+    pub upload: String,
+    #[serde(deserialize_with = "rate_text")]
+    pub download: String,
+    #[serde(deserialize_with = "rate_text")]
+    pub peer_upload: String,
+    #[serde(deserialize_with = "rate_text")]
+    pub peer_download: String,
+}
+
+impl Default for BandwidthConfig {
+    fn default() -> Self {
+        Self {
+            upload: "0".into(),
+            download: "0".into(),
+            peer_upload: "0".into(),
+            peer_download: "0".into(),
+        }
+    }
+}
+
+impl BandwidthConfig {
+    /// The limits in bytes per second; an error names the key whose rate does not parse.
+    pub fn limits(&self) -> Result<crate::net::bandwidth::Limits, String> {
+        let rate = |key: &str, text: &str| {
+            crate::net::bandwidth::parse_rate(text).map_err(|e| format!("bandwidth.{key}: {e}"))
+        };
+        Ok(crate::net::bandwidth::Limits {
+            upload: rate("upload", &self.upload)?,
+            download: rate("download", &self.download)?,
+            peer_upload: rate("peer_upload", &self.peer_upload)?,
+            peer_download: rate("peer_download", &self.peer_download)?,
+        })
+    }
+}
+
+/// A rate key as text, whether written as a number or a string.
+fn rate_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Rate {
+        Number(u64),
+        Text(String),
+    }
+    Ok(match Rate::deserialize(d)? {
+        Rate::Number(n) => n.to_string(),
+        Rate::Text(t) => t,
+    })
 }
 
 impl Default for RetentionConfig {
@@ -597,6 +680,7 @@ impl Config {
         if s.seal_threads == 0 || s.seal_threads > 64 {
             return Err("storage.seal_threads must be between 1 and 64".into());
         }
+        self.bandwidth.limits()?;
         let r = &self.retention;
         if !r.days.is_finite() || r.days < 0.0 || r.days > 3650.0 {
             return Err(format!(
@@ -814,5 +898,28 @@ mod tests {
         let mut c = Config::default();
         c.storage.chunk_size = 100;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn bandwidth_rates_are_numbers_or_texts_with_units() {
+        let c: Config = toml::from_str(
+            "[bandwidth]\nupload = \"10MiB\"\ndownload = 500000\npeer_upload = \"500KB\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.bandwidth.limits().unwrap(),
+            crate::net::bandwidth::Limits {
+                upload: 10 << 20,
+                download: 500_000,
+                peer_upload: 500_000,
+                peer_download: 0,
+            }
+        );
+        let mut c = Config::default();
+        assert_eq!(c.bandwidth.limits().unwrap(), Default::default());
+        c.bandwidth.peer_download = "fast".into();
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("bandwidth.peer_download"), "{e}");
     }
 }

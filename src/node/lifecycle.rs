@@ -104,6 +104,15 @@ impl Node {
 
         let workers = Workers::new();
         let guard = PeerGuard::with_workers(workers.clone());
+        let limits = self
+            .config
+            .bandwidth
+            .limits()
+            .map_err(|message| NodeError::Io {
+                path: self.data_dir.join(crate::node::config::CONFIG_FILE),
+                source: std::io::Error::other(message),
+            })?;
+        guard.bandwidth().set(limits);
         let gate_admission = GateAdmission::new(self.gate.clone());
         let n = &self.config.network;
         let (net, net_events) = crate::net::start(
@@ -287,6 +296,7 @@ impl Node {
             status,
             pins: pins.clone(),
             web: web_listener.as_ref().map(|w| w.urls()),
+            limits: Arc::new(control::limits::LimitControl::new(limits)),
         });
         workers.spawn(control::serve(
             control_listener,
@@ -340,6 +350,8 @@ impl RunningNode {
     /// tell the `p2pfs-ctl leave` callers the result, announce that this node left.
     pub async fn leave(&self) -> control::LeaveReport {
         let cluster = &self.cluster;
+        // The handoff needs the network.
+        cluster.net.guard.set_paused(false);
         cluster.set_state(AnnouncedState::Leaving).await;
         // The handoff needs the owners' proof budgets for itself.
         self.audit_workers.cancel();
@@ -383,11 +395,31 @@ impl RunningNode {
         report
     }
 
+    /// A plain stop's announcement: this node goes offline, keeps its data and hands nothing
+    /// off; peers show it `offline` at once and treat it as a silent peer (no repair before
+    /// the dead-after time).
+    pub async fn go_offline(&self) {
+        self.cluster.set_state(AnnouncedState::Offline).await;
+        // Give gossip a moment to carry the announcement before the connections close.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     /// Stops the node: commits open files (their chunks still go to their owners, so the
     /// network is still up), then cancels every worker and returns once all have ended and
     /// nothing of the node holds its filesystem core (at most `STOP_LIMIT`). Blocks: call it
     /// outside async code, after dropping any clone of [`RunningNode::mount`].
     pub fn shutdown(self) -> Stopped {
+        self.stop(0)
+    }
+
+    /// [`RunningNode::shutdown`] while a detached FUSE session still serves a busy mount (a
+    /// shell in it) and holds the filesystem core until the process exits: waits for every
+    /// other holder, not for that one.
+    pub fn shutdown_detached(self) -> Stopped {
+        self.stop(1)
+    }
+
+    fn stop(self, held_elsewhere: usize) -> Stopped {
         let t0 = Instant::now();
         self.mount.shutdown();
         let mut unfinished = self.runtime.block_on(self.workers.stop(STOP_LIMIT));
@@ -414,10 +446,10 @@ impl RunningNode {
         // delete) runs to its end on the runtime's blocking pool and holds the core until
         // then: wait for it, so the namespace store is closed when this returns.
         let deadline = t0 + STOP_LIMIT;
-        while Arc::strong_count(&mount) > 1 && Instant::now() < deadline {
+        while Arc::strong_count(&mount) > 1 + held_elsewhere && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        if Arc::strong_count(&mount) > 1 {
+        if Arc::strong_count(&mount) > 1 + held_elsewhere {
             tracing::warn!("blocking work still holds the filesystem core; stopping anyway");
             unfinished += 1;
         }

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod names;
 pub mod pins;
+pub mod setup;
 pub mod status;
 pub mod web;
 
@@ -312,6 +313,7 @@ impl Node {
             )
         };
         let fuse = self.config.fuse.clone();
+        let self_leave_on_stop = self.config.node.leave_on_stop;
         let network_fingerprint = self.network_key.fingerprint();
         let node = self.start(runtime.handle(), mountpoint)?;
 
@@ -361,28 +363,55 @@ impl Node {
             })
             .map_err(io_at(mountpoint))?;
 
-        let stopped_by_signal = runtime.block_on(async {
+        // A plain stop takes the node offline (it keeps its data and is back at its next
+        // start); only `p2pfs-ctl leave`, or `leave_on_stop`, hands its data off and leaves.
+        let leave_on_stop = self_leave_on_stop;
+        let (stopped_by_signal, leave) = runtime.block_on(async {
+            let on_signal = |name: &str| {
+                if leave_on_stop {
+                    tracing::info!("{name}: leaving the network (leave_on_stop)");
+                } else {
+                    tracing::info!("{name}: going offline (`p2pfs-ctl leave` leaves the network)");
+                }
+                (true, leave_on_stop)
+            };
             tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: leaving the network"); true }
-                _ = int.recv() => { tracing::info!("SIGINT: leaving the network"); true }
-                _ = node.leave_requested() => { tracing::info!("leave requested: leaving the network"); true }
+                _ = term.recv() => on_signal("SIGTERM"),
+                _ = int.recv() => on_signal("SIGINT"),
+                _ = node.leave_requested() => { tracing::info!("leave requested: leaving the network"); (true, true) }
                 result = gone_rx => {
                     if let Ok(Err(e)) = result {
                         tracing::error!(error = %e, "FUSE session ended with an error");
                     } else {
                         tracing::info!("mount was removed; stopping");
                     }
-                    false
+                    (false, leave_on_stop)
                 }
             }
         });
-        runtime.block_on(node.leave());
-        if stopped_by_signal && let Err(e) = unmounter.unmount() {
-            tracing::warn!(error = %e, "unmount failed; detaching the mount");
-            lazy_unmount(mountpoint);
+        if leave {
+            runtime.block_on(node.leave());
+        } else {
+            runtime.block_on(node.go_offline());
         }
-        let _ = serve.join();
-        let stopped = node.shutdown();
+        let mut detached = false;
+        if stopped_by_signal && unmounter.unmount().is_err() {
+            // Busy: a shell or program has its working directory or a file in the mount. The
+            // kernel keeps a detached mount until they leave; waiting for them would keep the
+            // node running (and its stop hanging) for as long as they stay.
+            lazy_unmount(mountpoint);
+            detached = true;
+            eprintln!(
+                "p2pfs: the mount at {} was busy (a shell or program is in it): detached; it disappears when they leave",
+                mountpoint.display()
+            );
+        }
+        let stopped = if detached {
+            node.shutdown_detached()
+        } else {
+            let _ = serve.join();
+            node.shutdown()
+        };
         runtime.shutdown_timeout(Duration::from_secs(2));
         tracing::info!(took = ?stopped.took, "stopped");
         Ok(())
@@ -443,8 +472,23 @@ fn lazy_unmount(mountpoint: &Path) {
     use std::os::unix::ffi::OsStrExt;
     if let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) {
         // SAFETY: a valid NUL-terminated path.
-        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return;
+        }
     }
+    // Not root: the setuid helper may detach a FUSE mount its user made.
+    for helper in ["fusermount3", "fusermount"] {
+        let done = std::process::Command::new(helper)
+            .args(["-u", "-z", "--"])
+            .arg(mountpoint)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if done.is_ok_and(|s| s.success()) {
+            return;
+        }
+    }
+    tracing::warn!(mount = %mountpoint.display(), "cannot detach the mount (umount2 and fusermount3 -uz failed)");
 }
 
 #[cfg(test)]

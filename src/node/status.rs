@@ -125,6 +125,12 @@ impl StatusReader {
         self.snapshot(Recount::Now).await.status
     }
 
+    /// The status with the store's count recounted at most every few seconds, for what asks
+    /// often (the dashboard's event streams).
+    pub async fn status_throttled(&self) -> Status {
+        self.snapshot(Recount::Throttled).await.status
+    }
+
     /// (chunks, bytes) stored here, listed as fresh as `recount` asks. A listing that fails
     /// counts nothing now, and leaves the throttled count as it was.
     async fn stored(&self, recount: Recount) -> (u64, u64) {
@@ -292,6 +298,8 @@ impl StatusReader {
                 audit: self.audit.passes(),
                 sync: self.cluster.syncs(),
             },
+            paused: net.guard.is_paused(),
+            limits: net.guard.bandwidth().limits(),
         };
         Snapshot {
             status,

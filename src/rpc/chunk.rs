@@ -191,19 +191,23 @@ impl ChunkClient {
         let exchange = async {
             let mut io = Counted::new(&mut stream, &CHUNK_TRAFFIC);
             write_frame_with_body(&mut io, request, body, MAX_BODY).await?;
-            read_frame_with_body::<_, ChunkResponse>(&mut io, MAX_BODY)
+            let response = read_frame_with_body::<_, ChunkResponse>(&mut io, MAX_BODY)
                 .await
-                .inspect_err(|e| frame::report(&self.guard, peer, e, false, "chunk response"))
+                .inspect_err(|e| frame::report(&self.guard, peer, e, false, "chunk response"))?;
+            Ok::<_, FrameError>((response, io.take_tally()))
         };
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let (response, (sent, received)) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .map_err(|_| ChunkRpcError::Timeout(peer))??
-            .ok_or(ChunkRpcError::Closed(peer))?;
-        let mut idle = self.idle.lock();
-        let pool = idle.entry(peer).or_default();
-        if pool.len() < STREAMS_PER_PEER {
-            pool.push(stream);
+            .map_err(|_| ChunkRpcError::Timeout(peer))??;
+        let response = response.ok_or(ChunkRpcError::Closed(peer))?;
+        {
+            let mut idle = self.idle.lock();
+            let pool = idle.entry(peer).or_default();
+            if pool.len() < STREAMS_PER_PEER {
+                pool.push(stream);
+            }
         }
+        self.guard.bandwidth().pace(&peer, sent, received).await;
         Ok(response)
     }
 
@@ -505,7 +509,16 @@ async fn serve_stream(
                 return Err(e.into());
             }
         };
+        let (_, received) = stream.take_tally();
         let (response, data, offence) = answer(&peer, request, body, &server).await;
+        // Paced before the answer goes, so the wait is the answer's own: its header is a few
+        // dozen bytes past the body.
+        let answer_bytes = data.len() as u64 + 64;
+        server
+            .guard
+            .bandwidth()
+            .pace(&peer, answer_bytes, received)
+            .await;
         let write = write_frame_with_body(&mut stream, &response, &data, MAX_BODY);
         let written = tokio::time::timeout(REQUEST_TIMEOUT, write)
             .await
@@ -515,6 +528,8 @@ async fn serve_stream(
             server.guard.offence(peer, kind, what);
         }
         written??;
+        // Charged already.
+        stream.take_tally();
     }
 }
 

@@ -42,11 +42,23 @@ pub static SYNC_TRAFFIC: Traffic = Traffic::new();
 pub struct Counted<S> {
     inner: S,
     traffic: &'static Traffic,
+    /// Bytes sent and received since the last [`Counted::take_tally`] (what the bandwidth
+    /// limits charge).
+    tally: (u64, u64),
 }
 
 impl<S> Counted<S> {
     pub fn new(inner: S, traffic: &'static Traffic) -> Self {
-        Self { inner, traffic }
+        Self {
+            inner,
+            traffic,
+            tally: (0, 0),
+        }
+    }
+
+    /// Bytes (sent, received) through this stream since the last call.
+    pub fn take_tally(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.tally)
     }
 }
 
@@ -60,6 +72,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             this.traffic.received.fetch_add(n as u64, Ordering::Relaxed);
+            this.tally.1 += n as u64;
         }
         polled
     }
@@ -75,6 +88,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             this.traffic.sent.fetch_add(n as u64, Ordering::Relaxed);
+            this.tally.0 += n as u64;
         }
         polled
     }

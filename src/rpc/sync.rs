@@ -133,14 +133,16 @@ async fn call(
     let exchange = async {
         let mut io = Counted::new(stream, &SYNC_TRAFFIC);
         write_frame(&mut io, req, MAX_FRAME).await?;
-        read_frame::<_, SyncResponse>(&mut io, MAX_FRAME)
+        let response = read_frame::<_, SyncResponse>(&mut io, MAX_FRAME)
             .await
-            .inspect_err(|e| frame::report(guard, peer, e, false, "sync response"))
+            .inspect_err(|e| frame::report(guard, peer, e, false, "sync response"))?;
+        Ok::<_, FrameError>((response, io.take_tally()))
     };
-    tokio::time::timeout(TIMEOUT, exchange)
+    let (response, (sent, received)) = tokio::time::timeout(TIMEOUT, exchange)
         .await
-        .map_err(|_| SyncError::Timeout)??
-        .ok_or(SyncError::Unexpected)
+        .map_err(|_| SyncError::Timeout)??;
+    guard.bandwidth().pace(&peer, sent, received).await;
+    response.ok_or(SyncError::Unexpected)
 }
 
 async fn open(control: &libp2p_stream::Control, peer: PeerId) -> Result<Stream, SyncError> {
@@ -462,5 +464,7 @@ async fn serve_session(
             guard.offence(peer, kind, what);
         }
         written??;
+        let (sent, received) = stream.take_tally();
+        guard.bandwidth().pace(&peer, sent, received).await;
     }
 }

@@ -58,25 +58,36 @@ pub fn call_within(
 /// How long a transfer may stall before the client gives up.
 const TRANSFER_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Client side of `put`: sends `size` bytes from `data` (reporting progress), returns the
-/// node's reply.
+/// Client side of `put`: asks the node to check the destination (`path`, or `path/name` when
+/// `path` names a directory), and only once it is ready sends `size` bytes from `data`
+/// (reporting progress); returns the node's reply: `Done`, or the `Error` that refused the
+/// destination before a byte was read from `data`.
 pub fn put(
     data_dir: &Path,
     path: &str,
+    name: Option<&str>,
     mode: u32,
     size: u64,
     data: &mut impl std::io::Read,
     mut progress: impl FnMut(u64),
 ) -> Result<Reply, ControlError> {
-    let mut stream = connect(data_dir, TRANSFER_STALL)?;
+    let stream = connect(data_dir, TRANSFER_STALL)?;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut stream = stream;
     write_request(
         &mut stream,
         &Request::Put {
             path: path.to_string(),
             size,
             mode,
+            name: name.map(str::to_string),
+            ready: true,
         },
     )?;
+    match read_reply(&mut reader)? {
+        Reply::Ready { .. } => {}
+        other => return Ok(other),
+    }
     let mut buf = vec![0u8; 256 * 1024];
     let mut sent = 0u64;
     while sent < size {
@@ -91,7 +102,7 @@ pub fn put(
         sent += n as u64;
         progress(sent);
     }
-    read_reply(&mut std::io::BufReader::new(stream))
+    read_reply(&mut reader)
 }
 
 /// Client side of `get`: writes the file's bytes to `out` (reporting progress with the total);

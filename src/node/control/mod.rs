@@ -3,11 +3,13 @@
 //! reply per line. The `status` reply is a documented, stable contract (see ARCHITECTURE.md).
 
 pub mod client;
+pub mod limits;
 pub mod membership;
 mod pins;
 pub mod proto;
 mod retention;
 pub mod server;
+pub mod transfer;
 // `versions` and `restore`.
 mod history;
 mod snapshots;

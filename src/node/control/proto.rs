@@ -41,6 +41,26 @@ pub enum Request {
         path: String,
         size: u64,
         mode: u32,
+        /// The file's own name, used when `path` names a directory (ends in `/`, is the root,
+        /// or is an existing directory): the file goes in it under this name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Wait: the node answers `Ready` (or `Error`) once the destination is checked and the
+        /// temporary file made, and only then are the bytes sent. Without it (older clients)
+        /// the bytes follow the request line at once.
+        #[serde(default)]
+        ready: bool,
+    },
+    /// Create the directory at `path` (its parent must exist); an existing directory there is
+    /// not an error (`put -r` into a tree that is partly there).
+    Mkdir {
+        path: String,
+        mode: u32,
+    },
+    /// Create a symbolic link at `path` pointing to `target`.
+    Symlink {
+        path: String,
+        target: String,
     },
     /// Read the file at `path`: the reply line `Data {size}` is followed by `size` raw bytes.
     Get {
@@ -142,6 +162,18 @@ pub enum Request {
     Pins,
     /// Where the web dashboard is, and its login link.
     Web,
+    /// The bandwidth limits in force (`Reply::Limits`); with `set`, new ones until restart;
+    /// with `use_config`, config.toml's again.
+    Limit {
+        #[serde(default)]
+        set: Option<crate::net::bandwidth::Limits>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        use_config: bool,
+    },
+    /// Stop syncing without unmounting: announce `paused`, close every peer connection.
+    Pause,
+    /// Reconnect and sync again after a pause.
+    Resume,
     /// Conflict copies and names claimed twice at or under `path` (the whole mount: `""`).
     Conflicts {
         path: String,
@@ -180,6 +212,11 @@ pub enum Reply {
     /// `size` raw bytes follow this reply line.
     Data {
         size: u64,
+    },
+    /// The destination of a `put` is checked and ready: send the bytes. `path` is where the
+    /// file goes (relative to the mount's root).
+    Ready {
+        path: String,
     },
     Df(DfStatus),
     Health(HealthStatus),
@@ -222,6 +259,12 @@ pub enum Reply {
     Web {
         url: String,
         login_url: String,
+    },
+    /// The bandwidth limits in force, in bytes per second (0 = unlimited); `source`:
+    /// `config` (config.toml's) or `runtime` (set by `p2pfs-ctl limit` since start).
+    Limits {
+        limits: crate::net::bandwidth::Limits,
+        source: String,
     },
     Conflicts {
         conflicts: Vec<ConflictEntry>,
@@ -355,6 +398,12 @@ pub struct Status {
     /// relays for them.
     #[serde(default)]
     pub reachability: ReachabilityStatus,
+    /// Whether the node is paused (`p2pfs-ctl pause`): no peer connections, no sync.
+    #[serde(default)]
+    pub paused: bool,
+    /// The bandwidth limits in force, bytes per second; 0 = unlimited.
+    #[serde(default)]
+    pub limits: crate::net::bandwidth::Limits,
     /// Passes of the background workers completed since start.
     #[serde(default)]
     pub passes: PassesStatus,
@@ -425,6 +474,9 @@ pub struct ListEntry {
     pub mode: u32,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
+    /// What a symlink points to (absent for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// Capacity and use of the network, from every live node's announcement and this node.
@@ -664,5 +716,59 @@ mod tests {
             panic!("not a status: {without}");
         };
         assert_eq!(old.passes, PassesStatus::default());
+    }
+
+    /// The shapes the dashboard sends and reads: `limit`, `pause`, `resume` and their replies,
+    /// and `paused` and `limits` in `status` (read as defaults from a node without them).
+    #[test]
+    fn limit_pause_and_resume_keep_their_json_shapes() {
+        let limits = crate::net::bandwidth::Limits {
+            upload: 1,
+            download: 2,
+            peer_upload: 3,
+            peer_download: 4,
+        };
+        let json = |r: &Request| serde_json::to_string(r).unwrap();
+        assert_eq!(
+            json(&Request::Limit {
+                set: None,
+                use_config: false
+            }),
+            r#"{"cmd":"limit","set":null}"#
+        );
+        assert_eq!(
+            json(&Request::Limit {
+                set: Some(limits),
+                use_config: false
+            }),
+            r#"{"cmd":"limit","set":{"upload":1,"download":2,"peer_upload":3,"peer_download":4}}"#
+        );
+        assert_eq!(json(&Request::Pause), r#"{"cmd":"pause"}"#);
+        assert_eq!(json(&Request::Resume), r#"{"cmd":"resume"}"#);
+        let Request::Limit { set: None, .. } = serde_json::from_str(r#"{"cmd":"limit"}"#).unwrap()
+        else {
+            panic!("a bare limit request is a query");
+        };
+        let reply = Reply::Limits {
+            limits,
+            source: "runtime".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"result":"limits","limits":{"upload":1,"download":2,"peer_upload":3,"peer_download":4},"source":"runtime"}"#
+        );
+        let text = serde_json::to_string(&Reply::Status(Box::default())).unwrap();
+        assert!(
+            text.contains(r#""paused":false,"limits":{"upload":0,"download":0,"peer_upload":0,"peer_download":0}"#),
+            "{text}"
+        );
+        let without = text.replace(
+            r#""paused":false,"limits":{"upload":0,"download":0,"peer_upload":0,"peer_download":0},"#,
+            "",
+        );
+        let Reply::Status(old) = serde_json::from_str(&without).unwrap() else {
+            panic!("not a status: {without}");
+        };
+        assert!(!old.paused);
     }
 }

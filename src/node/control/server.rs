@@ -93,6 +93,8 @@ pub struct ControlService {
     pub pins: Arc<crate::node::pins::Pins>,
     /// Where the web dashboard is, for `p2pfs-ctl web`; `None`: it is off.
     pub web: Option<crate::node::web::WebUrls>,
+    /// `limit`: config.toml's limits, and whether they were replaced.
+    pub limits: Arc<super::limits::LimitControl>,
 }
 
 /// Bytes moved per piece by put and get.
@@ -194,7 +196,7 @@ impl ControlService {
             1u64,
         );
         for m in self.cluster.membership.read().members() {
-            if matches!(m.state.as_str(), "alive" | "suspect") {
+            if m.state.is_live() {
                 capacity += m.capacity;
                 if m.capacity > 0 {
                     free += m.free;
@@ -220,13 +222,25 @@ impl ControlService {
     async fn ls(&self, path: String) -> Reply {
         let mount = self.mount.clone();
         let listed = tokio::task::spawn_blocking(move || {
-            mount.list(&path).map_err(|e| format!("{path}: {e}"))
+            let entries = mount.list(&path).map_err(|e| format!("{path}: {e}"))?;
+            // A symlink's target, for `get -r` to make the same link.
+            let targets: Vec<Option<String>> = entries
+                .iter()
+                .map(|d| {
+                    (d.attr.kind == crate::namespace::EntryKind::Symlink)
+                        .then(|| mount.readlink(d.attr.ino).ok())
+                        .flatten()
+                        .map(|t| String::from_utf8_lossy(&t).into_owned())
+                })
+                .collect();
+            Ok::<_, String>((entries, targets))
         });
         match listed.await {
-            Ok(Ok(entries)) => Reply::Listing {
+            Ok(Ok((entries, targets))) => Reply::Listing {
                 entries: entries
                     .into_iter()
-                    .map(|d| ListEntry {
+                    .zip(targets)
+                    .map(|(d, target)| ListEntry {
                         name: String::from_utf8_lossy(&d.name).into_owned(),
                         name_bytes: std::str::from_utf8(&d.name)
                             .is_err()
@@ -246,6 +260,7 @@ impl ControlService {
                         size: d.attr.size,
                         mode: u32::from(d.attr.perm),
                         mtime: d.attr.mtime.secs,
+                        target,
                     })
                     .collect(),
             },
@@ -272,29 +287,51 @@ impl ControlService {
         }
     }
 
-    /// Receives `size` bytes from `reader` into a temporary file beside `path`, then renames
-    /// it over `path`. On any failure the temporary file is removed and `path` is untouched.
-    pub(crate) async fn put<R: tokio::io::AsyncRead + Unpin>(
+    /// Receives `size` bytes from `reader` into a temporary file beside the destination, then
+    /// renames it over the destination: `path`, or `path/name` when `path` names a directory.
+    /// On any failure the temporary file is removed and the destination is untouched. With
+    /// `ready`, the destination is checked and the temporary file made before the client sends
+    /// a byte: a `Ready` line says go, an `Error` line ends the request with nothing sent.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn put<R: tokio::io::AsyncRead + Unpin, W: tokio::io::AsyncWrite + Unpin>(
         &self,
         path: String,
+        name: Option<String>,
         size: u64,
         mode: u32,
+        ready: bool,
         caller: crate::fs::Caller,
         reader: &mut R,
+        write: &mut W,
     ) -> Result<Reply, ControlError> {
         let mount = self.mount.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (checked_tx, checked_rx) =
+            tokio::sync::oneshot::channel::<Result<String, crate::fs::FsError>>();
         let shown = path.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<(), crate::fs::FsError> {
-            let (parent, name) = mount.resolve_parent(&path)?;
-            let mut temp = format!(
-                ".{}.p2pfs-put-{:08x}",
-                String::from_utf8_lossy(&name),
-                rand::random::<u32>()
-            )
-            .into_bytes();
-            temp.truncate(crate::namespace::entry::MAX_NAME_LEN);
-            let (_, fh) = mount.create(parent, &temp, mode & 0o7777, caller, true)?;
+            let opened =
+                put_target(&mount, &path, name.as_deref()).and_then(|(parent, name, shown)| {
+                    let mut temp = format!(
+                        ".{}.p2pfs-put-{:08x}",
+                        String::from_utf8_lossy(&name),
+                        rand::random::<u32>()
+                    )
+                    .into_bytes();
+                    temp.truncate(crate::namespace::entry::MAX_NAME_LEN);
+                    let (_, fh) = mount.create(parent, &temp, mode & 0o7777, caller, true)?;
+                    Ok((parent, name, temp, fh, shown))
+                });
+            let (parent, name, temp, fh) = match opened {
+                Ok((parent, name, temp, fh, shown)) => {
+                    let _ = checked_tx.send(Ok(shown));
+                    (parent, name, temp, fh)
+                }
+                Err(e) => {
+                    let _ = checked_tx.send(Err(e.clone()));
+                    return Err(e);
+                }
+            };
             let mut offset = 0u64;
             let mut result = Ok(());
             for piece in rx {
@@ -317,6 +354,25 @@ impl ControlService {
             }
             done
         });
+        let shown = match checked_rx.await {
+            Ok(Ok(target)) => target,
+            Ok(Err(e)) if ready => {
+                drop(tx);
+                let _ = writer.await;
+                return Ok(io_error(format!("{shown}: {e}")));
+            }
+            // Without `ready` the bytes come anyway: read them below, then answer the error.
+            Ok(Err(_)) | Err(_) => shown,
+        };
+        if ready {
+            send(
+                write,
+                &Reply::Ready {
+                    path: shown.clone(),
+                },
+            )
+            .await?;
+        }
         let mut left = size;
         let mut read_error = None;
         while left > 0 {
@@ -348,6 +404,61 @@ impl ControlService {
             },
             Err(e) => io_error(format!("{shown}: {e}")),
         })
+    }
+
+    /// `mkdir` for `put -r`: an existing directory at `path` is fine.
+    async fn mkdir(&self, path: String, mode: u32, caller: crate::fs::Caller) -> Reply {
+        let mount = self.mount.clone();
+        let shown = path.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            if let Ok(attr) = mount.resolve(&path) {
+                return if attr.kind == crate::namespace::EntryKind::Dir {
+                    Ok(())
+                } else {
+                    Err(crate::fs::FsError::Exists)
+                };
+            }
+            let (parent, name) = mount.resolve_parent(&path)?;
+            mount
+                .mkdir(parent, &name, mode & 0o7777, caller)
+                .map(|_| ())
+        });
+        match made.await {
+            Ok(Ok(())) => Reply::Done {
+                message: format!("made {shown}"),
+            },
+            Ok(Err(e)) => io_error(format!("{shown}: {e}")),
+            Err(e) => io_error(e),
+        }
+    }
+
+    /// `symlink` for `put -r`.
+    async fn symlink(&self, path: String, target: String, caller: crate::fs::Caller) -> Reply {
+        let mount = self.mount.clone();
+        let shown = path.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            let (parent, name) = mount.resolve_parent(&path)?;
+            // The same link there already (a `put -r` run again) is not an error.
+            if let Ok(attr) = mount.lookup(parent, &name) {
+                let same = attr.kind == crate::namespace::EntryKind::Symlink
+                    && mount.readlink(attr.ino)? == target.as_bytes();
+                return if same {
+                    Ok(())
+                } else {
+                    Err(crate::fs::FsError::Exists)
+                };
+            }
+            mount
+                .symlink(parent, &name, target.as_bytes(), caller)
+                .map(|_| ())
+        });
+        match made.await {
+            Ok(Ok(())) => Reply::Done {
+                message: format!("made {shown}"),
+            },
+            Ok(Err(e)) => io_error(format!("{shown}: {e}")),
+            Err(e) => io_error(e),
+        }
     }
 
     /// Sends the file at `path`: a `Data` reply line, then its bytes; an `Error` line instead
@@ -492,7 +603,7 @@ impl ControlService {
             Err(e) => return io_error(e),
         };
         let local = self.cluster.net.local;
-        let addrs = self.cluster.net.listen_addrs();
+        let addrs = self.cluster.net.advertised_addrs();
         if addrs.is_empty() {
             return io_error("the node listens on no address yet; try again in a moment");
         }
@@ -686,6 +797,40 @@ fn resolve_bytes(mount: &Mount, path: &[u8]) -> crate::fs::FsResult<crate::fs::A
     Ok(attr)
 }
 
+/// Where a `put` to `path` goes: the directory, the name in it, and the path shown. `path`
+/// names a directory when it ends in `/`, is the root, or is an existing directory: the file
+/// goes in it as `name`. Otherwise `path`'s parent must be an existing directory.
+fn put_target(
+    mount: &Mount,
+    path: &str,
+    name: Option<&str>,
+) -> crate::fs::FsResult<(u64, Vec<u8>, String)> {
+    use crate::fs::FsError;
+    let names_dir = path.trim_start_matches('/').is_empty() || path.ends_with('/');
+    match mount.resolve(path) {
+        Ok(attr) if attr.kind == crate::namespace::EntryKind::Dir => match name {
+            Some(name)
+                if !name.is_empty() && !name.contains('/') && name != "." && name != ".." =>
+            {
+                let dir = path.trim_end_matches('/');
+                let shown = if dir.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                Ok((attr.ino, name.as_bytes().to_vec(), shown))
+            }
+            _ => Err(FsError::IsDir),
+        },
+        Ok(_) if names_dir => Err(FsError::NotDir),
+        Err(e) if names_dir => Err(e),
+        _ => {
+            let (parent, name) = mount.resolve_parent(path)?;
+            Ok((parent, name, path.to_string()))
+        }
+    }
+}
+
 /// Binds the socket (replacing a stale one from a crashed run), mode 0600.
 pub fn bind(data_dir: &Path) -> Result<UnixListener, ControlError> {
     use std::os::unix::fs::PermissionsExt;
@@ -767,8 +912,12 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
 impl ControlService {
     /// The reply to a request that is answered in one line (every request but `leave`, `put`
     /// and `get`, which stream): the control socket and the web dashboard's API answer with it.
-    pub async fn answer(&self, request: Request) -> Reply {
+    pub async fn answer(&self, request: Request, caller: crate::fs::Caller) -> Reply {
         match request {
+            Request::Mkdir { path, mode } => self.mkdir(self.relative(&path), mode, caller).await,
+            Request::Symlink { path, target } => {
+                self.symlink(self.relative(&path), target, caller).await
+            }
             Request::Status => Reply::Status(Box::new(self.status.status().await)),
             Request::Where { path } => self.locate(&self.relative(&path)).await,
             Request::Ls { path } => self.ls(self.relative(&path)).await,
@@ -817,6 +966,9 @@ impl ControlService {
                 super::snapshots::snapshot(self, volume, name, at).await
             }
             Request::Snapshots => super::snapshots::named(self),
+            Request::Limit { set, use_config } => self.limits.limit(&self.cluster, set, use_config),
+            Request::Pause => super::limits::pause(&self.cluster).await,
+            Request::Resume => super::limits::resume(&self.cluster).await,
             Request::Web => match &self.web {
                 Some(w) => Reply::Web {
                     url: w.url.clone(),
@@ -848,9 +1000,26 @@ async fn handle(
                 source.leave_and_report(&mut write).await?;
                 continue;
             }
-            Ok(Request::Put { path, size, mode }) => {
+            Ok(Request::Put {
+                path,
+                name,
+                size,
+                mode,
+                ready,
+            }) => {
                 let path = source.relative(&path);
-                source.put(path, size, mode, caller, &mut reader).await?
+                source
+                    .put(
+                        path,
+                        name,
+                        size,
+                        mode,
+                        ready,
+                        caller,
+                        &mut reader,
+                        &mut write,
+                    )
+                    .await?
             }
             Ok(Request::Get { path, path_bytes }) => {
                 let path = match path_bytes.map(hex::decode) {
@@ -864,7 +1033,7 @@ async fn handle(
                 source.get(path, &mut write).await?;
                 continue;
             }
-            Ok(request) => source.answer(request).await,
+            Ok(request) => source.answer(request, caller).await,
             Err(e) => Reply::Error {
                 message: format!("bad request: {e}"),
             },

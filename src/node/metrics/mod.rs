@@ -56,7 +56,9 @@ fn encode(snapshot: Snapshot) -> String {
     out
 }
 
-const PEER_STATES: [&str; 5] = ["alive", "suspect", "dead", "leaving", "left"];
+const PEER_STATES: [&str; 7] = [
+    "alive", "suspect", "dead", "leaving", "left", "offline", "paused",
+];
 
 /// The status read at one scrape, encoded with the process-wide counters.
 #[derive(Debug)]

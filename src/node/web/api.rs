@@ -16,6 +16,9 @@ use super::WebState;
 use super::auth::error;
 use crate::node::control::{Reply, Request};
 
+/// Bytes a download moves per piece (and buffers between the file's reader and the socket).
+const DOWNLOAD_PIECE: usize = 256 * 1024;
+
 pub fn router() -> Router<WebState> {
     Router::new()
         .route("/call", post(call))
@@ -29,6 +32,18 @@ pub fn router() -> Router<WebState> {
         .route(
             "/retention",
             get(|s| read(s, Request::Retention { set: None })),
+        )
+        .route(
+            "/limits",
+            get(|s| {
+                read(
+                    s,
+                    Request::Limit {
+                        set: None,
+                        use_config: false,
+                    },
+                )
+            }),
         )
         .route("/ls", get(ls))
         .route("/versions", get(versions))
@@ -64,7 +79,7 @@ async fn call(
             "put and get go through /api/files; leave through `p2pfs-ctl leave`",
         );
     }
-    axum::Json(state.control.answer(request).await).into_response()
+    axum::Json(state.control.answer(request, owner()).await).into_response()
 }
 
 /// What `p2pfs-ctl X --json` prints of a reply: its payload. An error reply is a 400 with
@@ -82,6 +97,9 @@ pub fn payload(reply: Reply) -> Response {
         Reply::Retention { volumes } => Json(volumes).into_response(),
         Reply::Listing { entries } => Json(entries).into_response(),
         Reply::Versions(v) => Json(v).into_response(),
+        Reply::Limits { limits, source } => {
+            Json(serde_json::json!({ "limits": limits, "source": source })).into_response()
+        }
         Reply::Error { message } | Reply::NoSuchNode { message } => {
             error(StatusCode::BAD_REQUEST, message)
         }
@@ -90,7 +108,16 @@ pub fn payload(reply: Reply) -> Response {
 }
 
 async fn read(State(state): State<WebState>, request: Request) -> Response {
-    payload(state.control.answer(request).await)
+    payload(state.control.answer(request, owner()).await)
+}
+
+/// Who the dashboard acts as: the node's own user (whoever holds its token owns the node).
+fn owner() -> crate::fs::Caller {
+    crate::fs::Caller {
+        // SAFETY: geteuid and getegid cannot fail.
+        uid: unsafe { libc::geteuid() },
+        gid: unsafe { libc::getegid() },
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -110,7 +137,7 @@ async fn versions(State(state): State<WebState>, Query(q): Query<PathQuery>) -> 
 /// `GET /api/files?path=P`: the file's bytes, as an attachment named after it.
 async fn download(State(state): State<WebState>, Query(q): Query<PathQuery>) -> Response {
     let path = state.control.relative(&q.path).into_bytes();
-    let (mut to_browser, from_node) = tokio::io::duplex(256 * 1024);
+    let (mut to_browser, from_node) = tokio::io::duplex(DOWNLOAD_PIECE);
     let control = state.control.clone();
     state.workers.spawn(async move {
         if let Err(e) = control.get(path, &mut to_browser).await {
@@ -148,8 +175,9 @@ async fn download(State(state): State<WebState>, Query(q): Query<PathQuery>) -> 
         "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
         percent_encode(name)
     );
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
         tokio::io::AsyncReadExt::take(from_node, size),
+        DOWNLOAD_PIECE,
     ));
     (
         [
@@ -203,17 +231,21 @@ async fn upload(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut reader = tokio_util::io::StreamReader::new(stream);
     let path = state.control.relative(&q.path);
-    let caller = crate::fs::Caller {
-        // SAFETY: geteuid and getegid cannot fail.
-        uid: unsafe { libc::geteuid() },
-        gid: unsafe { libc::getegid() },
-    };
     let mode = q.mode.unwrap_or(0o644);
-    match state
-        .control
-        .put(path, size, mode, caller, &mut reader)
-        .await
-    {
+    // Checked before a byte is read (`ready`): a missing directory is refused at once, the
+    // browser's bytes unread; the `Ready` line the check writes has nowhere to go.
+    let mut ready_line = tokio::io::sink();
+    let put = state.control.put(
+        path,
+        None,
+        size,
+        mode,
+        true,
+        owner(),
+        &mut reader,
+        &mut ready_line,
+    );
+    match put.await {
         Ok(reply @ Reply::Done { .. }) => axum::Json(reply).into_response(),
         Ok(Reply::Error { message }) => error(StatusCode::BAD_REQUEST, message),
         Ok(other) => axum::Json(other).into_response(),

@@ -152,7 +152,9 @@ pub async fn events(State(state): State<WebState>) -> Response {
         |(state, mut newest, mut tick)| async move {
             let event = tokio::select! {
                 _ = tick.tick() => {
-                    let status = state.status.status().await;
+                    // Throttled: a listing of the store per tab every 2 s would cost more than
+                    // the dashboard is worth on a node with many chunks.
+                    let status = state.status.status_throttled().await;
                     Event::default().event("status").json_data(status)
                 }
                 changed = newest.changed() => {
