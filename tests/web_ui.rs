@@ -5,9 +5,10 @@
 //! (with the file input, and by a drop on the drop zone) read back byte-equal through node 2's
 //! FUSE mount, and a restore made in the browser too; a volume made and shared in the browser
 //! with node 3's user shows in node 3's `p2pfs-ctl volume list` and its mount; an invite made in
-//! the browser has its QR code and is revoked from the page. Screenshots of every tab go to
-//! `target/web-screenshots/`. Needs root (FUSE) and Chromium (`packaging/install-deps.sh
-//! --test`).
+//! the browser has its QR code and is revoked from the page. On two nodes, the Limits tab sets
+//! bandwidth limits that `p2pfs-ctl limit` reports and pauses and resumes the node's sync.
+//! Screenshots of every tab go to `target/web-screenshots/`. Needs root (FUSE) and Chromium
+//! (`packaging/install-deps.sh --test`).
 
 mod common;
 
@@ -410,6 +411,105 @@ fn the_dashboard_drives_a_real_network_from_a_real_browser() {
         .await;
         assert_clean(&b, "overview").await;
         screenshot(&b, "overview").await;
+        assert_only_origin(&b, &url).await;
+    });
+}
+
+/// The Limits tab: bandwidth limits set in the form are the node's (`p2pfs-ctl limit`), "back to
+/// the config's" undoes them, and pause/resume stops and restarts the node's sync (its peer sees
+/// it paused, then the network forms again). No console error, no error line.
+#[test]
+fn limits_and_pause_from_the_browser() {
+    let c = Cluster::start(2, 2);
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    let (url, login) = web_urls(n1);
+    let n1_id = n1.peer_id();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let b = Browser::start().await;
+        b.client.goto(&login).await.unwrap();
+        b.wait_js(
+            "the overview loads after login",
+            "return document.body.dataset.loaded === 'overview'",
+        )
+        .await;
+        open_tab(&b, "limits").await;
+        assert_clean(&b, "limits").await;
+
+        b.type_into("#lim-form input[name=upload]", "2MiB").await;
+        b.type_into("#lim-form input[name=peer_download]", "500KB").await;
+        b.click("#lim-form button[type=submit]").await;
+        wait_notice(&b, "limits set").await;
+        let limits = tokio::task::block_in_place(|| n1.ctl_ok(&["limit", "--json"]));
+        let v: Value = serde_json::from_str(&limits).unwrap();
+        assert_eq!(
+            (
+                &v["limits"]["upload"],
+                &v["limits"]["download"],
+                &v["limits"]["peer_upload"],
+                &v["limits"]["peer_download"],
+                &v["source"]
+            ),
+            (
+                &json!(2 * MIB),
+                &json!(0),
+                &json!(0),
+                &json!(500_000),
+                &json!("runtime")
+            ),
+            "{limits}"
+        );
+        let shown = b
+            .js(
+                "return document.querySelector('#lim-form input[name=upload]').value",
+                vec![],
+            )
+            .await;
+        assert_eq!(shown, json!("2MiB"), "the form shows the limit in force");
+        b.click("#lim-config").await;
+        wait_notice(&b, "limits back to the config's").await;
+        let limits = tokio::task::block_in_place(|| n1.ctl_ok(&["limit", "--json"]));
+        let v: Value = serde_json::from_str(&limits).unwrap();
+        assert_eq!(
+            (&v["limits"]["upload"], &v["source"]),
+            (&json!(0), &json!("config")),
+            "{limits}"
+        );
+
+        b.click("#pause-toggle").await;
+        wait_notice(&b, "paused").await;
+        tokio::task::block_in_place(|| {
+            assert_eq!(n1.status()["paused"], true);
+            assert!(
+                wait_until(SPREAD_TIMEOUT, || n2.peer_state(&n1_id).as_deref()
+                    == Some("paused")),
+                "node 2 never saw node 1 paused: {:?}",
+                n2.peer_state(&n1_id)
+            );
+        });
+        b.wait_js(
+            "the page shows the pause",
+            "return document.getElementById('pause-toggle').textContent === 'Resume sync' && document.getElementById('node-title').textContent.includes('paused')",
+        )
+        .await;
+        assert_clean(&b, "limits, paused").await;
+        screenshot(&b, "limits").await;
+        b.click("#pause-toggle").await;
+        wait_notice(&b, "resumed").await;
+        tokio::task::block_in_place(|| {
+            assert_eq!(n1.status()["paused"], false);
+            c.wait_formed();
+        });
+        b.wait_js(
+            "the page shows sync again",
+            "return document.getElementById('pause-toggle').textContent === 'Pause sync'",
+        )
+        .await;
+        assert_clean(&b, "limits, resumed").await;
         assert_only_origin(&b, &url).await;
     });
 }
