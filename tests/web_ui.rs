@@ -120,14 +120,15 @@ fn dropped_bytes(size: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// The bytes behind the download link of `name` in the file list, fetched by the page.
+/// The bytes behind the download link of `name` in the file list, fetched by the page as the
+/// link's navigation would: through the one-time URL its click asks the node for, no header.
 async fn download(b: &Browser, name: &str) -> Vec<u8> {
     let hex_text = b
         .js(
             "const [name] = arguments;
              return (async () => {
                const a = document.querySelector(`#fs-list tr[data-name='${name}'] a.file`);
-               const resp = await fetch(a.href);
+               const resp = await fetch(await downloadUrl(a.dataset.path), { credentials: 'omit' });
                const buf = new Uint8Array(await resp.arrayBuffer());
                return Array.from(buf, (x) => x.toString(16).padStart(2, '0')).join('');
              })();",

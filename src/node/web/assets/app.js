@@ -1,6 +1,8 @@
 // The p2pfs dashboard: plain JavaScript, no framework, no build step, nothing loaded from
 // outside this node. Every request goes to the node that served the page (/api/*), with the
-// session cookie the login link set. Errors are shown as one line at the top of the page, never
+// login token as a bearer header: the link `p2pfs-ctl web` prints carries it in its fragment,
+// kept in this origin's local storage (a cookie would reach every port of the host; the
+// storage is this port's alone). Downloads, which are navigations, use one-time tickets. Errors are shown as one line at the top of the page, never
 // thrown to the console.
 "use strict";
 
@@ -144,16 +146,52 @@ async function readError(resp) {
   return msg;
 }
 
-async function request(method, url, body, headers) {
+const TOKEN_KEY = "p2pfs-token";
+
+function token() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  } catch (_) {
+    return "";
+  }
+}
+
+// Takes the token from a login link's fragment (#token=...) into this origin's storage, and out
+// of the address bar and history. Whether there was one.
+function takeTokenFromAddress() {
+  const m = location.hash.match(/^#token=([0-9a-fA-F]{64})$/);
+  if (!m) return false;
+  try {
+    localStorage.setItem(TOKEN_KEY, m[1].toLowerCase());
+  } catch (_) {
+    // no storage: this page cannot log in
+  }
+  history.replaceState(null, "", location.pathname + location.search);
+  return true;
+}
+
+function authHeaders(headers) {
   const h = Object.assign({}, headers || {});
+  const t = token();
+  if (t) h["Authorization"] = "Bearer " + t;
+  return h;
+}
+
+async function request(method, url, body, headers) {
+  const h = authHeaders(headers);
   if (method !== "GET") h["X-P2pfs-Request"] = "1";
   let resp;
   try {
-    resp = await fetch(url, { method, body, headers: h, credentials: "same-origin" });
+    resp = await fetch(url, { method, body, headers: h, credentials: "omit" });
   } catch (e) {
     throw new ApiError("the node does not answer (" + e.message + ")");
   }
   if (resp.status === 401) {
+    try {
+      localStorage.removeItem(TOKEN_KEY);
+    } catch (_) {
+      // nothing kept
+    }
     showLoggedOut();
     throw new LoggedOut(await readError(resp));
   }
@@ -213,7 +251,7 @@ function showLoggedOut() {
   $("#live").textContent = "logged out";
   $("#live").className = "live off";
   if (state.events) {
-    state.events.close();
+    state.events.abort();
     state.events = null;
   }
 }
@@ -398,32 +436,78 @@ async function loadOverview() {
 
 // ---- Live updates ----
 
-function startEvents() {
+function setLive(on) {
+  $("#live").textContent = on ? "live" : "reconnecting";
+  $("#live").className = on ? "live on" : "live off";
+}
+
+function onEvent(name, data) {
+  try {
+    if (name === "status") renderStatus(JSON.parse(data));
+    else if (name === "sample") addSample(JSON.parse(data));
+  } catch (err) {
+    showError("a " + name + " event could not be read: " + err.message);
+  }
+}
+
+// The event stream (server-sent events), read with fetch so that it carries the token as a
+// header; reconnects every 2 s while it is down.
+async function startEvents() {
   if (state.events) return;
-  const es = new EventSource("/api/events");
-  state.events = es;
-  es.addEventListener("open", () => {
-    $("#live").textContent = "live";
-    $("#live").className = "live on";
-  });
-  es.addEventListener("status", (e) => {
+  const ctl = new AbortController();
+  state.events = ctl;
+  while (state.events === ctl) {
     try {
-      renderStatus(JSON.parse(e.data));
-    } catch (err) {
-      showError("a status event could not be read: " + err.message);
+      const resp = await fetch("/api/events", { headers: authHeaders(), signal: ctl.signal, credentials: "omit" });
+      if (resp.status === 401) {
+        showLoggedOut();
+        return;
+      }
+      if (!resp.ok || !resp.body) throw new Error("status " + resp.status);
+      setLive(true);
+      const reader = resp.body.getReader();
+      const decoder = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          let name = "message";
+          let data = "";
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event:")) name = line.slice(6).trim();
+            else if (line.startsWith("data:")) data += line.slice(5).replace(/^ /, "");
+          }
+          if (data) onEvent(name, data);
+        }
+      }
+    } catch (_) {
+      if (ctl.signal.aborted) return;
     }
-  });
-  es.addEventListener("sample", (e) => {
-    try {
-      addSample(JSON.parse(e.data));
-    } catch (err) {
-      showError("a sample event could not be read: " + err.message);
-    }
-  });
-  es.addEventListener("error", () => {
-    // EventSource reconnects by itself; say so meanwhile.
-    $("#live").textContent = "reconnecting";
-    $("#live").className = "live off";
+    if (state.events !== ctl) return;
+    setLive(false);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+// A URL that downloads `path` once, without a header (a ticket the node issues for it).
+async function downloadUrl(path) {
+  const resp = await request("POST", "/api/ticket?path=" + q(path));
+  const { ticket } = await resp.json();
+  return "/api/files?path=" + q(path) + "&ticket=" + ticket;
+}
+
+function startDownload(ev, path, name) {
+  ev.preventDefault();
+  act(null, async () => {
+    const a = el("a", { href: await downloadUrl(path), download: name, hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
   });
 }
 
@@ -489,10 +573,10 @@ function fileRow(dir, e, pinned) {
   const name = e.kind === "dir"
     ? el("a", { href: "#files", class: "dir", onclick: (ev) => { ev.preventDefault(); act(null, () => listDir(path)); } }, e.name + "/")
     : e.kind === "file"
-      ? el("a", { href: "/api/files?path=" + q(path), download: e.name, class: "file" }, e.name)
+      ? el("a", { href: "#files", "data-path": path, class: "file", onclick: (ev) => startDownload(ev, path, e.name) }, e.name)
       : el("span", { class: "symlink" }, e.name + " (symlink)");
   const actions = el("td", { class: "actions" },
-    e.kind === "file" ? el("a", { href: "/api/files?path=" + q(path), download: e.name, class: "button small" }, "Download") : null,
+    e.kind === "file" ? el("a", { href: "#files", "data-path": path, class: "button small", onclick: (ev) => startDownload(ev, path, e.name) }, "Download") : null,
     el("button", { type: "button", class: "small versions", onclick: () => act(null, () => showVersions(path)) }, "Versions"),
     pinned
       ? el("button", { type: "button", class: "small unpin", onclick: () => act("unpinned " + path, async () => { await call({ cmd: "unpin", path }); await refreshFiles(); }) }, "Unpin")
@@ -711,7 +795,11 @@ function setupSharing() {
     act("made invite", async () => {
       const r = await call({ cmd: "invite", role: f.role, expires_in: f.expires ? Number(f.expires) : null });
       $("#inv-token").value = r.token;
-      $("#inv-qr").src = "/api/qr?text=" + q(r.token);
+      // Fetched with the token, shown from memory: an <img src> would carry no header.
+      const qr = await (await request("GET", "/api/qr?text=" + q(r.token))).blob();
+      const old = $("#inv-qr").src;
+      $("#inv-qr").src = URL.createObjectURL(qr);
+      if (old.startsWith("blob:")) URL.revokeObjectURL(old);
       $("#inv-new").hidden = false;
       $("#inv-new").dataset.id = r.id;
       await loadInvites();
@@ -830,15 +918,8 @@ async function showTab() {
   document.body.dataset.loaded = name;
 }
 
-async function start() {
-  setupFiles();
-  setupSharing();
-  setupLimits();
-  $("#ov-health-refresh").addEventListener("click", () => act(null, loadHealth));
-  window.addEventListener("hashchange", showTab);
-  window.addEventListener("resize", () => {
-    if (state.tab === "overview") drawPlots();
-  });
+// Logged in (a token kept, or just taken from the address): the dashboard; else the login card.
+async function enter() {
   try {
     renderStatus(await get("/api/status"));
   } catch (e) {
@@ -850,6 +931,22 @@ async function start() {
   $("#main").hidden = false;
   startEvents();
   await showTab();
+}
+
+async function start() {
+  setupFiles();
+  setupSharing();
+  setupLimits();
+  $("#ov-health-refresh").addEventListener("click", () => act(null, loadHealth));
+  window.addEventListener("hashchange", () => {
+    if (takeTokenFromAddress()) enter();
+    else showTab();
+  });
+  window.addEventListener("resize", () => {
+    if (state.tab === "overview") drawPlots();
+  });
+  takeTokenFromAddress();
+  await enter();
 }
 
 start();
