@@ -6,8 +6,22 @@
 # of the conformance tests, rsync and attr (getfattr/setfattr) for the tests that copy trees,
 # man-db to find the packaged man pages) and the linters .ci/run runs on the scripts
 # (shellcheck, pyflakes3).
+# With --test, also what only the tests need beyond that: headless Chromium and chromedriver
+# (Debian's chromium and chromium-driver) for the dashboard's browser test (tests/web_ui.rs).
+# .ci/run passes it; starting a node does not need it.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
+
+for_tests=false
+for arg in "$@"; do
+    case $arg in
+    --test) for_tests=true ;;
+    *)
+        echo "install-deps: unknown argument $arg (only --test)" >&2
+        exit 2
+        ;;
+    esac
+done
 
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then
@@ -31,6 +45,10 @@ command -v pyflakes3 >/dev/null || need+=(pyflakes3)   # .ci/run lints bench/*.p
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # tests/conform_*: the reference ext4
 command -v rsync >/dev/null || need+=(rsync)          # tests/rsync_ahax.rs
 command -v getfattr >/dev/null || need+=(attr)        # xattr tests: getfattr/setfattr
+if $for_tests; then
+    command -v chromium >/dev/null || need+=(chromium)
+    command -v chromedriver >/dev/null || need+=(chromium-driver)
+fi
 if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
     need+=(rustup)
 fi

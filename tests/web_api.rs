@@ -1,4 +1,4 @@
-//! The web dashboard's API against a real node: the login, the JSON shapes (the same as
+//! The web dashboard's API against a real node: the token and download tickets, the JSON shapes (the same as
 //! `p2pfs-ctl --json`), file upload and download through the node, the event stream and the
 //! guarded `/metrics`. Needs root (mounts). The browser tests are in tests/web_ui.rs.
 
@@ -130,24 +130,21 @@ fn the_api_answers_as_p2pfs_ctl_and_moves_files_through_the_node() {
     );
     assert_eq!(request(&addr, "GET", "/metrics", &[], b"").status, 401);
 
-    // The login link sets the cookie the API then takes.
-    let login = request(&addr, "GET", &format!("/login?token={token}"), &[], b"");
-    assert_eq!(login.status, 303);
-    let cookie = login
-        .head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .expect("a cookie")
-        .to_string();
+    // The login link carries the token in its fragment, which no server sees; a cookie is no
+    // login (browsers send cookies to every port of a host).
+    let web: serde_json::Value = serde_json::from_str(&node.ctl_ok(&["web", "--json"])).unwrap();
+    assert_eq!(
+        web["login_url"].as_str().unwrap(),
+        format!("http://{addr}/#token={token}")
+    );
     let by_cookie = request(
         &addr,
         "GET",
         "/api/status",
-        &[&format!("Cookie: {cookie}")],
+        &[&format!("Cookie: p2pfs_session={token}")],
         b"",
     );
-    assert_eq!(by_cookie.status, 200);
+    assert_eq!(by_cookie.status, 401);
 
     // The same shapes as p2pfs-ctl --json.
     let status = request(&addr, "GET", "/api/status", auth, b"").json();
@@ -194,6 +191,21 @@ fn the_api_answers_as_p2pfs_ctl_and_moves_files_through_the_node() {
     assert_eq!(got.status, 200);
     assert!(got.head.contains("content-disposition: attachment; filename=\"h_llo.bin\"; filename*=utf-8''h%c3%a9llo.bin"), "{}", got.head);
     assert_bytes_eq("downloaded", &got.body, &data);
+    // A download as a browser makes it (a navigation, no header): with a ticket, once.
+    let ticket = request(
+        &addr,
+        "POST",
+        "/api/ticket?path=web/h%C3%A9llo.bin",
+        change,
+        b"",
+    )
+    .json();
+    let ticket = ticket["ticket"].as_str().expect("a ticket").to_string();
+    let by_ticket = format!("/api/files?path=web/h%C3%A9llo.bin&ticket={ticket}");
+    let got = request(&addr, "GET", &by_ticket, &[], b"");
+    assert_eq!(got.status, 200);
+    assert_bytes_eq("downloaded with a ticket", &got.body, &data);
+    assert_eq!(request(&addr, "GET", &by_ticket, &[], b"").status, 401);
     // Without the request header, or into a missing directory: refused, nothing written.
     let csrf = request(&addr, "PUT", "/api/files?path=web/x.bin", auth, b"abc");
     assert_eq!(csrf.status, 403);

@@ -1346,14 +1346,26 @@ fn main() -> ExitCode {
             println!("{message}");
             ExitCode::SUCCESS
         }
-        (Command::Web { json }, Reply::Web { url, login_url }) => {
+        (
+            Command::Web { json },
+            Reply::Web {
+                url,
+                login_url,
+                note,
+            },
+        ) => {
             if json {
-                print_json(&serde_json::json!({ "url": url, "login_url": login_url }));
+                print_json(
+                    &serde_json::json!({ "url": url, "login_url": login_url, "note": note }),
+                );
             } else {
                 println!("{url}");
                 println!(
                     "open to log in (this link is this node's key to its dashboard): {login_url}"
                 );
+                if let Some(note) = note {
+                    eprintln!("note: {note}");
+                }
             }
             ExitCode::SUCCESS
         }

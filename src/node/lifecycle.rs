@@ -279,6 +279,7 @@ impl Node {
             workers.spawn(crate::node::web::serve_metrics(
                 listener,
                 status.clone(),
+                self.config.metrics.allow_remote,
                 workers.clone(),
             ));
         }

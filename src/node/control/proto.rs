@@ -259,6 +259,9 @@ pub enum Reply {
     Web {
         url: String,
         login_url: String,
+        /// Something to know about the address (its default was taken).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// The bandwidth limits in force, in bytes per second (0 = unlimited); `source`:
     /// `config` (config.toml's) or `runtime` (set by `p2pfs-ctl limit` since start).

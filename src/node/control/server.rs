@@ -973,6 +973,7 @@ impl ControlService {
                 Some(w) => Reply::Web {
                     url: w.url.clone(),
                     login_url: w.login_url.clone(),
+                    note: w.note.clone(),
                 },
                 None => io_error(
                     "this node serves no web dashboard (it was started with --no-web, or `listen` under [web] in config.toml is empty)",

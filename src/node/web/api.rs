@@ -22,6 +22,7 @@ const DOWNLOAD_PIECE: usize = 256 * 1024;
 pub fn router() -> Router<WebState> {
     Router::new()
         .route("/call", post(call))
+        .route("/ticket", post(super::auth::ticket))
         .route("/status", get(|s| read(s, Request::Status)))
         .route("/df", get(|s| read(s, Request::Df)))
         .route("/health", get(|s| read(s, Request::Health)))

@@ -1,38 +1,83 @@
 //! Who may use the dashboard: the holder of the login token (`DATA_DIR/web.token`, 0600, the
-//! same trust as the control socket), through a browser that came from a page this node
-//! served.
+//! same trust as the control socket).
 //!
-//! - `GET /login?token=T` sets the session cookie (HttpOnly, SameSite=Strict) and sends the
-//!   browser to `/`. The API and `/metrics` need the cookie or `Authorization: Bearer T`.
+//! - `p2pfs-ctl web` prints a link `URL#token=T`: the fragment never leaves the browser, whose
+//!   page keeps the token in its origin's storage (its scheme, host *and port*: another program
+//!   on another port of 127.0.0.1 cannot read it, as it could read a cookie, which browsers
+//!   send to every port of a host). Every API request carries `Authorization: Bearer T`.
+//! - A download, which the browser makes as a plain navigation (no header), carries a ticket
+//!   instead: `POST /api/ticket?path=P` gives one, good for one `GET /api/files?path=P&ticket=X`
+//!   within [`TICKET_LIFE`].
 //! - Requests that change something (any method but GET and HEAD) also need the header
-//!   `X-P2pfs-Request: 1`, which a cross-site form cannot send and a cross-site script cannot
-//!   without a CORS preflight this server never allows.
+//!   `X-P2pfs-Request: 1`.
 //! - Unless `allow_remote`, the Host header must name this machine (an IP literal or
 //!   `localhost`): a page of another site whose name is made to resolve to 127.0.0.1 (DNS
 //!   rebinding) is refused before anything else.
 
 use std::path::Path;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Redirect, Response};
-
-use std::sync::Arc;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
 
 use super::{WebError, WebState};
 
-/// The session cookie's name.
-pub const COOKIE: &str = "p2pfs_session";
 /// The header every changing request carries.
 pub const REQUEST_HEADER: &str = "x-p2pfs-request";
+/// How long a download ticket is good for.
+pub const TICKET_LIFE: Duration = Duration::from_secs(60);
+/// Tickets outstanding at most; past it, new ones are refused until some are used or expire.
+pub const MAX_TICKETS: usize = 256;
 
 /// What lets a browser in.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Access {
     /// 64 hex digits.
     pub token: String,
     pub allow_remote: bool,
+    /// Download tickets: ticket -> (the path it is for, when it expires).
+    tickets: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Access {
+    pub fn new(token: String, allow_remote: bool) -> Self {
+        Self {
+            token,
+            allow_remote,
+            tickets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A ticket for one download of `path`; `None` when too many are outstanding.
+    pub fn issue_ticket(&self, path: &str) -> Option<String> {
+        let now = Instant::now();
+        let mut tickets = self.tickets.lock();
+        tickets.retain(|_, (_, expires)| *expires > now);
+        if tickets.len() >= MAX_TICKETS {
+            return None;
+        }
+        let ticket = hex::encode(rand::random::<[u8; 16]>());
+        tickets.insert(ticket.clone(), (path.to_string(), now + TICKET_LIFE));
+        Some(ticket)
+    }
+
+    /// Uses up `ticket` if it is live and for `path`.
+    pub fn redeem_ticket(&self, ticket: &str, path: &str) -> bool {
+        let mut tickets = self.tickets.lock();
+        match tickets.get(ticket) {
+            Some((for_path, expires)) if for_path == path && *expires > Instant::now() => {
+                tickets.remove(ticket);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The token in `path`, made (32 random bytes as hex, mode 0600) if the file does not exist.
@@ -81,22 +126,29 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether the request carries the token, as the session cookie or a bearer header.
+/// Whether the request carries the token as a bearer header.
 pub fn logged_in(headers: &HeaderMap, token: &str) -> bool {
-    let bearer = headers
+    headers
         .get_all(header::AUTHORIZATION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| v.strip_prefix("Bearer "))
-        .any(|t| same(t.trim().as_bytes(), token.as_bytes()));
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .any(|(name, value)| name == COOKIE && same(value.as_bytes(), token.as_bytes()));
-    bearer || cookie
+        .any(|t| same(t.trim().as_bytes(), token.as_bytes()))
+}
+
+/// Whether the request is a download (`GET /api/files`) with a live ticket for its path; the
+/// ticket is used up.
+fn ticketed(request: &Request, access: &Access) -> bool {
+    if request.method() != Method::GET || request.uri().path() != "/api/files" {
+        return false;
+    }
+    let Ok(Query(q)) = Query::<HashMap<String, String>>::try_from_uri(request.uri()) else {
+        return false;
+    };
+    match (q.get("ticket"), q.get("path")) {
+        (Some(ticket), Some(path)) => access.redeem_ticket(ticket, path),
+        _ => false,
+    }
 }
 
 /// Whether a Host header names this machine: an IP literal (with or without a port) or
@@ -136,11 +188,11 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Refuses a request whose Host header names another machine (unless `allow_remote`).
 pub async fn check_host(
-    State(access): State<Arc<Access>>,
+    State(allow_remote): State<bool>,
     request: Request,
     next: Next,
 ) -> Response {
-    if !access.allow_remote {
+    if !allow_remote {
         let host = request
             .headers()
             .get(header::HOST)
@@ -164,7 +216,7 @@ pub async fn require_login(
     request: Request,
     next: Next,
 ) -> Response {
-    if !logged_in(request.headers(), &access.token) {
+    if !logged_in(request.headers(), &access.token) && !ticketed(&request, &access) {
         return error(
             StatusCode::UNAUTHORIZED,
             "not logged in: open the link `p2pfs-ctl web` prints on this node",
@@ -186,27 +238,18 @@ pub async fn require_login(
 }
 
 #[derive(serde::Deserialize)]
-pub struct LoginQuery {
-    token: Option<String>,
+pub struct TicketQuery {
+    path: String,
 }
 
-/// `GET /login?token=T`: sets the session cookie and sends the browser to the dashboard.
-pub async fn login(State(access): State<Arc<Access>>, Query(q): Query<LoginQuery>) -> Response {
-    let given = q.token.unwrap_or_default();
-    if !same(given.trim().as_bytes(), access.token.as_bytes()) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "this login link is not this node's: run `p2pfs-ctl web` on the node for its link",
-        );
+/// `POST /api/ticket?path=P`: `{"ticket": X}`, good for one `GET /api/files?path=P&ticket=X`
+/// within [`TICKET_LIFE`].
+pub async fn ticket(State(access): State<Arc<Access>>, Query(q): Query<TicketQuery>) -> Response {
+    match access.issue_ticket(&q.path) {
+        Some(ticket) => axum::Json(serde_json::json!({ "ticket": ticket })).into_response(),
+        None => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many downloads waiting to start; try again in a minute",
+        ),
     }
-    let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-        access.token
-    );
-    let mut response = Redirect::to("/").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        cookie.parse().expect("the cookie is ASCII"),
-    );
-    response
 }

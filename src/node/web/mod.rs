@@ -6,6 +6,9 @@
 //!   its shapes are those of `p2pfs-ctl --json`. Live updates come as server-sent events
 //!   ([`events`]). Everything but the page and its assets needs the login token
 //!   ([`auth`]), kept in the data dir; `p2pfs-ctl web` prints a login link.
+//!   The metrics endpoint checks the Host header as the dashboard does (unless
+//!   `metrics.allow_remote`), so that a page from another site cannot read it through DNS
+//!   rebinding.
 //! - The Prometheus endpoint (`[metrics] listen`): `GET /metrics` only, no login (as a scraper
 //!   expects), loopback only unless `metrics.allow_remote`. The dashboard's listener serves
 //!   `/metrics` too, behind the login.
@@ -65,6 +68,8 @@ pub enum WebError {
 /// The dashboard's listener, bound before the node starts (a bad address stops the start).
 pub struct WebListener {
     listener: std::net::TcpListener,
+    /// The default address, when another program held it and a free port was taken instead.
+    default_taken: Option<SocketAddr>,
     /// What the dashboard needs to let a browser in: the token and whether a Host header
     /// naming another machine is fine.
     access: auth::Access,
@@ -79,7 +84,13 @@ impl WebListener {
 
     /// The dashboard's address as a browser opens it, and the login link.
     pub fn urls(&self) -> WebUrls {
-        WebUrls::new(self.local_addr(), &self.access.token)
+        let mut urls = WebUrls::new(self.local_addr(), &self.access.token);
+        urls.note = self.default_taken.map(|taken| {
+            format!(
+                "{taken}, the default address, was taken by another program when this node started: a bookmark of http://{taken}/ does not reach this node (and whatever listens there is not p2pfs)"
+            )
+        });
+        urls
     }
 }
 
@@ -88,14 +99,17 @@ impl WebListener {
 pub struct WebUrls {
     pub url: String,
     pub login_url: String,
+    /// Said with the URLs: the default port was taken.
+    pub note: Option<String>,
 }
 
 impl WebUrls {
     fn new(addr: SocketAddr, token: &str) -> Self {
         let url = format!("http://{addr}/");
         Self {
-            login_url: format!("{url}login?token={token}"),
+            login_url: format!("{url}#token={token}"),
             url,
+            note: None,
         }
     }
 }
@@ -106,6 +120,7 @@ pub fn bind(config: &WebConfig, data_dir: &Path) -> Result<Option<WebListener>, 
     let Some(addr) = config.listen_addr().map_err(WebError::Config)? else {
         return Ok(None);
     };
+    let mut default_taken = None;
     let listener = match std::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e)
@@ -121,6 +136,7 @@ pub fn bind(config: &WebConfig, data_dir: &Path) -> Result<Option<WebListener>, 
                 taken = %addr,
                 "the dashboard's default port is taken (another node on this machine?): using a free one"
             );
+            default_taken = Some(addr);
             l
         }
         Err(source) => return Err(WebError::Listen { addr, source }),
@@ -131,10 +147,8 @@ pub fn bind(config: &WebConfig, data_dir: &Path) -> Result<Option<WebListener>, 
     let token = auth::load_or_make_token(&data_dir.join(TOKEN_FILE))?;
     Ok(Some(WebListener {
         listener,
-        access: auth::Access {
-            token,
-            allow_remote: config.allow_remote,
-        },
+        default_taken,
+        access: auth::Access::new(token, config.allow_remote),
     }))
 }
 
@@ -162,10 +176,9 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/assets/{file}", get(assets::asset))
-        .route("/login", get(auth::login))
         .merge(guarded)
         .layer(axum::middleware::from_fn_with_state(
-            state.access.clone(),
+            state.access.allow_remote,
             auth::check_host,
         ))
         .with_state(state)
@@ -229,6 +242,7 @@ pub fn bind_metrics(
 pub async fn serve_metrics(
     listener: std::net::TcpListener,
     status: Arc<StatusReader>,
+    allow_remote: bool,
     workers: Workers,
 ) {
     let Some(listener) = on_runtime(listener, "metrics") else {
@@ -240,7 +254,7 @@ pub async fn serve_metrics(
     crate::fuse::counters::enable_timing();
     serve_router(
         listener,
-        metrics_router(status),
+        metrics_router(status, allow_remote),
         workers,
         METRICS_CONNECTIONS,
     )
@@ -254,14 +268,19 @@ fn on_runtime(listener: std::net::TcpListener, what: &str) -> Option<tokio::net:
         .ok()
 }
 
-fn metrics_router(status: Arc<StatusReader>) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let status = status.clone();
-            async move { metrics_response(&status).await }
-        }),
-    )
+fn metrics_router(status: Arc<StatusReader>, allow_remote: bool) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let status = status.clone();
+                async move { metrics_response(&status).await }
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            allow_remote,
+            auth::check_host,
+        ))
 }
 
 /// Accepts connections on `listener` and serves `router` on each (HTTP/1.1), at most

@@ -15,10 +15,7 @@ const TOKEN: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccd
 
 /// A server with the dashboard's guards around two routes, on a free loopback port.
 async fn server(allow_remote: bool, max_connections: usize) -> SocketAddr {
-    let access = Arc::new(Access {
-        token: TOKEN.into(),
-        allow_remote,
-    });
+    let access = Arc::new(Access::new(TOKEN.into(), allow_remote));
     let router = Router::new()
         .route(
             "/api/ping",
@@ -28,10 +25,9 @@ async fn server(allow_remote: bool, max_connections: usize) -> SocketAddr {
             access.clone(),
             auth::require_login,
         ))
-        .route("/login", get(auth::login))
         .route("/metrics", get(|| async { "hello\n" }))
         .layer(axum::middleware::from_fn_with_state(
-            access.clone(),
+            allow_remote,
             auth::check_host,
         ))
         .with_state(access);
@@ -184,8 +180,9 @@ async fn connections_past_the_bound_are_closed() {
 async fn the_api_needs_the_token_and_changes_need_the_request_header() {
     let addr = server(false, 8).await;
     let bearer = format!("Authorization: Bearer {TOKEN}\r\n");
-    let cookie = format!("Cookie: theme=dark; {}={TOKEN}\r\n", auth::COOKIE);
-    let wrong = format!("Cookie: {}={}\r\n", auth::COOKIE, &TOKEN[..63]);
+    // A cookie is no login: browsers send cookies to every port of a host.
+    let cookie = format!("Cookie: p2pfs_session={TOKEN}\r\n");
+    let wrong = format!("Authorization: Bearer {}\r\n", &TOKEN[..63]);
     assert!(
         exchange(addr, &get_req("/api/ping", ""))
             .await
@@ -204,7 +201,12 @@ async fn the_api_needs_the_token_and_changes_need_the_request_header() {
         .await
         .starts_with("HTTP/1.1 401")
     );
-    for ok in [&bearer, &cookie] {
+    assert!(
+        exchange(addr, &get_req("/api/ping", &cookie))
+            .await
+            .starts_with("HTTP/1.1 401")
+    );
+    for ok in [&bearer] {
         let reply = exchange(addr, &get_req("/api/ping", ok)).await;
         assert_eq!(status_of(&reply), "HTTP/1.1 200 OK", "{reply}");
         assert!(reply.ends_with("pong\n"));
@@ -215,40 +217,53 @@ async fn the_api_needs_the_token_and_changes_need_the_request_header() {
         )
         .into_bytes()
     };
-    let reply = exchange(addr, &post(&cookie)).await;
+    let reply = exchange(addr, &post(&bearer)).await;
     assert_eq!(status_of(&reply), "HTTP/1.1 403 Forbidden", "{reply}");
     assert!(reply.contains(auth::REQUEST_HEADER), "{reply}");
-    let reply = exchange(addr, &post(&format!("{cookie}X-P2pfs-Request: 1\r\n"))).await;
+    let reply = exchange(addr, &post(&format!("{bearer}X-P2pfs-Request: 1\r\n"))).await;
     assert_eq!(status_of(&reply), "HTTP/1.1 200 OK", "{reply}");
     assert!(reply.ends_with("posted\n"));
 }
 
 #[tokio::test]
-async fn login_sets_a_strict_http_only_cookie_for_the_right_token_only() {
-    let addr = server(false, 8).await;
-    let reply = exchange(addr, &get_req(&format!("/login?token={TOKEN}"), "")).await;
-    assert_eq!(status_of(&reply), "HTTP/1.1 303 See Other", "{reply}");
-    let lower = reply.to_ascii_lowercase();
-    assert!(lower.contains("\r\nlocation: /\r\n"), "{reply}");
-    assert!(
-        lower.contains(&format!(
-            "\r\nset-cookie: {}={TOKEN}; httponly; samesite=strict; path=/\r\n",
-            auth::COOKIE
-        )),
-        "{reply}"
-    );
-    for bad in ["/login", "/login?token=", "/login?token=0011"] {
-        let reply = exchange(addr, &get_req(bad, "")).await;
-        assert_eq!(
-            status_of(&reply),
-            "HTTP/1.1 401 Unauthorized",
-            "{bad}: {reply}"
-        );
-        assert!(
-            !reply.to_ascii_lowercase().contains("set-cookie"),
-            "{reply}"
-        );
+async fn a_download_ticket_opens_one_download_of_its_path_only() {
+    let access = Arc::new(Access::new(TOKEN.into(), false));
+    let router = Router::new()
+        .route("/api/files", get(|| async { "the file\n" }))
+        .route("/api/ping", get(|| async { "pong\n" }))
+        .route_layer(axum::middleware::from_fn_with_state(
+            access.clone(),
+            auth::require_login,
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_router(listener, router, Workers::new(), 8));
+
+    let ticket = access.issue_ticket("docs/a b.txt").unwrap();
+    let url = |path: &str, ticket: &str| format!("/api/files?path={path}&ticket={ticket}");
+    // Another path, another endpoint: refused, and the ticket is not used up by them.
+    let reply = exchange(addr, &get_req(&url("docs/other", &ticket), "")).await;
+    assert_eq!(status_of(&reply), "HTTP/1.1 401 Unauthorized", "{reply}");
+    let reply = exchange(
+        addr,
+        &get_req(
+            &format!("/api/ping?path=docs/a%20b.txt&ticket={ticket}"),
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(status_of(&reply), "HTTP/1.1 401 Unauthorized", "{reply}");
+    let reply = exchange(addr, &get_req(&url("docs/a%20b.txt", &ticket), "")).await;
+    assert_eq!(status_of(&reply), "HTTP/1.1 200 OK", "{reply}");
+    assert!(reply.ends_with("the file\n"));
+    // Used up.
+    let reply = exchange(addr, &get_req(&url("docs/a%20b.txt", &ticket), "")).await;
+    assert_eq!(status_of(&reply), "HTTP/1.1 401 Unauthorized", "{reply}");
+    // Bounded: past MAX_TICKETS outstanding, none is issued.
+    for _ in 0..auth::MAX_TICKETS {
+        assert!(access.issue_ticket("x").is_some());
     }
+    assert!(access.issue_ticket("x").is_none());
 }
 
 #[tokio::test]
@@ -339,7 +354,18 @@ fn the_default_port_taken_gives_a_free_one_and_another_taken_port_is_an_error() 
     assert_ne!(web.local_addr().port(), 7464);
     assert!(web.local_addr().ip().is_loopback());
     let urls = web.urls();
-    assert!(urls.login_url.starts_with(&urls.url) && urls.login_url.contains("/login?token="));
+    assert_eq!(
+        urls.login_url,
+        format!(
+            "{}#token={}",
+            urls.url,
+            auth::load_or_make_token(&dir.path().join(TOKEN_FILE)).unwrap()
+        )
+    );
+    assert!(
+        urls.note.as_deref().is_some_and(|n| n.contains("7464")),
+        "{urls:?}"
+    );
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let config = WebConfig {
