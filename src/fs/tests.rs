@@ -139,8 +139,12 @@ fn a_stopped_core_refuses_changes_and_still_reads() {
         let (attr, fh) = core.create(ROOT_INO, b"open", 0o644, ME, true).unwrap();
         core.write(fh, 0, b"before the stop").unwrap();
         core.shutdown();
+        assert_eq!(
+            core.write(fh, 15, b" and after"),
+            Err(FsError::ReadOnly),
+            "a write after the stop"
+        );
         let refused = [
-            core.write(fh, 15, b" and after").map(drop),
             core.setattr(
                 attr.ino,
                 SetAttr {
