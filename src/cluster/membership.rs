@@ -137,6 +137,11 @@ impl PeerState {
             PeerState::Suspect | PeerState::Offline | PeerState::Paused
         )
     }
+
+    /// Whether the peer said it is not syncing (offline, paused).
+    fn is_announced_quiet(self) -> bool {
+        matches!(self, PeerState::Offline | PeerState::Paused)
+    }
 }
 
 impl fmt::Display for PeerState {
@@ -187,6 +192,10 @@ pub struct Member {
     /// member that keeps announcing `Leaving` stays dead; cleared once it has stayed alive for
     /// the dead-after time, see [`Member::alive_since`]).
     pub leave_started: Option<Instant>,
+    /// When it first announced `offline` or `paused` (kept through short alive spells and
+    /// cleared as `leave_started` is): `dead_after` past it, it is dead whatever it keeps
+    /// announcing, so re-announcing `offline` cannot keep a peer out of audit and repair.
+    pub quiet_since: Option<Instant>,
     /// Since when it has not been alive (suspect, dead or leaving); `None` once it has stayed
     /// alive for the dead-after time. Short alive spells do not clear it, so a member flapping
     /// between `Leaving` and `Alive` cannot restart the clock of
@@ -205,6 +214,7 @@ impl Member {
             .is_some_and(|t| now.saturating_duration_since(t) >= stable)
         {
             self.leave_started = None;
+            self.quiet_since = None;
             self.down_since = None;
         }
     }
@@ -325,6 +335,17 @@ impl Membership {
         {
             to = PeerState::Dead;
         }
+        // Offline and paused are counted from the first such announcement, not from the
+        // newest: a peer announcing `offline` every second still becomes dead.
+        let quiet_since = match to {
+            PeerState::Offline | PeerState::Paused => old.and_then(|o| o.quiet_since).or(Some(now)),
+            _ => old.and_then(|o| o.quiet_since),
+        };
+        if to.is_announced_quiet()
+            && quiet_since.is_some_and(|t| now.saturating_duration_since(t) >= stable)
+        {
+            to = PeerState::Dead;
+        }
         let down_since = match to {
             PeerState::Alive => old.and_then(|o| o.down_since),
             _ => old.and_then(|o| o.down_since).or(Some(now)),
@@ -373,6 +394,7 @@ impl Membership {
                 String::new()
             },
             leave_started,
+            quiet_since,
             down_since,
             alive_since,
         };
@@ -415,8 +437,11 @@ impl Membership {
         };
         member.last_seen = member.last_seen.max(now);
         match member.state {
-            // Its leave timed out: it stays dead until it announces itself alive.
-            PeerState::Dead if member.leave_started.is_some() => Vec::new(),
+            // Its leave (or its offline spell) timed out: it stays dead until it announces
+            // itself alive.
+            PeerState::Dead if member.leave_started.is_some() || member.quiet_since.is_some() => {
+                Vec::new()
+            }
             PeerState::Suspect | PeerState::Dead => {
                 let from = member.state;
                 member.state = PeerState::Alive;
@@ -450,6 +475,19 @@ impl Membership {
                     .is_some_and(|t| now.saturating_duration_since(t) >= config.leave_timeout)
             {
                 tracing::warn!(%peer, name = %member.name, secs = config.leave_timeout.as_secs(), "a member did not finish leaving in time: counted as dead");
+                events.push(MembershipEvent::StateChanged {
+                    peer,
+                    from: member.state,
+                    to: PeerState::Dead,
+                });
+                member.state = PeerState::Dead;
+                member.alive_since = None;
+            }
+            if member.state.is_announced_quiet()
+                && member
+                    .quiet_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= config.dead_after)
+            {
                 events.push(MembershipEvent::StateChanged {
                     peer,
                     from: member.state,
@@ -913,6 +951,62 @@ mod tests {
                 view.apply(&announcement(p, 3, AnnouncedState::Alive), t0 + 70 * SECOND),
                 Ok(vec![changed(p, PeerState::Dead, PeerState::Alive)])
             );
+        }
+    }
+
+    /// Re-announcing `offline` (or `paused`, or switching between them) every second keeps
+    /// no peer out of audit and repair: it is dead `dead_after` past its first such
+    /// announcement, stays dead through further ones, and is alive (audited) only by
+    /// announcing `alive` or by a sign of life once dead.
+    #[test]
+    fn a_peer_announcing_offline_every_second_is_dead_after_the_dead_after_time() {
+        for (first, then) in [
+            (AnnouncedState::Offline, AnnouncedState::Offline),
+            (AnnouncedState::Paused, AnnouncedState::Offline),
+        ] {
+            let (mut view, t0, p) = (view(), Instant::now(), peer(1));
+            view.apply(&announcement(p, 1, AnnouncedState::Alive), t0)
+                .unwrap();
+            view.apply(&announcement(p, 2, first), t0).unwrap();
+            let mut dead_at = None;
+            for s in 1..=90u32 {
+                let now = t0 + s * SECOND;
+                let mut events = view
+                    .apply(&announcement(p, 2 + u64::from(s), then), now)
+                    .unwrap();
+                view.heard_from(&p, now);
+                events.extend(view.tick(now));
+                if events.iter().any(|e| {
+                    matches!(
+                        e,
+                        MembershipEvent::StateChanged {
+                            to: PeerState::Dead,
+                            ..
+                        }
+                    )
+                }) {
+                    dead_at.get_or_insert(s);
+                }
+                if s >= 60 {
+                    assert_eq!(view.get(&p).unwrap().state, PeerState::Dead, "at {s} s");
+                    assert!(view.placement_peers().is_empty());
+                }
+            }
+            assert_eq!(dead_at, Some(60));
+            // Back only as alive, and audited as such.
+            view.apply(
+                &announcement(p, 1000, AnnouncedState::Alive),
+                t0 + 91 * SECOND,
+            )
+            .unwrap();
+            assert_eq!(view.get(&p).unwrap().state, PeerState::Alive);
+            // A short alive spell does not restart the clock.
+            view.apply(
+                &announcement(p, 1001, AnnouncedState::Offline),
+                t0 + 92 * SECOND,
+            )
+            .unwrap();
+            assert_eq!(view.get(&p).unwrap().state, PeerState::Dead);
         }
     }
 

@@ -115,6 +115,7 @@ impl FsCore {
             data_dir: parts.data_dir,
             rejected: AtomicU64::new(rejected as u64),
             publish: parts.publish,
+            changes: Default::default(),
         };
         // A reader cannot write the root; it shows once the root arrives from a writer.
         if core.tree.read().get(ROOT_INO).is_none() && core.writable() {

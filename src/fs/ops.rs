@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ed25519_dalek::SigningKey;
 use parking_lot::{Mutex, RwLock};
@@ -92,6 +92,19 @@ pub struct FsCore {
     pub(super) data_dir: PathBuf,
     pub(super) rejected: AtomicU64,
     pub(super) publish: Option<tokio::sync::mpsc::UnboundedSender<Vec<Entry>>>,
+    /// Whether the core still takes changes (see [`FsCore::stop_changes`]).
+    pub(super) changes: ChangeGate,
+}
+
+/// How long [`FsCore::stop_changes`] waits for the changes already running.
+const STOP_CHANGES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Lets changes in until the core stops: each holds `running` (shared) while it runs, and
+/// stopping waits for them (exclusive), so no change lands after the final commit.
+#[derive(Default)]
+pub(super) struct ChangeGate {
+    stopped: AtomicBool,
+    running: RwLock<()>,
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {
@@ -425,6 +438,7 @@ impl FsCore {
     }
 
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> FsResult<Attr> {
+        let _change = self.change()?;
         self.create_node(parent, name, EntryKind::Dir, mode, caller, Vec::new(), 0)
     }
 
@@ -435,6 +449,7 @@ impl FsCore {
         target: &[u8],
         caller: Caller,
     ) -> FsResult<Attr> {
+        let _change = self.change()?;
         if target.is_empty() || target.len() > 4095 {
             return Err(if target.is_empty() {
                 FsError::NotFound
@@ -465,6 +480,7 @@ impl FsCore {
         rdev: u32,
         caller: Caller,
     ) -> FsResult<Attr> {
+        let _change = self.change()?;
         let kind = match mode & libc::S_IFMT {
             0 | libc::S_IFREG => EntryKind::File,
             libc::S_IFIFO => EntryKind::Fifo,
@@ -489,6 +505,7 @@ impl FsCore {
         caller: Caller,
         writable: bool,
     ) -> FsResult<(Attr, u64)> {
+        let _change = self.change()?;
         let attr = self.mknod(parent, name, mode, 0, caller)?;
         let fh = self.open(attr.ino, writable)?;
         Ok((attr, fh))
@@ -503,10 +520,12 @@ impl FsCore {
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        let _change = self.change()?;
         self.remove(parent, name, false)
     }
 
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        let _change = self.change()?;
         self.remove(parent, name, true)
     }
 
@@ -581,6 +600,7 @@ impl FsCore {
     /// entry there, and a new version of the inode with its ctime (which also makes it win
     /// over a concurrent delete of its last name elsewhere: a modify beats a delete).
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> FsResult<Attr> {
+        let _change = self.change()?;
         let _g = self.mutate.lock();
         let now = Timestamp::now();
         let (inode, dir) = {
@@ -637,6 +657,7 @@ impl FsCore {
         new_name: &[u8],
         mode: RenameMode,
     ) -> FsResult<()> {
+        let _change = self.change()?;
         let (no_replace, exchange, whiteout) = match mode {
             RenameMode::Plain => (false, false, false),
             RenameMode::NoReplace => (true, false, false),
@@ -744,6 +765,7 @@ impl FsCore {
     }
 
     pub fn setattr(&self, ino: u64, set: SetAttr) -> FsResult<Attr> {
+        let _change = self.change()?;
         if let Some(size) = set.size {
             let node = self.file_node(ino)?;
             let file = self.acquire_file(ino, &node);
@@ -858,6 +880,8 @@ impl FsCore {
     }
 
     pub fn open(&self, ino: u64, writable: bool) -> FsResult<u64> {
+        // Opening for writing is a change: refused once the core stopped taking them.
+        let _change = if writable { Some(self.change()?) } else { None };
         let node = self.file_node(ino)?;
         let file = self.acquire_file(ino, &node);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -901,6 +925,7 @@ impl FsCore {
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let _change = self.change()?;
         let (_, file, writable) = self.file_handle(fh)?;
         if !writable {
             return Err(FsError::BadHandle);
@@ -1023,9 +1048,40 @@ impl FsCore {
         }
     }
 
-    /// Commits every open file with unsaved data and stops the seal threads: called when the
-    /// mount goes away, so an unmount while files are open loses nothing that can be stored.
+    /// Starts a change (a write, a create, a rename...): refused with `EROFS` once the core
+    /// stopped taking them; the guard holds the stop off until the change is done.
+    pub(super) fn change(&self) -> FsResult<parking_lot::RwLockReadGuard<'_, ()>> {
+        // Recursive: a change made inside another never waits behind a stop.
+        let running = self.changes.running.read_recursive();
+        if self.changes.stopped.load(Ordering::SeqCst) {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(running)
+    }
+
+    /// Makes the core read-only: every later change fails with `EROFS` (reads go on), once
+    /// the changes already running are done (at most [`STOP_CHANGES_WAIT`]). A detached
+    /// mount still served after the node stopped (a busy program in it) can then have no
+    /// write acknowledged that the final commit missed.
+    pub fn stop_changes(&self) {
+        self.changes.stopped.store(true, Ordering::SeqCst);
+        if self
+            .changes
+            .running
+            .try_write_for(STOP_CHANGES_WAIT)
+            .is_none()
+        {
+            tracing::warn!(
+                "a change to the filesystem is still running at stop; committing anyway"
+            );
+        }
+    }
+
+    /// Stops taking changes ([`FsCore::stop_changes`]), then commits every open file with
+    /// unsaved data and stops the seal threads: called when the mount goes away, so an
+    /// unmount while files are open loses nothing that can be stored.
     pub fn shutdown(&self) {
+        self.stop_changes();
         let open: Vec<(u64, Arc<OpenFile>)> = self
             .open_files
             .lock()

@@ -123,6 +123,56 @@ fn write_read_across_chunks_holes_and_truncate() {
     );
 }
 
+/// A busy mount detached at stop is still served until the process exits: once the core
+/// stopped (the final commit), a program still writing in it gets `EROFS` for every change,
+/// never an acknowledged write the commit missed, and reads go on.
+#[test]
+fn a_stopped_core_refuses_changes_and_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserIdentity::generate();
+    let volume = Volume::create(&user, "v").unwrap();
+    let again = volume.clone();
+    {
+        let core = FsCore::load(parts(dir.path(), &user, volume, 4096, 1 << 20)).unwrap();
+        let kept = write_file(&core, ROOT_INO, "kept", b"kept");
+        // The busy program's open file.
+        let (attr, fh) = core.create(ROOT_INO, b"open", 0o644, ME, true).unwrap();
+        core.write(fh, 0, b"before the stop").unwrap();
+        core.shutdown();
+        assert_eq!(
+            core.write(fh, 15, b" and after"),
+            Err(FsError::ReadOnly),
+            "a write after the stop"
+        );
+        let refused = [
+            core.setattr(
+                attr.ino,
+                SetAttr {
+                    size: Some(1),
+                    ..Default::default()
+                },
+            )
+            .map(drop),
+            core.create(ROOT_INO, b"new", 0o644, ME, true).map(drop),
+            core.mkdir(ROOT_INO, b"dir", 0o755, ME).map(drop),
+            core.unlink(ROOT_INO, b"kept"),
+            core.rename(ROOT_INO, b"kept", ROOT_INO, b"moved", RenameMode::Plain),
+            core.open(kept, true).map(drop),
+            core.setxattr(kept, b"user.x", b"1", XattrSet::Any),
+        ];
+        for (i, r) in refused.into_iter().enumerate() {
+            assert_eq!(r, Err(FsError::ReadOnly), "change {i} after the stop");
+        }
+        assert_eq!(core.read(fh, 0, 100).unwrap().to_vec(), b"before the stop");
+        assert_eq!(read_all(&core, kept), b"kept");
+        core.release(fh).unwrap();
+    }
+    // What was acknowledged is what was committed.
+    let core = FsCore::load(parts(dir.path(), &user, again, 4096, 1 << 20)).unwrap();
+    let ino = core.lookup(ROOT_INO, b"open").unwrap().ino;
+    assert_eq!(read_all(&core, ino), b"before the stop");
+}
+
 #[test]
 fn overwrite_in_place_keeps_the_rest() {
     let f = fixture(4096);

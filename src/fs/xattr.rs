@@ -75,6 +75,7 @@ impl FsCore {
 
     /// Sets attribute `name` of `ino` to `value`, as `how` allows.
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], how: XattrSet) -> FsResult<()> {
+        let _change = self.change()?;
         check_name(name)?;
         self.change_xattrs(ino, |meta| {
             match (find(meta, name), how) {
@@ -99,6 +100,7 @@ impl FsCore {
 
     /// Removes attribute `name` of `ino`.
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        let _change = self.change()?;
         check_name(name)?;
         self.change_xattrs(ino, |meta| {
             let i = find(meta, name).map_err(|_| FsError::NoData)?;
@@ -114,6 +116,7 @@ impl FsCore {
     /// here only by its primary `gid`; and the file capabilities (`security.capability`).
     /// Asked on every unprivileged write, so a tree read when there is nothing to clear.
     pub fn kill_privileges(&self, ino: u64, privileged: bool, gid: u32) -> FsResult<()> {
+        let _change = self.change()?;
         let killed = |meta: &EntryMeta| -> Option<EntryMeta> {
             if meta.kind == EntryKind::Dir {
                 return None;

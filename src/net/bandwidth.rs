@@ -20,6 +20,16 @@ use tokio::time::Instant;
 /// out at once, and a transfer of `n` bytes takes at least `n / rate - BURST`.
 pub const BURST: Duration = Duration::from_millis(100);
 
+/// How far ahead of now a bucket may be paid when a peer's request is served: past it the
+/// request is refused as busy ([`Bandwidth::admit`]), so no peer can push the schedule (and
+/// every other peer's wait) further, and no answer waits near the requester's timeout.
+pub const MAX_AHEAD: Duration = Duration::from_secs(4);
+
+/// How much of the global schedule one peer's requests may hold ahead of now: with many
+/// peers at once, one peer flooding requests delays another's by at most this (plus one
+/// request) and is refused past it.
+pub const PEER_SHARE: Duration = Duration::from_secs(1);
+
 /// Per-peer buckets kept at most; idle ones are dropped past it.
 const MAX_PEER_BUCKETS: usize = 1024;
 
@@ -34,6 +44,14 @@ pub struct Limits {
     pub peer_upload: u64,
     /// What it receives from any one peer.
     pub peer_download: u64,
+}
+
+/// A peer's request refused because the limits are booked too far ahead.
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bandwidth limit reached; try again in {retry_in:.1?}")]
+pub struct Busy {
+    /// When the bucket that refused is back under its bound.
+    pub retry_in: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -107,6 +125,9 @@ struct Buckets {
     up: Option<Instant>,
     down: Option<Instant>,
     peers: HashMap<(PeerId, bool), Instant>,
+    /// Each peer's served requests alone, charged at the global rate: its share of the
+    /// global schedule ([`PEER_SHARE`]).
+    shares: HashMap<(PeerId, bool), Instant>,
 }
 
 /// The node's limits and buckets. Shared by the chunk and sync protocols, both ends.
@@ -185,9 +206,71 @@ impl Bandwidth {
         global_wait.max(peer_wait)
     }
 
-    /// Charges an exchange with `peer` (`sent` and `received` bytes) and waits until it fits
-    /// the limits. Called after the exchange, outside its timeouts: the wait delays the next
-    /// one on the stream.
+    /// Books `bytes` of a request `peer` made (served by this node) going `direction`, and
+    /// returns how long its answer waits; or [`Busy`] (nothing booked) when the global or the
+    /// peer's bucket is paid more than [`MAX_AHEAD`] ahead, or the peer's share of the global
+    /// one more than [`PEER_SHARE`]. A bucket not that far ahead takes the request whatever
+    /// its size, so a chunk larger than the bound still goes at a low rate.
+    pub fn admit(
+        &self,
+        peer: &PeerId,
+        direction: Direction,
+        bytes: usize,
+    ) -> Result<Duration, Busy> {
+        self.admit_at(Instant::now(), peer, direction, bytes)
+    }
+
+    fn admit_at(
+        &self,
+        now: Instant,
+        peer: &PeerId,
+        direction: Direction,
+        bytes: usize,
+    ) -> Result<Duration, Busy> {
+        let limits = self.limits();
+        let (global, per_peer) = match direction {
+            Direction::Up => (limits.upload, limits.peer_upload),
+            Direction::Down => (limits.download, limits.peer_download),
+        };
+        if global == 0 && per_peer == 0 {
+            return Ok(Duration::ZERO);
+        }
+        let key = (*peer, direction == Direction::Up);
+        let mut b = self.buckets.lock();
+        let slot = match direction {
+            Direction::Up => b.up,
+            Direction::Down => b.down,
+        };
+        // How far past its bound each bucket that applies is paid.
+        let past = |at: Option<Instant>, bound: Duration| {
+            at.map_or(Duration::ZERO, |t| t.saturating_duration_since(now + bound))
+        };
+        let retry_in = [
+            (global != 0).then(|| past(slot, MAX_AHEAD)),
+            (per_peer != 0).then(|| past(b.peers.get(&key).copied(), MAX_AHEAD)),
+            (global != 0).then(|| past(b.shares.get(&key).copied(), PEER_SHARE)),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or_default();
+        if !retry_in.is_zero() {
+            return Err(Busy { retry_in });
+        }
+        if global != 0 {
+            if b.shares.len() > MAX_PEER_BUCKETS {
+                b.shares.retain(|_, t| *t > now);
+            }
+            let (paid, _) = charge(b.shares.get(&key).copied(), now, bytes, global);
+            b.shares.insert(key, paid);
+        }
+        drop(b);
+        Ok(self.reserve_at(now, peer, direction, bytes))
+    }
+
+    /// Charges an exchange this node made with `peer` (`sent` and `received` bytes) and waits
+    /// until it fits the limits. Called after the exchange, outside its timeouts: the wait
+    /// delays the next one on the stream. Requests peers make go through [`Bandwidth::admit`].
     pub async fn pace(&self, peer: &PeerId, sent: u64, received: u64) {
         let wait = self
             .reserve(peer, Direction::Up, sent as usize)
@@ -217,6 +300,71 @@ mod tests {
         ));
         assert_eq!(show_rate(0), "unlimited");
         assert_eq!(show_rate(10 << 20), "10.0 MiB/s");
+    }
+
+    /// A key holder flooding a node with requests (1000 parallel 1 MiB puts at a 1 MiB/s
+    /// download limit) does not push the global schedule: the flood is refused as busy past
+    /// its share, and another peer's request waits at most that share plus its own bytes.
+    #[test]
+    fn one_peers_flood_does_not_delay_another_peers_requests() {
+        let (flooder, honest) = (PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let bw = Bandwidth::new(Limits {
+            download: 1 << 20,
+            ..Limits::default()
+        });
+        let admitted = (0..1000)
+            .filter(|_| bw.admit_at(t0, &flooder, Direction::Down, 1 << 20).is_ok())
+            .count();
+        assert!(admitted <= 3, "{admitted} of the flood admitted");
+        let wait = bw
+            .admit_at(t0, &honest, Direction::Down, 1 << 20)
+            .expect("another peer's request is served");
+        let bound = PEER_SHARE + Duration::from_secs(2);
+        assert!(
+            wait <= bound,
+            "another peer waits {wait:?} (bound {bound:?})"
+        );
+        // A second later the flooder's share has drained by a second: it gets some again.
+        let later = t0 + Duration::from_secs(3);
+        assert!(
+            bw.admit_at(later, &flooder, Direction::Down, 1 << 20)
+                .is_ok()
+        );
+    }
+
+    /// A request is refused, booking nothing, while the global schedule (here pushed by this
+    /// node's own traffic) is more than [`MAX_AHEAD`] ahead, and served once it is within.
+    #[test]
+    fn a_request_too_far_ahead_is_refused_as_busy_and_books_nothing() {
+        let (own, peer) = (PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let bw = Bandwidth::new(Limits {
+            upload: 1_000_000,
+            ..Limits::default()
+        });
+        // This node's own sends wait; they are never refused.
+        assert_eq!(
+            bw.reserve_at(t0, &own, Direction::Up, 10_000_000),
+            Duration::from_millis(9900)
+        );
+        let busy = bw
+            .admit_at(t0, &peer, Direction::Up, 1_000_000)
+            .unwrap_err();
+        assert_eq!(busy.retry_in, Duration::from_secs(6));
+        assert!(busy.to_string().contains("bandwidth limit"), "{busy}");
+        // Nothing was booked: at the retry time it fits, behind the rest of the schedule only.
+        let at = t0 + busy.retry_in;
+        assert_eq!(
+            bw.admit_at(at, &peer, Direction::Up, 1_000_000),
+            Ok(Duration::from_millis(4900))
+        );
+        // Unlimited: always served at once.
+        let free = Bandwidth::new(Limits::default());
+        assert_eq!(
+            free.admit_at(t0, &peer, Direction::Up, 1 << 30),
+            Ok(Duration::ZERO)
+        );
     }
 
     /// Past the burst, each byte waits its share of the rate, in the global bucket and in the

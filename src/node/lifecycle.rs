@@ -415,7 +415,9 @@ impl RunningNode {
 
     /// [`RunningNode::shutdown`] while a detached FUSE session still serves a busy mount (a
     /// shell in it) and holds the filesystem core until the process exits: waits for every
-    /// other holder, not for that one.
+    /// other holder, not for that one. The cores stop taking changes before their final
+    /// commit (`FsCore::stop_changes`): the busy program gets `EROFS` for any later write
+    /// rather than an acknowledgement the exit would lose, and can still read.
     pub fn shutdown_detached(self) -> Stopped {
         self.stop(1)
     }

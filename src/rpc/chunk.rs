@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::{self, FrameError, read_frame_with_body, write_frame_with_body};
 use crate::block::{ChunkId, ChunkStore, StoreError, chunk};
+use crate::net::bandwidth::Direction;
 use crate::net::guard::{self, Offence, PeerGuard, Refusal, StreamKind};
 use crate::rpc::counters::{CHUNK_TRAFFIC, Counted};
 use crate::util::workers::Workers;
@@ -510,15 +511,11 @@ async fn serve_stream(
             }
         };
         let (_, received) = stream.take_tally();
-        let (response, data, offence) = answer(&peer, request, body, &server).await;
-        // Paced before the answer goes, so the wait is the answer's own: its header is a few
-        // dozen bytes past the body.
-        let answer_bytes = data.len() as u64 + 64;
-        server
-            .guard
-            .bandwidth()
-            .pace(&peer, answer_bytes, received)
-            .await;
+        let (response, data, offence, wait) =
+            answer_within_limits(&peer, request, body, received, &server).await;
+        // The wait is the answer's own (booked within the bounds `Bandwidth::admit` keeps,
+        // under the requester's timeout); a refused request's bytes are dropped already.
+        tokio::time::sleep(wait).await;
         let write = write_frame_with_body(&mut stream, &response, &data, MAX_BODY);
         let written = tokio::time::timeout(REQUEST_TIMEOUT, write)
             .await
@@ -530,6 +527,39 @@ async fn serve_stream(
         written??;
         // Charged already.
         stream.take_tally();
+    }
+}
+
+/// Answers one request within the bandwidth limits: the bytes received are booked before it
+/// is handled, the answer's before it is sent; either over its bound, the request is refused
+/// as busy with nothing stored or kept in memory. The fourth value is how long the answer
+/// waits.
+async fn answer_within_limits(
+    peer: &PeerId,
+    request: ChunkRequest,
+    body: Vec<u8>,
+    received: u64,
+    server: &ChunkServer,
+) -> (
+    ChunkResponse,
+    Vec<u8>,
+    Option<(Offence, &'static str)>,
+    Duration,
+) {
+    let bandwidth = server.guard.bandwidth();
+    let busy = |e: crate::net::bandwidth::Busy| {
+        tracing::debug!(%peer, retry_in = ?e.retry_in, "chunk request over the bandwidth limits; refused");
+        ChunkResponse::Refused(format!("{BUSY}: {e}"))
+    };
+    let wait_in = match bandwidth.admit(peer, Direction::Down, received as usize) {
+        Ok(wait) => wait,
+        Err(e) => return (busy(e), Vec::new(), None, Duration::ZERO),
+    };
+    let (response, data, offence) = answer(peer, request, body, server).await;
+    // Its header is a few dozen bytes past the body.
+    match bandwidth.admit(peer, Direction::Up, data.len() + 64) {
+        Ok(wait_out) => (response, data, offence, wait_in.max(wait_out)),
+        Err(e) => (busy(e), Vec::new(), offence, wait_in),
     }
 }
 

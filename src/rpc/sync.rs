@@ -17,6 +17,7 @@ use crate::fs::{Mount, RemoteApply};
 use crate::namespace::entry::MAX_ENCODED_ENTRY;
 use crate::namespace::{Entry, EntryKey};
 use crate::net::NetHandle;
+use crate::net::bandwidth::Direction;
 use crate::net::guard::{Offence, PeerGuard, StreamKind};
 use crate::rpc::counters::{Counted, SYNC_TRAFFIC};
 use crate::util::workers::Workers;
@@ -465,6 +466,20 @@ async fn serve_session(
         }
         written??;
         let (sent, received) = stream.take_tally();
-        guard.bandwidth().pace(&peer, sent, received).await;
+        // A peer's pages are booked within the bounds `Bandwidth::admit` keeps; past them its
+        // session ends (its next round comes later), so it cannot push the schedule further.
+        let bandwidth = guard.bandwidth();
+        let booked = bandwidth
+            .admit(&peer, Direction::Up, sent as usize)
+            .and_then(|up| {
+                Ok(up.max(bandwidth.admit(&peer, Direction::Down, received as usize)?))
+            });
+        match booked {
+            Ok(wait) => tokio::time::sleep(wait).await,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "sync session over the bandwidth limits; ended");
+                return Ok(());
+            }
+        }
     }
 }

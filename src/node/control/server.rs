@@ -967,8 +967,11 @@ impl ControlService {
             }
             Request::Snapshots => super::snapshots::named(self),
             Request::Limit { set, use_config } => self.limits.limit(&self.cluster, set, use_config),
-            Request::Pause => super::limits::pause(&self.cluster).await,
-            Request::Resume => super::limits::resume(&self.cluster).await,
+            Request::Pause => {
+                let grace = super::limits::ANNOUNCE_GRACE;
+                self.limits.pause.pause(&*self.cluster, grace).await
+            }
+            Request::Resume => self.limits.pause.resume(&*self.cluster).await,
             Request::Web => match &self.web {
                 Some(w) => Reply::Web {
                     url: w.url.clone(),
