@@ -1060,7 +1060,7 @@ impl FsCore {
     }
 
     /// Makes the core read-only: every later change fails with `EROFS` (reads go on), once
-    /// the changes already running are done (at most [`STOP_CHANGES_WAIT`]). A detached
+    /// the changes already running are done (at most `STOP_CHANGES_WAIT`). A detached
     /// mount still served after the node stopped (a busy program in it) can then have no
     /// write acknowledged that the final commit missed.
     pub fn stop_changes(&self) {

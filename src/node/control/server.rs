@@ -423,13 +423,7 @@ impl ControlService {
                 .mkdir(parent, &name, mode & 0o7777, caller)
                 .map(|_| ())
         });
-        match made.await {
-            Ok(Ok(())) => Reply::Done {
-                message: format!("made {shown}"),
-            },
-            Ok(Err(e)) => io_error(format!("{shown}: {e}")),
-            Err(e) => io_error(e),
-        }
+        made_reply(made.await, &shown)
     }
 
     /// `symlink` for `put -r`.
@@ -452,13 +446,7 @@ impl ControlService {
                 .symlink(parent, &name, target.as_bytes(), caller)
                 .map(|_| ())
         });
-        match made.await {
-            Ok(Ok(())) => Reply::Done {
-                message: format!("made {shown}"),
-            },
-            Ok(Err(e)) => io_error(format!("{shown}: {e}")),
-            Err(e) => io_error(e),
-        }
+        made_reply(made.await, &shown)
     }
 
     /// Sends the file at `path`: a `Data` reply line, then its bytes; an `Error` line instead
@@ -778,6 +766,17 @@ impl ControlService {
             }
             Err(e) => io_error(e),
         }
+    }
+}
+
+/// The reply to `mkdir` or `symlink` of `shown`.
+fn made_reply(made: Result<crate::fs::FsResult<()>, tokio::task::JoinError>, shown: &str) -> Reply {
+    match made {
+        Ok(Ok(())) => Reply::Done {
+            message: format!("made {shown}"),
+        },
+        Ok(Err(e)) => io_error(format!("{shown}: {e}")),
+        Err(e) => io_error(e),
     }
 }
 

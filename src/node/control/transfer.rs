@@ -27,6 +27,17 @@ pub enum TransferError {
     Control(#[from] ControlError),
 }
 
+/// The bytes of the files of a tree: what its progress bar counts to.
+fn total_bytes(items: &[Item]) -> u64 {
+    items
+        .iter()
+        .map(|i| match i {
+            Item::File { size, .. } => *size,
+            _ => 0,
+        })
+        .sum()
+}
+
 fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
     move |source| TransferError::Local {
         path: path.to_path_buf(),
@@ -236,13 +247,7 @@ pub fn put_tree(
     };
     let mut report = TreeReport::default();
     let items = walk_local(local, &mut report)?;
-    let total: u64 = items
-        .iter()
-        .map(|i| match i {
-            Item::File { size, .. } => *size,
-            _ => 0,
-        })
-        .sum();
+    let total = total_bytes(&items);
     progress(0, total);
     mkdir(data_dir, &root, meta.permissions().mode() & 0o7777)?;
     report.dirs += 1;
@@ -455,13 +460,7 @@ where
     ) -> Result<Result<u64, String>, ControlError>,
 {
     let allowed = 0o777 & !umask();
-    let total: u64 = items
-        .iter()
-        .map(|i| match i {
-            Item::File { size, .. } => *size,
-            _ => 0,
-        })
-        .sum();
+    let total = total_bytes(&items);
     progress(0, total);
     let root_fd = make_root_dir(root)?;
     report.dirs += 1;
