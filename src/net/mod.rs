@@ -21,6 +21,7 @@ pub mod counters;
 pub mod guard;
 pub mod limits;
 pub mod reach;
+pub mod secure;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -33,8 +34,8 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns,
-    noise, ping, relay, tcp, upnp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, gossipsub, identify, kad, mdns, ping,
+    relay, tcp, upnp, yamux,
 };
 use tokio::sync::mpsc;
 
@@ -422,6 +423,31 @@ pub fn build_swarm_limited(
     limits: limits::AdmissionLimits,
     reach: &ReachConfig,
 ) -> Result<Swarm<Behaviour>, NetError> {
+    build_swarm_secured(
+        keypair,
+        network_key,
+        mdns_enabled,
+        guard,
+        admission,
+        limits,
+        reach,
+        true,
+    )
+}
+
+/// [`build_swarm_limited`], offering the AES-256-GCM Noise variant ([`secure`]) or, with
+/// `aes_gcm` false, standard `/noise` only (as nodes without the variant do).
+#[allow(clippy::too_many_arguments)]
+pub fn build_swarm_secured(
+    keypair: libp2p::identity::Keypair,
+    network_key: &NetworkKey,
+    mdns_enabled: bool,
+    guard: Arc<PeerGuard>,
+    admission: Arc<dyn Admission>,
+    limits: limits::AdmissionLimits,
+    reach: &ReachConfig,
+    aes_gcm: bool,
+) -> Result<Swarm<Behaviour>, NetError> {
     use libp2p::Transport;
     let prologue = admission_prologue(network_key);
     let handshake_guard = guard.clone();
@@ -429,7 +455,7 @@ pub fn build_swarm_limited(
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|kp: &libp2p::identity::Keypair| {
-            let noise = noise::Config::new(kp)?.with_prologue(prologue.clone());
+            let noise = secure::Secure::new(kp, prologue.clone(), aes_gcm)?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                 relay_transport
                     .or_transport(tcp::tokio::Transport::new(
