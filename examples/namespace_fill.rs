@@ -196,6 +196,7 @@ fn main() -> anyhow::Result<()> {
             cache_bytes: 1 << 20,
             write_buffer_bytes: s.write_buffer_bytes,
             seal_threads: 1,
+            read_ahead_chunks: 16,
             data_dir: dir.clone(),
         })?;
         mount.shutdown();

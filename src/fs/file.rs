@@ -22,8 +22,6 @@ use crate::namespace::{EntryId, EntryMeta, Seen, Timestamp};
 
 /// Largest file size accepted (the chunk map of a bigger file would outgrow an entry).
 pub const MAX_FILE_SIZE: u64 = 1 << 44;
-/// Chunks decrypted ahead of a sequential reader, in parallel on the worker threads.
-const READ_AHEAD_CHUNKS: u64 = 8;
 
 /// Where chunks live beyond this node: placement on the chunk's owners and fetches from
 /// peers. Implemented by the cluster layer; absent on a node that runs alone (tests).
@@ -50,6 +48,8 @@ pub struct ChunkIo {
     /// The volume's newest chunk secret (a member's removal replaces it).
     pub secret: parking_lot::RwLock<ChunkSecret>,
     pub chunk_size: u64,
+    /// Chunks fetched and decrypted ahead of a sequential reader, in parallel.
+    pub read_ahead_chunks: u64,
     /// Chunks being loaded, so concurrent readers of one chunk decrypt it once.
     loading: Mutex<HashMap<ChunkId, Arc<Mutex<()>>>>,
 }
@@ -61,6 +61,7 @@ impl ChunkIo {
         cache: Arc<ChunkCache>,
         secret: ChunkSecret,
         chunk_size: u64,
+        read_ahead_chunks: u64,
     ) -> Self {
         Self {
             store,
@@ -68,6 +69,7 @@ impl ChunkIo {
             cache,
             secret: parking_lot::RwLock::new(secret),
             chunk_size,
+            read_ahead_chunks,
             loading: Mutex::new(HashMap::new()),
         }
     }
@@ -154,50 +156,73 @@ impl ChunkIo {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A fixed set of threads that seal chunks while the FUSE threads go on taking writes.
+/// Threads that run jobs in the background: sealing while the FUSE threads go on taking writes,
+/// and read-ahead fetches. A thread is started per job submitted until there are `max`, so a
+/// volume nobody writes to, or reads sequentially, costs no thread.
 pub struct SealPool {
+    name: &'static str,
+    max: usize,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
+    rx: Arc<std::sync::Mutex<mpsc::Receiver<Job>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl SealPool {
-    pub fn new(threads: usize) -> Self {
+    pub fn new(name: &'static str, max: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        let handles = (0..threads)
-            .map(|i| {
-                let rx = rx.clone();
-                std::thread::Builder::new()
-                    .name(format!("p2pfs-seal-{i}"))
-                    .spawn(move || {
-                        loop {
-                            let job = match rx.lock() {
-                                Ok(rx) => rx.recv(),
-                                Err(_) => return,
-                            };
-                            match job {
-                                Ok(job) => job(),
-                                Err(_) => return,
-                            }
-                        }
-                    })
-                    .expect("spawn seal thread")
-            })
-            .collect();
         Self {
+            name,
+            max: max.max(1),
             tx: Mutex::new(Some(tx)),
-            threads: Mutex::new(handles),
+            rx: Arc::new(std::sync::Mutex::new(rx)),
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn start_thread(&self, threads: &mut Vec<std::thread::JoinHandle<()>>) {
+        let rx = self.rx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-{}", self.name, threads.len()))
+            .spawn(move || {
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            // The jobs wait for the threads there are (there is at least one, or the job runs
+            // inline below).
+            Err(e) => {
+                tracing::warn!(pool = self.name, error = %e, "could not start a worker thread")
+            }
         }
     }
 
     pub fn submit(&self, job: Job) {
-        match self.tx.lock().as_ref() {
-            Some(tx) => {
-                let _ = tx.send(job);
-            }
+        let tx = self.tx.lock();
+        let Some(tx) = tx.as_ref() else {
             // Shut down: run inline so no write is lost.
-            None => job(),
+            drop(tx);
+            job();
+            return;
+        };
+        let mut threads = self.threads.lock();
+        if threads.len() < self.max {
+            self.start_thread(&mut threads);
         }
+        if threads.is_empty() {
+            drop(threads);
+            job();
+            return;
+        }
+        let _ = tx.send(job);
     }
 
     /// Finishes queued jobs and stops the threads.
@@ -368,7 +393,7 @@ impl OpenFile {
     fn read_ahead(&self, st: &mut FileState, io: &Arc<ChunkIo>, pool: &SealPool, end: u64) {
         let cs = io.chunk_size;
         let first = end.div_ceil(cs).max(st.read_ahead_to);
-        let last = (end / cs + READ_AHEAD_CHUNKS).min(st.size.div_ceil(cs));
+        let last = (end / cs + io.read_ahead_chunks).min(st.size.div_ceil(cs));
         for idx in first..last {
             if let Some(Some(r)) = st.blocks.get(idx as usize)
                 && !st.dirty.contains_key(&idx)
@@ -600,4 +625,42 @@ fn copy_range(out: &mut Vec<u8>, buf: &[u8], within: usize, take: usize) {
     let from = within.min(buf.len());
     let to = (within + take).min(buf.len());
     out.extend_from_slice(&buf[from..to]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads start with the work, never more than the pool's size, and every job runs
+    /// (jobs submitted after shutdown run inline).
+    #[test]
+    fn a_pool_starts_threads_as_jobs_come_up_to_its_size() {
+        let pool = SealPool::new("test-pool", 3);
+        assert_eq!(pool.threads.lock().len(), 0, "no job, no thread");
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let release = Arc::new(std::sync::Barrier::new(4));
+        for _ in 0..3 {
+            let (ran, release) = (ran.clone(), release.clone());
+            pool.submit(Box::new(move || {
+                // All three run at once: each needs its own thread.
+                release.wait();
+                ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        release.wait();
+        for _ in 0..10 {
+            let ran = ran.clone();
+            pool.submit(Box::new(move || {
+                ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        assert_eq!(pool.threads.lock().len(), 3);
+        pool.shutdown();
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 13);
+        let ran_inline = ran.clone();
+        pool.submit(Box::new(move || {
+            ran_inline.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 14);
+    }
 }

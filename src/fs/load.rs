@@ -94,6 +94,7 @@ impl FsCore {
             parts.cache,
             parts.volume.chunk_secret().clone(),
             u64::from(parts.chunk_size),
+            parts.read_ahead_chunks as u64,
         ));
         let core = Self {
             volume: RwLock::new(parts.volume),
@@ -102,7 +103,8 @@ impl FsCore {
             clock,
             namespace: parts.namespace,
             io,
-            pool: SealPool::new(parts.seal_threads),
+            pool: SealPool::new("p2pfs-seal", parts.seal_threads),
+            fetch_pool: SealPool::new("p2pfs-fetch", parts.read_ahead_chunks),
             tree: RwLock::new(tree),
             mutate: Mutex::new(()),
             open_files: Mutex::new(HashMap::new()),

@@ -64,6 +64,8 @@ pub struct CoreParts {
     pub cache: Arc<ChunkCache>,
     pub write_buffer_bytes: u64,
     pub seal_threads: usize,
+    /// Chunks a sequential reader fetches ahead, in parallel (`storage.read_ahead_chunks`).
+    pub read_ahead_chunks: usize,
     /// Where `statfs` looks for free space.
     pub data_dir: PathBuf,
 }
@@ -79,6 +81,8 @@ pub struct FsCore {
     pub(super) namespace: NamespaceStore,
     pub(super) io: Arc<ChunkIo>,
     pub(super) pool: SealPool,
+    /// Read-ahead fetches, one thread per chunk in flight (started as needed).
+    pub(super) fetch_pool: SealPool,
     pub(super) tree: RwLock<Tree>,
     /// Serializes namespace mutations: check, commit and apply happen as one step.
     pub(super) mutate: Mutex<()>,
@@ -921,7 +925,7 @@ impl FsCore {
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<ReadBuf> {
         let (_, file, _) = self.file_handle(fh)?;
-        file.read(&self.io, &self.pool, offset, size)
+        file.read(&self.io, &self.fetch_pool, offset, size)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
@@ -1094,6 +1098,7 @@ impl FsCore {
             }
         }
         self.pool.shutdown();
+        self.fetch_pool.shutdown();
     }
 }
 

@@ -36,6 +36,7 @@ fn parts(
         cache: Arc::new(ChunkCache::new(1 << 20)),
         write_buffer_bytes: write_buffer,
         seal_threads: 2,
+        read_ahead_chunks: 4,
         data_dir: dir.to_path_buf(),
     }
 }

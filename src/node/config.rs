@@ -164,6 +164,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     ),
     (
         "storage",
+        "read_ahead_chunks",
+        "Chunks a sequential reader fetches ahead, in parallel (1 to 256).",
+    ),
+    (
+        "storage",
         "capacity_bytes",
         "Bytes offered to the network for chunks (this node's placement weight);\n0 = the size of the data dir's filesystem.",
     ),
@@ -344,6 +349,9 @@ pub struct StorageConfig {
     pub write_buffer_bytes: u64,
     /// Threads that encrypt and store chunks in the background while writes go on.
     pub seal_threads: usize,
+    /// Chunks a sequential reader fetches ahead of the chunk it reads, each on its own thread
+    /// (a remote fetch mostly waits on the network, so they overlap).
+    pub read_ahead_chunks: usize,
     /// Bytes offered to the network for chunks (the placement weight); 0 = the size of the
     /// data dir's filesystem.
     pub capacity_bytes: u64,
@@ -572,6 +580,7 @@ impl Default for StorageConfig {
             cache_bytes: 64 << 20,
             write_buffer_bytes: 64 << 20,
             seal_threads: 4,
+            read_ahead_chunks: 16,
             capacity_bytes: 0,
             sync_chunks: false,
             hold_chunks: true,
@@ -679,6 +688,9 @@ impl Config {
         }
         if s.seal_threads == 0 || s.seal_threads > 64 {
             return Err("storage.seal_threads must be between 1 and 64".into());
+        }
+        if s.read_ahead_chunks == 0 || s.read_ahead_chunks > 256 {
+            return Err("storage.read_ahead_chunks must be between 1 and 256".into());
         }
         self.bandwidth.limits()?;
         let r = &self.retention;

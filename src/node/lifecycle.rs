@@ -191,6 +191,7 @@ impl Node {
             cache_bytes: s.cache_bytes,
             write_buffer_bytes: s.write_buffer_bytes,
             seal_threads: s.seal_threads,
+            read_ahead_chunks: s.read_ahead_chunks,
             data_dir: self.data_dir.clone(),
         })?);
         mount.set_node_names(Arc::new(crate::node::names::MemberNames(Arc::downgrade(

@@ -54,6 +54,7 @@ pub struct MountParts {
     pub cache_bytes: u64,
     pub write_buffer_bytes: u64,
     pub seal_threads: usize,
+    pub read_ahead_chunks: usize,
     pub data_dir: PathBuf,
 }
 
@@ -68,6 +69,7 @@ struct Template {
     cache: Arc<ChunkCache>,
     write_buffer_bytes: u64,
     seal_threads: usize,
+    read_ahead_chunks: usize,
     data_dir: PathBuf,
     /// Node names for conflict names, shared by every core's tree.
     names: crate::namespace::view::NodeNamer,
@@ -122,6 +124,7 @@ impl Mount {
             cache: Arc::new(ChunkCache::new(parts.cache_bytes)),
             write_buffer_bytes: parts.write_buffer_bytes,
             seal_threads: parts.seal_threads,
+            read_ahead_chunks: parts.read_ahead_chunks,
             data_dir: parts.data_dir,
             names: Default::default(),
         };
@@ -404,6 +407,7 @@ fn core_parts(
         cache: template.cache.clone(),
         write_buffer_bytes: template.write_buffer_bytes,
         seal_threads: template.seal_threads,
+        read_ahead_chunks: template.read_ahead_chunks,
         data_dir: template.data_dir.clone(),
     }
 }

@@ -528,7 +528,7 @@ impl Mount {
             .cloned()
             .ok_or(FsError::BadHandle)?;
         let core = self.core(slot)?;
-        file.read(&core.io, &core.pool, offset, size)
+        file.read(&core.io, &core.fetch_pool, offset, size)
     }
 
     pub(super) fn snap_release(&self, fh: u64) -> FsResult<()> {

@@ -64,6 +64,7 @@ pub(super) fn test_mount(
         cache_bytes: 1 << 20,
         write_buffer_bytes: 1 << 20,
         seal_threads: 1,
+        read_ahead_chunks: 2,
         data_dir: dir.to_path_buf(),
     })
     .unwrap()
