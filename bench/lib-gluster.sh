@@ -41,7 +41,7 @@ GLUSTER_BRICKS=()          # brick directories
 
 gluster_cli() {
     timeout 120 gluster --mode=script --glusterd-sock="$GLUSTER_DIR/run/glusterd.socket" \
-        --log-file="$GLUSTER_LOGS/cli.log" "$@" 9>&- 8>&-
+        --log-file="$GLUSTER_LOGS/cli.log" "$@" </dev/null 9>&- 8>&-
 }
 
 # ----------------------------------------------------------------------------
@@ -225,7 +225,8 @@ gluster_wait_volume_up() {
     while read -r kind path pid online; do
         [[ $online == 1 && $pid =~ ^[0-9]+$ ]] || continue
         if [[ $kind == shd ]]; then
-            [[ -z ${GLUSTER_PID[shd]:-} ]] || continue
+            # (glusterd starts a new one when the volume's graph changes, e.g. after replace-brick)
+            [[ ${GLUSTER_PID[shd]:-} != "$pid" ]] || continue
             gluster_record shd "$pid" "$(gluster_arg_after "$pid" -p)" "$(gluster_arg_after "$pid" -S)"
         else
             for ((i = 1; i <= ${#GLUSTER_BRICKS[@]}; i++)); do
@@ -314,6 +315,58 @@ gluster_remount() {
 }
 
 # ----------------------------------------------------------------------------
+# Repair: a brick dies and is replaced by an empty one, which the self-heal daemon fills.
+# ----------------------------------------------------------------------------
+
+# gluster_brick_bytes DIR — bytes of the regular files a brick holds (its .glusterfs holds
+# hard links and metadata, not counted).
+gluster_brick_bytes() {
+    find "$1" -path "$1/.glusterfs" -prune -o -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'
+}
+
+# gluster_heal_pending — the entries waiting for a heal, over every brick (`heal VOL statistics
+# heal-count`, answered by the self-heal daemon; `heal VOL info` runs glfsheal, which only
+# finds glusterd at its default socket).
+gluster_heal_pending() {
+    gluster_cli volume heal "$GLUSTER_VOL" statistics heal-count 2>/dev/null |
+        awk '/^Number of entries:/ { n += $NF; seen = 1 } END { if (!seen) exit 1; print n }'
+}
+
+# gluster_replace_brick I — kill -9 brick I's process, then `replace-brick ... commit force`
+# with a new empty brick (brick N+1); waits until it is online, then starts a full heal (the
+# self-heal daemon would otherwise copy the data only at its next crawl, up to
+# cluster.heal-timeout = 600 s later). Sets GLUSTER_NEW_BRICK (its number) and
+# GLUSTER_REPLACE_SECS (the replace-brick command's time).
+GLUSTER_NEW_BRICK="" GLUSTER_REPLACE_SECS=""
+gluster_replace_brick() {
+    local i=$1 old new n t0
+    old=${GLUSTER_BRICKS[i - 1]}
+    n=$((${#GLUSTER_BRICKS[@]} + 1))
+    new=$GLUSTER_DIR/brick$n
+    rm -rf --one-file-system "$new"
+    mkdir -p "$new"
+    gluster_stop "brick$i" KILL
+    t0=$(now)
+    gluster_cli volume replace-brick "$GLUSTER_VOL" "$GLUSTER_HOST:$old" "$GLUSTER_HOST:$new" commit force \
+        >>"$GLUSTER_LOGS/cli.out" 2>&1 || { show_log_tail "$GLUSTER_LOGS/cli.out"; die "gluster: replace-brick failed"; }
+    GLUSTER_REPLACE_SECS=$(calc "$(now) - $t0")
+    GLUSTER_BRICKS+=("$new")
+    GLUSTER_NEW_BRICK=$n
+    gluster_wait_volume_up 3
+    gluster_cli volume heal "$GLUSTER_VOL" full >>"$GLUSTER_LOGS/cli.out" 2>&1 ||
+        { show_log_tail "$GLUSTER_LOGS/cli.out"; die "gluster: heal full failed"; }
+}
+
+# gluster_healed NEW SRC — no entry waits for a heal and the new brick holds as many bytes as
+# brick SRC.
+gluster_healed() {
+    local n
+    n=$(gluster_heal_pending) || return 1
+    [[ $n == 0 ]] || return 1
+    [[ $(gluster_brick_bytes "${GLUSTER_BRICKS[$1 - 1]}") == $(gluster_brick_bytes "${GLUSTER_BRICKS[$2 - 1]}") ]]
+}
+
+# ----------------------------------------------------------------------------
 # Checks and teardown
 # ----------------------------------------------------------------------------
 
@@ -334,6 +387,26 @@ gluster_check_loopback_only() {
     log "gluster: all $n gluster listeners are on $GLUSTER_ADDR"
 }
 
+# gluster_stop_leftovers — stop, by pid, any process still running that glusterd started for
+# this run but that was not recorded (e.g. a self-heal daemon respawned after a graph change):
+# every brick and self-heal daemon has a pid file under GLUSTER_DIR/run on its command line.
+gluster_stop_leftovers() {
+    local f pid sock
+    [[ -n $GLUSTER_DIR ]] || return 0
+    for f in /proc/[0-9]*/cmdline; do
+        pid=${f#/proc/}
+        pid=${pid%/cmdline}
+        [[ $pid != "$$" ]] || continue
+        tr '\0' '\n' <"$f" 2>/dev/null | awk -v p="$GLUSTER_DIR/run/" 'index($0, p) == 1 { f = 1 } END { exit !f }' || continue
+        is_running "$pid" || continue
+        log "gluster: pid $pid ($(tr '\0' ' ' <"$f" 2>/dev/null | cut -c1-80)) was left running; stopping it"
+        sock=$(gluster_arg_after "$pid" -S)
+        stop_pid "$pid" TERM "$GLUSTER_STOP_TIMEOUT" || true
+        [[ $sock == /*.socket && -S $sock ]] && rm -f "$sock"
+    done
+    return 0
+}
+
 # gluster_stop_all — unmount the clients, stop the volume (glusterd stops the bricks and the
 # self-heal daemon), stop glusterd; then stop by pid whatever still runs, remove the sockets
 # the processes were given and move the brick logs (glusterd writes them under
@@ -350,6 +423,7 @@ gluster_stop_all() {
         [[ $name == glusterd ]] || gluster_stop "$name"
     done
     gluster_stop glusterd
+    gluster_stop_leftovers
     for name in "${!GLUSTER_SOCK[@]}"; do
         f=${GLUSTER_SOCK[$name]}
         [[ $f == /*.socket && -S $f ]] && rm -f "$f"
