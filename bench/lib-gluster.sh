@@ -119,7 +119,10 @@ gluster_remove_hosts_line() {
 gluster_record() {
     GLUSTER_PID[$1]=$2
     GLUSTER_STARTED+=("$1")
-    [[ -z ${4:-} ]] || GLUSTER_SOCK[$1]=$4
+    if [[ -n ${4:-} ]]; then
+        GLUSTER_SOCK[$1]=$4
+        echo "$4" >>"$GLUSTER_DIR/sockets" # for gluster_cleanup_stale
+    fi
     if declare -F gluster_hook_started >/dev/null; then gluster_hook_started "$1" "$2" "$3"; fi
 }
 
@@ -387,17 +390,18 @@ gluster_check_loopback_only() {
     log "gluster: all $n gluster listeners are on $GLUSTER_ADDR"
 }
 
-# gluster_stop_leftovers — stop, by pid, any process still running that glusterd started for
-# this run but that was not recorded (e.g. a self-heal daemon respawned after a graph change):
-# every brick and self-heal daemon has a pid file under GLUSTER_DIR/run on its command line.
+# gluster_stop_leftovers [DIR] — stop, by pid, any process still running that glusterd started
+# for this run (or the run whose GLUSTER_DIR was DIR) but that was not recorded (e.g. a
+# self-heal daemon respawned after a graph change): every brick and self-heal daemon has a pid
+# file under GLUSTER_DIR/run on its command line.
 gluster_stop_leftovers() {
-    local f pid sock
-    [[ -n $GLUSTER_DIR ]] || return 0
+    local dir=${1:-$GLUSTER_DIR} f pid sock
+    [[ -n $dir ]] || return 0
     for f in /proc/[0-9]*/cmdline; do
         pid=${f#/proc/}
         pid=${pid%/cmdline}
         [[ $pid != "$$" ]] || continue
-        tr '\0' '\n' <"$f" 2>/dev/null | awk -v p="$GLUSTER_DIR/run/" 'index($0, p) == 1 { f = 1 } END { exit !f }' || continue
+        tr '\0' '\n' <"$f" 2>/dev/null | awk -v p="$dir/run/" 'index($0, p) == 1 { f = 1 } END { exit !f }' || continue
         is_running "$pid" || continue
         log "gluster: pid $pid ($(tr '\0' ' ' <"$f" 2>/dev/null | cut -c1-80)) was left running; stopping it"
         sock=$(gluster_arg_after "$pid" -S)
@@ -430,9 +434,29 @@ gluster_stop_all() {
     done
     GLUSTER_SOCK=()
     for f in "${GLUSTER_BRICKS[@]}"; do
-        f=/var/log/glusterfs/bricks/$(sed 's|^/||; s|/|-|g' <<<"$f").log
+        f=$(gluster_brick_log "$f")
         [[ -f $f ]] && mv "$f" "$GLUSTER_LOGS/" 2>/dev/null
     done
     GLUSTER_STARTED=()
     gluster_remove_hosts_line "$GLUSTER_DIR"
+}
+
+# The log glusterd gives the brick process of brick directory $1.
+gluster_brick_log() { echo "/var/log/glusterfs/bricks/$(sed 's|^/||; s|/|-|g' <<<"$1").log"; }
+
+# gluster_cleanup_stale DIR — what a run killed outright (its GLUSTER_DIR was DIR) leaves
+# outside DIR once its processes are stopped: the sockets its processes were given, its brick
+# logs and its /etc/hosts line.
+gluster_cleanup_stale() {
+    local dir=$1 f
+    gluster_stop_leftovers "$dir"
+    if [[ -f $dir/sockets ]]; then
+        while IFS= read -r f; do
+            [[ $f == /*.socket && -S $f ]] && rm -f "$f"
+        done <"$dir/sockets"
+    fi
+    for f in "$dir"/brick*; do
+        [[ -d $f ]] && rm -f "$(gluster_brick_log "$f")"
+    done
+    gluster_remove_hosts_line "$dir"
 }
