@@ -356,8 +356,12 @@ gluster_replace_brick() {
     GLUSTER_BRICKS+=("$new")
     GLUSTER_NEW_BRICK=$n
     gluster_wait_volume_up 3
-    gluster_cli volume heal "$GLUSTER_VOL" full >>"$GLUSTER_LOGS/cli.out" 2>&1 ||
-        { show_log_tail "$GLUSTER_LOGS/cli.out"; die "gluster: heal full failed"; }
+    # (refused while the self-heal daemon is not yet connected to the new brick: retried)
+    local deadline=$((SECONDS + GLUSTER_TIMEOUT))
+    until gluster_cli volume heal "$GLUSTER_VOL" full >>"$GLUSTER_LOGS/cli.out" 2>&1; do
+        ((SECONDS < deadline)) || { show_log_tail "$GLUSTER_LOGS/cli.out"; die "gluster: heal full failed for ${GLUSTER_TIMEOUT}s"; }
+        sleep 1
+    done
 }
 
 # gluster_healed NEW SRC — no entry waits for a heal and the new brick holds as many bytes as
@@ -390,24 +394,33 @@ gluster_check_loopback_only() {
     log "gluster: all $n gluster listeners are on $GLUSTER_ADDR"
 }
 
-# gluster_stop_leftovers [DIR] — stop, by pid, any process still running that glusterd started
-# for this run (or the run whose GLUSTER_DIR was DIR) but that was not recorded (e.g. a
-# self-heal daemon respawned after a graph change): every brick and self-heal daemon has a pid
-# file under GLUSTER_DIR/run on its command line.
-gluster_stop_leftovers() {
-    local dir=${1:-$GLUSTER_DIR} f pid sock
-    [[ -n $dir ]] || return 0
+# gluster_run_procs DIR — "PID SOCKET" of every running process with a pid file under DIR/run
+# on its command line: the brick processes and self-heal daemons glusterd started for the run
+# whose GLUSTER_DIR is DIR (SOCKET: the unix socket it was given, `-S`; may be empty).
+gluster_run_procs() {
+    local dir=$1 f pid
     for f in /proc/[0-9]*/cmdline; do
         pid=${f#/proc/}
         pid=${pid%/cmdline}
         [[ $pid != "$$" ]] || continue
         tr '\0' '\n' <"$f" 2>/dev/null | awk -v p="$dir/run/" 'index($0, p) == 1 { f = 1 } END { exit !f }' || continue
         is_running "$pid" || continue
-        log "gluster: pid $pid ($(tr '\0' ' ' <"$f" 2>/dev/null | cut -c1-80)) was left running; stopping it"
-        sock=$(gluster_arg_after "$pid" -S)
+        echo "$pid $(gluster_arg_after "$pid" -S)"
+    done
+}
+
+# gluster_stop_leftovers [DIR] — stop, by pid, any process still running that glusterd started
+# for this run (or the run whose GLUSTER_DIR was DIR) but that was not recorded (e.g. a
+# self-heal daemon respawned after a graph change), and remove its socket.
+gluster_stop_leftovers() {
+    local dir=${1:-$GLUSTER_DIR} pid sock
+    [[ -n $dir ]] || return 0
+    while read -r pid sock; do
+        [[ -n $pid ]] || continue
+        log "gluster: pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-80)) was left running; stopping it"
         stop_pid "$pid" TERM "$GLUSTER_STOP_TIMEOUT" || true
         [[ $sock == /*.socket && -S $sock ]] && rm -f "$sock"
-    done
+    done < <(gluster_run_procs "$dir")
     return 0
 }
 
@@ -416,7 +429,12 @@ gluster_stop_leftovers() {
 # the processes were given and move the brick logs (glusterd writes them under
 # /var/log/glusterfs/bricks/, named after the brick path) into GLUSTER_LOGS.
 gluster_stop_all() {
-    local name f
+    local name f pid socks=()
+    # (the sockets of processes glusterd started that were not recorded: `volume stop` ends
+    # them without removing their sockets)
+    if [[ -n $GLUSTER_DIR ]]; then
+        while read -r pid f; do [[ -z $f ]] || socks+=("$f"); done < <(gluster_run_procs "$GLUSTER_DIR")
+    fi
     for name in "${!GLUSTER_MNT[@]}"; do gluster_umount "$name"; done
     if [[ -n ${GLUSTER_PID[glusterd]:-} ]] && is_running "${GLUSTER_PID[glusterd]}" &&
         [[ -n ${GLUSTER_PID[brick1]:-}${GLUSTER_PID[brick2]:-}${GLUSTER_PID[brick3]:-} ]]; then
@@ -428,8 +446,7 @@ gluster_stop_all() {
     done
     gluster_stop glusterd
     gluster_stop_leftovers
-    for name in "${!GLUSTER_SOCK[@]}"; do
-        f=${GLUSTER_SOCK[$name]}
+    for f in "${GLUSTER_SOCK[@]}" "${socks[@]}"; do
         [[ $f == /*.socket && -S $f ]] && rm -f "$f"
     done
     GLUSTER_SOCK=()
