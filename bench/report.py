@@ -72,7 +72,10 @@ ROWS = [
      "(holding ~3/4 of the chunks) is killed with `kill -9`; bytes it held / time from node 1 "
      "seeing it dead until `p2pfs-ctl health` exits 0. Tahoe: a 4th storage node joins, "
      "storage1 is killed, bytes of the file's share it held / time of `POST ?t=check&repair=true`. "
-     "fuser simple: n/a (one copy). Gluster: see the details."),
+     "fuser simple: n/a (one copy). Gluster: right after row c, brick 3's process is killed with "
+     "`kill -9`, the brick replaced by an empty one (`replace-brick ... commit force`) and a full "
+     "heal started; bytes brick 3 held / time from the kill until `heal statistics heal-count` "
+     "shows no entry and the new brick holds every byte."),
     ("cpu_write", "h. CPU per GiB written", "CPU-s/GiB (lower is better)", "cpu", {"base": 0.5},
      "User + system CPU seconds (utime + stime of /proc/PID/stat, every thread) of every "
      "process of the system, read right before and right after row a's timed command, per "
