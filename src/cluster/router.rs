@@ -238,7 +238,10 @@ impl ChunkRouter {
         self.repair_wanted.clone()
     }
 
-    /// Stores one copy; the error says whether the holder's disk was full.
+    /// Stores one copy; the error says whether the holder's disk was full. This node's own copy
+    /// is written on the calling thread when the future is first polled: `replicate` (which
+    /// checks that its thread may block) runs it under `block_on` on a seal thread, never a
+    /// runtime worker, and this spares a copy of the chunk for a blocking task.
     async fn put_one(
         &self,
         peer: PeerId,
@@ -246,12 +249,10 @@ impl ChunkRouter {
         ciphertext: &[u8],
     ) -> Result<(), (bool, String)> {
         if peer == self.local {
-            let (store, data) = (self.store.clone(), ciphertext.to_vec());
-            match tokio::task::spawn_blocking(move || store.put(&id, &data)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err((e.is_no_space(), e.to_string())),
-                Err(e) => Err((false, e.to_string())),
-            }
+            self.store
+                .put(&id, ciphertext)
+                .map(|_| ())
+                .map_err(|e| (e.is_no_space(), e.to_string()))
         } else {
             self.client.put(peer, id, ciphertext).await.map_err(|e| {
                 if let ChunkRpcError::BadProof(..) = e {
@@ -290,7 +291,10 @@ impl RemoteChunks for ChunkRouter {
             let mut last_error = None;
             let mut all_full = true;
             while copies < want && next < ranked.len() {
-                let batch: Vec<PeerId> = ranked[next..].iter().take(want - copies).copied().collect();
+                let mut batch: Vec<PeerId> = ranked[next..].iter().take(want - copies).copied().collect();
+                // This node's copy last, so the peers' requests are on their way while it is
+                // written (see `put_one`).
+                batch.sort_by_key(|p| *p == self.local);
                 next += batch.len();
                 for (peer, result) in batch.iter().zip(join_all(batch.iter().map(|p| self.put_one(*p, *id, ciphertext))).await) {
                     match result {

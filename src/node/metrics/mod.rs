@@ -256,6 +256,19 @@ impl Collector for Scrape {
                     .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
             }
         }
+        {
+            let mut m = e.encode_descriptor(
+                "connections_secured",
+                "Connections secured since start, per transport cipher (ChaCha20-Poly1305: a peer without the AES-GCM Noise variant).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, cipher) in crate::net::secure::CIPHERS.iter().enumerate() {
+                let n = crate::net::secure::SECURED.with(i);
+                m.encode_family(&[("cipher", *cipher)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
+        }
         counter(
             e,
             "cache_hits",
@@ -492,6 +505,8 @@ mod tests {
             "p2pfs_gossip_dropped_total ",
             "p2pfs_admission_refused_total{direction=\"in\"} 7\n",
             "p2pfs_admission_refused_total{direction=\"out\"} 0\n",
+            "p2pfs_connections_secured_total{cipher=\"aes-256-gcm\"} ",
+            "p2pfs_connections_secured_total{cipher=\"chacha20-poly1305\"} ",
             "p2pfs_fuse_operations_total{op=\"create\"} ",
             "p2pfs_fuse_operation_duration_seconds_bucket{le=\"0.00005\",op=\"read\"} ",
         ] {
