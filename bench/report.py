@@ -70,7 +70,9 @@ ROWS = [
     ("repair", "f. repair after `kill -9` of a holder", "MB/s", "rate", {"gluster": 1.0},
      "p2pfs: a separate cluster of 4 holders, R=3, the file written on node 1; node 4 "
      "(holding ~3/4 of the chunks) is killed with `kill -9`; bytes it held / time from node 1 "
-     "seeing it dead until `p2pfs-ctl health` exits 0. Tahoe: a 4th storage node joins, "
+     "seeing it dead until the 3 survivors hold R copies of every chunk again with nothing "
+     "queued (`status`; when `p2pfs-ctl health`, which proves every copy, exits 0 is in the "
+     "details). Tahoe: a 4th storage node joins, "
      "storage1 is killed, bytes of the file's share it held / time of `POST ?t=check&repair=true`. "
      "fuser simple: n/a (one copy). Gluster: right after row c, brick 3's process is killed with "
      "`kill -9`, the brick replaced by an empty one (`replace-brick ... commit force`) and a full "

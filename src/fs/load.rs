@@ -105,6 +105,7 @@ impl FsCore {
             io,
             pool: SealPool::new("p2pfs-seal", parts.seal_threads),
             fetch_pool: SealPool::new("p2pfs-fetch", parts.read_ahead_chunks),
+            siblings: Mutex::new(None),
             tree: RwLock::new(tree),
             mutate: Mutex::new(()),
             open_files: Mutex::new(HashMap::new()),

@@ -38,6 +38,23 @@ const MAX_LINKS: u32 = 65_000;
 /// Files whose kernel-cached version is remembered (about 100 bytes each).
 pub(super) const KERNEL_CACHED_FILES: usize = 65_536;
 
+/// The files of the directory listed last (`opendir`), in listing order: a program that
+/// lists a directory and then reads its files one by one (`cat *`, `cp -r`, `tar`, `rsync`)
+/// waits a round trip per small file; fetching the next files' chunks while it reads one
+/// overlaps those waits.
+pub(super) struct SiblingsAhead {
+    dir: u64,
+    inos: Vec<u64>,
+    /// Just past the file opened last (where the next open is looked for first).
+    cursor: usize,
+    /// Files before this index were fetched ahead already.
+    ahead_to: usize,
+}
+
+/// Files up to this size are read ahead when a sibling is opened (a larger file's own
+/// read-ahead starts with its first read, and its transfer, not the round trip, dominates).
+const SMALL_FILE: u64 = 256 * 1024;
+
 pub(super) enum Handle {
     File {
         ino: u64,
@@ -83,6 +100,8 @@ pub struct FsCore {
     pub(super) pool: SealPool,
     /// Read-ahead fetches, one thread per chunk in flight (started as needed).
     pub(super) fetch_pool: SealPool,
+    /// The directory listed last, for reading its small files ahead ([`FsCore::open`]).
+    pub(super) siblings: Mutex<Option<SiblingsAhead>>,
     pub(super) tree: RwLock<Tree>,
     /// Serializes namespace mutations: check, commit and apply happen as one step.
     pub(super) mutate: Mutex<()>,
@@ -888,6 +907,9 @@ impl FsCore {
         let _change = if writable { Some(self.change()?) } else { None };
         let node = self.file_node(ino)?;
         let file = self.acquire_file(ino, &node);
+        if !writable {
+            self.read_siblings_ahead(ino, &node);
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(
             fh,
@@ -898,6 +920,54 @@ impl FsCore {
             },
         );
         Ok(fh)
+    }
+
+    /// When `ino` is a file of the directory listed last, fetches the chunks of the next
+    /// small files of the listing (`storage.read_ahead_chunks` of them) into the cache.
+    fn read_siblings_ahead(&self, ino: u64, node: &Node) {
+        let wanted = {
+            let mut siblings = self.siblings.lock();
+            let Some(s) = siblings.as_mut() else {
+                return;
+            };
+            if self.tree.read().parent_ino(node) != s.dir {
+                return;
+            }
+            let found = s.inos[s.cursor..]
+                .iter()
+                .position(|&i| i == ino)
+                .map(|p| p + s.cursor)
+                .or_else(|| s.inos[..s.cursor].iter().position(|&i| i == ino));
+            let Some(at) = found else {
+                return;
+            };
+            s.cursor = at + 1;
+            let from = s.ahead_to.max(at + 1);
+            let to = (at + 1 + self.io.read_ahead_chunks as usize).min(s.inos.len());
+            if from >= to {
+                return;
+            }
+            s.ahead_to = to;
+            s.inos[from..to].to_vec()
+        };
+        let tree = self.tree.read();
+        for sibling in wanted {
+            let Some(next) = tree.get(sibling) else {
+                continue;
+            };
+            if next.meta.kind != EntryKind::File || next.meta.size > SMALL_FILE {
+                continue;
+            }
+            for r in next.meta.blocks.iter().flatten() {
+                if self.io.cache.peek(&r.id).is_none() {
+                    let (io, r) = (self.io.clone(), *r);
+                    self.fetch_pool.submit(Box::new(move || {
+                        // A failure shows up (and is logged) when the file is read.
+                        let _ = io.load(&r);
+                    }));
+                }
+            }
+        }
     }
 
     fn file_handle(&self, fh: u64) -> FsResult<(u64, Arc<OpenFile>, bool)> {
@@ -997,6 +1067,12 @@ impl FsCore {
             }
             out
         };
+        *self.siblings.lock() = Some(SiblingsAhead {
+            dir: ino,
+            inos: listing.iter().skip(2).map(|(_, child, _)| *child).collect(),
+            cursor: 0,
+            ahead_to: 0,
+        });
         let entries = listing
             .into_iter()
             .map(|(name, ino, node)| DirEntry {
