@@ -1,5 +1,5 @@
 //! The connection's security upgrade: Noise XX with the network key's prologue (see
-//! [`super::admission_prologue`]), offering AES-256-GCM first.
+//! `admission_prologue` in `net`), offering AES-256-GCM first.
 //!
 //! Chunks travel as AEAD ciphertext already, but the transport cipher still hides which chunk
 //! ids, entries and requests pass between which nodes, so every byte stays encrypted. What
