@@ -249,10 +249,16 @@ impl ChunkRouter {
         ciphertext: &[u8],
     ) -> Result<(), (bool, String)> {
         if peer == self.local {
-            self.store
-                .put(&id, ciphertext)
-                .map(|_| ())
-                .map_err(|e| (e.is_no_space(), e.to_string()))
+            // A panic stays this copy's failure (as it was on a blocking task), rather than
+            // ending the seal thread with the chunk's writer waiting on it.
+            let put = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.store.put(&id, ciphertext)
+            }));
+            match put {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err((e.is_no_space(), e.to_string())),
+                Err(_) => Err((false, "storing the chunk panicked".into())),
+            }
         } else {
             self.client.put(peer, id, ciphertext).await.map_err(|e| {
                 if let ChunkRpcError::BadProof(..) = e {

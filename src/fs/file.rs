@@ -63,6 +63,11 @@ impl ChunkIo {
         chunk_size: u64,
         read_ahead_chunks: u64,
     ) -> Self {
+        // What is read ahead must still be cached when the reader gets to it: at most half
+        // the cache (a large chunk size or a small cache lowers the setting).
+        let read_ahead_chunks = read_ahead_chunks
+            .min(cache.stats().capacity / 2 / chunk_size.max(1))
+            .max(1);
         Self {
             store,
             remote,
@@ -162,17 +167,35 @@ type Job = Box<dyn FnOnce() + Send>;
 pub struct SealPool {
     name: &'static str,
     max: usize,
+    /// What happens to jobs once the pool is shut down: `false` (sealing) runs them, queued
+    /// ones on the threads and later ones inline, so no write is lost; `true` (read-ahead,
+    /// which only warms the cache) drops them, so a stopping node neither waits for fetches
+    /// nor runs them on the caller's thread.
+    discard: bool,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     rx: Arc<std::sync::Mutex<mpsc::Receiver<Job>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl SealPool {
+    /// A pool whose jobs all run, even after shutdown (sealing).
     pub fn new(name: &'static str, max: usize) -> Self {
+        Self::with_mode(name, max, false)
+    }
+
+    /// A pool whose jobs may be dropped once it is shut down (read-ahead).
+    pub fn discarding(name: &'static str, max: usize) -> Self {
+        Self::with_mode(name, max, true)
+    }
+
+    fn with_mode(name: &'static str, max: usize, discard: bool) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         Self {
             name,
             max: max.max(1),
+            discard,
+            stopped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tx: Mutex::new(Some(tx)),
             rx: Arc::new(std::sync::Mutex::new(rx)),
             threads: Mutex::new(Vec::new()),
@@ -181,6 +204,7 @@ impl SealPool {
 
     fn start_thread(&self, threads: &mut Vec<std::thread::JoinHandle<()>>) {
         let rx = self.rx.clone();
+        let (discard, stopped) = (self.discard, self.stopped.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("{}-{}", self.name, threads.len()))
             .spawn(move || {
@@ -190,6 +214,7 @@ impl SealPool {
                         Err(_) => return,
                     };
                     match job {
+                        Ok(_) if discard && stopped.load(std::sync::atomic::Ordering::Relaxed) => {}
                         Ok(job) => job(),
                         Err(_) => return,
                     }
@@ -198,35 +223,43 @@ impl SealPool {
         match spawned {
             Ok(handle) => threads.push(handle),
             // The jobs wait for the threads there are (there is at least one, or the job runs
-            // inline below).
-            Err(e) => {
-                tracing::warn!(pool = self.name, error = %e, "could not start a worker thread")
-            }
+            // inline in `submit`).
+            Err(e) => tracing::warn!(pool = self.name, error = %e, "could not start a worker thread"),
         }
     }
 
     pub fn submit(&self, job: Job) {
         let tx = self.tx.lock();
-        let Some(tx) = tx.as_ref() else {
-            // Shut down: run inline so no write is lost.
+        if tx.is_none() {
             drop(tx);
-            job();
+            if !self.discard {
+                // Shut down: run inline so no write is lost.
+                job();
+            }
             return;
-        };
+        }
         let mut threads = self.threads.lock();
         if threads.len() < self.max {
             self.start_thread(&mut threads);
         }
         if threads.is_empty() {
+            // No thread could be started: run it here, holding no lock (a job may submit).
             drop(threads);
+            drop(tx);
             job();
             return;
         }
-        let _ = tx.send(job);
+        drop(threads);
+        if let Some(tx) = tx.as_ref() {
+            let _ = tx.send(job);
+        }
     }
 
-    /// Finishes queued jobs and stops the threads.
+    /// Stops the threads: a sealing pool finishes its queued jobs first, a discarding one
+    /// drops them.
     pub fn shutdown(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.tx.lock().take();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
@@ -662,5 +695,37 @@ mod tests {
             ran_inline.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }));
         assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 14);
+    }
+
+    /// A read-ahead pool drops what is queued when it shuts down, and what comes after.
+    #[test]
+    fn a_discarding_pool_drops_jobs_at_shutdown() {
+        let pool = SealPool::discarding("test-fetch", 1);
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release_tx, release) = std::sync::mpsc::channel::<()>();
+        pool.submit(Box::new(move || {
+            started_tx.send(()).unwrap();
+            let _ = release.recv();
+        }));
+        started.recv().unwrap();
+        for _ in 0..5 {
+            let ran = ran.clone();
+            pool.submit(Box::new(move || {
+                ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                release_tx.send(()).unwrap();
+            });
+            pool.shutdown();
+        });
+        let ran_after = ran.clone();
+        pool.submit(Box::new(move || {
+            ran_after.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 }

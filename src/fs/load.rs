@@ -96,6 +96,7 @@ impl FsCore {
             u64::from(parts.chunk_size),
             parts.read_ahead_chunks as u64,
         ));
+        let fetch_threads = io.read_ahead_chunks as usize;
         let core = Self {
             volume: RwLock::new(parts.volume),
             signer: parts.signer,
@@ -104,7 +105,7 @@ impl FsCore {
             namespace: parts.namespace,
             io,
             pool: SealPool::new("p2pfs-seal", parts.seal_threads),
-            fetch_pool: SealPool::new("p2pfs-fetch", parts.read_ahead_chunks),
+            fetch_pool: SealPool::discarding("p2pfs-fetch", fetch_threads),
             siblings: Mutex::new(None),
             tree: RwLock::new(tree),
             mutate: Mutex::new(()),

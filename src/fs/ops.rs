@@ -933,12 +933,14 @@ impl FsCore {
             if self.tree.read().parent_ino(node) != s.dir {
                 return;
             }
-            let found = s.inos[s.cursor..]
+            // Only a reader going forward through the listing is read ahead for: the file is
+            // looked for just past the previous one (no scan of a large directory per open).
+            let window = s.cursor..(s.cursor + 1 + 2 * self.io.read_ahead_chunks as usize).min(s.inos.len());
+            let Some(at) = s.inos[window.clone()]
                 .iter()
                 .position(|&i| i == ino)
-                .map(|p| p + s.cursor)
-                .or_else(|| s.inos[..s.cursor].iter().position(|&i| i == ino));
-            let Some(at) = found else {
+                .map(|p| p + window.start)
+            else {
                 return;
             };
             s.cursor = at + 1;
@@ -950,22 +952,33 @@ impl FsCore {
             s.ahead_to = to;
             s.inos[from..to].to_vec()
         };
-        let tree = self.tree.read();
-        for sibling in wanted {
-            let Some(next) = tree.get(sibling) else {
-                continue;
-            };
-            if next.meta.kind != EntryKind::File || next.meta.size > SMALL_FILE {
-                continue;
-            }
-            for r in next.meta.blocks.iter().flatten() {
-                if self.io.cache.peek(&r.id).is_none() {
-                    let (io, r) = (self.io.clone(), *r);
-                    self.fetch_pool.submit(Box::new(move || {
-                        // A failure shows up (and is logged) when the file is read.
-                        let _ = io.load(&r);
-                    }));
+        // As many bytes as a sequential reader's read-ahead; chosen under the tree lock,
+        // submitted after it.
+        let mut budget = self.io.read_ahead_chunks * self.io.chunk_size;
+        let mut chunks = Vec::new();
+        {
+            let tree = self.tree.read();
+            for sibling in wanted {
+                let Some(next) = tree.get(sibling) else {
+                    continue;
+                };
+                if next.meta.kind != EntryKind::File || next.meta.size > SMALL_FILE {
+                    continue;
                 }
+                if next.meta.size > budget {
+                    break;
+                }
+                budget -= next.meta.size;
+                chunks.extend(next.meta.blocks.iter().flatten().copied());
+            }
+        }
+        for r in chunks {
+            if self.io.cache.peek(&r.id).is_none() {
+                let io = self.io.clone();
+                self.fetch_pool.submit(Box::new(move || {
+                    // A failure shows up (and is logged) when the file is read.
+                    let _ = io.load(&r);
+                }));
             }
         }
     }

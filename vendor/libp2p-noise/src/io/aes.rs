@@ -30,8 +30,8 @@ const HEADER: usize = 2;
 const MAX_PLAINTEXT: usize = MAX_MESSAGE - TAG;
 /// Sealed bytes a writer may queue before it waits for the socket.
 const SEND_HIGH_WATER: usize = 4 * (HEADER + MAX_MESSAGE);
-/// The incoming buffer: several messages per read of the socket.
-const RECV_BUFFER: usize = 4 * (HEADER + MAX_MESSAGE);
+/// The incoming buffer: room for a message and the start of the next, read at once.
+const RECV_BUFFER: usize = 2 * (HEADER + MAX_MESSAGE);
 
 /// The two transport keys of one side: what it sends, what it receives.
 pub(crate) struct Keys {
@@ -96,6 +96,8 @@ pub(crate) struct AesIo<T> {
     plain_end: usize,
     /// A message failed to open: the session is over.
     broken: bool,
+    /// A message failed to seal: nothing more is sent.
+    send_broken: bool,
 }
 
 impl<T> AesIo<T> {
@@ -119,6 +121,7 @@ impl<T> AesIo<T> {
             plain_start: 0,
             plain_end: 0,
             broken: false,
+            send_broken: false,
         }
     }
 
@@ -162,7 +165,8 @@ impl<T> AesIo<T> {
         Ok(true)
     }
 
-    /// Seals the message being filled, if any.
+    /// Seals the message being filled, if any. On failure its plaintext is dropped, never
+    /// sent, and the sending side stays failed.
     fn seal_open(&mut self) -> io::Result<()> {
         let Some(at) = self.open_at.take() else {
             return Ok(());
@@ -173,12 +177,20 @@ impl<T> AesIo<T> {
             self.out.truncate(at);
             return Ok(());
         }
-        let nonce = self.send.next_nonce()?;
-        let tag = self
-            .send
-            .key
-            .seal_in_place_separate_tag(nonce, Aad::empty(), &mut self.out[start..])
-            .map_err(|_| io::Error::other("noise: encryption failed"))?;
+        let sealed = self.send.next_nonce().and_then(|nonce| {
+            self.send
+                .key
+                .seal_in_place_separate_tag(nonce, Aad::empty(), &mut self.out[start..])
+                .map_err(|_| io::Error::other("noise: encryption failed"))
+        });
+        let tag = match sealed {
+            Ok(tag) => tag,
+            Err(e) => {
+                self.out.truncate(at);
+                self.send_broken = true;
+                return Err(e);
+            }
+        };
         self.out.extend_from_slice(tag.as_ref());
         let len = u16::try_from(plaintext + TAG).expect("a message fits its length prefix");
         self.out[at..start].copy_from_slice(&len.to_be_bytes());
@@ -254,6 +266,9 @@ impl<T: AsyncWrite + Unpin> AesIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.send_broken {
+            return Poll::Ready(Err(io::Error::other("noise: session failed")));
+        }
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -286,10 +301,17 @@ impl<T: AsyncWrite + Unpin> AesIo<T> {
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.send_broken {
+            return Poll::Ready(Err(io::Error::other("noise: session failed")));
+        }
         self.seal_open()?;
         ready!(self.poll_send_sealed(cx))?;
         self.out.clear();
         self.out_pos = 0;
+        // A burst's buffer is not kept for an idle connection.
+        if self.out.capacity() > SEND_HIGH_WATER + HEADER + MAX_MESSAGE {
+            self.out.shrink_to(HEADER + MAX_MESSAGE);
+        }
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
@@ -389,5 +411,24 @@ mod tests {
             }
         });
         assert_eq!(got, payload);
+    }
+
+    /// A message that cannot be sealed (nonces exhausted) is never sent in the clear, and the
+    /// session sends nothing more.
+    #[test]
+    fn a_failed_seal_sends_nothing() {
+        use futures::executor::block_on;
+        let mut ours = AesIo::new(Vec::<u8>::new(), Keys::new([1; 32], [2; 32]), &[], &[]);
+        ours.send.nonce = u64::MAX;
+        let secret = b"plaintext that must not leak";
+        let result = block_on(futures::future::poll_fn(|cx| {
+            ready!(ours.poll_write(cx, secret))?;
+            ours.poll_flush(cx)
+        }));
+        assert!(result.is_err());
+        assert!(ours.io.is_empty(), "bytes reached the socket: {:?}", ours.io);
+        assert!(ours.out.is_empty());
+        let again = block_on(futures::future::poll_fn(|cx| ours.poll_write(cx, secret)));
+        assert!(again.is_err());
     }
 }
