@@ -224,7 +224,9 @@ impl SealPool {
             Ok(handle) => threads.push(handle),
             // The jobs wait for the threads there are (there is at least one, or the job runs
             // inline in `submit`).
-            Err(e) => tracing::warn!(pool = self.name, error = %e, "could not start a worker thread"),
+            Err(e) => {
+                tracing::warn!(pool = self.name, error = %e, "could not start a worker thread")
+            }
         }
     }
 

@@ -935,7 +935,8 @@ impl FsCore {
             }
             // Only a reader going forward through the listing is read ahead for: the file is
             // looked for just past the previous one (no scan of a large directory per open).
-            let window = s.cursor..(s.cursor + 1 + 2 * self.io.read_ahead_chunks as usize).min(s.inos.len());
+            let window =
+                s.cursor..(s.cursor + 1 + 2 * self.io.read_ahead_chunks as usize).min(s.inos.len());
             let Some(at) = s.inos[window.clone()]
                 .iter()
                 .position(|&i| i == ino)

@@ -1153,8 +1153,8 @@ fn links_renames_of_two_names_on_two_nodes_both_stay() {
 }
 
 /// Opening a file of the directory listed last fetches the next small files' chunks (as many
-/// files as the read-ahead: `read_ahead_chunks`, at most half the cache, 2 chunks here) into
-/// the cache; files past that, and large files, are not.
+/// files as the read-ahead: `read_ahead_chunks`, at most half the cache, 4 here) into the
+/// cache; files past that, and large files, are not.
 #[test]
 fn opening_a_listed_file_reads_the_next_small_files_ahead() {
     let f = fixture(4096);
@@ -1184,10 +1184,10 @@ fn opening_a_listed_file_reads_the_next_small_files_ahead() {
 
     let dh = core.opendir(dir).unwrap();
     let fh = core.open(inos[0], false).unwrap();
-    // The read-ahead is 2 files here: files 1 and 2, of which 1 is large.
-    assert_eq!(core.io.read_ahead_chunks, 2);
+    // The read-ahead is 4 files here: files 1 to 4, of which 1 is large.
+    assert_eq!(core.io.read_ahead_chunks, 4);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !cached(inos[2]) {
+    while ![2, 3, 4].iter().all(|&i| cached(inos[i])) {
         assert!(
             std::time::Instant::now() < deadline,
             "the next small files were not read ahead"
@@ -1196,7 +1196,7 @@ fn opening_a_listed_file_reads_the_next_small_files_ahead() {
     }
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(!cached(inos[1]), "a large file was read ahead");
-    assert!(!cached(inos[3]), "read ahead past the read-ahead's files");
+    assert!(!cached(inos[5]), "read ahead past the read-ahead's files");
     core.release(fh).unwrap();
     core.releasedir(dh);
 }

@@ -426,7 +426,11 @@ mod tests {
             ours.poll_flush(cx)
         }));
         assert!(result.is_err());
-        assert!(ours.io.is_empty(), "bytes reached the socket: {:?}", ours.io);
+        assert!(
+            ours.io.is_empty(),
+            "bytes reached the socket: {:?}",
+            ours.io
+        );
         assert!(ours.out.is_empty());
         let again = block_on(futures::future::poll_fn(|cx| ours.poll_write(cx, secret)));
         assert!(again.is_err());
