@@ -421,3 +421,43 @@ fn kept_versions_give_way_when_a_node_is_over_its_capacity() {
     node.ctl_ok(&["restore", "f.bin", "--version", &n, "--to", "f-before.bin"]);
     assert_file_eq(&node.p("f-before.bin"), &random_bytes(34, 8 * CHUNK));
 }
+
+/// Kept versions give way when the disk holding the chunks has less free than
+/// `storage.min_free_percent` (here 100%, which no disk in use has), whatever their retention;
+/// the current version stays.
+#[test]
+fn kept_versions_give_way_when_the_disk_is_short() {
+    let mut node = Node::init();
+    node.set_chunk_size(CHUNK);
+    node.set_config("storage", "min_free_percent", "100");
+    node.start_args(&loopback_args(
+        1,
+        &[
+            "--gc-grace".into(),
+            GRACE.into(),
+            "--retention-days".into(),
+            "7".into(),
+        ],
+    ));
+    let mut versions = Vec::new();
+    let mut seen = BTreeSet::new();
+    for seed in 41..=43u64 {
+        let data = random_bytes(seed, 4 * CHUNK);
+        write_and_close(&node.p("f.bin"), &data).unwrap();
+        let now = node.chunk_ids();
+        versions.push(now.difference(&seen).cloned().collect::<BTreeSet<String>>());
+        seen = now;
+    }
+    assert!(versions.iter().all(|v| v.len() == 4), "{versions:?}");
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let held = node.chunk_ids();
+            versions[..2].iter().all(|v| v.is_disjoint(&held))
+        }),
+        "kept versions did not give way to a short disk: {}",
+        node.log_text()
+    );
+    assert!(versions[2].is_subset(&node.chunk_ids()));
+    assert!(node.log_text().contains("space is short"));
+    assert_file_eq(&node.p("f.bin"), &random_bytes(43, 4 * CHUNK));
+}

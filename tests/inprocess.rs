@@ -129,6 +129,7 @@ impl Net {
         s.gc_grace_secs = self.gc_grace_secs;
         // Deleted data is garbage after the grace period: no earlier versions kept.
         n.config.retention.days = 0.0;
+        s.min_free_percent = 0;
         s.scrub_interval_secs = 3600;
         n.config.metrics.listen = String::new();
     }

@@ -170,9 +170,9 @@ impl ChunkStore {
             .ok()
     }
 
-    /// How many bytes the store's filesystem is short of having a twentieth of its size free
+    /// How many bytes the store's filesystem is short of having `percent` of its size free
     /// (for unprivileged writers); 0 when it has that much.
-    pub fn space_short_by(&self) -> u64 {
+    pub fn space_short_by(&self, percent: u8) -> u64 {
         use std::os::unix::ffi::OsStrExt;
         let Ok(path) = std::ffi::CString::new(self.root.as_os_str().as_bytes()) else {
             return 0;
@@ -183,7 +183,8 @@ impl ChunkStore {
             return 0;
         }
         let frsize = st.f_frsize as u64;
-        (st.f_blocks as u64 / 20).saturating_sub(st.f_bavail as u64) * frsize
+        let wanted = (st.f_blocks as u128 * u128::from(percent.min(100)) / 100) as u64;
+        wanted.saturating_sub(st.f_bavail as u64) * frsize
     }
 
     /// Free bytes for unprivileged writers on the store's filesystem.

@@ -41,6 +41,8 @@ pub struct GcConfig {
     pub grace: Duration,
     /// `storage.capacity_bytes` (0: the disk's size bounds it).
     pub capacity_bytes: u64,
+    /// `storage.min_free_percent`: below this much free disk, kept versions give way.
+    pub min_free_percent: u8,
 }
 
 /// What one pass did.
@@ -199,7 +201,7 @@ impl Gc {
         report
     }
 
-    /// When the disk holding the chunks runs short (under 5% free) or this node stores more
+    /// When the disk holding the chunks runs short (under `storage.min_free_percent` free) or this node stores more
     /// than 95% of its configured capacity, drops the versions kept longest, whatever their
     /// retention, until the chunks only they held would give back the difference: kept
     /// versions never take the room live data needs, and a writer who fills the network with
@@ -208,9 +210,10 @@ impl Gc {
     async fn give_back_space(&self) -> u64 {
         let (store, mount) = (self.router.store().clone(), self.mount.clone());
         let capacity = self.capacity_bytes;
+        let min_free_percent = self.config.min_free_percent;
         let done = tokio::task::spawn_blocking(move || {
             // What must be given back: the bytes over 95% of the configured capacity, or
-            // (disk short) enough to bring free space back to a twentieth of the disk; less
+            // (disk short) enough to bring free space back to `min_free_percent`; less
             // what unreferenced chunks (collected within the grace period) will free anyway.
             let listed = store.list().unwrap_or_default();
             let ids: Vec<ChunkId> = listed.iter().map(|(id, _)| *id).collect();
@@ -230,7 +233,9 @@ impl Gc {
             } else {
                 0
             };
-            let disk_short = store.space_short_by().saturating_sub(garbage);
+            let disk_short = store
+                .space_short_by(min_free_percent)
+                .saturating_sub(garbage);
             let owed = over_capacity.max(disk_short);
             if owed == 0 {
                 return Ok(0);

@@ -174,6 +174,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     ),
     (
         "storage",
+        "min_free_percent",
+        "Free space to leave on the data dir's filesystem, in percent of its size (0 to 100):\nbelow it this node drops its oldest kept versions before their retention ends (live\ndata is never dropped). 0: only `capacity_bytes` bounds kept versions.",
+    ),
+    (
+        "storage",
         "sync_chunks",
         "Flush every chunk copy to disk before it counts as stored, so close() waits for R\ndisks. false: close() waits for R copies in the memory of R nodes (each writes it back\nwithin seconds), and fsync() flushes them on every owner.",
     ),
@@ -355,6 +360,9 @@ pub struct StorageConfig {
     /// Bytes offered to the network for chunks (the placement weight); 0 = the size of the
     /// data dir's filesystem.
     pub capacity_bytes: u64,
+    /// Free space, in percent of the data dir's filesystem (for unprivileged writers), under
+    /// which kept versions give way before their retention ends.
+    pub min_free_percent: u8,
     /// Flush every chunk copy to disk before it counts as stored (`fsync()` always does).
     pub sync_chunks: bool,
     /// Hold chunks for the network; false makes a reader node with placement weight 0.
@@ -582,6 +590,7 @@ impl Default for StorageConfig {
             seal_threads: 4,
             read_ahead_chunks: 16,
             capacity_bytes: 0,
+            min_free_percent: 5,
             sync_chunks: false,
             hold_chunks: true,
             scrub_interval_secs: 24 * 3600,
@@ -691,6 +700,12 @@ impl Config {
         }
         if s.read_ahead_chunks == 0 || s.read_ahead_chunks > 256 {
             return Err("storage.read_ahead_chunks must be between 1 and 256".into());
+        }
+        if s.min_free_percent > 100 {
+            return Err(format!(
+                "storage.min_free_percent must be between 0 and 100, not {}",
+                s.min_free_percent
+            ));
         }
         self.bandwidth.limits()?;
         let r = &self.retention;
@@ -910,6 +925,11 @@ mod tests {
         let mut c = Config::default();
         c.storage.chunk_size = 100;
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.storage.min_free_percent = 101;
+        assert!(c.validate().unwrap_err().contains("min_free_percent"));
+        c.storage.min_free_percent = 0;
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

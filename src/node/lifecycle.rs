@@ -262,6 +262,7 @@ impl Node {
             GcConfig {
                 grace: Duration::from_secs(s.gc_grace_secs),
                 capacity_bytes: s.capacity_bytes,
+                min_free_percent: s.min_free_percent,
             },
         );
         workers.spawn(gc.clone().run());

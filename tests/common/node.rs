@@ -112,6 +112,12 @@ impl Node {
         node
     }
 
+    /// Makes this node's kept versions independent of how full the host's disk is: a build
+    /// directory can bring it under the default 5% free, and GC would then drop them early.
+    pub fn ignore_host_disk_space(&self) {
+        self.set_config("storage", "min_free_percent", "0");
+    }
+
     /// Fresh node whose data dir lives on a freshly mounted tmpfs of
     /// `size_mib` MiB (unmounted on drop). The mountpoint is outside the
     /// tmpfs.
@@ -152,7 +158,8 @@ impl Node {
         )
     }
 
-    /// Runs init and asserts it succeeded.
+    /// Runs init and asserts it succeeded. The node's kept versions then do not depend on how
+    /// full the host's disk is (see [`Node::ignore_host_disk_space`]).
     pub fn init_ok(&self, extra: &[&str]) {
         let out = self.run_init(extra);
         assert!(
@@ -161,6 +168,7 @@ impl Node {
             out.status,
             out_text(&out)
         );
+        self.ignore_host_disk_space();
     }
 
     pub fn config_path(&self) -> PathBuf {
