@@ -364,15 +364,17 @@ fn purge_erases_every_version_on_every_node_at_once() {
     );
 }
 
-/// Kept versions give way when a node stores more than its capacity: the ones kept longest go
-/// first, whatever their retention, until what is left fits, and the newest kept version stays
-/// restorable.
-#[test]
-fn kept_versions_give_way_when_a_node_is_over_its_capacity() {
+/// A one-node network keeping versions for a week, with `[storage] key = value` set; writes
+/// `f.bin` once per seed (`chunks` chunks each) and returns the node and each version's new
+/// chunks, oldest first.
+fn versions_kept_for_a_week(
+    (key, value): (&str, &str),
+    seeds: std::ops::RangeInclusive<u64>,
+    chunks: usize,
+) -> (Node, Vec<BTreeSet<String>>) {
     let mut node = Node::init();
     node.set_chunk_size(CHUNK);
-    // Room for the current version (8 chunks) and one earlier one within 95%, not two.
-    node.set_config("storage", "capacity_bytes", &(24 * CHUNK).to_string());
+    node.set_config("storage", key, value);
     node.start_args(&loopback_args(
         1,
         &[
@@ -384,14 +386,24 @@ fn kept_versions_give_way_when_a_node_is_over_its_capacity() {
     ));
     let mut versions = Vec::new();
     let mut seen = BTreeSet::new();
-    for seed in 31..=35u64 {
-        let data = random_bytes(seed, 8 * CHUNK);
-        write_and_close(&node.p("f.bin"), &data).unwrap();
+    for seed in seeds {
+        write_and_close(&node.p("f.bin"), &random_bytes(seed, chunks * CHUNK)).unwrap();
         let now = node.chunk_ids();
         versions.push(now.difference(&seen).cloned().collect::<BTreeSet<String>>());
         seen = now;
     }
-    assert!(versions.iter().all(|v| v.len() == 8), "{versions:?}");
+    assert!(versions.iter().all(|v| v.len() == chunks), "{versions:?}");
+    (node, versions)
+}
+
+/// Kept versions give way when a node stores more than its capacity: the ones kept longest go
+/// first, whatever their retention, until what is left fits, and the newest kept version stays
+/// restorable.
+#[test]
+fn kept_versions_give_way_when_a_node_is_over_its_capacity() {
+    // Room for the current version (8 chunks) and one earlier one within 95%, not two.
+    let (node, versions) =
+        versions_kept_for_a_week(("capacity_bytes", &(24 * CHUNK).to_string()), 31..=35, 8);
     // The three oldest versions' chunks go; the newest kept one and the current stay.
     assert!(
         wait_until(Duration::from_secs(60), || {
@@ -427,28 +439,7 @@ fn kept_versions_give_way_when_a_node_is_over_its_capacity() {
 /// the current version stays.
 #[test]
 fn kept_versions_give_way_when_the_disk_is_short() {
-    let mut node = Node::init();
-    node.set_chunk_size(CHUNK);
-    node.set_config("storage", "min_free_percent", "100");
-    node.start_args(&loopback_args(
-        1,
-        &[
-            "--gc-grace".into(),
-            GRACE.into(),
-            "--retention-days".into(),
-            "7".into(),
-        ],
-    ));
-    let mut versions = Vec::new();
-    let mut seen = BTreeSet::new();
-    for seed in 41..=43u64 {
-        let data = random_bytes(seed, 4 * CHUNK);
-        write_and_close(&node.p("f.bin"), &data).unwrap();
-        let now = node.chunk_ids();
-        versions.push(now.difference(&seen).cloned().collect::<BTreeSet<String>>());
-        seen = now;
-    }
-    assert!(versions.iter().all(|v| v.len() == 4), "{versions:?}");
+    let (node, versions) = versions_kept_for_a_week(("min_free_percent", "100"), 41..=43, 4);
     assert!(
         wait_until(Duration::from_secs(60), || {
             let held = node.chunk_ids();
