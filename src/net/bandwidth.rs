@@ -275,15 +275,38 @@ impl Bandwidth {
         let wait = self
             .reserve(peer, Direction::Up, sent as usize)
             .max(self.reserve(peer, Direction::Down, received as usize));
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+        wait_for(wait).await;
+    }
+}
+
+/// Waits `wait`, and not at all when it is zero. A tokio `sleep` of zero is not ready at once:
+/// it waits for the timer's next tick (up to a millisecond), which would delay every answer
+/// and request on the unlimited path, where every wait is zero.
+pub async fn wait_for(wait: Duration) {
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A zero wait is ready at its first poll. tokio's own sleep of zero is not (it waits for
+    /// the timer's next tick, ~1 ms), which delayed every chunk answer by that much.
+    #[tokio::test]
+    async fn a_zero_wait_is_ready_at_once() {
+        use futures::FutureExt;
+        assert!(
+            wait_for(Duration::ZERO).now_or_never().is_some(),
+            "a zero wait pends"
+        );
+        assert!(
+            tokio::time::sleep(Duration::ZERO).now_or_never().is_none(),
+            "tokio's sleep(0) is ready at once here: the reason for `wait_for` is gone"
+        );
+        assert!(wait_for(Duration::from_millis(5)).now_or_never().is_none());
+    }
 
     #[test]
     fn rates_parse_with_and_without_units() {

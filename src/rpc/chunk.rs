@@ -515,7 +515,7 @@ async fn serve_stream(
             answer_within_limits(&peer, request, body, received, &server).await;
         // The wait is the answer's own (booked within the bounds `Bandwidth::admit` keeps,
         // under the requester's timeout); a refused request's bytes are dropped already.
-        tokio::time::sleep(wait).await;
+        crate::net::bandwidth::wait_for(wait).await;
         let write = write_frame_with_body(&mut stream, &response, &data, MAX_BODY);
         let written = tokio::time::timeout(REQUEST_TIMEOUT, write)
             .await
@@ -721,7 +721,7 @@ async fn prove(
         guard.offence(*peer, Offence::Flood, "prove rate");
         return ChunkResponse::Refused(format!("{BUSY}: proof rate limit"));
     };
-    tokio::time::sleep(wait).await;
+    crate::net::bandwidth::wait_for(wait).await;
     let Ok(_running) = budget.running.acquire().await else {
         budget.settle(peer, reserved, 0);
         return ChunkResponse::Refused("internal error".into());

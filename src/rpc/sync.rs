@@ -475,7 +475,7 @@ async fn serve_session(
                 Ok(up.max(bandwidth.admit(&peer, Direction::Down, received as usize)?))
             });
         match booked {
-            Ok(wait) => tokio::time::sleep(wait).await,
+            Ok(wait) => crate::net::bandwidth::wait_for(wait).await,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "sync session over the bandwidth limits; ended");
                 return Ok(());
