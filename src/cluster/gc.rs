@@ -201,12 +201,12 @@ impl Gc {
         report
     }
 
-    /// When the disk holding the chunks runs short (under `storage.min_free_percent` free) or this node stores more
-    /// than 95% of its configured capacity, drops the versions kept longest, whatever their
-    /// retention, until the chunks only they held would give back the difference: kept
-    /// versions never take the room live data needs, and a writer who fills the network with
-    /// versions cannot make a full disk last for the whole retention. Their chunks then go
-    /// by the usual rules (after the grace period). Returns how many went.
+    /// When the disk holding the chunks runs short (under `storage.min_free_percent` free) or
+    /// this node stores more than 95% of its configured capacity, drops the versions kept
+    /// longest, whatever their retention, until the chunks only they held would give back the
+    /// difference: kept versions never take the room live data needs, and a writer who fills
+    /// the network with versions cannot make a full disk last for the whole retention. Their
+    /// chunks then go by the usual rules (after the grace period). Returns how many went.
     async fn give_back_space(&self) -> u64 {
         let (store, mount) = (self.router.store().clone(), self.mount.clone());
         let capacity = self.capacity_bytes;
