@@ -1024,3 +1024,60 @@ fn loopback_addresses_are_not_told_to_a_peer_on_another_address() {
     );
     net.stop_all();
 }
+
+/// A repair pass whose pushes an owner refused (here as busy, over its bandwidth limit; in the
+/// field also a connection closed under a push) runs again within seconds once the owner
+/// takes copies again, not at the next periodic pass: the interval here is an hour, and
+/// nothing else (no membership change, no write) starts a pass.
+#[test]
+fn a_pass_left_short_by_a_busy_owner_runs_again_soon() {
+    use p2pfs::net::bandwidth::Limits;
+    const CHUNKS: usize = 16;
+    let mut net = Net::new(3600, 3600);
+    let a = net.start();
+    let b = net.start();
+    net.wait_converged();
+    // The passes the joins started are over, with no start left pending (one runs about a
+    // second after it is asked for): the only pass from here on is the one asked for below.
+    let passes = || net.node(a).repair.passes();
+    wait_until("the passes the joins started are over", || {
+        let before = passes();
+        std::thread::sleep(Duration::from_secs(3));
+        before > 0 && passes() == before
+    });
+    // 8 KiB/s: the first 64 KiB push is taken (answered in 8 s, under the request timeout)
+    // and books the owner's download 8 s ahead, so every other push of the pass is refused.
+    net.node(b).guard.bandwidth().set(Limits {
+        download: 8 * 1024,
+        ..Limits::default()
+    });
+    // Chunks on `a` alone, both nodes their owners (R = 2): `a` is responsible for pushing
+    // every one to `b`.
+    let ids: Vec<ChunkId> = (0..CHUNKS)
+        .map(|i| {
+            let data = content(60 + i as u8, CHUNK as usize);
+            let id = ChunkId::of(&data);
+            net.node(a).chunks.put(&id, &data).unwrap();
+            id
+        })
+        .collect();
+    net.node(a).cluster.router.repair_wanted().notify_one();
+    wait_until("a pass left chunks short on the busy owner", || {
+        net.node(a).repair.under_replicated() > 0
+    });
+    let short_at = Instant::now();
+    let held_then = ids.iter().filter(|id| net.holders(id).len() == R).count();
+    assert!(held_then < CHUNKS, "every push was taken");
+    net.node(b).guard.bandwidth().set(Limits::default());
+    wait_until(
+        "every chunk on both owners after the owner took copies again",
+        || ids.iter().all(|id| net.holders(id).len() == R),
+    );
+    let took = short_at.elapsed();
+    println!(
+        "{held_then} of {CHUNKS} chunks placed by the pass the busy owner left short; the rest \
+         {took:.1?} after (passes run hourly here)"
+    );
+    assert_eq!(net.node(a).repair.under_replicated(), 0);
+    net.stop_all();
+}

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::block::{ChunkId, ChunkStore};
 use crate::cluster::ChunkRouter;
@@ -175,15 +176,21 @@ impl Repair {
     }
 
     pub async fn run(self: Arc<Self>) {
+        let mut retry = None;
         loop {
+            let wait = retry.unwrap_or(self.config.interval);
             tokio::select! {
-                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.trigger.notified() => {
                     // Let a burst of membership changes settle into one pass.
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
-            let report = self.pass().await;
+            let report = self
+                .pass()
+                .instrument(tracing::debug_span!("repair_pass", retry_after_short = ?retry))
+                .await;
+            retry = retry_after(retry, &report, self.config.interval);
             if report.pushed > 0
                 || report.dropped > 0
                 || report.kept > 0
@@ -536,6 +543,25 @@ impl Repair {
     }
 }
 
+/// The first wait before a pass left short runs again.
+const RETRY_SHORT_PASS: Duration = Duration::from_secs(2);
+
+/// When the next pass runs after `report` (`None`: at the periodic interval). A pass that
+/// left chunks short of their owners (a push refused as busy, a connection closed under it,
+/// an owner out of space) runs again soon, since nothing else may start one before the
+/// interval: 2 s after the first, doubling after each pass still short up to the interval,
+/// so an owner that stays unreachable costs a few passes, not a pass every few seconds.
+fn retry_after(
+    previous: Option<Duration>,
+    report: &PassReport,
+    interval: Duration,
+) -> Option<Duration> {
+    if report.under_replicated == 0 {
+        return None;
+    }
+    Some(previous.map_or(RETRY_SHORT_PASS, |d| d * 2).min(interval))
+}
+
 /// The owners this node places `id`'s copies on: its R owners, except that one caught not
 /// holding what it claims (`failed`) is replaced by the next in rank.
 fn target_owners(
@@ -834,6 +860,27 @@ mod tests {
         // The input exercises every kind of decision.
         let (pushes, drops, kept) = pushes_and_drops;
         assert!(pushes > 0 && drops > 0 && kept > 0, "{pushes_and_drops:?}");
+    }
+
+    #[test]
+    fn a_short_pass_runs_again_sooner_and_backs_off_to_the_interval() {
+        let interval = Duration::from_secs(60);
+        let short = PassReport {
+            under_replicated: 3,
+            ..Default::default()
+        };
+        let mut waits = Vec::new();
+        let mut retry = None;
+        for _ in 0..7 {
+            retry = retry_after(retry, &short, interval);
+            waits.push(retry.unwrap().as_secs());
+        }
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60]);
+        // A pass that placed everything goes back to the periodic interval.
+        assert_eq!(retry_after(retry, &PassReport::default(), interval), None);
+        // A short interval bounds the first retry too.
+        let quick = Duration::from_secs(1);
+        assert_eq!(retry_after(None, &short, quick), Some(quick));
     }
 
     #[tokio::test]
