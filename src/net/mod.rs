@@ -20,6 +20,7 @@ pub mod bandwidth;
 pub mod counters;
 pub mod guard;
 pub mod limits;
+pub mod overlap;
 pub mod reach;
 pub mod secure;
 
@@ -458,9 +459,14 @@ pub fn build_swarm_secured(
             let noise = secure::Secure::new(kp, prologue.clone(), aes_gcm)?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                 relay_transport
-                    .or_transport(tcp::tokio::Transport::new(
-                        tcp::Config::default().nodelay(true),
-                    ))
+                    .or_transport(
+                        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)).map(
+                            |stream: tcp::tokio::TcpStream, _| {
+                                overlap::bound_unacked(&stream.0);
+                                stream
+                            },
+                        ),
+                    )
                     .upgrade(libp2p::core::upgrade::Version::V1Lazy)
                     .authenticate(noise)
                     .multiplex_ext(move |peer, _| {
@@ -622,6 +628,7 @@ pub fn start(config: NetConfig, workers: &Workers) -> Result<(NetHandle, NetEven
         upgrade_tried: Default::default(),
         peer_addrs: Default::default(),
         relayed_superseded: Default::default(),
+        overlaps: Default::default(),
         observed_ips: Default::default(),
         upnp_addrs: Default::default(),
         implausible_logged: false,
@@ -685,6 +692,8 @@ struct EventLoop {
     /// Relayed connections found beside a direct one at the last reach tick: closed at the
     /// next if still there, so requests already on them finish first.
     relayed_superseded: HashSet<(PeerId, ConnectionId)>,
+    /// Which connections were opened behind older ones to the same peer ([`overlap`]).
+    overlaps: overlap::Overlaps,
     /// The IP addresses members last saw this node's connections come from (identify), the
     /// only ones a dial-back can honestly confirm besides its listen addresses.
     observed_ips: std::collections::VecDeque<std::net::IpAddr>,
@@ -929,6 +938,7 @@ impl EventLoop {
             ConnKind::Direct
         };
         self.shared.write().conn_kinds.opened(peer, id, kind);
+        self.overlaps.opened(peer, id, relayed);
         if let ConnectedPoint::Dialer { address, .. } = endpoint {
             if relayed {
                 self.circuit_dialed.insert(peer, address.clone());
@@ -1409,9 +1419,21 @@ impl EventLoop {
                 peer_id,
                 num_established,
                 connection_id,
+                cause,
                 ..
             } => {
                 self.guard.connection_closed(peer_id, num_established);
+                for behind in self
+                    .overlaps
+                    .closed(peer_id, connection_id, cause.is_some())
+                {
+                    tracing::info!(
+                        peer = %peer_id,
+                        "a dead connection closed: closing the one opened behind it, so that \
+                         the reconnection exchanges gossip subscriptions"
+                    );
+                    self.swarm.close_connection(behind);
+                }
                 self.shared
                     .write()
                     .conn_kinds
@@ -1570,6 +1592,7 @@ impl EventLoop {
                 result: Err(e),
             })) => {
                 tracing::debug!(%peer, error = %e, "ping failed; closing the connection");
+                self.overlaps.ping_failed(connection);
                 self.swarm.close_connection(connection);
             }
             _ => {}
@@ -1598,22 +1621,124 @@ mod tests {
         queue: usize,
         reach: ReachConfig,
     ) -> (NetHandle, NetEvents) {
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
         start(
-            NetConfig {
-                keypair: libp2p::identity::Keypair::generate_ed25519(),
-                network_key: key.clone(),
-                listen,
-                bootstrap,
-                mdns: false,
-                max_queued_gossip: queue,
-                limits: limits::AdmissionLimits::default(),
-                reach,
-                guard: PeerGuard::new(),
-                admission: Arc::new(admit::KeyOnlyAdmission),
-            },
+            config(key, &keypair, listen, bootstrap, queue, reach),
             &Workers::new(),
         )
         .unwrap()
+    }
+
+    fn config(
+        key: &NetworkKey,
+        keypair: &libp2p::identity::Keypair,
+        listen: Vec<Multiaddr>,
+        bootstrap: Vec<Multiaddr>,
+        queue: usize,
+        reach: ReachConfig,
+    ) -> NetConfig {
+        NetConfig {
+            keypair: keypair.clone(),
+            network_key: key.clone(),
+            listen,
+            bootstrap,
+            mdns: false,
+            max_queued_gossip: queue,
+            limits: limits::AdmissionLimits::default(),
+            reach,
+            guard: PeerGuard::new(),
+            admission: Arc::new(admit::KeyOnlyAdmission),
+        }
+    }
+
+    /// A node with the given identity and its own workers (to stop it alone).
+    fn node_as(
+        key: &NetworkKey,
+        keypair: &libp2p::identity::Keypair,
+        bootstrap: Vec<Multiaddr>,
+    ) -> (NetHandle, NetEvents, Workers) {
+        let workers = Workers::new();
+        let listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        let (handle, events) = start(
+            config(
+                key,
+                keypair,
+                listen,
+                bootstrap,
+                1024,
+                ReachConfig::default(),
+            ),
+            &workers,
+        )
+        .unwrap();
+        (handle, events, workers)
+    }
+
+    /// A peer that comes back (a new process, the same identity) while this node still holds
+    /// its previous connection hears this node and is heard by it once that connection is gone.
+    /// gossipsub tells a peer this node's subscriptions only on its first connection, so
+    /// the new process, connected second, never learnt them and sent this node nothing: the
+    /// soak saw a restarted node stay dead on every other node for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_back_while_its_old_connection_lingers_is_heard_once_that_one_goes() {
+        let key = NetworkKey::generate();
+        let (here, mut here_events) = node(&key, vec![], 1024);
+        eventually("listening", || !here.listen_addrs().is_empty()).await;
+        let addr = here.listen_addrs()[0].clone();
+        let identity = libp2p::identity::Keypair::generate_ed25519();
+        let (old, mut old_events, old_workers) = node_as(&key, &identity, vec![addr.clone()]);
+        tokio::spawn(async move { while old_events.recv().await.is_some() {} });
+        wait_subscribed(&mut here_events, old.local, "the first process subscribes").await;
+        // The same identity again, connecting while the first process's connection is open.
+        let (new, mut new_events, new_workers) = node_as(&key, &identity, vec![addr]);
+        tokio::spawn(async move { while new_events.recv().await.is_some() {} });
+        eventually("the second process connected", || {
+            new.connected() == vec![here.local]
+        })
+        .await;
+        old_workers.stop(Duration::from_secs(5)).await;
+        // The second process says something every 300 ms until it is heard.
+        let speaker = {
+            let new = new.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    new.publish(Topic::Membership, format!("back {i}").into_bytes());
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+        };
+        let heard = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match here_events.recv().await {
+                    Some(NetEvent::Gossip { data, id, from, .. }) => {
+                        here.validated(id, Verdict::Accept);
+                        if from == new.local && data.starts_with(b"back") {
+                            break;
+                        }
+                    }
+                    Some(_) => {}
+                    None => panic!("node stopped"),
+                }
+            }
+        })
+        .await;
+        speaker.abort();
+        new_workers.stop(Duration::from_secs(5)).await;
+        heard.expect("the second process is heard once the first one's connection is gone");
+    }
+
+    /// Takes `events` until `peer` subscribed (20 s at most).
+    async fn wait_subscribed(events: &mut NetEvents, peer: PeerId, what: &str) {
+        let subscribed = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match events.recv().await {
+                    Some(NetEvent::Subscribed(p)) if p == peer => break,
+                    Some(_) => {}
+                    None => panic!("node stopped"),
+                }
+            }
+        });
+        subscribed.await.expect(what);
     }
 
     async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
@@ -1638,16 +1763,7 @@ mod tests {
         let addr = slow.listen_addrs()[0].clone();
         let (fast, mut fast_events) = node(&key, vec![addr], 1024);
         // The fast node's program takes its events; wait until the slow node subscribed.
-        let subscribed = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                match fast_events.recv().await {
-                    Some(NetEvent::Subscribed(p)) if p == slow.local => break,
-                    Some(_) => {}
-                    None => panic!("fast node stopped"),
-                }
-            }
-        });
-        subscribed.await.expect("the slow node subscribes");
+        wait_subscribed(&mut fast_events, slow.local, "the slow node subscribes").await;
         // Five times the queue bound, paced under the per-source rate limit.
         for i in 0..QUEUE * 5 {
             fast.publish(Topic::Namespace, format!("message {i}").into_bytes());
