@@ -1423,11 +1423,10 @@ impl EventLoop {
                 ..
             } => {
                 self.guard.connection_closed(peer_id, num_established);
-                for behind in self
-                    .overlaps
-                    .closed(peer_id, connection_id, cause.is_some())
-                {
-                    tracing::info!(
+                // An idle connection ends with a keep-alive timeout: no sign of a dead peer.
+                let failed = matches!(cause, Some(libp2p::swarm::ConnectionError::IO(_)));
+                for behind in self.overlaps.closed(peer_id, connection_id, failed) {
+                    tracing::debug!(
                         peer = %peer_id,
                         "a dead connection closed: closing the one opened behind it, so that \
                          the reconnection exchanges gossip subscriptions"

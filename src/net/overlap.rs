@@ -1,15 +1,15 @@
 //! Connections a peer opens while an older one to it is still open, and what happens when that
 //! older one dies; and the socket option that bounds how long a dead TCP connection lingers.
 //!
-//! A peer that restarts (or whose link comes back) may connect again before this node has seen
-//! its previous connection end: a dead link shows only as a missed ping, and closing a
-//! connection whose send buffer is full waits until TCP gives up. gossipsub sends its topic
-//! subscriptions only on a peer's first connection, so the peer's new process never learns what
-//! this node subscribes to, never sends it gossip, and stays dead in its view for good. So when
-//! a dead connection (its ping failed, or it ended with an error) closes, the connections of the
-//! same kind opened to that peer while it was open are closed too: the peer or this node dials
-//! again, and the new connection is a first one on both sides. A connection of another kind
-//! (the direct one that replaces a relayed one) is left alone: it is the same process.
+//! A peer that restarts (or whose link comes back) may connect again before this node has seen its
+//! previous connection end: a dead link shows only as a missed ping, and closing a connection whose
+//! send buffer is full waits until TCP gives up. gossipsub sends its topic subscriptions only on a
+//! peer's first connection, so the peer's new process never learns what this node subscribes to,
+//! never sends it gossip, and stays dead in its view for good. So when a dead connection (its ping
+//! failed, or it ended with an I/O error) closes, the connections of the same kind opened to that
+//! peer while it was open are closed too: the peer or this node dials again, and the new connection
+//! is a first one on both sides. A connection of another kind (the direct one that replaces a
+//! relayed one) is left alone: it is the same process.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -76,7 +76,7 @@ impl Overlaps {
         }
     }
 
-    /// `id` to `peer` closed, `failed` if with an error. Returns the connections to close:
+    /// `id` to `peer` closed, `failed` if with an I/O error. Returns the connections to close:
     /// those opened behind it, if it was dead.
     pub fn closed(&mut self, peer: PeerId, id: ConnectionId, failed: bool) -> Vec<ConnectionId> {
         let dead = self.dead.remove(&id) || failed;
